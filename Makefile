@@ -1,0 +1,43 @@
+# jetpost — targets a newcomer can guess.
+GO        ?= go
+BIN       := bin
+PKGS      := ./...
+# Test binaries share a build cache; -race needs cgo.
+export CGO_ENABLED ?= 1
+
+.PHONY: all build test vet lint fuzz demo run up bench clean help
+
+all: build
+
+help: ## this list
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-8s %s\n", $$1, $$2}'
+
+build: ## build worker, enqueue and demotarget into ./bin
+	$(GO) build -o $(BIN)/ ./cmd/...
+
+vet: ## go vet
+	$(GO) vet $(PKGS)
+
+lint: vet ## gofmt check + go vet
+	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+
+test: lint ## gofmt, go vet and every test with the race detector (what CI runs)
+	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
+	./scripts/fuzz.sh $${FUZZTIME:-10s}
+
+demo: build ## the main job end to end on the embedded default: worker + demo target + examples/requests.jsonl
+	./scripts/demo.sh
+
+run: build ## a worker on the embedded NATS server (./data), demo target allowed on loopback
+	JETPOST_ALLOWED_NETWORKS=127.0.0.0/8 $(BIN)/worker
+
+up: ## validate the docker compose topology (no Docker engine needed)
+	docker compose config --quiet && echo "docker-compose.yml is valid"
+
+bench: build ## Go micro-benchmarks of the hot path
+	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...
+
+clean:
+	rm -rf $(BIN) .demo

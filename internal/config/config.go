@@ -1,0 +1,238 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/kelseyhightower/envconfig"
+)
+
+// Prefix is the environment prefix of every variable.
+const Prefix = "JETPOST"
+
+// Common is what worker and enqueue share: how to reach NATS and how the
+// streams are laid out. Both commands create the streams idempotently, so
+// both must agree on their shape.
+type Common struct {
+	NatsURL       string `split_words:"true" desc:"NATS server URL(s), comma-separated. Empty for worker: start an embedded server; for enqueue: nats://127.0.0.1:4222"`
+	NatsUser      string `split_words:"true" desc:"NATS user name (with JETPOST_NATS_PASSWORD)"`
+	NatsPassword  string `split_words:"true" desc:"NATS password"`
+	NatsToken     string `split_words:"true" desc:"NATS authentication token"`
+	NatsNkeyFile  string `split_words:"true" desc:"file holding an NKey seed to authenticate with"`
+	NatsCredsFile string `split_words:"true" desc:"NATS credentials (.creds) file: JWT and NKey seed"`
+	NatsTLSCa     string `split_words:"true" desc:"PEM file of CA certificates that sign the NATS server's certificate"`
+	NatsTLSCert   string `split_words:"true" desc:"PEM client certificate for mutual TLS (with JETPOST_NATS_TLS_KEY)"`
+	NatsTLSKey    string `split_words:"true" desc:"PEM private key of the client certificate"`
+
+	SubjectPrefix string        `split_words:"true" default:"jetpost" desc:"first token of every subject and of the stream names, so tenants can share an account"`
+	Replicas      int           `default:"1" desc:"replicas of each stream (1, 3 or 5; 3 on a 3-node cluster)"`
+	DedupWindow   time.Duration `split_words:"true" default:"30m" desc:"how long JetStream remembers job ids to drop re-enqueued duplicates"`
+	ResultsMaxAge time.Duration `split_words:"true" default:"168h" desc:"how long results (and dead letters) are kept"`
+
+	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
+	LogFormat string `split_words:"true" default:"auto" desc:"json, console, or auto (console on a terminal, json otherwise)"`
+}
+
+// Worker is the full configuration of the worker daemon.
+type Worker struct {
+	Common
+
+	EmbeddedListen string `split_words:"true" default:"127.0.0.1:4222" desc:"listen address of the embedded NATS server (only without JETPOST_NATS_URL)"`
+	DataDir        string `split_words:"true" default:"./data" desc:"JetStream store of the embedded NATS server"`
+	WorkerID       string `split_words:"true" desc:"name of this worker in results and logs (default HOSTNAME-PID)"`
+	HTTPAddr       string `split_words:"true" desc:"address for /healthz, /readyz and /metrics, e.g. :9090; empty disables"`
+
+	MaxInflight   int           `split_words:"true" default:"64" desc:"HTTP requests outstanding per worker process (the concurrency targets see)"`
+	Prefetch      int           `default:"0" desc:"messages fetched ahead of a free slot; 0 means a quarter of JETPOST_MAX_INFLIGHT (at least 4)"`
+	AckWait       time.Duration `split_words:"true" default:"30s" desc:"time a delivered job may go unacknowledged before JetStream redelivers it; running jobs send progress every half of it"`
+	MaxAckPending int           `split_words:"true" default:"20000" desc:"jobs delivered and not yet acknowledged across all workers (consumer limit)"`
+
+	MaxAttempts      int           `split_words:"true" default:"5" desc:"HTTP attempts per job: 1 attempt + 4 retries"`
+	BackoffBase      time.Duration `split_words:"true" default:"1s" desc:"first retry delay ceiling; doubles per attempt, full jitter"`
+	BackoffMax       time.Duration `split_words:"true" default:"1m" desc:"ceiling of the retry delay"`
+	MaxRetryAfter    time.Duration `split_words:"true" default:"5m" desc:"cap on a target's Retry-After"`
+	RetryStatuses    string        `split_words:"true" default:"408,425,429,5xx" desc:"HTTP statuses that are retried; other 4xx and 5xx are permanent"`
+	MaxJobAge        time.Duration `split_words:"true" default:"24h" desc:"a job still not done this long after enqueue fails with reason expired"`
+	RequestTimeout   time.Duration `split_words:"true" default:"30s" desc:"per-attempt timeout (connect, headers and body) when the job sets none"`
+	MaxResponseBytes int64         `split_words:"true" default:"65536" desc:"response body kept in the result; longer bodies are truncated"`
+	MaxRedirects     int           `split_words:"true" default:"5" desc:"redirects followed per attempt"`
+
+	IdempotencyHeader string `split_words:"true" default:"Idempotency-Key" desc:"header carrying the job id on every request; empty disables"`
+	AllowedNetworks   string `split_words:"true" desc:"CIDRs that may be reached despite the default refusal of loopback, private and link-local addresses, e.g. 127.0.0.0/8"`
+
+	BreakerFailures         uint32        `split_words:"true" default:"5" desc:"consecutive failures (network, timeout, 5xx) that open a host's breaker"`
+	BreakerOpenTimeout      time.Duration `split_words:"true" default:"30s" desc:"how long a host's breaker stays open before a probe"`
+	BreakerHalfOpenRequests uint32        `split_words:"true" default:"1" desc:"probe requests allowed while a breaker is half-open"`
+
+	ShutdownTimeout time.Duration `split_words:"true" default:"30s" desc:"on SIGTERM, how long requests in flight may finish before they are cancelled and handed back"`
+}
+
+// LoadWorker reads the worker's configuration from the environment and
+// validates it.
+func LoadWorker() (*Worker, error) {
+	var c Worker
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return nil, readable(err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// LoadCommon reads the shared part (for enqueue).
+func LoadCommon() (*Common, error) {
+	var c Common
+	if err := envconfig.Process(Prefix, &c); err != nil {
+		return nil, readable(err)
+	}
+	if err := c.Validate(); err != nil {
+		return nil, err
+	}
+	return &c, nil
+}
+
+// readable turns envconfig's parse error into one line that names the
+// variable and the value.
+func readable(err error) error {
+	var pe *envconfig.ParseError
+	if errors.As(err, &pe) {
+		return fmt.Errorf("%s=%q: cannot parse as %s: %w", pe.KeyName, pe.Value, pe.TypeName, errors.Unwrap(pe.Err))
+	}
+	return err
+}
+
+// Validate checks the shared settings.
+func (c *Common) Validate() error {
+	var errs []error
+	if c.NatsURL != "" {
+		for _, u := range strings.Split(c.NatsURL, ",") {
+			pu, err := url.Parse(strings.TrimSpace(u))
+			if err != nil || pu.Host == "" {
+				errs = append(errs, fmt.Errorf("JETPOST_NATS_URL=%q: %q is not a URL like nats://host:4222", c.NatsURL, u))
+			}
+		}
+	}
+	if !validName(c.SubjectPrefix) {
+		errs = append(errs, fmt.Errorf("JETPOST_SUBJECT_PREFIX=%q: use 1 to 32 characters of [A-Za-z0-9_-]", c.SubjectPrefix))
+	}
+	if c.Replicas < 1 || c.Replicas > 5 {
+		errs = append(errs, fmt.Errorf("JETPOST_REPLICAS=%d: must be 1 to 5", c.Replicas))
+	}
+	if c.DedupWindow <= 0 {
+		errs = append(errs, fmt.Errorf("JETPOST_DEDUP_WINDOW=%s: must be positive", c.DedupWindow))
+	}
+	if c.ResultsMaxAge < time.Minute {
+		errs = append(errs, fmt.Errorf("JETPOST_RESULTS_MAX_AGE=%s: must be at least 1m", c.ResultsMaxAge))
+	}
+	if c.NatsTLSCert != "" && c.NatsTLSKey == "" || c.NatsTLSCert == "" && c.NatsTLSKey != "" {
+		errs = append(errs, errors.New("JETPOST_NATS_TLS_CERT and JETPOST_NATS_TLS_KEY go together"))
+	}
+	for name, path := range map[string]string{"JETPOST_NATS_NKEY_FILE": c.NatsNkeyFile, "JETPOST_NATS_CREDS_FILE": c.NatsCredsFile, "JETPOST_NATS_TLS_CA": c.NatsTLSCa, "JETPOST_NATS_TLS_CERT": c.NatsTLSCert, "JETPOST_NATS_TLS_KEY": c.NatsTLSKey} {
+		if path == "" {
+			continue
+		}
+		if _, err := os.Stat(path); err != nil {
+			errs = append(errs, fmt.Errorf("%s=%q: %w", name, path, err))
+		}
+	}
+	switch c.LogLevel {
+	case "debug", "info", "warn", "error":
+	default:
+		errs = append(errs, fmt.Errorf("JETPOST_LOG_LEVEL=%q: use debug, info, warn or error", c.LogLevel))
+	}
+	switch c.LogFormat {
+	case "json", "console", "auto":
+	default:
+		errs = append(errs, fmt.Errorf("JETPOST_LOG_FORMAT=%q: use json, console or auto", c.LogFormat))
+	}
+	return errors.Join(errs...)
+}
+
+// Validate checks every worker setting, so a bad value stops the process
+// before it connects to anything.
+func (c *Worker) Validate() error {
+	errs := []error{c.Common.Validate()}
+	check := func(ok bool, format string, args ...any) {
+		if !ok {
+			errs = append(errs, fmt.Errorf(format, args...))
+		}
+	}
+	if c.NatsURL == "" {
+		_, _, err := net.SplitHostPort(c.EmbeddedListen)
+		check(err == nil, "JETPOST_EMBEDDED_LISTEN=%q: want host:port", c.EmbeddedListen)
+		check(c.DataDir != "", "JETPOST_DATA_DIR: must not be empty")
+	}
+	if c.HTTPAddr != "" {
+		_, _, err := net.SplitHostPort(c.HTTPAddr)
+		check(err == nil, "JETPOST_HTTP_ADDR=%q: want host:port or :port", c.HTTPAddr)
+	}
+	check(c.MaxInflight >= 1 && c.MaxInflight <= 100000, "JETPOST_MAX_INFLIGHT=%d: must be 1 to 100000", c.MaxInflight)
+	check(c.Prefetch >= 0 && c.Prefetch <= 100000, "JETPOST_PREFETCH=%d: must be 0 (automatic) to 100000", c.Prefetch)
+	check(c.AckWait >= time.Second, "JETPOST_ACK_WAIT=%s: must be at least 1s", c.AckWait)
+	check(c.MaxAckPending >= c.MaxInflight+c.EffectivePrefetch(), "JETPOST_MAX_ACK_PENDING=%d: must be at least JETPOST_MAX_INFLIGHT + JETPOST_PREFETCH (%d)", c.MaxAckPending, c.MaxInflight+c.EffectivePrefetch())
+	check(c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "JETPOST_MAX_ATTEMPTS=%d: must be 1 to 100", c.MaxAttempts)
+	check(c.BackoffBase > 0, "JETPOST_BACKOFF_BASE=%s: must be positive", c.BackoffBase)
+	check(c.BackoffMax >= c.BackoffBase, "JETPOST_BACKOFF_MAX=%s: must be at least JETPOST_BACKOFF_BASE (%s)", c.BackoffMax, c.BackoffBase)
+	check(c.MaxRetryAfter >= 0, "JETPOST_MAX_RETRY_AFTER=%s: must not be negative", c.MaxRetryAfter)
+	check(c.MaxJobAge > 0, "JETPOST_MAX_JOB_AGE=%s: must be positive", c.MaxJobAge)
+	check(c.RequestTimeout > 0, "JETPOST_REQUEST_TIMEOUT=%s: must be positive", c.RequestTimeout)
+	check(c.MaxResponseBytes >= 0, "JETPOST_MAX_RESPONSE_BYTES=%d: must not be negative", c.MaxResponseBytes)
+	check(c.MaxRedirects >= 0 && c.MaxRedirects <= 50, "JETPOST_MAX_REDIRECTS=%d: must be 0 to 50", c.MaxRedirects)
+	check(c.BreakerFailures >= 1, "JETPOST_BREAKER_FAILURES=%d: must be at least 1", c.BreakerFailures)
+	check(c.BreakerOpenTimeout > 0, "JETPOST_BREAKER_OPEN_TIMEOUT=%s: must be positive", c.BreakerOpenTimeout)
+	check(c.BreakerHalfOpenRequests >= 1, "JETPOST_BREAKER_HALF_OPEN_REQUESTS=%d: must be at least 1", c.BreakerHalfOpenRequests)
+	check(c.ShutdownTimeout >= 0, "JETPOST_SHUTDOWN_TIMEOUT=%s: must not be negative", c.ShutdownTimeout)
+	return errors.Join(errs...)
+}
+
+// EffectivePrefetch resolves the automatic prefetch window: big enough that
+// refills are batched, small enough that fetched messages start well within
+// their ack wait.
+func (c *Worker) EffectivePrefetch() int {
+	if c.Prefetch > 0 {
+		return c.Prefetch
+	}
+	return max(4, c.MaxInflight/4)
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for _, r := range s {
+		if !(r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '_' || r == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Usage writes every variable of spec with its default and meaning, straight
+// from the struct tags, so the help cannot drift from the code.
+func Usage(w io.Writer, spec any) error {
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	const tmpl = "VARIABLE\tDEFAULT\tMEANING\n{{range .}}{{usage_key .}}\t{{usage_default .}}\t{{usage_description .}}\n{{end}}"
+	if err := envconfig.Usagef(Prefix, spec, tw, tmpl); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+// MarkdownTable renders the same information as a Markdown table for the
+// README; a test keeps the README's copy identical.
+func MarkdownTable(spec any) (string, error) {
+	var b strings.Builder
+	const tmpl = "| variable | default | meaning |\n|---|---|---|\n{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{end}} | {{usage_description .}} |\n{{end}}"
+	if err := envconfig.Usagef(Prefix, spec, &b, tmpl); err != nil {
+		return "", err
+	}
+	return b.String(), nil
+}

@@ -1,0 +1,403 @@
+package worker_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/jetpost/jetpost/internal/enqueue"
+	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/target"
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var names = queue.NewNames("jetpost")
+
+var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+
+// pipelineOpts are the knobs a test turns; zero values are fast defaults.
+type pipelineOpts struct {
+	workers     int
+	maxInflight int
+	prefetch    int
+	ackWait     time.Duration
+	maxAttempts int
+	breaker     sender.Breaker
+	onBreaker   func(host, from, to string)
+	obs         worker.Observer
+}
+
+// startWorkers runs opts.workers worker instances, each with its own NATS
+// connection, consumer and sender, as separate processes would. The
+// returned function stops them gracefully and waits.
+func startWorkers(t *testing.T, ns *server.Server, o pipelineOpts) (stop func()) {
+	t.Helper()
+	if o.workers == 0 {
+		o.workers = 1
+	}
+	if o.maxInflight == 0 {
+		o.maxInflight = 8
+	}
+	if o.prefetch == 0 {
+		o.prefetch = 4
+	}
+	if o.ackWait == 0 {
+		o.ackWait = 5 * time.Second
+	}
+	if o.maxAttempts == 0 {
+		o.maxAttempts = 5
+	}
+	if o.breaker.Failures == 0 {
+		o.breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range o.workers {
+		id := fmt.Sprintf("w%d", i+1)
+		nc, js := connect(t, ns)
+		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
+			MaxInflight: o.maxInflight, Prefetch: o.prefetch, AckWait: o.ackWait,
+			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
+		}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		snd, err := sender.New(sender.Config{
+			Timeout: 10 * time.Second, MaxConnsPerHost: o.maxInflight, IdempotencyHeader: "Idempotency-Key",
+			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			Breaker:         o.breaker, OnBreakerChange: o.onBreaker,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := worker.New(worker.Config{
+			ID: id, MaxAttempts: o.maxAttempts,
+			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
+		}, snd, o.obs, zerolog.Nop())
+		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer nc.Close()
+			defer snd.Close()
+			if err := svc.Run(ctx); err != nil {
+				t.Errorf("worker %s: %v", id, err)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func connect(t *testing.T, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Setup(context.Background(), js, names, streams); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// enqueueAndWait publishes jobs as enqueue does and waits for every result.
+func enqueueAndWait(t *testing.T, ns *server.Server, batch string, jobs []*job.Job) map[string]*job.Result {
+	t.Helper()
+	nc, js := connect(t, ns)
+	defer nc.Close()
+	col := enqueue.NewCollector()
+	var mu sync.Mutex
+	results := map[string]*job.Result{}
+	col.OnResult = func(r *job.Result) {
+		mu.Lock()
+		defer mu.Unlock()
+		if _, dup := results[r.ID]; dup {
+			t.Errorf("second result for job %s", r.ID)
+		}
+		results[r.ID] = r
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	done := make(chan error, 1)
+	go func() { done <- col.Run(ctx, js, names, batch) }()
+	pub := queue.NewPublisher(js, names, 256, func(id string, dup bool, err error) {
+		if err == nil && !dup {
+			col.Expect(id)
+		}
+	})
+	now := time.Now().UTC()
+	for _, j := range jobs {
+		j.Batch, j.EnqueuedAt = batch, now
+		if err := pub.Publish(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	st := pub.Close()
+	col.Seal()
+	if st.Published != len(jobs) || len(st.Failed) > 0 {
+		t.Fatalf("published %d of %d (%d failed)", st.Published, len(jobs), len(st.Failed))
+	}
+	if err := <-done; err != nil {
+		t.Fatalf("collecting results: %v (have %d of %d)", err, len(results), len(jobs))
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	return results
+}
+
+func newJobs(n int, url string) []*job.Job {
+	jobs := make([]*job.Job, n)
+	for i := range jobs {
+		jobs[i] = &job.Job{ID: fmt.Sprintf("job-%05d", i), Method: "GET", URL: url}
+	}
+	return jobs
+}
+
+// storedResults counts the messages on a batch's result subject: the
+// contract is exactly one per job, not just one seen by a collector.
+func storedResults(t *testing.T, ns *server.Server, batch string) uint64 {
+	t.Helper()
+	nc, js := connect(t, ns)
+	defer nc.Close()
+	s, err := js.Stream(context.Background(), names.ResultsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background(), jetstream.WithSubjectFilter(names.ResultSubject(batch)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Subjects[names.ResultSubject(batch)]
+}
+
+func TestThousandJobsTwoWorkersOneResultEach(t *testing.T) {
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{Latency: 2 * time.Millisecond})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	const workers, inflight = 2, 8
+	startWorkers(t, ns, pipelineOpts{workers: workers, maxInflight: inflight, prefetch: 4})
+
+	results := enqueueAndWait(t, ns, "thousand", newJobs(1000, srv.URL+"/orders"))
+
+	if len(results) != 1000 {
+		t.Fatalf("got %d results, want 1000", len(results))
+	}
+	seenWorkers := map[string]int{}
+	for id, r := range results {
+		if !r.OK || r.Status != 200 || r.Attempts != 1 {
+			t.Errorf("job %s: ok=%v status=%d attempts=%d err=%q", id, r.OK, r.Status, r.Attempts, r.Error)
+		}
+		seenWorkers[r.Worker]++
+	}
+	if got := storedResults(t, ns, "thousand"); got != 1000 {
+		t.Errorf("results stream holds %d results for the batch, want exactly 1000", got)
+	}
+	st := tg.Stats()
+	if st.MaxInFlight > workers*inflight {
+		t.Errorf("target saw %d concurrent requests, bound is %d", st.MaxInFlight, workers*inflight)
+	}
+	if st.Duplicates != 0 || st.Requests != 1000 {
+		t.Errorf("target saw %d requests, %d duplicates; want 1000 and 0", st.Requests, st.Duplicates)
+	}
+	t.Logf("max concurrent at target %d (bound %d); jobs per worker %v", st.MaxInFlight, workers*inflight, seenWorkers)
+}
+
+// A target slower than the ack wait: jobs waiting in the prefetch window and
+// running jobs must both be kept alive, so nothing is redelivered and no
+// request is sent twice.
+func TestSlowTargetCausesNoRedelivery(t *testing.T) {
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{Latency: 1500 * time.Millisecond})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	startWorkers(t, ns, pipelineOpts{maxInflight: 2, prefetch: 4, ackWait: time.Second})
+
+	results := enqueueAndWait(t, ns, "slow", newJobs(8, srv.URL+"/slow"))
+
+	for id, r := range results {
+		if !r.OK || r.Attempts != 1 {
+			t.Errorf("job %s: ok=%v attempts=%d err=%q", id, r.OK, r.Attempts, r.Error)
+		}
+	}
+	st := tg.Stats()
+	if st.Requests != 8 || st.Duplicates != 0 {
+		t.Errorf("target saw %d requests and %d duplicates, want 8 and 0", st.Requests, st.Duplicates)
+	}
+	if st.MaxInFlight > 2 {
+		t.Errorf("target saw %d concurrent requests, bound is 2", st.MaxInFlight)
+	}
+}
+
+func TestRetriesAndPermanentFailures(t *testing.T) {
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	startWorkers(t, ns, pipelineOpts{maxAttempts: 5})
+
+	jobs := []*job.Job{
+		{ID: "flaky", Method: "GET", URL: srv.URL + "/flaky?fail_first=2"},
+		{ID: "bad-request", Method: "POST", URL: srv.URL + "/bad?status=400"},
+		{ID: "always-503", Method: "GET", URL: srv.URL + "/down?status=503"},
+		{ID: "not-found", Method: "GET", URL: srv.URL + "/gone?status=404"},
+	}
+	results := enqueueAndWait(t, ns, "retries", jobs)
+
+	check := func(id string, ok bool, status, attempts int, reason string) {
+		t.Helper()
+		r := results[id]
+		if r == nil {
+			t.Fatalf("no result for %s", id)
+		}
+		if r.OK != ok || r.Status != status || r.Attempts != attempts || r.Reason != reason {
+			t.Errorf("%s: ok=%v status=%d attempts=%d reason=%q; want ok=%v status=%d attempts=%d reason=%q (error %q)",
+				id, r.OK, r.Status, r.Attempts, r.Reason, ok, status, attempts, reason, r.Error)
+		}
+		if k := tg.Key(id); k.Requests != attempts {
+			t.Errorf("%s: target saw %d requests (%v), result says %d attempts", id, k.Requests, k.Statuses, attempts)
+		}
+	}
+	check("flaky", true, 200, 3, "")
+	check("bad-request", false, 400, 1, job.ReasonPermanent)
+	check("always-503", false, 503, 5, job.ReasonExhausted)
+	check("not-found", false, 404, 1, job.ReasonPermanent)
+	if got := tg.Key("flaky").Statuses; fmt.Sprint(got) != "[503 503 200]" {
+		t.Errorf("flaky saw %v, want [503 503 200]", got)
+	}
+
+	// Every failure is also a dead letter, with its reason.
+	nc, js := connect(t, ns)
+	defer nc.Close()
+	s, err := js.Stream(context.Background(), names.DLQStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if info.State.Msgs != 3 {
+		t.Errorf("dead-letter stream holds %d messages, want 3", info.State.Msgs)
+	}
+}
+
+// With one request at a time, a host's breaker opens after three failures
+// and its jobs are deferred without a request until the host recovers;
+// deferrals spend no attempts.
+func TestBreakerDefersJobsWithoutSending(t *testing.T) {
+	ns := natstest.RunServer(t)
+	var open atomic.Bool
+	var sentWhileOpen atomic.Int64
+	tg := target.New(target.Options{FailRate: 1, OnRequest: func(*http.Request) {
+		if open.Load() {
+			sentWhileOpen.Add(1)
+		}
+	}})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+
+	var deferrals atomic.Int64
+	recovered := make(chan struct{})
+	var once sync.Once
+	startWorkers(t, ns, pipelineOpts{
+		maxInflight: 1, prefetch: 1, maxAttempts: 20,
+		breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
+		onBreaker: func(_, _, to string) {
+			open.Store(to == "open")
+		},
+		obs: worker.Observer{Deferred: func(_ string, a queue.Action) {
+			if a == queue.Defer && deferrals.Add(1) >= 5 {
+				// Enough jobs were turned away: let the host recover.
+				once.Do(func() {
+					tg.SetOptions(target.Options{OnRequest: tg.Options().OnRequest})
+					close(recovered)
+				})
+			}
+		}},
+	})
+
+	results := enqueueAndWait(t, ns, "breaker", newJobs(10, srv.URL+"/down"))
+	<-recovered
+
+	attempts := 0
+	for id, r := range results {
+		if !r.OK {
+			t.Errorf("job %s: ok=%v attempts=%d err=%q", id, r.OK, r.Attempts, r.Error)
+		}
+		attempts += r.Attempts
+	}
+	if n := sentWhileOpen.Load(); n != 0 {
+		t.Errorf("%d requests reached the host while its breaker was open", n)
+	}
+	if got := tg.Stats().Requests; got != int64(attempts) {
+		t.Errorf("target saw %d requests but results count %d attempts: deferrals were counted or lost", got, attempts)
+	}
+	if deferrals.Load() < 5 {
+		t.Errorf("only %d deferrals", deferrals.Load())
+	}
+	t.Logf("%d deferrals, %d requests for 10 jobs", deferrals.Load(), attempts)
+}
+
+// A message that is not a job goes to the dead-letter stream once and is
+// never retried.
+func TestPoisonMessageIsDeadLettered(t *testing.T) {
+	ns := natstest.RunServer(t)
+	startWorkers(t, ns, pipelineOpts{})
+	nc, js := connect(t, ns)
+	defer nc.Close()
+	ctx := context.Background()
+	if _, err := js.Publish(ctx, names.JobSubject("poison"), []byte("{not json")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := js.Publish(ctx, names.JobSubject("poison"), []byte(`{"id":"x","batch":"poison","method":"GET","url":"ftp://nope"}`)); err != nil {
+		t.Fatal(err)
+	}
+	cons, err := js.OrderedConsumer(ctx, names.DLQStream(), jetstream.OrderedConsumerConfig{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 2 {
+		m, err := cons.Next(jetstream.FetchMaxWait(30 * time.Second))
+		if err != nil {
+			t.Fatalf("dead letter %d: %v", i+1, err)
+		}
+		var dl queue.DeadLetter
+		if err := jsonUnmarshal(m.Data(), &dl); err != nil {
+			t.Fatal(err)
+		}
+		if dl.Result.Reason != job.ReasonInvalid || dl.Result.Error == "" || dl.Result.Batch != "poison" {
+			t.Errorf("dead letter %d: %+v", i+1, dl.Result)
+		}
+	}
+	// The jobs stream is a work queue: terminated messages are gone.
+	s, _ := js.Stream(ctx, names.JobsStream())
+	waitFor(t, func() bool {
+		info, err := s.Info(ctx)
+		return err == nil && info.State.Msgs == 0
+	})
+}

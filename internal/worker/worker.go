@@ -1,0 +1,164 @@
+package worker
+
+import (
+	"context"
+	"encoding/json"
+	"math/rand/v2"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// Sender sends one attempt of a job, or a callback POST.
+type Sender interface {
+	Send(ctx context.Context, j *job.Job) sender.Outcome
+	Post(ctx context.Context, url string, body []byte, idempotencyKey string) sender.Outcome
+}
+
+// Config is the retry policy and identity of a worker.
+type Config struct {
+	ID          string
+	MaxAttempts int
+	Backoff     sender.Backoff
+	MaxJobAge   time.Duration
+}
+
+// Observer is told what the worker does, for metrics. Every method must be
+// cheap and safe for concurrent use; nil fields are skipped.
+type Observer struct {
+	Attempt  func(host string, o *sender.Outcome)
+	Finished func(r *job.Result)
+	Deferred func(host string, a queue.Action)
+}
+
+// Worker decides, for each delivery, what to send and what happens next.
+type Worker struct {
+	cfg  Config
+	send Sender
+	log  zerolog.Logger
+	obs  Observer
+	now  func() time.Time
+	rnd  func() float64
+}
+
+// New returns a Worker. obs may be the zero Observer.
+func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
+	if cfg.MaxAttempts < 1 {
+		cfg.MaxAttempts = 1
+	}
+	return &Worker{cfg: cfg, send: s, log: log, obs: obs, now: time.Now, rnd: rand.Float64}
+}
+
+// Handle is a queue.Handler: one HTTP attempt, then the one decision that
+// follows from its outcome.
+func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
+	j := d.Job
+	host := j.Host()
+	log := w.log.With().Str("job", j.ID).Str("batch", j.Batch).Str("host", host).Logger()
+
+	if w.cfg.MaxJobAge > 0 && !j.EnqueuedAt.IsZero() && w.now().Sub(j.EnqueuedAt) > w.cfg.MaxJobAge {
+		r := w.result(j, d.Attempts, nil)
+		r.Reason = job.ReasonExpired
+		r.Error = "expired: not done within the maximum job age of " + w.cfg.MaxJobAge.String()
+		return w.complete(ctx, log, j, r)
+	}
+
+	o := w.send.Send(ctx, j)
+	if ctx.Err() != nil && o.Kind != sender.Success {
+		// Shutdown cut the request short: hand the job back unspent; it is
+		// not the target's failure.
+		log.Debug().Msg("handing job back at shutdown")
+		return queue.Decision{Action: queue.HandBack}
+	}
+	attempts := d.Attempts
+	if o.Attempted {
+		attempts++
+	}
+	if w.obs.Attempt != nil {
+		w.obs.Attempt(host, &o)
+	}
+
+	switch o.Kind {
+	case sender.Success:
+		return w.complete(ctx, log, j, w.result(j, attempts, &o))
+	case sender.Permanent:
+		r := w.result(j, attempts, &o)
+		r.Reason = job.ReasonPermanent
+		if !o.Attempted {
+			r.Reason = job.ReasonRefused
+		}
+		return w.complete(ctx, log, j, r)
+	case sender.Defer:
+		if w.obs.Deferred != nil {
+			w.obs.Deferred(host, queue.Defer)
+		}
+		log.Debug().Dur("delay", o.RetryAfter).Msg("deferred: host breaker open")
+		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
+	default: // sender.Retry
+		if attempts >= w.cfg.MaxAttempts {
+			r := w.result(j, attempts, &o)
+			r.Reason = job.ReasonExhausted
+			return w.complete(ctx, log, j, r)
+		}
+		delay := o.RetryAfter
+		if delay <= 0 {
+			delay = w.cfg.Backoff.Delay(attempts, w.rnd)
+		}
+		if w.obs.Deferred != nil {
+			w.obs.Deferred(host, queue.Retry)
+		}
+		log.Debug().Int("attempts", attempts).Int("status", o.Status).Err(o.Err).Dur("delay", delay).Msg("retrying later")
+		return queue.Decision{Action: queue.Retry, Delay: delay, Attempts: attempts}
+	}
+}
+
+// result builds the record for a finished job; o is nil when no attempt was
+// made in this delivery.
+func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result {
+	r := &job.Result{ID: j.ID, Batch: j.Batch, Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC()}
+	if o != nil {
+		r.OK = o.Kind == sender.Success
+		r.Status = o.Status
+		r.Body = string(o.Body)
+		r.BodyTruncated = o.BodyTruncated
+		r.DurationMS = o.Duration.Milliseconds()
+		if o.Err != nil {
+			r.Error = o.Err.Error()
+		}
+	}
+	return r
+}
+
+// complete POSTs the result to the job's callback, if any, records how that
+// went, and returns the decision to store it.
+func (w *Worker) complete(ctx context.Context, log zerolog.Logger, j *job.Job, r *job.Result) queue.Decision {
+	if j.Callback != "" {
+		r.Callback = w.callback(ctx, j, r)
+	}
+	if w.obs.Finished != nil {
+		w.obs.Finished(r)
+	}
+	ev := log.Debug()
+	if !r.OK {
+		ev = log.Info()
+	}
+	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", r.Reason).Str("error", r.Error).Msg("job finished")
+	return queue.Decision{Action: queue.Complete, Result: r}
+}
+
+func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.CallbackResult {
+	body, err := json.Marshal(r)
+	if err != nil {
+		return &job.CallbackResult{Error: err.Error()}
+	}
+	o := w.send.Post(ctx, j.Callback, body, j.ID)
+	cr := &job.CallbackResult{OK: o.Kind == sender.Success, Status: o.Status}
+	if o.Err != nil {
+		cr.Error = o.Err.Error()
+	}
+	return cr
+}

@@ -1,0 +1,486 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// Action is what happens to a delivered job once the handler has decided.
+type Action int
+
+const (
+	// Complete stores Decision.Result (and a dead letter when it failed),
+	// then acknowledges the job.
+	Complete Action = iota
+	// Retry records Decision.Attempts and redelivers the job after
+	// Decision.Delay. JetStream holds it meanwhile, so the retry survives a
+	// crash of this worker and occupies no slot here.
+	Retry
+	// Defer redelivers the job after Decision.Delay without spending an
+	// attempt (open breaker, host limit).
+	Defer
+	// HandBack returns the job at once, attempt unspent, for another worker
+	// (shutdown).
+	HandBack
+)
+
+func (a Action) String() string {
+	return [...]string{"complete", "retry", "defer", "hand-back"}[a]
+}
+
+// Decision is a handler's verdict on one delivery.
+type Decision struct {
+	Action   Action
+	Delay    time.Duration // Retry and Defer
+	Attempts int           // Retry: attempts spent so far, including this delivery's
+	Result   *job.Result   // Complete
+}
+
+// Delivery is one job handed to a handler.
+type Delivery struct {
+	Job *job.Job
+	// Attempts is how many HTTP attempts earlier deliveries already spent.
+	Attempts int
+	// NumDelivered counts deliveries, including deferrals and hand-backs.
+	NumDelivered uint64
+	Seq          uint64 // stream sequence: the job message's identity in the stream
+
+	msg       jetstream.Msg
+	decodeErr error
+	keepalive *keepalive
+}
+
+// Handler decides what to do with a delivery. ctx is cancelled only when a
+// shutdown's grace period is over.
+type Handler func(ctx context.Context, d *Delivery) Decision
+
+// ConsumerConfig bounds how much work one worker process holds.
+type ConsumerConfig struct {
+	// MaxInflight is the number of handlers running at once.
+	MaxInflight int
+	// Prefetch is how many fetched messages may wait for a free slot. Their
+	// ack timers run while they wait, so the window stays small, and they
+	// are kept alive with progress signals like running jobs.
+	Prefetch int
+	// AckWait is the consumer's ack wait; running and waiting jobs signal
+	// progress every third of it.
+	AckWait       time.Duration
+	MaxAckPending int
+	// ShutdownTimeout is how long running handlers may finish after Run's
+	// context is cancelled before their context is cancelled too.
+	ShutdownTimeout time.Duration
+	// PullWait bounds one pull request; it is also how long a shutdown may
+	// wait for the pull under way to end. Default 1s.
+	PullWait time.Duration
+	// Worker names this process in dead letters.
+	Worker string
+	// Streams is used to create the attempts bucket.
+	Streams StreamConfig
+}
+
+// Consumer pulls jobs from the shared durable consumer with a bounded window
+// and settles every delivery according to its handler's decision.
+type Consumer struct {
+	js    jetstream.JetStream
+	names Names
+	cfg   ConsumerConfig
+	log   zerolog.Logger
+	kv    jetstream.KeyValue
+
+	mu   sync.Mutex
+	cons jetstream.Consumer
+
+	consuming atomic.Bool
+}
+
+// NewConsumer creates (or updates) the durable consumer and the attempts
+// bucket. The streams must exist (Setup).
+func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg ConsumerConfig, log zerolog.Logger) (*Consumer, error) {
+	if cfg.MaxInflight < 1 {
+		return nil, errors.New("queue: MaxInflight must be at least 1")
+	}
+	if cfg.Prefetch < 1 {
+		cfg.Prefetch = 1
+	}
+	if cfg.AckWait <= 0 {
+		cfg.AckWait = 30 * time.Second
+	}
+	if cfg.PullWait <= 0 {
+		cfg.PullWait = time.Second
+	}
+	if cfg.MaxAckPending < cfg.MaxInflight+cfg.Prefetch {
+		cfg.MaxAckPending = cfg.MaxInflight + cfg.Prefetch
+	}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log}
+	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
+	if err != nil {
+		return nil, err
+	}
+	c.kv = kv
+	if err := c.ensureConsumer(ctx); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (c *Consumer) ensureConsumer(ctx context.Context) error {
+	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.JobsStream(), jetstream.ConsumerConfig{
+		Durable:       c.names.Consumer(),
+		Description:   "jetpost workers",
+		FilterSubject: c.names.Prefix + ".jobs.>",
+		AckPolicy:     jetstream.AckExplicitPolicy,
+		AckWait:       c.cfg.AckWait,
+		// Deferrals and hand-backs are deliveries too; the attempt budget
+		// and the maximum job age end a job, not a delivery count.
+		MaxDeliver:    -1,
+		MaxAckPending: c.cfg.MaxAckPending,
+		DeliverPolicy: jetstream.DeliverAllPolicy,
+	})
+	if err != nil {
+		return fmt.Errorf("creating consumer %s on %s: %w", c.names.Consumer(), c.names.JobsStream(), err)
+	}
+	c.mu.Lock()
+	c.cons = cons
+	c.mu.Unlock()
+	return nil
+}
+
+func (c *Consumer) consumer() jetstream.Consumer {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.cons
+}
+
+// Consuming reports whether Run is pulling and the last pull worked; it
+// feeds readiness.
+func (c *Consumer) Consuming() bool { return c.consuming.Load() }
+
+// ErrShutdownDeadline is the cause given to handler contexts cancelled
+// because the shutdown grace period ran out.
+var ErrShutdownDeadline = errors.New("shutdown grace period over")
+
+// Run pulls and handles jobs until ctx is cancelled. Then it stops pulling,
+// hands back fetched jobs that have not started, lets running handlers
+// finish within ShutdownTimeout, cancels the rest (their handlers should
+// answer HandBack) and returns once every delivery is settled.
+func (c *Consumer) Run(ctx context.Context, h Handler) error {
+	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
+	defer cancelWork(nil)
+
+	window := c.cfg.MaxInflight + c.cfg.Prefetch
+	queue := make(chan *Delivery, window)
+	var outstanding atomic.Int64
+	room := make(chan struct{}, 1)
+	settled := func() {
+		outstanding.Add(-1)
+		select {
+		case room <- struct{}{}:
+		default:
+		}
+	}
+
+	go func() {
+		defer close(queue)
+		defer c.consuming.Store(false)
+		c.fetchLoop(ctx, queue, &outstanding, room, window)
+	}()
+
+	slots := make(chan struct{}, c.cfg.MaxInflight)
+	var running sync.WaitGroup
+	for d := range queue {
+		if ctx.Err() == nil {
+			select {
+			case slots <- struct{}{}:
+			case <-ctx.Done():
+			}
+		}
+		if ctx.Err() != nil {
+			// Not started: hand it back at once rather than make it wait out
+			// its ack timer.
+			c.settle(work, d, Decision{Action: HandBack})
+			settled()
+			continue
+		}
+		running.Add(1)
+		go func() {
+			defer running.Done()
+			c.process(work, d, h)
+			<-slots
+			settled()
+		}()
+	}
+	grace := time.AfterFunc(c.cfg.ShutdownTimeout, func() { cancelWork(ErrShutdownDeadline) })
+	running.Wait()
+	grace.Stop()
+	return nil
+}
+
+// fetchLoop keeps the window full: it pulls as many messages as there is
+// room for, in one request, once at least half the prefetch window is free,
+// so pulls are batched and a refill arrives before the slots run dry.
+func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outstanding *atomic.Int64, room <-chan struct{}, window int) {
+	refill := int64(max(1, c.cfg.Prefetch/2))
+	failures := 0
+	for ctx.Err() == nil {
+		free := int64(window) - outstanding.Load()
+		if free < refill {
+			select {
+			case <-room:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		batch, err := c.consumer().Fetch(int(free), jetstream.FetchMaxWait(c.cfg.PullWait))
+		if err == nil {
+			for msg := range batch.Messages() {
+				outstanding.Add(1)
+				queue <- c.accept(msg)
+			}
+			err = batch.Error()
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			c.consuming.Store(false)
+			failures++
+			c.log.Warn().Err(err).Int("failures", failures).Msg("pulling jobs failed; retrying")
+			if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// The server lost the consumer (restarted without its
+				// store, or someone deleted it): create it again.
+				if err := c.ensureConsumer(ctx); err != nil {
+					c.log.Warn().Err(err).Msg("re-creating consumer failed")
+				}
+			}
+			sleepCtx(ctx, min(time.Duration(failures)*250*time.Millisecond, 5*time.Second))
+			continue
+		}
+		failures = 0
+		c.consuming.Store(true)
+	}
+}
+
+func sleepCtx(ctx context.Context, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C:
+	case <-ctx.Done():
+	}
+}
+
+// accept wraps a fetched message and starts keeping it alive: its ack timer
+// runs from the moment the server sent it, whether it waits for a slot or
+// runs a long request.
+func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
+	d := &Delivery{msg: msg}
+	if md, err := msg.Metadata(); err == nil {
+		d.NumDelivered = md.NumDelivered
+		d.Seq = md.Sequence.Stream
+	}
+	d.Job, d.decodeErr = job.Decode(msg.Data())
+	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
+	return d
+}
+
+// process runs the handler for one delivery and settles it.
+func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler) {
+	if d.decodeErr != nil {
+		c.poison(ctx, d)
+		return
+	}
+	if d.NumDelivered > 1 {
+		n, err := c.loadAttempts(ctx, d.Seq)
+		if err != nil {
+			// Without the count the budget could be overspent; try later.
+			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading attempts failed; deferring job")
+			c.settle(ctx, d, Decision{Action: Defer, Delay: time.Second})
+			return
+		}
+		d.Attempts = n
+	}
+	c.settle(ctx, d, h(ctx, d))
+}
+
+func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (int, error) {
+	e, err := c.kv.Get(ctx, strconv.FormatUint(seq, 10))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(string(e.Value()))
+}
+
+// settle carries out a decision. Every path ends the delivery's keepalive.
+func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
+	defer d.keepalive.stop()
+	log := c.log.With().Uint64("seq", d.Seq).Logger()
+	if d.Job != nil {
+		log = log.With().Str("job", d.Job.ID).Str("batch", d.Job.Batch).Logger()
+	}
+	var err error
+	switch dec.Action {
+	case Complete:
+		if err = c.storeResult(ctx, d, dec.Result); err != nil {
+			// The result is not stored, so the job must not be acked: leave
+			// it to be redelivered once its ack wait passes.
+			log.Error().Err(err).Msg("storing result failed; job will be redelivered")
+			return
+		}
+		err = d.msg.Ack()
+	case Retry:
+		if _, err = c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), []byte(strconv.Itoa(dec.Attempts))); err != nil {
+			log.Warn().Err(err).Msg("recording attempts failed")
+		}
+		err = d.msg.NakWithDelay(dec.Delay)
+	case Defer:
+		err = d.msg.NakWithDelay(dec.Delay)
+	case HandBack:
+		err = d.msg.Nak()
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
+	}
+}
+
+// storeResult publishes the result to the batch's result subject (and a
+// dead letter for a failure), de-duplicated by job, retrying while the
+// broker is unreachable: a job is acked only once its result is stored.
+func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) error {
+	data, err := job.EncodeResult(r)
+	if err != nil {
+		return fmt.Errorf("encoding result: %w", err)
+	}
+	dedup := r.Batch + "/" + r.ID
+	if err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data); err != nil {
+		return fmt.Errorf("storing result: %w", err)
+	}
+	if !r.OK {
+		dl := DeadLetter{Result: *r, Job: json.RawMessage(d.msg.Data()), StreamSeq: d.Seq}
+		b, err := json.Marshal(dl)
+		if err == nil {
+			err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
+		}
+		if err != nil {
+			return fmt.Errorf("storing dead letter: %w", err)
+		}
+	}
+	if d.Job.ReplyTo != "" {
+		// A copy for whoever asked; core NATS, best effort: the stored
+		// result is the record.
+		if err := c.js.Conn().Publish(d.Job.ReplyTo, data); err != nil {
+			c.log.Warn().Err(err).Str("job", r.ID).Str("reply_to", d.Job.ReplyTo).Msg("reply_to copy not sent")
+		}
+	}
+	return nil
+}
+
+func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) error {
+	msg := nats.NewMsg(subject)
+	msg.Data = data
+	msg.Header.Set(jetstream.MsgIDHeader, msgID)
+	for try := 1; ; try++ {
+		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		_, err := c.js.PublishMsg(pctx, msg)
+		cancel()
+		if err == nil || ctx.Err() != nil {
+			return err
+		}
+		c.log.Warn().Err(err).Int("try", try).Str("subject", subject).Msg("publish failed; retrying")
+		sleepCtx(ctx, min(time.Duration(try)*250*time.Millisecond, 5*time.Second))
+	}
+}
+
+// poison moves a message that is not a valid job to the dead-letter stream
+// and terminates it: retrying cannot make it valid.
+func (c *Consumer) poison(ctx context.Context, d *Delivery) {
+	defer d.keepalive.stop()
+	batch := batchFromSubject(d.msg.Subject(), c.names.Prefix)
+	dl := DeadLetter{
+		Result: job.Result{
+			Batch: batch, Reason: job.ReasonInvalid, Error: d.decodeErr.Error(),
+			Worker: c.cfg.Worker, FinishedAt: time.Now().UTC(),
+		},
+		Job:       rawOrString(d.msg.Data()),
+		StreamSeq: d.Seq,
+	}
+	if d.Job != nil {
+		dl.Result.ID = d.Job.ID
+	}
+	b, _ := json.Marshal(dl)
+	if err := c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b); err != nil {
+		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("dead-lettering an invalid message failed")
+		return
+	}
+	c.log.Warn().Uint64("seq", d.Seq).Str("batch", batch).Str("reason", d.decodeErr.Error()).Msg("invalid job moved to the dead-letter stream")
+	if err := d.msg.Term(); err != nil {
+		c.log.Warn().Err(err).Msg("terminating invalid message failed")
+	}
+}
+
+func batchFromSubject(subject, prefix string) string {
+	b := strings.TrimPrefix(subject, prefix+".jobs.")
+	if job.ValidBatch(b) {
+		return b
+	}
+	return "invalid"
+}
+
+func rawOrString(b []byte) json.RawMessage {
+	if json.Valid(b) {
+		return b
+	}
+	s, _ := json.Marshal(string(b))
+	return s
+}
+
+// DeadLetter is the record on the dead-letter stream: the final result and
+// the job message exactly as it was, so it can be re-driven.
+type DeadLetter struct {
+	Result    job.Result      `json:"result"`
+	Job       json.RawMessage `json:"job"`
+	StreamSeq uint64          `json:"stream_seq"`
+}
+
+// keepalive tells the server a message is still being worked on, every
+// interval until stopped.
+type keepalive struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func startKeepalive(msg jetstream.Msg, every time.Duration) *keepalive {
+	k := &keepalive{}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.t = time.AfterFunc(every, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.stopped {
+			return
+		}
+		_ = msg.InProgress()
+		k.t.Reset(every)
+	})
+	return k
+}
+
+func (k *keepalive) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.t.Stop()
+}
