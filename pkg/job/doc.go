@@ -1,0 +1,41 @@
+// Package job holds the types every other part of jetpost speaks: the Job a
+// user describes in a file and a worker sends, and the Result that comes back.
+//
+// It is a leaf: standard library only, imported by everything, importing
+// nothing of ours. Input parsing lives here too, because "what is a valid
+// line" and "what is a valid message" are the same rules applied to the same
+// type; workers run Validate again on what they pull, so a message published
+// by something other than enqueue cannot bypass them.
+//
+// # Input
+//
+// A Decoder reads a job file as a stream, one entry at a time, so a file of
+// millions of lines costs memory for one entry (at most MaxLineBytes) plus
+// the id bookkeeping below, never for the file. The file is JSON Lines
+// (blank lines ignored, CRLF accepted) unless its first non-white-space byte,
+// after an optional UTF-8 byte order mark, is "[": then it is one JSON array
+// of objects. Each invalid entry is a *LineError, "FILE:LINE: reason", with
+// the line where the entry starts; decoding goes on with the next entry, so
+// one run reports every bad line. Only a JSON array broken between its
+// elements stops decoding, as the next element cannot be found. ValidateAll
+// runs a whole file through a Decoder for a report.
+//
+// An entry must be an object of the fields in DESIGN.md ("id", "method",
+// "url", "headers", "data", "callback", "reply_to", "timeout"); an unknown
+// field is an error rather than ignored, so that a misspelt one is not
+// silently lost, and null counts as absent. Batch and EnqueuedAt are left to
+// the enqueuer.
+//
+// # Identity
+//
+// A line without an "id" gets one derived from its own canonical JSON (see
+// DeriveID), never from its position, and the 2nd, 3rd… identical line of a
+// file gets "-2", "-3"…, so re-enqueueing a file, even with lines added or
+// reordered, maps each line to the job it already was and JetStream's
+// de-duplication drops the repeat. No two entries of one file get the same
+// id: an explicit id seen before, or one that equals an id derived in the
+// same file, is an error on the later line. For that the Decoder remembers
+// a fixed-size hash per explicit id and per distinct content, about 40 bytes
+// each with map overhead (some 40 MB for a million distinct lines); repeated
+// content costs nothing more.
+package job

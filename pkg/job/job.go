@@ -1,0 +1,363 @@
+package job
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"maps"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode/utf8"
+)
+
+// Job is one HTTP request to deliver. It is what enqueue publishes and what a
+// worker decodes; the JSON field names are the wire format and, for the
+// fields a user writes, the input format too.
+type Job struct {
+	ID      string            `json:"id"`
+	Batch   string            `json:"batch"`
+	Method  string            `json:"method"`
+	URL     string            `json:"url"`
+	Headers map[string]string `json:"headers,omitempty"`
+	// Data is the request body exactly as the input gave it: a JSON string is
+	// sent as its text, any other JSON value is sent JSON-encoded. Keeping the
+	// raw form means the wire carries what the user wrote, byte for byte.
+	Data     json.RawMessage `json:"data,omitempty"`
+	Callback string          `json:"callback,omitempty"`
+	ReplyTo  string          `json:"reply_to,omitempty"`
+	Timeout  Duration        `json:"timeout,omitempty"`
+	// EnqueuedAt lets a worker expire jobs that waited too long, whatever
+	// their redelivery history.
+	EnqueuedAt time.Time `json:"enqueued_at"`
+}
+
+// Body returns the bytes to send and the Content-Type they imply ("" when the
+// body is a plain string or there is none). A header set by the job wins over
+// the implied type; that decision is the sender's.
+func (j *Job) Body() (body []byte, contentType string) {
+	data := bytes.TrimSpace(j.Data)
+	if len(data) == 0 || bytes.Equal(data, []byte("null")) {
+		return nil, ""
+	}
+	if data[0] == '"' {
+		var s string
+		if err := json.Unmarshal(data, &s); err == nil {
+			return []byte(s), ""
+		}
+	}
+	return data, "application/json"
+}
+
+// Host returns the lower-case host[:port] the job talks to, the key for
+// per-host breakers and limits.
+func (j *Job) Host() string {
+	u, err := url.Parse(j.URL)
+	if err != nil {
+		return ""
+	}
+	return strings.ToLower(u.Host)
+}
+
+// Limits on what a job may contain. They keep one hostile line from costing a
+// worker more than a bounded amount of memory or a header table.
+const (
+	MaxIDLen     = 256
+	MaxURLLen    = 8 << 10
+	MaxHeaders   = 100
+	MaxHeaderLen = 16 << 10 // name + value of one header
+	MaxBatchLen  = 64
+)
+
+// Validate reports the first reason the job cannot be sent. It is used for
+// input lines and again by workers for what they pull off the wire, so a
+// message that did not come from enqueue is held to the same rules.
+func (j *Job) Validate() error {
+	if j.ID == "" {
+		return errors.New("id is empty")
+	}
+	if len(j.ID) > MaxIDLen {
+		return fmt.Errorf("id is %d bytes, limit %d", len(j.ID), MaxIDLen)
+	}
+	// The id travels in a NATS header (the de-duplication key), in logs and
+	// on terminals: a line break would forge a header, an escape sequence
+	// would rewrite a screen.
+	if !utf8.ValidString(j.ID) || strings.IndexFunc(j.ID, isCTL) >= 0 {
+		return fmt.Errorf("id %s has a control character or invalid UTF-8", quote(j.ID))
+	}
+	// NATS trims header values, so " a" and "a" would de-duplicate as one
+	// job: refuse the ambiguity rather than lose a job to it.
+	if strings.TrimSpace(j.ID) != j.ID {
+		return fmt.Errorf("id %s has leading or trailing white space", quote(j.ID))
+	}
+	if !validToken(j.Method) {
+		return fmt.Errorf("method %s is not a valid HTTP method", quote(j.Method))
+	}
+	if err := validateURL("url", j.URL); err != nil {
+		return err
+	}
+	if len(j.Headers) > MaxHeaders {
+		return fmt.Errorf("%d headers, limit %d", len(j.Headers), MaxHeaders)
+	}
+	for k, v := range j.Headers {
+		if headerError(k, v) != nil {
+			// Report the first bad header in name order, not map order, so
+			// that the same file gives the same message every run.
+			for _, k := range slices.Sorted(maps.Keys(j.Headers)) {
+				if err := headerError(k, j.Headers[k]); err != nil {
+					return err
+				}
+			}
+		}
+	}
+	if j.Callback != "" {
+		if err := validateURL("callback", j.Callback); err != nil {
+			return err
+		}
+	}
+	if j.ReplyTo != "" && !ValidSubject(j.ReplyTo) {
+		return fmt.Errorf("reply_to %s is not a valid NATS subject (no spaces, no wildcards, no empty tokens)", quote(j.ReplyTo))
+	}
+	if j.Timeout < 0 {
+		return errors.New("timeout is negative")
+	}
+	if len(j.Data) > 0 && !json.Valid(j.Data) {
+		return errors.New("data is not valid JSON")
+	}
+	return nil
+}
+
+func headerError(k, v string) error {
+	if !validToken(k) {
+		return fmt.Errorf("header name %s is not valid", quote(k))
+	}
+	// net/http refuses the same characters at send time; refusing them here
+	// keeps such a job from burning every retry on a certain failure.
+	if strings.IndexFunc(v, func(r rune) bool { return r != '\t' && isCTL(r) }) >= 0 {
+		return fmt.Errorf("header %s has a control character in its value", quote(k))
+	}
+	if len(k)+len(v) > MaxHeaderLen {
+		return fmt.Errorf("header %s is %d bytes, limit %d", quote(k), len(k)+len(v), MaxHeaderLen)
+	}
+	return nil
+}
+
+func validateURL(field, raw string) error {
+	if raw == "" {
+		return fmt.Errorf("%s is missing", field)
+	}
+	if len(raw) > MaxURLLen {
+		return fmt.Errorf("%s is %d bytes, limit %d", field, len(raw), MaxURLLen)
+	}
+	u, err := url.Parse(raw)
+	if err != nil {
+		return fmt.Errorf("%s %s is not a URL: %w", field, quote(raw), errors.Unwrap(err))
+	}
+	if u.Scheme != "http" && u.Scheme != "https" {
+		return fmt.Errorf("%s %s must be an absolute http or https URL", field, quote(raw))
+	}
+	if u.Host == "" || u.Hostname() == "" {
+		return fmt.Errorf("%s %s has no host", field, quote(raw))
+	}
+	return nil
+}
+
+// quote quotes a user-supplied string for a message, shortened so that one
+// absurd key cannot make a megabyte of error text.
+func quote(s string) string {
+	short := shorten(s)
+	if len(short) < len(s) {
+		return fmt.Sprintf("%q…", short)
+	}
+	return fmt.Sprintf("%q", s)
+}
+
+// shorten cuts s to at most 64 bytes, on a character boundary.
+func shorten(s string) string {
+	const limit = 64
+	if len(s) <= limit {
+		return s
+	}
+	cut := limit
+	for cut > 0 && !utf8.RuneStart(s[cut]) {
+		cut--
+	}
+	return s[:cut]
+}
+
+// isCTL reports the ASCII control characters of RFC 5234 (CTL).
+func isCTL(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// validToken reports whether s is an RFC 9110 token (methods, header names).
+func validToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// ValidSubject reports whether s can be published to: non-empty tokens
+// separated by dots, no wildcards, no white space.
+func ValidSubject(s string) bool {
+	if s == "" || len(s) > 1024 {
+		return false
+	}
+	for _, tok := range strings.Split(s, ".") {
+		if tok == "" || tok == "*" || tok == ">" {
+			return false
+		}
+		if strings.ContainsAny(tok, " \t\r\n\x00") {
+			return false
+		}
+	}
+	return true
+}
+
+// ValidBatch reports whether id can name a batch: [A-Za-z0-9_-], 1 to 64
+// characters, so it is safe as a subject token and a file name.
+func ValidBatch(id string) bool {
+	if id == "" || len(id) > MaxBatchLen {
+		return false
+	}
+	for i := 0; i < len(id); i++ {
+		c := id[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// Encode is the wire encoding of a job.
+func Encode(j *Job) ([]byte, error) { return json.Marshal(j) }
+
+// Decode parses and validates a job from the wire. Anything that fails here is
+// a poison message: retrying it cannot help.
+func Decode(b []byte) (*Job, error) {
+	var j Job
+	if err := json.Unmarshal(b, &j); err != nil {
+		return nil, fmt.Errorf("decoding job: %w", err)
+	}
+	if !ValidBatch(j.Batch) {
+		return &j, fmt.Errorf("invalid job %s: batch %s is not a valid batch id", quote(j.ID), quote(j.Batch))
+	}
+	if err := j.Validate(); err != nil {
+		return &j, fmt.Errorf("invalid job %s: %w", quote(j.ID), err)
+	}
+	return &j, nil
+}
+
+// Duration is a time.Duration that reads "30s"-style strings or a number of
+// seconds (what the aiohttp-era files used) and writes a string.
+type Duration time.Duration
+
+// MarshalJSON implements json.Marshaler.
+func (d Duration) MarshalJSON() ([]byte, error) {
+	return json.Marshal(time.Duration(d).String())
+}
+
+// UnmarshalJSON implements json.Unmarshaler.
+func (d *Duration) UnmarshalJSON(b []byte) error {
+	// encoding/json's convention: null leaves the value alone.
+	if string(b) == "null" {
+		return nil
+	}
+	if len(b) > 0 && b[0] == '"' {
+		var s string
+		if err := json.Unmarshal(b, &s); err != nil {
+			return err
+		}
+		return d.setString(s)
+	}
+	return d.setSeconds(string(b))
+}
+
+// setString reads the "30s" form.
+func (d *Duration) setString(s string) error {
+	v, err := time.ParseDuration(s)
+	if err != nil {
+		return fmt.Errorf("timeout %s is not a duration like \"30s\"", quote(s))
+	}
+	*d = Duration(v)
+	return nil
+}
+
+// setSeconds reads a JSON number of seconds.
+func (d *Duration) setSeconds(num string) error {
+	secs, err := strconv.ParseFloat(num, 64)
+	if err != nil {
+		return fmt.Errorf("timeout %s is neither a duration string nor a number of seconds", quote(num))
+	}
+	if secs < 0 || secs > 24*3600 {
+		if short := shorten(num); len(short) < len(num) {
+			num = short + "…"
+		}
+		return fmt.Errorf("timeout %s seconds is out of range", num)
+	}
+	*d = Duration(secs * float64(time.Second))
+	return nil
+}
+
+// Result is the one final record of a job, published to the batch's result
+// subject and written by enqueue --out.
+type Result struct {
+	ID    string `json:"id"`
+	Batch string `json:"batch"`
+	OK    bool   `json:"ok"`
+	// Status is the HTTP status of the last attempt, 0 if none was answered.
+	Status int `json:"status"`
+	// Attempts counts HTTP requests started for the job; deferrals by a
+	// breaker and hand-backs at shutdown do not count.
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error"`
+	// Reason classifies a failure for scripts and summaries (one of the
+	// Reason* constants); empty on success.
+	Reason        string          `json:"reason,omitempty"`
+	Body          string          `json:"body"`
+	BodyTruncated bool            `json:"body_truncated"`
+	DurationMS    int64           `json:"duration_ms"`
+	Worker        string          `json:"worker"`
+	FinishedAt    time.Time       `json:"finished_at"`
+	Callback      *CallbackResult `json:"callback,omitempty"`
+}
+
+// CallbackResult records what happened to the POST of the result to the
+// job's callback URL. The result is stored whatever it says.
+type CallbackResult struct {
+	OK     bool   `json:"ok"`
+	Status int    `json:"status"`
+	Error  string `json:"error,omitempty"`
+}
+
+// Reasons a job finally failed.
+const (
+	ReasonPermanent = "permanent" // the target answered with a non-retryable status
+	ReasonExhausted = "exhausted" // every attempt ended in a retryable failure
+	ReasonExpired   = "expired"   // the job outlived the maximum job age
+	ReasonRefused   = "refused"   // the job may not be sent (e.g. a blocked address)
+	ReasonInvalid   = "invalid"   // the message is not a valid job
+)
+
+// EncodeResult is the wire encoding of a result.
+func EncodeResult(r *Result) ([]byte, error) { return json.Marshal(r) }
+
+// DecodeResult parses a result record.
+func DecodeResult(b []byte) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal(b, &r); err != nil {
+		return nil, fmt.Errorf("decoding result: %w", err)
+	}
+	return &r, nil
+}

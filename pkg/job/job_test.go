@@ -1,0 +1,186 @@
+package job
+
+import (
+	"encoding/json"
+	"reflect"
+	"strings"
+	"testing"
+	"time"
+)
+
+func TestBody(t *testing.T) {
+	tests := []struct {
+		name     string
+		data     string // raw JSON; "" for absent
+		wantBody string
+		wantNil  bool
+		wantType string
+	}{
+		{name: "absent", data: "", wantNil: true},
+		{name: "null", data: "null", wantNil: true},
+		{name: "string sent as is", data: `"a=1&b=2"`, wantBody: "a=1&b=2"},
+		{name: "string escapes decoded", data: `"line1\nline2 \u00e9 \"q\""`, wantBody: "line1\nline2 é \"q\""},
+		{name: "empty string", data: `""`, wantBody: ""},
+		{name: "object as JSON", data: `{"b":1, "a":[true,null]}`, wantBody: `{"b":1, "a":[true,null]}`, wantType: "application/json"},
+		{name: "array as JSON", data: `[1,2]`, wantBody: `[1,2]`, wantType: "application/json"},
+		{name: "number as JSON", data: `12.50`, wantBody: `12.50`, wantType: "application/json"},
+		{name: "boolean as JSON", data: `false`, wantBody: `false`, wantType: "application/json"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := &Job{}
+			if tt.data != "" {
+				j.Data = json.RawMessage(tt.data)
+			}
+			body, ct := j.Body()
+			if tt.wantNil {
+				if body != nil || ct != "" {
+					t.Fatalf("Body() = %q, %q; want nil, \"\"", body, ct)
+				}
+				return
+			}
+			if string(body) != tt.wantBody || ct != tt.wantType {
+				t.Errorf("Body() = %q, %q; want %q, %q", body, ct, tt.wantBody, tt.wantType)
+			}
+		})
+	}
+}
+
+// What a file says about data is what Body sends.
+func TestBodyFromDecoder(t *testing.T) {
+	in := `{"url":"http://a/","data":"k=v"}` + "\n" +
+		`{"url":"http://a/","data":{"z":1,"a":"<tag>"}}` + "\n" +
+		`{"url":"http://a/","data":null}` + "\n" +
+		`{"url":"http://a/"}`
+	jobs, errs := decodeString(t, "f", in)
+	if len(errs) != 0 || len(jobs) != 4 {
+		t.Fatalf("jobs %d errs %v", len(jobs), errs)
+	}
+	want := []struct{ body, ct string }{
+		{"k=v", ""},
+		{`{"z":1,"a":"<tag>"}`, "application/json"},
+		{"", ""},
+		{"", ""},
+	}
+	for i, w := range want {
+		body, ct := jobs[i].Body()
+		if string(body) != w.body || ct != w.ct {
+			t.Errorf("line %d: Body() = %q, %q; want %q, %q", i+1, body, ct, w.body, w.ct)
+		}
+		if w.body == "" && body != nil {
+			t.Errorf("line %d: want a nil body", i+1)
+		}
+	}
+}
+
+func TestValidateControlCharacters(t *testing.T) {
+	base := func() *Job { return &Job{ID: "a", Method: "GET", URL: "http://a/"} }
+	tests := []struct {
+		name string
+		edit func(*Job)
+		want string // "" for valid
+	}{
+		{"tab in header value", func(j *Job) { j.Headers = map[string]string{"X": "a\tb"} }, ""},
+		{"non-ASCII header value", func(j *Job) { j.Headers = map[string]string{"X": "é"} }, ""},
+		{"SOH in header value", func(j *Job) { j.Headers = map[string]string{"X": "a\x01b"} }, `header "X" has a control character`},
+		{"DEL in header value", func(j *Job) { j.Headers = map[string]string{"X": "a\x7f"} }, `header "X" has a control character`},
+		{"CR in id", func(j *Job) { j.ID = "a\rb" }, "control character"},
+		{"escape in id", func(j *Job) { j.ID = "\x1b[2J" }, "control character"},
+		{"invalid UTF-8 id", func(j *Job) { j.ID = "a\xffb" }, "invalid UTF-8"},
+		{"unicode id", func(j *Job) { j.ID = "заказ-1" }, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			j := base()
+			tt.edit(j)
+			err := j.Validate()
+			switch {
+			case tt.want == "" && err != nil:
+				t.Fatalf("Validate() = %v, want nil", err)
+			case tt.want != "" && (err == nil || !strings.Contains(err.Error(), tt.want)):
+				t.Fatalf("Validate() = %v, want %q", err, tt.want)
+			}
+		})
+	}
+}
+
+func TestDurationJSON(t *testing.T) {
+	for in, want := range map[string]time.Duration{
+		`"30s"`:  30 * time.Second,
+		`"1m5s"`: 65 * time.Second,
+		`30`:     30 * time.Second,
+		`0.25`:   250 * time.Millisecond,
+		`0`:      0,
+	} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err != nil || time.Duration(d) != want {
+			t.Errorf("Unmarshal(%s) = %v, %v; want %v", in, time.Duration(d), err, want)
+		}
+	}
+	for _, in := range []string{`"soon"`, `-1`, `86401`, `true`, `{}`} {
+		var d Duration
+		if err := json.Unmarshal([]byte(in), &d); err == nil {
+			t.Errorf("Unmarshal(%s) accepted: %v", in, time.Duration(d))
+		}
+	}
+	// null leaves the value alone, as encoding/json does for its own types.
+	d := Duration(time.Second)
+	if err := json.Unmarshal([]byte(`null`), &d); err != nil || d != Duration(time.Second) {
+		t.Errorf("Unmarshal(null) = %v, %v", time.Duration(d), err)
+	}
+	out, err := json.Marshal(Duration(90 * time.Second))
+	if err != nil || string(out) != `"1m30s"` {
+		t.Errorf("Marshal = %s, %v", out, err)
+	}
+}
+
+func TestJobWireRoundTrip(t *testing.T) {
+	j := benchJob()
+	b, err := Encode(j)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := Decode(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, j) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, j)
+	}
+
+	j.Batch = "no spaces allowed"
+	b, _ = Encode(j)
+	if _, err := Decode(b); err == nil || !strings.Contains(err.Error(), "not a valid batch id") {
+		t.Errorf("Decode with a bad batch = %v", err)
+	}
+}
+
+func TestResultRoundTrip(t *testing.T) {
+	r := &Result{
+		ID: "x", Batch: "b", OK: false, Status: 503, Attempts: 5, Error: "503 Service Unavailable",
+		Reason: ReasonExhausted, Body: "busy\x00\n", BodyTruncated: true, DurationMS: 30001, Worker: "w1",
+		FinishedAt: time.Date(2025, 11, 27, 10, 47, 3, 5, time.UTC),
+		Callback:   &CallbackResult{OK: false, Status: 0, Error: "dial tcp: refused"},
+	}
+	b, err := EncodeResult(r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := DecodeResult(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !reflect.DeepEqual(got, r) {
+		t.Errorf("round trip:\n got %+v\nwant %+v", got, r)
+	}
+	// The contract's field names.
+	var m map[string]any
+	if err := json.Unmarshal(b, &m); err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"id", "batch", "ok", "status", "attempts", "error", "body", "body_truncated", "duration_ms", "worker", "finished_at"} {
+		if _, ok := m[k]; !ok {
+			t.Errorf("result JSON has no %q: %s", k, b)
+		}
+	}
+}
