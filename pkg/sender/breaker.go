@@ -1,0 +1,97 @@
+package sender
+
+import (
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+// breakers holds one circuit breaker per host, created on first use. A
+// sync.Map suits the access pattern: written once per host, read on every
+// request from many goroutines, which then contend on nothing.
+type breakers struct {
+	settings Breaker
+	onChange func(host, from, to string)
+	m        sync.Map // host -> *hostBreaker
+}
+
+type hostBreaker struct {
+	cb          *gobreaker.TwoStepCircuitBreaker[struct{}]
+	openTimeout time.Duration
+	// state and openedAt mirror the breaker's transitions so BreakerStates
+	// never takes gobreaker's lock: OnBreakerChange runs under that lock,
+	// and a callback that asks for the states must not deadlock.
+	state    atomic.Int32 // gobreaker.State
+	openedAt atomic.Int64 // unix nanoseconds of the last transition to open
+}
+
+func (b *breakers) get(host string) *hostBreaker {
+	if v, ok := b.m.Load(host); ok {
+		return v.(*hostBreaker)
+	}
+	// Two goroutines may both build one; LoadOrStore keeps the first and the
+	// loser, never used, has no side effects.
+	v, _ := b.m.LoadOrStore(host, b.newBreaker(host))
+	return v.(*hostBreaker)
+}
+
+func (b *breakers) newBreaker(host string) *hostBreaker {
+	hb := &hostBreaker{openTimeout: b.settings.OpenTimeout}
+	failures := b.settings.Failures
+	hb.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
+		Name:        host,
+		MaxRequests: b.settings.HalfOpenRequests,
+		Timeout:     b.settings.OpenTimeout,
+		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
+		IsExcluded:  func(err error) bool { return err == errNeutral },
+		OnStateChange: func(name string, from, to gobreaker.State) {
+			if to == gobreaker.StateOpen {
+				hb.openedAt.Store(time.Now().UnixNano())
+			}
+			hb.state.Store(int32(to))
+			if b.onChange != nil {
+				b.onChange(name, from.String(), to.String())
+			}
+		},
+	})
+	return hb
+}
+
+// current is the breaker's state as gobreaker would report it: open turns
+// half-open once the open timeout has passed, even before anyone asks.
+func (hb *hostBreaker) current(now time.Time) gobreaker.State {
+	st := gobreaker.State(hb.state.Load())
+	if st == gobreaker.StateOpen && now.Sub(time.Unix(0, hb.openedAt.Load())) > hb.openTimeout {
+		return gobreaker.StateHalfOpen
+	}
+	return st
+}
+
+// deferFor is how long a job turned away by Allow's err should wait. Open:
+// until the breaker lets a probe through, plus jitter so the waiting jobs do
+// not all return at once. Half-open with its probes out: a probe will decide
+// soon, so come back after about a quarter of the open time.
+func (hb *hostBreaker) deferFor(err error, rnd func() float64) time.Duration {
+	ot := hb.openTimeout
+	if errors.Is(err, gobreaker.ErrTooManyRequests) {
+		return ot/8 + time.Duration(rnd()*float64(ot/4))
+	}
+	remaining := ot - time.Since(time.Unix(0, hb.openedAt.Load()))
+	remaining = min(max(remaining, 0), ot)
+	return remaining + time.Duration(rnd()*float64(ot/2))
+}
+
+// BreakerStates returns every known host's breaker state: "closed", "open"
+// or "half-open". It is cheap and lock-free, for status pages and metrics.
+func (s *Sender) BreakerStates() map[string]string {
+	now := time.Now()
+	out := make(map[string]string)
+	s.breakers.m.Range(func(k, v any) bool {
+		out[k.(string)] = v.(*hostBreaker).current(now).String()
+		return true
+	})
+	return out
+}

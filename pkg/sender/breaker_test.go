@@ -1,0 +1,301 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/sony/gobreaker/v2"
+)
+
+type transition struct{ host, from, to string }
+
+// recorder collects OnBreakerChange calls.
+type recorder struct {
+	mu  sync.Mutex
+	got []transition
+}
+
+func (r *recorder) record(host, from, to string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.got = append(r.got, transition{host, from, to})
+}
+
+func (r *recorder) all() []transition {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]transition(nil), r.got...)
+}
+
+func hostOf(url string) string { return strings.TrimPrefix(url, "http://") }
+
+// waitFor polls cond: a wait for a condition, bounded generously so a slow
+// machine does not fail the test; nothing asserts how long it took.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("gave up waiting for %s", what)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+func TestBreakerOpensPerHost(t *testing.T) {
+	down, downHits := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	up, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {})
+	var rec recorder
+	s := newSender(t, Config{
+		AllowedNetworks: loopback(),
+		Breaker:         Breaker{Failures: 3, OpenTimeout: time.Hour},
+		OnBreakerChange: rec.record,
+	})
+
+	for i := range 3 {
+		if out := s.Send(t.Context(), newJob(down.URL)); out.Kind != Retry || !out.Attempted {
+			t.Fatalf("send %d: %v attempted=%v", i+1, out.Kind, out.Attempted)
+		}
+	}
+	out := s.Send(t.Context(), newJob(down.URL))
+	if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("4th send: %v attempted=%v err=%v; want defer, not attempted, open", out.Kind, out.Attempted, out.Err)
+	}
+	if out.RetryAfter <= 0 || out.RetryAfter > time.Hour*3/2 {
+		t.Errorf("defer RetryAfter %v, want about the open timeout (1h)", out.RetryAfter)
+	}
+	if n := downHits.Load(); n != 3 {
+		t.Errorf("down host saw %d requests, want 3", n)
+	}
+	if out := s.Send(t.Context(), newJob(up.URL)); out.Kind != Success {
+		t.Errorf("other host: %v %v; one open breaker must not affect other hosts", out.Kind, out.Err)
+	}
+	states := s.BreakerStates()
+	if states[hostOf(down.URL)] != "open" || states[hostOf(up.URL)] != "closed" {
+		t.Errorf("states %v", states)
+	}
+	want := []transition{{hostOf(down.URL), "closed", "open"}}
+	if got := rec.all(); len(got) != 1 || got[0] != want[0] {
+		t.Errorf("transitions %v, want %v", got, want)
+	}
+}
+
+// 4xx means the host is up; 408/425/429 mean "slow down". None of them may
+// open the breaker, and a 4xx between 5xx resets the failure streak.
+func TestBreakerIgnoresClientErrors(t *testing.T) {
+	codes := []int{404, 429, 408, 425, 400, 503, 404, 503, 429, 503}
+	var i atomic.Int64
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(codes[int(i.Add(1)-1)%len(codes)])
+	})
+	var rec recorder
+	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 2}, OnBreakerChange: rec.record})
+	for range 3 * len(codes) {
+		if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind == Defer {
+			t.Fatalf("deferred after %d requests (status sequence %v)", hits.Load(), codes)
+		}
+	}
+	if got := rec.all(); len(got) != 0 {
+		t.Errorf("transitions %v, want none", got)
+	}
+}
+
+func TestBreakerRecovers(t *testing.T) {
+	var healthy atomic.Bool
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	})
+	var rec recorder
+	s := newSender(t, Config{
+		AllowedNetworks: loopback(),
+		Breaker:         Breaker{Failures: 1, OpenTimeout: 50 * time.Millisecond},
+		OnBreakerChange: rec.record,
+	})
+	host := hostOf(srv.URL)
+
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Retry {
+		t.Fatalf("first send: %v", out.Kind)
+	}
+	if st := s.BreakerStates()[host]; st != "open" && st != "half-open" {
+		t.Fatalf("state after a failure: %s", st)
+	}
+	healthy.Store(true)
+	waitFor(t, "half-open", func() bool { return s.BreakerStates()[host] == "half-open" })
+
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Success || !out.Attempted {
+		t.Fatalf("probe: %v attempted=%v err=%v", out.Kind, out.Attempted, out.Err)
+	}
+	if st := s.BreakerStates()[host]; st != "closed" {
+		t.Errorf("state after a successful probe: %s", st)
+	}
+	want := []transition{{host, "closed", "open"}, {host, "open", "half-open"}, {host, "half-open", "closed"}}
+	got := rec.all()
+	if len(got) != len(want) {
+		t.Fatalf("transitions %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Errorf("transition %d: %v, want %v", i, got[i], want[i])
+		}
+	}
+}
+
+// While the half-open probe is out, other jobs for the host are deferred for
+// a shorter time: the probe will decide soon.
+func TestBreakerHalfOpenProbeLimit(t *testing.T) {
+	var mode atomic.Int32 // 0: fail, 1: block until released
+	entered := make(chan struct{}, 1)
+	release := make(chan struct{})
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if mode.Load() == 0 {
+			w.WriteHeader(http.StatusInternalServerError)
+			return
+		}
+		entered <- struct{}{}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	const openFor = 50 * time.Millisecond
+	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 1, OpenTimeout: openFor, HalfOpenRequests: 1}})
+	s.rnd = func() float64 { return 0.5 }
+	host := hostOf(srv.URL)
+
+	s.Send(t.Context(), newJob(srv.URL))
+	mode.Store(1)
+	waitFor(t, "half-open", func() bool { return s.BreakerStates()[host] == "half-open" })
+
+	probe := make(chan Outcome, 1)
+	go func() { probe <- s.Send(context.Background(), newJob(srv.URL)) }()
+	select {
+	case <-entered:
+	case out := <-probe:
+		t.Fatalf("probe not sent: %v %v", out.Kind, out.Err)
+	}
+
+	out := s.Send(t.Context(), newJob(srv.URL))
+	if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, gobreaker.ErrTooManyRequests) {
+		t.Errorf("during the probe: %v attempted=%v err=%v; want defer", out.Kind, out.Attempted, out.Err)
+	}
+	if out.RetryAfter != openFor/4 {
+		t.Errorf("RetryAfter %v, want %v with rnd pinned at 0.5", out.RetryAfter, openFor/4)
+	}
+	close(release)
+	if out := <-probe; out.Kind != Success {
+		t.Errorf("probe: %v %v", out.Kind, out.Err)
+	}
+	if n := hits.Load(); n != 2 {
+		t.Errorf("server saw %d requests, want 2", n)
+	}
+	if st := s.BreakerStates()[host]; st != "closed" {
+		t.Errorf("state %s, want closed", st)
+	}
+}
+
+// Shutdown is not a host failure: a worker that cancels its in-flight
+// requests must not open breakers on the way out.
+func TestCancellationIsNotABreakerFailure(t *testing.T) {
+	entered := make(chan struct{}, 1)
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		entered <- struct{}{}
+		<-r.Context().Done()
+	})
+	var rec recorder
+	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 1}, OnBreakerChange: rec.record})
+	shutdown := errors.New("shutting down")
+
+	t.Run("before sending", func(t *testing.T) {
+		ctx, cancel := context.WithCancelCause(t.Context())
+		cancel(shutdown)
+		for range 3 {
+			out := s.Send(ctx, newJob(srv.URL))
+			if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, context.Canceled) || !errors.Is(out.Err, shutdown) {
+				t.Fatalf("got %v attempted=%v err=%v; want defer, not attempted, cancelled by shutdown", out.Kind, out.Attempted, out.Err)
+			}
+		}
+		if n := hits.Load(); n != 0 {
+			t.Errorf("server saw %d requests", n)
+		}
+	})
+
+	t.Run("while sending", func(t *testing.T) {
+		for range 3 {
+			ctx, cancel := context.WithCancelCause(t.Context())
+			done := make(chan Outcome)
+			go func() { done <- s.Send(ctx, newJob(srv.URL)) }()
+			select {
+			case <-entered:
+			case out := <-done: // deferred, not sent: the breaker opened
+				cancel(nil)
+				t.Fatalf("not sent: %v %v", out.Kind, out.Err)
+			}
+			cancel(shutdown)
+			out := <-done
+			if out.Kind != Retry || !out.Attempted || !errors.Is(out.Err, shutdown) {
+				t.Fatalf("got %v attempted=%v err=%v; want retry, attempted, cancelled by shutdown", out.Kind, out.Attempted, out.Err)
+			}
+		}
+	})
+
+	if st := s.BreakerStates()[hostOf(srv.URL)]; st != "closed" {
+		t.Errorf("breaker %s after cancellations, want closed", st)
+	}
+	if got := rec.all(); len(got) != 0 {
+		t.Errorf("transitions %v, want none", got)
+	}
+}
+
+// OnBreakerChange runs under the breaker's lock; reading the states from it
+// must still be safe.
+func TestOnBreakerChangeMayReadStates(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	var s *Sender
+	var seen atomic.Value
+	s = newSender(t, Config{
+		AllowedNetworks: loopback(),
+		Breaker:         Breaker{Failures: 1, OpenTimeout: time.Hour},
+		OnBreakerChange: func(host, from, to string) { seen.Store(s.BreakerStates()[host]) },
+	})
+	s.Send(t.Context(), newJob(srv.URL))
+	if got, _ := seen.Load().(string); got != "open" {
+		t.Errorf("state seen from the callback: %q, want open", got)
+	}
+}
+
+func TestConcurrentSends(t *testing.T) {
+	var servers []string
+	for _, code := range []int{200, 503, 404} {
+		srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(code) })
+		servers = append(servers, srv.URL)
+	}
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxConnsPerHost: 8, Breaker: Breaker{Failures: 5, OpenTimeout: time.Hour}})
+
+	var wg sync.WaitGroup
+	var kinds [4]atomic.Int64
+	for g := range 32 {
+		wg.Go(func() {
+			for i := range 20 {
+				out := s.Send(t.Context(), newJob(servers[(g+i)%len(servers)]))
+				kinds[out.Kind].Add(1)
+				_ = s.BreakerStates()
+			}
+		})
+	}
+	wg.Wait()
+	states := s.BreakerStates()
+	if len(states) != 3 || states[hostOf(servers[0])] != "closed" || states[hostOf(servers[1])] != "open" || states[hostOf(servers[2])] != "closed" {
+		t.Errorf("states %v", states)
+	}
+	if kinds[Defer].Load() == 0 || kinds[Success].Load() == 0 || kinds[Permanent].Load() == 0 {
+		t.Errorf("kinds: success %d retry %d permanent %d defer %d", kinds[0].Load(), kinds[1].Load(), kinds[2].Load(), kinds[3].Load())
+	}
+}

@@ -1,0 +1,64 @@
+// Package sender makes one HTTP attempt for a job and says what it means:
+// success, retry later (and when), permanent failure, or defer (nothing was
+// sent). It owns the HTTP client, the per-host circuit breakers and the
+// address guard; it knows nothing of NATS, and retry budgets and delays are
+// applied by the caller from the returned Outcome.
+//
+// # Classification
+//
+// One function (classify) decides, so the worker, the result records and the
+// breakers agree on what an answer means:
+//
+//	answer                                  Kind       Attempted  breaker
+//	2xx, 1xx, 3xx not followed              Success    yes        success
+//	408, 425, 429 (in RetryStatuses)        Retry      yes        success
+//	5xx (in RetryStatuses)                  Retry      yes        failure
+//	other 4xx                               Permanent  yes        success
+//	5xx left out of RetryStatuses           Permanent  yes        failure
+//	network error, timeout, reset, refused  Retry      yes        failure
+//	  connection, broken body
+//	too many redirects                      Permanent  yes        success
+//	address refused by the guard            Permanent  no (1)     ignored
+//	request cannot be built                 Permanent  no         untouched
+//	caller's context done while sending     Retry      yes        ignored
+//	caller's context done before sending    Defer      no         untouched
+//	breaker open (or half-open and busy)    Defer      no         untouched
+//
+// (1) yes when the refused address was a redirect target: the first host did
+// receive a request.
+//
+// Retry outcomes carry the target's Retry-After (seconds or HTTP-date,
+// capped by Config.MaxRetryAfter) when it sent one; otherwise the caller uses
+// Backoff. Bodies are kept, up to Config.MaxResponseBytes, on failures too:
+// an API's error message is what a user needs to fix a permanent failure.
+//
+// # Breakers
+//
+// Each host (lower-case host:port of the job's URL) has its own breaker, so
+// one host going down defers only its own jobs. A breaker counts only what
+// suggests the host is down or broken: network errors, timeouts and 5xx. A
+// 4xx proves the host is up and answering. 408, 425 and 429 are retried but
+// mean "slow down", which backoff and Retry-After already do; opening the
+// breaker on them would turn a rate limit into a full stop. A refused address
+// and a cancelled caller say nothing about the host: counting shutdowns would
+// make a restarted worker start with its busiest hosts deferred. A deferred
+// job costs no HTTP request and no attempt; it waits roughly until the
+// breaker lets a probe through.
+//
+// # Address guard
+//
+// Job URLs come from files nobody vetted, so by default the sender will not
+// connect to loopback, private (RFC 1918, fc00::/7), link-local (including
+// the cloud metadata service at 169.254.169.254), CGNAT (100.64.0.0/10),
+// multicast, unspecified or broadcast addresses, nor to their IPv4-mapped or
+// NAT64 forms. The check runs in the dialer's Control hook, on the resolved
+// address the socket is about to connect to, for every connection including
+// redirect targets: checking the URL's host name up front would be defeated
+// by DNS rebinding or a redirect. There is no proxy support for the same
+// reason: the guard would vet the proxy, not the target. Networks that must
+// be reachable anyway are listed in Config.AllowedNetworks (see
+// ParseNetworks).
+//
+// Error texts never contain header values, and URLs in them lose their
+// userinfo: tokens often hide in both.
+package sender

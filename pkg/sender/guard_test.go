@@ -1,0 +1,177 @@
+package sender
+
+import (
+	"errors"
+	"fmt"
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestCheckAddr(t *testing.T) {
+	refused := map[string]string{
+		"127.0.0.1":          "loopback",
+		"127.255.0.9":        "loopback",
+		"::1":                "loopback",
+		"10.0.0.1":           "private",
+		"172.16.5.4":         "private",
+		"192.168.1.1":        "private",
+		"fd00::1":            "private",
+		"169.254.169.254":    "link-local",
+		"fe80::1%eth0":       "link-local",
+		"100.64.0.1":         "CGNAT",
+		"100.127.255.255":    "CGNAT",
+		"0.0.0.0":            "unspecified",
+		"0.1.2.3":            "this network",
+		"::":                 "unspecified",
+		"224.0.0.1":          "multicast",
+		"239.1.1.1":          "multicast",
+		"ff02::1":            "multicast",
+		"255.255.255.255":    "broadcast",
+		"::ffff:127.0.0.1":   "loopback",
+		"::ffff:10.0.0.1":    "private",
+		"::ffff:169.254.1.1": "link-local",
+		"64:ff9b::a00:1":     "private via NAT64",
+	}
+	for s, reason := range refused {
+		err := checkAddr(netip.MustParseAddr(s), nil)
+		var re *RefusedError
+		if !errors.As(err, &re) || !strings.Contains(re.Reason, reason) {
+			t.Errorf("%s: got %v, want refused (%s)", s, err, reason)
+		}
+	}
+	for _, s := range []string{"8.8.8.8", "1.1.1.1", "100.128.0.1", "100.63.255.255", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"} {
+		if err := checkAddr(netip.MustParseAddr(s), nil); err != nil {
+			t.Errorf("%s: refused: %v", s, err)
+		}
+	}
+
+	allowed, err := ParseNetworks("10.0.0.0/8, 127.0.0.1, fd00::/8")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, s := range []string{"10.1.2.3", "127.0.0.1", "::ffff:127.0.0.1", "::ffff:10.9.9.9", "fd12::1"} {
+		if err := checkAddr(netip.MustParseAddr(s), allowed); err != nil {
+			t.Errorf("%s: refused despite the allow-list: %v", s, err)
+		}
+	}
+	for _, s := range []string{"127.0.0.2", "192.168.0.1", "169.254.169.254"} {
+		if err := checkAddr(netip.MustParseAddr(s), allowed); err == nil {
+			t.Errorf("%s: allowed, but not in the allow-list", s)
+		}
+	}
+}
+
+func TestRefusedErrorText(t *testing.T) {
+	err := checkAddr(netip.MustParseAddr("127.0.0.1"), nil)
+	want := "address 127.0.0.1 is refused (loopback); allow it with JETPOST_ALLOWED_NETWORKS"
+	if err == nil || err.Error() != want {
+		t.Errorf("got %q, want %q", err, want)
+	}
+}
+
+// Real sends: the guard must stop them at dial time, before any byte leaves,
+// and the result must say so.
+func TestSendToRefusedAddress(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {})
+	port := srv.Listener.Addr().(interface{ AddrPort() netip.AddrPort }).AddrPort().Port()
+	s := newSender(t, Config{Breaker: Breaker{Failures: 1}}) // no allow-list
+
+	for _, host := range []string{
+		"127.0.0.1", // the test server itself
+		"localhost", // a name: the resolved address is what is checked
+		"0.0.0.0",
+		"[::ffff:127.0.0.1]",
+		"10.0.0.1",
+		"169.254.169.254",
+		"100.64.0.1",
+	} {
+		u := fmt.Sprintf("http://%s:%d/", host, port)
+		out := s.Send(t.Context(), newJob(u))
+		var re *RefusedError
+		if out.Kind != Permanent || out.Attempted || !errors.As(out.Err, &re) {
+			t.Errorf("%s: got %v attempted=%v err=%v; want permanent, not attempted, refused", u, out.Kind, out.Attempted, out.Err)
+			continue
+		}
+		if !strings.Contains(out.Err.Error(), "is refused (") || !strings.Contains(out.Err.Error(), "JETPOST_ALLOWED_NETWORKS") {
+			t.Errorf("%s: unclear error %q", u, out.Err)
+		}
+	}
+	if n := hits.Load(); n != 0 {
+		t.Errorf("server saw %d requests", n)
+	}
+	// Refusals say nothing about the host: its breaker stays closed.
+	for host, st := range s.BreakerStates() {
+		if st != "closed" {
+			t.Errorf("breaker for %s is %s", host, st)
+		}
+	}
+}
+
+func TestRedirectToRefusedAddress(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, "http://169.254.169.254/latest/meta-data/", http.StatusFound)
+	})
+	s := newSender(t, Config{AllowedNetworks: loopback()})
+	out := s.Send(t.Context(), newJob(srv.URL))
+	var re *RefusedError
+	if out.Kind != Permanent || !errors.As(out.Err, &re) || re.Addr != netip.MustParseAddr("169.254.169.254") {
+		t.Fatalf("got %v err=%v; want permanent, refused 169.254.169.254", out.Kind, out.Err)
+	}
+	// The first host did get a request.
+	if !out.Attempted || hits.Load() != 1 {
+		t.Errorf("attempted=%v, server saw %d requests; want true, 1", out.Attempted, hits.Load())
+	}
+	if !strings.Contains(out.Err.Error(), "redirected to http://169.254.169.254/latest/meta-data/") {
+		t.Errorf("error %q does not name the redirect target", out.Err)
+	}
+}
+
+func TestRedirectLimit(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		http.Redirect(w, r, r.URL.Path+"x", http.StatusFound) // forever
+	})
+
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRedirects: 2})
+	out := s.Send(t.Context(), newJob(srv.URL+"/r"))
+	if out.Kind != Permanent || !out.Attempted || out.Status != http.StatusFound || !errors.Is(out.Err, errTooManyRedirects) {
+		t.Fatalf("got %v attempted=%v status=%d err=%v; want permanent 302 too many redirects", out.Kind, out.Attempted, out.Status, out.Err)
+	}
+	if n := hits.Load(); n != 3 {
+		t.Errorf("server saw %d requests, want 3 (the first and 2 redirects)", n)
+	}
+
+	hits.Store(0)
+	none := newSender(t, Config{AllowedNetworks: loopback(), MaxRedirects: -1})
+	out = none.Send(t.Context(), newJob(srv.URL+"/r"))
+	if out.Kind != Success || out.Status != http.StatusFound || hits.Load() != 1 {
+		t.Errorf("MaxRedirects<0: got %v status=%d after %d requests; want the 302 itself", out.Kind, out.Status, hits.Load())
+	}
+}
+
+func TestParseNetworks(t *testing.T) {
+	got, err := ParseNetworks(" 10.0.0.0/8, 192.168.1.5,::1 , fd00::/8,, ::ffff:172.16.0.0/108, 10.1.2.3/16")
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"10.0.0.0/8", "192.168.1.5/32", "::1/128", "fd00::/8", "172.16.0.0/12", "10.1.0.0/16"}
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range want {
+		if got[i].String() != want[i] {
+			t.Errorf("entry %d: got %v, want %s", i, got[i], want[i])
+		}
+	}
+	if got, err := ParseNetworks(""); err != nil || len(got) != 0 {
+		t.Errorf(`ParseNetworks("") = %v, %v`, got, err)
+	}
+	for _, bad := range []string{"10.0.0.0/33", "nonsense", "10.0.0.1/8x", "fe80::1%eth0", "10.0.0.0/8,300.1.1.1", "10.0.0.0/"} {
+		_, err := ParseNetworks(bad)
+		entry := bad[strings.LastIndex(bad, ",")+1:]
+		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", entry)) {
+			t.Errorf("ParseNetworks(%q) = %v; want an error naming %q", bad, err, entry)
+		}
+	}
+}

@@ -1,0 +1,574 @@
+package sender
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// Kind is the class of an attempt's outcome; the worker maps it to what
+// happens to the job (store a result, retry later, defer).
+type Kind int
+
+const (
+	// Success: the target answered 2xx (or another non-error final status).
+	Success Kind = iota
+	// Retry: a request was sent (or its connection tried) and failed in a way
+	// that may pass later: network error, timeout, 408, 425, 429, 5xx.
+	Retry
+	// Permanent: retrying cannot help: other 4xx, a refused address, a
+	// request that cannot be built, too many redirects.
+	Permanent
+	// Defer: nothing was sent because the host's breaker is open (or a
+	// per-host limit is full, or the caller's context was already done);
+	// try again after RetryAfter without spending an attempt.
+	Defer
+)
+
+func (k Kind) String() string {
+	switch k {
+	case Success:
+		return "success"
+	case Retry:
+		return "retry"
+	case Permanent:
+		return "permanent"
+	case Defer:
+		return "defer"
+	}
+	return "unknown"
+}
+
+// Outcome is what one call to Send did.
+type Outcome struct {
+	Kind Kind
+	// Attempted is true when an HTTP request was started (counts toward the
+	// job's attempts). False for Defer and for refusals before any request.
+	Attempted     bool
+	Status        int // HTTP status, 0 if no response
+	Body          []byte
+	BodyTruncated bool
+	Duration      time.Duration // of this attempt
+	// RetryAfter is the delay the target asked for (Retry-After, capped) on
+	// Retry, or how long to wait before trying a deferred job again on Defer.
+	// Zero on Retry means "no hint: use the backoff policy".
+	RetryAfter time.Duration
+	// Err says why the attempt did not succeed; nil on Success. Secrets are
+	// never part of it.
+	Err error
+}
+
+// Config configures a Sender. Zero values take the documented defaults.
+type Config struct {
+	Timeout          time.Duration // per attempt when the job sets none; default 30s
+	MaxResponseBytes int64         // response body kept; default 64 KiB
+	MaxConnsPerHost  int           // idle connections kept per host; default 64
+	MaxRedirects     int           // default 5; <0 means follow none
+	MaxRetryAfter    time.Duration // cap on Retry-After; default 5m
+	// RetryStatuses are the HTTP statuses that are retried; nil means the
+	// default 408, 425, 429 and 500-599. Every other status >= 400 is permanent.
+	RetryStatuses StatusSet
+	// IdempotencyHeader carries the job id on every request so targets can
+	// drop at-least-once repeats; "" disables it.
+	IdempotencyHeader string
+	UserAgent         string // default "jetpost/1"
+
+	Breaker Breaker
+
+	// AllowedNetworks may be dialled even though they are loopback, private,
+	// link-local or otherwise refused by default.
+	AllowedNetworks []netip.Prefix
+
+	// OnBreakerChange, if set, is told every breaker transition (metrics,
+	// logs, tests). It runs synchronously while that breaker's lock is held:
+	// keep it short and do not call Send or Post from it (BreakerStates is
+	// safe to call).
+	OnBreakerChange func(host string, from, to string)
+}
+
+// Breaker configures the per-host circuit breakers.
+type Breaker struct {
+	Failures         uint32        // consecutive failures that open it; default 5
+	OpenTimeout      time.Duration // how long it stays open before a probe; default 30s
+	HalfOpenRequests uint32        // probes allowed while half-open; default 1
+}
+
+// DefaultIdempotencyHeader is the conventional header for the job id
+// (IETF draft "The Idempotency-Key HTTP Header Field"). Config leaves it to
+// the caller because "" must keep meaning "off".
+const DefaultIdempotencyHeader = "Idempotency-Key"
+
+// Defaults applied by New to zero Config fields.
+const (
+	DefaultTimeout          = 30 * time.Second
+	DefaultMaxResponseBytes = 64 << 10
+	DefaultMaxConnsPerHost  = 64
+	DefaultMaxRedirects     = 5
+	DefaultMaxRetryAfter    = 5 * time.Minute
+	DefaultUserAgent        = "jetpost/1"
+	DefaultBreakerFailures  = 5
+	DefaultBreakerOpen      = 30 * time.Second
+	DefaultBreakerHalfOpen  = 1
+)
+
+const (
+	// drainBytes is how much of an unread response tail we read to keep a
+	// keep-alive connection reusable; past that, closing it is cheaper than
+	// downloading a body nobody keeps.
+	drainBytes = 4 << 10
+	// dialTimeout and tlsTimeout bound the connection phases on their own,
+	// so a job with a long timeout does not spend it all on a dead address.
+	dialTimeout = 10 * time.Second
+	tlsTimeout  = 10 * time.Second
+)
+
+// Sender makes single HTTP attempts for jobs. It is safe for concurrent use;
+// one Sender (one connection pool, one set of breakers) serves a whole worker.
+type Sender struct {
+	cfg       Config
+	transport *http.Transport
+	breakers  breakers
+	// rnd jitters Defer delays; a field so tests can pin it.
+	rnd func() float64
+}
+
+// New applies the documented defaults to cfg, validates it and builds the
+// shared transport.
+func New(cfg Config) (*Sender, error) {
+	cfg, err := withDefaults(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Sender{
+		cfg:       cfg,
+		transport: newTransport(cfg),
+		breakers:  breakers{settings: cfg.Breaker, onChange: cfg.OnBreakerChange},
+		rnd:       rand.Float64,
+	}, nil
+}
+
+func withDefaults(cfg Config) (Config, error) {
+	switch {
+	case cfg.Timeout < 0:
+		return cfg, fmt.Errorf("sender: timeout %v is negative", cfg.Timeout)
+	case cfg.MaxResponseBytes < 0:
+		return cfg, fmt.Errorf("sender: max response bytes %d is negative", cfg.MaxResponseBytes)
+	case cfg.MaxConnsPerHost < 0:
+		return cfg, fmt.Errorf("sender: max connections per host %d is negative", cfg.MaxConnsPerHost)
+	case cfg.MaxRetryAfter < 0:
+		return cfg, fmt.Errorf("sender: max Retry-After %v is negative", cfg.MaxRetryAfter)
+	case cfg.Breaker.OpenTimeout < 0:
+		return cfg, fmt.Errorf("sender: breaker open timeout %v is negative", cfg.Breaker.OpenTimeout)
+	case cfg.IdempotencyHeader != "" && !validHeaderName(cfg.IdempotencyHeader):
+		return cfg, fmt.Errorf("sender: idempotency header %q is not a valid header name", cfg.IdempotencyHeader)
+	case !validHeaderValue(cfg.UserAgent):
+		return cfg, fmt.Errorf("sender: user agent %q contains a control character", cfg.UserAgent)
+	}
+	for _, p := range cfg.AllowedNetworks {
+		if !p.IsValid() {
+			return cfg, fmt.Errorf("sender: allowed network %v is not a valid prefix", p)
+		}
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = DefaultTimeout
+	}
+	if cfg.MaxResponseBytes == 0 {
+		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if cfg.MaxConnsPerHost == 0 {
+		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
+	}
+	switch {
+	case cfg.MaxRedirects == 0:
+		cfg.MaxRedirects = DefaultMaxRedirects
+	case cfg.MaxRedirects < 0:
+		cfg.MaxRedirects = -1
+	}
+	if cfg.MaxRetryAfter == 0 {
+		cfg.MaxRetryAfter = DefaultMaxRetryAfter
+	}
+	if cfg.RetryStatuses == nil {
+		cfg.RetryStatuses = DefaultRetryStatuses()
+	}
+	if cfg.UserAgent == "" {
+		cfg.UserAgent = DefaultUserAgent
+	}
+	if cfg.Breaker.Failures == 0 {
+		cfg.Breaker.Failures = DefaultBreakerFailures
+	}
+	if cfg.Breaker.OpenTimeout == 0 {
+		cfg.Breaker.OpenTimeout = DefaultBreakerOpen
+	}
+	if cfg.Breaker.HalfOpenRequests == 0 {
+		cfg.Breaker.HalfOpenRequests = DefaultBreakerHalfOpen
+	}
+	// Normalise so that ::ffff:10.0.0.0/104 and 10.0.0.0/8 mean the same to
+	// the guard, which unmaps addresses before matching.
+	nets := make([]netip.Prefix, len(cfg.AllowedNetworks))
+	for i, p := range cfg.AllowedNetworks {
+		nets[i] = unmapPrefix(p)
+	}
+	cfg.AllowedNetworks = nets
+	return cfg, nil
+}
+
+func newTransport(cfg Config) *http.Transport {
+	dialer := &net.Dialer{
+		Timeout:   dialTimeout,
+		KeepAlive: 30 * time.Second,
+		// The guard runs on the address actually being connected to, after
+		// DNS, for every dial including redirects and Happy Eyeballs
+		// fallbacks, so a name that resolves (or re-resolves) to an internal
+		// address cannot slip through.
+		Control: guard(cfg.AllowedNetworks),
+	}
+	return &http.Transport{
+		// No proxy: a proxy would make the guarded dial go to the proxy, not
+		// to the target, and the guard would check the wrong address.
+		Proxy:                 nil,
+		DialContext:           dialer.DialContext,
+		ForceAttemptHTTP2:     true,
+		TLSHandshakeTimeout:   tlsTimeout,
+		ExpectContinueTimeout: time.Second,
+		// Idle pool per host as large as the in-flight bound, so a burst to
+		// one API reuses its connections instead of re-dialling and leaving
+		// sockets in TIME_WAIT. The global cap bounds open descriptors when a
+		// batch touches many distinct hosts.
+		MaxIdleConnsPerHost: cfg.MaxConnsPerHost,
+		MaxIdleConns:        max(1024, 4*cfg.MaxConnsPerHost),
+		IdleConnTimeout:     90 * time.Second,
+	}
+}
+
+// Close releases idle connections. In-flight requests are not affected; call
+// it once nothing sends any more.
+func (s *Sender) Close() { s.transport.CloseIdleConnections() }
+
+// request is what one attempt sends, whether it came from a job or is a
+// result callback.
+type request struct {
+	method      string
+	url         string
+	headers     map[string]string
+	body        []byte
+	contentType string // implied by the body; a header in headers wins
+	idemKey     string
+	timeout     time.Duration
+}
+
+// Send makes one attempt at delivering j. It never retries; the Outcome says
+// whether and when the caller should.
+func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
+	body, ctype := j.Body()
+	timeout := s.cfg.Timeout
+	if j.Timeout > 0 {
+		timeout = time.Duration(j.Timeout)
+	}
+	return s.do(ctx, request{
+		method:      j.Method,
+		url:         j.URL,
+		headers:     j.Headers,
+		body:        body,
+		contentType: ctype,
+		idemKey:     j.ID,
+		timeout:     timeout,
+	})
+}
+
+// Post sends body as a JSON POST to rawURL (a result callback) with the same
+// guard, breaker and classification as Send. idempotencyKey is sent in the
+// configured idempotency header so receivers can drop repeats.
+func (s *Sender) Post(ctx context.Context, rawURL string, body []byte, idempotencyKey string) Outcome {
+	return s.do(ctx, request{
+		method:      http.MethodPost,
+		url:         rawURL,
+		body:        body,
+		contentType: "application/json",
+		idemKey:     idempotencyKey,
+		timeout:     s.cfg.Timeout,
+	})
+}
+
+func (s *Sender) do(ctx context.Context, r request) Outcome {
+	if ctx.Err() != nil {
+		// Shutdown before anything was sent: hand the job back untouched.
+		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+	}
+	actx, cancel := context.WithTimeoutCause(ctx, r.timeout, &TimeoutError{After: r.timeout})
+	defer cancel()
+
+	req, err := s.build(actx, r)
+	if err != nil {
+		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
+	}
+	host := strings.ToLower(req.URL.Host)
+	hb := s.breakers.get(host)
+	done, err := hb.cb.Allow()
+	if err != nil {
+		return Outcome{
+			Kind:       Defer,
+			RetryAfter: hb.deferFor(err, s.rnd),
+			Err:        fmt.Errorf("not sent: circuit breaker for %s: %w", host, err),
+		}
+	}
+
+	redirects := 0
+	client := http.Client{
+		Transport: s.transport,
+		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+			redirects++
+			if len(via) > s.cfg.MaxRedirects {
+				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
+			}
+			return nil
+		},
+	}
+	if s.cfg.MaxRedirects < 0 {
+		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	}
+
+	start := time.Now()
+	resp, err := client.Do(req)
+	var out Outcome
+	switch {
+	case err != nil:
+		err = describe(req, redirects, err)
+	default:
+		out.Body, out.BodyTruncated, err = readBody(resp, s.cfg.MaxResponseBytes)
+		if err != nil {
+			err = fmt.Errorf("%s %s: reading response body (status %d): %w",
+				req.Method, redact(req.URL), resp.StatusCode, err)
+		}
+	}
+	out.Duration = time.Since(start)
+	if resp != nil {
+		out.Status = resp.StatusCode
+	}
+
+	// Errors from the transport say "context canceled" or "deadline
+	// exceeded" without telling whose context it was; we know, and it
+	// decides between "shutdown" and "the target was too slow".
+	if err != nil {
+		switch {
+		case ctx.Err() != nil:
+			err = fmt.Errorf("%w (cancelled by caller)", because(err, ctx.Err(), context.Cause(ctx)))
+		case actx.Err() != nil:
+			err = because(err, context.Cause(actx))
+		}
+	}
+
+	c := s.classify(ctx, out.Status, err)
+	done(c.breaker)
+	out.Kind = c.kind
+	// A refused first dial sent nothing; a refused redirect target comes
+	// after a request the first host did receive.
+	out.Attempted = !c.refused || redirects > 0
+	if c.kind == Retry && resp != nil {
+		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
+			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
+		}
+	}
+	if out.Kind == Success {
+		err = nil
+	} else if err == nil {
+		err = fmt.Errorf("%s %s: status %d %s", req.Method, redact(req.URL), out.Status, http.StatusText(out.Status))
+	}
+	out.Err = err
+	return out
+}
+
+// build turns r into an *http.Request, refusing anything the transport would
+// reject later, so such jobs fail as Permanent instead of being retried.
+func (s *Sender) build(ctx context.Context, r request) (*http.Request, error) {
+	method := r.method
+	if method == "" {
+		method = http.MethodGet
+	}
+	if !validHeaderName(method) {
+		return nil, fmt.Errorf("method %q is not valid", method)
+	}
+	var body io.Reader
+	if r.body != nil {
+		body = bytes.NewReader(r.body)
+	}
+	req, err := http.NewRequestWithContext(ctx, method, r.url, body)
+	if err != nil {
+		// url.Error repeats the URL, userinfo included; keep only the reason.
+		return nil, fmt.Errorf("url is not valid: %w", unwrapURLError(err))
+	}
+	if u := req.URL; u.Scheme != "http" && u.Scheme != "https" {
+		return nil, fmt.Errorf("url %s: scheme %q is not http or https", redact(u), u.Scheme)
+	} else if u.Hostname() == "" {
+		return nil, fmt.Errorf("url %s has no host", redact(u))
+	}
+	for k, v := range r.headers {
+		if !validHeaderName(k) {
+			return nil, fmt.Errorf("header name %q is not valid", k)
+		}
+		if !validHeaderValue(v) {
+			// The value may be a secret: name the header, never the value.
+			return nil, fmt.Errorf("header %q has a control character in its value", k)
+		}
+		if strings.EqualFold(k, "Host") {
+			req.Host = v
+			continue
+		}
+		req.Header.Set(k, v)
+	}
+	if r.contentType != "" && req.Header.Get("Content-Type") == "" {
+		req.Header.Set("Content-Type", r.contentType)
+	}
+	if h := s.cfg.IdempotencyHeader; h != "" && r.idemKey != "" && req.Header.Get(h) == "" {
+		req.Header.Set(h, r.idemKey)
+	}
+	if req.Header.Get("User-Agent") == "" {
+		req.Header.Set("User-Agent", s.cfg.UserAgent)
+	}
+	return req, nil
+}
+
+// readBody keeps at most limit bytes of the body and closes it.
+func readBody(resp *http.Response, limit int64) (body []byte, truncated bool, err error) {
+	defer resp.Body.Close()
+	size := int64(512)
+	if resp.ContentLength >= 0 {
+		size = min(resp.ContentLength, limit) + 1
+	}
+	buf := make([]byte, 0, size)
+	lr := io.LimitedReader{R: resp.Body, N: limit + 1}
+	for {
+		if len(buf) == cap(buf) {
+			buf = append(buf, 0)[:len(buf)]
+		}
+		n, rerr := lr.Read(buf[len(buf):cap(buf)])
+		buf = buf[:len(buf)+n]
+		if rerr == io.EOF {
+			break
+		}
+		if rerr != nil {
+			return buf, false, rerr
+		}
+	}
+	if int64(len(buf)) > limit {
+		// Bounded drain: enough to reuse the connection when the tail is
+		// short, never a download of a huge body we would throw away.
+		_, _ = io.CopyN(io.Discard, resp.Body, drainBytes)
+		return buf[:limit], true, nil
+	}
+	return buf, false, nil
+}
+
+// TimeoutError is the cause when an attempt ran out of its own time (as
+// opposed to the caller's context ending). It covers connecting, the
+// headers and reading the body.
+type TimeoutError struct{ After time.Duration }
+
+func (e *TimeoutError) Error() string {
+	return fmt.Sprintf("attempt timed out after %v (connect, headers and body)", e.After)
+}
+
+// Timeout reports true, as net.Error does for timeouts.
+func (e *TimeoutError) Timeout() bool { return true }
+
+// Unwrap lets errors.Is(err, context.DeadlineExceeded) hold.
+func (e *TimeoutError) Unwrap() error { return context.DeadlineExceeded }
+
+// callerError says why the caller's context ended, keeping both ctx.Err()
+// and a custom cause (context.WithCancelCause) reachable with errors.Is.
+func callerError(ctx context.Context) error {
+	err, cause := ctx.Err(), context.Cause(ctx)
+	if cause == nil || cause == err {
+		return fmt.Errorf("cancelled by caller: %w", err)
+	}
+	return fmt.Errorf("cancelled by caller: %w: %w", err, cause)
+}
+
+// because adds each reason to err unless err already matches it (net/http
+// sometimes returns the context's cause itself, sometimes only "context
+// canceled").
+func because(err error, reasons ...error) error {
+	for _, r := range reasons {
+		if r != nil && !errors.Is(err, r) {
+			err = fmt.Errorf("%w: %w", err, r)
+		}
+	}
+	return err
+}
+
+// describe rewrites a client error so that it names the request with the
+// URL's userinfo removed; net/http's own *url.Error would show the user name.
+func describe(req *http.Request, redirects int, err error) error {
+	ue, ok := err.(*url.Error)
+	if !ok {
+		return fmt.Errorf("%s %s: %w", req.Method, redact(req.URL), err)
+	}
+	if redirects > 0 && ue.URL != "" {
+		// After a redirect ue.URL is the Location that failed.
+		return fmt.Errorf("%s %s: redirected to %s: %w", req.Method, redact(req.URL), redactURL(ue.URL), ue.Err)
+	}
+	return fmt.Errorf("%s %s: %w", req.Method, redact(req.URL), ue.Err)
+}
+
+func unwrapURLError(err error) error {
+	if ue, ok := err.(*url.Error); ok {
+		return ue.Err
+	}
+	return err
+}
+
+// redactURL drops userinfo (user names are often tokens too).
+func redactURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	return redact(u)
+}
+
+func redact(u *url.URL) string {
+	if u.User == nil {
+		return u.String()
+	}
+	c := *u
+	c.User = nil
+	return c.String()
+}
+
+// validHeaderName reports whether s is an RFC 9110 token.
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+// validHeaderValue rejects the control characters net/http would refuse at
+// send time (which would otherwise look like a retryable transport error).
+func validHeaderValue(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
+			return false
+		}
+	}
+	return true
+}
