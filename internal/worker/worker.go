@@ -3,6 +3,7 @@ package worker
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"math/rand/v2"
 	"time"
 
@@ -33,6 +34,8 @@ type Observer struct {
 	Attempt  func(host string, o *sender.Outcome)
 	Finished func(r *job.Result)
 	Deferred func(host string, a queue.Action)
+	// InFlight is told +1 when a job starts and -1 when its decision is made.
+	InFlight func(delta int)
 }
 
 // Worker decides, for each delivery, what to send and what happens next.
@@ -56,6 +59,10 @@ func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
 // Handle is a queue.Handler: one HTTP attempt, then the one decision that
 // follows from its outcome.
 func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
+	if w.obs.InFlight != nil {
+		w.obs.InFlight(1)
+		defer w.obs.InFlight(-1)
+	}
 	j := d.Job
 	host := j.Host()
 	log := w.log.With().Str("job", j.ID).Str("batch", j.Batch).Str("host", host).Logger()
@@ -88,7 +95,8 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	case sender.Permanent:
 		r := w.result(j, attempts, &o)
 		r.Reason = job.ReasonPermanent
-		if !o.Attempted {
+		var refused *sender.RefusedError
+		if errors.As(o.Err, &refused) {
 			r.Reason = job.ReasonRefused
 		}
 		return w.complete(ctx, log, j, r)

@@ -1,0 +1,13 @@
+# Multi-stage build: static binaries on a distroless base.
+FROM golang:1.26 AS build
+WORKDIR /src
+COPY go.mod go.sum ./
+RUN go mod download
+COPY . .
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+
+FROM gcr.io/distroless/static-debian12:nonroot
+COPY --from=build /out/ /usr/local/bin/
+COPY examples /examples
+USER nonroot
+ENTRYPOINT ["/usr/local/bin/worker"]

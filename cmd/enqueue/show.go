@@ -1,0 +1,80 @@
+package main
+
+import (
+	"bufio"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// runShow prints result records (JSON Lines, as written by --out) as a
+// table a person can read.
+func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
+	if len(args) != 1 {
+		return &exitError{exitUsage, errors.New("usage: enqueue show RESULTS.jsonl | -")}
+	}
+	in := stdin
+	if args[0] != "-" {
+		f, err := os.Open(args[0])
+		if err != nil {
+			return &exitError{exitUsage, err}
+		}
+		defer f.Close()
+		in = f
+	}
+	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tOK\tSTATUS\tATTEMPTS\tMS\tREASON\tERROR / BODY")
+	sc := bufio.NewScanner(in)
+	sc.Buffer(make([]byte, 64<<10), 16<<20)
+	line := 0
+	for sc.Scan() {
+		line++
+		if len(strings.TrimSpace(sc.Text())) == 0 {
+			continue
+		}
+		r, err := job.DecodeResult(sc.Bytes())
+		if err != nil {
+			return &exitError{exitUsage, fmt.Errorf("%s:%d: %w", args[0], line, err)}
+		}
+		detail := r.Error
+		if detail == "" {
+			detail = r.Body
+		}
+		var notes []string
+		if r.BodyTruncated {
+			notes = append(notes, "body truncated")
+		}
+		if r.Callback != nil {
+			if r.Callback.OK {
+				notes = append(notes, fmt.Sprintf("callback %d", r.Callback.Status))
+			} else {
+				notes = append(notes, "callback failed: "+r.Callback.Error)
+			}
+		}
+		if len(notes) > 0 {
+			detail = "[" + strings.Join(notes, "; ") + "] " + detail
+		}
+		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%s\t%s\n", r.ID, r.OK, r.Status, r.Attempts, r.DurationMS, r.Reason, clip(oneLine(detail), 70))
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+func oneLine(s string) string {
+	return strings.Join(strings.Fields(s), " ")
+}
+
+func clip(s string, n int) string {
+	r := []rune(s)
+	if len(r) <= n {
+		return s
+	}
+	return string(r[:n-1]) + "…"
+}

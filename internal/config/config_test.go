@@ -1,0 +1,122 @@
+package config
+
+import (
+	"bytes"
+	"flag"
+	"os"
+	"strings"
+	"testing"
+	"time"
+)
+
+var update = flag.Bool("update", false, "rewrite the README's environment table from the config structs")
+
+const (
+	beginMarker = "<!-- env-table:begin (generated from internal/config; go test ./internal/config -update) -->\n"
+	endMarker   = "<!-- env-table:end -->"
+)
+
+// The README's table of variables is rendered from the structs; this test
+// fails when they drift, and -update rewrites it.
+func TestReadmeTableMatchesConfig(t *testing.T) {
+	table, err := MarkdownTable(&Worker{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const path = "../../README.md"
+	readme, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := bytes.Index(readme, []byte(beginMarker))
+	e := bytes.Index(readme, []byte(endMarker))
+	if b < 0 || e < b {
+		t.Fatalf("README.md lacks the markers %q ... %q", beginMarker, endMarker)
+	}
+	current := string(readme[b+len(beginMarker) : e])
+	if current == table {
+		return
+	}
+	if *update {
+		out := append([]byte{}, readme[:b+len(beginMarker)]...)
+		out = append(out, table...)
+		out = append(out, readme[e:]...)
+		if err := os.WriteFile(path, out, 0o644); err != nil {
+			t.Fatal(err)
+		}
+		return
+	}
+	t.Errorf("README.md's environment table is out of date; run: go test ./internal/config -update")
+}
+
+func setenv(t *testing.T, kv ...string) {
+	for i := 0; i < len(kv); i += 2 {
+		t.Setenv(kv[i], kv[i+1])
+	}
+}
+
+func TestDefaults(t *testing.T) {
+	c, err := LoadWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.MaxInflight != 64 || c.MaxAttempts != 5 || c.AckWait != 30*time.Second || c.SubjectPrefix != "jetpost" ||
+		c.EmbeddedListen != "127.0.0.1:4222" || c.DataDir != "./data" || c.EffectivePrefetch() != 16 {
+		t.Errorf("unexpected defaults: %+v", c)
+	}
+}
+
+func TestUnprefixedVariablesAreIgnored(t *testing.T) {
+	// envconfig falls back to unprefixed names for explicit tags; none of
+	// ours may pick up a stray WORKER_ID or HTTP_ADDR from the environment.
+	setenv(t, "WORKER_ID", "stray", "HTTP_ADDR", ":1", "NATS_URL", "nats://stray:1", "MAX_INFLIGHT", "3")
+	c, err := LoadWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.WorkerID != "" || c.HTTPAddr != "" || c.NatsURL != "" || c.MaxInflight != 64 {
+		t.Errorf("unprefixed variables leaked in: %+v", c)
+	}
+}
+
+func TestInvalidValuesNameTheVariable(t *testing.T) {
+	cases := []struct {
+		env  []string
+		want string
+	}{
+		{[]string{"JETPOST_MAX_INFLIGHT", "many"}, "JETPOST_MAX_INFLIGHT"},
+		{[]string{"JETPOST_MAX_INFLIGHT", "0"}, "JETPOST_MAX_INFLIGHT=0"},
+		{[]string{"JETPOST_ACK_WAIT", "10ms"}, "JETPOST_ACK_WAIT"},
+		{[]string{"JETPOST_ACK_WAIT", "soon"}, "JETPOST_ACK_WAIT"},
+		{[]string{"JETPOST_BACKOFF_BASE", "2m"}, "JETPOST_BACKOFF_MAX"},
+		{[]string{"JETPOST_SUBJECT_PREFIX", "a.b"}, "JETPOST_SUBJECT_PREFIX"},
+		{[]string{"JETPOST_REPLICAS", "7"}, "JETPOST_REPLICAS"},
+		{[]string{"JETPOST_LOG_LEVEL", "loud"}, "JETPOST_LOG_LEVEL"},
+		{[]string{"JETPOST_NATS_URL", "::nonsense"}, "JETPOST_NATS_URL"},
+		{[]string{"JETPOST_NATS_TLS_CERT", "/nonexistent.pem"}, "JETPOST_NATS_TLS_KEY"},
+		{[]string{"JETPOST_NATS_CREDS_FILE", "/nonexistent.creds"}, "JETPOST_NATS_CREDS_FILE"},
+		{[]string{"JETPOST_MAX_ACK_PENDING", "10"}, "JETPOST_MAX_ACK_PENDING"},
+		{[]string{"JETPOST_EMBEDDED_LISTEN", "nope"}, "JETPOST_EMBEDDED_LISTEN"},
+	}
+	for _, tc := range cases {
+		t.Run(tc.env[0]+"="+tc.env[1], func(t *testing.T) {
+			setenv(t, tc.env...)
+			_, err := LoadWorker()
+			if err == nil || !strings.Contains(err.Error(), tc.want) {
+				t.Errorf("error %v, want one naming %s", err, tc.want)
+			}
+		})
+	}
+}
+
+func TestUsageListsEveryVariable(t *testing.T) {
+	var b bytes.Buffer
+	if err := Usage(&b, &Worker{}); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{"JETPOST_NATS_URL", "JETPOST_MAX_INFLIGHT", "JETPOST_PREFETCH", "JETPOST_ACK_WAIT", "JETPOST_HTTP_ADDR", "JETPOST_ALLOWED_NETWORKS", "JETPOST_SHUTDOWN_TIMEOUT"} {
+		if !strings.Contains(b.String(), v) {
+			t.Errorf("usage lacks %s", v)
+		}
+	}
+}
