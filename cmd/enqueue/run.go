@@ -26,6 +26,9 @@ import (
 
 const usage = `Usage: enqueue [flags] FILE... | -
        enqueue show RESULTS.jsonl     print results written by --out as a table
+       enqueue status [BATCH]         jobs open, results, dead letters, lag, open breakers
+       enqueue dlq [BATCH]            list dead letters (secret headers redacted)
+       enqueue redrive BATCH          re-publish a batch's dead letters as fresh jobs
 
 Validates files of HTTP request descriptions (JSON Lines or a JSON array;
 "-" reads standard input) and publishes them as jobs of one batch. Nothing is
@@ -50,6 +53,12 @@ func run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 		switch args[0] {
 		case "show":
 			return runShow(args[1:], stdin, stdout)
+		case "dlq":
+			return runDLQ(ctx, args[1:], stdout, stderr)
+		case "redrive":
+			return runRedrive(ctx, args[1:], stdout, stderr)
+		case "status":
+			return runStatus(ctx, args[1:], stdout, stderr)
 		}
 	}
 	return runEnqueue(ctx, args, stdin, stdout, stderr)

@@ -131,6 +131,11 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 
 	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
+	board, err := queue.OpenBreakerBoard(ctx, js, names, 0)
+	if err != nil {
+		return err
+	}
+	breakers := worker.NewBreakerReporter(board, cfg.WorkerID, log)
 	redirects := cfg.MaxRedirects
 	if redirects == 0 {
 		redirects = -1 // the sender reads 0 as "default"; the variable's 0 means none
@@ -151,6 +156,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		},
 		OnBreakerChange: func(host, from, to string) {
 			mx.BreakerChanged(host, from, to)
+			breakers.Changed(host, from, to)
 			log.Warn().Str("host", host).Str("from", from).Str("to", to).Msg("circuit breaker changed state")
 		},
 	})
@@ -169,11 +175,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	log.Info().Int("max_inflight", cfg.MaxInflight).Int("prefetch", cfg.EffectivePrefetch()).
 		Str("nats", nc.ConnectedUrlRedacted()).Str("prefix", cfg.SubjectPrefix).Msg("worker started")
 	svc := &worker.Service{
-		Consumer: cons,
-		Worker:   w,
-		HTTPAddr: cfg.HTTPAddr,
-		Metrics:  mx.Handler(),
-		Log:      log,
+		Consumer:   cons,
+		Worker:     w,
+		HTTPAddr:   cfg.HTTPAddr,
+		Metrics:    mx.Handler(),
+		Background: []func(context.Context) error{breakers.Run},
+		Log:        log,
 		Listening: func(addr string) {
 			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
 		},

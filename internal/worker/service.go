@@ -34,6 +34,9 @@ type Service struct {
 	Log     zerolog.Logger
 	// Listening, if set, is told the operations endpoint's address.
 	Listening func(addr string)
+	// Background parts (e.g. the breaker reporter) run until consumption
+	// has ended, so they still see what the final jobs did.
+	Background []func(ctx context.Context) error
 }
 
 // Run blocks until ctx is cancelled and every delivery is settled.
@@ -47,6 +50,16 @@ func (s *Service) Run(ctx context.Context) error {
 			return fmt.Errorf("consuming: %w", err)
 		}
 		s.Log.Info().Msg("stopped consuming; every job in hand is settled")
+		return nil
+	})
+	bgCtx, stopBg := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopBg()
+	for _, run := range s.Background {
+		g.Go(func() error { return run(bgCtx) })
+	}
+	g.Go(func() error {
+		<-consumeDone
+		stopBg()
 		return nil
 	})
 	if s.HTTPAddr != "" {

@@ -158,15 +158,44 @@ func (w *Worker) complete(ctx context.Context, log zerolog.Logger, j *job.Job, r
 	return queue.Decision{Action: queue.Complete, Result: r}
 }
 
+// callback POSTs the result through the same sender (guard, breaker,
+// classification), retrying retryable failures with the job's backoff
+// policy. It runs before the result is stored so its outcome is part of the
+// record; the retries are bounded (attempts, and each wait capped at
+// maxCallbackWait) because the job holds its slot meanwhile.
 func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.CallbackResult {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return &job.CallbackResult{Error: err.Error()}
 	}
-	o := w.send.Post(ctx, j.Callback, body, j.ID)
-	cr := &job.CallbackResult{OK: o.Kind == sender.Success, Status: o.Status}
-	if o.Err != nil {
-		cr.Error = o.Err.Error()
+	cr := &job.CallbackResult{}
+	// Tries bound the loop even when an open breaker defers every try
+	// without a request.
+	for try := 1; ; try++ {
+		o := w.send.Post(ctx, j.Callback, body, j.ID)
+		if o.Attempted {
+			cr.Attempts++
+		}
+		cr.OK, cr.Status, cr.Error = o.Kind == sender.Success, o.Status, ""
+		if o.Err != nil {
+			cr.Error = o.Err.Error()
+		}
+		if o.Kind == sender.Success || o.Kind == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
+			return cr
+		}
+		delay := o.RetryAfter
+		if delay <= 0 {
+			delay = w.cfg.Backoff.Delay(try, w.rnd)
+		}
+		t := time.NewTimer(min(delay, maxCallbackWait))
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return cr
+		}
 	}
-	return cr
 }
+
+// maxCallbackWait caps one wait between callback attempts.
+const maxCallbackWait = 5 * time.Second

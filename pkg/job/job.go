@@ -33,6 +33,9 @@ type Job struct {
 	// EnqueuedAt lets a worker expire jobs that waited too long, whatever
 	// their redelivery history.
 	EnqueuedAt time.Time `json:"enqueued_at"`
+	// Redrive counts how often the job was re-driven from the dead-letter
+	// stream; a re-driven job is a new run with a result of its own.
+	Redrive int `json:"redrive,omitempty"`
 }
 
 // Body returns the bytes to send and the Content-Type they imply ("" when the
@@ -336,9 +339,10 @@ type Result struct {
 // CallbackResult records what happened to the POST of the result to the
 // job's callback URL. The result is stored whatever it says.
 type CallbackResult struct {
-	OK     bool   `json:"ok"`
-	Status int    `json:"status"`
-	Error  string `json:"error,omitempty"`
+	OK       bool   `json:"ok"`
+	Status   int    `json:"status"`
+	Attempts int    `json:"attempts"`
+	Error    string `json:"error,omitempty"`
 }
 
 // Reasons a job finally failed.

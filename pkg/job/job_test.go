@@ -184,3 +184,20 @@ func TestResultRoundTrip(t *testing.T) {
 		}
 	}
 }
+
+func TestRedaction(t *testing.T) {
+	h := RedactHeaders(map[string]string{"authorization": "Bearer x", "X-Api-Key": "k", "Accept": "a", "Set-Cookie": "c"}, []string{"x-api-key"})
+	if h["authorization"] != Redacted || h["X-Api-Key"] != Redacted || h["Set-Cookie"] != Redacted || h["Accept"] != "a" {
+		t.Errorf("redacted headers: %v", h)
+	}
+	for in, want := range map[string]string{
+		"http://user:pw@h/x?q=1": "http://REDACTED@h/x?q=1",
+		"https://tok@h/":         "https://REDACTED@h/",
+		"https://h/p":            "https://h/p",
+		"":                       "",
+	} {
+		if got := RedactURL(in); got != want {
+			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)
+		}
+	}
+}

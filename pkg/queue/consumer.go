@@ -363,7 +363,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	if err != nil {
 		return fmt.Errorf("encoding result: %w", err)
 	}
-	dedup := r.Batch + "/" + r.ID
+	dedup := ResultID(d.Job)
 	if err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data); err != nil {
 		return fmt.Errorf("storing result: %w", err)
 	}

@@ -1,0 +1,199 @@
+package e2e
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/target"
+)
+
+// opsAddr finds the operations endpoint's address in the worker's log.
+func opsAddr(t *testing.T, p *proc) string {
+	t.Helper()
+	p.waitLine("serving /healthz")
+	for _, line := range strings.Split(p.output(), "\n") {
+		if strings.Contains(line, "serving /healthz") {
+			var v struct{ Addr string }
+			if err := json.Unmarshal([]byte(line), &v); err == nil && v.Addr != "" {
+				return v.Addr
+			}
+		}
+	}
+	t.Fatal("no address in the worker's log")
+	return ""
+}
+
+func get(t *testing.T, url string) (int, string) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		return 0, err.Error()
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// metric reads one sample (name with labels as in the exposition) or 0.
+func metric(body, series string) float64 {
+	re := regexp.MustCompile(`(?m)^` + regexp.QuoteMeta(series) + ` ([0-9.e+-]+)$`)
+	m := re.FindStringSubmatch(body)
+	if m == nil {
+		return 0
+	}
+	v, _ := strconv.ParseFloat(m[1], 64)
+	return v
+}
+
+// /metrics moves while a batch runs; /readyz answers 503 with a reason
+// while NATS is down and recovers when it is back.
+func TestMetricsAndReadiness(t *testing.T) {
+	store := t.TempDir()
+	ns := natstest.RunServerAt(t, -1, store)
+	port := natstest.Port(ns)
+	tg := target.New(target.Options{Latency: 100 * time.Millisecond})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_HTTP_ADDR=127.0.0.1:0", "JETPOST_MAX_INFLIGHT=4"))
+	w.waitLine("consuming jobs")
+	base := "http://" + opsAddr(t, w)
+	if code, _ := get(t, base+"/healthz"); code != 200 {
+		t.Fatalf("/healthz %d", code)
+	}
+	waitUntil(t, func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
+
+	file := writeJobs(t, 40, srv.URL)
+	done := make(chan int, 1)
+	go func() {
+		code, _, _ := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--batch", "metrics", "--wait", file)
+		done <- code
+	}()
+	// While the batch runs, jobs are in flight.
+	waitUntil(t, func() bool {
+		_, body := get(t, base+"/metrics")
+		return metric(body, "jetpost_jobs_in_flight") > 0
+	})
+	if code := <-done; code != 0 {
+		t.Fatalf("enqueue exit %d", code)
+	}
+	_, body := get(t, base+"/metrics")
+	for series, want := range map[string]float64{
+		`jetpost_jobs_total{outcome="ok"}`:         40,
+		`jetpost_http_attempts_total{class="2xx"}`: 40,
+		`jetpost_request_duration_seconds_count`:   40,
+		`jetpost_jobs_in_flight`:                   0,
+		`jetpost_nats_reconnects_total`:            0,
+	} {
+		if got := metric(body, series); got != want {
+			t.Errorf("%s = %v, want %v", series, got, want)
+		}
+	}
+
+	// NATS goes away: not ready, with the reason.
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	waitUntil(t, func() bool {
+		code, body := get(t, base+"/readyz")
+		return code == 503 && strings.Contains(body, "NATS")
+	})
+	natstest.RunServerAt(t, port, store)
+	waitUntil(t, func() bool { code, _ := get(t, base+"/readyz"); return code == 200 })
+	_, body = get(t, base+"/metrics")
+	if metric(body, "jetpost_nats_reconnects_total") < 1 {
+		t.Error("reconnect not counted")
+	}
+}
+
+// Without an allow-list, jobs aimed at loopback or the cloud metadata
+// address fail at once with a clear reason and the target receives nothing.
+func TestSSRFGuardRefusesByDefault(t *testing.T) {
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	w := start(t, "worker", []string{"JETPOST_NATS_URL=" + ns.ClientURL()})
+	w.waitLine("consuming jobs")
+	path := filepath.Join(t.TempDir(), "ssrf.jsonl")
+	content := fmt.Sprintf(`{"id":"loopback","url":"%s/admin"}
+{"id":"metadata","url":"http://169.254.169.254/latest/meta-data/"}
+{"id":"localhost-name","url":"http://localhost:%s/x"}
+`, srv.URL, strings.Split(srv.URL, ":")[2])
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--wait", "--out", out, path)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (jobs failed): %s", code, stderr)
+	}
+	for id, r := range readResults(t, out) {
+		if r.OK || r.Reason != "refused" || r.Attempts != 0 || !strings.Contains(r.Error, "JETPOST_ALLOWED_NETWORKS") {
+			t.Errorf("%s: %+v", id, r)
+		}
+	}
+	if n := tg.Stats().Requests; n != 0 {
+		t.Errorf("target received %d requests", n)
+	}
+}
+
+// A secret placed in a job's headers or URL appears in no log line, result
+// or dead-letter listing.
+func TestSecretsNeverShown(t *testing.T) {
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_LOG_LEVEL=debug", "JETPOST_MAX_ATTEMPTS=2"))
+	w.waitLine("consuming jobs")
+	host := strings.TrimPrefix(srv.URL, "http://")
+	path := filepath.Join(t.TempDir(), "secret.jsonl")
+	content := fmt.Sprintf(`{"id":"s1","url":"%s/x?status=404","headers":{"Authorization":"Bearer TOPSECRET-1","Cookie":"sid=TOPSECRET-2"}}
+{"id":"s2","url":"http://user:TOPSECRET-3@%s/y?status=503","headers":{"Proxy-Authorization":"Basic TOPSECRET-4"}}
+{"id":"s3","url":"http://user:TOPSECRET-5@127.0.0.1:1/unreachable"}
+`, srv.URL, host)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	code, stdout, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--wait", "--out", out, path)
+	if code != 1 {
+		t.Fatalf("exit %d: %s", code, stderr)
+	}
+	results, _ := os.ReadFile(out)
+	_, dlq, dlqErr := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL(), "--json")
+	_, table, _ := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL())
+	if !strings.Contains(dlq, `"s1"`) || !strings.Contains(dlq, "REDACTED") {
+		t.Errorf("dead-letter listing lacks the jobs or the redaction: %s %s", dlq, dlqErr)
+	}
+	for name, text := range map[string]string{
+		"worker log": w.output(), "results": string(results), "enqueue output": stdout + stderr,
+		"dlq --json": dlq, "dlq table": table,
+	} {
+		if strings.Contains(text, "TOPSECRET") {
+			t.Errorf("a secret appears in the %s:\n%s", name, text)
+		}
+	}
+}
+
+// waitUntil polls; the bound only ends a broken test.
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(90 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within 90s")
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
