@@ -52,7 +52,7 @@ type Worker struct {
 	MaxInflight   int           `split_words:"true" default:"64" desc:"HTTP requests outstanding per worker process (the concurrency targets see)"`
 	Prefetch      int           `default:"0" desc:"messages fetched ahead of a free slot; 0 means a quarter of JETPOST_MAX_INFLIGHT (at least 4)"`
 	AckWait       time.Duration `split_words:"true" default:"30s" desc:"time a delivered job may go unacknowledged before JetStream redelivers it; running jobs send progress every half of it"`
-	MaxAckPending int           `split_words:"true" default:"20000" desc:"jobs delivered and not yet acknowledged across all workers (consumer limit)"`
+	MaxAckPending int           `split_words:"true" default:"1000000" desc:"jobs delivered and not yet settled across all workers, including those waiting out a retry or breaker delay (consumer limit; -1 unlimited). Keep it above the jobs that may wait at once, or a down host's deferred jobs stall every host"`
 
 	MaxAttempts      int           `split_words:"true" default:"5" desc:"HTTP attempts per job: 1 attempt + 4 retries"`
 	BackoffBase      time.Duration `split_words:"true" default:"1s" desc:"first retry delay ceiling; doubles per attempt, full jitter"`
@@ -177,7 +177,7 @@ func (c *Worker) Validate() error {
 	check(c.MaxInflight >= 1 && c.MaxInflight <= 100000, "JETPOST_MAX_INFLIGHT=%d: must be 1 to 100000", c.MaxInflight)
 	check(c.Prefetch >= 0 && c.Prefetch <= 100000, "JETPOST_PREFETCH=%d: must be 0 (automatic) to 100000", c.Prefetch)
 	check(c.AckWait >= time.Second, "JETPOST_ACK_WAIT=%s: must be at least 1s", c.AckWait)
-	check(c.MaxAckPending >= c.MaxInflight+c.EffectivePrefetch(), "JETPOST_MAX_ACK_PENDING=%d: must be at least JETPOST_MAX_INFLIGHT + JETPOST_PREFETCH (%d)", c.MaxAckPending, c.MaxInflight+c.EffectivePrefetch())
+	check(c.MaxAckPending == -1 || c.MaxAckPending >= c.MaxInflight+c.EffectivePrefetch(), "JETPOST_MAX_ACK_PENDING=%d: must be -1 (unlimited) or at least JETPOST_MAX_INFLIGHT + JETPOST_PREFETCH (%d)", c.MaxAckPending, c.MaxInflight+c.EffectivePrefetch())
 	check(c.MaxAttempts >= 1 && c.MaxAttempts <= 100, "JETPOST_MAX_ATTEMPTS=%d: must be 1 to 100", c.MaxAttempts)
 	check(c.BackoffBase > 0, "JETPOST_BACKOFF_BASE=%s: must be positive", c.BackoffBase)
 	check(c.BackoffMax >= c.BackoffBase, "JETPOST_BACKOFF_MAX=%s: must be at least JETPOST_BACKOFF_BASE (%s)", c.BackoffMax, c.BackoffBase)

@@ -61,7 +61,7 @@ func TestDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	if c.MaxInflight != 64 || c.MaxAttempts != 5 || c.AckWait != 30*time.Second || c.SubjectPrefix != "jetpost" ||
-		c.EmbeddedListen != "127.0.0.1:4222" || c.DataDir != "./data" || c.EffectivePrefetch() != 16 {
+		c.EmbeddedListen != "127.0.0.1:4222" || c.DataDir != "./data" || c.EffectivePrefetch() != 16 || c.MaxAckPending != 1000000 {
 		t.Errorf("unexpected defaults: %+v", c)
 	}
 }

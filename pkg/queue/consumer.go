@@ -121,7 +121,13 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.PullWait <= 0 {
 		cfg.PullWait = time.Second
 	}
-	if cfg.MaxAckPending < cfg.MaxInflight+cfg.Prefetch {
+	// Jobs waiting out a NakWithDelay stay pending on the server, so this
+	// limit counts deferred jobs too: it must be generous, or a down host's
+	// deferrals would stop deliveries for every host. -1 is unlimited.
+	if cfg.MaxAckPending == 0 {
+		cfg.MaxAckPending = 1_000_000
+	}
+	if cfg.MaxAckPending > 0 && cfg.MaxAckPending < cfg.MaxInflight+cfg.Prefetch {
 		cfg.MaxAckPending = cfg.MaxInflight + cfg.Prefetch
 	}
 	c := &Consumer{js: js, names: n, cfg: cfg, log: log}
