@@ -33,8 +33,8 @@ demo: build ## the main job end to end on the embedded default: worker + demo ta
 run: build ## a worker on the embedded NATS server (./data), demo target allowed on loopback
 	JETPOST_ALLOWED_NETWORKS=127.0.0.0/8 $(BIN)/worker
 
-up: ## validate the docker compose topology (no Docker engine needed)
-	docker compose config --quiet && echo "docker-compose.yml is valid"
+up: ## validate the docker compose topology (no Docker engine needed; builds the compose plugin if missing)
+	./scripts/compose-config.sh
 
 bench: build ## Go micro-benchmarks of the hot path
 	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...
