@@ -5,7 +5,7 @@ PKGS      := ./...
 # Test binaries share a build cache; -race needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all build test vet lint fuzz demo run up bench clean help
+.PHONY: all build test vet lint fuzz demo run up bench bench-go clean help
 
 all: build
 
@@ -36,7 +36,10 @@ run: build ## a worker on the embedded NATS server (./data), demo target allowed
 up: ## validate the docker compose topology (no Docker engine needed; builds the compose plugin if missing)
 	./scripts/compose-config.sh
 
-bench: build ## Go micro-benchmarks of the hot path
+bench: ## end to end vs a raw net/http client; table into BENCHMARKS.md (BENCHFLAGS=-quick, -scenario NAME)
+	$(GO) run ./cmd/bench $(BENCHFLAGS)
+
+bench-go: ## Go micro-benchmarks of the hot path
 	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...
 
 clean:

@@ -1,0 +1,210 @@
+// Command bench is `make bench`: jetpost end to end against side-by-side
+// baselines, on this machine, in one run.
+//
+// It builds cmd/worker, cmd/enqueue and cmd/demotarget into a temporary
+// directory, starts an embedded NATS server (JetStream, random port,
+// temporary store) inside its own process, runs the demo target and the
+// workers as separate processes, and times `enqueue --wait --quiet` for
+// each scenario of issue 6 and the isolation figures of issue 3. The raw
+// baseline is a plain net/http client in this process, same target, same
+// concurrency, no queue. The markdown table goes to standard output and,
+// between markers this program owns, into BENCHMARKS.md.
+//
+// CPU accounting follows the processes: worker CPU is read from
+// /proc/PID/stat between the worker being ready and the batch's end; enqueue
+// CPU from its rusage; broker CPU is this process's own CPU time during the
+// run (it serves the embedded NATS server and little else meanwhile); the
+// target's from its /proc/PID/stat.
+//
+// Usage:
+//
+//	go run ./cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
+//	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
+//	go run ./cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
+//
+// -profile runs the worker's own packages in this process instead of the
+// worker binary, with a CPU profile and per-job timings of every queue
+// operation (see profile.go).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"slices"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation"}
+
+type bench struct {
+	root, binDir, tmp string
+	quick             bool
+	rounds            int
+	workerEnv         []string
+	hangTimeout       time.Duration
+	perfDir           string
+	out               io.Writer // progress
+
+	loadBefore string
+	revision   string
+
+	rows    []row
+	details []detail
+	notes   []string
+}
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		os.Exit(1)
+	}
+}
+
+func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	quick := fs.Bool("quick", false, "scale job counts down about tenfold (a smoke run; figures are not comparable)")
+	scen := fs.String("scenario", strings.Join(allScenarios, ","), "comma-separated scenarios to run: "+strings.Join(allScenarios, ", "))
+	rounds := fs.Int("rounds", 3, "paired rounds (raw, then jetpost) of the throughput scenario")
+	write := fs.String("write", "auto", "update BENCHMARKS.md: yes, no, or auto (only for a full run of every scenario)")
+	md := fs.String("md", "BENCHMARKS.md", "file to update, relative to the module root")
+	wenv := fs.String("worker-env", "", "extra worker environment, comma-separated K=V (e.g. JETPOST_PREFETCH=20,GOGC=200)")
+	hang := fs.Duration("hang-timeout", 2*time.Second, "JETPOST_REQUEST_TIMEOUT of the isolation scenario's worker")
+	profile := fs.String("profile", "", "run in-process with a CPU profile and per-job queue timings, writing into this directory")
+	revLabel := fs.String("rev", "", "describe the measured code in the header (default: from git)")
+	perfDir := fs.String("perf", "", "record each jetpost run's worker, enqueue and broker (this process: build it with go build for symbols) with perf(1) into this directory")
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
+		}
+		return err
+	}
+	var chosen []string
+	for _, s := range strings.Split(*scen, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, s) {
+			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(allScenarios, ", "))
+		}
+		chosen = append(chosen, s)
+	}
+	if *rounds < 1 {
+		return errors.New("-rounds must be at least 1")
+	}
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "jetpost-bench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	b := &bench{
+		root: root, binDir: filepath.Join(tmp, "bin"), tmp: tmp,
+		quick: *quick, rounds: *rounds, hangTimeout: *hang, out: stderr, perfDir: *perfDir,
+	}
+	if *wenv != "" {
+		for _, kv := range strings.Split(*wenv, ",") {
+			if !strings.Contains(kv, "=") {
+				return fmt.Errorf("-worker-env %q: want NAME=VALUE", kv)
+			}
+			b.workerEnv = append(b.workerEnv, strings.TrimSpace(kv))
+		}
+	}
+	b.logf("building worker, enqueue and demotarget")
+	if err := buildBinaries(ctx, root, b.binDir); err != nil {
+		return err
+	}
+	if *profile != "" {
+		return b.profile(ctx, *profile, chosen)
+	}
+
+	b.revision = gitRevision(root)
+	if *revLabel != "" {
+		b.revision = *revLabel
+	}
+	b.loadBefore = loadavg()
+	start := time.Now()
+	for _, s := range chosen {
+		var err error
+		switch s {
+		case "latency":
+			err = b.latency(ctx)
+		case "throughput":
+			err = b.throughput(ctx)
+		case "horizontal":
+			err = b.horizontal(ctx)
+		case "memory":
+			err = b.memory(ctx)
+		case "isolation":
+			err = b.isolation(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s, err)
+		}
+	}
+	took := time.Since(start)
+
+	cmdline := "make bench"
+	if len(args) > 0 {
+		cmdline = "go run ./cmd/bench " + strings.Join(args, " ")
+	}
+	report := b.markdown(cmdline, took)
+	fmt.Fprint(stdout, report)
+
+	full := !*quick && len(chosen) == len(allScenarios) && *rounds >= 3
+	doWrite := *write == "yes" || (*write == "auto" && full)
+	if doWrite {
+		path := filepath.Join(root, *md)
+		if err := updateFile(path, report); err != nil {
+			return err
+		}
+		b.logf("wrote the table into %s", path)
+	} else {
+		b.logf("BENCHMARKS.md left alone (partial or quick run; -write yes to force)")
+	}
+	return nil
+}
+
+func (b *bench) logf(format string, a ...any) {
+	fmt.Fprintf(b.out, "bench: "+format+"\n", a...)
+}
+
+// scaled is n for a full run, about a tenth (at least min) with -quick.
+func (b *bench) scaled(n, least int) int {
+	if !b.quick {
+		return n
+	}
+	return max(n/10, least)
+}
+
+func machine() string {
+	return fmt.Sprintf("%d CPUs (GOMAXPROCS %d), %s %s/%s", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
+}
+
+func loadavg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "unknown"
+	}
+	f := strings.Fields(string(b))
+	if len(f) < 3 {
+		return "unknown"
+	}
+	return strings.Join(f[:3], " ")
+}
