@@ -163,4 +163,3 @@ func TestBreakerBoard(t *testing.T) {
 		t.Errorf("reports left after the worker stopped: %+v", l)
 	}
 }
-
