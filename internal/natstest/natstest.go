@@ -103,7 +103,19 @@ func Cluster(t testing.TB, n int) []*server.Server {
 			t.Fatal("clustered nats server did not become ready")
 		}
 	}
-	return servers
+	// JetStream requests sent before a meta leader exists go unanswered.
+	deadline := time.Now().Add(60 * time.Second)
+	for {
+		for _, ns := range servers {
+			if ns.JetStreamIsLeader() {
+				return servers
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no JetStream meta leader within 60s")
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 func freePort(t testing.TB) int {
