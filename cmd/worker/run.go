@@ -2,9 +2,11 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"math/rand/v2"
 	"os"
 	"strings"
 	"time"
@@ -13,10 +15,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/config"
+	"github.com/jetpost/jetpost/internal/fleetrate"
+	"github.com/jetpost/jetpost/internal/hostmetrics"
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/metrics"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
@@ -61,6 +66,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return &usageError{fmt.Errorf("JETPOST_ALLOWED_NETWORKS=%q: %w", cfg.AllowedNetworks, err)}
 	}
+	rateRules, err := hostlimit.ParseRules(cfg.RateLimits)
+	if err != nil {
+		return &usageError{fmt.Errorf("JETPOST_RATE_LIMITS=%q: %w", cfg.RateLimits, err)}
+	}
 	log, err := logging.New(stderr, cfg.LogLevel, cfg.LogFormat)
 	if err != nil {
 		return &usageError{err}
@@ -101,9 +110,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	// The server may still be starting or electing leaders; keep trying
 	// until it answers or we are told to stop.
-	var cons *queue.Consumer
+	var (
+		cons       *queue.Consumer
+		board      *queue.BreakerBoard
+		limits     *hostlimit.Limiter
+		limitBoard *fleetrate.Board
+	)
 	for try := 1; ; try++ {
-		sctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		// Short tries with jitter: a JetStream request sent before a fresh
+		// cluster has a meta leader is never answered, and workers started
+		// together must not collide again on every try.
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		err = queue.Setup(sctx, js, names, streams)
 		if err == nil {
 			cons, err = queue.NewConsumer(sctx, js, names, queue.ConsumerConfig{
@@ -114,11 +131,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 				ShutdownTimeout: cfg.ShutdownTimeout,
 				Worker:          cfg.WorkerID,
 				Streams:         streams,
+
+				// Short pulls: jobs parked by host limits come back in
+				// bursts; a pull open for a second took a tenth off a
+				// rate limit and an adaptive limit (BENCHMARKS.md).
+				PullWait: 200 * time.Millisecond,
 			}, log)
+		}
+		// The buckets too: on a cluster they are created in the same
+		// election window as the streams.
+		if err == nil {
+			board, err = queue.OpenBreakerBoard(sctx, js, names, 0)
+		}
+		if err == nil {
+			limits, limitBoard, err = hostLimits(sctx, js, cfg, rateRules)
 		}
 		cancel()
 		if err == nil {
 			break
+		}
+		var ue *usageError
+		if errors.As(err, &ue) {
+			return err
 		}
 		if ctx.Err() != nil {
 			return fmt.Errorf("setting up streams: %w", err)
@@ -126,16 +160,13 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		log.Warn().Err(err).Int("try", try).Msg("setting up streams failed; retrying")
 		select {
 		case <-ctx.Done():
-		case <-time.After(min(time.Duration(try)*500*time.Millisecond, 5*time.Second)):
+		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)):
 		}
 	}
 
 	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
-	board, err := queue.OpenBreakerBoard(ctx, js, names, 0)
-	if err != nil {
-		return err
-	}
 	breakers := worker.NewBreakerReporter(board, cfg.WorkerID, log)
+	mx.Registry().MustRegister(hostmetrics.New(limits.Snapshot))
 	redirects := cfg.MaxRedirects
 	if redirects == 0 {
 		redirects = -1 // the sender reads 0 as "default"; the variable's 0 means none
@@ -149,6 +180,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		RetryStatuses:     retryStatuses,
 		IdempotencyHeader: cfg.IdempotencyHeader,
 		AllowedNetworks:   allowed,
+		Admission:         limits,
 		Breaker: sender.Breaker{
 			Failures:         cfg.BreakerFailures,
 			OpenTimeout:      cfg.BreakerOpenTimeout,
@@ -174,12 +206,17 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	log.Info().Int("max_inflight", cfg.MaxInflight).Int("prefetch", cfg.EffectivePrefetch()).
 		Str("nats", nc.ConnectedUrlRedacted()).Str("prefix", cfg.SubjectPrefix).Msg("worker started")
+	postLimits := func(ctx context.Context) error {
+		return limitBoard.Run(ctx, cfg.WorkerID, limits.Snapshot, 5*time.Second, func(err error) {
+			log.Debug().Err(err).Msg("posting host limits failed")
+		})
+	}
 	svc := &worker.Service{
 		Consumer:   cons,
 		Worker:     w,
 		HTTPAddr:   cfg.HTTPAddr,
 		Metrics:    mx.Handler(),
-		Background: []func(context.Context) error{breakers.Run},
+		Background: []func(context.Context) error{breakers.Run, postLimits},
 		Log:        log,
 		Listening: func(addr string) {
 			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
@@ -196,4 +233,36 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	log.Info().Msg("worker stopped")
 	return nil
+}
+
+// hostLimits builds the per-host limits: adaptive (or fixed) concurrency,
+// and rate limits whose state the fleet shares in a NATS bucket. The board
+// shows each worker's limits to enqueue status.
+func hostLimits(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, rules hostlimit.Rules) (*hostlimit.Limiter, *fleetrate.Board, error) {
+	rates, err := fleetrate.Open(ctx, js, fleetrate.Bucket(cfg.SubjectPrefix), cfg.Replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	board, err := fleetrate.OpenBoard(ctx, js, cfg.SubjectPrefix, cfg.Replicas)
+	if err != nil {
+		return nil, nil, err
+	}
+	perHost := cfg.MaxInflight
+	if cfg.HostMaxInflight > 0 {
+		perHost = min(cfg.HostMaxInflight, cfg.MaxInflight)
+	}
+	limits, err := hostlimit.New(hostlimit.Config{
+		MaxInflight: perHost,
+		Fixed:       !cfg.AdaptiveConcurrency,
+		Rates:       rules,
+		Buckets:     rates,
+		Peers:       board.Peers,
+		// Up to half the worker's slots may wait briefly for a host's slot
+		// or token; the other half stays free for other hosts' jobs.
+		MaxWaiting: max(1, cfg.MaxInflight/2),
+	})
+	if err != nil {
+		return nil, nil, &usageError{err}
+	}
+	return limits, board, nil
 }

@@ -71,6 +71,10 @@ type Worker struct {
 	BreakerOpenTimeout      time.Duration `split_words:"true" default:"30s" desc:"how long a host's breaker stays open before a probe"`
 	BreakerHalfOpenRequests uint32        `split_words:"true" default:"1" desc:"probe requests allowed while a breaker is half-open"`
 
+	HostMaxInflight     int    `split_words:"true" default:"0" desc:"requests in flight per host from one worker: the fixed limit, or the ceiling of the adaptive one; 0 means JETPOST_MAX_INFLIGHT"`
+	AdaptiveConcurrency bool   `split_words:"true" default:"false" desc:"experimental, off by default (it still starves fast hosts, see BENCHMARKS.md): learn each host's concurrency limit between 1 and JETPOST_HOST_MAX_INFLIGHT, growing while answers succeed at a steady latency, shrinking on 429, 503, timeouts and rising latency"`
+	RateLimits          string `split_words:"true" desc:"fleet-wide request rates per host, shared by every worker through NATS: HOST[:PORT]=N/s[:BURST], comma-separated; *.DOMAIN matches subdomains, e.g. api.example.com=100/s:20,*.example.org=10/s"`
+
 	ShutdownTimeout time.Duration `split_words:"true" default:"30s" desc:"on SIGTERM, how long requests in flight may finish before they are cancelled and handed back"`
 }
 
@@ -190,6 +194,7 @@ func (c *Worker) Validate() error {
 	check(c.BreakerOpenTimeout > 0, "JETPOST_BREAKER_OPEN_TIMEOUT=%s: must be positive", c.BreakerOpenTimeout)
 	check(c.BreakerHalfOpenRequests >= 1, "JETPOST_BREAKER_HALF_OPEN_REQUESTS=%d: must be at least 1", c.BreakerHalfOpenRequests)
 	check(c.ShutdownTimeout >= 0, "JETPOST_SHUTDOWN_TIMEOUT=%s: must not be negative", c.ShutdownTimeout)
+	check(c.HostMaxInflight >= 0 && c.HostMaxInflight <= 100000, "JETPOST_HOST_MAX_INFLIGHT=%d: must be 0 (JETPOST_MAX_INFLIGHT) to 100000", c.HostMaxInflight)
 	return errors.Join(errs...)
 }
 

@@ -65,7 +65,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	}
 	j := d.Job
 	host := j.Host()
-	log := w.log.With().Str("job", j.ID).Str("batch", j.Batch).Str("host", host).Logger()
+	log := jobLog{l: &w.log, j: j, host: host}
 
 	if w.cfg.MaxJobAge > 0 && !j.EnqueuedAt.IsZero() && w.now().Sub(j.EnqueuedAt) > w.cfg.MaxJobAge {
 		r := w.result(j, d.Attempts, nil)
@@ -104,7 +104,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		if w.obs.Deferred != nil {
 			w.obs.Deferred(host, queue.Defer)
 		}
-		log.Debug().Dur("delay", o.RetryAfter).Msg("deferred: host breaker open")
+		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (breaker open or host limit reached)")
 		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
 	default: // sender.Retry
 		if attempts >= w.cfg.MaxAttempts {
@@ -143,7 +143,7 @@ func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result
 
 // complete POSTs the result to the job's callback, if any, records how that
 // went, and returns the decision to store it.
-func (w *Worker) complete(ctx context.Context, log zerolog.Logger, j *job.Job, r *job.Result) queue.Decision {
+func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Result) queue.Decision {
 	if j.Callback != "" {
 		r.Callback = w.callback(ctx, j, r)
 	}
@@ -199,3 +199,19 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 
 // maxCallbackWait caps one wait between callback attempts.
 const maxCallbackWait = 5 * time.Second
+
+// jobLog adds a job's fields to each event it starts. A logger derived with
+// With() would copy its context for every job, even when nothing is logged
+// at the configured level; an event of a disabled level costs nothing.
+type jobLog struct {
+	l    *zerolog.Logger
+	j    *job.Job
+	host string
+}
+
+func (jl jobLog) with(ev *zerolog.Event) *zerolog.Event {
+	return ev.Str("job", jl.j.ID).Str("batch", jl.j.Batch).Str("host", jl.host)
+}
+
+func (jl jobLog) Debug() *zerolog.Event { return jl.with(jl.l.Debug()) }
+func (jl jobLog) Info() *zerolog.Event  { return jl.with(jl.l.Info()) }

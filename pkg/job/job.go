@@ -36,6 +36,10 @@ type Job struct {
 	// Redrive counts how often the job was re-driven from the dead-letter
 	// stream; a re-driven job is a new run with a result of its own.
 	Redrive int `json:"redrive,omitempty"`
+	// Rate is the per-batch limit from enqueue --rate: requests per second
+	// to each host, across every worker (0: none). Set by enqueue, not by
+	// the file.
+	Rate float64 `json:"rate,omitempty"`
 }
 
 // Body returns the bytes to send and the Content-Type they imply ("" when the
@@ -73,6 +77,7 @@ const (
 	MaxHeaders   = 100
 	MaxHeaderLen = 16 << 10 // name + value of one header
 	MaxBatchLen  = 64
+	MaxRate      = 1000000 // requests per second of a per-batch rate
 )
 
 // Validate reports the first reason the job cannot be sent. It is used for
@@ -126,6 +131,9 @@ func (j *Job) Validate() error {
 	}
 	if j.Timeout < 0 {
 		return errors.New("timeout is negative")
+	}
+	if !(j.Rate >= 0 && j.Rate <= MaxRate) { // also refuses NaN
+		return fmt.Errorf("rate %v is out of range [0, %d] requests per second", j.Rate, MaxRate)
 	}
 	if len(j.Data) > 0 && !json.Valid(j.Data) {
 		return errors.New("data is not valid JSON")

@@ -23,6 +23,7 @@
 //	caller's context done while sending     Retry      yes        ignored
 //	caller's context done before sending    Defer      no         untouched
 //	breaker open (or half-open and busy)    Defer      no         untouched
+//	host limit reached (Admission)          Defer      no         untouched
 //
 // (1) yes when the refused address was a redirect target: the first host did
 // receive a request.
@@ -58,6 +59,15 @@
 // reason: the guard would vet the proxy, not the target. Networks that must
 // be reachable anyway are listed in Config.AllowedNetworks (see
 // ParseNetworks).
+//
+// # Host limits
+//
+// Config.Admission, when set, is asked before each job's request whether
+// it may start now (per-host concurrency and fleet-wide rate limits, see
+// pkg/hostlimit). A refusal is a Defer with the Admission's wait as
+// RetryAfter: nothing is sent and no attempt is spent. An admitted request
+// reports back (Feedback: status, latency, timeout) so that an adaptive
+// limit can learn each host's capacity. Callbacks bypass it.
 //
 // Error texts never contain header values, and URLs in them lose their
 // userinfo: tokens often hide in both.

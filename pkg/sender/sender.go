@@ -86,6 +86,11 @@ type Config struct {
 
 	Breaker Breaker
 
+	// Admission, if set, is asked before every job's request (not before
+	// callbacks) whether it may start now; a refusal defers the job
+	// without spending an attempt. See Admission.
+	Admission Admission
+
 	// AllowedNetworks may be dialled even though they are loopback, private,
 	// link-local or otherwise refused by default.
 	AllowedNetworks []netip.Prefix
@@ -265,6 +270,10 @@ type request struct {
 	contentType string // implied by the body; a header in headers wins
 	idemKey     string
 	timeout     time.Duration
+	// admit: ask Config.Admission first (jobs, not callbacks).
+	admit     bool
+	batch     string
+	batchRate float64
 }
 
 // Send makes one attempt at delivering j. It never retries; the Outcome says
@@ -283,6 +292,9 @@ func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
 		contentType: ctype,
 		idemKey:     j.ID,
 		timeout:     timeout,
+		admit:       s.cfg.Admission != nil,
+		batch:       j.Batch,
+		batchRate:   j.Rate,
 	})
 }
 
@@ -313,9 +325,17 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
 	}
 	host := strings.ToLower(req.URL.Host)
+	release := func(Feedback) {}
+	if r.admit {
+		var o Outcome
+		if release, o = s.admit(ctx, req.URL, r); release == nil {
+			return o
+		}
+	}
 	hb := s.breakers.get(host)
 	done, err := hb.cb.Allow()
 	if err != nil {
+		release(Feedback{})
 		return Outcome{
 			Kind:       Defer,
 			RetryAfter: hb.deferFor(err, s.rnd),
@@ -374,6 +394,15 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	// A refused first dial sent nothing; a refused redirect target comes
 	// after a request the first host did receive.
 	out.Attempted = !c.refused || redirects > 0
+	var timedOut *TimeoutError
+	release(Feedback{
+		Sent:     out.Attempted,
+		Status:   out.Status,
+		Latency:  out.Duration,
+		TimedOut: ctx.Err() == nil && errors.As(err, &timedOut),
+		Canceled: ctx.Err() != nil,
+		Failed:   err != nil && out.Status == 0,
+	})
 	if c.kind == Retry && resp != nil {
 		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
@@ -386,6 +415,28 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 	out.Err = err
 	return out
+}
+
+// admit asks the Admission whether the request to u may start. It returns
+// the release to call once the attempt is over, or nil and the Defer
+// outcome to return instead.
+func (s *Sender) admit(ctx context.Context, u *url.URL, r request) (func(Feedback), Outcome) {
+	release, err := s.cfg.Admission.Admit(ctx, AdmitRequest{Host: admitHost(u), Batch: r.batch, BatchRate: r.batchRate})
+	if err == nil {
+		if release == nil {
+			release = func(Feedback) {}
+		}
+		return release, Outcome{}
+	}
+	if ctx.Err() != nil {
+		return nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+	}
+	wait := defaultAdmitWait
+	var na *NotAdmittedError
+	if errors.As(err, &na) && na.Wait > 0 {
+		wait = na.Wait
+	}
+	return nil, Outcome{Kind: Defer, RetryAfter: wait, Err: fmt.Errorf("not sent: %w", err)}
 }
 
 // build turns r into an *http.Request, refusing anything the transport would

@@ -1,0 +1,587 @@
+// Command limitbench measures jetpost's host limits end to end: real worker
+// processes (built from ./cmd/worker), an embedded NATS server, HTTP targets
+// in this process that record every request they receive, and jobs
+// published and results read back as enqueue does it (pkg/queue):
+//
+//   - fleet: a fleet-wide rate limit (JETPOST_RATE_LIMITS) with 1 and with
+//     3 workers; the rate the target saw against the limit;
+//   - batch: the same with the limit given per batch (enqueue --rate);
+//   - adaptive: a target that answers 429 above 30 concurrent requests,
+//     each taking 50 ms (capacity 600/s), one worker with
+//     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default);
+//   - fixed: the same target and worker with a fixed pool of 200
+//     (JETPOST_ADAPTIVE_CONCURRENCY=false), as the seed scripts did.
+//
+// Usage:
+//
+//	go run ./cmd/limitbench [-scenario fleet,batch,adaptive,fixed] [-quick] [-write]
+//
+// It prints a Markdown table; -write also puts it into BENCHMARKS.md
+// between the limitbench markers (the rest of the file is left alone).
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+)
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	err := run(ctx, os.Args[1:])
+	stop()
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "limitbench:", err)
+		os.Exit(1)
+	}
+}
+
+type options struct {
+	scenarios []string
+	quick     bool
+	write     bool
+	md        string
+}
+
+func run(ctx context.Context, args []string) error {
+	var o options
+	fs := flag.NewFlagSet("limitbench", flag.ContinueOnError)
+	sc := fs.String("scenario", "fleet,batch,adaptive,fixed,oracle", "scenarios to run")
+	fs.BoolVar(&o.quick, "quick", false, "fewer jobs (a smoke run, not figures)")
+	fs.BoolVar(&o.write, "write", false, "write the table into BENCHMARKS.md between the limitbench markers")
+	fs.StringVar(&o.md, "md", "BENCHMARKS.md", "file -write updates")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	o.scenarios = strings.Split(*sc, ",")
+
+	root, err := moduleRoot()
+	if err != nil {
+		return err
+	}
+	tmp, err := os.MkdirTemp("", "limitbench-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "bin")
+	build := exec.CommandContext(ctx, "go", "build", "-o", bin+string(os.PathSeparator), "./cmd/worker")
+	build.Dir, build.Stdout, build.Stderr = root, os.Stderr, os.Stderr
+	if err := build.Run(); err != nil {
+		return fmt.Errorf("go build: %w", err)
+	}
+	b := &bench{bin: bin, tmp: tmp, quick: o.quick, loadBefore: loadAvg()}
+	var rows []row
+	for _, s := range o.scenarios {
+		var rs []row
+		switch strings.TrimSpace(s) {
+		case "fleet":
+			for _, workers := range []int{1, 3} {
+				r, err := b.rate(ctx, workers, false)
+				if err != nil {
+					return err
+				}
+				rs = append(rs, r)
+			}
+		case "fleet1":
+			r, err := b.rate(ctx, 1, false)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		case "batch":
+			r, err := b.rate(ctx, 3, true)
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		case "adaptive", "fixed", "oracle":
+			r, err := b.capacity(ctx, strings.TrimSpace(s))
+			if err != nil {
+				return err
+			}
+			rs = append(rs, r)
+		default:
+			return fmt.Errorf("unknown scenario %q", s)
+		}
+		rows = append(rows, rs...)
+	}
+	table := b.table(rows)
+	fmt.Print(table)
+	if o.write {
+		return writeSection(filepath.Join(root, o.md), table)
+	}
+	return nil
+}
+
+type bench struct {
+	bin, tmp   string
+	quick      bool
+	loadBefore string
+}
+
+// loadAvg is the 1-minute load average: on a shared machine, figures mean
+// little without it.
+func loadAvg() string {
+	b, err := os.ReadFile("/proc/loadavg")
+	if err != nil {
+		return "?"
+	}
+	if f := strings.Fields(string(b)); len(f) > 0 {
+		return f[0]
+	}
+	return "?"
+}
+
+var names = queue.NewNames("jetpost")
+
+func (b *bench) logf(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
+
+// rate runs a fleet-wide rate limit of 200/s (burst 20) with workers
+// worker processes: as a host rule, or per batch (enqueue --rate).
+func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, error) {
+	const limit, burst = 200, 20
+	n := 6000
+	if b.quick {
+		n = 1000
+	}
+	tg := &recorder{}
+	tsrv, turl, err := serve(tg)
+	if err != nil {
+		return row{}, err
+	}
+	defer tsrv.Close()
+	ns, dir, err := startNATS(b.tmp)
+	if err != nil {
+		return row{}, err
+	}
+	defer stopNATS(ns, dir)
+
+	env := []string{"JETPOST_MAX_INFLIGHT=64"}
+	batchRate := 0.0
+	name := fmt.Sprintf("fleet rate, %d worker", workers)
+	if workers > 1 {
+		name += "s"
+	}
+	if perBatch {
+		batchRate = limit
+		name = fmt.Sprintf("batch rate (enqueue --rate), %d workers", workers)
+	} else {
+		env = append(env, fmt.Sprintf("JETPOST_RATE_LIMITS=%s=%d/s:%d", strings.TrimPrefix(turl, "http://"), limit, burst))
+	}
+	b.logf("%s: %d jobs at %d/s ...", name, n, limit)
+	res, err := b.batch(ctx, ns.ClientURL(), workers, env, turl, n, batchRate)
+	if err != nil {
+		return row{}, err
+	}
+	arr, _ := tg.snapshot()
+	if len(arr) < 2 {
+		return row{}, errors.New("the target saw nothing")
+	}
+	span := arr[len(arr)-1].Sub(arr[0])
+	got := float64(len(arr)-1) / span.Seconds()
+	lo, hi := windows(arr, time.Second)
+	if os.Getenv("LIMITBENCH_DEBUG") != "" {
+		counts := map[int]int{}
+		for _, a := range arr {
+			counts[int(a.Sub(arr[0])/(250*time.Millisecond))]++
+		}
+		for i := 0; i <= int(span/(250*time.Millisecond)); i++ {
+			fmt.Fprintf(os.Stderr, "%d ", counts[i])
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	byWorker := res.perWorker()
+	rule := fmt.Sprintf("`JETPOST_RATE_LIMITS=HOST=%d/s:%d`", limit, burst)
+	if perBatch {
+		rule = fmt.Sprintf("`enqueue --rate %d/s` (job field `rate`)", limit)
+	}
+	return row{text: fmt.Sprintf("| %s | %s | %d | %d | %.1f/s (%+.1f%%) | %d–%d | %s | %d ok, %d failed, attempts max %d |",
+		name, rule, n, len(arr), got, 100*(got-limit)/limit, lo, hi, byWorker, res.ok, res.failed, res.maxAttempts)}, nil
+}
+
+// capacity runs the adaptive-concurrency scenario of issue 8 (429 above 30
+// concurrent, 50 ms each) with mode "adaptive", the seed scripts' fixed
+// pool of 200 ("fixed"), or an oracle that knows the capacity and runs a
+// fixed pool of exactly 30 ("oracle": the most this machine's pipeline
+// gets out of the target).
+func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
+	n := 12000
+	if b.quick {
+		n = 2000
+	}
+	tg := &recorder{capacity: 30, latency: 50 * time.Millisecond}
+	tsrv, turl, err := serve(tg)
+	if err != nil {
+		return row{}, err
+	}
+	defer tsrv.Close()
+	ns, dir, err := startNATS(b.tmp)
+	if err != nil {
+		return row{}, err
+	}
+	defer stopNATS(ns, dir)
+	env := []string{"JETPOST_MAX_INFLIGHT=200"}
+	name := "adaptive concurrency (default), `JETPOST_MAX_INFLIGHT=200`"
+	switch mode {
+	case "fixed":
+		env = append(env, "JETPOST_ADAPTIVE_CONCURRENCY=false")
+		name = "fixed pool of 200: `JETPOST_MAX_INFLIGHT=200 JETPOST_ADAPTIVE_CONCURRENCY=false`"
+	case "oracle":
+		env = []string{"JETPOST_MAX_INFLIGHT=30", "JETPOST_ADAPTIVE_CONCURRENCY=false"}
+		name = "oracle: a fixed pool of exactly the capacity, `JETPOST_MAX_INFLIGHT=30 JETPOST_ADAPTIVE_CONCURRENCY=false`"
+	}
+	b.logf("%s: %d jobs ...", name, n)
+	res, err := b.batch(ctx, ns.ClientURL(), 1, env, turl, n, 0)
+	if err != nil {
+		return row{}, err
+	}
+	arr, st := tg.snapshot()
+	total := st[200] + st[429]
+	if os.Getenv("LIMITBENCH_DEBUG") != "" {
+		counts := map[int]int{}
+		for _, a := range arr {
+			counts[int(a.Sub(arr[0])/(250*time.Millisecond))]++
+		}
+		for i := 0; i <= int(arr[len(arr)-1].Sub(arr[0])/(250*time.Millisecond)); i++ {
+			fmt.Fprintf(os.Stderr, "%d ", counts[i])
+		}
+		fmt.Fprintln(os.Stderr)
+	}
+	span := tg.lastOK().Sub(arr[0])
+	jobsPerSec := float64(res.ok) / span.Seconds()
+	return row{capacity: true, text: fmt.Sprintf("| %s | %d | %.0f jobs/s (%.2f × 540) | %d requests, %d × 429 (%.2f%%) | %d | %d ok, %d failed | %.1fs |",
+		name, n, jobsPerSec, jobsPerSec/540, total, st[429], 100*float64(st[429])/float64(total), tg.peak.Load(),
+		res.ok, res.failed, res.wall.Seconds())}, nil
+}
+
+type batchResult struct {
+	ok, failed, maxAttempts int
+	byWorker                map[string]int
+	wall                    time.Duration
+}
+
+func (r batchResult) perWorker() string {
+	var ks []string
+	for k := range r.byWorker {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	var parts []string
+	for _, k := range ks {
+		parts = append(parts, fmt.Sprint(r.byWorker[k]))
+	}
+	return strings.Join(parts, " / ")
+}
+
+// batch starts workers, publishes n jobs for turl as enqueue does (rate:
+// as enqueue --rate sets it), and reads back every result.
+func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []string, turl string, n int, rate float64) (batchResult, error) {
+	var res batchResult
+	base := append(cleanEnv(), "JETPOST_NATS_URL="+natsURL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8",
+		"JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=warn")
+	var procs []*exec.Cmd
+	defer func() {
+		for _, p := range procs {
+			_ = p.Process.Signal(syscall.SIGTERM)
+		}
+		for _, p := range procs {
+			_ = p.Wait()
+		}
+	}()
+	for i := range workers {
+		cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "worker"))
+		cmd.Env = append(append(append([]string(nil), base...), env...), fmt.Sprintf("JETPOST_WORKER_ID=w%d", i+1))
+		cmd.Stderr = os.Stderr
+		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
+		if err := cmd.Start(); err != nil {
+			return res, err
+		}
+		procs = append(procs, cmd)
+	}
+
+	nc, err := nats.Connect(natsURL)
+	if err != nil {
+		return res, err
+	}
+	defer nc.Close()
+	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
+	if err != nil {
+		return res, err
+	}
+	// The shape enqueue gives the streams by default.
+	if err := queue.Setup(ctx, js, names, queue.StreamConfig{Replicas: 1, DedupWindow: 30 * time.Minute, ResultsMaxAge: 168 * time.Hour}); err != nil {
+		return res, err
+	}
+	const batch = "bench"
+	start := time.Now()
+	pub := queue.NewPublisher(js, names, 4096, nil)
+	for i := range n {
+		j := &job.Job{ID: fmt.Sprintf("job-%06d", i), Batch: batch, Method: "GET",
+			URL: fmt.Sprintf("%s/items/%d", turl, i), EnqueuedAt: start.UTC(), Rate: rate}
+		if err := pub.Publish(ctx, j); err != nil {
+			return res, err
+		}
+	}
+	if st := pub.Close(); st.Published != n {
+		return res, fmt.Errorf("published %d of %d jobs", st.Published, n)
+	}
+	cons, err := js.OrderedConsumer(ctx, names.ResultsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{names.ResultSubject(batch)},
+	})
+	if err != nil {
+		return res, err
+	}
+	seen := map[string]bool{}
+	res.byWorker = map[string]int{}
+	for len(seen) < n {
+		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Minute))
+		if err != nil {
+			return res, fmt.Errorf("reading results (%d of %d): %w", len(seen), n, err)
+		}
+		r, err := job.DecodeResult(msg.Data())
+		if err != nil {
+			return res, err
+		}
+		if seen[r.ID] {
+			return res, fmt.Errorf("second result for job %s", r.ID)
+		}
+		seen[r.ID] = true
+		if r.OK {
+			res.ok++
+		} else {
+			res.failed++
+		}
+		res.maxAttempts = max(res.maxAttempts, r.Attempts)
+		res.byWorker[r.Worker]++
+	}
+	res.wall = time.Since(start)
+	return res, nil
+}
+
+// windows counts arrivals in consecutive windows of d from the first one,
+// leaving out the last, partial window, and returns the least and most.
+func windows(arr []time.Time, d time.Duration) (lo, hi int) {
+	counts := map[int]int{}
+	last := int(arr[len(arr)-1].Sub(arr[0]) / d)
+	for _, a := range arr {
+		counts[int(a.Sub(arr[0])/d)]++
+	}
+	lo = -1
+	for i := 0; i < last; i++ {
+		c := counts[i]
+		hi = max(hi, c)
+		if lo < 0 || c < lo {
+			lo = c
+		}
+	}
+	return max(lo, 0), hi
+}
+
+// row is one line of a table: a rate scenario or a capacity one.
+type row struct {
+	capacity bool
+	text     string
+}
+
+func (b *bench) table(rows []row) string {
+	var sb strings.Builder
+	host, _ := os.Hostname()
+	fmt.Fprintf(&sb, "Measured %s on %s (%d CPUs, %s/%s; load average %s before, %s after) with `go run ./cmd/limitbench%s`: real worker processes, an embedded NATS server, in-process targets that time every request they receive; jobs are published and results read back as `enqueue --wait` does.\n\n",
+		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, b.loadBefore, loadAvg(), map[bool]string{true: " -quick"}[b.quick])
+	var rate, capacity []string
+	for _, r := range rows {
+		if r.capacity {
+			capacity = append(capacity, r.text)
+		} else {
+			rate = append(rate, r.text)
+		}
+	}
+	if len(rate) > 0 {
+		sb.WriteString("Fleet-wide rate limit: the target records when each request arrives; the rate is (requests − 1) ÷ (last − first arrival). Workers: `JETPOST_MAX_INFLIGHT=64` each.\n\n")
+		sb.WriteString("| scenario | limit | jobs | requests at target | rate seen by the target (vs limit) | requests per whole second, least–most | results per worker | results |\n|---|---|---|---|---|---|---|---|\n")
+		for _, r := range rate {
+			sb.WriteString(r + "\n")
+		}
+		sb.WriteString("\n")
+	}
+	if len(capacity) > 0 {
+		sb.WriteString("Adaptive concurrency against a target that answers 429 at once above 30 concurrent requests and takes 50 ms otherwise (capacity 30 ÷ 0.05 s = 600 jobs/s; the goal is ≥ 0.9 × 600 = 540 jobs/s with ≤ 2% of requests answered 429). One worker, `JETPOST_MAX_INFLIGHT=200`, default retry policy. Jobs/s = jobs ok ÷ (last 200 − first request at the target).\n\n")
+		sb.WriteString("| worker | jobs | throughput | requests, 429s | peak concurrency at target | results | wall time, publish to last result |\n|---|---|---|---|---|---|---|\n")
+		for _, r := range capacity {
+			sb.WriteString(r + "\n")
+		}
+		sb.WriteString("\n")
+	}
+	return sb.String()
+}
+
+const (
+	beginMarker = "<!-- limitbench:begin (go run ./cmd/limitbench -write) -->"
+	endMarker   = "<!-- limitbench:end -->"
+)
+
+// writeSection replaces the text between the markers, or appends a section
+// with them when the file (or the markers) do not exist yet.
+func writeSection(path, table string) error {
+	data, err := os.ReadFile(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	s := string(data)
+	block := beginMarker + "\n" + table + endMarker
+	i, j := strings.Index(s, beginMarker), strings.Index(s, endMarker)
+	switch {
+	case i >= 0 && j > i:
+		s = s[:i] + block + s[j+len(endMarker):]
+	default:
+		if s == "" {
+			s = "# Benchmarks\n"
+		}
+		s = strings.TrimRight(s, "\n") + "\n\n## Host limits: fleet-wide rate and adaptive concurrency\n\n" + block + "\n"
+	}
+	return os.WriteFile(path, []byte(s), 0o644)
+}
+
+// recorder is the target: it notes each request's arrival and answer, and
+// with capacity > 0 answers 429 at once above capacity concurrent requests.
+type recorder struct {
+	capacity int64
+	latency  time.Duration
+
+	inflight atomic.Int64
+	peak     atomic.Int64
+	mu       sync.Mutex
+	arrivals []time.Time
+	okAt     time.Time
+	status   map[int]int
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	now := time.Now()
+	n := rc.inflight.Add(1)
+	for p := rc.peak.Load(); n > p && !rc.peak.CompareAndSwap(p, n); p = rc.peak.Load() {
+	}
+	status := http.StatusOK
+	if rc.capacity > 0 && n > rc.capacity {
+		status = http.StatusTooManyRequests
+	} else if rc.latency > 0 {
+		t := time.NewTimer(rc.latency)
+		select {
+		case <-t.C:
+		case <-r.Context().Done():
+			t.Stop()
+		}
+	}
+	rc.inflight.Add(-1)
+	rc.mu.Lock()
+	rc.arrivals = append(rc.arrivals, now)
+	if rc.status == nil {
+		rc.status = map[int]int{}
+	}
+	rc.status[status]++
+	if status == http.StatusOK {
+		rc.okAt = time.Now()
+	}
+	rc.mu.Unlock()
+	w.WriteHeader(status)
+}
+
+func (rc *recorder) snapshot() ([]time.Time, map[int]int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	a := append([]time.Time(nil), rc.arrivals...)
+	sort.Slice(a, func(i, j int) bool { return a[i].Before(a[j]) })
+	s := map[int]int{}
+	for k, v := range rc.status {
+		s[k] = v
+	}
+	return a, s
+}
+
+func (rc *recorder) lastOK() time.Time {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	return rc.okAt
+}
+
+func serve(h http.Handler) (*http.Server, string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return nil, "", err
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go func() { _ = srv.Serve(ln) }()
+	return srv, "http://" + ln.Addr().String(), nil
+}
+
+func startNATS(parent string) (*server.Server, string, error) {
+	dir, err := os.MkdirTemp(parent, "nats-")
+	if err != nil {
+		return nil, "", err
+	}
+	ns, err := server.NewServer(&server.Options{Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: dir, NoLog: true, NoSigs: true})
+	if err != nil {
+		return nil, "", err
+	}
+	ns.Start()
+	if !ns.ReadyForConnections(30 * time.Second) {
+		ns.Shutdown()
+		return nil, "", errors.New("nats server did not become ready")
+	}
+	return ns, dir, nil
+}
+
+func stopNATS(ns *server.Server, dir string) {
+	ns.Shutdown()
+	ns.WaitForShutdown()
+	_ = os.RemoveAll(dir)
+}
+
+func cleanEnv() []string {
+	var env []string
+	for _, kv := range os.Environ() {
+		if !strings.HasPrefix(kv, "JETPOST_") {
+			env = append(env, kv)
+		}
+	}
+	return env
+}
+
+func moduleRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("go.mod not found above the working directory")
+		}
+		dir = parent
+	}
+}

@@ -1,0 +1,174 @@
+package fleetrate
+
+import (
+	"context"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/hostlimit"
+)
+
+// LimitsBucket is the key-value bucket where workers post their per-host
+// limits ("jetpost" → "JETPOST_HOSTLIMITS").
+func LimitsBucket(prefix string) string { return upper(prefix) + "_HOSTLIMITS" }
+
+// boardTTL is how long a worker's report outlives it: a worker that died
+// without withdrawing it disappears from the board after this.
+const boardTTL = time.Minute
+
+// MaxBoardHosts bounds one worker's report: the hosts with the most work
+// (in flight, then admitted) come first.
+const MaxBoardHosts = 100
+
+// WorkerLimits is one worker's report: its hosts' limits at At.
+type WorkerLimits struct {
+	Worker string                `json:"worker"`
+	At     time.Time             `json:"at"`
+	Hosts  []hostlimit.HostState `json:"hosts"`
+}
+
+// Board shares every worker's per-host limits through a key-value bucket,
+// one entry per worker, so one command can show the whole fleet's limits
+// without scraping each worker.
+type Board struct {
+	kv    jetstream.KeyValue
+	peers atomic.Int64 // workers on the board at the last look
+}
+
+// OpenBoard creates (or reuses) the board's bucket.
+func OpenBoard(ctx context.Context, js jetstream.JetStream, prefix string, replicas int) (*Board, error) {
+	name := LimitsBucket(prefix)
+	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      name,
+		Description: "jetpost: each worker's concurrency limit and rate limit per host",
+		History:     1,
+		TTL:         boardTTL,
+		Storage:     jetstream.MemoryStorage,
+		Replicas:    max(1, replicas),
+	})
+	if err != nil {
+		return nil, fmt.Errorf("host limits bucket %s: %w", name, err)
+	}
+	return &Board{kv: kv}, nil
+}
+
+// OpenBoardReadOnly binds to the board if it exists, for readers such as
+// enqueue status: jetstream.ErrBucketNotFound means no worker posted yet.
+func OpenBoardReadOnly(ctx context.Context, js jetstream.JetStream, prefix string) (*Board, error) {
+	kv, err := js.KeyValue(ctx, LimitsBucket(prefix))
+	if err != nil {
+		return nil, err
+	}
+	return &Board{kv: kv}, nil
+}
+
+// Post replaces worker's report with hosts (at most MaxBoardHosts of them).
+func (b *Board) Post(ctx context.Context, worker string, hosts []hostlimit.HostState, at time.Time) error {
+	hosts = slices.Clone(hosts)
+	if len(hosts) > MaxBoardHosts {
+		slices.SortStableFunc(hosts, func(x, y hostlimit.HostState) int {
+			if x.InFlight != y.InFlight {
+				return y.InFlight - x.InFlight
+			}
+			switch {
+			case x.Admitted > y.Admitted:
+				return -1
+			case x.Admitted < y.Admitted:
+				return 1
+			}
+			return strings.Compare(x.Host, y.Host)
+		})
+		hosts = hosts[:MaxBoardHosts]
+	}
+	data, err := json.Marshal(WorkerLimits{Worker: worker, At: at.UTC(), Hosts: hosts})
+	if err != nil {
+		return err
+	}
+	_, err = b.kv.Put(ctx, boardKey(worker), data)
+	return err
+}
+
+// Withdraw removes worker's report.
+func (b *Board) Withdraw(ctx context.Context, worker string) error {
+	err := b.kv.Delete(ctx, boardKey(worker))
+	if errors.Is(err, jetstream.ErrKeyNotFound) {
+		return nil
+	}
+	return err
+}
+
+// List returns every live report, by worker.
+func (b *Board) List(ctx context.Context) ([]WorkerLimits, error) {
+	lister, err := b.kv.ListKeys(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer func() { _ = lister.Stop() }()
+	var out []WorkerLimits
+	for key := range lister.Keys() {
+		e, err := b.kv.Get(ctx, key)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			return out, err
+		}
+		var w WorkerLimits
+		if err := json.Unmarshal(e.Value(), &w); err != nil {
+			continue // another version's format: skip rather than fail the listing
+		}
+		out = append(out, w)
+	}
+	slices.SortFunc(out, func(x, y WorkerLimits) int { return strings.Compare(x.Worker, y.Worker) })
+	return out, nil
+}
+
+// Run posts snapshot() every interval until ctx ends, then withdraws the
+// report. Each time it also counts the workers on the board (Peers). Failures are passed to onError (if set) and retried at the next
+// interval: the board is informational, never a reason to stop a worker.
+func (b *Board) Run(ctx context.Context, worker string, snapshot func() []hostlimit.HostState, every time.Duration, onError func(error)) error {
+	for round := 0; ; round++ {
+		pctx, cancel := context.WithTimeout(ctx, every)
+		err := b.Post(pctx, worker, snapshot(), time.Now())
+		if err == nil {
+			var all []WorkerLimits
+			if all, err = b.List(pctx); err == nil {
+				b.peers.Store(int64(len(all)))
+			}
+		}
+		cancel()
+		if err != nil && ctx.Err() == nil && onError != nil {
+			onError(err)
+		}
+		next := every
+		if round < 4 {
+			// Workers of a fleet often start together: look again soon,
+			// so each knows its peers within a second.
+			next = min(every, 250*time.Millisecond)
+		}
+		t := time.NewTimer(next)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			wctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 3*time.Second)
+			defer cancel()
+			_ = b.Withdraw(wctx, worker)
+			return nil
+		}
+	}
+}
+
+// Peers is how many workers (this one included) were on the board at the
+// last look: the processes that share the fleet's rate limits. At least 1.
+func (b *Board) Peers() int { return int(max(1, b.peers.Load())) }
+
+func boardKey(worker string) string { return "w." + hex.EncodeToString([]byte(worker)) }

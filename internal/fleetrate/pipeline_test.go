@@ -1,0 +1,279 @@
+package fleetrate_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"sort"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/internal/fleetrate"
+	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/hostlimit"
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// The whole pipeline in one process: a real JetStream server, workers that
+// each have their own NATS connection, consumer, sender and limiter (as
+// separate processes would), and real HTTP targets that record what they
+// receive. Assertions are on what the targets saw and on the results,
+// never on how fast a loaded machine managed to go.
+
+var names = queue.NewNames("jetpost")
+
+var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+
+type fleetOpts struct {
+	workers     int
+	maxInflight int
+	rates       string
+	fixed       bool
+}
+
+// startFleet runs o.workers workers; it returns their limiters.
+func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limiter {
+	t.Helper()
+	rules, err := hostlimit.ParseRules(o.rates)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	var limiters []*hostlimit.Limiter
+	for i := range o.workers {
+		id := fmt.Sprintf("w%d", i+1)
+		js := jsConn(t, ns)
+		if err := queue.Setup(ctx, js, names, streams); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
+			MaxInflight: o.maxInflight, Prefetch: max(4, o.maxInflight/4), AckWait: 30 * time.Second, MaxAckPending: 20000,
+			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: pullWait,
+		}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		store, err := fleetrate.Open(ctx, js, fleetrate.Bucket(names.Prefix), 1)
+		if err != nil {
+			t.Fatal(err)
+		}
+		lim, err := hostlimit.New(hostlimit.Config{MaxInflight: o.maxInflight, Fixed: o.fixed, Rates: rules, Buckets: store,
+			MaxWaiting: max(1, o.maxInflight/2), Peers: func() int { return o.workers }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		limiters = append(limiters, lim)
+		snd, err := sender.New(sender.Config{
+			Timeout: 10 * time.Second, MaxConnsPerHost: o.maxInflight, IdempotencyHeader: "Idempotency-Key",
+			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second},
+			Admission:       lim,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := worker.New(worker.Config{
+			ID: id, MaxAttempts: 10,
+			Backoff: sender.Backoff{Base: 10 * time.Millisecond, Cap: 100 * time.Millisecond}, MaxJobAge: time.Hour,
+		}, snd, worker.Observer{}, zerolog.Nop())
+		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer snd.Close()
+			if err := svc.Run(ctx); err != nil {
+				t.Errorf("worker %s: %v", id, err)
+			}
+		}()
+	}
+	t.Cleanup(func() { cancel(); wg.Wait() })
+	return limiters
+}
+
+// enqueueAndWait publishes jobs as enqueue does and returns every result
+// stored on the batch's result subject, failing on a second one for a job.
+func enqueueAndWait(t *testing.T, ns *server.Server, batch string, jobs []*job.Job) map[string]*job.Result {
+	t.Helper()
+	js := jsConn(t, ns)
+	if err := queue.Setup(t.Context(), js, names, streams); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(t.Context(), 3*time.Minute) // bounds a broken test only
+	defer cancel()
+	pub := queue.NewPublisher(js, names, 256, nil)
+	now := time.Now().UTC()
+	for _, j := range jobs {
+		j.Batch, j.EnqueuedAt = batch, now
+		if err := pub.Publish(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := pub.Close(); st.Published != len(jobs) {
+		t.Fatalf("published %d of %d", st.Published, len(jobs))
+	}
+	cons, err := js.OrderedConsumer(ctx, names.ResultsStream(), jetstream.OrderedConsumerConfig{
+		FilterSubjects: []string{names.ResultSubject(batch)},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	results := map[string]*job.Result{}
+	for len(results) < len(jobs) {
+		msg, err := cons.Next(jetstream.FetchMaxWait(time.Minute))
+		if err != nil {
+			t.Fatalf("reading results: %v (have %d of %d)", err, len(results), len(jobs))
+		}
+		r, err := job.DecodeResult(msg.Data())
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, dup := results[r.ID]; dup {
+			t.Fatalf("second result for job %s", r.ID)
+		}
+		results[r.ID] = r
+	}
+	return results
+}
+
+// recorder is a target that notes when each request arrives.
+type recorder struct {
+	mu       sync.Mutex
+	arrivals []time.Time
+	inflight atomic.Int64
+	peak     atomic.Int64
+	status   map[int]int
+	// capacity > 0: answer 429 at once above capacity concurrent requests.
+	capacity int64
+	latency  time.Duration
+}
+
+func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	n := rc.inflight.Add(1)
+	defer rc.inflight.Add(-1)
+	for p := rc.peak.Load(); n > p && !rc.peak.CompareAndSwap(p, n); p = rc.peak.Load() {
+	}
+	status := http.StatusOK
+	if rc.capacity > 0 && n > rc.capacity {
+		status = http.StatusTooManyRequests
+	} else if rc.latency > 0 {
+		select {
+		case <-time.After(rc.latency):
+		case <-r.Context().Done():
+		}
+	}
+	rc.mu.Lock()
+	rc.arrivals = append(rc.arrivals, time.Now())
+	if rc.status == nil {
+		rc.status = map[int]int{}
+	}
+	rc.status[status]++
+	rc.mu.Unlock()
+	w.WriteHeader(status)
+}
+
+func (rc *recorder) snapshot() ([]time.Time, map[int]int) {
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	a := append([]time.Time(nil), rc.arrivals...)
+	sort.Slice(a, func(i, j int) bool { return a[i].Before(a[j]) })
+	s := map[int]int{}
+	for k, v := range rc.status {
+		s[k] = v
+	}
+	return a, s
+}
+
+func jobsFor(prefix, url string, n int) []*job.Job {
+	jobs := make([]*job.Job, n)
+	for i := range jobs {
+		jobs[i] = &job.Job{ID: fmt.Sprintf("%s-%05d", prefix, i), Method: "GET", URL: fmt.Sprintf("%s/items/%d", url, i)}
+	}
+	return jobs
+}
+
+func TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast(t *testing.T) {
+	ns := natstest.RunServer(t)
+	limited, free := &recorder{}, &recorder{}
+	ls, fs := httptest.NewServer(limited), httptest.NewServer(free)
+	defer ls.Close()
+	defer fs.Close()
+	const n, rate, burst = 400, 100, 5
+	startFleet(t, ns, fleetOpts{workers: 3, maxInflight: 16, rates: fmt.Sprintf("%s=%d/s:%d", ls.Listener.Addr(), rate, burst)})
+
+	jobs := append(jobsFor("limited", ls.URL, n), jobsFor("free", fs.URL, n)...)
+	res := enqueueAndWait(t, ns, "fleet", jobs)
+	for id, r := range res {
+		if !r.OK || r.Attempts != 1 {
+			t.Fatalf("job %s: ok=%v attempts=%d (%s); deferrals must not spend attempts", id, r.OK, r.Attempts, r.Error)
+		}
+	}
+	arr, _ := limited.snapshot()
+	if len(arr) != n {
+		t.Fatalf("limited target received %d requests for %d jobs", len(arr), n)
+	}
+	// However fast or slow the machine, n requests at rate/s (burst b, and
+	// a lease of up to a tenth of a second per worker) cannot arrive in less
+	// than (n - b - 3×rate/10)/rate seconds; without coordination three
+	// workers would take a third of that. Slack for the first request being
+	// late.
+	span := arr[len(arr)-1].Sub(arr[0])
+	minSpan := time.Duration(float64(n-burst-3*rate/10)/rate*float64(time.Second)) - 500*time.Millisecond
+	t.Logf("%d requests in %v: %.1f/s (limit %d/s)", n, span, float64(n-1)/span.Seconds(), rate)
+	if span < minSpan {
+		t.Fatalf("%d requests arrived within %v; at %d/s they need at least %v", n, span, rate, minSpan)
+	}
+	// Jobs for the unlimited host were not held up behind the limited ones:
+	// they all finished before the limited host had received even half.
+	freeArr, _ := free.snapshot()
+	if last := freeArr[len(freeArr)-1]; countBefore(arr, last) > n/2 {
+		t.Fatalf("the unlimited host's last request came after %d of the limited host's %d", countBefore(arr, last), n)
+	}
+}
+
+func countBefore(ts []time.Time, at time.Time) int {
+	return sort.Search(len(ts), func(i int) bool { return ts[i].After(at) })
+}
+
+func TestAdaptiveConcurrencyAgainstA429Host(t *testing.T) {
+	// The target: 429 above 30 concurrent requests, 50 ms latency.
+	// A fixed pool of 200 would be answered 429 most of the time; the
+	// adaptive limit keeps 429s rare and every job succeeds.
+	ns := natstest.RunServer(t)
+	tg := &recorder{capacity: 30, latency: 50 * time.Millisecond}
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	lims := startFleet(t, ns, fleetOpts{workers: 1, maxInflight: 200})
+	const n = 1500
+	res := enqueueAndWait(t, ns, "adaptive", jobsFor("a", srv.URL, n))
+	for id, r := range res {
+		if !r.OK {
+			t.Fatalf("job %s failed: %s", id, r.Error)
+		}
+	}
+	_, st := tg.snapshot()
+	share := float64(st[429]) / float64(st[200]+st[429])
+	limit := lims[0].Snapshot()[0].Limit
+	t.Logf("200: %d, 429: %d (%.1f%%), peak concurrency %d, final limit %d", st[200], st[429], 100*share, tg.peak.Load(), limit)
+	if st[200] != n {
+		t.Fatalf("%d successful requests for %d jobs", st[200], n)
+	}
+	// Generous bounds: a loaded machine only makes the limit more careful.
+	if share > 0.10 {
+		t.Fatalf("%.1f%% of requests were answered 429", 100*share)
+	}
+	if limit > 45 {
+		t.Fatalf("limit %d: the host takes 30", limit)
+	}
+}

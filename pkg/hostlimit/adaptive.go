@@ -1,0 +1,158 @@
+package hostlimit
+
+import (
+	"time"
+
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// adaptive is one host's concurrency limit, found by probing: AIMD driven
+// by the host's own signals, with a latency guard in the manner of TCP
+// Vegas and Netflix's gradient limiters.
+//
+//   - Grow while the limit is in use and answers come back fine: by one per
+//     answer at first (slow start: doubling every round trip, so a fast host
+//     is found within a few round trips), then by 1/limit per answer (about
+//     one per round trip), so the limit creeps towards the edge instead of
+//     jumping over it; near the limit where the host last pushed back, at a
+//     quarter of that pace.
+//   - Shrink multiplicatively (×Backoff) on 429, 503 or a timeout, and when
+//     the recent latency rises above Tolerance × the host's baseline
+//     latency (queueing at the host, before it starts refusing). At most
+//     once per round trip: answers to requests sent before the last cut
+//     were sent under the old limit and say nothing about the new one.
+//   - Don't grow while the host is not the bottleneck (fewer than half the
+//     limit in flight): a limit that is never reached has not been tested.
+//
+// Against a host that refuses above C concurrent requests with flat
+// latency, the limit saws between about Backoff×C and C+1, spending one
+// refused request per cycle of several round trips.
+type adaptive struct {
+	limit     float64
+	min, max  float64
+	backoff   float64
+	tolerance float64
+	slowStart bool
+	lastCut   time.Time
+	lastMax   float64 // the limit when the host last pushed back
+
+	// short is a fast moving average of latency (about the last 20
+	// answers); base is the lowest it has been lately: the host's latency
+	// without our queue, kept over two rotating windows so that it follows
+	// a host that became slower for everyone.
+	samples        int
+	short          float64 // seconds
+	base, prevBase float64
+	baseSince      time.Time
+}
+
+const (
+	// nearMax and nearMaxGrowth: within ±5% of the limit at which the host
+	// last pushed back, grow at a quarter of the usual pace (as TCP BIC and
+	// CUBIC flatten near the last maximum). Beyond it the host has more
+	// room than before, and the usual pace resumes.
+	nearMax       = 0.05
+	nearMaxGrowth = 0.25
+
+	shortAlpha = 0.05
+	// minSamples answers before latency is trusted for decisions.
+	minSamples = 20
+	// baseWindow is how long a baseline latency is remembered.
+	baseWindow = 30 * time.Second
+)
+
+func newAdaptive(initial, maxLimit int, backoff, tolerance float64) *adaptive {
+	return &adaptive{
+		limit: float64(initial), min: 1, max: float64(maxLimit),
+		backoff: backoff, tolerance: tolerance, slowStart: true,
+	}
+}
+
+// current is the whole number of requests allowed in flight.
+func (a *adaptive) current() int { return max(1, int(a.limit)) }
+
+// latency is the recent latency, or def when too few answers came back to
+// tell.
+func (a *adaptive) latency(def time.Duration) time.Duration {
+	if a.samples < minSamples {
+		return def
+	}
+	return time.Duration(a.short * float64(time.Second))
+}
+
+// observe learns from one finished request that started at start with
+// inflight requests (itself included) outstanding to the host.
+func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight int, now time.Time) {
+	if !fb.Sent || fb.Canceled {
+		return
+	}
+	if fb.Overloaded() {
+		a.cut(start, now)
+		return
+	}
+	if fb.Failed || fb.Status >= 500 {
+		// Down or broken rather than busy: the breaker's business.
+		return
+	}
+	a.sample(fb.Latency.Seconds(), now)
+	if a.samples >= minSamples && a.short > a.tolerance*a.baseline() {
+		a.cut(start, now)
+		return
+	}
+	if float64(inflight)*2 < a.limit {
+		return
+	}
+	switch {
+	case a.slowStart:
+		a.limit++
+	case a.limit > a.lastMax*(1-nearMax) && a.limit < a.lastMax*(1+nearMax):
+		// Close to where the host last pushed back: probe slowly, so the
+		// refusal that ends each cycle comes once in many round trips.
+		a.limit += nearMaxGrowth / a.limit
+	default:
+		a.limit += 1 / a.limit
+	}
+	a.limit = min(a.limit, a.max)
+}
+
+func (a *adaptive) cut(start, now time.Time) {
+	if start.Before(a.lastCut) {
+		return
+	}
+	a.slowStart = false
+	a.lastMax = a.limit
+	a.limit = max(a.min, a.limit*a.backoff)
+	a.lastCut = now
+}
+
+func (a *adaptive) sample(lat float64, now time.Time) {
+	a.samples++
+	if a.samples == 1 {
+		a.short = lat
+	} else {
+		a.short += shortAlpha * (lat - a.short)
+	}
+	if a.samples < minSamples {
+		return
+	}
+	if a.baseSince.IsZero() || now.Sub(a.baseSince) > baseWindow {
+		a.prevBase, a.base, a.baseSince = a.base, a.short, now
+	}
+	a.base = min(a.base, a.short)
+}
+
+// baseLatency is the host's latency without our queue (0 until enough
+// answers came back to tell).
+func (a *adaptive) baseLatency() time.Duration {
+	if a.samples < minSamples {
+		return 0
+	}
+	return time.Duration(a.baseline() * float64(time.Second))
+}
+
+func (a *adaptive) baseline() float64 {
+	if a.prevBase > 0 {
+		return min(a.base, a.prevBase)
+	}
+	return a.base
+}

@@ -1,0 +1,63 @@
+// Package hostlimit decides whether a request to a host may start now. Its
+// Limiter is the sender.Admission of a worker: per-host concurrency limits,
+// adaptive by default, and per-host rate limits whose state can be shared
+// by a whole fleet of worker processes. It knows nothing of NATS: the shared
+// state is behind the small Buckets interface (internal/fleetrate keeps it
+// in a JetStream key-value bucket).
+//
+// # Refusals cost nothing
+//
+// A request that may not start now is refused with the time to come back
+// (sender.NotAdmittedError), the sender answers Defer, and the worker hands
+// the job back to JetStream with that delay: the job holds no slot, spends
+// no attempt, and jobs for other hosts flow past it. The delays are
+// scheduled, not random: refused jobs of a host are spaced at about the
+// pace at which the host frees capacity (Little's law: limit ÷ latency for
+// concurrency; this process's share of the rate for a rate limit), a
+// little faster so that a free slot rarely waits for a job, so a backlog of
+// thousands of jobs for one host is parked about once each rather than
+// spinning through the worker.
+//
+// The one exception is a bounded buffer (Config.MaxWaiting: half the
+// worker's slots in cmd/worker). A request whose slot is due within a few
+// of the host's latencies, or whose token is due within a lease period,
+// may wait for it in Admit, at most MaxWait. JetStream hands parked jobs
+// back in bursts: every delayed NAK pushes the consumer's redelivery timer
+// 10 ms out, and with more than 1024 jobs pending the server postpones
+// redeliveries by 100 ms whenever acknowledgements are streaming in. The
+// buffer carries a busy host through those pauses, so that its slots are
+// refilled the moment they free and its tokens are spent as they accrue
+// instead of lapsing; without it, a host answering in 50 ms saw its slots
+// idle a fifth of the time, and a rate limit was missed by 15%. A host
+// holds at most two waiting requests per slot, a host that stops answering
+// none, and the other half of the worker's slots stays free for other
+// hosts' jobs.
+//
+// # Adaptive concurrency
+//
+// Each host's limit starts at Config.InitialLimit and moves between 1 and
+// Config.MaxInflight, learned from the host's answers (see adaptive): slow
+// start, then additive increase while answers succeed at a steady latency;
+// multiplicative decrease (×0.9) on 429, 503, timeouts, and on latency
+// rising above twice the host's recent baseline, at most once per round
+// trip. It is the loss-based AIMD of TCP Reno and Netflix's AIMDLimit, with
+// the delay signal of TCP Vegas and Netflix's gradient limiters as an
+// early brake. The limit is per worker process; several workers against
+// one host each find their share, as TCP flows on one link do.
+//
+// # Fleet-wide rate limits
+//
+// A rate limit is a GCRA (generic cell rate algorithm) over one number per
+// limit, the bucket's theoretical arrival time, updated with
+// compare-and-swap in Buckets. A process leases up to a tenth of a second's
+// worth of tokens (within the burst) per round trip and spends them
+// locally; leased tokens lapse shortly after their time, so a lease cannot
+// turn into a later burst. The combined rate of every process sharing the
+// state is thus bounded by the rate (plus the burst), whatever their
+// number, and a process that dies leaves nothing to clean up.
+//
+// When the shared state cannot be reached, requests to rate-limited hosts
+// are refused (deferred for about a second, again and again) until it can:
+// a limit that an API publishes is never exceeded because the coordination
+// failed. Hosts without a rate limit are not affected.
+package hostlimit

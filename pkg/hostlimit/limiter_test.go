@@ -1,0 +1,400 @@
+package hostlimit
+
+import (
+	"context"
+	"errors"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+func admit(t *testing.T, l *Limiter, r sender.AdmitRequest) (func(sender.Feedback), *sender.NotAdmittedError) {
+	t.Helper()
+	rel, err := l.Admit(context.Background(), r)
+	if err == nil {
+		return rel, nil
+	}
+	var na *sender.NotAdmittedError
+	if !errors.As(err, &na) {
+		t.Fatalf("refusal is %T %v, want *sender.NotAdmittedError", err, err)
+	}
+	if na.Wait <= 0 {
+		t.Fatalf("refusal without a wait: %v", na)
+	}
+	return nil, na
+}
+
+func TestFixedCapPerHost(t *testing.T) {
+	clock := newClock()
+	l, err := New(Config{MaxInflight: 3, Fixed: true, Now: clock.now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	var rels []func(sender.Feedback)
+	for range 3 {
+		rel, na := admit(t, l, a)
+		if na != nil {
+			t.Fatalf("refused below the cap: %v", na)
+		}
+		rels = append(rels, rel)
+	}
+	_, na := admit(t, l, a)
+	if na == nil || !strings.Contains(na.Reason, "concurrency limit 3") || na.Host != a.Host {
+		t.Fatalf("4th request: %v, want refused at the concurrency limit", na)
+	}
+	// Another host is not affected by a's full cap.
+	if _, na := admit(t, l, sender.AdmitRequest{Host: "b.example:443"}); na != nil {
+		t.Fatalf("other host refused: %v", na)
+	}
+	// A fixed limit does not move, whatever the host says.
+	rels[0](sender.Feedback{Sent: true, Status: 429})
+	rels[0](sender.Feedback{Sent: true, Status: 429}) // a second release is ignored
+	if got := hostLimit(l, a.Host); got != 3 {
+		t.Fatalf("fixed limit moved to %d", got)
+	}
+	if _, na := admit(t, l, a); na != nil {
+		t.Fatalf("refused after a release: %v", na)
+	}
+	st := l.Snapshot()
+	if len(st) != 2 || st[0].Host != a.Host || st[0].InFlight != 3 || st[0].Refused != 1 || st[0].Adaptive {
+		t.Fatalf("snapshot %+v", st)
+	}
+}
+
+func TestRefusedJobsAreSpacedNotBunched(t *testing.T) {
+	// Once the host's pace is known, refused jobs are booked at successive
+	// places (about latency/limit/overbook apart), not told the same wait.
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	// Learn a 100 ms latency at full use.
+	for range 30 {
+		var rels []func(sender.Feedback)
+		for {
+			rel, na := admit(t, l, a)
+			if na != nil {
+				break
+			}
+			rels = append(rels, rel)
+		}
+		clock.advance(100 * time.Millisecond)
+		for _, rel := range rels {
+			rel(sender.Feedback{Sent: true, Status: 200, Latency: 100 * time.Millisecond})
+		}
+	}
+	lim := hostLimit(l, a.Host)
+	for range lim {
+		if _, na := admit(t, l, a); na != nil {
+			t.Fatal(na)
+		}
+	}
+	var waits []time.Duration
+	for range 100 {
+		_, na := admit(t, l, a)
+		if na == nil {
+			t.Fatal("admitted beyond the limit")
+		}
+		waits = append(waits, na.Wait)
+	}
+	step := time.Duration(float64(100*time.Millisecond) / float64(lim) / overbookConcurrency)
+	for i := 1; i < len(waits); i++ {
+		if d := waits[i] - waits[i-1]; d < step*9/10 || d > step*11/10 {
+			t.Fatalf("wait %d is %v after the previous, want about %v (limit %d)", i, d, step, lim)
+		}
+	}
+}
+
+func TestRefusalsWhileThePaceIsUnknownAreShort(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 2, Fixed: true, Now: clock.now})
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	admit(t, l, a)
+	admit(t, l, a)
+	for range 50 {
+		_, na := admit(t, l, a)
+		if na == nil || na.Wait > 2*latencyGuess {
+			t.Fatalf("refusal %v: want a short wait while no answer came back", na)
+		}
+	}
+	// A host whose requests hang makes the waits grow with the hang.
+	clock.advance(20 * time.Second)
+	_, na := admit(t, l, a)
+	if na == nil || na.Wait < 10*time.Second {
+		t.Fatalf("refusal %v after 20s without an answer: want a wait of the order of the hang", na)
+	}
+}
+
+func TestRateLimitOneProcess(t *testing.T) {
+	clock := newClock()
+	rules, _ := ParseRules("api.example.com=10/s:2")
+	l, _ := New(Config{MaxInflight: 100, Rates: rules, Now: clock.now})
+	a := sender.AdmitRequest{Host: "api.example.com:443"}
+	admitted := 0
+	var lastRefusal *sender.NotAdmittedError
+	// 10 simulated seconds in 1 ms steps, trying 5 requests each step.
+	for step := 0; step < 10000; step++ {
+		for range 5 {
+			rel, na := admit(t, l, a)
+			if na != nil {
+				lastRefusal = na
+				break
+			}
+			admitted++
+			rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
+		}
+		clock.advance(time.Millisecond)
+	}
+	// 10 s at 10/s plus the burst of 2; a lease lapsing unused may cost a
+	// token or two, never add one.
+	if admitted > 102 || admitted < 98 {
+		t.Fatalf("admitted %d in 10 s at 10/s burst 2, want 100 (+2)", admitted)
+	}
+	if lastRefusal == nil || !strings.Contains(lastRefusal.Reason, "rate limit 10/s:2") {
+		t.Fatalf("refusal %v, want one naming the rate limit", lastRefusal)
+	}
+	// Hosts without a rule are not rate-limited.
+	for range 50 {
+		rel, na := admit(t, l, sender.AdmitRequest{Host: "free.example.com:443"})
+		if na != nil {
+			t.Fatalf("unlimited host refused: %v", na)
+		}
+		rel(sender.Feedback{Sent: true, Status: 200})
+	}
+}
+
+func TestBatchRateAppliesToItsBatchOnly(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 100, Now: clock.now})
+	slow := sender.AdmitRequest{Host: "api.example.com:443", Batch: "b1", BatchRate: 5}
+	other := sender.AdmitRequest{Host: "api.example.com:443", Batch: "b2"}
+	got := map[string]int{}
+	for step := 0; step < 2000; step++ { // 2 s
+		for _, r := range []sender.AdmitRequest{slow, other} {
+			if rel, na := admit(t, l, r); na == nil {
+				got[r.Batch]++
+				rel(sender.Feedback{Sent: true, Status: 200})
+			}
+		}
+		clock.advance(time.Millisecond)
+	}
+	if got["b1"] < 10 || got["b1"] > 11 {
+		t.Errorf("batch at 5/s got %d requests in 2 s, want 10 (+1 burst)", got["b1"])
+	}
+	if got["b2"] != 2000 {
+		t.Errorf("batch without a rate got %d of 2000", got["b2"])
+	}
+}
+
+type failingBuckets struct{ err error }
+
+func (f failingBuckets) Update(context.Context, string, func([]byte) ([]byte, error)) error {
+	return f.err
+}
+
+func TestUnreachableRateStateFailsClosed(t *testing.T) {
+	clock := newClock()
+	rules, _ := ParseRules("api.example.com=100/s")
+	l, _ := New(Config{MaxInflight: 10, Rates: rules, Buckets: failingBuckets{errors.New("nats: connection closed")}, Now: clock.now})
+	for range 20 {
+		_, na := admit(t, l, sender.AdmitRequest{Host: "api.example.com:443"})
+		if na == nil {
+			t.Fatal("admitted without reaching the rate state")
+		}
+		if !strings.Contains(na.Reason, "unreachable") || na.Wait < unreachableWait/2 || na.Wait > 2*unreachableWait {
+			t.Fatalf("refusal %v: want 'unreachable' and about %v", na, unreachableWait)
+		}
+	}
+	// The refusals freed their slots, and other hosts go on.
+	if st := l.Snapshot(); st[0].InFlight != 0 {
+		t.Fatalf("refused requests hold %d slots", st[0].InFlight)
+	}
+	if _, na := admit(t, l, sender.AdmitRequest{Host: "other.example:443"}); na != nil {
+		t.Fatalf("unlimited host refused: %v", na)
+	}
+}
+
+func TestSlowRoundTripHoldsUpNoOne(t *testing.T) {
+	rules, _ := ParseRules("api.example.com=100/s")
+	entered, block := make(chan struct{}, 1), make(chan struct{})
+	l, _ := New(Config{MaxInflight: 10, Rates: rules, Buckets: &blockingBuckets{entered: entered, block: block}})
+	a := sender.AdmitRequest{Host: "api.example.com:443"}
+	ctx, cancel := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() {
+		_, err := l.Admit(ctx, a)
+		first <- err
+	}()
+	<-entered // the first request is in its round trip to the shared state
+	// Others are not made to wait for it: refused at once, to come back.
+	if _, na := admit(t, l, a); na == nil || !strings.Contains(na.Reason, "rate limit") {
+		t.Fatalf("second request: %v, want refused at once", na)
+	}
+	cancel()
+	if err := <-first; !errors.Is(err, context.Canceled) {
+		t.Fatalf("Admit after cancel: %v", err)
+	}
+	close(block)
+	if st := l.Snapshot(); st[0].InFlight != 0 {
+		t.Fatalf("refused and cancelled requests hold %d slots", st[0].InFlight)
+	}
+}
+
+// blockingBuckets blocks token leases until block is closed; the shared
+// schedule of refused jobs answers at once.
+type blockingBuckets struct {
+	entered, block chan struct{}
+	park           MemBuckets
+}
+
+func (b *blockingBuckets) Update(ctx context.Context, key string, fn func([]byte) ([]byte, error)) error {
+	if strings.HasSuffix(key, ".park") {
+		return b.park.Update(ctx, key, fn)
+	}
+	b.entered <- struct{}{}
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-b.block:
+		return errors.New("unblocked")
+	}
+}
+
+func TestIdleHostsAreForgotten(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 10, IdleAfter: time.Minute, Now: clock.now})
+	for i := range 3000 {
+		rel, na := admit(t, l, sender.AdmitRequest{Host: "h" + string(rune('a'+i%26)) + ".example:" + itoa(i)})
+		if na != nil {
+			t.Fatal(na)
+		}
+		rel(sender.Feedback{Sent: true, Status: 200})
+	}
+	clock.advance(2 * time.Minute)
+	rel, _ := admit(t, l, sender.AdmitRequest{Host: "busy.example:443"})
+	_ = rel
+	clock.advance(2 * time.Minute) // a sweep runs at most once a minute
+	admit(t, l, sender.AdmitRequest{Host: "last.example:443"})
+	hosts := l.Snapshot()
+	if len(hosts) != 2 {
+		t.Fatalf("%d hosts remembered, want the one in flight and the last one", len(hosts))
+	}
+}
+
+func itoa(i int) string {
+	if i == 0 {
+		return "0"
+	}
+	var b []byte
+	for ; i > 0; i /= 10 {
+		b = append([]byte{byte('0' + i%10)}, b...)
+	}
+	return string(b)
+}
+
+func TestNewValidates(t *testing.T) {
+	for _, c := range []Config{
+		{},
+		{MaxInflight: 1, Backoff: 1},
+		{MaxInflight: 1, Backoff: 0.2},
+		{MaxInflight: 1, LatencyTolerance: 0.5},
+		{MaxInflight: 1, InitialLimit: -1},
+		{MaxInflight: 1, MaxDefer: -time.Second},
+	} {
+		if _, err := New(c); err == nil {
+			t.Errorf("New(%+v) accepted", c)
+		}
+	}
+	l, err := New(Config{MaxInflight: 4})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.cfg.InitialLimit != 4 {
+		t.Errorf("initial limit %d, want capped at MaxInflight 4", l.cfg.InitialLimit)
+	}
+}
+
+// warm teaches l the host's latency with enough answers: requests wait in
+// the buffer only for a host that has answered.
+func warm(t *testing.T, l *Limiter, r sender.AdmitRequest, lat time.Duration) {
+	t.Helper()
+	for range minSamples {
+		rel, na := admit(t, l, r)
+		if na != nil {
+			t.Fatal(na)
+		}
+		rel(sender.Feedback{Sent: true, Status: 200, Latency: lat})
+	}
+}
+
+func TestWaitingBufferHandsOverFreedSlots(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 1, Fixed: true, MaxWaiting: 1, MaxWait: time.Hour, Now: clock.now})
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	warm(t, l, a, time.Second)
+	first, na := admit(t, l, a)
+	if na != nil {
+		t.Fatal(na)
+	}
+	got := make(chan func(sender.Feedback))
+	go func() {
+		rel, err := l.Admit(context.Background(), a)
+		if err != nil {
+			t.Error(err)
+		}
+		got <- rel
+	}()
+	// Wait (without sleeping) until the second request is in the buffer.
+	for l.Snapshot()[0].Waiting != 1 {
+		runtime.Gosched()
+	}
+	// The buffer is full (one per process here): the next is refused at once.
+	if _, na := admit(t, l, a); na == nil {
+		t.Fatal("a third request was admitted past a full buffer")
+	}
+	// So is a request for another host: it has no slot problem, it is
+	// admitted at once whatever the buffer holds.
+	if _, na := admit(t, l, sender.AdmitRequest{Host: "b.example:443"}); na != nil {
+		t.Fatalf("other host refused: %v", na)
+	}
+	first(sender.Feedback{Sent: true, Status: 200})
+	second := <-got
+	st := l.Snapshot()
+	if st[0].InFlight != 1 || st[0].Waiting != 0 {
+		t.Fatalf("after the hand-over: %+v", st[0])
+	}
+	second(sender.Feedback{Sent: true, Status: 200})
+}
+
+func TestWaitingEndsWithTheWaitOrTheContext(t *testing.T) {
+	l, _ := New(Config{MaxInflight: 1, Fixed: true, MaxWaiting: 5, MaxWait: 5 * time.Millisecond})
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	warm(t, l, a, time.Minute)
+	if _, err := l.Admit(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	// The slot never frees: the waiter is refused once its wait is over.
+	_, err := l.Admit(context.Background(), a)
+	var na *sender.NotAdmittedError
+	if !errors.As(err, &na) || na.Wait <= 0 {
+		t.Fatalf("after waiting: %v, want a refusal with a wait", err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	l2, _ := New(Config{MaxInflight: 1, Fixed: true, MaxWaiting: 5, MaxWait: time.Hour})
+	warm(t, l2, a, time.Minute)
+	if _, err := l2.Admit(context.Background(), a); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.Admit(ctx, a); !errors.Is(err, context.Canceled) {
+		t.Fatalf("cancelled waiter: %v", err)
+	}
+	for _, lim := range []*Limiter{l, l2} {
+		if st := lim.Snapshot()[0]; st.InFlight != 1 || st.Waiting != 0 || lim.waiting != 0 {
+			t.Fatalf("after the waits: %+v, %d waiting", st, lim.waiting)
+		}
+	}
+}

@@ -1,0 +1,100 @@
+package sender
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// Admission decides, before a job's request is sent, whether it may start
+// now: per-host concurrency and rate limits live behind it (pkg/hostlimit).
+// Send consults it after the request is built and before the breaker, so a
+// job held back costs no HTTP request, no attempt and no breaker probe.
+// Callbacks (Post) are not subject to it: they go to the job owner's own
+// endpoint, not to the API being protected.
+type Admission interface {
+	// Admit asks to start one request. When it returns a nil error the
+	// caller must call release exactly once, with what became of the
+	// request (Feedback.Sent false when nothing was sent after all).
+	//
+	// A refusal is an error, usually a *NotAdmittedError whose Wait says
+	// when to try again; Send turns any error into a Defer outcome. Admit
+	// runs on the path of every job and holds the caller's worker slot
+	// while it runs: it answers at once or after a short, bounded wait (a
+	// fleet-wide token lease, a slot or token due very soon), and gives up
+	// when ctx ends. Waiting for capacity is what the deferral is for.
+	Admit(ctx context.Context, r AdmitRequest) (release func(Feedback), err error)
+}
+
+// AdmitRequest is what an Admission knows about the request it admits.
+type AdmitRequest struct {
+	// Host is the request's lower-case host and port, the port always
+	// present (the scheme's default when the URL names none), so that
+	// https://api.example.com/ and https://api.example.com:443/ share
+	// their limits: "api.example.com:443", "[2001:db8::1]:8080".
+	Host string
+	// Batch and BatchRate carry a per-batch rate (requests per second per
+	// host, fleet-wide; 0: none) that the job's batch was enqueued with.
+	Batch     string
+	BatchRate float64
+}
+
+// Feedback tells an Admission what became of an admitted request, so that
+// an adaptive limit can learn from it.
+type Feedback struct {
+	// Sent is false when nothing reached the host after all (breaker open,
+	// address refused before connecting); such feedback says nothing about
+	// the host and only frees the slot.
+	Sent bool
+	// Status is the HTTP status, 0 when no answer came.
+	Status int
+	// Latency is the attempt's duration: connecting, headers and body.
+	Latency time.Duration
+	// TimedOut: the attempt ran out of its own time (the host was too slow).
+	TimedOut bool
+	// Canceled: the caller's context ended (shutdown); says nothing about
+	// the host.
+	Canceled bool
+	// Failed: no answer for another reason (connection refused or reset,
+	// broken body).
+	Failed bool
+}
+
+// Overloaded reports whether the host signalled that it is at capacity:
+// 429 Too Many Requests, 503 Service Unavailable, or an attempt that timed
+// out.
+func (f Feedback) Overloaded() bool {
+	return f.Sent && !f.Canceled && (f.TimedOut || f.Status == 429 || f.Status == 503)
+}
+
+// NotAdmittedError is an Admission's refusal: the host's concurrency or
+// rate limit is reached. The job waits Wait and costs nothing meanwhile.
+type NotAdmittedError struct {
+	Host   string
+	Reason string // e.g. "concurrency limit 30 reached"
+	Wait   time.Duration
+}
+
+func (e *NotAdmittedError) Error() string {
+	return fmt.Sprintf("host limit for %s: %s", e.Host, e.Reason)
+}
+
+// defaultAdmitWait is how long a job waits when an Admission refuses it
+// with an error that names no wait.
+const defaultAdmitWait = time.Second
+
+// admitHost is the key an Admission sees for u: lower-case host and port,
+// the scheme's default port filled in.
+func admitHost(u *url.URL) string {
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if port == "" {
+		port = "80"
+		if u.Scheme == "https" {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(host, port)
+}

@@ -1,0 +1,173 @@
+package sender
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"net/url"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// fakeAdmission records what Send asked and was told; refuse, when set,
+// decides the answer.
+type fakeAdmission struct {
+	refuse func(r AdmitRequest) error
+
+	mu       sync.Mutex
+	asked    []AdmitRequest
+	feedback []Feedback
+}
+
+func (f *fakeAdmission) Admit(_ context.Context, r AdmitRequest) (func(Feedback), error) {
+	f.mu.Lock()
+	f.asked = append(f.asked, r)
+	f.mu.Unlock()
+	if f.refuse != nil {
+		if err := f.refuse(r); err != nil {
+			return nil, err
+		}
+	}
+	return func(fb Feedback) {
+		f.mu.Lock()
+		f.feedback = append(f.feedback, fb)
+		f.mu.Unlock()
+	}, nil
+}
+
+func TestNotAdmittedIsDeferWithoutARequest(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
+	adm := &fakeAdmission{refuse: func(r AdmitRequest) error {
+		return &NotAdmittedError{Host: r.Host, Reason: "concurrency limit 3 reached", Wait: 1500 * time.Millisecond}
+	}}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
+	j := newJob(srv.URL + "/x")
+	j.Rate = 25
+	o := s.Send(safetyNet(t), j)
+	if o.Kind != Defer || o.Attempted || o.RetryAfter != 1500*time.Millisecond {
+		t.Fatalf("outcome %v attempted=%v retry after %v; want defer, not attempted, 1.5s", o.Kind, o.Attempted, o.RetryAfter)
+	}
+	var na *NotAdmittedError
+	if !errors.As(o.Err, &na) || !strings.Contains(o.Err.Error(), "not sent") {
+		t.Fatalf("error %v: want a wrapped *NotAdmittedError saying nothing was sent", o.Err)
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("target received %d requests", hits.Load())
+	}
+	u, _ := url.Parse(srv.URL)
+	want := AdmitRequest{Host: "127.0.0.1:" + u.Port(), Batch: "b", BatchRate: 25}
+	if len(adm.asked) != 1 || adm.asked[0] != want {
+		t.Fatalf("asked %+v, want %+v", adm.asked, want)
+	}
+	// The breaker saw nothing: refusals are not failures.
+	if st := s.BreakerStates(); len(st) != 0 {
+		t.Fatalf("breaker touched by a refusal: %v", st)
+	}
+}
+
+func TestAdmissionOtherErrorsDeferWithDefaultWait(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
+	adm := &fakeAdmission{refuse: func(AdmitRequest) error { return errors.New("limiter broken") }}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
+	o := s.Send(safetyNet(t), newJob(srv.URL))
+	if o.Kind != Defer || o.Attempted || o.RetryAfter != defaultAdmitWait || hits.Load() != 0 {
+		t.Fatalf("outcome %+v, %d requests; want defer after %v, nothing sent", o, hits.Load(), defaultAdmitWait)
+	}
+}
+
+func TestAdmittedRequestsReportBack(t *testing.T) {
+	arrived := make(chan struct{}, 1)
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/hold":
+			arrived <- struct{}{}
+			<-r.Context().Done()
+		case "/429":
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/503":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		case "/slow":
+			select {
+			case <-r.Context().Done():
+			case <-time.After(5 * time.Second):
+			}
+		}
+	})
+	adm := &fakeAdmission{}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
+	ctx := safetyNet(t)
+	for _, path := range []string{"/ok", "/429", "/503"} {
+		s.Send(ctx, newJob(srv.URL+path))
+	}
+	slow := newJob(srv.URL + "/slow")
+	slow.Timeout = 50_000_000 // 50ms
+	s.Send(ctx, slow)
+	cctx, cancel := context.WithCancel(ctx)
+	go func() { <-arrived; cancel() }() // shutdown while the request is out
+	s.Send(cctx, newJob(srv.URL+"/hold"))
+
+	if len(adm.feedback) != 5 {
+		t.Fatalf("%d feedbacks for 5 admitted requests", len(adm.feedback))
+	}
+	for i, want := range []struct {
+		status             int
+		overloaded, cancel bool
+	}{{200, false, false}, {429, true, false}, {503, true, false}, {0, true, false}, {0, false, true}} {
+		fb := adm.feedback[i]
+		if !fb.Sent || fb.Status != want.status || fb.Overloaded() != want.overloaded || fb.Canceled != want.cancel {
+			t.Errorf("feedback %d = %+v (overloaded %v), want status %d overloaded %v canceled %v",
+				i, fb, fb.Overloaded(), want.status, want.overloaded, want.cancel)
+		}
+		if fb.Latency <= 0 {
+			t.Errorf("feedback %d has no latency", i)
+		}
+	}
+	if !adm.feedback[3].TimedOut {
+		t.Errorf("the attempt that ran out of time is not marked TimedOut: %+v", adm.feedback[3])
+	}
+}
+
+func TestBreakerRefusalAfterAdmissionFreesTheSlot(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	adm := &fakeAdmission{}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm,
+		Breaker: Breaker{Failures: 1, OpenTimeout: time.Minute}})
+	ctx := safetyNet(t)
+	s.Send(ctx, newJob(srv.URL)) // opens the breaker
+	o := s.Send(ctx, newJob(srv.URL))
+	if o.Kind != Defer || o.Attempted {
+		t.Fatalf("second send %v: want deferred by the open breaker", o.Kind)
+	}
+	if len(adm.feedback) != 2 || adm.feedback[1].Sent || adm.feedback[1].Overloaded() {
+		t.Fatalf("feedback %+v: the breaker's refusal must release the slot as not sent", adm.feedback)
+	}
+}
+
+func TestCallbacksBypassAdmission(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
+	adm := &fakeAdmission{refuse: func(AdmitRequest) error { return &NotAdmittedError{Wait: time.Second} }}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
+	if o := s.Post(safetyNet(t), srv.URL, []byte(`{}`), "k"); o.Kind != Success || hits.Load() != 1 {
+		t.Fatalf("callback %v, %d requests: callbacks must not wait for host limits", o.Kind, hits.Load())
+	}
+	if len(adm.asked) != 0 {
+		t.Fatal("admission asked about a callback")
+	}
+}
+
+func TestAdmitHost(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://API.example.com/x":     "api.example.com:80",
+		"https://api.example.com/x":    "api.example.com:443",
+		"https://api.example.com:443/": "api.example.com:443",
+		"http://a.b:8080":              "a.b:8080",
+		"http://[2001:DB8::1]:81/":     "[2001:db8::1]:81",
+	} {
+		u, _ := url.Parse(raw)
+		if got := admitHost(u); got != want {
+			t.Errorf("admitHost(%s) = %q, want %q", raw, got, want)
+		}
+	}
+}
