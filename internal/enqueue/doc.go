@@ -1,5 +1,19 @@
-// Package enqueue holds what the enqueue command does beyond wiring:
-// reading inputs twice (validate everything first, then publish, so a file
-// with an invalid line publishes nothing) and collecting a batch's results
-// from the results stream with a summary.
+// Package enqueue holds what the enqueue command does beyond wiring.
+//
+// Two passes keep "validate first" and flat memory together. Prepare reads
+// every input once (files or standard input, gzip told by its magic bytes),
+// validates every entry and spools the valid jobs, already encoded for the
+// wire, to an unlinked temporary file; nothing is published if an entry is
+// invalid. Publish reads the spool back and publishes with a bounded window
+// of unacknowledged publishes. Ahead of publishing it looks the jobs'
+// completion markers up, 1024 per request, and skips jobs an earlier run
+// completed, so that a file enqueued again sends no request twice even
+// after the jobs stream's dedup window has passed.
+//
+// With --wait, a Collector expects exactly the spooled jobs (a compact
+// hash set, about 10 bytes a job) and counts one result per job: from the
+// batch's result subject, from the batches of earlier runs for jobs skipped
+// as done, and, through their markers, for jobs another run enqueued and
+// has not completed yet (CollectEarlier). Progress draws a bar on a
+// terminal and a status line every few seconds elsewhere.
 package enqueue

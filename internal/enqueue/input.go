@@ -1,6 +1,8 @@
 package enqueue
 
 import (
+	"bufio"
+	"compress/gzip"
 	"errors"
 	"fmt"
 	"io"
@@ -9,84 +11,93 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// Input is one source of jobs: a file, or standard input spooled to a
-// temporary file so it can be read twice (validate everything, then publish).
+// Input is one source of jobs: a file, or standard input.
 type Input struct {
-	Name string // as the user gave it; "-" is standard input
-	path string
-	temp bool
+	Name  string // as the user gave it; "-" is standard input
+	stdin io.Reader
 }
 
-// OpenInputs resolves the arguments. Standard input is copied to a temporary
-// file so validation can finish before anything is published; Close removes it.
+// OpenInputs resolves the arguments: files must exist and be regular files;
+// "-" (at most once) is standard input.
 func OpenInputs(args []string, stdin io.Reader) ([]*Input, error) {
 	var ins []*Input
+	sawStdin := false
 	for _, a := range args {
-		if a != "-" {
-			st, err := os.Stat(a)
-			if err != nil {
-				return nil, err
+		if a == "-" {
+			if sawStdin {
+				return nil, errors.New("- (standard input) is given more than once")
 			}
-			if st.IsDir() {
-				return nil, fmt.Errorf("%s: is a directory", a)
-			}
-			ins = append(ins, &Input{Name: a, path: a})
+			sawStdin = true
+			ins = append(ins, &Input{Name: a, stdin: stdin})
 			continue
 		}
-		f, err := os.CreateTemp("", "jetpost-stdin-*.jsonl")
+		st, err := os.Stat(a)
 		if err != nil {
 			return nil, err
 		}
-		_, err = io.Copy(f, stdin)
-		if cerr := f.Close(); err == nil {
-			err = cerr
+		if st.IsDir() {
+			return nil, fmt.Errorf("%s: is a directory", a)
 		}
-		in := &Input{Name: "-", path: f.Name(), temp: true}
-		ins = append(ins, in)
-		if err != nil {
-			CloseInputs(ins)
-			return nil, fmt.Errorf("reading standard input: %w", err)
-		}
+		ins = append(ins, &Input{Name: a})
 	}
 	return ins, nil
 }
 
-// CloseInputs removes temporary spool files.
-func CloseInputs(ins []*Input) {
-	for _, in := range ins {
-		if in.temp {
-			_ = os.Remove(in.path)
-		}
+// displayName is how errors name the input.
+func (in *Input) displayName() string {
+	if in.Name == "-" {
+		return "<stdin>"
 	}
+	return in.Name
 }
 
-// Each decodes every entry of the input, calling fn for valid jobs and bad
-// for invalid ones, in order.
+// open returns the input's content, decompressed if it is gzip (told by its
+// first bytes, whatever its name).
+func (in *Input) open() (io.Reader, func(), error) {
+	var r io.Reader = in.stdin
+	closeFn := func() {}
+	if in.stdin == nil {
+		f, err := os.Open(in.Name)
+		if err != nil {
+			return nil, nil, err
+		}
+		r, closeFn = f, func() { _ = f.Close() }
+	}
+	br := bufio.NewReaderSize(r, 64<<10)
+	if magic, err := br.Peek(2); err == nil && magic[0] == 0x1f && magic[1] == 0x8b {
+		zr, err := gzip.NewReader(br)
+		if err != nil {
+			closeFn()
+			return nil, nil, fmt.Errorf("%s: %w", in.displayName(), err)
+		}
+		return zr, closeFn, nil
+	}
+	return br, closeFn, nil
+}
+
+// Each decodes every entry of the input, calling fn for valid jobs (an
+// error from fn stops it) and bad, if set, for invalid ones, in order.
+// Standard input can be read only once.
 func (in *Input) Each(fn func(*job.Job) error, bad func(*job.LineError)) error {
-	f, err := os.Open(in.path)
+	r, closeFn, err := in.open()
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	name := in.Name
-	if name == "-" {
-		name = "<stdin>"
-	}
-	dec := job.NewDecoder(f, name)
+	defer closeFn()
+	dec := job.NewDecoder(r, in.displayName())
 	for {
 		j, err := dec.Next()
-		if errors.Is(err, io.EOF) {
+		if err == io.EOF {
 			return nil
 		}
-		var le *job.LineError
-		if errors.As(err, &le) {
+		if le, ok := errors.AsType[*job.LineError](err); ok {
 			if bad != nil {
 				bad(le)
 			}
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%s: %w", name, err)
+			return err
 		}
 		if err := fn(j); err != nil {
 			return err
@@ -94,17 +105,8 @@ func (in *Input) Each(fn func(*job.Job) error, bad func(*job.LineError)) error {
 	}
 }
 
-// Validation is what a first pass over the inputs found.
-type Validation struct {
-	Valid   int
-	Invalid int
-	Errors  []*job.LineError // the first MaxReported of them
-}
-
-// MaxReported bounds how many invalid lines are listed; the count is exact.
-const MaxReported = 100
-
-// Validate reads every input to the end without publishing anything.
+// Validate reads every input to the end, without spooling or publishing
+// anything, and counts the valid and invalid entries.
 func Validate(ins []*Input) (Validation, error) {
 	var v Validation
 	for _, in := range ins {
@@ -119,4 +121,101 @@ func Validate(ins []*Input) (Validation, error) {
 		}
 	}
 	return v, nil
+}
+
+// Validation is what the first pass over the inputs found.
+type Validation struct {
+	Valid   int
+	Invalid int
+	Errors  []*job.LineError // the first MaxReported of them
+	// Spool holds the valid jobs, encoded for the wire, for the second
+	// pass. The caller closes it.
+	Spool *Spool
+}
+
+// MaxReported bounds how many invalid lines are listed; the count is exact.
+const MaxReported = 100
+
+// Prepare is the first pass: it reads every input to the end, validating
+// every entry, and spools the valid jobs, encoded for the wire after setup
+// (which sets what the enqueuer decides: batch, time…) has seen each, so
+// that publishing needs neither a second decode nor a second read of
+// standard input or of a compressed file. Decoding and encoding run on two
+// goroutines. Nothing is published.
+func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
+	sp, err := newSpool()
+	if err != nil {
+		return nil, err
+	}
+	v := &Validation{Spool: sp}
+	const chunk = 256
+	jobs := make(chan []*job.Job, 8)
+	var decodeErr error
+	go func() {
+		defer close(jobs)
+		buf := make([]*job.Job, 0, chunk)
+		for _, in := range ins {
+			err := in.Each(func(j *job.Job) error {
+				buf = append(buf, j)
+				if len(buf) == chunk {
+					jobs <- buf
+					buf = make([]*job.Job, 0, chunk)
+				}
+				return nil
+			}, func(le *job.LineError) {
+				v.Invalid++
+				if len(v.Errors) < MaxReported {
+					v.Errors = append(v.Errors, le)
+				}
+			})
+			if err != nil {
+				decodeErr = err
+				return
+			}
+		}
+		if len(buf) > 0 {
+			jobs <- buf
+		}
+	}()
+	var encodeErr error
+	for b := range jobs {
+		for _, j := range b {
+			if encodeErr != nil {
+				continue // drain, so the decoder ends
+			}
+			if setup != nil {
+				setup(j)
+			}
+			data, err := job.Encode(j)
+			if err == nil {
+				err = sp.write(j.ID, data)
+			}
+			if err != nil {
+				encodeErr = fmt.Errorf("job %q: %w", j.ID, err)
+				continue
+			}
+			v.Valid++
+		}
+	}
+	// The decoder's writes to v happen before close(jobs).
+	if err := errors.Join(decodeErr, encodeErr); err != nil {
+		sp.Close()
+		return nil, err
+	}
+	if err := sp.finish(); err != nil {
+		sp.Close()
+		return nil, err
+	}
+	return v, nil
+}
+
+// ExpectAll tells the collector every valid job's id, and seals it: the
+// results it waits for are exactly those of the spooled jobs.
+func (v *Validation) ExpectAll(col *Collector) error {
+	col.Reserve(v.Valid)
+	if err := v.Spool.ids(col.Expect); err != nil {
+		return err
+	}
+	col.Seal()
+	return nil
 }

@@ -2,11 +2,14 @@ package enqueue
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"hash/maphash"
 	"io"
+	"slices"
 	"sort"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,38 +19,58 @@ import (
 	"github.com/jetpost/jetpost/pkg/queue"
 )
 
-// Collector reads a batch's results from the results stream (from the
-// beginning, so it sees results stored before it started) until every
-// expected job has one. Expectations may be added while it runs, as
-// publishes are acknowledged.
+// Collector gathers one result per expected job: from the batch's result
+// subject (read from the beginning, so it sees results stored before it
+// started) and, for jobs completed by an earlier run, from wherever their
+// results were stored. Expectations may be added while it runs; once
+// sealed, results of jobs it does not expect are ignored (a batch id given
+// again may hold results of other files).
 type Collector struct {
 	seed maphash.Seed
 
-	mu       sync.Mutex
-	expected map[uint64]bool // job id hash -> result seen
-	open     int             // expected without a result yet
-	closed   bool            // no more expectations will be added
-	changed  chan struct{}
+	mu      sync.Mutex
+	set     idSet
+	open    int  // expected without a result yet
+	sealed  bool // no more expectations will be added
+	changed chan struct{}
+
+	outMu sync.Mutex
 
 	Summary Summary
-	// Out receives each result line once (JSON), if set.
+	// Out receives each counted result once (JSON Lines), if set.
 	Out io.Writer
-	// OnResult is called for each counted result (progress).
+	// OnResult, if set, is called with each counted result, decoded in
+	// full.
 	OnResult func(r *job.Result)
+	// OnOutcome, if set, is called with each counted result's outcome
+	// (progress); it needs no full decode.
+	OnOutcome func(ok bool)
 }
 
 // NewCollector returns an empty Collector.
 func NewCollector() *Collector {
-	return &Collector{seed: maphash.MakeSeed(), expected: map[uint64]bool{}, changed: make(chan struct{}, 1), Summary: newSummary()}
+	return &Collector{seed: maphash.MakeSeed(), changed: make(chan struct{}, 1), Summary: newSummary()}
 }
 
-// Expect adds a job id whose result must arrive.
-func (c *Collector) Expect(id string) {
-	h := maphash.String(c.seed, id)
+func (c *Collector) hash(id string) uint64 { return maphash.String(c.seed, id) }
+
+// Reserve sizes the collector for n expected jobs in all, so that its
+// memory is allocated once (about 10 bytes a job).
+func (c *Collector) Reserve(n int) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if _, ok := c.expected[h]; !ok {
-		c.expected[h] = false
+	c.set.reserve(n)
+	c.Summary.reserve(n)
+}
+
+// Expect adds a job id whose result must arrive. A result that came before
+// its Expect is already counted.
+func (c *Collector) Expect(id string) {
+	h := c.hash(id)
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if _, ok := c.set.get(h); !ok {
+		c.set.set(h, statePending)
 		c.open++
 	}
 }
@@ -55,8 +78,62 @@ func (c *Collector) Expect(id string) {
 // Seal says no more expectations will be added.
 func (c *Collector) Seal() {
 	c.mu.Lock()
-	c.closed = true
+	c.sealed = true
 	c.mu.Unlock()
+	c.poke()
+}
+
+// Unpublished says an expected job was finally refused by the broker: no
+// result will come for it.
+func (c *Collector) Unpublished(id string) { c.drop(c.hash(id), stateUnpublished) }
+
+// dropMissing says a job was done earlier but its result is no longer
+// stored.
+func (c *Collector) dropMissing(h uint64) { c.drop(h, stateMissing) }
+
+func (c *Collector) drop(h, st uint64) {
+	c.mu.Lock()
+	if cur, ok := c.set.get(h); ok && (cur == statePending || cur == stateEarlier) {
+		c.set.set(h, st)
+		c.open--
+		if st == stateMissing {
+			c.Summary.addMissing(1)
+		}
+	}
+	c.mu.Unlock()
+	c.poke()
+}
+
+// resolved reports whether a job's result has been counted (or will never
+// come).
+func (c *Collector) resolved(h uint64) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	st, ok := c.set.get(h)
+	return ok && st != statePending && st != stateEarlier
+}
+
+// expectEarlier says a job's result is to be read from where an earlier
+// run stored it, so that it needs no bookkeeping of its own: what is still
+// in that state once those results are read is missing (dropEarlier).
+func (c *Collector) expectEarlier(h uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if st, ok := c.set.get(h); ok && st == statePending {
+		c.set.set(h, stateEarlier)
+	}
+}
+
+// dropEarlier counts as missing every job whose earlier result was not
+// found.
+func (c *Collector) dropEarlier() {
+	c.mu.Lock()
+	n := c.set.replaceAll(stateEarlier, stateMissing)
+	c.open -= n
+	c.mu.Unlock()
+	if n > 0 {
+		c.Summary.addMissing(n)
+	}
 	c.poke()
 }
 
@@ -67,58 +144,135 @@ func (c *Collector) poke() {
 	}
 }
 
-func (c *Collector) done() bool {
+// Done reports whether every expected job has its result (after Seal).
+func (c *Collector) Done() bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	return c.closed && c.open == 0
+	return c.sealed && c.open == 0
 }
 
-// pending holds results that arrived before their job's publish was
-// acknowledged (fast targets); they count once Expect catches up.
-func (c *Collector) add(r *job.Result, raw []byte) (counted bool) {
-	h := maphash.String(c.seed, r.ID)
+// Pending is the number of expected results still to come.
+func (c *Collector) Pending() int {
 	c.mu.Lock()
-	seen, ok := c.expected[h]
-	if ok && seen {
+	defer c.mu.Unlock()
+	return c.open
+}
+
+// Where a counted result comes from.
+type source int
+
+const (
+	fromSubject source = iota // the batch's own result subject
+	fromMarker                // found through a completion marker (another run)
+	fromEarlier               // an earlier run's batch, read for the jobs skipped as done
+)
+
+// add counts one result, once per job. Results read from an earlier run's
+// batch count only for the jobs skipped as done: that batch may hold
+// results of other jobs of this run (sent again after their markers
+// expired), which must wait for their new result.
+func (c *Collector) add(r *counted, raw []byte, src source) bool {
+	h := c.hash(r.ID)
+	c.mu.Lock()
+	st, ok := c.set.get(h)
+	switch {
+	case !ok && c.sealed:
+		c.mu.Unlock()
+		return false // not a job of this run
+	case src == fromEarlier && st != stateEarlier && st != stateMissing:
 		c.mu.Unlock()
 		return false
-	}
-	if ok {
-		c.expected[h] = true
+	case !ok:
+		// Before its Expect: count it now, so the Expect does not wait.
+		c.set.set(h, stateCounted)
+	case st == stateCounted:
+		c.mu.Unlock()
+		return false
+	case st == statePending || st == stateEarlier:
+		c.set.set(h, stateCounted)
 		c.open--
-	} else {
-		// A result before its Expect: remember it as seen so the later
-		// Expect does not wait for it.
-		c.expected[h] = true
+	case st == stateMissing:
+		// It turned up after all.
+		c.set.set(h, stateCounted)
+		c.Summary.addMissing(-1)
+	default: // reported unpublished, yet stored
+		c.set.set(h, stateCounted)
 	}
 	c.mu.Unlock()
-	c.Summary.Add(r)
+	c.Summary.add(r, src != fromSubject)
 	if c.Out != nil {
+		c.outMu.Lock()
 		_, _ = c.Out.Write(append(raw, '\n'))
+		c.outMu.Unlock()
+	}
+	if c.OnOutcome != nil {
+		c.OnOutcome(r.OK)
 	}
 	if c.OnResult != nil {
-		c.OnResult(r)
+		if full, err := job.DecodeResult(raw); err == nil {
+			c.OnResult(full)
+		}
 	}
+	c.poke()
 	return true
+}
+
+// counted is what the collector reads of a result record: the summary's
+// fields, not the body (up to the response size limit) nor the times.
+type counted struct {
+	ID         string `json:"id"`
+	OK         bool   `json:"ok"`
+	Attempts   int    `json:"attempts"`
+	Reason     string `json:"reason"`
+	DurationMS int64  `json:"duration_ms"`
+}
+
+func decodeCounted(raw []byte) (*counted, error) {
+	var r counted
+	if err := json.Unmarshal(raw, &r); err != nil {
+		return nil, err
+	}
+	if r.ID == "" {
+		return nil, errors.New("result record without an id")
+	}
+	return &r, nil
+}
+
+// addStored counts a result record read from the results stream outside
+// the batch's subject.
+func (c *Collector) addStored(raw []byte, src source) {
+	r, err := decodeCounted(raw)
+	if err != nil {
+		return // a record that does not decode leaves its job waiting or missing
+	}
+	c.add(r, raw, src)
 }
 
 // Run consumes the batch's result subject until every expected result has
 // arrived (after Seal) or ctx ends.
 func (c *Collector) Run(ctx context.Context, js jetstream.JetStream, n Names, batch string) error {
+	if c.Done() {
+		return nil
+	}
 	cons, err := js.OrderedConsumer(ctx, n.ResultsStream(), jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.ResultSubject(batch)},
 	})
 	if err != nil {
 		return fmt.Errorf("reading results of batch %s: %w", batch, err)
 	}
-	it, err := cons.Messages()
+	// Short heartbeats: when the node serving this consumer is lost, the
+	// ordered consumer notices after two missed ones and resumes elsewhere.
+	it, err := cons.Messages(jetstream.PullHeartbeat(time.Second), jetstream.PullExpiry(5*time.Second))
 	if err != nil {
 		return fmt.Errorf("reading results of batch %s: %w", batch, err)
 	}
-	defer it.Stop()
 	msgs := make(chan jetstream.Msg)
 	errc := make(chan error, 1)
+	rctx, cancel := context.WithCancel(ctx)
+	var reader sync.WaitGroup
+	reader.Add(1)
 	go func() {
+		defer reader.Done()
 		for {
 			m, err := it.Next()
 			if err != nil {
@@ -127,12 +281,17 @@ func (c *Collector) Run(ctx context.Context, js jetstream.JetStream, n Names, ba
 			}
 			select {
 			case msgs <- m:
-			case <-ctx.Done():
+			case <-rctx.Done():
 				return
 			}
 		}
 	}()
-	for !c.done() {
+	defer func() {
+		cancel()
+		it.Stop()
+		reader.Wait()
+	}()
+	for !c.Done() {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
@@ -143,11 +302,11 @@ func (c *Collector) Run(ctx context.Context, js jetstream.JetStream, n Names, ba
 			}
 			return err
 		case m := <-msgs:
-			r, err := job.DecodeResult(m.Data())
+			r, err := decodeCounted(m.Data())
 			if err != nil {
 				continue // not ours to judge; downstream tools see it too
 			}
-			c.add(r, m.Data())
+			c.add(r, m.Data(), fromSubject)
 		}
 	}
 	return nil
@@ -163,9 +322,15 @@ type Summary struct {
 	OK       int            `json:"ok"`
 	Failed   int            `json:"failed"`
 	ByReason map[string]int `json:"failed_by_reason,omitempty"`
-	Attempts int            `json:"attempts"`
-	Retries  int            `json:"retries"`
-	latency  []int64
+	// Earlier counts results of jobs completed by an earlier run, returned
+	// instead of sending the jobs again.
+	Earlier int `json:"from_earlier_runs"`
+	// Missing counts jobs completed by an earlier run whose result is no
+	// longer stored (expired or purged): their outcome is unknown.
+	Missing  int     `json:"missing,omitempty"`
+	Attempts int     `json:"attempts"`
+	Retries  int     `json:"retries"`
+	latency  []int32 // of the last attempt, ms
 	P50MS    int64   `json:"p50_ms"`
 	P95MS    int64   `json:"p95_ms"`
 	P99MS    int64   `json:"p99_ms"`
@@ -175,11 +340,26 @@ type Summary struct {
 
 func newSummary() Summary { return Summary{ByReason: map[string]int{}} }
 
-// Add counts one result.
-func (s *Summary) Add(r *job.Result) {
+func (s *Summary) reserve(n int) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cap(s.latency) < n {
+		s.latency = slices.Grow(s.latency, n-len(s.latency))
+	}
+}
+
+// Add counts one result; earlier says it came from an earlier run.
+func (s *Summary) Add(r *job.Result, earlier bool) {
+	s.add(&counted{ID: r.ID, OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, DurationMS: r.DurationMS}, earlier)
+}
+
+func (s *Summary) add(r *counted, earlier bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	s.Total++
+	if earlier {
+		s.Earlier++
+	}
 	s.Attempts += r.Attempts
 	if r.Attempts > 1 {
 		s.Retries += r.Attempts - 1
@@ -194,20 +374,27 @@ func (s *Summary) Add(r *job.Result) {
 		}
 		s.ByReason[reason]++
 	}
-	s.latency = append(s.latency, r.DurationMS)
+	s.latency = append(s.latency, int32(min(max(r.DurationMS, 0), 1<<31-1)))
+}
+
+func (s *Summary) addMissing(d int) {
+	s.mu.Lock()
+	s.Missing += d
+	s.mu.Unlock()
 }
 
 // Finish computes the percentiles and rates for wall time d.
 func (s *Summary) Finish(d time.Duration) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	sort.Slice(s.latency, func(i, j int) bool { return s.latency[i] < s.latency[j] })
+	slices.Sort(s.latency)
 	pct := func(p float64) int64 {
 		if len(s.latency) == 0 {
 			return 0
 		}
+		// Nearest rank.
 		i := int(p*float64(len(s.latency))+0.5) - 1
-		return s.latency[min(max(i, 0), len(s.latency)-1)]
+		return int64(s.latency[min(max(i, 0), len(s.latency)-1)])
 	}
 	s.P50MS, s.P95MS, s.P99MS = pct(0.50), pct(0.95), pct(0.99)
 	s.WallMS = d.Milliseconds()
@@ -220,23 +407,30 @@ func (s *Summary) Finish(d time.Duration) {
 func (s *Summary) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	out := fmt.Sprintf("%d results: %d ok, %d failed", s.Total, s.OK, s.Failed)
+	var b strings.Builder
+	fmt.Fprintf(&b, "%d results: %d ok, %d failed", s.Total, s.OK, s.Failed)
 	if s.Failed > 0 {
 		reasons := make([]string, 0, len(s.ByReason))
 		for r := range s.ByReason {
 			reasons = append(reasons, r)
 		}
 		sort.Strings(reasons)
-		out += " ("
+		b.WriteString(" (")
 		for i, r := range reasons {
 			if i > 0 {
-				out += ", "
+				b.WriteString(", ")
 			}
-			out += fmt.Sprintf("%s %d", r, s.ByReason[r])
+			fmt.Fprintf(&b, "%s %d", r, s.ByReason[r])
 		}
-		out += ")"
+		b.WriteString(")")
 	}
-	out += fmt.Sprintf("; %d retries; latency p50 %dms p95 %dms p99 %dms; %.1fs, %.1f jobs/s",
+	if s.Earlier > 0 {
+		fmt.Fprintf(&b, "; %d from earlier runs", s.Earlier)
+	}
+	if s.Missing > 0 {
+		fmt.Fprintf(&b, "; %d done earlier with results no longer stored", s.Missing)
+	}
+	fmt.Fprintf(&b, "; %d retries; latency p50 %dms p95 %dms p99 %dms; %.1fs, %.1f jobs/s",
 		s.Retries, s.P50MS, s.P95MS, s.P99MS, float64(s.WallMS)/1000, s.PerSec)
-	return out
+	return b.String()
 }

@@ -223,8 +223,9 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		running.Add(1)
 		go func() {
 			defer running.Done()
-			c.process(work, d, h)
-			<-slots
+			// The slot bounds requests to targets; storing the result and
+			// the ack need only the broker, so they run outside it.
+			c.process(work, d, h, func() { <-slots })
 			settled()
 		}()
 	}
@@ -299,15 +300,18 @@ func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 	return d
 }
 
-// process runs the handler for one delivery and settles it.
-func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler) {
+// process runs the handler for one delivery and settles it; release frees
+// the delivery's slot once no request to a target can follow.
+func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release func()) {
 	if d.decodeErr != nil {
+		release()
 		c.poison(ctx, d)
 		return
 	}
 	if d.NumDelivered > 1 {
 		n, err := c.loadAttempts(ctx, d.Seq)
 		if err != nil {
+			release()
 			// Without the count the budget could be overspent; try later.
 			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading attempts failed; deferring job")
 			c.settle(ctx, d, Decision{Action: Defer, Delay: time.Second})
@@ -315,7 +319,9 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler) {
 		}
 		d.Attempts = n
 	}
-	c.settle(ctx, d, h(ctx, d))
+	dec := h(ctx, d)
+	release()
+	c.settle(ctx, d, dec)
 }
 
 func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (int, error) {
@@ -345,7 +351,7 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 			log.Error().Err(err).Msg("storing result failed; job will be redelivered")
 			return
 		}
-		err = d.msg.Ack()
+		err = c.ackDurable(ctx, d)
 	case Retry:
 		if _, err = c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), []byte(strconv.Itoa(dec.Attempts))); err != nil {
 			log.Warn().Err(err).Msg("recording attempts failed")
@@ -370,14 +376,15 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return fmt.Errorf("encoding result: %w", err)
 	}
 	dedup := ResultID(d.Job)
-	if err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data); err != nil {
+	// Also writes the completion marker (done.go), without waiting for it.
+	if err := c.storeResultMarked(ctx, r, dedup, data); err != nil {
 		return fmt.Errorf("storing result: %w", err)
 	}
 	if !r.OK {
 		dl := DeadLetter{Result: *r, Job: json.RawMessage(d.msg.Data()), StreamSeq: d.Seq}
 		b, err := json.Marshal(dl)
 		if err == nil {
-			err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
+			_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
 		}
 		if err != nil {
 			return fmt.Errorf("storing dead letter: %w", err)
@@ -393,18 +400,42 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	return nil
 }
 
-func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) error {
+func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	for try := 1; ; try++ {
-		pctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-		_, err := c.js.PublishMsg(pctx, msg)
+		// Short tries: during a leader election a publish gets no answer,
+		// and the next try after the election succeeds at once.
+		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		ack, err := c.js.PublishMsg(pctx, msg)
 		cancel()
 		if err == nil || ctx.Err() != nil {
-			return err
+			return ack, err
 		}
 		c.log.Warn().Err(err).Int("try", try).Str("subject", subject).Msg("publish failed; retrying")
+		sleepCtx(ctx, min(time.Duration(try)*250*time.Millisecond, 5*time.Second))
+	}
+}
+
+// ackDurable acknowledges a job whose result is stored and waits for the
+// server to confirm it, retrying while the broker is unreachable. A plain Ack
+// is fire-and-forget: one that reaches a server while it shuts JetStream down
+// is dropped, and the job would be sent to its target again after its ack
+// wait. The confirmation costs a reply per job, not a slot: settling runs
+// after the job's request slot is released.
+func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
+	for try := 1; ; try++ {
+		actx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		err := d.msg.DoubleAck(actx)
+		cancel()
+		if err == nil || errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return err
+		}
+		c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("ack not confirmed; retrying")
 		sleepCtx(ctx, min(time.Duration(try)*250*time.Millisecond, 5*time.Second))
 	}
 }
@@ -426,7 +457,7 @@ func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 		dl.Result.ID = d.Job.ID
 	}
 	b, _ := json.Marshal(dl)
-	if err := c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b); err != nil {
+	if _, err := c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b); err != nil {
 		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("dead-lettering an invalid message failed")
 		return
 	}

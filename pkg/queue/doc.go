@@ -27,6 +27,13 @@
 //	Defer     NakWithDelay without spending an attempt
 //	HandBack  Nak: redeliver now, to another worker (shutdown)
 //
+// Completion markers live in a second KV bucket, JETPOST_DONE, keyed by a
+// hash of the job id. A worker writes one, without waiting for it, after
+// storing a result; enqueue looks them up in bulk before publishing. That
+// way a file enqueued again after the dedup window sends nothing twice, and
+// the earlier results can be returned. Setup creates this bucket;
+// NewConsumer creates the attempts bucket.
+//
 // Attempts live in a KV bucket keyed by stream sequence. JetStream's
 // delivery count also counts deferrals and hand-backs, so it cannot serve
 // as the attempt count. The bucket is read only on redeliveries and written

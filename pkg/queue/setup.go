@@ -52,7 +52,8 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
 		}
 	}
-	return nil
+	// Completion markers: workers write them, enqueue reads them.
+	return SetupDone(ctx, js, n, cfg)
 }
 
 // attemptsBucket opens (creating if needed) the bucket of attempt counts.

@@ -1,0 +1,223 @@
+package enqueue_test
+
+import (
+	"bytes"
+	"compress/gzip"
+	"context"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+	"go.uber.org/goleak"
+
+	"github.com/jetpost/jetpost/internal/enqueue"
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+
+var names = queue.NewNames("jetpost")
+
+var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+
+// startWorkers runs n in-process workers, each with its own connection, as
+// separate processes would (the pattern of internal/worker's tests). The
+// returned function stops them and waits.
+func startWorkers(t *testing.T, ns *server.Server, n int) (stop func()) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range n {
+		id := fmt.Sprintf("w%d", i+1)
+		nc, js := connect(t, ns)
+		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
+			MaxInflight: 8, Prefetch: 4, AckWait: 5 * time.Second,
+			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
+		}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		snd, err := sender.New(sender.Config{
+			Timeout: 10 * time.Second, MaxConnsPerHost: 8, IdempotencyHeader: "Idempotency-Key",
+			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1},
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := worker.New(worker.Config{
+			ID: id, MaxAttempts: 3,
+			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
+		}, snd, worker.Observer{}, zerolog.Nop())
+		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer nc.Close()
+			defer snd.Close()
+			if err := svc.Run(ctx); err != nil {
+				t.Errorf("worker %s: %v", id, err)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func connect(t *testing.T, ns *server.Server, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream) {
+	t.Helper()
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	js, err := jetstream.New(nc, opts...)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Setup(context.Background(), js, names, streams); err != nil {
+		t.Fatal(err)
+	}
+	return nc, js
+}
+
+// lines returns n JSON Lines jobs for url, ids job-00000…
+func lines(n int, url string) string {
+	var b strings.Builder
+	for i := range n {
+		fmt.Fprintf(&b, `{"id":"job-%05d","url":%q}`+"\n", i, fmt.Sprintf("%s?n=%d", url, i))
+	}
+	return b.String()
+}
+
+func writeFile(t *testing.T, name, content string) string {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), name)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func gz(t *testing.T, s string) []byte {
+	t.Helper()
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	if _, err := zw.Write([]byte(s)); err != nil {
+		t.Fatal(err)
+	}
+	if err := zw.Close(); err != nil {
+		t.Fatal(err)
+	}
+	return b.Bytes()
+}
+
+// run is enqueue's flow, as cmd/enqueue wires it: validate and spool, then
+// publish with completion markers looked up, then (wait) collect every
+// result, including those of earlier runs.
+type runOpts struct {
+	batch string
+	wait  bool
+	force bool
+	// afterPublish runs between publishing and collecting.
+	afterPublish func()
+}
+
+type runOutcome struct {
+	rep     *enqueue.PublishReport
+	summary *enqueue.Summary
+	results map[string]*job.Result
+}
+
+func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input) runOutcome {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	now := time.Now().UTC()
+	v, err := enqueue.Prepare(ins, func(j *job.Job) { j.Batch, j.EnqueuedAt = o.batch, now })
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Spool.Close()
+	if v.Invalid > 0 {
+		t.Fatalf("%d invalid lines: %v", v.Invalid, v.Errors)
+	}
+	nc, js := connect(t, ns, jetstream.WithPublishAsyncMaxPending(256), jetstream.WithPublishAsyncTimeout(10*time.Second))
+	defer nc.Close()
+	var done *queue.DoneIndex
+	if !o.force {
+		if err := queue.SetupDone(ctx, js, names, streams); err != nil {
+			t.Fatal(err)
+		}
+		done = queue.NewDoneIndex(js, names)
+	}
+	var out runOutcome
+	var col *enqueue.Collector
+	waitErr := make(chan error, 1)
+	if o.wait {
+		col = enqueue.NewCollector()
+		var mu sync.Mutex
+		out.results = map[string]*job.Result{}
+		col.OnResult = func(r *job.Result) {
+			mu.Lock()
+			defer mu.Unlock()
+			if _, dup := out.results[r.ID]; dup {
+				t.Errorf("second result for job %s", r.ID)
+			}
+			out.results[r.ID] = r
+		}
+		if err := v.ExpectAll(col); err != nil {
+			t.Fatal(err)
+		}
+		go func() { waitErr <- col.Run(ctx, js, names, o.batch) }()
+	}
+	popts := enqueue.PublishOptions{Batch: o.batch, Names: names, Window: 64, Done: done, Collector: col}
+	if o.force {
+		popts.ForceToken = "t" + fmt.Sprint(time.Now().UnixNano())
+	}
+	rep, err := enqueue.Publish(ctx, js, v.Spool, popts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	out.rep = rep
+	if len(rep.Failed) > 0 || rep.LookupErr != nil {
+		t.Fatalf("publish: %d failed (%v), lookup error %v", len(rep.Failed), rep.Failed, rep.LookupErr)
+	}
+	if o.afterPublish != nil {
+		o.afterPublish()
+	}
+	if !o.wait {
+		return out
+	}
+	if err := rep.CollectEarlier(ctx, js, names, done, col); err != nil {
+		t.Fatal(err)
+	}
+	if err := <-waitErr; err != nil {
+		t.Fatalf("collecting: %v (%d pending)", err, col.Pending())
+	}
+	col.Summary.Finish(time.Second)
+	out.summary = &col.Summary
+	return out
+}
+
+func fileInputs(t *testing.T, paths ...string) []*enqueue.Input {
+	t.Helper()
+	ins, err := enqueue.OpenInputs(paths, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ins
+}

@@ -1,0 +1,228 @@
+package enqueue
+
+import (
+	"context"
+	"errors"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/queue"
+)
+
+// DefaultWindow is how many publishes may wait for the broker's ack at
+// once. Measured on the publish benchmark (BENCHMARKS.md): smaller windows
+// leave the broker idle between acks, larger ones only cost memory.
+const DefaultWindow = 2048
+
+// lookahead is how many chunks of jobs (each with one lookup of completion
+// markers in flight) are read ahead of publishing.
+const lookahead = 8
+
+// PublishOptions shape the second pass.
+type PublishOptions struct {
+	Batch  string
+	Names  queue.Names
+	Window int // unacknowledged publishes; DefaultWindow if 0
+	// Done, if set, is asked before publishing: jobs completed by an
+	// earlier run (of any batch) are not published again.
+	Done *queue.DoneIndex
+	// ForceToken, if set, gives every job a new de-duplication id, so that
+	// jobs completed or enqueued before are sent again.
+	ForceToken string
+	// Collector, with --wait, learns which jobs will never have a result,
+	// and the report keeps what it needs to fetch earlier results.
+	Collector *Collector
+	Progress  *Progress
+}
+
+// PublishReport is what the second pass did.
+type PublishReport struct {
+	Published int
+	// Duplicates were dropped by the jobs stream: the same id was enqueued
+	// within the dedup window and has not completed yet.
+	Duplicates int
+	// AlreadyDone were not published: an earlier run completed them.
+	AlreadyDone int
+	Failed      []*queue.PublishError
+	// LookupErr is why completed jobs could not be looked up; the jobs
+	// were published all the same (the dedup window still holds).
+	LookupErr error
+	Elapsed   time.Duration
+
+	earlier map[string]*earlierRefs // by the batch that stored them
+	dups    []dupRef
+}
+
+// earlierRefs says where an earlier batch's results for the jobs skipped as
+// done are: a few are read by sequence; past maxEarlierSeqs the whole
+// batch's subject is read once, in stream order, so memory does not grow
+// with the number of jobs skipped.
+type earlierRefs struct {
+	seqs []uint64
+	all  bool
+}
+
+const maxEarlierSeqs = 256
+
+func (e *earlierRefs) add(seq uint64) {
+	switch {
+	case e.all:
+	case len(e.seqs) < maxEarlierSeqs:
+		e.seqs = append(e.seqs, seq)
+	default:
+		e.all, e.seqs = true, nil
+	}
+}
+
+// dupRef is a job another run enqueued and has not completed yet.
+type dupRef struct {
+	key  queue.DoneKey
+	h    uint64
+	seq  uint64 // of the job message in the jobs stream
+	gone uint8  // times the job message was found gone with no marker
+}
+
+type chunk struct {
+	ids  []string
+	data [][]byte
+	call *queue.DoneCall
+}
+
+// Publish is the second pass: it publishes the spooled jobs with a bounded
+// window of unacknowledged publishes, looking completion markers up in
+// batches ahead of publishing and skipping the jobs that have one.
+// It returns an error only when reading the spool fails or ctx ends;
+// refused jobs are in the report.
+func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOptions) (*PublishReport, error) {
+	if o.Window <= 0 {
+		o.Window = DefaultWindow
+	}
+	rep := &PublishReport{earlier: map[string]*earlierRefs{}}
+	rd, err := sp.reader()
+	if err != nil {
+		return rep, err
+	}
+	start := time.Now()
+
+	rctx, stopReader := context.WithCancel(ctx)
+	var reader sync.WaitGroup
+	var readErr error
+	var noLookups atomic.Bool
+	chunks := make(chan *chunk, lookahead)
+	reader.Add(1)
+	go func() {
+		defer reader.Done()
+		defer close(chunks)
+		for {
+			c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
+			for len(c.ids) < queue.MaxDoneLookup {
+				id, data, err := rd.next(false)
+				if errors.Is(err, io.EOF) {
+					break
+				}
+				if err != nil {
+					readErr = err
+					return
+				}
+				c.ids = append(c.ids, id)
+				c.data = append(c.data, data)
+			}
+			if len(c.ids) == 0 {
+				return
+			}
+			if o.Done != nil && !noLookups.Load() {
+				keys := make([]queue.DoneKey, len(c.ids))
+				for i, id := range c.ids {
+					keys[i] = queue.DoneKeyOf(id)
+				}
+				c.call = o.Done.Lookup(keys)
+			}
+			select {
+			case chunks <- c:
+			case <-rctx.Done():
+				return
+			}
+		}
+	}()
+
+	col := o.Collector
+	pub := queue.NewBulkPublisher(ctx, js, o.Window, func(a queue.BulkAck) {
+		switch {
+		case a.Err != nil:
+			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
+			if col != nil {
+				col.Unpublished(a.Msg.ID)
+			}
+		case a.Duplicate:
+			rep.Duplicates++
+			if col != nil {
+				rep.dups = append(rep.dups, dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq})
+			}
+		default:
+			rep.Published++
+		}
+		o.Progress.published()
+	})
+	subject := o.Names.JobSubject(o.Batch)
+	var pubErr error
+publish:
+	for c := range chunks {
+		var found []*queue.DoneMarker
+		if c.call != nil {
+			found, err = c.call.Wait(ctx)
+			if err != nil {
+				if ctx.Err() != nil {
+					pubErr = ctx.Err()
+					break
+				}
+				// Without the markers the dedup window is all that
+				// protects; say so once and go on.
+				rep.LookupErr = err
+				noLookups.Store(true)
+				found = nil
+			}
+		}
+		for i, id := range c.ids {
+			if found != nil && found[i] != nil && found[i].ID == id {
+				rep.AlreadyDone++
+				if col != nil {
+					m := found[i]
+					refs := rep.earlier[m.Batch]
+					if refs == nil {
+						refs = &earlierRefs{}
+						rep.earlier[m.Batch] = refs
+					}
+					refs.add(m.Seq)
+					col.expectEarlier(col.hash(id))
+				}
+				o.Progress.skipped()
+				continue
+			}
+			m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
+			if o.ForceToken != "" {
+				m.MsgID = id + "/force/" + o.ForceToken
+			}
+			if err := pub.Publish(ctx, m); err != nil {
+				pubErr = err
+				break publish
+			}
+		}
+	}
+	pub.Close()
+	rep.Elapsed = time.Since(start)
+	stopReader()
+	for c := range chunks {
+		if c.call != nil {
+			c.call.Cancel()
+		}
+	}
+	reader.Wait()
+	if pubErr != nil {
+		return rep, pubErr
+	}
+	return rep, readErr
+}
