@@ -101,7 +101,7 @@ func (j *Job) Validate() error {
 	if strings.TrimSpace(j.ID) != j.ID {
 		return fmt.Errorf("id %s has leading or trailing white space", quote(j.ID))
 	}
-	if !validToken(j.Method) {
+	if !ValidToken(j.Method) {
 		return fmt.Errorf("method %s is not a valid HTTP method", quote(j.Method))
 	}
 	if err := validateURL("url", j.URL); err != nil {
@@ -142,7 +142,7 @@ func (j *Job) Validate() error {
 }
 
 func headerError(k, v string) error {
-	if !validToken(k) {
+	if !ValidToken(k) {
 		return fmt.Errorf("header name %s is not valid", quote(k))
 	}
 	// net/http refuses the same characters at send time; refusing them here
@@ -202,8 +202,8 @@ func shorten(s string) string {
 // isCTL reports the ASCII control characters of RFC 5234 (CTL).
 func isCTL(r rune) bool { return r < 0x20 || r == 0x7f }
 
-// validToken reports whether s is an RFC 9110 token (methods, header names).
-func validToken(s string) bool {
+// ValidToken reports whether s is an RFC 9110 token (methods, header names).
+func ValidToken(s string) bool {
 	if s == "" {
 		return false
 	}

@@ -175,7 +175,7 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("sender: max Retry-After %v is negative", cfg.MaxRetryAfter)
 	case cfg.Breaker.OpenTimeout < 0:
 		return cfg, fmt.Errorf("sender: breaker open timeout %v is negative", cfg.Breaker.OpenTimeout)
-	case cfg.IdempotencyHeader != "" && !validHeaderName(cfg.IdempotencyHeader):
+	case cfg.IdempotencyHeader != "" && !job.ValidToken(cfg.IdempotencyHeader):
 		return cfg, fmt.Errorf("sender: idempotency header %q is not a valid header name", cfg.IdempotencyHeader)
 	case !validHeaderValue(cfg.UserAgent):
 		return cfg, fmt.Errorf("sender: user agent %q contains a control character", cfg.UserAgent)
@@ -446,7 +446,7 @@ func (s *Sender) build(ctx context.Context, r request) (*http.Request, error) {
 	if method == "" {
 		method = http.MethodGet
 	}
-	if !validHeaderName(method) {
+	if !job.ValidToken(method) {
 		return nil, fmt.Errorf("method %q is not valid", method)
 	}
 	var body io.Reader
@@ -464,7 +464,7 @@ func (s *Sender) build(ctx context.Context, r request) (*http.Request, error) {
 		return nil, fmt.Errorf("url %s has no host", redact(u))
 	}
 	for k, v := range r.headers {
-		if !validHeaderName(k) {
+		if !job.ValidToken(k) {
 			return nil, fmt.Errorf("header name %q is not valid", k)
 		}
 		if !validHeaderValue(v) {
@@ -594,23 +594,6 @@ func redact(u *url.URL) string {
 	c := *u
 	c.User = nil
 	return c.String()
-}
-
-// validHeaderName reports whether s is an RFC 9110 token.
-func validHeaderName(s string) bool {
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		switch {
-		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
-		case strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0:
-		default:
-			return false
-		}
-	}
-	return true
 }
 
 // validHeaderValue rejects the control characters net/http would refuse at
