@@ -8,27 +8,23 @@ import (
 	"errors"
 	"fmt"
 	"net/http/httptest"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
-	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
-	"github.com/jetpost/jetpost/pkg/sender"
 )
 
 var testNames = queue.NewNames("jetpost")
@@ -76,52 +72,11 @@ func runCmd(t *testing.T, stdin []byte, args ...string) result {
 	return result{err, stdout.String(), stderr.String()}
 }
 
-// startWorkers runs in-process workers against ns (internal/worker's
-// test pattern); they stop when the test ends or stop is called.
+// startWorkers runs in-process workers against ns (internal/workertest);
+// they stop when the test ends or stop is called.
 func startWorkers(t *testing.T, ns *server.Server, n int) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := range n {
-		id := fmt.Sprintf("w%d", i+1)
-		nc, js := connectJS(t, ns)
-		if err := queue.Setup(ctx, js, testNames, testStreams); err != nil {
-			t.Fatal(err)
-		}
-		cons, err := queue.NewConsumer(ctx, js, testNames, queue.ConsumerConfig{
-			MaxInflight: 8, Prefetch: 4, AckWait: 5 * time.Second,
-			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: testStreams, PullWait: 200 * time.Millisecond,
-		}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		snd, err := sender.New(sender.Config{
-			Timeout: 10 * time.Second, MaxConnsPerHost: 8, IdempotencyHeader: "Idempotency-Key",
-			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := worker.New(worker.Config{
-			ID: id, MaxAttempts: 3,
-			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
-		}, snd, worker.Observer{}, zerolog.Nop())
-		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer nc.Close()
-			defer snd.Close()
-			if err := svc.Run(ctx); err != nil {
-				t.Errorf("worker %s: %v", id, err)
-			}
-		}()
-	}
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	return workertest.Start(t, ns.ClientURL(), workertest.Options{Workers: n, MaxAttempts: 3, Names: testNames, Streams: testStreams})
 }
 
 func connectJS(t *testing.T, ns *server.Server) (*nats.Conn, jetstream.JetStream) {

@@ -5,7 +5,6 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
-	"net/netip"
 	"os"
 	"path/filepath"
 	"strings"
@@ -16,14 +15,12 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/jetpost/jetpost/internal/enqueue"
-	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
-	"github.com/jetpost/jetpost/pkg/sender"
 )
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
@@ -32,50 +29,10 @@ var names = queue.NewNames("jetpost")
 
 var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
 
-// startWorkers runs n in-process workers, each with its own connection, as
-// separate processes would (the pattern of internal/worker's tests). The
-// returned function stops them and waits.
+// startWorkers runs n in-process workers (internal/workertest).
 func startWorkers(t *testing.T, ns *server.Server, n int) (stop func()) {
 	t.Helper()
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := range n {
-		id := fmt.Sprintf("w%d", i+1)
-		nc, js := connect(t, ns)
-		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
-			MaxInflight: 8, Prefetch: 4, AckWait: 5 * time.Second,
-			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
-		}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		snd, err := sender.New(sender.Config{
-			Timeout: 10 * time.Second, MaxConnsPerHost: 8, IdempotencyHeader: "Idempotency-Key",
-			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1},
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := worker.New(worker.Config{
-			ID: id, MaxAttempts: 3,
-			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
-		}, snd, worker.Observer{}, zerolog.Nop())
-		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer nc.Close()
-			defer snd.Close()
-			if err := svc.Run(ctx); err != nil {
-				t.Errorf("worker %s: %v", id, err)
-			}
-		}()
-	}
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	return workertest.Start(t, ns.ClientURL(), workertest.Options{Workers: n, MaxAttempts: 3, Names: names, Streams: streams})
 }
 
 func connect(t *testing.T, ns *server.Server, opts ...jetstream.JetStreamOpt) (*nats.Conn, jetstream.JetStream) {

@@ -47,7 +47,7 @@ func TestCallbacks(t *testing.T) {
 		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer cb.Close()
-	startWorkers(t, ns, pipelineOpts{maxInflight: 1, maxAttempts: 3})
+	startWorkers(t, ns, pipelineOpts{MaxInflight: 1, MaxAttempts: 3})
 
 	results := enqueueAndWait(t, ns, "callbacks", []*job.Job{
 		{ID: "cb-flaky", Method: "GET", URL: srv.URL + "/a", Callback: cb.URL + "/hook"},
@@ -75,7 +75,7 @@ func TestDeadLettersRedrive(t *testing.T) {
 	defer srv.Close()
 	// The target fails the first two requests of each job, and jobs get
 	// only one attempt: both end as dead letters, then succeed on re-drive.
-	stop := startWorkers(t, ns, pipelineOpts{maxAttempts: 1})
+	stop := startWorkers(t, ns, pipelineOpts{MaxAttempts: 1})
 	jobs := []*job.Job{
 		{ID: "d1", Method: "GET", URL: srv.URL + "/x?fail_first=1", Headers: map[string]string{"Authorization": "Bearer s3cret"}},
 		{ID: "d2", Method: "GET", URL: srv.URL + "/y?fail_first=1"},

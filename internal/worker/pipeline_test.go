@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"net/netip"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -14,13 +13,13 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 	"go.uber.org/goleak"
 
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
@@ -32,80 +31,15 @@ var names = queue.NewNames("jetpost")
 
 var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
 
-// pipelineOpts are the knobs a test turns; zero values are fast defaults.
-type pipelineOpts struct {
-	workers     int
-	maxInflight int
-	prefetch    int
-	ackWait     time.Duration
-	maxAttempts int
-	breaker     sender.Breaker
-	onBreaker   func(host, from, to string)
-	obs         worker.Observer
-}
+// pipelineOpts are the knobs a test turns (internal/workertest's options).
+type pipelineOpts = workertest.Options
 
-// startWorkers runs opts.workers worker instances, each with its own NATS
-// connection, consumer and sender, as separate processes would. The
-// returned function stops them gracefully and waits.
+// startWorkers runs o.Workers worker instances, each with its own NATS
+// connection, consumer and sender, as separate processes would.
 func startWorkers(t *testing.T, ns *server.Server, o pipelineOpts) (stop func()) {
 	t.Helper()
-	if o.workers == 0 {
-		o.workers = 1
-	}
-	if o.maxInflight == 0 {
-		o.maxInflight = 8
-	}
-	if o.prefetch == 0 {
-		o.prefetch = 4
-	}
-	if o.ackWait == 0 {
-		o.ackWait = 5 * time.Second
-	}
-	if o.maxAttempts == 0 {
-		o.maxAttempts = 5
-	}
-	if o.breaker.Failures == 0 {
-		o.breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := range o.workers {
-		id := fmt.Sprintf("w%d", i+1)
-		nc, js := connect(t, ns)
-		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
-			MaxInflight: o.maxInflight, Prefetch: o.prefetch, AckWait: o.ackWait,
-			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
-		}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		snd, err := sender.New(sender.Config{
-			Timeout: 10 * time.Second, MaxConnsPerHost: o.maxInflight, IdempotencyHeader: "Idempotency-Key",
-			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
-			Breaker:         o.breaker, OnBreakerChange: o.onBreaker,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := worker.New(worker.Config{
-			ID: id, MaxAttempts: o.maxAttempts,
-			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
-		}, snd, o.obs, zerolog.Nop())
-		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer nc.Close()
-			defer snd.Close()
-			if err := svc.Run(ctx); err != nil {
-				t.Errorf("worker %s: %v", id, err)
-			}
-		}()
-	}
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	o.Names, o.Streams = names, streams
+	return workertest.Start(t, ns.ClientURL(), o)
 }
 
 func connect(t *testing.T, ns *server.Server) (*nats.Conn, jetstream.JetStream) {
@@ -200,7 +134,7 @@ func TestThousandJobsTwoWorkersOneResultEach(t *testing.T) {
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	const workers, inflight = 2, 8
-	startWorkers(t, ns, pipelineOpts{workers: workers, maxInflight: inflight, prefetch: 4})
+	startWorkers(t, ns, pipelineOpts{Workers: workers, MaxInflight: inflight, Prefetch: 4})
 
 	results := enqueueAndWait(t, ns, "thousand", newJobs(1000, srv.URL+"/orders"))
 
@@ -235,7 +169,7 @@ func TestSlowTargetCausesNoRedelivery(t *testing.T) {
 	tg := target.New(target.Options{Latency: 1500 * time.Millisecond})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
-	startWorkers(t, ns, pipelineOpts{maxInflight: 2, prefetch: 4, ackWait: time.Second})
+	startWorkers(t, ns, pipelineOpts{MaxInflight: 2, Prefetch: 4, AckWait: time.Second})
 
 	results := enqueueAndWait(t, ns, "slow", newJobs(8, srv.URL+"/slow"))
 
@@ -258,7 +192,7 @@ func TestRetriesAndPermanentFailures(t *testing.T) {
 	tg := target.New(target.Options{})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
-	startWorkers(t, ns, pipelineOpts{maxAttempts: 5})
+	startWorkers(t, ns, pipelineOpts{MaxAttempts: 5})
 
 	jobs := []*job.Job{
 		{ID: "flaky", Method: "GET", URL: srv.URL + "/flaky?fail_first=2"},
@@ -325,12 +259,12 @@ func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 	recovered := make(chan struct{})
 	var once sync.Once
 	startWorkers(t, ns, pipelineOpts{
-		maxInflight: 1, prefetch: 1, maxAttempts: 20,
-		breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
-		onBreaker: func(_, _, to string) {
+		MaxInflight: 1, Prefetch: 1, MaxAttempts: 20,
+		Breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
+		OnBreaker: func(_, _, to string) {
 			open.Store(to == "open")
 		},
-		obs: worker.Observer{Deferred: func(_ string, a queue.Action) {
+		Observer: worker.Observer{Deferred: func(_ string, a queue.Action) {
 			if a == queue.Defer && deferrals.Add(1) >= 5 {
 				// Enough jobs were turned away: let the host recover.
 				once.Do(func() {

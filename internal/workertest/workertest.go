@@ -1,0 +1,114 @@
+// Package workertest runs real workers inside a test process: each with its
+// own NATS connection, consumer and sender, as separate processes would,
+// against a real server. Tests of every package that needs results flowing
+// (worker, enqueue) share it.
+package workertest
+
+import (
+	"context"
+	"fmt"
+	"net/netip"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// Options are the knobs a test turns; zero values are fast defaults.
+type Options struct {
+	Workers     int           // default 1
+	MaxInflight int           // default 8
+	Prefetch    int           // default 4
+	AckWait     time.Duration // default 5s
+	MaxAttempts int           // default 5
+	Breaker     sender.Breaker
+	OnBreaker   func(host, from, to string)
+	Observer    worker.Observer
+	Names       queue.Names        // default prefix "jetpost"
+	Streams     queue.StreamConfig // default: R1, 1m dedup, 1h results
+}
+
+// Start runs the workers until the test ends or stop is called.
+func Start(t testing.TB, url string, o Options) (stop func()) {
+	t.Helper()
+	if o.Workers == 0 {
+		o.Workers = 1
+	}
+	if o.MaxInflight == 0 {
+		o.MaxInflight = 8
+	}
+	if o.Prefetch == 0 {
+		o.Prefetch = 4
+	}
+	if o.AckWait == 0 {
+		o.AckWait = 5 * time.Second
+	}
+	if o.MaxAttempts == 0 {
+		o.MaxAttempts = 5
+	}
+	if o.Breaker.Failures == 0 {
+		o.Breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
+	}
+	if o.Names.Prefix == "" {
+		o.Names = queue.NewNames("jetpost")
+	}
+	if o.Streams.DedupWindow == 0 {
+		o.Streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range o.Workers {
+		id := fmt.Sprintf("w%d", i+1)
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		js, err := jetstream.New(nc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := queue.Setup(ctx, js, o.Names, o.Streams); err != nil {
+			t.Fatal(err)
+		}
+		cons, err := queue.NewConsumer(ctx, js, o.Names, queue.ConsumerConfig{
+			MaxInflight: o.MaxInflight, Prefetch: o.Prefetch, AckWait: o.AckWait,
+			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: o.Streams, PullWait: 200 * time.Millisecond,
+		}, zerolog.Nop())
+		if err != nil {
+			t.Fatal(err)
+		}
+		snd, err := sender.New(sender.Config{
+			Timeout: 10 * time.Second, MaxConnsPerHost: o.MaxInflight, IdempotencyHeader: "Idempotency-Key",
+			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			Breaker:         o.Breaker, OnBreakerChange: o.OnBreaker,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		w := worker.New(worker.Config{
+			ID: id, MaxAttempts: o.MaxAttempts,
+			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
+		}, snd, o.Observer, zerolog.Nop())
+		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer nc.Close()
+			defer snd.Close()
+			if err := svc.Run(ctx); err != nil {
+				t.Errorf("worker %s: %v", id, err)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
