@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -13,6 +14,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
@@ -158,7 +163,7 @@ func TestSecretsNeverShown(t *testing.T) {
 	w.waitLine("consuming jobs")
 	host := strings.TrimPrefix(srv.URL, "http://")
 	path := filepath.Join(t.TempDir(), "secret.jsonl")
-	content := fmt.Sprintf(`{"id":"s1","url":"%s/x?status=404","headers":{"Authorization":"Bearer TOPSECRET-1","Cookie":"sid=TOPSECRET-2"}}
+	content := fmt.Sprintf(`{"id":"s1","url":"%s/x?status=404","headers":{"Authorization":"Bearer TOPSECRET-1","Cookie":"sid=TOPSECRET-2","X-Api-Key":"TOPSECRET-6"}}
 {"id":"s2","url":"http://user:TOPSECRET-3@%s/y?status=503","headers":{"Proxy-Authorization":"Basic TOPSECRET-4"}}
 {"id":"s3","url":"http://user:TOPSECRET-5@127.0.0.1:1/unreachable"}
 `, srv.URL, host)
@@ -171,7 +176,7 @@ func TestSecretsNeverShown(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	results, _ := os.ReadFile(out)
-	_, dlq, dlqErr := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL(), "--json")
+	_, dlq, dlqErr := runEnqueue(t, []string{"JETPOST_REDACT_HEADERS=x-api-key"}, "dlq", "--nats", ns.ClientURL(), "--json")
 	_, table, _ := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL())
 	if !strings.Contains(dlq, `"s1"`) || !strings.Contains(dlq, "REDACTED") {
 		t.Errorf("dead-letter listing lacks the jobs or the redaction: %s %s", dlq, dlqErr)
@@ -196,4 +201,42 @@ func waitUntil(t *testing.T, cond func() bool) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// A job larger than the server's maximum payload is an input error: named by
+// file and line with the limit, and nothing of the file is published.
+func TestJobTooLargeForServerIsRejectedAtEnqueue(t *testing.T) {
+	ns := runServerWith(t, &server.Options{MaxPayload: 128 << 10})
+	path := filepath.Join(t.TempDir(), "big.jsonl")
+	big := strings.Repeat("x", 200<<10)
+	content := fmt.Sprintf("{\"id\":\"a\",\"url\":\"https://example.com/a\"}\n{\"id\":\"b\",\"url\":\"https://example.com/b\",\"data\":\"%s\"}\n", big)
+	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), path)
+	if code != 2 || !strings.Contains(stderr, "big.jsonl:2:") || !strings.Contains(stderr, "131072") || !strings.Contains(stderr, "nothing was published") {
+		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
+	}
+	if n := streamMessages(t, ns.ClientURL(), "JETPOST_JOBS"); n != 0 {
+		t.Errorf("%d jobs published", n)
+	}
+}
+
+func streamMessages(t *testing.T, url, stream string) uint64 {
+	t.Helper()
+	nc, err := nats.Connect(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	s, err := js.Stream(context.Background(), stream)
+	if err != nil {
+		return 0
+	}
+	info, err := s.Info(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return info.State.Msgs
 }

@@ -113,7 +113,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	err = queue.DeadLetters(ctx, a.js, a.names, batch, func(dl queue.StoredDeadLetter) error {
 		n++
 		if a.asJSON {
-			b, err := json.Marshal(redactDeadLetter(dl))
+			b, err := json.Marshal(redactDeadLetter(dl, a.cfg.SecretHeaders()))
 			if err != nil {
 				return err
 			}
@@ -142,11 +142,11 @@ type shownDeadLetter struct {
 	Job    json.RawMessage `json:"job"`
 }
 
-func redactDeadLetter(dl queue.StoredDeadLetter) shownDeadLetter {
+func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
 	out := shownDeadLetter{Seq: dl.Seq, Result: dl.Result, Job: dl.Job}
 	var j job.Job
 	if err := json.Unmarshal(dl.Job, &j); err == nil {
-		j.Headers = job.RedactHeaders(j.Headers, nil)
+		j.Headers = job.RedactHeaders(j.Headers, secret)
 		j.URL, j.Callback = job.RedactURL(j.URL), job.RedactURL(j.Callback)
 		if b, err := json.Marshal(&j); err == nil {
 			out.Job = b

@@ -194,6 +194,17 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return &exitError{exitBroker, fmt.Errorf("%w (is a worker or nats-server running? set --nats or JETPOST_NATS_URL)", err)}
 	}
 	defer nc.Close()
+	// Jobs the broker would refuse are input errors like any other: named
+	// by file and line, and nothing is published.
+	if tooLarge := v.TooLarge(nc.MaxPayload()); len(tooLarge) > 0 {
+		for _, le := range tooLarge {
+			fmt.Fprintln(stderr, le)
+		}
+		if v.LargeCount > len(v.Large) {
+			fmt.Fprintf(stderr, "... and up to %d more large jobs not checked one by one\n", v.LargeCount-len(v.Large))
+		}
+		return &exitError{exitUsage, fmt.Errorf("%d jobs are too large for the NATS server; nothing was published", len(tooLarge))}
+	}
 	// A lost ack must end as an error that is retried, not as a publish
 	// waited for forever.
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(o.window), jetstream.WithPublishAsyncTimeout(30*time.Second))

@@ -36,6 +36,8 @@ type Common struct {
 	DedupWindow   time.Duration `split_words:"true" default:"30m" desc:"how long JetStream remembers job ids to drop re-enqueued duplicates"`
 	ResultsMaxAge time.Duration `split_words:"true" default:"168h" desc:"how long results (and dead letters) are kept"`
 
+	RedactHeaders string `split_words:"true" desc:"more header names (comma-separated) whose values are secrets, redacted wherever jobs are shown as Authorization, Proxy-Authorization, Cookie and Set-Cookie always are, e.g. X-Api-Key"`
+
 	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat string `split_words:"true" default:"auto" desc:"json, console, or auto (console on a terminal, json otherwise)"`
 }
@@ -76,6 +78,17 @@ type Worker struct {
 	RateLimits          string `split_words:"true" desc:"fleet-wide request rates per host, shared by every worker through NATS: HOST[:PORT]=N/s[:BURST], comma-separated; *.DOMAIN matches subdomains, e.g. api.example.com=100/s:20,*.example.org=10/s"`
 
 	ShutdownTimeout time.Duration `split_words:"true" default:"30s" desc:"on SIGTERM, how long requests in flight may finish before they are cancelled and handed back"`
+}
+
+// SecretHeaders is the configured list of extra secret header names.
+func (c *Common) SecretHeaders() []string {
+	var out []string
+	for _, h := range strings.Split(c.RedactHeaders, ",") {
+		if h = strings.TrimSpace(h); h != "" {
+			out = append(out, h)
+		}
+	}
+	return out
 }
 
 // LoadWorker reads the worker's configuration from the environment and

@@ -79,6 +79,11 @@ func (in *Input) open() (io.Reader, func(), error) {
 // error from fn stops it) and bad, if set, for invalid ones, in order.
 // Standard input can be read only once.
 func (in *Input) Each(fn func(*job.Job) error, bad func(*job.LineError)) error {
+	return in.EachAt(func(j *job.Job, _ int) error { return fn(j) }, bad)
+}
+
+// EachAt is Each, telling fn the line where each job starts.
+func (in *Input) EachAt(fn func(j *job.Job, line int) error, bad func(*job.LineError)) error {
 	r, closeFn, err := in.open()
 	if err != nil {
 		return err
@@ -99,7 +104,7 @@ func (in *Input) Each(fn func(*job.Job) error, bad func(*job.LineError)) error {
 		if err != nil {
 			return err
 		}
-		if err := fn(j); err != nil {
+		if err := fn(j, dec.Line()); err != nil {
 			return err
 		}
 	}
@@ -131,7 +136,41 @@ type Validation struct {
 	// Spool holds the valid jobs, encoded for the wire, for the second
 	// pass. The caller closes it.
 	Spool *Spool
+	// Large lists the jobs whose encoding exceeds LargeJobBytes, so they
+	// can be checked against the broker's maximum payload once it is
+	// known (the first MaxReported; LargeCount is exact).
+	Large      []LargeJob
+	LargeCount int
 }
+
+// LargeJob is a job big enough that a broker may refuse it.
+type LargeJob struct {
+	File  string
+	Line  int
+	ID    string
+	Bytes int
+}
+
+// LargeJobBytes is the smallest encoded size recorded as large: below any
+// maximum payload a NATS server would plausibly be configured with.
+const LargeJobBytes = 64 << 10
+
+// TooLarge returns, as FILE:LINE errors, the large jobs that a broker with
+// the given maximum payload would refuse (header room included).
+func (v *Validation) TooLarge(maxPayload int64) []*job.LineError {
+	var errs []*job.LineError
+	for _, l := range v.Large {
+		if int64(l.Bytes)+payloadHeaderRoom > maxPayload {
+			errs = append(errs, &job.LineError{File: l.File, Line: l.Line,
+				Err: fmt.Errorf("job %q is %d bytes encoded; the NATS server accepts at most %d bytes per message (max_payload)", l.ID, l.Bytes, maxPayload)})
+		}
+	}
+	return errs
+}
+
+// payloadHeaderRoom leaves space for the message's headers (the job id as
+// Nats-Msg-Id, and NATS's own).
+const payloadHeaderRoom = 1 << 10
 
 // MaxReported bounds how many invalid lines are listed; the count is exact.
 const MaxReported = 100
@@ -149,17 +188,23 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 	}
 	v := &Validation{Spool: sp}
 	const chunk = 256
-	jobs := make(chan []*job.Job, 8)
+	type entry struct {
+		j    *job.Job
+		file string
+		line int
+	}
+	jobs := make(chan []entry, 8)
 	var decodeErr error
 	go func() {
 		defer close(jobs)
-		buf := make([]*job.Job, 0, chunk)
+		buf := make([]entry, 0, chunk)
 		for _, in := range ins {
-			err := in.Each(func(j *job.Job) error {
-				buf = append(buf, j)
+			file := in.displayName()
+			err := in.EachAt(func(j *job.Job, line int) error {
+				buf = append(buf, entry{j, file, line})
 				if len(buf) == chunk {
 					jobs <- buf
-					buf = make([]*job.Job, 0, chunk)
+					buf = make([]entry, 0, chunk)
 				}
 				return nil
 			}, func(le *job.LineError) {
@@ -179,7 +224,8 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 	}()
 	var encodeErr error
 	for b := range jobs {
-		for _, j := range b {
+		for _, e := range b {
+			j := e.j
 			if encodeErr != nil {
 				continue // drain, so the decoder ends
 			}
@@ -187,6 +233,12 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 				setup(j)
 			}
 			data, err := job.Encode(j)
+			if err == nil && len(data) > LargeJobBytes {
+				v.LargeCount++
+				if len(v.Large) < MaxReported {
+					v.Large = append(v.Large, LargeJob{File: e.file, Line: e.line, ID: j.ID, Bytes: len(data)})
+				}
+			}
 			if err == nil {
 				err = sp.write(j.ID, data)
 			}

@@ -110,6 +110,8 @@ type Decoder struct {
 
 	buf []byte // reused for entries that do not fit the read buffer
 	ids ids
+
+	entryLine int // where the entry last decoded starts
 }
 
 // NewDecoder returns a Decoder for r; file names it in errors.
@@ -140,6 +142,11 @@ func (d *Decoder) Next() (*Job, error) {
 	}
 	return j, err
 }
+
+// Line is the line where the entry last returned by Next starts, so a
+// caller can place problems found later (e.g. a job too large for the
+// broker) as FILE:LINE too.
+func (d *Decoder) Line() int { return d.entryLine }
 
 func (d *Decoder) next() (*Job, error) {
 	if d.state == stateStart {
@@ -452,6 +459,7 @@ func (d *Decoder) scanValue() (raw []byte, tooLong bool, err error) {
 // decodeEntry turns one line or array element into a job. line and col
 // place raw[0] in the file, for error positions.
 func (d *Decoder) decodeEntry(raw []byte, line, col int, inArray bool) (*Job, error) {
+	d.entryLine = line
 	p := position{raw: raw, line: line, col: col}
 	if i := bytes.IndexByte(raw, 0); i >= 0 {
 		return nil, fmt.Errorf("NUL byte at %s (is this a binary file?)", p.at(i))

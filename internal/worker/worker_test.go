@@ -1,0 +1,46 @@
+package worker_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// fakeSender is pure logic standing in for HTTP where no request must
+// happen; the broker is never faked.
+type fakeSender struct{ sent int }
+
+func (f *fakeSender) Send(context.Context, *job.Job) sender.Outcome {
+	f.sent++
+	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 200}
+}
+
+func (f *fakeSender) Post(context.Context, string, []byte, string) sender.Outcome {
+	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+}
+
+// A job older than the maximum age ends failed with reason expired, keeps
+// the attempts it already spent, and sends nothing more.
+func TestExpiredJobFailsWithoutSending(t *testing.T) {
+	fs := &fakeSender{}
+	w := worker.New(worker.Config{ID: "w", MaxAttempts: 5, MaxJobAge: time.Hour}, fs, worker.Observer{}, zerolog.Nop())
+	old := &job.Job{ID: "old", Batch: "b", Method: "GET", URL: "https://example.com/", EnqueuedAt: time.Now().Add(-2 * time.Hour)}
+	dec := w.Handle(context.Background(), &queue.Delivery{Job: old, Attempts: 2})
+	if dec.Action != queue.Complete || dec.Result == nil || dec.Result.OK || dec.Result.Reason != job.ReasonExpired || dec.Result.Attempts != 2 {
+		t.Fatalf("decision %+v result %+v", dec, dec.Result)
+	}
+	if fs.sent != 0 {
+		t.Errorf("an expired job was sent %d times", fs.sent)
+	}
+	fresh := &job.Job{ID: "fresh", Batch: "b", Method: "GET", URL: "https://example.com/", EnqueuedAt: time.Now()}
+	if dec := w.Handle(context.Background(), &queue.Delivery{Job: fresh}); !dec.Result.OK || fs.sent != 1 {
+		t.Errorf("a fresh job: %+v, sent %d", dec.Result, fs.sent)
+	}
+}
