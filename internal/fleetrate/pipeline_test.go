@@ -60,7 +60,7 @@ func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limit
 		}
 		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
 			MaxInflight: o.maxInflight, Prefetch: max(4, o.maxInflight/4), AckWait: 30 * time.Second, MaxAckPending: 20000,
-			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: pullWait,
+			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
 		}, zerolog.Nop())
 		if err != nil {
 			t.Fatal(err)
