@@ -18,7 +18,8 @@ import (
 //     quarter of that pace.
 //   - Shrink multiplicatively (×Backoff) on 429, 503 or a timeout, and when
 //     the recent latency rises above Tolerance × the host's baseline
-//     latency (queueing at the host, before it starts refusing). At most
+//     latency, and by more than 10 ms (queueing at the host, before it
+//     starts refusing; smaller rises are noise). At most
 //     once per round trip: answers to requests sent before the last cut
 //     were sent under the old limit and say nothing about the new one.
 //   - Don't grow while the host is not the bottleneck (fewer than half the
@@ -59,6 +60,11 @@ const (
 	minSamples = 20
 	// baseWindow is how long a baseline latency is remembered.
 	baseWindow = 30 * time.Second
+	// minLatencyRise: a rise in latency smaller than this is not taken for
+	// queueing, whatever the ratio. A host answering in 300 µs is "twice as
+	// slow" after one garbage collection or a busy scheduler; cutting its
+	// limit for that collapsed a fast host to one request at a time.
+	minLatencyRise = 10 * time.Millisecond
 )
 
 func newAdaptive(initial, maxLimit int, backoff, tolerance float64) *adaptive {
@@ -95,7 +101,7 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight int, no
 		return
 	}
 	a.sample(fb.Latency.Seconds(), now)
-	if a.samples >= minSamples && a.short > a.tolerance*a.baseline() {
+	if a.samples >= minSamples && a.short > a.tolerance*a.baseline() && a.short-a.baseline() > minLatencyRise.Seconds() {
 		a.cut(start, now)
 		return
 	}

@@ -274,3 +274,52 @@ func TestAdaptiveDoesNotGrowWhenNotTested(t *testing.T) {
 		t.Fatalf("limit %d, want the initial %d", got, l.cfg.InitialLimit)
 	}
 }
+
+// noisyFast answers in 0.3 to 1.5 ms, with stretches of 5 ms now and
+// then: a fast host seen from a busy machine (garbage collection, a busy
+// scheduler).
+type noisyFast struct{ n int }
+
+func (h *noisyFast) arrive(time.Time) (int, time.Duration, bool) {
+	h.n++
+	lat := 300*time.Microsecond + time.Duration(h.n*7919%1200)*time.Microsecond
+	if h.n%2000 < 100 {
+		lat = 5 * time.Millisecond
+	}
+	return 200, lat, false
+}
+
+func (h *noisyFast) done(int) {}
+
+func TestAdaptiveIgnoresSubMillisecondNoise(t *testing.T) {
+	// A host answering in well under a millisecond is "five times slower"
+	// during a hiccup of the machine; that is not queueing, and must not
+	// cut its limit. The worker offers only 8 requests at a time, so the
+	// limit (20) is never tested and cannot grow back: cut by noise, it
+	// once fell to 1, and a throughput run to 2% of its speed.
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 256, Now: clock.now})
+	const host, offered = "fast.example:443", 8
+	h := &noisyFast{}
+	var q pendingHeap
+	admitOne := func() {
+		rel, err := l.Admit(context.Background(), sender.AdmitRequest{Host: host})
+		if err != nil {
+			t.Fatalf("refused below the limit: %v", err)
+		}
+		_, lat, _ := h.arrive(clock.now())
+		heap.Push(&q, pending{at: clock.now().Add(lat), status: 200, latency: lat, release: rel})
+	}
+	for range offered {
+		admitOne()
+	}
+	for range 200000 {
+		p := heap.Pop(&q).(pending)
+		clock.t = p.at
+		p.release(sender.Feedback{Sent: true, Status: 200, Latency: p.latency})
+		if lim := hostLimit(l, host); lim < l.cfg.InitialLimit {
+			t.Fatalf("limit fell to %d (from %d) on latency noise alone", lim, l.cfg.InitialLimit)
+		}
+		admitOne()
+	}
+}
