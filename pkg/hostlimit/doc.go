@@ -29,9 +29,9 @@
 // refilled the moment they free and its tokens are spent as they accrue
 // instead of lapsing; without it, a host answering in 50 ms saw its slots
 // idle a fifth of the time, and a rate limit was missed by 15%. A host
-// holds at most two waiting requests per slot, a host that stops answering
-// none, and the other half of the worker's slots stays free for other
-// hosts' jobs.
+// holds at most four waiting requests per slot (half its limit, for a
+// moment, until it has answered), a host that stops answering none, and
+// the other half of the worker's slots stays free for other hosts' jobs.
 //
 // # Adaptive concurrency
 //

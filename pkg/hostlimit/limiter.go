@@ -90,7 +90,7 @@ const (
 	// interval; unused ones then lapse instead of becoming a later burst.
 	leaseSlack = 50 * time.Millisecond
 	// waitersPerSlot and waitLatencies size a host's share of the waiting
-	// buffer: up to two requests per slot, each waiting at most four
+	// buffer: up to four requests per slot, each waiting at most four
 	// latencies. JetStream hands parked jobs back in bursts, with pauses of
 	// up to 100 ms between them while acknowledgements stream in and more
 	// than a thousand jobs are parked; the buffer carries the host's slots
@@ -100,8 +100,9 @@ const (
 	// latencyGuess stands in for a host's latency until answers tell.
 	latencyGuess = 100 * time.Millisecond
 	// overbook spreads refused jobs' returns a little faster than the
-	// host's estimated throughput (concurrency) or this process's share of
-	// the rate, so a free slot or token rarely waits for a job; the waiting
+	// host's estimated throughput (concurrency, per process) or the rate
+	// (fleet-wide schedule), so a free slot or token rarely waits for a
+	// job; the waiting
 	// buffer absorbs the surplus, the rest is parked again. Not more: a
 	// steady stream of delayed NAKs holds up JetStream's redeliveries (each
 	// one pushes the consumer's redelivery timer 10 ms out), so parking
