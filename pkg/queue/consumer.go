@@ -338,23 +338,23 @@ func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (int, error) {
 // settle carries out a decision. Every path ends the delivery's keepalive.
 func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 	defer d.keepalive.stop()
-	log := c.log.With().Uint64("seq", d.Seq).Logger()
-	if d.Job != nil {
-		log = log.With().Str("job", d.Job.ID).Str("batch", d.Job.Batch).Logger()
-	}
 	var err error
 	switch dec.Action {
 	case Complete:
-		if err = c.storeResult(ctx, d, dec.Result); err != nil {
+		marker, serr := c.storeResult(ctx, d, dec.Result)
+		if serr != nil {
 			// The result is not stored, so the job must not be acked: leave
 			// it to be redelivered once its ack wait passes.
-			log.Error().Err(err).Msg("storing result failed; job will be redelivered")
+			c.deliveryEvent(c.log.Error(), d).Err(serr).Msg("storing result failed; job will be redelivered")
 			return
 		}
 		err = c.ackDurable(ctx, d)
+		// The marker was published before the ack's round trip, so its
+		// answer is in by now: checking costs no wait and no goroutine.
+		c.awaitMarker(ctx, d, marker)
 	case Retry:
 		if _, err = c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), []byte(strconv.Itoa(dec.Attempts))); err != nil {
-			log.Warn().Err(err).Msg("recording attempts failed")
+			c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("recording attempts failed")
 		}
 		err = d.msg.NakWithDelay(dec.Delay)
 	case Defer:
@@ -363,22 +363,34 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		err = d.msg.Nak()
 	}
 	if err != nil {
-		log.Warn().Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
+		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
 	}
+}
+
+// deliveryEvent adds a delivery's fields to an event; only the rare paths
+// that log pay for them.
+func (c *Consumer) deliveryEvent(ev *zerolog.Event, d *Delivery) *zerolog.Event {
+	ev = ev.Uint64("seq", d.Seq)
+	if d.Job != nil {
+		ev = ev.Str("job", d.Job.ID).Str("batch", d.Job.Batch)
+	}
+	return ev
 }
 
 // storeResult publishes the result to the batch's result subject (and a
 // dead letter for a failure), de-duplicated by job, retrying while the
 // broker is unreachable: a job is acked only once its result is stored.
-func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) error {
+// It also publishes the job's completion marker (done.go) and returns its
+// pending ack, or nil if the marker could not be sent.
+func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) (jetstream.PubAckFuture, error) {
 	data, err := job.EncodeResult(r)
 	if err != nil {
-		return fmt.Errorf("encoding result: %w", err)
+		return nil, fmt.Errorf("encoding result: %w", err)
 	}
 	dedup := ResultID(d.Job)
-	// Also writes the completion marker (done.go), without waiting for it.
-	if err := c.storeResultMarked(ctx, r, dedup, data); err != nil {
-		return fmt.Errorf("storing result: %w", err)
+	marker, err := c.storeResultMarked(ctx, r, dedup, data)
+	if err != nil {
+		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	if !r.OK {
 		dl := DeadLetter{Result: *r, Job: json.RawMessage(d.msg.Data()), StreamSeq: d.Seq}
@@ -387,7 +399,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 			_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
 		}
 		if err != nil {
-			return fmt.Errorf("storing dead letter: %w", err)
+			return nil, fmt.Errorf("storing dead letter: %w", err)
 		}
 	}
 	if d.Job.ReplyTo != "" {
@@ -397,7 +409,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 			c.log.Warn().Err(err).Str("job", r.ID).Str("reply_to", d.Job.ReplyTo).Msg("reply_to copy not sent")
 		}
 	}
-	return nil
+	return marker, nil
 }
 
 func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) (*jetstream.PubAck, error) {

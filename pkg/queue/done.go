@@ -68,58 +68,51 @@ func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamC
 	return nil
 }
 
-// storeResultMarked stores a result durably, as publishDurable does, and
-// then writes the job's completion marker without waiting for it: the
-// marker needs the result's stream sequence, and waiting for its ack would
-// add a round trip to every job. A lost marker costs only the protection of
-// a re-run after the dedup window.
-func (c *Consumer) storeResultMarked(ctx context.Context, r *job.Result, dedup string, data []byte) error {
+// storeResultMarked stores a result durably, as publishDurable does, then
+// publishes the job's completion marker asynchronously and returns its
+// pending ack. The marker needs the result's stream sequence; waiting for
+// it here would add a round trip to every job. A lost marker costs only the
+// protection of a re-run after the dedup window. The bucket exists: Setup
+// creates it.
+func (c *Consumer) storeResultMarked(ctx context.Context, r *job.Result, dedup string, data []byte) (jetstream.PubAckFuture, error) {
 	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	// A duplicate's ack carries the sequence of the stored original.
-	c.markDone(ctx, r, ack.Sequence)
-	return nil
-}
-
-func (c *Consumer) markDone(ctx context.Context, r *job.Result, seq uint64) {
-	value, err := json.Marshal(DoneMarker{ID: r.ID, Batch: r.Batch, Seq: seq})
+	value, err := json.Marshal(DoneMarker{ID: r.ID, Batch: r.Batch, Seq: ack.Sequence}) // a duplicate's ack carries the original's sequence
 	if err != nil {
-		return
+		return nil, nil
 	}
-	msg := &nats.Msg{Subject: c.names.doneSubjectPrefix() + DoneKeyOf(r.ID).String(), Data: value}
-	f, err := c.js.PublishMsgAsync(msg)
+	f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: c.names.doneSubjectPrefix() + DoneKeyOf(r.ID).String(), Data: value})
 	if err != nil {
 		c.log.Warn().Err(err).Str("job", r.ID).Msg("completion marker not stored")
+		return nil, nil
+	}
+	return f, nil
+}
+
+// markerWait bounds how long settling waits for a marker's ack that did not
+// come with the job's own ack.
+const markerWait = 5 * time.Second
+
+// awaitMarker reports a completion marker the broker did not store.
+func (c *Consumer) awaitMarker(ctx context.Context, d *Delivery, f jetstream.PubAckFuture) {
+	if f == nil {
 		return
 	}
-	go func() {
-		// Bounded, so that acks lost without a disconnect cannot pile up
-		// goroutines in a long-running worker.
-		t := time.NewTimer(time.Minute)
-		defer t.Stop()
-		select {
-		case <-f.Ok():
-			return
-		case err = <-f.Err():
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			err = errors.New("no ack within a minute")
-		}
-		if errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) {
-			// Jobs published by something other than enqueue: the bucket
-			// may not exist yet.
-			if err = SetupDone(ctx, c.js, c.names, c.cfg.Streams); err == nil {
-				msg = &nats.Msg{Subject: msg.Subject, Data: value}
-				_, err = c.js.PublishMsg(ctx, msg)
-			}
-		}
-		if err != nil && ctx.Err() == nil {
-			c.log.Warn().Err(err).Str("job", r.ID).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
-		}
-	}()
+	t := time.NewTimer(markerWait)
+	defer t.Stop()
+	var err error
+	select {
+	case <-f.Ok():
+		return
+	case err = <-f.Err():
+	case <-ctx.Done():
+		return
+	case <-t.C:
+		err = errors.New("no answer within " + markerWait.String())
+	}
+	c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
 }
 
 // MaxDoneLookup is how many keys one Lookup may ask for: the server answers
