@@ -99,6 +99,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 		`jetpost_request_duration_seconds_count`:   40,
 		`jetpost_jobs_in_flight`:                   0,
 		`jetpost_nats_reconnects_total`:            0,
+		`jetpost_requests_queued`:                  0,
 	} {
 		if got := metric(body, series); got != want {
 			t.Errorf("%s = %v, want %v", series, got, want)

@@ -124,7 +124,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		err = queue.Setup(sctx, js, names, streams)
 		if err == nil {
 			cons, err = queue.NewConsumer(sctx, js, names, queue.ConsumerConfig{
-				MaxInflight:     cfg.MaxInflight,
+				// A handler for each request in flight and each job
+				// waiting for its host's capacity (hostWaiting).
+				MaxInflight:     cfg.MaxInflight + hostWaiting(cfg),
 				Prefetch:        cfg.EffectivePrefetch(),
 				AckWait:         cfg.AckWait,
 				MaxAckPending:   cfg.MaxAckPending,
@@ -181,6 +183,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		IdempotencyHeader: cfg.IdempotencyHeader,
 		AllowedNetworks:   allowed,
 		Admission:         limits,
+		// The bound targets see: jobs waiting for a host hold no place.
+		MaxRequests: cfg.MaxInflight,
 		Breaker: sender.Breaker{
 			Failures:         cfg.BreakerFailures,
 			OpenTimeout:      cfg.BreakerOpenTimeout,
@@ -196,6 +200,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return &usageError{err}
 	}
 	defer snd.Close()
+	mx.WatchQueued(snd.Queued)
 
 	w := worker.New(worker.Config{
 		ID:          cfg.WorkerID,
@@ -257,12 +262,16 @@ func hostLimits(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 		Rates:       rules,
 		Buckets:     rates,
 		Peers:       board.Peers,
-		// Up to half the worker's slots may wait briefly for a host's slot
-		// or token; the other half stays free for other hosts' jobs.
-		MaxWaiting: max(1, cfg.MaxInflight/2),
+		MaxWaiting:  hostWaiting(cfg),
 	})
 	if err != nil {
 		return nil, nil, &usageError{err}
 	}
 	return limits, board, nil
 }
+
+// hostWaiting is how many jobs may wait in a worker for a host's capacity
+// (hostlimit.Config.MaxWaiting) on top of the JETPOST_MAX_INFLIGHT in
+// flight. Waiting jobs hold no place (sender.Config.MaxRequests), so they
+// cost other hosts nothing; the consumer runs a handler for each.
+func hostWaiting(cfg *config.Worker) int { return cfg.MaxInflight }

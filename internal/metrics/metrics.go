@@ -75,6 +75,17 @@ func New(reconnects func() uint64) *Metrics {
 	return m
 }
 
+// WatchQueued exports queued, read at scrape time, as
+// jetpost_requests_queued: requests admitted for their host but waiting for
+// one of the worker's JETPOST_MAX_INFLIGHT places. Above zero the worker
+// sends as much as it may; more would take more workers or a higher bound.
+func (m *Metrics) WatchQueued(queued func() int) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+		Name: "jetpost_requests_queued",
+		Help: "Requests admitted for their host but waiting for one of the worker's JETPOST_MAX_INFLIGHT places.",
+	}, func() float64 { return float64(queued()) }))
+}
+
 // Handler serves the registry.
 func (m *Metrics) Handler() http.Handler {
 	return promhttp.HandlerFor(m.reg, promhttp.HandlerOpts{Registry: m.reg})

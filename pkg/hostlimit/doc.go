@@ -18,20 +18,34 @@
 // thousands of jobs for one host is parked about once each rather than
 // spinning through the worker.
 //
-// The one exception is a bounded buffer (Config.MaxWaiting: half the
-// worker's slots in cmd/worker). A request whose slot is due within a few
-// of the host's latencies, or whose token is due within a lease period,
-// may wait for it in Admit, at most MaxWait. JetStream hands parked jobs
-// back in bursts: every delayed NAK pushes the consumer's redelivery timer
-// 10 ms out, and with more than 1024 jobs pending the server postpones
-// redeliveries by 100 ms whenever acknowledgements are streaming in. The
-// buffer carries a busy host through those pauses, so that its slots are
-// refilled the moment they free and its tokens are spent as they accrue
-// instead of lapsing; without it, a host answering in 50 ms saw its slots
-// idle a fifth of the time, and a rate limit was missed by 15%. A host
-// holds at most four waiting requests per slot (half its limit, for a
-// moment, until it has answered), a host that stops answering none, and
-// the other half of the worker's slots stays free for other hosts' jobs.
+// The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
+// as JETPOST_MAX_INFLIGHT in cmd/worker). A request whose slot is due
+// within a few of the host's latencies, or whose token is due within a
+// lease period, may wait for it in Admit, at most MaxWait. JetStream hands
+// parked jobs back in bursts: every delayed NAK pushes the consumer's
+// redelivery timer 10 ms out, and with more than 1024 jobs pending the
+// server postpones redeliveries by 100 ms whenever acknowledgements are
+// streaming in. The buffer carries a busy host through those pauses, so
+// that its slots are refilled the moment they free and its tokens are
+// spent as they accrue instead of lapsing; without it, a host answering in
+// 50 ms saw its slots idle a fifth of the time, and a rate limit was missed
+// by 15%. A host holds at most six waiting requests per slot (half its
+// limit, for a moment, until it has answered), and a host that stops
+// answering none. Waiting costs other hosts nothing: the worker runs a
+// handler for each waiting job on top of its JETPOST_MAX_INFLIGHT, and the
+// sender bounds the requests in flight (sender.Config.MaxRequests) after
+// admission, so a waiting job holds no request place.
+//
+// # A 429 is paced, not backed off
+//
+// A job whose host answers 429 without Retry-After spends its attempt, as
+// any retry does, but its retry is booked in the host's line of refused
+// jobs (Limiter.Pace, a sender.Pacer) rather than left to a blind
+// exponential backoff: the adaptive limit was just cut for that answer, and
+// the line is spaced for the cut limit. A job refused near the end of a
+// batch thus comes back when the host has room, not up to a backoff after
+// every other job is done. Fixed limits do not pace: they do not learn from
+// the refusal, and the worker's backoff is what slows them down.
 //
 // # Adaptive concurrency
 //

@@ -398,3 +398,52 @@ func TestWaitingEndsWithTheWaitOrTheContext(t *testing.T) {
 		}
 	}
 }
+
+// A job answered 429 by an adaptive host is given the next place in the
+// host's line, after the jobs refused before it; a fixed limit and an
+// unknown host leave it to the worker's backoff.
+func TestPaceBooksA429InTheHostsLine(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now})
+	a := sender.AdmitRequest{Host: "a.example:443"}
+	if d := l.Pace("unknown.example:443"); d != 0 {
+		t.Fatalf("pace for a host never seen: %v, want 0", d)
+	}
+	// Learn a 40 ms latency at full use.
+	for range 30 {
+		var rels []func(sender.Feedback)
+		for {
+			rel, na := admit(t, l, a)
+			if na != nil {
+				break
+			}
+			rels = append(rels, rel)
+		}
+		clock.advance(40 * time.Millisecond)
+		for _, rel := range rels {
+			rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+		}
+	}
+	var rels []func(sender.Feedback)
+	for range hostLimit(l, a.Host) {
+		rel, _ := admit(t, l, a)
+		rels = append(rels, rel)
+	}
+	_, first := admit(t, l, a)
+	_, second := admit(t, l, a)
+	if first == nil || second == nil {
+		t.Fatal("admitted beyond the limit")
+	}
+	rels[0](sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
+	pace := l.Pace(a.Host)
+	if pace <= second.Wait || pace > second.Wait+40*time.Millisecond {
+		t.Fatalf("pace %v after refusals told %v and %v: want the next place in the line", pace, first.Wait, second.Wait)
+	}
+
+	fixed, _ := New(Config{MaxInflight: 4, Fixed: true, Now: clock.now})
+	rel, _ := admit(t, fixed, a)
+	rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
+	if d := fixed.Pace(a.Host); d != 0 {
+		t.Fatalf("pace with a fixed limit: %v, want 0 (the worker's backoff)", d)
+	}
+}

@@ -22,10 +22,11 @@ type Admission interface {
 	//
 	// A refusal is an error, usually a *NotAdmittedError whose Wait says
 	// when to try again; Send turns any error into a Defer outcome. Admit
-	// runs on the path of every job and holds the caller's worker slot
-	// while it runs: it answers at once or after a short, bounded wait (a
-	// fleet-wide token lease, a slot or token due very soon), and gives up
-	// when ctx ends. Waiting for capacity is what the deferral is for.
+	// runs on the path of every job and holds its caller (but no request
+	// place, see Config.MaxRequests) while it runs: it answers at once or
+	// after a short, bounded wait (a fleet-wide token lease, a slot or
+	// token due very soon), and gives up when ctx ends. Waiting for
+	// capacity is what the deferral is for.
 	Admit(ctx context.Context, r AdmitRequest) (release func(Feedback), err error)
 }
 
@@ -80,6 +81,19 @@ type NotAdmittedError struct {
 
 func (e *NotAdmittedError) Error() string {
 	return fmt.Sprintf("host limit for %s: %s", e.Host, e.Reason)
+}
+
+// Pacer is an Admission that knows when a host will have room again. When
+// a host answers 429 without Retry-After, Send asks it for the retry's
+// delay instead of leaving it to the caller's backoff: an adaptive limit
+// that was just cut for that answer knows the host's pace, and a job sent
+// back for a blind backoff would return after the host's other jobs (or
+// alone, at the end of a batch, up to a backoff later). The attempt is
+// spent all the same, so a host that refuses for good still ends the job.
+type Pacer interface {
+	// Pace is how long a job for host should wait before its retry; 0
+	// leaves it to the caller's backoff.
+	Pace(host string) time.Duration
 }
 
 // defaultAdmitWait is how long a job waits when an Admission refuses it

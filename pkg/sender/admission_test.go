@@ -5,8 +5,10 @@ import (
 	"errors"
 	"net/http"
 	"net/url"
+	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 )
@@ -169,5 +171,165 @@ func TestAdmitHost(t *testing.T) {
 		if got := admitHost(u); got != want {
 			t.Errorf("admitHost(%s) = %q, want %q", raw, got, want)
 		}
+	}
+}
+
+// MaxRequests bounds what reaches targets, jobs and callbacks together;
+// the rest queue for a place.
+func TestMaxRequestsBoundsRequestsInFlight(t *testing.T) {
+	release := make(chan struct{})
+	var inflight, peak atomic.Int64
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		n := inflight.Add(1)
+		for p := peak.Load(); n > p && !peak.CompareAndSwap(p, n); p = peak.Load() {
+		}
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+		inflight.Add(-1)
+	})
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRequests: 2, Admission: &fakeAdmission{}})
+	ctx := safetyNet(t)
+	var wg sync.WaitGroup
+	outcomes := make(chan Outcome, 5)
+	for i := range 5 {
+		wg.Go(func() {
+			if i%2 == 0 {
+				outcomes <- s.Post(ctx, srv.URL+"/callback", []byte(`{}`), "k")
+				return
+			}
+			outcomes <- s.Send(ctx, newJob(srv.URL+"/job"))
+		})
+	}
+	// Two at the target, three queued for a place.
+	for hits.Load() < 2 || s.Queued() < 3 {
+		if ctx.Err() != nil {
+			t.Fatalf("%d requests at the target, %d queued; want 2 and 3", hits.Load(), s.Queued())
+		}
+		runtime.Gosched()
+	}
+	if hits.Load() != 2 {
+		t.Fatalf("%d requests reached the target with MaxRequests 2", hits.Load())
+	}
+	close(release)
+	wg.Wait()
+	close(outcomes)
+	for o := range outcomes {
+		if o.Kind != Success {
+			t.Errorf("outcome %v: %v", o.Kind, o.Err)
+		}
+	}
+	if peak.Load() != 2 || hits.Load() != 5 || s.Queued() != 0 {
+		t.Fatalf("peak %d, %d requests, %d still queued; want 2, 5, 0", peak.Load(), hits.Load(), s.Queued())
+	}
+}
+
+// A job waiting in Admission for its host's capacity holds no place: the
+// only place goes to a job whose host has room.
+func TestWaitingInAdmissionHoldsNoPlace(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
+	asked, unblock := make(chan struct{}), make(chan struct{})
+	adm := &fakeAdmission{refuse: func(r AdmitRequest) error {
+		if r.Batch == "busy" {
+			close(asked)
+			<-unblock
+		}
+		return nil
+	}}
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRequests: 1, Admission: adm})
+	ctx := safetyNet(t)
+	busy := newJob(srv.URL + "/busy")
+	busy.Batch = "busy"
+	done := make(chan Outcome, 1)
+	go func() { done <- s.Send(ctx, busy) }()
+	<-asked
+	if o := s.Send(ctx, newJob(srv.URL+"/free")); o.Kind != Success {
+		t.Fatalf("job for a host with room: %v (%v); the waiting job must not hold the place", o.Kind, o.Err)
+	}
+	close(unblock)
+	if o := <-done; o.Kind != Success {
+		t.Fatalf("the job that waited: %v (%v)", o.Kind, o.Err)
+	}
+}
+
+// Shutdown while queued for a place: nothing sent, the admission's slot
+// freed, the job handed back as a Defer.
+func TestQueuedForAPlaceShutdown(t *testing.T) {
+	release := make(chan struct{})
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	})
+	defer close(release)
+	adm := &fakeAdmission{}
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRequests: 1, Admission: adm})
+	ctx := safetyNet(t)
+	go s.Send(ctx, newJob(srv.URL+"/first"))
+	for hits.Load() < 1 && ctx.Err() == nil {
+		runtime.Gosched()
+	}
+	qctx, cancel := context.WithCancel(ctx)
+	done := make(chan Outcome, 1)
+	go func() { done <- s.Send(qctx, newJob(srv.URL+"/second")) }()
+	for s.Queued() < 1 && ctx.Err() == nil {
+		runtime.Gosched()
+	}
+	cancel()
+	o := <-done
+	if o.Kind != Defer || o.Attempted || !strings.Contains(o.Err.Error(), "not sent") {
+		t.Fatalf("outcome %+v: want a Defer, not sent", o)
+	}
+	adm.mu.Lock()
+	defer adm.mu.Unlock()
+	if len(adm.feedback) != 1 || adm.feedback[0].Sent {
+		t.Fatalf("feedback %+v: the queued job's admission must be released as not sent", adm.feedback)
+	}
+}
+
+// pacer is a fakeAdmission that paces retries after a 429.
+type pacer struct {
+	fakeAdmission
+	pace  time.Duration
+	hosts []string
+}
+
+func (p *pacer) Pace(host string) time.Duration {
+	p.hosts = append(p.hosts, host)
+	return p.pace
+}
+
+// A 429 without Retry-After is retried at the Admission's pace; the
+// target's own Retry-After wins, and other retried statuses keep the
+// caller's backoff.
+func TestPacerTimesA429Retry(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/429":
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/429-retry-after":
+			w.Header().Set("Retry-After", "7")
+			w.WriteHeader(http.StatusTooManyRequests)
+		case "/503":
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	p := &pacer{pace: 1234 * time.Millisecond}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: p})
+	ctx := safetyNet(t)
+	for path, want := range map[string]time.Duration{"/429": 1234 * time.Millisecond, "/429-retry-after": 7 * time.Second, "/503": 0} {
+		if o := s.Send(ctx, newJob(srv.URL+path)); o.Kind != Retry || o.RetryAfter != want {
+			t.Errorf("%s: %v after %v, want a retry after %v", path, o.Kind, o.RetryAfter, want)
+		}
+	}
+	u, _ := url.Parse(srv.URL)
+	if len(p.hosts) != 1 || p.hosts[0] != "127.0.0.1:"+u.Port() {
+		t.Errorf("paced hosts %v: want the one 429 without Retry-After, by its admission key", p.hosts)
+	}
+	// Callbacks are not paced: they were never admitted.
+	if o := s.Post(ctx, srv.URL+"/429", []byte(`{}`), "k"); o.Kind != Retry || o.RetryAfter != 0 {
+		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Kind, o.RetryAfter)
 	}
 }

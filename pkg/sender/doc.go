@@ -29,8 +29,9 @@
 // receive a request.
 //
 // Retry outcomes carry the target's Retry-After (seconds or HTTP-date,
-// capped by Config.MaxRetryAfter) when it sent one; otherwise the caller uses
-// Backoff. Bodies are kept, up to Config.MaxResponseBytes, on failures too:
+// capped by Config.MaxRetryAfter) when it sent one; for a 429 without one,
+// the host's pace from an Admission that keeps it (Pacer); otherwise the
+// caller uses Backoff. Bodies are kept, up to Config.MaxResponseBytes, on failures too:
 // an API's error message is what a user needs to fix a permanent failure.
 //
 // # Breakers

@@ -12,6 +12,7 @@ import (
 	"net/netip"
 	"net/url"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/jetpost/jetpost/pkg/job"
@@ -61,7 +62,8 @@ type Outcome struct {
 	BodyTruncated bool
 	Duration      time.Duration // of this attempt
 	// RetryAfter is the delay the target asked for (Retry-After, capped) on
-	// Retry, or how long to wait before trying a deferred job again on Defer.
+	// Retry, or for a 429 without one the Admission's pace for the host
+	// (Pacer); on Defer, how long to wait before trying the job again.
 	// Zero on Retry means "no hint: use the backoff policy".
 	RetryAfter time.Duration
 	// Err says why the attempt did not succeed; nil on Success. Secrets are
@@ -90,6 +92,14 @@ type Config struct {
 	// callbacks) whether it may start now; a refusal defers the job
 	// without spending an attempt. See Admission.
 	Admission Admission
+
+	// MaxRequests bounds the requests in flight at once across every host,
+	// jobs and callbacks alike; 0 means no bound. A request takes its place
+	// after Admission has let it start, so a job waiting for its host's
+	// capacity (in Admission) holds none: a caller may run more Sends than
+	// MaxRequests, some waiting for a host, while the hosts with room use
+	// every place.
+	MaxRequests int
 
 	// AllowedNetworks may be dialled even though they are loopback, private,
 	// link-local or otherwise refused by default.
@@ -144,6 +154,10 @@ type Sender struct {
 	cfg       Config
 	transport *http.Transport
 	breakers  breakers
+	// places bounds the requests in flight (Config.MaxRequests); nil:
+	// unbounded.
+	places chan struct{}
+	queued atomic.Int64 // requests waiting for a place now
 	// rnd jitters Defer delays; a field so tests can pin it.
 	rnd func() float64
 }
@@ -155,12 +169,16 @@ func New(cfg Config) (*Sender, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &Sender{
+	s := &Sender{
 		cfg:       cfg,
 		transport: newTransport(cfg),
 		breakers:  breakers{settings: cfg.Breaker, onChange: cfg.OnBreakerChange},
 		rnd:       rand.Float64,
-	}, nil
+	}
+	if cfg.MaxRequests > 0 {
+		s.places = make(chan struct{}, cfg.MaxRequests)
+	}
+	return s, nil
 }
 
 func withDefaults(cfg Config) (Config, error) {
@@ -169,6 +187,8 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("sender: timeout %v is negative", cfg.Timeout)
 	case cfg.MaxResponseBytes < 0:
 		return cfg, fmt.Errorf("sender: max response bytes %d is negative", cfg.MaxResponseBytes)
+	case cfg.MaxRequests < 0:
+		return cfg, fmt.Errorf("sender: max requests %d is negative", cfg.MaxRequests)
 	case cfg.MaxConnsPerHost < 0:
 		return cfg, fmt.Errorf("sender: max connections per host %d is negative", cfg.MaxConnsPerHost)
 	case cfg.MaxRetryAfter < 0:
@@ -317,10 +337,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		// Shutdown before anything was sent: hand the job back untouched.
 		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
-	actx, cancel := context.WithTimeoutCause(ctx, r.timeout, &TimeoutError{After: r.timeout})
-	defer cancel()
-
-	req, err := s.build(actx, r)
+	req, err := s.build(ctx, r)
 	if err != nil {
 		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
 	}
@@ -332,6 +349,18 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 			return o
 		}
 	}
+	if s.places != nil {
+		if err := s.takePlace(ctx); err != nil {
+			release(Feedback{})
+			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
+		}
+		defer func() { <-s.places }()
+	}
+	// The attempt's own time starts now: waiting for the host's capacity
+	// or a place is not the target being slow.
+	actx, cancel := context.WithTimeoutCause(ctx, r.timeout, &TimeoutError{After: r.timeout})
+	defer cancel()
+	req = req.WithContext(actx)
 	hb := s.breakers.get(host)
 	done, err := hb.cb.Allow()
 	if err != nil {
@@ -406,6 +435,8 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	if c.kind == Retry && resp != nil {
 		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
+		} else if p, ok := s.cfg.Admission.(Pacer); ok && r.admit && out.Status == http.StatusTooManyRequests {
+			out.RetryAfter = min(p.Pace(admitHost(req.URL)), s.cfg.MaxRetryAfter)
 		}
 	}
 	if out.Kind == Success {
@@ -416,6 +447,28 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	out.Err = err
 	return out
 }
+
+// takePlace waits for one of the MaxRequests places, or returns why not.
+func (s *Sender) takePlace(ctx context.Context) error {
+	select {
+	case s.places <- struct{}{}:
+		return nil
+	default:
+	}
+	s.queued.Add(1)
+	defer s.queued.Add(-1)
+	select {
+	case s.places <- struct{}{}:
+		return nil
+	case <-ctx.Done():
+		return callerError(ctx)
+	}
+}
+
+// Queued is how many requests wait now for one of Config.MaxRequests
+// places: above zero, this process sends as much as it may, and more
+// would need more workers or a higher bound.
+func (s *Sender) Queued() int { return int(s.queued.Load()) }
 
 // admit asks the Admission whether the request to u may start. It returns
 // the release to call once the attempt is over, or nil and the Defer
