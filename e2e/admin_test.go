@@ -9,6 +9,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/pkg/queue"
@@ -44,6 +45,25 @@ func TestStatusDLQRedriveCommands(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &o); err != nil || code != 0 || len(o.Batches) != 1 ||
 		o.Batches[0].Results != 2 || o.Batches[0].DeadLetters != 1 || o.Batches[0].Open != 0 {
 		t.Errorf("status --json: exit %d, %v, %+v", code, err, o)
+	}
+	// The worker posts its limits per host; status shows them, with the
+	// adaptive limit it holds for the target now.
+	host := strings.TrimPrefix(srv.URL, "http://")
+	var posted struct {
+		HostLimits []fleetrate.WorkerLimits `json:"host_limits"`
+	}
+	waitUntil(t, func() bool {
+		_, out, _ := runEnqueue(t, nil, append([]string{"status", "--json"}, nats...)...)
+		posted.HostLimits = nil
+		return json.Unmarshal([]byte(out), &posted) == nil && len(posted.HostLimits) == 1 &&
+			len(posted.HostLimits[0].Hosts) == 1 && posted.HostLimits[0].Hosts[0].Admitted >= 2
+	})
+	if h := posted.HostLimits[0].Hosts[0]; h.Host != host || !h.Adaptive || h.Limit < 1 || h.InFlight != 0 {
+		t.Errorf("host limits posted: %+v, want %s, adaptive, nothing in flight", h, host)
+	}
+	code, out, _ = runEnqueue(t, nil, append([]string{"status"}, nats...)...)
+	if code != 0 || !strings.Contains(out, "host limits (1 workers)") || !strings.Contains(out, host) || !strings.Contains(out, "adaptive") {
+		t.Errorf("status does not show the host's limit: exit %d\n%s", code, out)
 	}
 	code, out, _ = runEnqueue(t, nil, append([]string{"dlq", "ops"}, nats...)...)
 	if code != 0 || !strings.Contains(out, "later") || strings.Contains(out, "fine") || !strings.Contains(out, "exhausted") {

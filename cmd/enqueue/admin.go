@@ -1,20 +1,26 @@
 package main
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"slices"
+	"strings"
 	"text/tabwriter"
+	"time"
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/config"
+	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
@@ -181,9 +187,10 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	return nil
 }
 
-// runStatus shows where batches stand and which breakers are open.
+// runStatus shows where batches stand, which breakers are open, and each
+// worker's limits per host.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdmin("status", "[BATCH] [--json]   jobs open, results, dead letters, consumer lag, open breakers", stderr)
+	a := newAdmin("status", "[BATCH] [--json]   jobs open, results, dead letters, consumer lag, open breakers, limits per host", stderr)
 	pos, err := a.parse(args)
 	if err != nil {
 		return err
@@ -197,8 +204,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
+	limits, err := hostLimits(ctx, a.js, a.names.Prefix)
+	if err != nil {
+		return &exitError{exitBroker, err}
+	}
 	if a.asJSON {
-		b, _ := json.Marshal(o)
+		b, _ := json.Marshal(struct {
+			queue.Overview
+			HostLimits []fleetrate.WorkerLimits `json:"host_limits"`
+		}{o, limits})
 		fmt.Fprintln(stdout, string(b))
 		return nil
 	}
@@ -212,13 +226,72 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.Lag, o.Unacked, o.PullsWaiting)
 	if len(o.Breakers) == 0 {
 		fmt.Fprintln(stdout, "breakers: all closed")
+	} else {
+		fmt.Fprintln(stdout, "breakers not closed:")
+		tw = tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "  HOST\tSTATE\tWORKER\tSINCE")
+		for _, b := range o.Breakers {
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", b.Host, b.State, b.Worker, b.Since.Format("15:04:05"))
+		}
+		_ = tw.Flush()
+	}
+	return printHostLimits(stdout, limits)
+}
+
+// hostLimits reads every running worker's limits per host from the board
+// the workers post to; none when no worker has posted yet.
+func hostLimits(ctx context.Context, js jetstream.JetStream, prefix string) ([]fleetrate.WorkerLimits, error) {
+	board, err := fleetrate.OpenBoardReadOnly(ctx, js, prefix)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("host limits: %w", err)
+	}
+	ws, err := board.List(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("host limits: %w", err)
+	}
+	return ws, nil
+}
+
+// printHostLimits lists the limits by host, then worker: the concurrency
+// limit each worker holds now (adaptive or fixed), what it has in flight
+// and waiting, the host's recent latency and its rate limit.
+func printHostLimits(w io.Writer, ws []fleetrate.WorkerLimits) error {
+	type line struct {
+		worker string
+		h      hostlimit.HostState
+	}
+	var lines []line
+	for _, wl := range ws {
+		for _, h := range wl.Hosts {
+			lines = append(lines, line{wl.Worker, h})
+		}
+	}
+	if len(lines) == 0 {
+		fmt.Fprintf(w, "host limits: none posted (%d workers running; each posts its hosts every few seconds)\n", len(ws))
 		return nil
 	}
-	fmt.Fprintln(stdout, "breakers not closed:")
-	tw = tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "  HOST\tSTATE\tWORKER\tSINCE")
-	for _, b := range o.Breakers {
-		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", b.Host, b.State, b.Worker, b.Since.Format("15:04:05"))
+	slices.SortFunc(lines, func(x, y line) int {
+		return cmp.Or(strings.Compare(x.h.Host, y.h.Host), strings.Compare(x.worker, y.worker))
+	})
+	fmt.Fprintf(w, "host limits (%d workers):\n", len(ws))
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  HOST\tWORKER\tLIMIT\tIN FLIGHT\tWAITING\tLATENCY\tRATE LIMIT\tADMITTED\tREFUSED")
+	for _, l := range lines {
+		kind, lat, rate := "fixed", "-", "-"
+		if l.h.Adaptive {
+			kind = "adaptive"
+		}
+		if l.h.Latency > 0 {
+			lat = l.h.Latency.Round(100 * time.Microsecond).String()
+		}
+		if l.h.Rate != "" {
+			rate = l.h.Rate
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%d %s\t%d\t%d\t%s\t%s\t%d\t%d\n", l.h.Host, l.worker, l.h.Limit, kind,
+			l.h.InFlight, l.h.Waiting, lat, rate, l.h.Admitted, l.h.Refused)
 	}
 	return tw.Flush()
 }
