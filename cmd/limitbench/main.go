@@ -29,6 +29,7 @@ import (
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"os"
@@ -314,9 +315,19 @@ func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []st
 			_ = p.Wait()
 		}
 	}()
+	debug := os.Getenv("LIMITBENCH_DEBUG") != ""
 	for i := range workers {
 		cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "worker"))
 		cmd.Env = append(append(append([]string(nil), base...), env...), fmt.Sprintf("JETPOST_WORKER_ID=w%d", i+1))
+		if debug && i == 0 {
+			addr, err := freeAddr()
+			if err != nil {
+				return res, err
+			}
+			cmd.Env = append(cmd.Env, "JETPOST_HTTP_ADDR="+addr)
+			stop := watchMetrics(addr)
+			defer stop()
+		}
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
@@ -589,6 +600,55 @@ func stopNATS(ns *server.Server, dir string) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	_ = os.RemoveAll(dir)
+}
+
+func freeAddr() (string, error) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return "", err
+	}
+	defer ln.Close()
+	return ln.Addr().String(), nil
+}
+
+// watchMetrics prints the worker's per-host gauges every 250 ms to standard
+// error (LIMITBENCH_DEBUG): where a run lost time, and why.
+func watchMetrics(addr string) (stop func()) {
+	done := make(chan struct{})
+	finished := make(chan struct{})
+	go func() {
+		defer close(finished)
+		tick := time.NewTicker(250 * time.Millisecond)
+		defer tick.Stop()
+		wanted := []string{"jetpost_host_concurrency_limit", "jetpost_host_in_flight", "jetpost_host_waiting", "jetpost_jobs_in_flight", "jetpost_host_refused_total", "jetpost_jobs_deferred_total"}
+		for {
+			select {
+			case <-done:
+				return
+			case <-tick.C:
+			}
+			resp, err := http.Get("http://" + addr + "/metrics")
+			if err != nil {
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			var parts []string
+			for _, line := range strings.Split(string(body), "\n") {
+				for _, w := range wanted {
+					if strings.HasPrefix(line, w) {
+						name, val, _ := strings.Cut(line, " ")
+						if i := strings.Index(name, "{"); i > 0 && !strings.Contains(name, "reason") {
+							name = name[:i]
+						}
+						parts = append(parts, strings.TrimPrefix(name, "jetpost_")+"="+val)
+					}
+				}
+			}
+			fmt.Fprintf(os.Stderr, "%s %s\n", time.Now().Format("05.000"), strings.Join(parts, " "))
+		}
+	}()
+	return func() { close(done); <-finished }
 }
 
 func cleanEnv() []string {
