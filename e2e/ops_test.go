@@ -167,7 +167,8 @@ func TestSecretsNeverShown(t *testing.T) {
 	content := fmt.Sprintf(`{"id":"s1","url":"%s/x?status=404","headers":{"Authorization":"Bearer TOPSECRET-1","Cookie":"sid=TOPSECRET-2","X-Api-Key":"TOPSECRET-6"}}
 {"id":"s2","url":"http://user:TOPSECRET-3@%s/y?status=503","headers":{"Proxy-Authorization":"Basic TOPSECRET-4"}}
 {"id":"s3","url":"http://user:TOPSECRET-5@127.0.0.1:1/unreachable"}
-`, srv.URL, host)
+{"id":"s4","url":"%s/z?status=404&api_key=TOPSECRET-7","callback":"%s/cb?status=500&access_token=TOPSECRET-8"}
+`, srv.URL, host, srv.URL, srv.URL)
 	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
 		t.Fatal(err)
 	}

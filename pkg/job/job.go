@@ -168,10 +168,10 @@ func validateURL(field, raw string) error {
 		return fmt.Errorf("%s %s is not a URL: %w", field, quote(raw), errors.Unwrap(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
-		return fmt.Errorf("%s %s must be an absolute http or https URL", field, quote(raw))
+		return fmt.Errorf("%s %s must be an absolute http or https URL", field, quote(RedactURL(raw)))
 	}
 	if u.Host == "" || u.Hostname() == "" {
-		return fmt.Errorf("%s %s has no host", field, quote(raw))
+		return fmt.Errorf("%s %s has no host", field, quote(RedactURL(raw)))
 	}
 	return nil
 }

@@ -195,6 +195,14 @@ func TestRedaction(t *testing.T) {
 		"https://tok@h/":         "https://REDACTED@h/",
 		"https://h/p":            "https://h/p",
 		"":                       "",
+		// Secret query parameters, whatever their case or separators;
+		// the others keep their order and encoding.
+		"https://h/x?b=2&api_key=s3cr3t&a=%20x":        "https://h/x?b=2&api_key=REDACTED&a=%20x",
+		"https://h/x?X-Amz-Signature=abc&X-Amz-Date=1": "https://h/x?X-Amz-Signature=REDACTED&X-Amz-Date=1",
+		"https://h/x?access%5Ftoken=t&token=u&page=2":  "https://h/x?access%5Ftoken=REDACTED&token=REDACTED&page=2",
+		"https://u:p@h/x?sig=1&keyword=go":             "https://REDACTED@h/x?sig=REDACTED&keyword=go",
+		"https://h/x?apiKey":                           "https://h/x?apiKey",
+		"https://h/cb?code=oauth-code&state=s#frag":    "https://h/cb?code=REDACTED&state=s#frag",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

@@ -640,14 +640,9 @@ func redactURL(raw string) string {
 	return redact(u)
 }
 
-func redact(u *url.URL) string {
-	if u.User == nil {
-		return u.String()
-	}
-	c := *u
-	c.User = nil
-	return c.String()
-}
+// redact shows u in errors, which end up in results, dead letters and
+// logs: without credentials or secret query parameters (job.RedactedURL).
+func redact(u *url.URL) string { return job.RedactedURL(u) }
 
 // validHeaderValue rejects the control characters net/http would refuse at
 // send time (which would otherwise look like a retryable transport error).
