@@ -12,11 +12,22 @@ import (
 // breakers holds one circuit breaker per host, created on first use. A
 // sync.Map suits the access pattern: written once per host, read on every
 // request from many goroutines, which then contend on nothing.
+//
+// Hosts come from files nobody vetted, so the map must not grow without
+// bound: a closed breaker unused for breakerIdle is dropped (a sweep at
+// most every breakerIdle/2, on the request path). It holds nothing worth
+// keeping: fewer consecutive failures than would open it. Open and
+// half-open breakers stay, whatever their age.
 type breakers struct {
 	settings Breaker
 	onChange func(host, from, to string)
 	m        sync.Map // host -> *hostBreaker
+	swept    atomic.Int64
+	now      func() time.Time // nil: time.Now; tests set it
 }
+
+// breakerIdle is how long a closed breaker is kept unused.
+const breakerIdle = 10 * time.Minute
 
 type hostBreaker struct {
 	cb          *gobreaker.TwoStepCircuitBreaker[struct{}]
@@ -26,16 +37,43 @@ type hostBreaker struct {
 	// and a callback that asks for the states must not deadlock.
 	state    atomic.Int32 // gobreaker.State
 	openedAt atomic.Int64 // unix nanoseconds of the last transition to open
+	lastUsed atomic.Int64 // unix nanoseconds
 }
 
 func (b *breakers) get(host string) *hostBreaker {
-	if v, ok := b.m.Load(host); ok {
-		return v.(*hostBreaker)
+	now := time.Now
+	if b.now != nil {
+		now = b.now
 	}
-	// Two goroutines may both build one; LoadOrStore keeps the first and the
-	// loser, never used, has no side effects.
-	v, _ := b.m.LoadOrStore(host, b.newBreaker(host))
-	return v.(*hostBreaker)
+	t := now().UnixNano()
+	b.maybeSweep(t)
+	v, ok := b.m.Load(host)
+	if !ok {
+		// Two goroutines may both build one; LoadOrStore keeps the first
+		// and the loser, never used, has no side effects.
+		v, _ = b.m.LoadOrStore(host, b.newBreaker(host))
+	}
+	hb := v.(*hostBreaker)
+	hb.lastUsed.Store(t)
+	return hb
+}
+
+// maybeSweep drops closed breakers unused for breakerIdle, at most once per
+// half of that. One that is dropped while a request it allowed is still
+// out only loses that request's count; the host's next request starts a
+// fresh breaker.
+func (b *breakers) maybeSweep(now int64) {
+	last := b.swept.Load()
+	if now-last < int64(breakerIdle/2) || !b.swept.CompareAndSwap(last, now) {
+		return
+	}
+	b.m.Range(func(k, v any) bool {
+		hb := v.(*hostBreaker)
+		if gobreaker.State(hb.state.Load()) == gobreaker.StateClosed && now-hb.lastUsed.Load() > int64(breakerIdle) {
+			b.m.CompareAndDelete(k, v)
+		}
+		return true
+	})
 }
 
 func (b *breakers) newBreaker(host string) *hostBreaker {

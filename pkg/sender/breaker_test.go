@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -297,5 +298,37 @@ func TestConcurrentSends(t *testing.T) {
 	}
 	if kinds[Defer].Load() == 0 || kinds[Success].Load() == 0 || kinds[Permanent].Load() == 0 {
 		t.Errorf("kinds: success %d retry %d permanent %d defer %d", kinds[0].Load(), kinds[1].Load(), kinds[2].Load(), kinds[3].Load())
+	}
+}
+
+// Hosts come from untrusted files: a closed breaker unused for breakerIdle
+// is forgotten, an open one is kept whatever its age.
+func TestIdleClosedBreakersAreForgotten(t *testing.T) {
+	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	b := &breakers{settings: Breaker{Failures: 1, OpenTimeout: time.Hour, HalfOpenRequests: 1}, now: func() time.Time { return now }}
+	for _, h := range []string{"idle:443", "open:443", "busy:443"} {
+		b.get(h)
+	}
+	done, err := b.get("open:443").cb.Allow()
+	if err != nil {
+		t.Fatal(err)
+	}
+	done(errors.New("down")) // opens it
+	hosts := func() []string {
+		var out []string
+		b.m.Range(func(k, _ any) bool { out = append(out, k.(string)); return true })
+		slices.Sort(out)
+		return out
+	}
+	now = now.Add(breakerIdle / 2)
+	b.get("busy:443")
+	now = now.Add(breakerIdle/2 + time.Second)
+	b.get("busy:443") // sweeps: idle is past breakerIdle, busy was used since
+	if got := hosts(); !slices.Equal(got, []string{"busy:443", "open:443"}) {
+		t.Fatalf("breakers kept: %v, want busy and open", got)
+	}
+	// A forgotten host gets a fresh breaker when it comes back.
+	if st := b.get("idle:443").current(now); st != gobreaker.StateClosed {
+		t.Fatalf("returning host's breaker: %v", st)
 	}
 }
