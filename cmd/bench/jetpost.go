@@ -13,6 +13,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/benchkit"
 	"github.com/jetpost/jetpost/internal/target"
 )
 
@@ -38,11 +39,11 @@ type workerProc struct {
 func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []string) ([]*workerProc, error) {
 	var ws []*workerProc
 	for i := range n {
-		addr, err := freeAddr()
+		addr, err := benchkit.FreeAddr()
 		if err != nil {
 			return ws, err
 		}
-		e := append(baseEnv(),
+		e := append(benchkit.CleanEnv(),
 			"JETPOST_NATS_URL="+natsURL,
 			"JETPOST_ALLOWED_NETWORKS=127.0.0.0/8",
 			"JETPOST_LOG_LEVEL=warn",
@@ -99,7 +100,7 @@ func (b *bench) startEnqueue(natsURL, file, batch string, wait bool) (*proc, err
 		args = append(args, "--wait")
 	}
 	args = append(args, file)
-	env := append(baseEnv(), "JETPOST_NATS_URL="+natsURL, "JETPOST_LOG_LEVEL=warn", "JETPOST_LOG_FORMAT=json")
+	env := append(benchkit.CleanEnv(), "JETPOST_NATS_URL="+natsURL, "JETPOST_LOG_LEVEL=warn", "JETPOST_LOG_FORMAT=json")
 	return startProc("enqueue "+batch, filepath.Join(b.binDir, "enqueue"), args, env, nil)
 }
 
@@ -170,7 +171,7 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 		return run, err
 	}
 	defer br.stop()
-	ws, err := b.startWorkers(ctx, br.url, s.workers, s.env)
+	ws, err := b.startWorkers(ctx, br.URL, s.workers, s.env)
 	defer stopWorkers(ws)
 	if err != nil {
 		return run, err
@@ -193,11 +194,11 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 
 	var bg *proc
 	if s.background != nil {
-		if bg, err = s.background(br.url); err != nil {
+		if bg, err = s.background(br.URL); err != nil {
 			return run, err
 		}
 	}
-	p, err := b.startEnqueue(br.url, file, s.batch, true)
+	p, err := b.startEnqueue(br.URL, file, s.batch, true)
 	if err != nil {
 		return run, err
 	}

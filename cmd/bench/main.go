@@ -41,6 +41,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/jetpost/jetpost/internal/benchkit"
 )
 
 var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation"}
@@ -105,7 +107,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *rounds < 1 {
 		return errors.New("-rounds must be at least 1")
 	}
-	root, err := moduleRoot()
+	root, err := benchkit.ModuleRoot()
 	if err != nil {
 		return err
 	}
@@ -127,7 +129,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 	}
 	b.logf("building worker, enqueue and demotarget")
-	if err := buildBinaries(ctx, root, b.binDir); err != nil {
+	if err := benchkit.Build(ctx, root, b.binDir, "./cmd/worker", "./cmd/enqueue", "./cmd/demotarget"); err != nil {
 		return err
 	}
 	if *profile != "" {
@@ -138,7 +140,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if *revLabel != "" {
 		b.revision = *revLabel
 	}
-	b.loadBefore = loadavg()
+	b.loadBefore = benchkit.LoadAvg()
 	start := time.Now()
 	for _, s := range chosen {
 		var err error
@@ -195,16 +197,4 @@ func (b *bench) scaled(n, least int) int {
 
 func machine() string {
 	return fmt.Sprintf("%d CPUs (GOMAXPROCS %d), %s %s/%s", runtime.NumCPU(), runtime.GOMAXPROCS(0), runtime.Version(), runtime.GOOS, runtime.GOARCH)
-}
-
-func loadavg() string {
-	b, err := os.ReadFile("/proc/loadavg")
-	if err != nil {
-		return "unknown"
-	}
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }

@@ -4,59 +4,32 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"os"
 	"sort"
 	"time"
 
-	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/benchkit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 var names = queue.NewNames("jetpost")
 
-// broker is an embedded JetStream server on a random loopback port with a
-// temporary store: what a deployment's nats-server is, inside this process,
-// so its CPU time is this process's.
-type broker struct {
-	ns  *server.Server
-	dir string
-	url string
-}
+// broker is the benchmark's embedded JetStream server (benchkit.Broker),
+// with the result reading the scenarios need.
+type broker struct{ *benchkit.Broker }
 
 func startBroker(parent string) (*broker, error) {
-	dir, err := os.MkdirTemp(parent, "nats-")
+	b, err := benchkit.StartBroker(parent, 8<<20)
 	if err != nil {
 		return nil, err
 	}
-	ns, err := server.NewServer(&server.Options{
-		Host:       "127.0.0.1",
-		Port:       -1,
-		JetStream:  true,
-		StoreDir:   dir,
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: 8 << 20,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("nats server: %w", err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		ns.Shutdown()
-		return nil, errors.New("nats server did not become ready")
-	}
-	return &broker{ns: ns, dir: dir, url: ns.ClientURL()}, nil
+	return &broker{b}, nil
 }
 
-func (b *broker) stop() {
-	b.ns.Shutdown()
-	b.ns.WaitForShutdown()
-	_ = os.RemoveAll(b.dir)
-}
+func (b *broker) stop() { b.Stop() }
 
 // resultStats reads back what the results stream holds for a batch.
 type resultStats struct {
@@ -73,7 +46,7 @@ type resultStats struct {
 // them all (ordered consumer) for ok counts and the longest pause.
 func (b *broker) readResults(ctx context.Context, batch string, full bool) (resultStats, error) {
 	var rs resultStats
-	nc, err := nats.Connect(b.url)
+	nc, err := nats.Connect(b.URL)
 	if err != nil {
 		return rs, err
 	}

@@ -80,7 +80,7 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 
 	// The worker's configuration exactly as cmd/worker reads it.
 	env := append([]string{
-		"JETPOST_NATS_URL=" + br.url, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
+		"JETPOST_NATS_URL=" + br.URL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
 		"JETPOST_MAX_INFLIGHT=" + strconv.Itoa(inflight),
 	}, b.workerEnv...)
 	for _, kv := range env {
@@ -122,7 +122,7 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	tl.start = start
 	var pubDone time.Duration
 	pprof.Do(ctx, pprof.Labels("component", "enqueue"), func(ctx context.Context) {
-		pubDone, err = inprocEnqueue(ctx, br.url, file, "prof"+name, n)
+		pubDone, err = inprocEnqueue(ctx, br.URL, file, "prof"+name, n)
 	})
 	wall := time.Since(start)
 	pprof.StopCPUProfile()

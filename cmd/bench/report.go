@@ -8,6 +8,8 @@ import (
 	"os/exec"
 	"strings"
 	"time"
+
+	"github.com/jetpost/jetpost/internal/benchkit"
 )
 
 // The generated block sits between these markers; everything else in the
@@ -21,7 +23,7 @@ const (
 func (b *bench) markdown(cmdline string, took time.Duration) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "Run of %s (%s) on %s, %s; `%s` took %s. Load average before: %s, after: %s (see \"others' load\" per run below: CPU used meanwhile by processes that are not part of the run).\n\n",
-		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.revision, machine(), hostNote(), cmdline, took.Round(time.Second), b.loadBefore, loadavg())
+		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.revision, machine(), hostNote(), cmdline, took.Round(time.Second), b.loadBefore, benchkit.LoadAvg())
 	s.WriteString("| scenario | figure | measured | goal | verdict |\n|---|---|---|---|---|\n")
 	for _, r := range b.rows {
 		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.measured, r.goal, r.verdict)

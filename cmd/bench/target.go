@@ -14,6 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/benchkit"
 	"github.com/jetpost/jetpost/internal/target"
 )
 
@@ -27,7 +28,7 @@ type demoTarget struct {
 func startTarget(ctx context.Context, binDir string, args ...string) (*demoTarget, error) {
 	pr, pw := io.Pipe()
 	args = append([]string{"-addr", "127.0.0.1:0"}, args...)
-	p, err := startProc("demotarget", filepath.Join(binDir, "demotarget"), args, baseEnv(), pw)
+	p, err := startProc("demotarget", filepath.Join(binDir, "demotarget"), args, benchkit.CleanEnv(), pw)
 	if err != nil {
 		return nil, err
 	}
