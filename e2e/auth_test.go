@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/nats-io/jwt/v2"
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
@@ -62,6 +63,8 @@ func TestNATSAuthentication(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	credsOpts, credsFile, strangerCreds := operatorMode(t, dir)
+
 	cases := []struct {
 		name string
 		opts *server.Options
@@ -75,6 +78,8 @@ func TestNATSAuthentication(t *testing.T) {
 			[]string{"JETPOST_NATS_TOKEN=t0ken"}, []string{"JETPOST_NATS_TOKEN=nope"}, false},
 		{"nkey", &server.Options{Nkeys: []*server.NkeyUser{{Nkey: pub}}},
 			[]string{"JETPOST_NATS_NKEY_FILE=" + seedFile}, nil, false},
+		{"creds-file", credsOpts,
+			[]string{"JETPOST_NATS_CREDS_FILE=" + credsFile}, []string{"JETPOST_NATS_CREDS_FILE=" + strangerCreds}, false},
 		{"mutual-tls", &server.Options{TLSConfig: tlsCfg, TLSVerify: true, TLS: true},
 			[]string{"JETPOST_NATS_TLS_CA=" + ca, "JETPOST_NATS_TLS_CERT=" + clientCert[0], "JETPOST_NATS_TLS_KEY=" + clientCert[1]},
 			[]string{"JETPOST_NATS_TLS_CA=" + ca}, true},
@@ -105,6 +110,67 @@ func TestNATSAuthentication(t *testing.T) {
 			}
 		})
 	}
+}
+
+// operatorMode makes the decentralised (JWT) setup a creds file belongs to,
+// as nsc would: an operator, an account with JetStream allowed, signed by
+// the operator, and a user of that account. It returns the server options
+// that trust the operator and know the account, the user's creds file, and
+// the creds file of a user of an account the server does not know.
+func operatorMode(t *testing.T, dir string) (*server.Options, string, string) {
+	t.Helper()
+	must := func(err error) {
+		t.Helper()
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	okp, err := nkeys.CreateOperator()
+	must(err)
+	opub, _ := okp.PublicKey()
+	oc := jwt.NewOperatorClaims(opub)
+	oc.Name = "jetpost-test"
+	_, err = oc.Encode(okp)
+	must(err)
+
+	resolver := &server.MemAccResolver{}
+	credsFor := func(name string, known bool) string {
+		akp, err := nkeys.CreateAccount()
+		must(err)
+		apub, _ := akp.PublicKey()
+		ac := jwt.NewAccountClaims(apub)
+		ac.Name = name
+		ac.Limits.JetStreamLimits = jwt.JetStreamLimits{MemoryStorage: -1, DiskStorage: -1, Streams: -1, Consumer: -1}
+		ajwt, err := ac.Encode(okp)
+		must(err)
+		if known {
+			must(resolver.Store(apub, ajwt))
+		}
+		ukp, err := nkeys.CreateUser()
+		must(err)
+		upub, _ := ukp.PublicKey()
+		uc := jwt.NewUserClaims(upub)
+		uc.Name = name + "-worker"
+		ujwt, err := uc.Encode(akp)
+		must(err)
+		seed, _ := ukp.Seed()
+		creds, err := jwt.FormatUserConfig(ujwt, seed)
+		must(err)
+		path := filepath.Join(dir, name+".creds")
+		must(os.WriteFile(path, creds, 0o600))
+		return path
+	}
+	good, stranger := credsFor("jobs", true), credsFor("stranger", false)
+	// JetStream in operator mode wants a system account.
+	skp, err := nkeys.CreateAccount()
+	must(err)
+	spub, _ := skp.PublicKey()
+	sc := jwt.NewAccountClaims(spub)
+	sc.Name = "SYS"
+	sjwt, err := sc.Encode(okp)
+	must(err)
+	must(resolver.Store(spub, sjwt))
+	return &server.Options{TrustedOperators: []*jwt.OperatorClaims{oc}, AccountResolver: resolver, SystemAccount: spub}, good, stranger
 }
 
 // writeTLSFiles makes a CA, a server certificate for 127.0.0.1 and a client
