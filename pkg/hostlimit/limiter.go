@@ -95,8 +95,8 @@ const (
 	// with pauses of 100 ms and more between them while acknowledgements
 	// stream in and more than a thousand jobs are parked; the buffer
 	// carries the host's slots through such pauses. Against a host taking
-	// 30 requests of 50 ms, four and four (a buffer of 120 covering 200 ms)
-	// left it idle 5-8 % of the time; six and eight, 2-3 % (BENCHMARKS.md).
+	// 30 requests of 50 ms, four and four (120 jobs covering 200 ms) gave
+	// 517-556 jobs/s of its 600; six and eight, 556-574 (BENCHMARKS.md).
 	waitersPerSlot = 6
 	waitLatencies  = 8
 	// latencyGuess stands in for a host's latency until answers tell.
