@@ -442,15 +442,9 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
 	lat := h.conc.baseLatency()
 	if lat == 0 {
 		// Too few answers to know the host's pace (its first round trips):
-		// line the refused jobs up at the most this worker could send the
-		// host, every slot it may give it answered in latencyGuess, so they
-		// come back soon and are scheduled then at the pace learned
-		// meanwhile. Telling them all "come back soon" brought thousands
-		// back in one burst a tenth of a second later, when a batch for
-		// one host was fetched at once. A host that hangs makes the line
-		// slower.
-		spacing := max(latencyGuess, stalled) / time.Duration(l.cfg.MaxInflight)
-		return l.schedule(&h.cursor, now, spacing)
+		// come back soon and be scheduled then, rather than parked for
+		// long on a guess. A host that hangs makes the waits grow.
+		return min(l.jitter(max(latencyGuess, stalled)), l.cfg.MaxDefer)
 	}
 	// The pace is taken optimistically, at the host's best lately (its
 	// baseline latency, the higher of its limit now and where it last
