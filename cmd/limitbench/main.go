@@ -504,10 +504,11 @@ const notes = `Reading the figures:
   parked jobs back in bursts: every delayed NAK pushes the consumer's
   redelivery timer 10 ms out, and with more than 1,024 jobs pending the
   server postpones redeliveries by 100 ms while acks stream in. The worker
-  bridges those pauses with jobs waiting for the host's capacity (up to
-  JETPOST_MAX_INFLIGHT of them, six per slot of the host, eight latencies
-  each), which hold no request place. With half as many, or with waiting
-  jobs holding request places, it ran at 517–556 jobs/s. A pull left open
+  bridges those pauses with jobs waiting for the host's capacity (as many
+  as JETPOST_MAX_INFLIGHT, at most 256; six per slot of the host, eight
+  latencies each), which hold no request place. With half as many, or
+  with waiting jobs holding request places, it ran at 517–556 jobs/s. A
+  pull left open
   for a second (the queue's default) cost another 6–10 %, so cmd/worker
   pulls with a 200 ms wait.
 - The fixed pool of 200 fails a third to a half of its jobs outright: they

@@ -456,6 +456,15 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
 	limit := float64(h.limit())
 	if h.fixed == 0 {
 		limit = max(limit, h.conc.lastMax)
+		if h.conc.slowStart {
+			// Still doubling every round trip, with no sign yet of where
+			// it stops: the pace may be anything up to the ceiling. Jobs
+			// lined up for today's limit would come back a round trip per
+			// doubling too late: a host answering in 1 s, its limit on the
+			// way from 20 to 1,000, had 5,000 jobs parked up to two
+			// minutes out and sent 40 a second.
+			limit = h.conc.max
+		}
 	}
 	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency))
 }

@@ -447,3 +447,37 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 		t.Fatalf("pace with a fixed limit: %v, want 0 (the worker's backoff)", d)
 	}
 }
+
+// While a host's limit is still doubling (slow start), refused jobs are
+// lined up for the ceiling, not for the limit of the moment: a slow host
+// on its way from 20 to 1,000 must not find its jobs parked minutes out.
+func TestSlowStartLinesUpForTheCeiling(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 1000, Now: clock.now})
+	a := sender.AdmitRequest{Host: "slow.example:443"}
+	var rels []func(sender.Feedback)
+	for {
+		rel, na := admit(t, l, a)
+		if na != nil {
+			break
+		}
+		rels = append(rels, rel)
+	}
+	clock.advance(time.Second)
+	for _, rel := range rels {
+		rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Second})
+	}
+	lim := hostLimit(l, a.Host)
+	if lim >= 1000 {
+		t.Fatalf("limit %d after one round trip: the test needs a host still in slow start", lim)
+	}
+	for range lim {
+		admit(t, l, a)
+	}
+	_, first := admit(t, l, a)
+	_, second := admit(t, l, a)
+	step := time.Duration(float64(time.Second) / 1000 / overbookConcurrency)
+	if first == nil || second == nil || second.Wait-first.Wait != step {
+		t.Fatalf("refusals %v then %v with limit %d: want them %v apart (the ceiling's pace)", first, second, lim, step)
+	}
+}
