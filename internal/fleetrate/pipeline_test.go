@@ -58,8 +58,11 @@ func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limit
 		if err := queue.Setup(ctx, js, names, streams); err != nil {
 			t.Fatal(err)
 		}
+		// As cmd/worker: a handler per request in flight and per job
+		// waiting for its host; the sender bounds the requests.
+		waiting := o.maxInflight
 		cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
-			MaxInflight: o.maxInflight, Prefetch: max(4, o.maxInflight/4), AckWait: 30 * time.Second, MaxAckPending: 20000,
+			MaxInflight: o.maxInflight + waiting, Prefetch: max(4, o.maxInflight/4), AckWait: 30 * time.Second, MaxAckPending: 20000,
 			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: streams, PullWait: 200 * time.Millisecond,
 		}, zerolog.Nop())
 		if err != nil {
@@ -70,7 +73,7 @@ func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limit
 			t.Fatal(err)
 		}
 		lim, err := hostlimit.New(hostlimit.Config{MaxInflight: o.maxInflight, Fixed: o.fixed, Rates: rules, Buckets: store,
-			MaxWaiting: max(1, o.maxInflight/2), Peers: func() int { return o.workers }})
+			MaxWaiting: waiting, Peers: func() int { return o.workers }})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -80,6 +83,7 @@ func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limit
 			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second},
 			Admission:       lim,
+			MaxRequests:     o.maxInflight,
 		})
 		if err != nil {
 			t.Fatal(err)
