@@ -27,6 +27,26 @@ func admit(t *testing.T, l *Limiter, r sender.AdmitRequest) (func(sender.Feedbac
 	return nil, na
 }
 
+// roundTrips runs n round trips at full use of a's limit: as many requests
+// as admitted, all answered 200 after lat of the fake clock.
+func roundTrips(t *testing.T, l *Limiter, clock *fakeClock, a sender.AdmitRequest, n int, lat time.Duration) {
+	t.Helper()
+	for range n {
+		var rels []func(sender.Feedback)
+		for {
+			rel, na := admit(t, l, a)
+			if na != nil {
+				break
+			}
+			rels = append(rels, rel)
+		}
+		clock.advance(lat)
+		for _, rel := range rels {
+			rel(sender.Feedback{Sent: true, Status: 200, Latency: lat})
+		}
+	}
+}
+
 func TestFixedCapPerHost(t *testing.T) {
 	clock := newClock()
 	l, err := New(Config{MaxInflight: 3, Fixed: true, Now: clock.now})
@@ -72,20 +92,7 @@ func TestRefusedJobsAreSpacedNotBunched(t *testing.T) {
 	l, _ := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
 	a := sender.AdmitRequest{Host: "a.example:443"}
 	// Learn a 100 ms latency at full use.
-	for range 30 {
-		var rels []func(sender.Feedback)
-		for {
-			rel, na := admit(t, l, a)
-			if na != nil {
-				break
-			}
-			rels = append(rels, rel)
-		}
-		clock.advance(100 * time.Millisecond)
-		for _, rel := range rels {
-			rel(sender.Feedback{Sent: true, Status: 200, Latency: 100 * time.Millisecond})
-		}
-	}
+	roundTrips(t, l, clock, a, 30, 100*time.Millisecond)
 	lim := hostLimit(l, a.Host)
 	for range lim {
 		if _, na := admit(t, l, a); na != nil {
@@ -410,20 +417,7 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 		t.Fatalf("pace for a host never seen: %v, want 0", d)
 	}
 	// Learn a 40 ms latency at full use.
-	for range 30 {
-		var rels []func(sender.Feedback)
-		for {
-			rel, na := admit(t, l, a)
-			if na != nil {
-				break
-			}
-			rels = append(rels, rel)
-		}
-		clock.advance(40 * time.Millisecond)
-		for _, rel := range rels {
-			rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
-		}
-	}
+	roundTrips(t, l, clock, a, 30, 40*time.Millisecond)
 	var rels []func(sender.Feedback)
 	for range hostLimit(l, a.Host) {
 		rel, _ := admit(t, l, a)
@@ -455,18 +449,7 @@ func TestSlowStartLinesUpForTheCeiling(t *testing.T) {
 	clock := newClock()
 	l, _ := New(Config{MaxInflight: 1000, Now: clock.now})
 	a := sender.AdmitRequest{Host: "slow.example:443"}
-	var rels []func(sender.Feedback)
-	for {
-		rel, na := admit(t, l, a)
-		if na != nil {
-			break
-		}
-		rels = append(rels, rel)
-	}
-	clock.advance(time.Second)
-	for _, rel := range rels {
-		rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Second})
-	}
+	roundTrips(t, l, clock, a, 1, time.Second)
 	lim := hostLimit(l, a.Host)
 	if lim >= 1000 {
 		t.Fatalf("limit %d after one round trip: the test needs a host still in slow start", lim)
