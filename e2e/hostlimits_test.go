@@ -2,67 +2,14 @@ package e2e
 
 import (
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"slices"
-	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/target"
 )
-
-// limitedTarget records when each request arrives, and with capacity > 0
-// answers 429 at once above capacity concurrent requests, as an API that
-// limits concurrency does; the others take latency.
-type limitedTarget struct {
-	capacity int64
-	latency  time.Duration
-
-	inflight, peak atomic.Int64
-	mu             sync.Mutex
-	arrivals       []time.Time
-	status         map[int]int
-}
-
-func (lt *limitedTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	now := time.Now()
-	n := lt.inflight.Add(1)
-	defer lt.inflight.Add(-1)
-	for p := lt.peak.Load(); n > p && !lt.peak.CompareAndSwap(p, n); p = lt.peak.Load() {
-	}
-	status := http.StatusOK
-	if lt.capacity > 0 && n > lt.capacity {
-		status = http.StatusTooManyRequests
-	} else if lt.latency > 0 {
-		select {
-		case <-time.After(lt.latency):
-		case <-r.Context().Done():
-		}
-	}
-	lt.mu.Lock()
-	lt.arrivals = append(lt.arrivals, now)
-	if lt.status == nil {
-		lt.status = map[int]int{}
-	}
-	lt.status[status]++
-	lt.mu.Unlock()
-	w.WriteHeader(status)
-}
-
-func (lt *limitedTarget) snapshot() ([]time.Time, map[int]int) {
-	lt.mu.Lock()
-	defer lt.mu.Unlock()
-	arr := slices.Clone(lt.arrivals)
-	slices.SortFunc(arr, func(a, b time.Time) int { return a.Compare(b) })
-	st := map[int]int{}
-	for k, v := range lt.status {
-		st[k] = v
-	}
-	return arr, st
-}
 
 // Issue 8: three worker processes share one rate limit through NATS. The
 // assertion is a lower bound on how long the target's arrivals take, which
@@ -70,7 +17,7 @@ func (lt *limitedTarget) snapshot() ([]time.Time, map[int]int) {
 // would each send at the full rate and finish in a third of it.
 func TestFleetRateLimitAcrossWorkerProcesses(t *testing.T) {
 	ns := natstest.RunServer(t)
-	tg := &limitedTarget{}
+	tg := target.New(target.Options{RecordArrivals: true})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	const n, rate, burst = 300, 100, 5
@@ -90,7 +37,7 @@ func TestFleetRateLimitAcrossWorkerProcesses(t *testing.T) {
 		}
 		workers[r.Worker]++
 	}
-	arr, _ := tg.snapshot()
+	arr := tg.Arrivals()
 	if len(arr) != n {
 		t.Fatalf("target received %d requests for %d jobs", len(arr), n)
 	}
@@ -112,7 +59,7 @@ func TestFleetRateLimitAcrossWorkerProcesses(t *testing.T) {
 // loaded machine only makes the limit more careful.
 func TestAdaptiveConcurrencyWorkerProcess(t *testing.T) {
 	ns := natstest.RunServer(t)
-	tg := &limitedTarget{capacity: 30, latency: 50 * time.Millisecond}
+	tg := target.New(target.Options{Capacity: 30, Latency: 50 * time.Millisecond})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_MAX_INFLIGHT=200", "JETPOST_HTTP_ADDR=127.0.0.1:0"))
@@ -128,11 +75,11 @@ func TestAdaptiveConcurrencyWorkerProcess(t *testing.T) {
 			t.Fatalf("job %s failed: %s", id, r.Error)
 		}
 	}
-	_, st := tg.snapshot()
+	st := tg.Stats().ByStatus
 	share := float64(st[429]) / float64(st[200]+st[429])
 	_, body := get(t, base+"/metrics")
 	limit := metric(body, fmt.Sprintf(`jetpost_host_concurrency_limit{host=%q}`, srv.Listener.Addr().String()))
-	t.Logf("200: %d, 429: %d (%.2f%%), peak at target %d, limit now %v", st[200], st[429], 100*share, tg.peak.Load(), limit)
+	t.Logf("200: %d, 429: %d (%.2f%%), peak at target %d, limit now %v", st[200], st[429], 100*share, tg.Stats().MaxInFlight, limit)
 	if st[200] != n {
 		t.Fatalf("%d successful requests for %d jobs", st[200], n)
 	}

@@ -3,12 +3,10 @@ package fleetrate_test
 import (
 	"context"
 	"fmt"
-	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sort"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -18,6 +16,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
@@ -151,52 +150,10 @@ func enqueueAndWait(t *testing.T, ns *server.Server, batch string, jobs []*job.J
 	return results
 }
 
-// recorder is a target that notes when each request arrives.
-type recorder struct {
-	mu       sync.Mutex
-	arrivals []time.Time
-	inflight atomic.Int64
-	peak     atomic.Int64
-	status   map[int]int
-	// capacity > 0: answer 429 at once above capacity concurrent requests.
-	capacity int64
-	latency  time.Duration
-}
-
-func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	n := rc.inflight.Add(1)
-	defer rc.inflight.Add(-1)
-	for p := rc.peak.Load(); n > p && !rc.peak.CompareAndSwap(p, n); p = rc.peak.Load() {
-	}
-	status := http.StatusOK
-	if rc.capacity > 0 && n > rc.capacity {
-		status = http.StatusTooManyRequests
-	} else if rc.latency > 0 {
-		select {
-		case <-time.After(rc.latency):
-		case <-r.Context().Done():
-		}
-	}
-	rc.mu.Lock()
-	rc.arrivals = append(rc.arrivals, time.Now())
-	if rc.status == nil {
-		rc.status = map[int]int{}
-	}
-	rc.status[status]++
-	rc.mu.Unlock()
-	w.WriteHeader(status)
-}
-
-func (rc *recorder) snapshot() ([]time.Time, map[int]int) {
-	rc.mu.Lock()
-	defer rc.mu.Unlock()
-	a := append([]time.Time(nil), rc.arrivals...)
-	sort.Slice(a, func(i, j int) bool { return a[i].Before(a[j]) })
-	s := map[int]int{}
-	for k, v := range rc.status {
-		s[k] = v
-	}
-	return a, s
+// newTarget is a real target that records when each request arrives;
+// capacity > 0 answers 429 at once above capacity concurrent requests.
+func newTarget(capacity int, latency time.Duration) *target.Target {
+	return target.New(target.Options{Capacity: capacity, Latency: latency, RecordArrivals: true})
 }
 
 func jobsFor(prefix, url string, n int) []*job.Job {
@@ -209,7 +166,7 @@ func jobsFor(prefix, url string, n int) []*job.Job {
 
 func TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast(t *testing.T) {
 	ns := natstest.RunServer(t)
-	limited, free := &recorder{}, &recorder{}
+	limited, free := newTarget(0, 0), newTarget(0, 0)
 	ls, fs := httptest.NewServer(limited), httptest.NewServer(free)
 	defer ls.Close()
 	defer fs.Close()
@@ -223,7 +180,7 @@ func TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast(t *testing.T) {
 			t.Fatalf("job %s: ok=%v attempts=%d (%s); deferrals must not spend attempts", id, r.OK, r.Attempts, r.Error)
 		}
 	}
-	arr, _ := limited.snapshot()
+	arr := limited.Arrivals()
 	if len(arr) != n {
 		t.Fatalf("limited target received %d requests for %d jobs", len(arr), n)
 	}
@@ -240,7 +197,7 @@ func TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast(t *testing.T) {
 	}
 	// Jobs for the unlimited host were not held up behind the limited ones:
 	// they all finished before the limited host had received even half.
-	freeArr, _ := free.snapshot()
+	freeArr := free.Arrivals()
 	if last := freeArr[len(freeArr)-1]; countBefore(arr, last) > n/2 {
 		t.Fatalf("the unlimited host's last request came after %d of the limited host's %d", countBefore(arr, last), n)
 	}
@@ -255,7 +212,7 @@ func TestAdaptiveConcurrencyAgainstA429Host(t *testing.T) {
 	// A fixed pool of 200 would be answered 429 most of the time; the
 	// adaptive limit keeps 429s rare and every job succeeds.
 	ns := natstest.RunServer(t)
-	tg := &recorder{capacity: 30, latency: 50 * time.Millisecond}
+	tg := newTarget(30, 50*time.Millisecond)
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	lims := startFleet(t, ns, fleetOpts{workers: 1, maxInflight: 200})
@@ -266,10 +223,10 @@ func TestAdaptiveConcurrencyAgainstA429Host(t *testing.T) {
 			t.Fatalf("job %s failed: %s", id, r.Error)
 		}
 	}
-	_, st := tg.snapshot()
+	st := tg.Stats().ByStatus
 	share := float64(st[429]) / float64(st[200]+st[429])
 	limit := lims[0].Snapshot()[0].Limit
-	t.Logf("200: %d, 429: %d (%.1f%%), peak concurrency %d, final limit %d", st[200], st[429], 100*share, tg.peak.Load(), limit)
+	t.Logf("200: %d, 429: %d (%.1f%%), peak concurrency %d, final limit %d", st[200], st[429], 100*share, tg.Stats().MaxInFlight, limit)
 	if st[200] != n {
 		t.Fatalf("%d successful requests for %d jobs", st[200], n)
 	}

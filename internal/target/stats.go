@@ -4,6 +4,7 @@ import (
 	"slices"
 	"sync"
 	"sync/atomic"
+	"time"
 )
 
 // maxKeyStatuses bounds the status history kept per key. A job sees a
@@ -76,9 +77,16 @@ type period struct {
 	receivedBytes atomic.Int64
 	byStatus      [600]atomic.Int64 // index = HTTP status (100-599)
 
-	mu      sync.Mutex
-	keys    map[string]*keyState
-	unkeyed map[string]int // fail_first counters by "METHOD request-URI"
+	mu       sync.Mutex
+	keys     map[string]*keyState
+	unkeyed  map[string]int // fail_first counters by "METHOD request-URI"
+	arrivals []time.Time    // Options.RecordArrivals
+}
+
+func (p *period) noteArrival(at time.Time) {
+	p.mu.Lock()
+	p.arrivals = append(p.arrivals, at)
+	p.mu.Unlock()
 }
 
 func newPeriod(inFlight int64) *period {
@@ -167,6 +175,17 @@ func (t *Target) Stats() Stats {
 	s.DistinctKeys = len(p.keys)
 	p.mu.Unlock()
 	return s
+}
+
+// Arrivals returns when each request of this counting period arrived, in
+// order, if Options.RecordArrivals was on when it came.
+func (t *Target) Arrivals() []time.Time {
+	p := t.cur.Load()
+	p.mu.Lock()
+	out := slices.Clone(p.arrivals)
+	p.mu.Unlock()
+	slices.SortFunc(out, time.Time.Compare)
+	return out
 }
 
 // Key returns what the request with the given idempotency key saw; the zero

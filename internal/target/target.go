@@ -44,6 +44,15 @@ type Options struct {
 	// KeyHeader names the header that carries a job's identity; "" means
 	// DefaultKeyHeader. It must match the sender's idempotency header.
 	KeyHeader string
+	// Capacity, when above 0, makes the target an API that limits
+	// concurrency: a request arriving while Capacity others are in flight
+	// is answered 429 at once, without latency (with a Retry-After only if
+	// the retry_after knob asks for one).
+	Capacity int
+	// RecordArrivals keeps the arrival time of every counted request, for
+	// Arrivals: the rate a target saw over time. Off by default, since a
+	// benchmark target may see millions.
+	RecordArrivals bool
 	// OnRequest, when set, runs for every counted request after it has been
 	// counted in flight and before anything else happens to it. Tests use it
 	// to hold requests (block until released, or until r.Context() ends) and
@@ -67,6 +76,9 @@ func (o Options) Validate() error {
 	}
 	if o.FailStatus != 0 && !validFailStatus(o.FailStatus) {
 		errs = append(errs, fmt.Errorf("fail status %d is not in 400-599", o.FailStatus))
+	}
+	if o.Capacity < 0 {
+		errs = append(errs, fmt.Errorf("capacity %d is negative", o.Capacity))
 	}
 	return errors.Join(errs...)
 }
@@ -235,7 +247,8 @@ type errorBody struct {
 func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 	p := t.cur.Load()
 	p.requests.Add(1)
-	p.noteInFlight(t.inFlight.Add(1))
+	n := t.inFlight.Add(1)
+	p.noteInFlight(n)
 	// The slot is given back just before the answer starts to leave, not
 	// when the handler returns: a client that bounds its in-flight requests
 	// may start the next one as soon as it has read this answer, and that
@@ -251,9 +264,13 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 	defer leave()
 
 	opts := t.opts.Load()
+	if opts.RecordArrivals {
+		p.noteArrival(time.Now())
+	}
 	if opts.OnRequest != nil {
 		opts.OnRequest(r)
 	}
+	overCapacity := opts.Capacity > 0 && n > int64(opts.Capacity)
 
 	key := r.Header.Get(opts.KeyHeader)
 	k, knobErr := parseKnobs(r.URL.Query(), opts)
@@ -294,6 +311,8 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 		if mbe := (*http.MaxBytesError)(nil); errors.As(readErr, &mbe) {
 			status = http.StatusRequestEntityTooLarge
 		}
+	case overCapacity:
+		status = http.StatusTooManyRequests
 	case k.status != 0:
 		// "Always that status": a host-wide FailRate must not turn a
 		// deliberate 404 into a flaky 503.
@@ -306,7 +325,7 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 		status = http.StatusOK
 	}
 
-	if knobErr == nil && readErr == nil {
+	if knobErr == nil && readErr == nil && !overCapacity {
 		delay := k.latency
 		if k.jitter > 0 {
 			delay += t.drawJitter(k.jitter)
@@ -334,7 +353,10 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 		body = errorBody{Error: errMsg}
 	default:
 		msg := fmt.Sprintf("status %d requested by the status knob", status)
-		if injected {
+		switch {
+		case overCapacity:
+			msg = fmt.Sprintf("over capacity: %d requests in flight", opts.Capacity)
+		case injected:
 			msg = "injected failure"
 		}
 		body = failure{Error: msg, Status: status, Key: key, Attempt: attempt}

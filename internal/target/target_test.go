@@ -580,3 +580,49 @@ func TestOptionsValidate(t *testing.T) {
 		}
 	}
 }
+
+// With Capacity, a request that arrives while Capacity others are in
+// flight is answered 429 at once; arrivals are recorded when asked.
+func TestCapacityAnswers429AtOnce(t *testing.T) {
+	entered, release := make(chan struct{}), make(chan struct{})
+	tg, srv := newServer(t, target.Options{Capacity: 2, RecordArrivals: true, OnRequest: func(r *http.Request) {
+		if r.URL.Path == "/hold" {
+			entered <- struct{}{}
+			<-release
+		}
+	}})
+	var wg sync.WaitGroup
+	for range 2 {
+		wg.Go(func() {
+			req, _ := http.NewRequestWithContext(t.Context(), "GET", srv.URL+"/hold", nil)
+			resp, err := srv.Client().Do(req)
+			if err == nil {
+				resp.Body.Close()
+			}
+		})
+	}
+	<-entered
+	<-entered
+	// A latency of a minute would hold this request if it were not refused.
+	status, _, body := do(t, srv.Client(), "GET", srv.URL+"/x?latency=1m", "k1", "")
+	if status != http.StatusTooManyRequests || !strings.Contains(string(body), "over capacity") {
+		t.Fatalf("third request: %d %s, want 429 over capacity", status, body)
+	}
+	close(release)
+	wg.Wait()
+	if status, _, _ := do(t, srv.Client(), "GET", srv.URL+"/x", "k2", ""); status != http.StatusOK {
+		t.Fatalf("below capacity: %d", status)
+	}
+	s := tg.Stats()
+	if s.ByStatus[429] != 1 || s.ByStatus[200] != 3 || s.MaxInFlight != 3 {
+		t.Fatalf("stats %+v: want one 429, three 200, at most 3 in flight (the refused one included)", s)
+	}
+	arr := tg.Arrivals()
+	if len(arr) != 4 || !slices.IsSortedFunc(arr, time.Time.Compare) {
+		t.Fatalf("arrivals %v: want 4, in order", arr)
+	}
+	tg.Reset()
+	if n := len(tg.Arrivals()); n != 0 {
+		t.Fatalf("%d arrivals after Reset", n)
+	}
+}
