@@ -19,7 +19,7 @@
 // spinning through the worker.
 //
 // The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
-// as JETPOST_MAX_INFLIGHT in cmd/worker). A request whose slot is due
+// as JETPOST_MAX_INFLIGHT in cmd/worker, at most 256). A request whose slot is due
 // within a few of the host's latencies, or whose token is due within a
 // lease period, may wait for it in Admit, at most MaxWait. JetStream hands
 // parked jobs back in bursts: every delayed NAK pushes the consumer's
@@ -41,11 +41,15 @@
 // A job whose host answers 429 without Retry-After spends its attempt, as
 // any retry does, but its retry is booked in the host's line of refused
 // jobs (Limiter.Pace, a sender.Pacer) rather than left to a blind
-// exponential backoff: the adaptive limit was just cut for that answer, and
-// the line is spaced for the cut limit. A job refused near the end of a
-// batch thus comes back when the host has room, not up to a backoff after
-// every other job is done. Fixed limits do not pace: they do not learn from
-// the refusal, and the worker's backoff is what slows them down.
+// exponential backoff, when that 429 is the adaptive limit probing the
+// host's edge: the limit was just cut for it, and the line is spaced at
+// the host's best pace lately. A job refused near the end of a batch thus
+// comes back when the host has room, not up to a backoff after every other
+// job is done. The worker's backoff still applies to a fixed limit (it
+// does not learn from the refusal), to a host whose pace is not known yet,
+// and to a host answering 429 more than three times in a row: that one is
+// out of quota rather than of concurrency, and pacing would spend a job's
+// attempts within a second.
 //
 // # Adaptive concurrency
 //

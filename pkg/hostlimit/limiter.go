@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"slices"
 	"strings"
 	"sync"
@@ -49,13 +50,15 @@ type Config struct {
 
 	// MaxWaiting is how many requests may wait in Admit at once, for a
 	// slot or a token that is due very soon, instead of being refused;
-	// 0: none wait. Each holds its caller (a worker slot) for at most
-	// MaxWait, so keep it well below the worker's slots: the buffer only
-	// bridges the pauses between JetStream's redeliveries (see the package
-	// documentation).
+	// 0: none wait. Each holds its caller for at most MaxWait, so the
+	// caller needs that many more handlers than requests it sends (cmd/worker
+	// runs them on top of JETPOST_MAX_INFLIGHT, and the sender bounds the
+	// requests): the buffer bridges the pauses between JetStream's
+	// redeliveries (see the package documentation).
 	MaxWaiting int
-	// MaxWait bounds one such wait; default 1s (never more than about two
-	// of the host's latencies).
+	// MaxWait bounds one such wait; default 1s. A wait for a slot is also
+	// bounded by eight of the host's latencies (one before it has
+	// answered).
 	MaxWait time.Duration
 	// MaxDefer caps how long one refused job is told to wait; default 2m.
 	MaxDefer time.Duration
@@ -155,6 +158,11 @@ type hostState struct {
 	lastUsed   time.Time
 	refused    uint64
 	admitted   uint64
+	// refusedInARow counts the host's 429s since its last success: one now
+	// and then is an adaptive limit probing the edge; a run of them is a
+	// host refusing for another reason (a quota), which Pace leaves to
+	// the worker's backoff.
+	refusedInARow int
 }
 
 func (h *hostState) limit() int {
@@ -246,7 +254,7 @@ var _ sender.Admission = (*Limiter)(nil)
 // Admit implements sender.Admission: it reserves a slot under the host's
 // concurrency limit, then a token of each rate limit that applies (the
 // host's, and the job's batch rate), or refuses with the time to come back.
-// While the process has room in its small waiting buffer (MaxWaiting), a
+// While the process has room in its waiting buffer (MaxWaiting), a
 // request that would get a slot or a token very soon waits for it here
 // instead: that keeps a busy host's slots full between redeliveries.
 func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (func(sender.Feedback), error) {
@@ -397,6 +405,13 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	defer l.mu.Unlock()
 	h.inflight--
 	h.lastUsed, h.lastAnswer = now, now
+	switch {
+	case !fb.Sent || fb.Canceled:
+	case fb.Status == http.StatusTooManyRequests:
+		h.refusedInARow++
+	case fb.Status > 0 && fb.Status < 400:
+		h.refusedInARow = 0
+	}
 	// With a fixed limit the adaptive state still learns the latency, for
 	// scheduling refused jobs; its own limit is not used.
 	h.conc.observe(fb, start, inflight, now)
@@ -471,22 +486,43 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
 
 // Pace implements sender.Pacer: a job whose host answered 429 is given a
 // place in the host's line of refused jobs, as if its limit had refused it,
-// rather than a blind backoff. Only for an adaptive limit: it was just cut
-// for that answer, and the line is spaced for the cut limit. A fixed limit
-// (0 here) leaves the retry to the worker's backoff, since it does not
-// learn from the refusal.
+// rather than a blind backoff. Only when that 429 is the adaptive limit
+// probing the host's edge: the limit was just cut for it, and the host has
+// room again within a round trip or two. It returns 0 (the worker's
+// backoff) for a fixed limit, which does not learn from the refusal; for a
+// host whose pace is not known yet; and for a host answering 429 again and
+// again (more than maxPacedRefusals in a row), which is out of quota rather
+// than of concurrency: pacing those would spend a job's attempts within a
+// second.
 func (l *Limiter) Pace(host string) time.Duration {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h, ok := l.hosts[host]
-	if !ok || h.fixed > 0 {
+	if !ok || h.fixed > 0 || h.conc.baseLatency() == 0 || h.refusedInARow > maxPacedRefusals {
 		return 0
 	}
 	return l.concurrencyWait(h, now)
 }
 
+// maxPacedRefusals: a probing adaptive limit oversteps the host's capacity
+// by a request or two per cycle, so its 429s come one or two at a time
+// between successes.
+const maxPacedRefusals = 3
+
 var _ sender.Pacer = (*Limiter)(nil)
+
+// RateLimited implements sender.RateLimiter: whether Admit takes a rate
+// token for r (its host has a rate limit, or its batch one).
+func (l *Limiter) RateLimited(r sender.AdmitRequest) bool {
+	if r.BatchRate > 0 && r.Batch != "" {
+		return true
+	}
+	_, ok := l.cfg.Rates.Match(r.Host)
+	return ok
+}
+
+var _ sender.RateLimiter = (*Limiter)(nil)
 
 // schedule books the next place on a cursor spaced by spacing and returns
 // the wait until it, capped by MaxDefer.

@@ -434,8 +434,36 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 		t.Fatalf("pace %v after refusals told %v and %v: want the next place in the line", pace, first.Wait, second.Wait)
 	}
 
+	// A run of 429s is a host out of quota, not of concurrency: back off.
+	for _, rel := range rels[1:] {
+		rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+	}
+	for range maxPacedRefusals + 1 {
+		rel, na := admit(t, l, a)
+		if na != nil {
+			t.Fatalf("refused with nothing in flight: %v", na)
+		}
+		rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
+	}
+	if d := l.Pace(a.Host); d != 0 {
+		t.Fatalf("pace after %d 429s in a row: %v, want 0 (the worker's backoff)", maxPacedRefusals+1, d)
+	}
+	rel, _ := admit(t, l, a)
+	rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+	if d := l.Pace(a.Host); d <= 0 {
+		t.Fatal("a success ends the run of 429s: pacing resumes")
+	}
+
+	// Before the host's pace is known: back off.
+	fresh, _ := New(Config{MaxInflight: 4, Now: clock.now})
+	rel, _ = admit(t, fresh, a)
+	rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
+	if d := fresh.Pace(a.Host); d != 0 {
+		t.Fatalf("pace for a host that never answered 2xx: %v, want 0", d)
+	}
+
 	fixed, _ := New(Config{MaxInflight: 4, Fixed: true, Now: clock.now})
-	rel, _ := admit(t, fixed, a)
+	rel, _ = admit(t, fixed, a)
 	rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
 	if d := fixed.Pace(a.Host); d != 0 {
 		t.Fatalf("pace with a fixed limit: %v, want 0 (the worker's backoff)", d)

@@ -89,11 +89,28 @@ func (e *NotAdmittedError) Error() string {
 // that was just cut for that answer knows the host's pace, and a job sent
 // back for a blind backoff would return after the host's other jobs (or
 // alone, at the end of a batch, up to a backoff later). The attempt is
-// spent all the same, so a host that refuses for good still ends the job.
+// spent all the same. A Pacer answers 0 when the refusal is not its
+// limit's doing (a host out of quota refuses again and again), so that
+// backoff slows those retries down.
 type Pacer interface {
 	// Pace is how long a job for host should wait before its retry; 0
 	// leaves it to the caller's backoff.
 	Pace(host string) time.Duration
+}
+
+// RateLimiter is an Admission that spends rate tokens on some requests.
+// Send takes such a request's place (Config.MaxRequests) before asking, so
+// that a token is spent only on a request that goes out at once: tokens
+// spent by requests that then queued for places would go out together
+// when places free up, over the rate.
+type RateLimiter interface {
+	// RateLimited reports whether Admit would take a rate token for r.
+	RateLimited(r AdmitRequest) bool
+}
+
+func rateLimited(a Admission, r AdmitRequest) bool {
+	rl, ok := a.(RateLimiter)
+	return ok && rl.RateLimited(r)
 }
 
 // defaultAdmitWait is how long a job waits when an Admission refuses it

@@ -333,3 +333,51 @@ func TestPacerTimesA429Retry(t *testing.T) {
 		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Kind, o.RetryAfter)
 	}
 }
+
+// rateAdmission is a fakeAdmission whose jobs of batch "rated" take a rate
+// token.
+type rateAdmission struct{ fakeAdmission }
+
+func (r *rateAdmission) RateLimited(a AdmitRequest) bool { return a.Batch == "rated" }
+
+// A rate-limited request takes its place before it is admitted: a token is
+// never spent on a request that then queues for a place.
+func TestRateLimitedRequestTakesItsPlaceFirst(t *testing.T) {
+	release := make(chan struct{})
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/hold" {
+			select {
+			case <-release:
+			case <-r.Context().Done():
+			}
+		}
+	})
+	adm := &rateAdmission{}
+	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRequests: 1, Admission: adm})
+	ctx := safetyNet(t)
+	held := make(chan Outcome, 1)
+	go func() { held <- s.Send(ctx, newJob(srv.URL+"/hold")) }()
+	for hits.Load() < 1 && ctx.Err() == nil {
+		runtime.Gosched()
+	}
+	rated := newJob(srv.URL + "/rated")
+	rated.Batch = "rated"
+	done := make(chan Outcome, 1)
+	go func() { done <- s.Send(ctx, rated) }()
+	for s.Queued() < 1 && ctx.Err() == nil {
+		runtime.Gosched()
+	}
+	adm.mu.Lock()
+	asked := len(adm.asked)
+	adm.mu.Unlock()
+	if asked != 1 {
+		t.Fatalf("admission asked %d times while the rate-limited job queued for a place; want 1 (the held job only)", asked)
+	}
+	close(release)
+	if o := <-held; o.Kind != Success {
+		t.Fatalf("held job: %v", o.Kind)
+	}
+	if o := <-done; o.Kind != Success || len(adm.asked) != 2 {
+		t.Fatalf("rated job: %v, admission asked %d times", o.Kind, len(adm.asked))
+	}
+}

@@ -342,19 +342,37 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
 	}
 	host := strings.ToLower(req.URL.Host)
+	ar := AdmitRequest{Host: admitHost(req.URL), Batch: r.batch, BatchRate: r.batchRate}
+	// A request the Admission rate-limits takes its place first: a token
+	// is worth a request sent at once, and tokens spent by requests that
+	// then queued for places would go out together when places free up,
+	// over the rate. Others ask first, so that waiting for their host's
+	// capacity holds no place.
+	placeFirst := s.places != nil && r.admit && rateLimited(s.cfg.Admission, ar)
+	if placeFirst {
+		if err := s.takePlace(ctx); err != nil {
+			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
+		}
+		defer func() { <-s.places }()
+	}
 	release := func(Feedback) {}
 	if r.admit {
 		var o Outcome
-		if release, o = s.admit(ctx, req.URL, r); release == nil {
+		if release, o = s.admit(ctx, ar); release == nil {
 			return o
 		}
 	}
-	if s.places != nil {
+	if s.places != nil && !placeFirst {
 		if err := s.takePlace(ctx); err != nil {
 			release(Feedback{})
 			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
 		}
 		defer func() { <-s.places }()
+	}
+	if ctx.Err() != nil {
+		// Shutdown while waiting: admitted, but nothing was sent.
+		release(Feedback{})
+		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
 	// The attempt's own time starts now: waiting for the host's capacity
 	// or a place is not the target being slow.
@@ -436,7 +454,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
 			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
 		} else if p, ok := s.cfg.Admission.(Pacer); ok && r.admit && out.Status == http.StatusTooManyRequests {
-			out.RetryAfter = min(p.Pace(admitHost(req.URL)), s.cfg.MaxRetryAfter)
+			out.RetryAfter = min(p.Pace(ar.Host), s.cfg.MaxRetryAfter)
 		}
 	}
 	if out.Kind == Success {
@@ -470,11 +488,11 @@ func (s *Sender) takePlace(ctx context.Context) error {
 // would need more workers or a higher bound.
 func (s *Sender) Queued() int { return int(s.queued.Load()) }
 
-// admit asks the Admission whether the request to u may start. It returns
+// admit asks the Admission whether the request ar may start. It returns
 // the release to call once the attempt is over, or nil and the Defer
 // outcome to return instead.
-func (s *Sender) admit(ctx context.Context, u *url.URL, r request) (func(Feedback), Outcome) {
-	release, err := s.cfg.Admission.Admit(ctx, AdmitRequest{Host: admitHost(u), Batch: r.batch, BatchRate: r.batchRate})
+func (s *Sender) admit(ctx context.Context, ar AdmitRequest) (func(Feedback), Outcome) {
+	release, err := s.cfg.Admission.Admit(ctx, ar)
 	if err == nil {
 		if release == nil {
 			release = func(Feedback) {}
