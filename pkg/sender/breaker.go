@@ -14,10 +14,14 @@ import (
 // request from many goroutines, which then contend on nothing.
 //
 // Hosts come from files nobody vetted, so the map must not grow without
-// bound: a closed breaker unused for breakerIdle is dropped (a sweep at
-// most every breakerIdle/2, on the request path). It holds nothing worth
-// keeping: fewer consecutive failures than would open it. Open and
-// half-open breakers stay, whatever their age.
+// bound: a breaker unused for breakerIdle is dropped (a sweep at most every
+// breakerIdle/2, on the request path) unless it is open and its open
+// timeout has not passed. A closed one holds fewer consecutive failures
+// than would open it; one whose timeout passed would only let a probe
+// through. Such a host's next request starts a fresh, closed breaker. A
+// dropped breaker that was not closed is reported to onChange as closed,
+// so that metrics and the fleet's breaker board do not show it open for
+// ever.
 type breakers struct {
 	settings Breaker
 	onChange func(host, from, to string)
@@ -40,12 +44,15 @@ type hostBreaker struct {
 	lastUsed atomic.Int64 // unix nanoseconds
 }
 
-func (b *breakers) get(host string) *hostBreaker {
-	now := time.Now
+func (b *breakers) clock() time.Time {
 	if b.now != nil {
-		now = b.now
+		return b.now()
 	}
-	t := now().UnixNano()
+	return time.Now()
+}
+
+func (b *breakers) get(host string) *hostBreaker {
+	t := b.clock().UnixNano()
 	b.maybeSweep(t)
 	v, ok := b.m.Load(host)
 	if !ok {
@@ -58,8 +65,8 @@ func (b *breakers) get(host string) *hostBreaker {
 	return hb
 }
 
-// maybeSweep drops closed breakers unused for breakerIdle, at most once per
-// half of that. One that is dropped while a request it allowed is still
+// maybeSweep drops breakers unused for breakerIdle (see breakers), at most
+// once per half of that. One that is dropped while a request it allowed is still
 // out only loses that request's count; the host's next request starts a
 // fresh breaker.
 func (b *breakers) maybeSweep(now int64) {
@@ -69,8 +76,15 @@ func (b *breakers) maybeSweep(now int64) {
 	}
 	b.m.Range(func(k, v any) bool {
 		hb := v.(*hostBreaker)
-		if gobreaker.State(hb.state.Load()) == gobreaker.StateClosed && now-hb.lastUsed.Load() > int64(breakerIdle) {
-			b.m.CompareAndDelete(k, v)
+		if now-hb.lastUsed.Load() <= int64(breakerIdle) {
+			return true
+		}
+		st := hb.current(time.Unix(0, now))
+		if st == gobreaker.StateOpen || !b.m.CompareAndDelete(k, v) {
+			return true
+		}
+		if st != gobreaker.StateClosed && b.onChange != nil {
+			b.onChange(k.(string), st.String(), gobreaker.StateClosed.String())
 		}
 		return true
 	})
@@ -87,7 +101,7 @@ func (b *breakers) newBreaker(host string) *hostBreaker {
 		IsExcluded:  func(err error) bool { return err == errNeutral },
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
-				hb.openedAt.Store(time.Now().UnixNano())
+				hb.openedAt.Store(b.clock().UnixNano())
 			}
 			hb.state.Store(int32(to))
 			if b.onChange != nil {

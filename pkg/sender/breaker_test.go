@@ -301,11 +301,14 @@ func TestConcurrentSends(t *testing.T) {
 	}
 }
 
-// Hosts come from untrusted files: a closed breaker unused for breakerIdle
-// is forgotten, an open one is kept whatever its age.
-func TestIdleClosedBreakersAreForgotten(t *testing.T) {
+// Hosts come from untrusted files: a breaker unused for breakerIdle is
+// forgotten, unless it is open and its open timeout has not passed; one
+// forgotten while not closed is reported closed.
+func TestIdleBreakersAreForgotten(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
-	b := &breakers{settings: Breaker{Failures: 1, OpenTimeout: time.Hour, HalfOpenRequests: 1}, now: func() time.Time { return now }}
+	var changes []string
+	b := &breakers{settings: Breaker{Failures: 1, OpenTimeout: time.Hour, HalfOpenRequests: 1}, now: func() time.Time { return now },
+		onChange: func(host, from, to string) { changes = append(changes, host+" "+from+"->"+to) }}
 	for _, h := range []string{"idle:443", "open:443", "busy:443"} {
 		b.get(h)
 	}
@@ -330,5 +333,15 @@ func TestIdleClosedBreakersAreForgotten(t *testing.T) {
 	// A forgotten host gets a fresh breaker when it comes back.
 	if st := b.get("idle:443").current(now); st != gobreaker.StateClosed {
 		t.Fatalf("returning host's breaker: %v", st)
+	}
+	// Once its open timeout has passed, the idle open breaker goes too,
+	// reported closed.
+	now = now.Add(time.Hour)
+	b.get("busy:443")
+	if got := hosts(); !slices.Equal(got, []string{"busy:443"}) {
+		t.Fatalf("breakers kept after the open timeout: %v, want busy only", got)
+	}
+	if want := []string{"open:443 closed->open", "open:443 half-open->closed"}; !slices.Equal(changes, want) {
+		t.Fatalf("changes %v, want %v", changes, want)
 	}
 }
