@@ -99,10 +99,12 @@ type Pacer interface {
 }
 
 // RateLimiter is an Admission that spends rate tokens on some requests.
-// Send takes such a request's place (Config.MaxRequests) before asking, so
-// that a token is spent only on a request that goes out at once: tokens
-// spent by requests that then queued for places would go out together
-// when places free up, over the rate.
+// Such a request that then waits longer than maxTokenAge for one of
+// Config.MaxRequests places is deferred instead of sent: tokens spent by
+// requests that queued for places would go out together when places free
+// up, over the rate. (Taking the place first would be exact, but a
+// request waiting for its token would hold a place, and other hosts' jobs
+// would queue behind a rate-limited host.)
 type RateLimiter interface {
 	// RateLimited reports whether Admit would take a rate token for r.
 	RateLimited(r AdmitRequest) bool

@@ -156,8 +156,9 @@ type Sender struct {
 	breakers  breakers
 	// places bounds the requests in flight (Config.MaxRequests); nil:
 	// unbounded.
-	places chan struct{}
-	queued atomic.Int64 // requests waiting for a place now
+	places   chan struct{}
+	queued   atomic.Int64  // requests waiting for a place now
+	tokenAge time.Duration // maxTokenAge
 	// rnd jitters Defer delays; a field so tests can pin it.
 	rnd func() float64
 }
@@ -174,6 +175,7 @@ func New(cfg Config) (*Sender, error) {
 		transport: newTransport(cfg),
 		breakers:  breakers{settings: cfg.Breaker, onChange: cfg.OnBreakerChange},
 		rnd:       rand.Float64,
+		tokenAge:  maxTokenAge,
 	}
 	if cfg.MaxRequests > 0 {
 		s.places = make(chan struct{}, cfg.MaxRequests)
@@ -343,18 +345,6 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 	host := strings.ToLower(req.URL.Host)
 	ar := AdmitRequest{Host: admitHost(req.URL), Batch: r.batch, BatchRate: r.batchRate}
-	// A request the Admission rate-limits takes its place first: a token
-	// is worth a request sent at once, and tokens spent by requests that
-	// then queued for places would go out together when places free up,
-	// over the rate. Others ask first, so that waiting for their host's
-	// capacity holds no place.
-	placeFirst := s.places != nil && r.admit && rateLimited(s.cfg.Admission, ar)
-	if placeFirst {
-		if err := s.takePlace(ctx); err != nil {
-			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
-		}
-		defer func() { <-s.places }()
-	}
 	release := func(Feedback) {}
 	if r.admit {
 		var o Outcome
@@ -362,12 +352,22 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 			return o
 		}
 	}
-	if s.places != nil && !placeFirst {
-		if err := s.takePlace(ctx); err != nil {
+	if s.places != nil {
+		waited, queued, err := s.takePlace(ctx)
+		if err != nil {
 			release(Feedback{})
 			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
 		}
 		defer func() { <-s.places }()
+		if queued && waited > s.tokenAge && r.admit && rateLimited(s.cfg.Admission, ar) {
+			// Its rate token is stale: tokens spent by requests that then
+			// queued for places would go out together when places free up,
+			// over the rate. Lose the token (the limit is under-used, never
+			// exceeded) and come back later; the worker is saturated anyway.
+			release(Feedback{})
+			return Outcome{Kind: Defer, RetryAfter: defaultAdmitWait,
+				Err: fmt.Errorf("not sent: waited %v for one of %d places with a rate token", waited.Round(time.Millisecond), s.cfg.MaxRequests)}
+		}
 	}
 	if ctx.Err() != nil {
 		// Shutdown while waiting: admitted, but nothing was sent.
@@ -466,22 +466,29 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	return out
 }
 
-// takePlace waits for one of the MaxRequests places, or returns why not.
-func (s *Sender) takePlace(ctx context.Context) error {
+// takePlace waits for one of the MaxRequests places, or returns why not;
+// queued says whether it had to wait, and waited for how long.
+func (s *Sender) takePlace(ctx context.Context) (waited time.Duration, queued bool, err error) {
 	select {
 	case s.places <- struct{}{}:
-		return nil
+		return 0, false, nil
 	default:
 	}
 	s.queued.Add(1)
 	defer s.queued.Add(-1)
+	start := time.Now()
 	select {
 	case s.places <- struct{}{}:
-		return nil
+		return time.Since(start), true, nil
 	case <-ctx.Done():
-		return callerError(ctx)
+		return time.Since(start), true, callerError(ctx)
 	}
 }
+
+// maxTokenAge is how long a rate-limited request may wait for a place
+// after its rate token was taken and still be sent (Sender.tokenAge; tests
+// lower it).
+const maxTokenAge = 50 * time.Millisecond
 
 // Queued is how many requests wait now for one of Config.MaxRequests
 // places: above zero, this process sends as much as it may, and more
