@@ -165,7 +165,7 @@ func validateURL(field, raw string) error {
 	}
 	u, err := url.Parse(raw)
 	if err != nil {
-		return fmt.Errorf("%s %s is not a URL: %w", field, quote(raw), errors.Unwrap(err))
+		return fmt.Errorf("%s %s is not a URL: %w", field, quote(RedactURL(raw)), errors.Unwrap(err))
 	}
 	if u.Scheme != "http" && u.Scheme != "https" {
 		return fmt.Errorf("%s %s must be an absolute http or https URL", field, quote(RedactURL(raw)))

@@ -203,6 +203,13 @@ func TestRedaction(t *testing.T) {
 		"https://u:p@h/x?sig=1&keyword=go":             "https://REDACTED@h/x?sig=REDACTED&keyword=go",
 		"https://h/x?apiKey":                           "https://h/x?apiKey",
 		"https://h/cb?code=oauth-code&state=s#frag":    "https://h/cb?code=REDACTED&state=s#frag",
+		// Families of names, ";" separators, fragments (OAuth implicit).
+		"https://h/x?private_token=a;page=1&secret_key=b": "https://h/x?private_token=REDACTED;page=1&secret_key=REDACTED",
+		"https://h/cb#access_token=t&expires_in=3600":     "https://h/cb#access_token=REDACTED&expires_in=3600",
+		"https://h/x?monkey=1&keys=2":                     "https://h/x?monkey=REDACTED&keys=2",
+		// URLs that do not parse are redacted as text.
+		"https://u:p@h/%zz?token=abc":           "https://REDACTED@h/%zz?token=REDACTED",
+		"https://u:p@h:99999x/?token=abc#sig=1": "https://REDACTED@h:99999x/?token=REDACTED#sig=REDACTED",
 	} {
 		if got := RedactURL(in); got != want {
 			t.Errorf("RedactURL(%q) = %q, want %q", in, got, want)

@@ -46,20 +46,24 @@ func RedactHeaders(h map[string]string, extra []string) map[string]string {
 
 // RedactURL removes credentials from a URL for display: user:password@
 // (the user name goes too: it is often a token) and the values of query
-// parameters that carry secrets (IsSecretParam). A URL that does not parse
-// is returned as it is: it was never sent.
+// and fragment parameters that carry secrets (IsSecretParam; a fragment
+// carries an OAuth implicit grant's access_token). A URL that does not
+// parse is redacted as text the same way, as far as its shape allows.
+// Secrets in the path (webhook URLs with a token segment) are not
+// recognised.
 func RedactURL(raw string) string {
 	u, err := url.Parse(raw)
 	if err != nil {
-		return raw
+		return redactRaw(raw)
 	}
 	return RedactedURL(u)
 }
 
-// RedactedURL is RedactURL for a parsed URL; u is not changed. Other query
+// RedactedURL is RedactURL for a parsed URL; u is not changed. Other
 // parameters keep their order and encoding.
 func RedactedURL(u *url.URL) string {
-	if u.User == nil && !hasSecretParam(u.RawQuery) {
+	frag := u.EscapedFragment()
+	if u.User == nil && !hasSecretParam(u.RawQuery) && !hasSecretParam(frag) {
 		return u.String()
 	}
 	c := *u
@@ -67,35 +71,75 @@ func RedactedURL(u *url.URL) string {
 		c.User = url.User(Redacted)
 	}
 	c.RawQuery = redactQuery(c.RawQuery)
+	if frag != "" {
+		c.RawFragment = redactQuery(frag)
+		c.Fragment, _ = url.PathUnescape(c.RawFragment)
+	}
 	return c.String()
+}
+
+// redactRaw redacts a URL that does not parse: the userinfo of its
+// authority, and secret parameters after "?" and "#".
+func redactRaw(raw string) string {
+	rest, frag, hasFrag := strings.Cut(raw, "#")
+	rest, query, hasQuery := strings.Cut(rest, "?")
+	if scheme, after, ok := strings.Cut(rest, "//"); ok {
+		authority, path, hasPath := strings.Cut(after, "/")
+		if i := strings.LastIndex(authority, "@"); i >= 0 {
+			authority = Redacted + authority[i:]
+		}
+		rest = scheme + "//" + authority
+		if hasPath {
+			rest += "/" + path
+		}
+	}
+	if hasQuery {
+		rest += "?" + redactQuery(query)
+	}
+	if hasFrag {
+		rest += "#" + redactQuery(frag)
+	}
+	return rest
 }
 
 // secretParams are query parameter names whose values are credentials by
 // convention (compared without case, "-" and "_"): API keys, OAuth and
 // session tokens, passwords, request signatures (AWS, Azure SAS, Google).
 var secretParams = []string{
-	"apikey", "key", "accesskey", "secret", "clientsecret", "token",
-	"accesstoken", "refreshtoken", "idtoken", "authtoken", "sessiontoken",
-	"auth", "password", "passwd", "pwd", "sig", "signature",
-	"xamzsignature", "xamzsecuritytoken", "xamzcredential", "xgoogsignature",
-	"xgoogcredential", "code",
+	"key", "auth", "pwd", "sig", "code", "jwt", "sid", "sessionid",
+	"signature", "credential", "xamzcredential", "xgoogcredential",
 }
+
+// secretSuffixes catch the families of names: api_key, secret_key,
+// access_token, private_token, client_secret, password, x-amz-signature.
+var secretSuffixes = []string{"key", "token", "secret", "password", "passwd", "signature"}
 
 // IsSecretParam reports whether the value of the query parameter name must
 // never be shown.
 func IsSecretParam(name string) bool {
 	n := strings.Map(func(r rune) rune {
 		switch r {
-		case '-', '_':
+		case '-', '_', '.':
 			return -1
 		}
 		return unicode.ToLower(r)
 	}, name)
-	return slices.Contains(secretParams, n)
+	if slices.Contains(secretParams, n) {
+		return true
+	}
+	for _, suf := range secretSuffixes {
+		if strings.HasSuffix(n, suf) {
+			return true
+		}
+	}
+	return false
 }
 
+// paramSep splits parameters: "&", and ";" as some servers still take.
+func paramSep(r rune) bool { return r == '&' || r == ';' }
+
 func hasSecretParam(rawQuery string) bool {
-	for part := range strings.SplitSeq(rawQuery, "&") {
+	for _, part := range strings.FieldsFunc(rawQuery, paramSep) {
 		if k, _, _ := strings.Cut(part, "="); isSecretRawParam(k) {
 			return true
 		}
@@ -111,15 +155,22 @@ func isSecretRawParam(rawName string) bool {
 	return IsSecretParam(name)
 }
 
+// redactQuery replaces the values of secret parameters, keeping every
+// separator and every other byte as it was.
 func redactQuery(rawQuery string) string {
-	if rawQuery == "" {
-		return ""
-	}
-	parts := strings.Split(rawQuery, "&")
-	for i, part := range parts {
-		if k, _, ok := strings.Cut(part, "="); ok && isSecretRawParam(k) {
-			parts[i] = k + "=" + Redacted
+	var b strings.Builder
+	for rawQuery != "" {
+		end := strings.IndexFunc(rawQuery, paramSep)
+		part, sep := rawQuery, ""
+		if end >= 0 {
+			part, sep, rawQuery = rawQuery[:end], rawQuery[end:end+1], rawQuery[end+1:]
+		} else {
+			rawQuery = ""
 		}
+		if k, _, ok := strings.Cut(part, "="); ok && isSecretRawParam(k) {
+			part = k + "=" + Redacted
+		}
+		b.WriteString(part + sep)
 	}
-	return strings.Join(parts, "&")
+	return b.String()
 }
