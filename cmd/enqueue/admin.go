@@ -204,9 +204,11 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
+	// The limits are informational: without them (a permission the
+	// credentials lack, a timeout) the batches and breakers still show.
 	limits, err := hostLimits(ctx, a.js, a.names.Prefix)
 	if err != nil {
-		return &exitError{exitBroker, err}
+		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	if a.asJSON {
 		b, _ := json.Marshal(struct {

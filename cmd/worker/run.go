@@ -125,8 +125,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		if err == nil {
 			cons, err = queue.NewConsumer(sctx, js, names, queue.ConsumerConfig{
 				// A handler for each request in flight and each job
-				// waiting for its host's capacity (hostWaiting).
-				MaxInflight:     cfg.MaxInflight + hostWaiting(cfg),
+				// waiting for its host's capacity (HostWaiting).
+				MaxInflight:     cfg.MaxInflight + cfg.HostWaiting(),
 				Prefetch:        cfg.EffectivePrefetch(),
 				AckWait:         cfg.AckWait,
 				MaxAckPending:   cfg.MaxAckPending,
@@ -262,24 +262,10 @@ func hostLimits(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 		Rates:       rules,
 		Buckets:     rates,
 		Peers:       board.Peers,
-		MaxWaiting:  hostWaiting(cfg),
+		MaxWaiting:  cfg.HostWaiting(),
 	})
 	if err != nil {
 		return nil, nil, &usageError{err}
 	}
 	return limits, board, nil
 }
-
-// hostWaiting is how many jobs may wait in a worker for a host's capacity
-// (hostlimit.Config.MaxWaiting) on top of the JETPOST_MAX_INFLIGHT in
-// flight: as many again, at most maxHostWaiting. Waiting jobs hold no
-// place (sender.Config.MaxRequests), so they cost other hosts nothing; the
-// consumer runs a handler for each.
-func hostWaiting(cfg *config.Worker) int { return min(cfg.MaxInflight, maxHostWaiting) }
-
-// maxHostWaiting: the buffer only has to carry busy hosts through
-// JetStream's pauses between redeliveries (a few hundred milliseconds);
-// beyond that, each waiting job is a goroutine and a message in memory for
-// nothing. With JETPOST_MAX_INFLIGHT=1000 and as many waiting, the memory
-// benchmark's worker peaked at 94 MB.
-const maxHostWaiting = 256

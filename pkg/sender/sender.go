@@ -635,8 +635,9 @@ func because(err error, reasons ...error) error {
 	return err
 }
 
-// describe rewrites a client error so that it names the request with the
-// URL's userinfo removed; net/http's own *url.Error would show the user name.
+// describe rewrites a client error so that it names the request with its
+// URL redacted (job.RedactedURL); net/http's own *url.Error would show the
+// user name and the query.
 func describe(req *http.Request, redirects int, err error) error {
 	ue, ok := err.(*url.Error)
 	if !ok {
@@ -656,14 +657,8 @@ func unwrapURLError(err error) error {
 	return err
 }
 
-// redactURL drops userinfo (user names are often tokens too).
-func redactURL(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return redact(u)
-}
+// redactURL is redact for a URL in text form (a redirect's Location).
+func redactURL(raw string) string { return job.RedactURL(raw) }
 
 // redact shows u in errors, which end up in results, dead letters and
 // logs: without credentials or secret query parameters (job.RedactedURL).
