@@ -19,6 +19,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/benchkit"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -95,13 +96,7 @@ func start(t *testing.T, bin string, env []string, args ...string) *proc {
 }
 
 func baseEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "JETPOST_") {
-			env = append(env, kv)
-		}
-	}
-	return append(env, "JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=info")
+	return append(benchkit.CleanEnv(), "JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=info")
 }
 
 func (p *proc) output() string {

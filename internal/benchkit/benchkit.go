@@ -1,8 +1,8 @@
 // Package benchkit holds what the measuring commands (cmd/bench,
 // cmd/limitbench) share: building the binaries under test, an embedded
 // JetStream server with a temporary store, a clean environment for child
-// processes, and the machine facts a figure means little without. It is
-// for benchmarks only; tests use internal/natstest.
+// processes (which the e2e tests use too), and the machine facts a figure
+// means little without. Tests start their servers with internal/natstest.
 package benchkit
 
 import (
