@@ -72,22 +72,7 @@ func OpenBoardReadOnly(ctx context.Context, js jetstream.JetStream, prefix strin
 
 // Post replaces worker's report with hosts (at most MaxBoardHosts of them).
 func (b *Board) Post(ctx context.Context, worker string, hosts []hostlimit.HostState, at time.Time) error {
-	hosts = slices.Clone(hosts)
-	if len(hosts) > MaxBoardHosts {
-		slices.SortStableFunc(hosts, func(x, y hostlimit.HostState) int {
-			if x.InFlight != y.InFlight {
-				return y.InFlight - x.InFlight
-			}
-			switch {
-			case x.Admitted > y.Admitted:
-				return -1
-			case x.Admitted < y.Admitted:
-				return 1
-			}
-			return strings.Compare(x.Host, y.Host)
-		})
-		hosts = hosts[:MaxBoardHosts]
-	}
+	hosts = hostlimit.Busiest(hosts, MaxBoardHosts)
 	data, err := json.Marshal(WorkerLimits{Worker: worker, At: at.UTC(), Hosts: hosts})
 	if err != nil {
 		return err

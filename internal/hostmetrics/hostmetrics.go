@@ -3,9 +3,6 @@
 package hostmetrics
 
 import (
-	"slices"
-	"strings"
-
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/jetpost/jetpost/pkg/hostlimit"
@@ -49,22 +46,7 @@ func (c *Collector) Describe(ch chan<- *prometheus.Desc) {
 
 // Collect implements prometheus.Collector.
 func (c *Collector) Collect(ch chan<- prometheus.Metric) {
-	hosts := c.snapshot()
-	if len(hosts) > MaxHosts {
-		slices.SortStableFunc(hosts, func(x, y hostlimit.HostState) int {
-			if x.InFlight != y.InFlight {
-				return y.InFlight - x.InFlight
-			}
-			switch {
-			case x.Admitted > y.Admitted:
-				return -1
-			case x.Admitted < y.Admitted:
-				return 1
-			}
-			return strings.Compare(x.Host, y.Host)
-		})
-		hosts = hosts[:MaxHosts]
-	}
+	hosts := hostlimit.Busiest(c.snapshot(), MaxHosts)
 	for _, h := range hosts {
 		ch <- prometheus.MustNewConstMetric(limitDesc, prometheus.GaugeValue, float64(h.Limit), h.Host)
 		ch <- prometheus.MustNewConstMetric(inflightDesc, prometheus.GaugeValue, float64(h.InFlight), h.Host)

@@ -1,6 +1,7 @@
 package hostlimit
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"fmt"
@@ -829,6 +830,20 @@ type HostState struct {
 	Latency  time.Duration `json:"latency_ns"`
 	Admitted uint64        `json:"admitted"`
 	Refused  uint64        `json:"refused"`
+}
+
+// Busiest returns at most n of hosts, those with the most work first (in
+// flight, then admitted, then by name), for reports that must stay bounded
+// whatever number of hosts untrusted files name. hosts is not changed.
+func Busiest(hosts []HostState, n int) []HostState {
+	hosts = slices.Clone(hosts)
+	if len(hosts) <= n {
+		return hosts
+	}
+	slices.SortStableFunc(hosts, func(x, y HostState) int {
+		return cmp.Or(cmp.Compare(y.InFlight, x.InFlight), cmp.Compare(y.Admitted, x.Admitted), strings.Compare(x.Host, y.Host))
+	})
+	return hosts[:n]
 }
 
 // Snapshot returns every known host's state, sorted by host.
