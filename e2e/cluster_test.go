@@ -3,7 +3,6 @@ package e2e
 import (
 	"context"
 	"fmt"
-	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
@@ -66,21 +65,10 @@ func TestClusterNodeLossLosesNothing(t *testing.T) {
 	})
 	tg, tURL := chaosTarget(t)
 
-	// One worker lays the streams out before the others start: on a fresh
-	// cluster, concurrent creations of the same stream leave all but one
-	// request unanswered until its timeout, which this test is not about.
+	// startBatch lets one worker lay the streams out before the others
+	// start.
 	p := &pool{t: t, env: chaosWorkerEnv(url, "JETPOST_REPLICAS=3")}
-	p.spawn().waitLineUntil("consuming jobs", deadline)
-	p.spawn()
-	p.spawn()
-	for _, w := range p.live {
-		w.waitLineUntil("consuming jobs", deadline)
-	}
-	file := writeJobs(t, n, tURL)
-	out := filepath.Join(t.TempDir(), "results.jsonl")
-	began := time.Now()
-	enq := start(t, "enqueue", []string{"JETPOST_NATS_URL=" + url, "JETPOST_REPLICAS=3"},
-		"--batch", batch, "--wait", "--out", out, "--quiet", file)
+	enq, out, began := p.startBatch(3, deadline, n, tURL, batch, []string{"JETPOST_NATS_URL=" + url, "JETPOST_REPLICAS=3"})
 	enq.waitLineUntil(fmt.Sprintf("%d published", n), deadline)
 
 	var leaders map[string]string

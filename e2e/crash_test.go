@@ -241,6 +241,28 @@ func (p *pool) spawn() *proc {
 
 // killOldest kill -9s the longest-running worker (the one most likely to hold
 // jobs) and starts a replacement.
+// startBatch starts workers workers, the first alone (on a fresh cluster,
+// concurrent creations of the same stream leave all but one unanswered
+// until their timeout), waits until each consumes, then runs enqueue
+// --wait --quiet for n jobs aimed at tURL. enqEnv and enqArgs say how
+// enqueue reaches NATS. It returns the enqueue process, its --out file and
+// when it started.
+func (p *pool) startBatch(workers int, deadline time.Time, n int, tURL, batch string, enqEnv []string, enqArgs ...string) (*proc, string, time.Time) {
+	p.t.Helper()
+	p.spawn().waitLineUntil("consuming jobs", deadline)
+	for range workers - 1 {
+		p.spawn()
+	}
+	for _, w := range p.live {
+		w.waitLineUntil("consuming jobs", deadline)
+	}
+	file := writeJobs(p.t, n, tURL)
+	out := filepath.Join(p.t.TempDir(), "results.jsonl")
+	began := time.Now()
+	args := append(enqArgs, "--batch", batch, "--wait", "--out", out, "--quiet", file)
+	return start(p.t, "enqueue", enqEnv, args...), out, began
+}
+
 func (p *pool) killOldest() string {
 	w, id := p.live[0], p.ids[0]
 	p.live, p.ids = p.live[1:], p.ids[1:]
@@ -269,16 +291,7 @@ func TestWorkerKillNineLosesNothing(t *testing.T) {
 	tg, tURL := chaosTarget(t)
 
 	p := &pool{t: t, env: chaosWorkerEnv(url)}
-	for range 3 {
-		p.spawn()
-	}
-	for _, w := range p.live {
-		w.waitLineUntil("consuming jobs", deadline)
-	}
-	file := writeJobs(t, n, tURL)
-	out := filepath.Join(t.TempDir(), "results.jsonl")
-	began := time.Now()
-	enq := start(t, "enqueue", nil, "--nats", url, "--batch", batch, "--wait", "--out", out, "--quiet", file)
+	enq, out, began := p.startBatch(3, deadline, n, tURL, batch, nil, "--nats", url)
 
 	// Chaos paced by progress, not by the clock: kill -9 the oldest worker
 	// each time another killEvery results are stored, from 5% until 93% of
@@ -330,16 +343,7 @@ func TestNatsRestartMidBatch(t *testing.T) {
 	tg, tURL := chaosTarget(t)
 
 	p := &pool{t: t, env: chaosWorkerEnv(url)}
-	for range 2 {
-		p.spawn()
-	}
-	for _, w := range p.live {
-		w.waitLineUntil("consuming jobs", deadline)
-	}
-	file := writeJobs(t, n, tURL)
-	out := filepath.Join(t.TempDir(), "results.jsonl")
-	began := time.Now()
-	enq := start(t, "enqueue", nil, "--nats", url, "--batch", batch, "--wait", "--out", out, "--quiet", file)
+	enq, out, began := p.startBatch(2, deadline, n, tURL, batch, nil, "--nats", url)
 	enq.waitLineUntil(fmt.Sprintf("%d published", n), deadline)
 
 	o.until(deadline, batch, "a third of the results", func() bool { return o.stored(batch) >= n/3 })

@@ -165,16 +165,11 @@ func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, erro
 		n = 1000
 	}
 	tg := &recorder{}
-	tsrv, turl, err := serve(tg)
+	turl, natsURL, stop, err := b.stage(tg)
 	if err != nil {
 		return row{}, err
 	}
-	defer tsrv.Close()
-	br, err := benchkit.StartBroker(b.tmp, 0)
-	if err != nil {
-		return row{}, err
-	}
-	defer br.Stop()
+	defer stop()
 
 	env := []string{"JETPOST_MAX_INFLIGHT=64"}
 	batchRate := 0.0
@@ -189,7 +184,7 @@ func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, erro
 		env = append(env, fmt.Sprintf("JETPOST_RATE_LIMITS=%s=%d/s:%d", strings.TrimPrefix(turl, "http://"), limit, burst))
 	}
 	b.logf("%s: %d jobs at %d/s ...", name, n, limit)
-	res, err := b.batch(ctx, br.URL, workers, env, turl, n, batchRate)
+	res, err := b.batch(ctx, natsURL, workers, env, turl, n, batchRate)
 	if err != nil {
 		return row{}, err
 	}
@@ -257,16 +252,11 @@ func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
 		n = 2000
 	}
 	tg := &recorder{capacity: 30, latency: 50 * time.Millisecond}
-	tsrv, turl, err := serve(tg)
+	turl, natsURL, stop, err := b.stage(tg)
 	if err != nil {
 		return row{}, err
 	}
-	defer tsrv.Close()
-	br, err := benchkit.StartBroker(b.tmp, 0)
-	if err != nil {
-		return row{}, err
-	}
-	defer br.Stop()
+	defer stop()
 	env := []string{"JETPOST_MAX_INFLIGHT=200", "JETPOST_ADAPTIVE_CONCURRENCY=true"}
 	name := "adaptive concurrency (the default), `JETPOST_MAX_INFLIGHT=200`"
 	switch mode {
@@ -278,7 +268,7 @@ func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
 		name = "oracle: a fixed pool of exactly the capacity, `JETPOST_MAX_INFLIGHT=30 JETPOST_ADAPTIVE_CONCURRENCY=false`"
 	}
 	b.logf("%s: %d jobs ...", name, n)
-	res, err := b.batch(ctx, br.URL, 1, env, turl, n, 0)
+	res, err := b.batch(ctx, natsURL, 1, env, turl, n, 0)
 	if err != nil {
 		return row{}, err
 	}
@@ -603,6 +593,20 @@ func (rc *recorder) lastOK() time.Time {
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
 	return rc.okAt
+}
+
+// stage starts a scenario's target (h) and a fresh broker; stop ends both.
+func (b *bench) stage(h http.Handler) (targetURL, natsURL string, stop func(), err error) {
+	srv, targetURL, err := serve(h)
+	if err != nil {
+		return "", "", nil, err
+	}
+	br, err := benchkit.StartBroker(b.tmp, 0)
+	if err != nil {
+		srv.Close()
+		return "", "", nil, err
+	}
+	return targetURL, br.URL, func() { br.Stop(); srv.Close() }, nil
 }
 
 func serve(h http.Handler) (*http.Server, string, error) {
