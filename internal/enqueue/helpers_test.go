@@ -25,9 +25,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var names = queue.NewNames("jetpost")
+var names = workertest.Names()
 
-var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+var streams = workertest.Streams()
 
 // startWorkers runs n in-process workers (internal/workertest).
 func startWorkers(t *testing.T, ns *server.Server, n int) (stop func()) {

@@ -18,6 +18,7 @@ import (
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
@@ -30,9 +31,9 @@ import (
 // receive. Assertions are on what the targets saw and on the results,
 // never on how fast a loaded machine managed to go.
 
-var names = queue.NewNames("jetpost")
+var names = workertest.Names()
 
-var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+var streams = workertest.Streams()
 
 type fleetOpts struct {
 	workers     int

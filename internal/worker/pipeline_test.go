@@ -27,9 +27,9 @@ import (
 
 func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-var names = queue.NewNames("jetpost")
+var names = workertest.Names()
 
-var streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+var streams = workertest.Streams()
 
 // pipelineOpts are the knobs a test turns (internal/workertest's options).
 type pipelineOpts = workertest.Options

@@ -57,10 +57,10 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 		o.Breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
 	}
 	if o.Names.Prefix == "" {
-		o.Names = queue.NewNames("jetpost")
+		o.Names = Names()
 	}
 	if o.Streams.DedupWindow == 0 {
-		o.Streams = queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+		o.Streams = Streams()
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	var wg sync.WaitGroup
@@ -111,4 +111,14 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
 	t.Cleanup(stop)
 	return stop
+}
+
+// Names is the subject and stream layout tests use unless they need
+// another: the default "jetpost" prefix.
+func Names() queue.Names { return queue.NewNames("jetpost") }
+
+// Streams is the stream shape tests use unless they need another: one
+// replica and short retention, so a test's streams cost little.
+func Streams() queue.StreamConfig {
+	return queue.StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
 }
