@@ -24,8 +24,8 @@ lint: vet ## gofmt check + go vet
 test: lint ## gofmt, go vet and every test with the race detector (what CI runs)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
 
-fuzz: ## run each fuzz target briefly (FUZZTIME=10s)
-	./scripts/fuzz.sh $${FUZZTIME:-10s}
+fuzz: ## run each fuzz target for a bounded number of executions (FUZZTIME=100000x)
+	./scripts/fuzz.sh $${FUZZTIME:-100000x}
 
 demo: build ## the main job end to end on the embedded default: worker + demo target + examples/requests.jsonl
 	./scripts/demo.sh
