@@ -19,6 +19,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 )
@@ -206,17 +207,25 @@ func waitUntil(t *testing.T, cond func() bool) {
 }
 
 // A job larger than the server's maximum payload is an input error: named by
-// file and line with the limit, and nothing of the file is published.
+// file and line with the limit, and nothing of the file is published. The
+// too-large job comes after more than a hundred large ones that fit, so it is
+// found however many large jobs precede it.
 func TestJobTooLargeForServerIsRejectedAtEnqueue(t *testing.T) {
 	ns := runServerWith(t, &server.Options{MaxPayload: 128 << 10})
 	path := filepath.Join(t.TempDir(), "big.jsonl")
-	big := strings.Repeat("x", 200<<10)
-	content := fmt.Sprintf("{\"id\":\"a\",\"url\":\"https://example.com/a\"}\n{\"id\":\"b\",\"url\":\"https://example.com/b\",\"data\":\"%s\"}\n", big)
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
+	var content strings.Builder
+	content.WriteString("{\"id\":\"a\",\"url\":\"https://example.com/a\"}\n")
+	fits := strings.Repeat("x", 70<<10) // large, but under the server's limit
+	for i := range enqueue.MaxReported + 1 {
+		fmt.Fprintf(&content, "{\"id\":\"f%d\",\"url\":\"https://example.com/f\",\"data\":\"%s\"}\n", i, fits)
+	}
+	fmt.Fprintf(&content, "{\"id\":\"b\",\"url\":\"https://example.com/b\",\"data\":\"%s\"}\n", strings.Repeat("x", 200<<10))
+	if err := os.WriteFile(path, []byte(content.String()), 0o644); err != nil {
 		t.Fatal(err)
 	}
+	tooLarge := fmt.Sprintf("big.jsonl:%d:", enqueue.MaxReported+3)
 	code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), path)
-	if code != 2 || !strings.Contains(stderr, "big.jsonl:2:") || !strings.Contains(stderr, "131072") || !strings.Contains(stderr, "nothing was published") {
+	if code != 2 || !strings.Contains(stderr, tooLarge) || !strings.Contains(stderr, "131072") || !strings.Contains(stderr, "1 jobs are too large") || !strings.Contains(stderr, "nothing was published") {
 		t.Fatalf("exit %d, stderr:\n%s", code, stderr)
 	}
 	if n := streamMessages(t, ns.ClientURL(), "JETPOST_JOBS"); n != 0 {

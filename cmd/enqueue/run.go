@@ -197,11 +197,11 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	// Jobs the broker would refuse are input errors like any other: named
 	// by file and line, and nothing is published.
 	if tooLarge := v.TooLarge(nc.MaxPayload()); len(tooLarge) > 0 {
-		for _, le := range tooLarge {
+		for _, le := range tooLarge[:min(len(tooLarge), enqueue.MaxReported)] {
 			fmt.Fprintln(stderr, le)
 		}
-		if v.LargeCount > len(v.Large) {
-			fmt.Fprintf(stderr, "... and up to %d more large jobs not checked one by one\n", v.LargeCount-len(v.Large))
+		if len(tooLarge) > enqueue.MaxReported {
+			fmt.Fprintf(stderr, "... and %d more jobs too large\n", len(tooLarge)-enqueue.MaxReported)
 		}
 		return &exitError{exitUsage, fmt.Errorf("%d jobs are too large for the NATS server; nothing was published", len(tooLarge))}
 	}

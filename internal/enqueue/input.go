@@ -136,11 +136,11 @@ type Validation struct {
 	// Spool holds the valid jobs, encoded for the wire, for the second
 	// pass. The caller closes it.
 	Spool *Spool
-	// Large lists the jobs whose encoding exceeds LargeJobBytes, so they
+	// Large lists every job whose encoding exceeds LargeJobBytes, so each
 	// can be checked against the broker's maximum payload once it is
-	// known (the first MaxReported; LargeCount is exact).
-	Large      []LargeJob
-	LargeCount int
+	// known: one unchecked job the broker refuses would leave a batch half
+	// published. There are at most input size ÷ LargeJobBytes of them.
+	Large []LargeJob
 }
 
 // LargeJob is a job big enough that a broker may refuse it.
@@ -155,7 +155,7 @@ type LargeJob struct {
 // maximum payload a NATS server would plausibly be configured with.
 const LargeJobBytes = 64 << 10
 
-// TooLarge returns, as FILE:LINE errors, the large jobs that a broker with
+// TooLarge returns, as FILE:LINE errors, every large job that a broker with
 // the given maximum payload would refuse (header room included).
 func (v *Validation) TooLarge(maxPayload int64) []*job.LineError {
 	var errs []*job.LineError
@@ -234,10 +234,7 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 			}
 			data, err := job.Encode(j)
 			if err == nil && len(data) > LargeJobBytes {
-				v.LargeCount++
-				if len(v.Large) < MaxReported {
-					v.Large = append(v.Large, LargeJob{File: e.file, Line: e.line, ID: j.ID, Bytes: len(data)})
-				}
+				v.Large = append(v.Large, LargeJob{File: e.file, Line: e.line, ID: j.ID, Bytes: len(data)})
 			}
 			if err == nil {
 				err = sp.write(j.ID, data)
