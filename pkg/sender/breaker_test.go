@@ -3,6 +3,7 @@ package sender
 import (
 	"context"
 	"errors"
+	"net"
 	"net/http"
 	"slices"
 	"strings"
@@ -84,6 +85,33 @@ func TestBreakerOpensPerHost(t *testing.T) {
 	want := []transition{{hostOf(down.URL), "closed", "open"}}
 	if got := rec.all(); len(got) != 1 || got[0] != want[0] {
 		t.Errorf("transitions %v, want %v", got, want)
+	}
+}
+
+// A host is one endpoint however its URL spells it: with or without the
+// scheme's default port, in any case. The jobs here name 127.0.0.1 on port
+// 80; the test's transport takes every connection to the down server.
+func TestBreakerKeyFillsInDefaultPort(t *testing.T) {
+	down, downHits := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 3, OpenTimeout: time.Hour}})
+	dial := s.transport.DialContext
+	s.transport.DialContext = func(ctx context.Context, network, _ string) (net.Conn, error) {
+		return dial(ctx, network, down.Listener.Addr().String())
+	}
+	for i, u := range []string{"http://127.0.0.1:80/a", "http://127.0.0.1/b", "HTTP://127.0.0.1:80/c"} {
+		if out := s.Send(t.Context(), newJob(u)); out.Kind != Retry || !out.Attempted {
+			t.Fatalf("send %d (%s): %v attempted=%v err=%v", i+1, u, out.Kind, out.Attempted, out.Err)
+		}
+	}
+	out := s.Send(t.Context(), newJob("http://127.0.0.1/d"))
+	if out.Kind != Defer || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("4th send: %v err=%v; want defer with the breaker open", out.Kind, out.Err)
+	}
+	if n := downHits.Load(); n != 3 {
+		t.Errorf("server saw %d requests, want 3", n)
+	}
+	if states := s.BreakerStates(); len(states) != 1 || states["127.0.0.1:80"] != "open" {
+		t.Errorf("states %v, want one breaker, 127.0.0.1:80 open", states)
 	}
 }
 

@@ -36,7 +36,8 @@
 //
 // # Breakers
 //
-// Each host (lower-case host:port of the job's URL) has its own breaker, so
+// Each host (lower-case host:port of the job's URL, the scheme's default port
+// filled in, as for host limits) has its own breaker, so
 // one host going down defers only its own jobs. A breaker counts only what
 // suggests the host is down or broken: network errors, timeouts and 5xx. A
 // 4xx proves the host is up and answering. 408, 425 and 429 are retried but

@@ -343,8 +343,10 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	if err != nil {
 		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
 	}
-	host := strings.ToLower(req.URL.Host)
-	ar := AdmitRequest{Host: admitHost(req.URL), Batch: r.batch, BatchRate: r.batchRate}
+	// One key per endpoint for the breaker and the limits alike:
+	// https://api.example.com and https://api.example.com:443 are one host.
+	host := admitHost(req.URL)
+	ar := AdmitRequest{Host: host, Batch: r.batch, BatchRate: r.batchRate}
 	release := func(Feedback) {}
 	if r.admit {
 		var o Outcome
