@@ -53,7 +53,7 @@ type Worker struct {
 
 	MaxInflight   int           `split_words:"true" default:"64" desc:"HTTP requests outstanding per worker process (the concurrency targets see)"`
 	Prefetch      int           `default:"0" desc:"messages fetched ahead of a free slot; 0 means a quarter of JETPOST_MAX_INFLIGHT (at least 4)"`
-	AckWait       time.Duration `split_words:"true" default:"30s" desc:"time a delivered job may go unacknowledged before JetStream redelivers it; running jobs send progress every half of it"`
+	AckWait       time.Duration `split_words:"true" default:"30s" desc:"time a delivered job may go unacknowledged before JetStream redelivers it; running jobs send progress every third of it"`
 	MaxAckPending int           `split_words:"true" default:"1000000" desc:"jobs delivered and not yet settled across all workers, including those waiting out a retry or breaker delay (consumer limit; -1 unlimited). Keep it above the jobs that may wait at once, or a down host's deferred jobs stall every host"`
 
 	MaxAttempts      int           `split_words:"true" default:"5" desc:"HTTP attempts per job: 1 attempt + 4 retries"`
@@ -73,7 +73,7 @@ type Worker struct {
 	BreakerOpenTimeout      time.Duration `split_words:"true" default:"30s" desc:"how long a host's breaker stays open before a probe"`
 	BreakerHalfOpenRequests uint32        `split_words:"true" default:"1" desc:"probe requests allowed while a breaker is half-open"`
 
-	HostMaxInflight     int    `split_words:"true" default:"0" desc:"requests in flight per host from one worker: the fixed limit, or the ceiling of the adaptive one; 0 means JETPOST_MAX_INFLIGHT"`
+	HostMaxInflight     int    `split_words:"true" default:"0" desc:"requests in flight per host from one worker: the fixed limit, or the ceiling of the adaptive one; 0, or a value above JETPOST_MAX_INFLIGHT, means JETPOST_MAX_INFLIGHT"`
 	AdaptiveConcurrency bool   `split_words:"true" default:"true" desc:"learn each host's concurrency limit between 1 and JETPOST_HOST_MAX_INFLIGHT: grow while answers succeed at a steady latency, shrink on 429, 503, timeouts and rising latency; false keeps it fixed at JETPOST_HOST_MAX_INFLIGHT"`
 	RateLimits          string `split_words:"true" desc:"fleet-wide request rates per host, shared by every worker through NATS: HOST[:PORT]=N/s[:BURST], comma-separated; *.DOMAIN matches subdomains, e.g. api.example.com=100/s:20,*.example.org=10/s"`
 

@@ -13,7 +13,9 @@
 // no attempt, and jobs for other hosts flow past it. The delays are
 // scheduled, not random: refused jobs of a host are spaced at about the
 // pace at which the host frees capacity (Little's law: limit ÷ latency for
-// concurrency; this process's share of the rate for a rate limit), a
+// concurrency; for a rate limit, a schedule shared by the whole fleet
+// through Buckets, or this process's share of the rate while the shared
+// state cannot be reached), a
 // little faster so that a free slot rarely waits for a job, so a backlog of
 // thousands of jobs for one host is parked about once each rather than
 // spinning through the worker.
@@ -30,7 +32,8 @@
 // spent as they accrue instead of lapsing; without it, a host answering in
 // 50 ms saw its slots idle a fifth of the time, and a rate limit was missed
 // by 15%. A host holds at most six waiting requests per slot (half its
-// limit, for a moment, until it has answered), and a host that stops
+// limit, for a moment each, until about 20 good answers have told its
+// latency), and a host that stops
 // answering none. Waiting costs other hosts nothing: the worker runs a
 // handler for each waiting job on top of its JETPOST_MAX_INFLIGHT, and the
 // sender bounds the requests in flight (sender.Config.MaxRequests) after
@@ -57,7 +60,9 @@
 // Config.MaxInflight, learned from the host's answers (see adaptive): slow
 // start, then additive increase while answers succeed at a steady latency;
 // multiplicative decrease (×0.9) on 429, 503, timeouts, and on latency
-// rising above twice the host's recent baseline, at most once per round
+// rising above twice the host's recent baseline (and by more than 10 ms, so
+// that the jitter of a sub-millisecond host is not read as load), at most
+// once per round
 // trip. It is the loss-based AIMD of TCP Reno and Netflix's AIMDLimit, with
 // the delay signal of TCP Vegas and Netflix's gradient limiters as an
 // early brake. The limit is per worker process; several workers against
@@ -68,7 +73,7 @@
 // A rate limit is a GCRA (generic cell rate algorithm) over one number per
 // limit, the bucket's theoretical arrival time, updated with
 // compare-and-swap in Buckets. A process leases up to a tenth of a second's
-// worth of tokens (within the burst) per round trip and spends them
+// worth of tokens (at least one; within the burst) per round trip and spends them
 // locally; leased tokens lapse shortly after their time, so a lease cannot
 // turn into a later burst. The combined rate of every process sharing the
 // state is thus bounded by the rate (plus the burst), whatever their

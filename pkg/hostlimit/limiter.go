@@ -34,7 +34,7 @@ type Config struct {
 	// Backoff multiplies the limit on each overload signal; default 0.9.
 	Backoff float64
 	// LatencyTolerance: a recent latency above this multiple of the host's
-	// baseline counts as overload; default 2.
+	// baseline (and more than 10 ms above it) counts as overload; default 2.
 	LatencyTolerance float64
 
 	// Rates are the per-host rate limits; Buckets holds their state, shared
@@ -45,8 +45,9 @@ type Config struct {
 	// BucketTimeout bounds one round trip to Buckets; default 2s.
 	BucketTimeout time.Duration
 	// Peers, if set, tells how many worker processes share the rate limits
-	// (this one included); refused jobs are then spaced for this process's
-	// share of the rate. Nil: 1.
+	// (this one included): token leases are sized for this process's share
+	// of the rate, and so is the fallback schedule of refused jobs while the
+	// fleet's shared one cannot be reached. Nil: 1.
 	Peers func() int
 
 	// MaxWaiting is how many requests may wait in Admit at once, for a
@@ -58,8 +59,8 @@ type Config struct {
 	// redeliveries (see the package documentation).
 	MaxWaiting int
 	// MaxWait bounds one such wait; default 1s. A wait for a slot is also
-	// bounded by eight of the host's latencies (one before it has
-	// answered).
+	// bounded by eight of the host's latencies (one guessed latency, 100 ms,
+	// until about 20 good answers have told it).
 	MaxWait time.Duration
 	// MaxDefer caps how long one refused job is told to wait; default 2m.
 	MaxDefer time.Duration
@@ -252,9 +253,9 @@ func New(cfg Config) (*Limiter, error) {
 
 var _ sender.Admission = (*Limiter)(nil)
 
-// Admit implements sender.Admission: it reserves a slot under the host's
-// concurrency limit, then a token of each rate limit that applies (the
-// host's, and the job's batch rate), or refuses with the time to come back.
+// Admit implements sender.Admission: it takes a token of each rate limit
+// that applies (the host's, and the job's batch rate), then a slot under the
+// host's concurrency limit, or refuses with the time to come back.
 // While the process has room in its waiting buffer (MaxWaiting), a
 // request that would get a slot or a token very soon waits for it here
 // instead: that keeps a busy host's slots full between redeliveries.

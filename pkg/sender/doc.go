@@ -24,6 +24,8 @@
 //	caller's context done before sending    Defer      no         untouched
 //	breaker open (or half-open and busy)    Defer      no         untouched
 //	host limit reached (Admission)          Defer      no         untouched
+//	rate token stale: waited > 50 ms for    Defer      no         untouched
+//	  one of MaxRequests places
 //
 // (1) yes when the refused address was a redirect target: the first host did
 // receive a request.
@@ -69,7 +71,10 @@
 // pkg/hostlimit). A refusal is a Defer with the Admission's wait as
 // RetryAfter: nothing is sent and no attempt is spent. An admitted request
 // reports back (Feedback: status, latency, timeout) so that an adaptive
-// limit can learn each host's capacity. Callbacks bypass it.
+// limit can learn each host's capacity. Callbacks bypass it. Admitted
+// requests then take one of Config.MaxRequests places; a rate-limited one
+// that queued more than 50 ms for its place is deferred instead of sent, its
+// token lost: tokens spent early and sent together would exceed the rate.
 //
 // Error texts never contain header values, and URLs in them lose their
 // userinfo: tokens often hide in both.
