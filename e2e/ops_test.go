@@ -22,6 +22,7 @@ import (
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // opsAddr finds the operations endpoint's address in the worker's log.
@@ -250,4 +251,71 @@ func streamMessages(t *testing.T, url, stream string) uint64 {
 		t.Fatal(err)
 	}
 	return info.State.Msgs
+}
+
+// A job that fits the server's max_payload can still make a result or a dead
+// letter that does not: a large response body, or the job copied into its
+// dead letter. Neither may stall the job: each ends with exactly one stored
+// result, the dead letter keeps the job for redrive when it can, and a job
+// too close to the limit to share a message with its failure is recorded as
+// not kept, which dlq and redrive say.
+func TestOversizedResultAndDeadLetterStillSettle(t *testing.T) {
+	const maxPayload = 128 << 10
+	ns := runServerWith(t, &server.Options{MaxPayload: maxPayload})
+	tg := target.New(target.Options{})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_MAX_RESPONSE_BYTES=200000"))
+	w.waitLine("consuming jobs")
+
+	data := strings.Repeat("x", 90<<10)
+	lines := fmt.Sprintf(`{"id":"big-body","url":"%[1]s/a?size=150000"}
+{"id":"big-dead-letter","url":"%[1]s/b?status=404&size=60000","data":"%[2]s"}
+`, srv.URL, data)
+	// The largest job enqueue accepts (its encoding within 1 KiB of
+	// max_payload) less a margin for the clock's digits: its dead letter
+	// cannot hold it as well as the failure.
+	atLimit := func(pad int) string {
+		return fmt.Sprintf(`{"id":"huge-dead-letter","url":"%s/c?status=404","data":"%s"}`, srv.URL, strings.Repeat("y", pad))
+	}
+	j, err := job.NewDecoder(strings.NewReader(atLimit(0)), "probe").Next()
+	if err != nil {
+		t.Fatal(err)
+	}
+	j.Batch, j.EnqueuedAt = "maxp", time.Now().UTC()
+	small, _ := job.Encode(j)
+	lines += atLimit(maxPayload-1<<10-len(small)-40) + "\n"
+	path := filepath.Join(t.TempDir(), "big.jsonl")
+	if err := os.WriteFile(path, []byte(lines), 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	out := filepath.Join(t.TempDir(), "out.jsonl")
+	code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--batch", "maxp", "--wait", "--out", out, path)
+	if code != 1 {
+		t.Fatalf("exit %d, want 1 (two jobs failed): %s", code, stderr)
+	}
+	results := readResults(t, out)
+	if r := results["big-body"]; r == nil || !r.OK || !r.BodyTruncated || len(r.Body) < 100<<10 {
+		t.Errorf("big-body: %+v; want ok with most of its body, cut to fit", r)
+	}
+	for _, id := range []string{"big-dead-letter", "huge-dead-letter"} {
+		if r := results[id]; r == nil || r.OK || r.Status != 404 || r.Reason != "permanent" {
+			t.Errorf("%s: %+v; want a permanent 404", id, r)
+		}
+	}
+	_, dlq, dlqErr := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL(), "--json")
+	if !strings.Contains(dlq, `"big-dead-letter"`) || !strings.Contains(dlq, data) {
+		t.Errorf("dead letter missing, or without the job's data: %.300s %s", dlq, dlqErr)
+	}
+	if !strings.Contains(dlq, `"huge-dead-letter"`) || !strings.Contains(dlq, "not kept") || strings.Contains(dlq, "yyyyyyyy") {
+		t.Errorf("the job at the limit: dead letter missing, or not marked as not kept: %.300s", dlq)
+	}
+	if n := streamMessages(t, ns.ClientURL(), "JETPOST_JOBS"); n != 0 {
+		t.Errorf("%d jobs left unsettled on the jobs stream", n)
+	}
+	code, stdout, stderr := runEnqueue(t, nil, "redrive", "maxp", "--nats", ns.ClientURL())
+	if code != 0 || !strings.Contains(stdout, "1 jobs re-driven, 1 skipped") || !strings.Contains(stderr, "enqueue it again") {
+		t.Errorf("redrive: exit %d\n%s%s", code, stdout, stderr)
+	}
 }

@@ -150,6 +150,10 @@ type shownDeadLetter struct {
 
 func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
 	out := shownDeadLetter{Seq: dl.Seq, Result: dl.Result, Job: dl.Job}
+	if dl.JobOmitted != "" {
+		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
+		return out
+	}
 	var j job.Job
 	if err := json.Unmarshal(dl.Job, &j); err == nil {
 		j.Headers = job.RedactHeaders(j.Headers, secret)

@@ -187,16 +187,18 @@ func quote(s string) string {
 }
 
 // shorten cuts s to at most 64 bytes, on a character boundary.
-func shorten(s string) string {
-	const limit = 64
-	if len(s) <= limit {
+func shorten(s string) string { return cutAt(s, 64) }
+
+// cutAt cuts s to at most n bytes, on a character boundary.
+func cutAt(s string, n int) string {
+	if len(s) <= n {
 		return s
 	}
-	cut := limit
-	for cut > 0 && !utf8.RuneStart(s[cut]) {
-		cut--
+	n = max(n, 0)
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
 	}
-	return s[:cut]
+	return s[:n]
 }
 
 // isCTL reports the ASCII control characters of RFC 5234 (CTL).
@@ -364,6 +366,45 @@ const (
 
 // EncodeResult is the wire encoding of a result.
 func EncodeResult(r *Result) ([]byte, error) { return json.Marshal(r) }
+
+// EncodeResultWithin encodes r in at most limit bytes, cutting the response
+// body (and marking it truncated) when the whole record would be longer: a
+// broker refuses messages over its maximum payload, and a result that cannot
+// be stored would leave its job unsettled for ever. It keeps the longest
+// start of the body that fits; r is not changed. It fails only if the record
+// is too long without any body.
+func EncodeResultWithin(r *Result, limit int) ([]byte, error) {
+	data, err := EncodeResult(r)
+	if err != nil || len(data) <= limit {
+		return data, err
+	}
+	cut := *r
+	cut.BodyTruncated = true
+	encode := func(n int) ([]byte, error) {
+		cut.Body = cutAt(r.Body, n)
+		return EncodeResult(&cut)
+	}
+	// A byte of body takes from one to six bytes encoded ("\u003c"), so the
+	// longest start that fits is searched for, not computed.
+	var best []byte
+	lo, hi := 0, len(r.Body)-1 // hi: the longest start that may fit
+	for lo <= hi {
+		mid := lo + (hi-lo)/2
+		b, err := encode(mid)
+		if err != nil {
+			return nil, err
+		}
+		if len(b) <= limit {
+			best, lo = b, mid+1
+		} else {
+			hi = mid - 1
+		}
+	}
+	if best == nil {
+		return nil, fmt.Errorf("result of job %q is over the limit of %d bytes even without its body", r.ID, limit)
+	}
+	return best, nil
+}
 
 // DecodeResult parses a result record.
 func DecodeResult(b []byte) (*Result, error) {

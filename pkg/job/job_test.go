@@ -216,3 +216,68 @@ func TestRedaction(t *testing.T) {
 		}
 	}
 }
+
+// A result too long for the broker loses the end of its body, never more,
+// and says so; a result that fits is left alone.
+func TestEncodeResultWithin(t *testing.T) {
+	bodies := map[string]string{
+		"ascii":     strings.Repeat("a", 5000),
+		"multibyte": strings.Repeat("é€", 1000),
+		"escaped":   strings.Repeat(`<&>"`, 1000), // several bytes each, encoded
+		"invalid":   strings.Repeat("\xff\x80", 1000),
+	}
+	for name, body := range bodies {
+		t.Run(name, func(t *testing.T) {
+			r := &Result{ID: "j1", Batch: "b", Status: 502, Error: "bad gateway", Body: body}
+			full, err := EncodeResult(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			bare, _ := EncodeResult(&Result{ID: "j1", Batch: "b", Status: 502, Error: "bad gateway", BodyTruncated: true})
+			for _, limit := range []int{len(full), len(full) - 1, len(full) / 2, len(bare) + 10} {
+				data, err := EncodeResultWithin(r, limit)
+				if err != nil {
+					t.Fatalf("limit %d: %v", limit, err)
+				}
+				if len(data) > limit {
+					t.Fatalf("limit %d: encoded %d bytes", limit, len(data))
+				}
+				got, err := DecodeResult(data)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if limit == len(full) {
+					if got.Body != r.Body && name != "invalid" || got.BodyTruncated {
+						t.Errorf("limit %d: a result that fits was changed", limit)
+					}
+					continue
+				}
+				if !got.BodyTruncated {
+					t.Errorf("limit %d: body cut, not marked truncated", limit)
+				}
+				// Invalid UTF-8 comes back as U+FFFD, so only valid text can
+				// be compared.
+				if name != "invalid" && (len(got.Body) >= len(r.Body) || !strings.HasPrefix(r.Body, got.Body)) {
+					t.Errorf("limit %d: body of %d bytes is not a shorter start of the original", limit, len(got.Body))
+				}
+				if name == "invalid" {
+					continue
+				}
+				longer := cutAt(r.Body, len(got.Body)+4)
+				more, _ := EncodeResult(&Result{ID: "j1", Batch: "b", Status: 502, Error: "bad gateway", BodyTruncated: true, Body: longer})
+				if len(longer) > len(got.Body) && len(longer) < len(r.Body) && len(more) <= limit {
+					t.Errorf("limit %d: kept %d bytes of body where %d fit", limit, len(got.Body), len(longer))
+				}
+				if limit >= len(full)/2 && got.Body == "" {
+					t.Errorf("limit %d: the whole body was dropped where half the record fits", limit)
+				}
+			}
+			if r.Body != body || r.BodyTruncated {
+				t.Error("the caller's result was changed")
+			}
+			if _, err := EncodeResultWithin(r, len(bare)-1); err == nil {
+				t.Error("a limit below the record without its body: no error")
+			}
+		})
+	}
+}

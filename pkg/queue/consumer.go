@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"math"
 	"strconv"
 	"strings"
 	"sync"
@@ -383,7 +384,8 @@ func (c *Consumer) deliveryEvent(ev *zerolog.Event, d *Delivery) *zerolog.Event 
 // It also publishes the job's completion marker (done.go) and returns its
 // pending ack, or nil if the marker could not be sent.
 func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) (jetstream.PubAckFuture, error) {
-	data, err := job.EncodeResult(r)
+	limit := c.payloadLimit()
+	data, err := job.EncodeResultWithin(r, limit)
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
@@ -393,8 +395,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	if !r.OK {
-		dl := DeadLetter{Result: *r, Job: json.RawMessage(d.msg.Data()), StreamSeq: d.Seq}
-		b, err := json.Marshal(dl)
+		b, err := deadLetter(d.msg.Data(), d.Seq, r, limit)
 		if err == nil {
 			_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
 		}
@@ -412,6 +413,41 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	return marker, nil
 }
 
+// payloadHeaderRoom is kept free of a message's payload limit for its
+// headers (the de-duplication id, and NATS's own).
+const payloadHeaderRoom = 1 << 10
+
+// payloadLimit is the most a result or dead letter may take encoded: the
+// server's maximum payload (announced on connect), less room for headers.
+func (c *Consumer) payloadLimit() int {
+	if mp := int(c.js.Conn().MaxPayload()); mp > 2*payloadHeaderRoom {
+		return mp - payloadHeaderRoom
+	}
+	return math.MaxInt // not connected: the publish will tell
+}
+
+// deadLetter encodes the dead letter of a failed job within limit bytes.
+// The job is kept whole, as a re-drive needs it; the result's body, stored
+// with the result anyway, gives way first. Only a job too close to the limit
+// to share a message with its failure is left out (JobOmitted says why):
+// the failure is still recorded, and the job must be enqueued again.
+func deadLetter(jobMsg []byte, seq uint64, r *job.Result, limit int) ([]byte, error) {
+	dl := DeadLetter{Result: *r, Job: json.RawMessage(jobMsg), StreamSeq: seq}
+	b, err := json.Marshal(dl)
+	if err != nil || len(b) <= limit {
+		return b, err
+	}
+	if dl.Result.Body != "" {
+		dl.Result.Body, dl.Result.BodyTruncated = "", true
+		if b, err = json.Marshal(dl); err != nil || len(b) <= limit {
+			return b, err
+		}
+	}
+	dl.JobOmitted = fmt.Sprintf("the job (%d bytes) and its failure do not fit in one message under the server's maximum payload; enqueue it again", len(dl.Job))
+	dl.Job = nil
+	return json.Marshal(dl)
+}
+
 func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) (*jetstream.PubAck, error) {
 	msg := nats.NewMsg(subject)
 	msg.Data = data
@@ -422,8 +458,8 @@ func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, da
 		pctx, cancel := context.WithTimeout(ctx, 2*time.Second)
 		ack, err := c.js.PublishMsg(pctx, msg)
 		cancel()
-		if err == nil || ctx.Err() != nil {
-			return ack, err
+		if err == nil || ctx.Err() != nil || errors.Is(err, nats.ErrMaxPayload) {
+			return ack, err // a message too large will never go through
 		}
 		c.log.Warn().Err(err).Int("try", try).Str("subject", subject).Msg("publish failed; retrying")
 		sleepCtx(ctx, min(time.Duration(try)*250*time.Millisecond, 5*time.Second))
@@ -496,11 +532,15 @@ func rawOrString(b []byte) json.RawMessage {
 }
 
 // DeadLetter is the record on the dead-letter stream: the final result and
-// the job message exactly as it was, so it can be re-driven.
+// the job message exactly as it was, so it can be re-driven (unless it was
+// too large to keep, see JobOmitted).
 type DeadLetter struct {
 	Result    job.Result      `json:"result"`
 	Job       json.RawMessage `json:"job"`
 	StreamSeq uint64          `json:"stream_seq"`
+	// JobOmitted, when set, says why Job is empty: the job was too large
+	// to be kept with its failure.
+	JobOmitted string `json:"job_omitted,omitempty"`
 }
 
 // keepalive tells the server a message is still being worked on, every

@@ -126,6 +126,10 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 	}
 	now := time.Now().UTC()
 	for _, dl := range todo {
+		if dl.JobOmitted != "" {
+			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): %s", dl.Seq, dl.Result.ID, dl.JobOmitted))
+			continue
+		}
 		j, err := job.Decode(dl.Job)
 		if err != nil {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): not a valid job: %v", dl.Seq, dl.Result.ID, err))

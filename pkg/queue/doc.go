@@ -22,7 +22,9 @@
 //
 // A handler's Decision maps to exactly one settlement:
 //
-//	Complete  store result (+ dead letter if failed), then Ack
+//	Complete  store result (+ dead letter if failed), then Ack; both are
+//	          cut to the server's maximum payload (the response body first),
+//	          as a message refused for its size would never be stored
 //	Retry     record attempts in a KV bucket, NakWithDelay(backoff)
 //	Defer     NakWithDelay without spending an attempt
 //	HandBack  Nak: redeliver now, to another worker (shutdown)

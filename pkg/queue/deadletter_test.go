@@ -1,0 +1,61 @@
+package queue
+
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// A dead letter keeps its job for re-drive whenever the job fits: the
+// failure's body gives way first, and only a job too close to the limit to
+// share a message with its failure is left out, saying so.
+func TestDeadLetterFitsTheLimit(t *testing.T) {
+	jobMsg := []byte(`{"id":"j1","url":"https://api.example.com/x","data":"` + strings.Repeat("d", 10_000) + `"}`)
+	r := &job.Result{ID: "j1", Batch: "b", Status: 404, Reason: job.ReasonPermanent, Error: "not found", Body: strings.Repeat("b", 5_000)}
+	decode := func(t *testing.T, b []byte, limit int) DeadLetter {
+		t.Helper()
+		if len(b) > limit {
+			t.Fatalf("dead letter of %d bytes, over the limit of %d", len(b), limit)
+		}
+		var dl DeadLetter
+		if err := json.Unmarshal(b, &dl); err != nil {
+			t.Fatal(err)
+		}
+		return dl
+	}
+	for _, tc := range []struct {
+		name              string
+		limit             int
+		wantJob, wantBody bool
+		wantOmitted       bool
+	}{
+		{"everything fits", 1 << 20, true, true, false},
+		{"the body gives way", len(jobMsg) + 1_000, true, false, false},
+		{"the job is too close to the limit", len(jobMsg) + 50, false, false, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := deadLetter(jobMsg, 7, r, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			dl := decode(t, b, tc.limit)
+			if got := string(dl.Job) == string(jobMsg); got != tc.wantJob {
+				t.Errorf("job kept: %v, want %v", got, tc.wantJob)
+			}
+			if got := dl.Result.Body == r.Body; got != tc.wantBody {
+				t.Errorf("body kept: %v, want %v", got, tc.wantBody)
+			}
+			if !tc.wantBody && !dl.Result.BodyTruncated {
+				t.Error("body dropped without body_truncated")
+			}
+			if got := dl.JobOmitted != ""; got != tc.wantOmitted {
+				t.Errorf("job_omitted %q", dl.JobOmitted)
+			}
+			if dl.Result.ID != "j1" || dl.Result.Status != 404 || dl.Result.Error != "not found" || dl.StreamSeq != 7 {
+				t.Errorf("the failure itself was not kept: %+v seq %d", dl.Result, dl.StreamSeq)
+			}
+		})
+	}
+}
