@@ -35,6 +35,8 @@ func TestStatusDLQRedriveCommands(t *testing.T) {
 	if code, _, stderr := runEnqueue(t, nil, append(nats, "--batch", "ops", "--wait", path)...); code != 1 {
 		t.Fatalf("exit %d, want 1: %s", code, stderr)
 	}
+	// A result is stored before its dead letter.
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), queue.NewNames("jetpost").DLQStream()) == 1 })
 
 	code, out, _ := runEnqueue(t, nil, append([]string{"status", "ops"}, nats...)...)
 	if code != 0 || !strings.Contains(out, "ops") || !strings.Contains(out, "breakers: all closed") {

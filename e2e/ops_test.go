@@ -23,6 +23,7 @@ import (
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // opsAddr finds the operations endpoint's address in the worker's log.
@@ -180,6 +181,8 @@ func TestSecretsNeverShown(t *testing.T) {
 		t.Fatalf("exit %d: %s", code, stderr)
 	}
 	results, _ := os.ReadFile(out)
+	// Every job failed; a result is stored before its dead letter.
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), queue.NewNames("jetpost").DLQStream()) == 4 })
 	_, dlq, dlqErr := runEnqueue(t, []string{"JETPOST_REDACT_HEADERS=x-api-key"}, "dlq", "--nats", ns.ClientURL(), "--json")
 	_, table, _ := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL())
 	if !strings.Contains(dlq, `"s1"`) || !strings.Contains(dlq, "REDACTED") {
@@ -290,6 +293,20 @@ func TestOversizedResultAndDeadLetterStillSettle(t *testing.T) {
 		t.Fatal(err)
 	}
 
+	// Not a job at all, and as large as the server takes: quoted into its
+	// dead letter it grows past the limit.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer nc.Close()
+	js, _ := jetstream.New(nc)
+	names := queue.NewNames("jetpost")
+	if _, err := js.Publish(t.Context(), names.JobSubject("maxp"), []byte(strings.Repeat("<", maxPayload-1<<10))); err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), names.DLQStream()) == 1 })
+
 	out := filepath.Join(t.TempDir(), "out.jsonl")
 	code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--batch", "maxp", "--wait", "--out", out, path)
 	if code != 1 {
@@ -304,18 +321,21 @@ func TestOversizedResultAndDeadLetterStillSettle(t *testing.T) {
 			t.Errorf("%s: %+v; want a permanent 404", id, r)
 		}
 	}
+	// A result is stored before its dead letter: the last one may still be
+	// on its way when enqueue --wait returns.
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), names.DLQStream()) == 3 })
 	_, dlq, dlqErr := runEnqueue(t, nil, "dlq", "--nats", ns.ClientURL(), "--json")
 	if !strings.Contains(dlq, `"big-dead-letter"`) || !strings.Contains(dlq, data) {
 		t.Errorf("dead letter missing, or without the job's data: %.300s %s", dlq, dlqErr)
 	}
-	if !strings.Contains(dlq, `"huge-dead-letter"`) || !strings.Contains(dlq, "not kept") || strings.Contains(dlq, "yyyyyyyy") {
-		t.Errorf("the job at the limit: dead letter missing, or not marked as not kept: %.300s", dlq)
+	if !strings.Contains(dlq, `"huge-dead-letter"`) || strings.Count(dlq, "not kept") != 2 || strings.Contains(dlq, "yyyyyyyy") || !strings.Contains(dlq, `"invalid"`) {
+		t.Errorf("the job at the limit and the invalid message: dead letters missing, or not marked as not kept: %.300s", dlq)
 	}
 	if n := streamMessages(t, ns.ClientURL(), "JETPOST_JOBS"); n != 0 {
 		t.Errorf("%d jobs left unsettled on the jobs stream", n)
 	}
 	code, stdout, stderr := runEnqueue(t, nil, "redrive", "maxp", "--nats", ns.ClientURL())
-	if code != 0 || !strings.Contains(stdout, "1 jobs re-driven, 1 skipped") || !strings.Contains(stderr, "enqueue it again") {
+	if code != 0 || !strings.Contains(stdout, "1 jobs re-driven, 2 skipped") || !strings.Contains(stderr, "enqueue it again") {
 		t.Errorf("redrive: exit %d\n%s%s", code, stdout, stderr)
 	}
 }

@@ -381,6 +381,11 @@ func (c *Consumer) deliveryEvent(ev *zerolog.Event, d *Delivery) *zerolog.Event 
 // storeResult publishes the result to the batch's result subject (and a
 // dead letter for a failure), de-duplicated by job, retrying while the
 // broker is unreachable: a job is acked only once its result is stored.
+// The result goes first: it is the record (the first one stored wins), and
+// were the worker to die between the two, the job's resend might succeed;
+// a dead letter stored first would then sit beside an ok result, and a
+// re-drive would send the job once more. So a reader that sees a failed
+// result may find its dead letter a moment later.
 // It also publishes the job's completion marker (done.go) and returns its
 // pending ack, or nil if the marker could not be sent.
 func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) (jetstream.PubAckFuture, error) {
@@ -431,8 +436,8 @@ func (c *Consumer) payloadLimit() int {
 // with the result anyway, gives way first. Only a job too close to the limit
 // to share a message with its failure is left out (JobOmitted says why):
 // the failure is still recorded, and the job must be enqueued again.
-func deadLetter(jobMsg []byte, seq uint64, r *job.Result, limit int) ([]byte, error) {
-	dl := DeadLetter{Result: *r, Job: json.RawMessage(jobMsg), StreamSeq: seq}
+func deadLetter(jobMsg json.RawMessage, seq uint64, r *job.Result, limit int) ([]byte, error) {
+	dl := DeadLetter{Result: *r, Job: jobMsg, StreamSeq: seq}
 	b, err := json.Marshal(dl)
 	if err != nil || len(b) <= limit {
 		return b, err
@@ -493,19 +498,18 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 	defer d.keepalive.stop()
 	batch := batchFromSubject(d.msg.Subject(), c.names.Prefix)
-	dl := DeadLetter{
-		Result: job.Result{
-			Batch: batch, Reason: job.ReasonInvalid, Error: d.decodeErr.Error(),
-			Worker: c.cfg.Worker, FinishedAt: time.Now().UTC(),
-		},
-		Job:       rawOrString(d.msg.Data()),
-		StreamSeq: d.Seq,
+	r := &job.Result{
+		Batch: batch, Reason: job.ReasonInvalid, Error: d.decodeErr.Error(),
+		Worker: c.cfg.Worker, FinishedAt: time.Now().UTC(),
 	}
 	if d.Job != nil {
-		dl.Result.ID = d.Job.ID
+		r.ID = d.Job.ID
 	}
-	b, _ := json.Marshal(dl)
-	if _, err := c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b); err != nil {
+	b, err := deadLetter(rawOrString(d.msg.Data()), d.Seq, r, c.payloadLimit())
+	if err == nil {
+		_, err = c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b)
+	}
+	if err != nil {
 		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("dead-lettering an invalid message failed")
 		return
 	}
