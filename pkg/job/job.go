@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"maps"
+	"net"
 	"net/url"
 	"slices"
 	"strconv"
@@ -59,14 +60,28 @@ func (j *Job) Body() (body []byte, contentType string) {
 	return data, "application/json"
 }
 
-// Host returns the lower-case host[:port] the job talks to, the key for
-// per-host breakers and limits.
+// Host returns the host the job talks to, as HostKey spells it.
 func (j *Job) Host() string {
 	u, err := url.Parse(j.URL)
 	if err != nil {
 		return ""
 	}
-	return strings.ToLower(u.Host)
+	return HostKey(u)
+}
+
+// HostKey is the one spelling of u's host for per-host breakers, limits,
+// metrics and logs: lower-case host and port, the scheme's default port
+// filled in, so https://API.example.com and https://api.example.com:443 are
+// one host.
+func HostKey(u *url.URL) string {
+	host, port := strings.ToLower(u.Hostname()), u.Port()
+	if port == "" {
+		port = "80"
+		if strings.EqualFold(u.Scheme, "https") {
+			port = "443"
+		}
+	}
+	return net.JoinHostPort(host, port)
 }
 
 // Limits on what a job may contain. They keep one hostile line from costing a

@@ -281,3 +281,19 @@ func TestEncodeResultWithin(t *testing.T) {
 		})
 	}
 }
+
+func TestHostKey(t *testing.T) {
+	for raw, want := range map[string]string{
+		"http://API.example.com/x":     "api.example.com:80",
+		"https://api.example.com/x":    "api.example.com:443",
+		"HTTPS://api.example.com/x":    "api.example.com:443",
+		"https://api.example.com:443/": "api.example.com:443",
+		"http://a.b:8080":              "a.b:8080",
+		"http://[2001:DB8::1]:81/":     "[2001:db8::1]:81",
+		"http://[2001:db8::1]/":        "[2001:db8::1]:80",
+	} {
+		if got := (&Job{URL: raw}).Host(); got != want {
+			t.Errorf("Host of %s = %q, want %q", raw, got, want)
+		}
+	}
+}

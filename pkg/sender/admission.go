@@ -3,9 +3,6 @@ package sender
 import (
 	"context"
 	"fmt"
-	"net"
-	"net/url"
-	"strings"
 	"time"
 )
 
@@ -118,16 +115,3 @@ func rateLimited(a Admission, r AdmitRequest) bool {
 // defaultAdmitWait is how long a job waits when an Admission refuses it
 // with an error that names no wait.
 const defaultAdmitWait = time.Second
-
-// admitHost is the key an Admission sees for u: lower-case host and port,
-// the scheme's default port filled in.
-func admitHost(u *url.URL) string {
-	host, port := strings.ToLower(u.Hostname()), u.Port()
-	if port == "" {
-		port = "80"
-		if u.Scheme == "https" {
-			port = "443"
-		}
-	}
-	return net.JoinHostPort(host, port)
-}

@@ -160,21 +160,6 @@ func TestCallbacksBypassAdmission(t *testing.T) {
 	}
 }
 
-func TestAdmitHost(t *testing.T) {
-	for raw, want := range map[string]string{
-		"http://API.example.com/x":     "api.example.com:80",
-		"https://api.example.com/x":    "api.example.com:443",
-		"https://api.example.com:443/": "api.example.com:443",
-		"http://a.b:8080":              "a.b:8080",
-		"http://[2001:DB8::1]:81/":     "[2001:db8::1]:81",
-	} {
-		u, _ := url.Parse(raw)
-		if got := admitHost(u); got != want {
-			t.Errorf("admitHost(%s) = %q, want %q", raw, got, want)
-		}
-	}
-}
-
 // MaxRequests bounds what reaches targets, jobs and callbacks together;
 // the rest queue for a place.
 func TestMaxRequestsBoundsRequestsInFlight(t *testing.T) {

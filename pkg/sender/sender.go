@@ -345,7 +345,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 	// One key per endpoint for the breaker and the limits alike:
 	// https://api.example.com and https://api.example.com:443 are one host.
-	host := admitHost(req.URL)
+	host := job.HostKey(req.URL)
 	ar := AdmitRequest{Host: host, Batch: r.batch, BatchRate: r.batchRate}
 	release := func(Feedback) {}
 	if r.admit {
