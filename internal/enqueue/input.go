@@ -9,6 +9,7 @@ import (
 	"os"
 
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // Input is one source of jobs: a file, or standard input.
@@ -160,17 +161,13 @@ const LargeJobBytes = 64 << 10
 func (v *Validation) TooLarge(maxPayload int64) []*job.LineError {
 	var errs []*job.LineError
 	for _, l := range v.Large {
-		if int64(l.Bytes)+payloadHeaderRoom > maxPayload {
+		if int64(l.Bytes)+queue.PayloadHeaderRoom > maxPayload {
 			errs = append(errs, &job.LineError{File: l.File, Line: l.Line,
 				Err: fmt.Errorf("job %q is %d bytes encoded; the NATS server accepts at most %d bytes per message (max_payload)", l.ID, l.Bytes, maxPayload)})
 		}
 	}
 	return errs
 }
-
-// payloadHeaderRoom leaves space for the message's headers (the job id as
-// Nats-Msg-Id, and NATS's own).
-const payloadHeaderRoom = 1 << 10
 
 // MaxReported bounds how many invalid lines are listed; the count is exact.
 const MaxReported = 100

@@ -202,10 +202,10 @@ func quote(s string) string {
 }
 
 // shorten cuts s to at most 64 bytes, on a character boundary.
-func shorten(s string) string { return cutAt(s, 64) }
+func shorten(s string) string { return Cut(s, 64) }
 
-// cutAt cuts s to at most n bytes, on a character boundary.
-func cutAt(s string, n int) string {
+// Cut cuts s to at most n bytes, on a character boundary.
+func Cut(s string, n int) string {
 	if len(s) <= n {
 		return s
 	}
@@ -396,13 +396,15 @@ func EncodeResultWithin(r *Result, limit int) ([]byte, error) {
 	cut := *r
 	cut.BodyTruncated = true
 	encode := func(n int) ([]byte, error) {
-		cut.Body = cutAt(r.Body, n)
+		cut.Body = Cut(r.Body, n)
 		return EncodeResult(&cut)
 	}
 	// A byte of body takes from one to six bytes encoded ("\u003c"), so the
 	// longest start that fits is searched for, not computed.
 	var best []byte
-	lo, hi := 0, len(r.Body)-1 // hi: the longest start that may fit
+	// hi: the longest start that may fit. No start longer than the limit
+	// does, which bounds each try's work by the limit, not the body.
+	lo, hi := 0, min(len(r.Body)-1, limit)
 	for lo <= hi {
 		mid := lo + (hi-lo)/2
 		b, err := encode(mid)

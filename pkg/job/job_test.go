@@ -263,7 +263,7 @@ func TestEncodeResultWithin(t *testing.T) {
 				if name == "invalid" {
 					continue
 				}
-				longer := cutAt(r.Body, len(got.Body)+4)
+				longer := Cut(r.Body, len(got.Body)+4)
 				more, _ := EncodeResult(&Result{ID: "j1", Batch: "b", Status: 502, Error: "bad gateway", BodyTruncated: true, Body: longer})
 				if len(longer) > len(got.Body) && len(longer) < len(r.Body) && len(more) <= limit {
 					t.Errorf("limit %d: kept %d bytes of body where %d fit", limit, len(got.Body), len(longer))

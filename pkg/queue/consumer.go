@@ -400,11 +400,15 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	if !r.OK {
-		b, err := deadLetter(d.msg.Data(), d.Seq, r, limit)
+		b, err := deadLetter(d.msg.Data(), d.Seq, r, limit, "the job is too large to keep with its failure under the server's maximum payload; enqueue it again")
 		if err == nil {
 			_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
 		}
-		if err != nil {
+		if errors.Is(err, nats.ErrMaxPayload) {
+			// It will never fit, and the result, the record, is stored:
+			// settle the job rather than send it again every ack wait.
+			c.deliveryEvent(c.log.Error(), d).Err(err).Msg("dead letter too large to store; the job's result is stored")
+		} else if err != nil {
 			return nil, fmt.Errorf("storing dead letter: %w", err)
 		}
 	}
@@ -418,39 +422,53 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	return marker, nil
 }
 
-// payloadHeaderRoom is kept free of a message's payload limit for its
-// headers (the de-duplication id, and NATS's own).
-const payloadHeaderRoom = 1 << 10
+// PayloadHeaderRoom is kept free of the server's maximum payload for a
+// message's headers (the de-duplication id, at most about 350 bytes, and
+// NATS's own): enqueue refuses jobs that leave less, and results and dead
+// letters are cut to leave it.
+const PayloadHeaderRoom = 1 << 10
 
 // payloadLimit is the most a result or dead letter may take encoded: the
 // server's maximum payload (announced on connect), less room for headers.
 func (c *Consumer) payloadLimit() int {
-	if mp := int(c.js.Conn().MaxPayload()); mp > 2*payloadHeaderRoom {
-		return mp - payloadHeaderRoom
+	mp := int(c.js.Conn().MaxPayload())
+	if mp <= 0 {
+		return math.MaxInt // never connected yet: the publish will tell
 	}
-	return math.MaxInt // not connected: the publish will tell
+	return max(mp-PayloadHeaderRoom, mp/2)
 }
 
-// deadLetter encodes the dead letter of a failed job within limit bytes.
-// The job is kept whole, as a re-drive needs it; the result's body, stored
-// with the result anyway, gives way first. Only a job too close to the limit
-// to share a message with its failure is left out (JobOmitted says why):
-// the failure is still recorded, and the job must be enqueued again.
-func deadLetter(jobMsg json.RawMessage, seq uint64, r *job.Result, limit int) ([]byte, error) {
+// deadLetter encodes the dead letter of a failed job (or invalid message)
+// within limit bytes. The job is kept whole, as a re-drive needs it; the
+// result's body, stored with the result anyway, gives way first. Only a job
+// too close to the limit to share a message with its failure is left out,
+// JobOmitted saying so with omitted, and then the failure's free text is
+// cut to fit too. A dead letter that cannot fit even so (an absurdly small
+// maximum payload) is an error wrapping nats.ErrMaxPayload.
+func deadLetter(jobMsg json.RawMessage, seq uint64, r *job.Result, limit int, omitted string) ([]byte, error) {
 	dl := DeadLetter{Result: *r, Job: jobMsg, StreamSeq: seq}
-	b, err := json.Marshal(dl)
-	if err != nil || len(b) <= limit {
-		return b, err
+	steps := []func(){
+		func() { dl.Result.Body, dl.Result.BodyTruncated = "", dl.Result.BodyTruncated || dl.Result.Body != "" },
+		func() { dl.Job, dl.JobOmitted = nil, fmt.Sprintf("%s (%d bytes)", omitted, len(jobMsg)) },
+		func() {
+			// Ids and errors of invalid messages and long URLs are
+			// untrusted text; a kilobyte says what happened.
+			dl.Result.ID, dl.Result.Error = job.Cut(dl.Result.ID, job.MaxIDLen), job.Cut(dl.Result.Error, 1<<10)
+			if cb := dl.Result.Callback; cb != nil {
+				dl.Result.Callback = &job.CallbackResult{OK: cb.OK, Status: cb.Status, Attempts: cb.Attempts, Error: job.Cut(cb.Error, 1<<10)}
+			}
+		},
 	}
-	if dl.Result.Body != "" {
-		dl.Result.Body, dl.Result.BodyTruncated = "", true
-		if b, err = json.Marshal(dl); err != nil || len(b) <= limit {
+	for i := 0; ; i++ {
+		b, err := json.Marshal(dl)
+		if err != nil || len(b) <= limit {
 			return b, err
 		}
+		if i == len(steps) {
+			return nil, fmt.Errorf("dead letter of %d bytes, over the limit of %d even cut down: %w", len(b), limit, nats.ErrMaxPayload)
+		}
+		steps[i]()
 	}
-	dl.JobOmitted = fmt.Sprintf("the job (%d bytes) and its failure do not fit in one message under the server's maximum payload; enqueue it again", len(dl.Job))
-	dl.Job = nil
-	return json.Marshal(dl)
 }
 
 func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, data []byte) (*jetstream.PubAck, error) {
@@ -505,15 +523,21 @@ func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 	if d.Job != nil {
 		r.ID = d.Job.ID
 	}
-	b, err := deadLetter(rawOrString(d.msg.Data()), d.Seq, r, c.payloadLimit())
+	b, err := deadLetter(rawOrString(d.msg.Data()), d.Seq, r, c.payloadLimit(), "the message is too large to keep with the reason it is invalid")
 	if err == nil {
 		_, err = c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b)
 	}
-	if err != nil {
+	switch {
+	case errors.Is(err, nats.ErrMaxPayload):
+		// Retrying cannot make it fit; terminate it all the same, or it
+		// would come back every ack wait for ever.
+		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("invalid message dropped: too large to dead-letter")
+	case err != nil:
 		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("dead-lettering an invalid message failed")
 		return
+	default:
+		c.log.Warn().Uint64("seq", d.Seq).Str("batch", batch).Str("reason", d.decodeErr.Error()).Msg("invalid job moved to the dead-letter stream")
 	}
-	c.log.Warn().Uint64("seq", d.Seq).Str("batch", batch).Str("reason", d.decodeErr.Error()).Msg("invalid job moved to the dead-letter stream")
 	if err := d.msg.Term(); err != nil {
 		c.log.Warn().Err(err).Msg("terminating invalid message failed")
 	}

@@ -2,8 +2,11 @@ package queue
 
 import (
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
+
+	"github.com/nats-io/nats.go"
 
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -36,7 +39,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		{"the job is too close to the limit", len(jobMsg) + 50, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := deadLetter(jobMsg, 7, r, tc.limit)
+			b, err := deadLetter(jobMsg, 7, r, tc.limit, "too large")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -58,4 +61,28 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("hostile free text is cut", func(t *testing.T) {
+		// An invalid message's id and error are whatever it held; escaped,
+		// each "<" takes six bytes.
+		hostile := &job.Result{ID: strings.Repeat("<", 20_000), Batch: "b", Reason: job.ReasonInvalid, Error: strings.Repeat("&", 20_000),
+			Callback: &job.CallbackResult{Status: 500, Error: strings.Repeat(">", 20_000)}}
+		limit := 20 << 10 // room for the job, not for the job and 120 KB of escapes
+		b, err := deadLetter(jobMsg, 7, hostile, limit, "too large")
+		if err != nil {
+			t.Fatal(err)
+		}
+		dl := decode(t, b, limit)
+		if dl.JobOmitted == "" || len(dl.Result.ID) > job.MaxIDLen || len(dl.Result.Error) > 1<<10 || len(dl.Result.Callback.Error) > 1<<10 {
+			t.Errorf("not cut down: omitted %q, id %d bytes, error %d, callback error %d", dl.JobOmitted, len(dl.Result.ID), len(dl.Result.Error), len(dl.Result.Callback.Error))
+		}
+		if dl.Result.Reason != job.ReasonInvalid || dl.Result.Callback.Status != 500 {
+			t.Errorf("the failure itself was not kept: %+v", dl.Result)
+		}
+	})
+	t.Run("a limit nothing fits under", func(t *testing.T) {
+		if _, err := deadLetter(jobMsg, 7, r, 100, "too large"); !errors.Is(err, nats.ErrMaxPayload) {
+			t.Errorf("err %v, want one wrapping nats.ErrMaxPayload", err)
+		}
+	})
 }
