@@ -89,6 +89,7 @@ func HostKey(u *url.URL) string {
 const (
 	MaxIDLen     = 256
 	MaxURLLen    = 8 << 10
+	MaxHostLen   = 253 // the longest DNS name
 	MaxHeaders   = 100
 	MaxHeaderLen = 16 << 10 // name + value of one header
 	MaxBatchLen  = 64
@@ -187,6 +188,11 @@ func validateURL(field, raw string) error {
 	}
 	if u.Host == "" || u.Hostname() == "" {
 		return fmt.Errorf("%s %s has no host", field, quote(RedactURL(raw)))
+	}
+	if n := len(u.Hostname()); n > MaxHostLen {
+		// No DNS name is longer; hosts also name breakers and limits,
+		// whose reports must stay small.
+		return fmt.Errorf("%s host is %d bytes, limit %d", field, n, MaxHostLen)
 	}
 	return nil
 }
