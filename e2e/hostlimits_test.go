@@ -83,7 +83,10 @@ func TestAdaptiveConcurrencyWorkerProcess(t *testing.T) {
 	if st[200] != n {
 		t.Fatalf("%d successful requests for %d jobs", st[200], n)
 	}
-	if share > 0.10 {
+	// A bound a loaded machine cannot break, as in the fleetrate test of
+	// the same target: the ≤ 2 % figure is cmd/limitbench's, and a fixed
+	// pool of 200 is answered 429 about 86 % of the time.
+	if share > 1.0/3 {
 		t.Fatalf("%.1f%% of requests were answered 429", 100*share)
 	}
 	if limit < 1 || limit > 45 {
