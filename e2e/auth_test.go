@@ -20,23 +20,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nkeys"
 
+	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 )
-
-func runServerWith(t *testing.T, opts *server.Options) *server.Server {
-	t.Helper()
-	opts.Host, opts.Port, opts.JetStream, opts.StoreDir, opts.NoLog, opts.NoSigs = "127.0.0.1", -1, true, t.TempDir(), true, true
-	ns, err := server.NewServer(opts)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ns.Start()
-	if !ns.ReadyForConnections(30 * time.Second) {
-		t.Fatal("server not ready")
-	}
-	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	return ns
-}
 
 // Both commands authenticate with the JETPOST_NATS_* variables: a batch
 // completes against servers that require each kind of credential, and a
@@ -86,7 +72,7 @@ func TestNATSAuthentication(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			ns := runServerWith(t, tc.opts)
+			ns := natstest.RunServerWith(t, tc.opts)
 			url := ns.ClientURL()
 			if tc.tls {
 				url = strings.Replace(url, "nats://", "tls://", 1)

@@ -215,7 +215,7 @@ func waitUntil(t *testing.T, cond func() bool) {
 // too-large job comes after more than a hundred large ones that fit, so it is
 // found however many large jobs precede it.
 func TestJobTooLargeForServerIsRejectedAtEnqueue(t *testing.T) {
-	ns := runServerWith(t, &server.Options{MaxPayload: 128 << 10})
+	ns := natstest.RunServerWith(t, &server.Options{MaxPayload: 128 << 10})
 	path := filepath.Join(t.TempDir(), "big.jsonl")
 	var content strings.Builder
 	content.WriteString("{\"id\":\"a\",\"url\":\"https://example.com/a\"}\n")
@@ -264,7 +264,7 @@ func streamMessages(t *testing.T, url, stream string) uint64 {
 // not kept, which dlq and redrive say.
 func TestOversizedResultAndDeadLetterStillSettle(t *testing.T) {
 	const maxPayload = 128 << 10
-	ns := runServerWith(t, &server.Options{MaxPayload: maxPayload})
+	ns := natstest.RunServerWith(t, &server.Options{MaxPayload: maxPayload})
 	tg := target.New(target.Options{})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()

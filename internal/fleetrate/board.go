@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/pkg/hostlimit"
+	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // LimitsBucket is the key-value bucket where workers post their per-host
@@ -39,8 +40,9 @@ type WorkerLimits struct {
 // one entry per worker, so one command can show the whole fleet's limits
 // without scraping each worker.
 type Board struct {
-	kv    jetstream.KeyValue
-	peers atomic.Int64 // workers on the board at the last look
+	kv         jetstream.KeyValue
+	maxPayload func() int64 // the server's, as announced on connect
+	peers      atomic.Int64 // workers on the board at the last look
 }
 
 // OpenBoard creates (or reuses) the board's bucket.
@@ -57,7 +59,7 @@ func OpenBoard(ctx context.Context, js jetstream.JetStream, prefix string, repli
 	if err != nil {
 		return nil, fmt.Errorf("host limits bucket %s: %w", name, err)
 	}
-	return &Board{kv: kv}, nil
+	return &Board{kv: kv, maxPayload: js.Conn().MaxPayload}, nil
 }
 
 // OpenBoardReadOnly binds to the board if it exists, for readers such as
@@ -67,18 +69,28 @@ func OpenBoardReadOnly(ctx context.Context, js jetstream.JetStream, prefix strin
 	if err != nil {
 		return nil, err
 	}
-	return &Board{kv: kv}, nil
+	return &Board{kv: kv, maxPayload: js.Conn().MaxPayload}, nil
 }
 
-// Post replaces worker's report with hosts (at most MaxBoardHosts of them).
+// Post replaces worker's report with hosts: the busiest MaxBoardHosts, and
+// fewer if their report would not fit in one message (host names come from
+// untrusted files; a report refused for its size would leave the worker off
+// the board, and the fleet's peer count short).
 func (b *Board) Post(ctx context.Context, worker string, hosts []hostlimit.HostState, at time.Time) error {
 	hosts = hostlimit.Busiest(hosts, MaxBoardHosts)
-	data, err := json.Marshal(WorkerLimits{Worker: worker, At: at.UTC(), Hosts: hosts})
-	if err != nil {
+	limit := int(b.maxPayload()) - queue.PayloadHeaderRoom
+	for {
+		data, err := json.Marshal(WorkerLimits{Worker: worker, At: at.UTC(), Hosts: hosts})
+		if err != nil {
+			return err
+		}
+		if len(data) > limit && len(hosts) > 0 && limit > 0 {
+			hosts = hosts[:len(hosts)/2]
+			continue
+		}
+		_, err = b.kv.Put(ctx, boardKey(worker), data)
 		return err
 	}
-	_, err = b.kv.Put(ctx, boardKey(worker), data)
-	return err
 }
 
 // Withdraw removes worker's report.

@@ -3,6 +3,7 @@ package fleetrate_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"sync"
@@ -285,5 +286,33 @@ func TestBoardShowsEachWorkersLimits(t *testing.T) {
 	}
 	if got, _ = reader.List(t.Context()); len(got) != 1 || got[0].Worker != "w1" {
 		t.Fatalf("after w2 stopped the board lists %+v, want only w1", got)
+	}
+}
+
+// Host names come from untrusted files: a report of a hundred long ones is
+// cut to the busiest that fit in one message, rather than refused whole.
+func TestBoardReportFitsMaxPayload(t *testing.T) {
+	ns := natstest.RunServerWith(t, &server.Options{MaxPayload: 16 << 10})
+	b, err := fleetrate.OpenBoard(t.Context(), jsConn(t, ns), "jetpost", 1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hosts := make([]hostlimit.HostState, fleetrate.MaxBoardHosts)
+	for i := range hosts {
+		name := fmt.Sprintf("%03d.%s", i, strings.Repeat("&", 240)) // six bytes each, escaped
+		hosts[i] = hostlimit.HostState{Host: name + ":443", Limit: 10, Admitted: uint64(1000 - i), Adaptive: true}
+	}
+	if err := b.Post(t.Context(), "w1", hosts, time.Now()); err != nil {
+		t.Fatalf("post of a large report: %v", err)
+	}
+	got, err := b.List(t.Context())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || len(got[0].Hosts) == 0 || len(got[0].Hosts) >= len(hosts) {
+		t.Fatalf("board %d workers, %d hosts; want w1 with some of its %d hosts", len(got), len(got[0].Hosts), len(hosts))
+	}
+	if got[0].Hosts[0].Host != hosts[0].Host {
+		t.Errorf("first host %.20s…, want the busiest", got[0].Hosts[0].Host)
 	}
 }

@@ -25,15 +25,23 @@ func RunServer(t testing.TB) *server.Server {
 // test can stop a server and start it again on the same port and data.
 func RunServerAt(t testing.TB, port int, store string) *server.Server {
 	t.Helper()
-	ns, err := server.NewServer(&server.Options{
-		Host:       "127.0.0.1",
-		Port:       port,
-		JetStream:  true,
-		StoreDir:   store,
-		NoLog:      true,
-		NoSigs:     true,
-		MaxPayload: 8 << 20,
-	})
+	return start(t, &server.Options{Port: port, StoreDir: store, MaxPayload: 8 << 20})
+}
+
+// RunServerWith starts a server with the given options (authentication, a
+// small max_payload…) on a random loopback port with a temporary store.
+func RunServerWith(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Port, opts.StoreDir = -1, t.TempDir()
+	return start(t, opts)
+}
+
+// start fills in what every test server has (loopback, JetStream, quiet)
+// and runs it until the test ends.
+func start(t testing.TB, opts *server.Options) *server.Server {
+	t.Helper()
+	opts.Host, opts.JetStream, opts.NoLog, opts.NoSigs = "127.0.0.1", true, true, true
+	ns, err := server.NewServer(opts)
 	if err != nil {
 		t.Fatalf("nats server: %v", err)
 	}
