@@ -304,7 +304,7 @@ func TestRunReportsRefusedJobs(t *testing.T) {
 	}
 	ns.Start()
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(30 * time.Second) { // a liveness bound, as natstest's
 		t.Fatal("server not ready")
 	}
 	file := write(t, "jobs.jsonl", jobLines(1000, "https://api.example.com/some/long/path/to/fill/the/store", "full"))
