@@ -21,10 +21,15 @@ const Patience = 30 * time.Second
 // Find returns goleak's report of the goroutines still running after
 // Patience, or nil as soon as none is left.
 func Find(opts ...goleak.Option) error {
-	deadline := time.Now().Add(Patience)
+	// goleak.Find itself retries for about half a second per call.
+	return findWithin(Patience, goleak.Find, opts...)
+}
+
+// findWithin calls find until it reports nothing or patience has passed.
+func findWithin(patience time.Duration, find func(...goleak.Option) error, opts ...goleak.Option) error {
+	deadline := time.Now().Add(patience)
 	for {
-		// goleak.Find itself retries for about half a second.
-		err := goleak.Find(opts...)
+		err := find(opts...)
 		if err == nil || time.Now().After(deadline) {
 			return err
 		}
