@@ -362,7 +362,7 @@ func TestNatsRestartMidBatch(t *testing.T) {
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	inFlightAtStop := tg.Stats().InFlight
-	ns = natstest.RunServerAt(t, port, store)
+	natstest.RunServerAt(t, port, store)
 	for _, w := range p.live {
 		w.waitLineUntil("reconnected to NATS", deadline)
 	}
