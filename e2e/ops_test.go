@@ -12,6 +12,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -70,9 +71,20 @@ func TestMetricsAndReadiness(t *testing.T) {
 	store := t.TempDir()
 	ns := natstest.RunServerAt(t, -1, store)
 	port := natstest.Port(ns)
-	tg := target.New(target.Options{Latency: 100 * time.Millisecond})
+	// Requests are held until the test has seen them in flight: a batch
+	// that ran by faster than the test could look would prove nothing.
+	release := make(chan struct{})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(release) }) }
+	tg := target.New(target.Options{OnRequest: func(r *http.Request) {
+		select {
+		case <-release:
+		case <-r.Context().Done():
+		}
+	}})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
+	defer releaseAll() // before srv.Close, which waits for held requests
 	w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_HTTP_ADDR=127.0.0.1:0", "JETPOST_MAX_INFLIGHT=4"))
 	w.waitLine("consuming jobs")
 	base := "http://" + opsAddr(t, w)
@@ -92,6 +104,7 @@ func TestMetricsAndReadiness(t *testing.T) {
 		_, body := get(t, base+"/metrics")
 		return metric(body, "jetpost_jobs_in_flight") > 0
 	})
+	releaseAll()
 	if code := <-done; code != 0 {
 		t.Fatalf("enqueue exit %d", code)
 	}

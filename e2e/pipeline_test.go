@@ -2,10 +2,13 @@ package e2e
 
 import (
 	"context"
+	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -32,12 +35,29 @@ func workerEnv(natsURL string, extra ...string) []string {
 // than the in-flight bound allows.
 func TestThousandJobsTwoWorkerProcesses(t *testing.T) {
 	ns := natstest.RunServer(t)
-	tg := target.New(target.Options{Latency: 5 * time.Millisecond})
+	const inflight = 8
+	// The first requests are held until more are in flight than one worker
+	// may send, so both workers hold jobs however the scheduler favours
+	// one; with a fixed limit either can reach its bound.
+	var arrived atomic.Int64
+	both := make(chan struct{})
+	var once sync.Once
+	releaseAll := func() { once.Do(func() { close(both) }) }
+	tg := target.New(target.Options{Latency: 5 * time.Millisecond, OnRequest: func(r *http.Request) {
+		if n := arrived.Add(1); n == inflight+1 {
+			releaseAll()
+		}
+		select {
+		case <-both:
+		case <-r.Context().Done():
+		}
+	}})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
-	const inflight = 8
+	defer releaseAll() // before srv.Close, which waits for held requests
 	for _, id := range []string{"w1", "w2"} {
-		w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_WORKER_ID="+id, "JETPOST_MAX_INFLIGHT=8", "JETPOST_PREFETCH=4"))
+		w := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_WORKER_ID="+id, "JETPOST_MAX_INFLIGHT=8", "JETPOST_PREFETCH=4",
+			"JETPOST_ADAPTIVE_CONCURRENCY=false"))
 		w.waitLine("consuming jobs")
 	}
 	file := writeJobs(t, 1000, srv.URL)

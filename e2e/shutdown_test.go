@@ -5,6 +5,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -21,14 +22,25 @@ import (
 func TestSigtermMidBatchLosesNothing(t *testing.T) {
 	ns := natstest.RunServer(t)
 	var received atomic.Int64
-	halfway := make(chan struct{})
-	tg := target.New(target.Options{Latency: 100 * time.Millisecond, OnRequest: func(*http.Request) {
-		if received.Add(1) == 20 {
+	// Requests after the 20th wait until w1 has been told to stop, so w1
+	// cannot finish the batch while the test is slow to send the signal.
+	halfway, signalled := make(chan struct{}), make(chan struct{})
+	var once sync.Once
+	signalSent := func() { once.Do(func() { close(signalled) }) }
+	tg := target.New(target.Options{Latency: 100 * time.Millisecond, OnRequest: func(r *http.Request) {
+		switch n := received.Add(1); {
+		case n == 20:
 			close(halfway)
+		case n > 20:
+			select {
+			case <-signalled:
+			case <-r.Context().Done():
+			}
 		}
 	}})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
+	defer signalSent() // before srv.Close, which waits for held requests
 
 	w1 := start(t, "worker", workerEnv(ns.ClientURL(), "JETPOST_WORKER_ID=w1", "JETPOST_MAX_INFLIGHT=4", "JETPOST_PREFETCH=4"))
 	w1.waitLine("consuming jobs")
@@ -46,6 +58,7 @@ func TestSigtermMidBatchLosesNothing(t *testing.T) {
 	if err := w1.cmd.Process.Signal(syscall.SIGTERM); err != nil {
 		t.Fatal(err)
 	}
+	signalSent()
 	if c := w1.wait(); c != 0 {
 		t.Fatalf("worker exit %d after SIGTERM", c)
 	}
@@ -127,7 +140,10 @@ func TestShutdownDeadlineHandsBackWithoutSpendingAttempts(t *testing.T) {
 			t.Errorf("%s: ok=%v attempts=%d worker=%s; the cancelled request must not count", id, r.OK, r.Attempts, r.Worker)
 		}
 	}
-	if st := tg.Stats(); st.Canceled != 3 {
-		t.Errorf("target saw %d cancelled requests, want 3", st.Canceled)
+	// The target notices a client hanging up on its own time.
+	var canceled int64
+	waitUntil(t, func() bool { canceled = tg.Stats().Canceled; return canceled >= 3 })
+	if canceled != 3 {
+		t.Errorf("target saw %d cancelled requests, want 3", canceled)
 	}
 }

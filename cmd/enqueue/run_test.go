@@ -17,9 +17,9 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 
 	"github.com/jetpost/jetpost/internal/enqueue"
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/workertest"
@@ -39,13 +39,6 @@ func setEnv(t *testing.T) {
 	t.Setenv("JETPOST_NATS_URL", "")
 	t.Setenv("JETPOST_SUBJECT_PREFIX", "jetpost")
 	t.Setenv("JETPOST_LOG_FORMAT", "json")
-}
-
-// noLeaks checks, when the test and its cleanups are over, that it left no
-// goroutine behind. Registered first, it runs last.
-func noLeaks(t *testing.T) {
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
 type result struct {
@@ -139,7 +132,7 @@ func summaryOf(t *testing.T, stdout string) *enqueue.Summary {
 }
 
 func TestRunWaitWritesResultsAndSummary(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	setEnv(t)
 	ns := natstest.RunServer(t)
 	tg := target.New(target.Options{})
@@ -195,7 +188,7 @@ func TestRunWaitWritesResultsAndSummary(t *testing.T) {
 // Standard input, gzip-compressed, validated as a whole first: an invalid
 // line publishes nothing (exit 2) unless --skip-invalid.
 func TestRunStdinGzipAndSkipInvalid(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	setEnv(t)
 	ns := natstest.RunServer(t)
 	content := jobLines(20, "https://api.example.com/a", "in") + "{\"id\":\"bad\",\"url\":\"nope\"}\n" + jobLines(5, "https://api.example.com/b", "tail")
@@ -225,7 +218,7 @@ func TestRunStdinGzipAndSkipInvalid(t *testing.T) {
 // results; `enqueue results` reads a batch's results later; --force needs a
 // batch of its own and then sends again.
 func TestRunRerunResultsAndForce(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	setEnv(t)
 	ns := natstest.RunServer(t)
 	tg := target.New(target.Options{})
@@ -299,7 +292,7 @@ func TestRunRerunResultsAndForce(t *testing.T) {
 // A job the broker finally refuses is reported with its id, and the exit
 // status is 3.
 func TestRunReportsRefusedJobs(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	setEnv(t)
 	ns, err := server.NewServer(&server.Options{
 		Host: "127.0.0.1", Port: -1, JetStream: true, StoreDir: t.TempDir(), NoLog: true, NoSigs: true,
@@ -311,7 +304,7 @@ func TestRunReportsRefusedJobs(t *testing.T) {
 	}
 	ns.Start()
 	t.Cleanup(func() { ns.Shutdown(); ns.WaitForShutdown() })
-	if !ns.ReadyForConnections(10 * time.Second) {
+	if !ns.ReadyForConnections(30 * time.Second) { // a liveness bound, as natstest's
 		t.Fatal("server not ready")
 	}
 	file := write(t, "jobs.jsonl", jobLines(1000, "https://api.example.com/some/long/path/to/fill/the/store", "full"))

@@ -14,13 +14,12 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/target"
 )
 
 func TestMain(m *testing.M) {
-	goleak.VerifyTestMain(m)
+	leakcheck.VerifyTestMain(m)
 }
 
 // do sends one request and returns status, headers and body. key "" sends no

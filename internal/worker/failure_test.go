@@ -89,6 +89,12 @@ func TestDeadLettersRedrive(t *testing.T) {
 	nc, js := connect(t, ns)
 	defer nc.Close()
 	ctx := context.Background()
+	// A result is stored before its dead letter, and the job acked after
+	// both: the last of each may still be on its way.
+	waitFor(t, func() bool {
+		o, err := queue.Status(ctx, js, names, "dl")
+		return err == nil && len(o.Batches) == 1 && o.Batches[0].DeadLetters >= 2 && o.Batches[0].Open == 0
+	})
 	var letters []queue.StoredDeadLetter
 	if err := queue.DeadLetters(ctx, js, names, "dl", func(dl queue.StoredDeadLetter) error {
 		letters = append(letters, dl)

@@ -10,18 +10,11 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
-	"go.uber.org/goleak"
 
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
-
-// noLeaks checks, after the test and its cleanups, that it left no
-// goroutine behind; registered first, it runs last.
-func noLeaks(t *testing.T) {
-	opt := goleak.IgnoreCurrent()
-	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
-}
 
 func jsFor(t *testing.T, url string, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
 	t.Helper()
@@ -38,7 +31,7 @@ func jsFor(t *testing.T, url string, opts ...jetstream.JetStreamOpt) jetstream.J
 }
 
 func TestDoneLookupFindsMarkersInBatches(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	ns := natstest.RunServer(t)
 	js := jsFor(t, ns.ClientURL())
 	ctx := context.Background()
@@ -93,7 +86,7 @@ func TestDoneLookupFindsMarkersInBatches(t *testing.T) {
 }
 
 func TestBulkPublisherDuplicatesAndRefusals(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	ns := natstest.RunServer(t)
 	js := jsFor(t, ns.ClientURL(), jetstream.WithPublishAsyncMaxPending(4), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	ctx := context.Background()
@@ -141,7 +134,7 @@ func TestBulkPublisherDuplicatesAndRefusals(t *testing.T) {
 }
 
 func TestReadAndFetchResults(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	ns := natstest.RunServer(t)
 	js := jsFor(t, ns.ClientURL())
 	ctx := context.Background()
@@ -195,7 +188,7 @@ func TestReadAndFetchResults(t *testing.T) {
 // A window wider than the library lets pend stalls on every publish; each
 // stall is waited out, and every job is stored once.
 func TestBulkPublisherWaitsOutStalls(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	ns := natstest.RunServer(t)
 	js := jsFor(t, ns.ClientURL(), jetstream.WithPublishAsyncMaxPending(2), jetstream.WithPublishAsyncTimeout(10*time.Second))
 	ctx := context.Background()

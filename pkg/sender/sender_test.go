@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -18,12 +19,11 @@ import (
 	"testing"
 	"time"
 
-	"go.uber.org/goleak"
-
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
+func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 
 // loopback is what every test but the guard tests allows: httptest servers
 // listen on 127.0.0.1, which the guard refuses by default.
@@ -52,9 +52,10 @@ func serve(t testing.TB, h http.HandlerFunc) (*httptest.Server, *atomic.Int64) {
 }
 
 // safetyNet bounds a test that would otherwise hang if the code under test
-// lost its own timeout; it is far longer than anything a passing test waits.
+// lost its own timeout; it is far longer than anything a passing test waits,
+// even on a loaded machine, since some tests poll until it ends.
 func safetyNet(t *testing.T) context.Context {
-	ctx, cancel := context.WithTimeout(t.Context(), 10*time.Second)
+	ctx, cancel := context.WithTimeout(t.Context(), 2*time.Minute)
 	t.Cleanup(cancel)
 	return ctx
 }
@@ -177,9 +178,16 @@ func TestSlowBodyIsRetry(t *testing.T) {
 	})
 	s := newSender(t, Config{AllowedNetworks: loopback()})
 	j := newJob(srv.URL)
-	j.Timeout = job.Duration(50 * time.Millisecond)
-
-	out := s.Send(safetyNet(t), j)
+	// On a loaded machine even the headers may miss a short deadline; the
+	// deadline grows until they make it, since the verdict is about the
+	// body that follows them.
+	var out Outcome
+	for timeout := 50 * time.Millisecond; ; timeout *= 2 {
+		j.Timeout = job.Duration(timeout)
+		if out = s.Send(safetyNet(t), j); out.Status != 0 || timeout > 30*time.Second {
+			break
+		}
+	}
 	if out.Kind != Retry || !out.Attempted || out.Status != 200 {
 		t.Fatalf("got %v attempted=%v status=%d, want retry attempted 200 (err %v)", out.Kind, out.Attempted, out.Status, out.Err)
 	}
@@ -360,13 +368,51 @@ func TestResponseTruncation(t *testing.T) {
 		}
 	}
 
-	// A short tail is drained so the connection goes back to the pool.
+	// Whether the transport reuses a drained connection also depends on how
+	// soon its writer goroutine reports the request written (net/http waits
+	// 50 ms for it), so the count is shown, not asserted;
+	// TestReadBodyDrainsShortTailsOnly checks the drain itself.
 	before := conns.Load()
 	for range 3 {
 		s.Send(t.Context(), newJob(srv.URL+"/?n=100"))
 	}
-	if got := conns.Load() - before; got > 1 {
-		t.Errorf("%d new connections for 3 sequential truncated responses with short tails, want at most 1", got)
+	t.Logf("%d new connections for 3 sequential truncated responses with short tails", conns.Load()-before)
+}
+
+// tailBody is a response body that records how it was read.
+type tailBody struct {
+	r           io.Reader
+	read        int
+	eof, closed bool
+}
+
+func (b *tailBody) Read(p []byte) (int, error) {
+	n, err := b.r.Read(p)
+	b.read += n
+	b.eof = b.eof || err == io.EOF
+	return n, err
+}
+
+func (b *tailBody) Close() error { b.closed = true; return nil }
+
+// A truncated body with a short tail is read to its end, which lets the
+// transport put the connection back in its pool; a long tail is not
+// downloaded to be thrown away.
+func TestReadBodyDrainsShortTailsOnly(t *testing.T) {
+	const limit = 10
+	for _, tt := range []struct {
+		n       int
+		wantEOF bool
+	}{{100, true}, {limit + drainBytes, true}, {4 << 20, false}} {
+		b := &tailBody{r: strings.NewReader(strings.Repeat("a", tt.n))}
+		body, truncated, err := readBody(&http.Response{Body: b, ContentLength: -1}, limit)
+		if err != nil || len(body) != limit || !truncated {
+			t.Errorf("n=%d: %d bytes, truncated=%v, err %v; want %d, truncated", tt.n, len(body), truncated, err, limit)
+		}
+		if b.eof != tt.wantEOF || !b.closed || b.read > limit+1+drainBytes {
+			t.Errorf("n=%d: read %d bytes, to the end: %v, closed: %v; want to the end: %v, at most %d bytes, closed",
+				tt.n, b.read, b.eof, b.closed, tt.wantEOF, limit+1+drainBytes)
+		}
 	}
 }
 
