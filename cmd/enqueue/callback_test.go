@@ -113,7 +113,7 @@ func TestCallbackDeadLetterAndRedrive(t *testing.T) {
 		dls := deadLetters(t, ns, "cbk")
 		return len(dls) == 1 && dls[0].Seq != first.Seq
 	})
-	if dl := deadLetters(t, ns, "cbk")[0]; dl.Reason != job.ReasonCallbackFailed || dl.Result.Callback.Attempts != 3 {
+	if dl := deadLetters(t, ns, "cbk")[0]; dl.Reason != job.ReasonCallbackFailed || dl.Result.Callback == nil || dl.Result.Callback.Attempts != 3 {
 		t.Errorf("second dead letter %+v %+v", dl, dl.Result.Callback)
 	}
 
