@@ -99,3 +99,23 @@ func TestCallbackKey(t *testing.T) {
 		t.Errorf("a re-driven job's callback key = %q, want one of its own run", k)
 	}
 }
+
+// What naming the request costs each result: redacting its URL (a parse),
+// and the record's extra bytes (BenchmarkEncodeResult without them).
+func BenchmarkResultRequestFields(b *testing.B) {
+	j := benchJob()
+	r := &Result{
+		ID: "h-b1e84d21dec243147d29-2", Batch: "2025-11-27_orders", OK: true, Status: 201, Attempts: 2,
+		Body:       `{"id":"ord_8812","status":"accepted","links":{"self":"https://api.example.com/v2/orders/ord_8812"}}`,
+		DurationMS: 184, Worker: "worker-3f9a", Callback: &CallbackResult{OK: true, Status: 204},
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		r.Method, r.URL, r.Source = j.Method, RedactURL(j.URL), SourceOf("in/2025-11-27-orders.jsonl", 48213)
+		out, err := EncodeResult(r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		b.SetBytes(int64(len(out)))
+	}
+}
