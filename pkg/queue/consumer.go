@@ -23,8 +23,10 @@ import (
 type Action int
 
 const (
-	// Complete stores Decision.Result (and a dead letter when it failed),
-	// then acknowledges the job.
+	// Complete stores Decision.Result (and a dead letter when the job or
+	// its callback failed), then acknowledges the job. For a callback
+	// message (job.KindCallback) no result is stored, the job has its
+	// own: only a new dead letter if the callback failed again.
 	Complete Action = iota
 	// Retry records Decision.Attempts and redelivers the job after
 	// Decision.Delay. JetStream holds it meanwhile, so the retry survives a
