@@ -298,10 +298,10 @@ func TestOversizedResultAndDeadLetterStillSettle(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	j.Batch, j.EnqueuedAt = "maxp", time.Now().UTC()
+	path := filepath.Join(t.TempDir(), "big.jsonl")
+	j.Batch, j.EnqueuedAt, j.Source = "maxp", time.Now().UTC(), job.SourceOf(path, 3)
 	small, _ := job.Encode(j)
 	lines += atLimit(maxPayload-1<<10-len(small)-40) + "\n"
-	path := filepath.Join(t.TempDir(), "big.jsonl")
 	if err := os.WriteFile(path, []byte(lines), 0o644); err != nil {
 		t.Fatal(err)
 	}

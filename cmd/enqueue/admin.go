@@ -113,7 +113,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	}
 	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 	if !a.asJSON {
-		fmt.Fprintln(tw, "SEQ\tBATCH\tID\tREASON\tSTATUS\tATTEMPTS\tERROR")
+		fmt.Fprintln(tw, "SEQ\tBATCH\tID\tSOURCE\tREASON\tSTATUS\tATTEMPTS\tERROR")
 	}
 	n := 0
 	err = queue.DeadLetters(ctx, a.js, a.names, batch, func(dl queue.StoredDeadLetter) error {
@@ -127,7 +127,13 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		r := dl.Result
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%d\t%d\t%s\n", dl.Seq, r.Batch, r.ID, r.Reason, r.Status, r.Attempts, clip(oneLine(r.Error), 80))
+		reason, status, attempts, msg := cmp.Or(dl.Reason, r.Reason), r.Status, r.Attempts, r.Error
+		if cb := r.Callback; dl.Reason == job.ReasonCallbackFailed && cb != nil {
+			// The job is fine; the line is about its callback.
+			status, attempts, msg = cb.Status, cb.Attempts, "callback: "+cb.Error
+		}
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", dl.Seq, r.Batch, oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"),
+			reason, status, attempts, clip(oneLine(msg), 80))
 		return nil
 	})
 	if err != nil {
@@ -144,12 +150,13 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // header values replaced.
 type shownDeadLetter struct {
 	Seq    uint64          `json:"seq"`
+	Reason string          `json:"reason"`
 	Result job.Result      `json:"result"`
 	Job    json.RawMessage `json:"job"`
 }
 
 func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
-	out := shownDeadLetter{Seq: dl.Seq, Result: dl.Result, Job: dl.Job}
+	out := shownDeadLetter{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result, Job: dl.Job}
 	if dl.JobOmitted != "" {
 		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
 		return out
@@ -169,9 +176,10 @@ func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLette
 	return out
 }
 
-// runRedrive re-publishes a batch's dead letters as fresh jobs.
+// runRedrive re-publishes a batch's dead letters: failed jobs as fresh
+// jobs, failed callbacks as callback messages (the POST alone).
 func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdmin("redrive", "BATCH   re-publish the batch's dead letters as fresh jobs", stderr)
+	a := newAdmin("redrive", "BATCH   re-publish the batch's dead letters: failed jobs as fresh jobs, failed callbacks as the callback POST alone", stderr)
 	pos, err := a.parse(args)
 	if err != nil {
 		return err
@@ -184,7 +192,8 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	for _, s := range rep.Skipped {
 		fmt.Fprintln(stderr, "skipped:", s)
 	}
-	fmt.Fprintf(stdout, "batch %s: %d jobs re-driven, %d skipped\n", pos[0], rep.Redriven, len(rep.Skipped))
+	fmt.Fprintf(stdout, "batch %s: %d jobs re-driven, %d skipped, %d callbacks re-sent (their jobs' results stand)\n",
+		pos[0], rep.Redriven, len(rep.Skipped), rep.Callbacks)
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}

@@ -2,12 +2,14 @@ package main
 
 import (
 	"bufio"
+	"cmp"
 	"errors"
 	"fmt"
 	"io"
 	"os"
 	"strings"
 	"text/tabwriter"
+	"unicode"
 
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -28,7 +30,7 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		in = f
 	}
 	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tOK\tSTATUS\tATTEMPTS\tMS\tREASON\tERROR / BODY")
+	fmt.Fprintln(tw, "ID\tSOURCE\tREQUEST\tOK\tSTATUS\tATTEMPTS\tMS\tREASON\tERROR / BODY")
 	sc := bufio.NewScanner(in)
 	sc.Buffer(make([]byte, 64<<10), 16<<20)
 	line := 0
@@ -59,7 +61,12 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		if len(notes) > 0 {
 			detail = "[" + strings.Join(notes, "; ") + "] " + detail
 		}
-		fmt.Fprintf(tw, "%s\t%v\t%d\t%d\t%d\t%s\t%s\n", r.ID, r.OK, r.Status, r.Attempts, r.DurationMS, r.Reason, clip(oneLine(detail), 70))
+		request := "-"
+		if r.URL != "" {
+			request = clip(oneLine(r.Method+" "+r.URL), 60)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%d\t%d\t%s\t%s\n", oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"), request,
+			r.OK, r.Status, r.Attempts, r.DurationMS, r.Reason, clip(oneLine(detail), 70))
 	}
 	if err := sc.Err(); err != nil {
 		return err
@@ -67,8 +74,17 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 	return tw.Flush()
 }
 
+// oneLine makes text from a record fit a table cell: white space runs
+// become one space, and control characters (escape sequences could rewrite
+// a terminal) become "?".
 func oneLine(s string) string {
-	return strings.Join(strings.Fields(s), " ")
+	s = strings.Join(strings.Fields(s), " ")
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return '?'
+		}
+		return r
+	}, s)
 }
 
 func clip(s string, n int) string {

@@ -83,7 +83,8 @@ func (in *Input) Each(fn func(*job.Job) error, bad func(*job.LineError)) error {
 	return in.EachAt(func(j *job.Job, _ int) error { return fn(j) }, bad)
 }
 
-// EachAt is Each, telling fn the line where each job starts.
+// EachAt is Each, telling fn the line where each job starts. Each job's
+// Source names that line ("-:LINE" for standard input).
 func (in *Input) EachAt(fn func(j *job.Job, line int) error, bad func(*job.LineError)) error {
 	r, closeFn, err := in.open()
 	if err != nil {
@@ -105,6 +106,7 @@ func (in *Input) EachAt(fn func(j *job.Job, line int) error, bad func(*job.LineE
 		if err != nil {
 			return err
 		}
+		j.Source = job.SourceOf(in.Name, dec.Line())
 		if err := fn(j, dec.Line()); err != nil {
 			return err
 		}

@@ -66,6 +66,9 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	j := d.Job
 	host := j.Host()
 	log := jobLog{l: &w.log, j: j, host: host}
+	if j.Kind == job.KindCallback {
+		return w.resendCallback(ctx, log, j)
+	}
 
 	if w.cfg.MaxJobAge > 0 && !j.EnqueuedAt.IsZero() && w.now().Sub(j.EnqueuedAt) > w.cfg.MaxJobAge {
 		r := w.result(j, d.Attempts, nil)
@@ -127,7 +130,10 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 // result builds the record for a finished job; o is nil when no attempt was
 // made in this delivery.
 func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result {
-	r := &job.Result{ID: j.ID, Batch: j.Batch, Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC()}
+	r := &job.Result{
+		ID: j.ID, Batch: j.Batch, Method: j.Method, URL: job.RedactURL(j.URL), Source: j.Source,
+		Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC(),
+	}
 	if o != nil {
 		r.OK = o.Kind == sender.Success
 		r.Status = o.Status
@@ -142,7 +148,9 @@ func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result
 }
 
 // complete POSTs the result to the job's callback, if any, records how that
-// went, and returns the decision to store it.
+// went, and returns the decision to store it. A callback that finally
+// failed leaves the result as it is and gets a dead letter of its own
+// (queue), from which it alone can be re-driven.
 func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Result) queue.Decision {
 	if j.Callback != "" {
 		r.Callback = w.callback(ctx, j, r)
@@ -172,7 +180,7 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 	// Tries bound the loop even when an open breaker defers every try
 	// without a request.
 	for try := 1; ; try++ {
-		o := w.send.Post(ctx, j.Callback, body, j.ID)
+		o := w.send.Post(ctx, j.Callback, body, j.CallbackKey())
 		if o.Attempted {
 			cr.Attempts++
 		}
@@ -195,6 +203,28 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 			return cr
 		}
 	}
+}
+
+// resendCallback handles a re-driven callback: it POSTs the job's stored
+// result again, with the callback's own key, and sends nothing to the job's
+// URL. The decision's result says how the callback went; the queue stores
+// no second result for the job, only a new dead letter if it failed again.
+func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) queue.Decision {
+	r := *j.Result
+	// The record as the first POST sent it, before its callback's outcome.
+	r.Callback = nil
+	cr := w.callback(ctx, j, &r)
+	if !cr.OK && ctx.Err() != nil {
+		return queue.Decision{Action: queue.HandBack}
+	}
+	r.Callback = cr
+	// Re-drives are rare and asked for: say how each ended.
+	msg := "re-driven callback delivered"
+	if !cr.OK {
+		msg = "re-driven callback failed again; dead-lettered"
+	}
+	log.Info().Int("status", cr.Status).Int("attempts", cr.Attempts).Str("error", cr.Error).Msg(msg)
+	return queue.Decision{Action: queue.Complete, Result: &r}
 }
 
 // maxCallbackWait caps one wait between callback attempts.

@@ -41,6 +41,68 @@ type Job struct {
 	// to each host, across every worker (0: none). Set by enqueue, not by
 	// the file.
 	Rate float64 `json:"rate,omitempty"`
+	// Source is where enqueue read the job, "FILE:LINE" ("-:LINE" for
+	// standard input), so results can be joined to id-less input. It is
+	// display text only: nothing is decided by it.
+	Source string `json:"source,omitempty"`
+	// Kind is empty for a request to send, KindCallback for a re-driven
+	// callback: a message that POSTs Result to Callback and sends nothing
+	// to URL.
+	Kind string `json:"kind,omitempty"`
+	// Result is the stored result a callback message sends again.
+	Result *Result `json:"result,omitempty"`
+}
+
+// KindCallback marks a message that re-sends a job's result to its
+// callback, and nothing else.
+const KindCallback = "callback"
+
+// CallbackMessage returns the message that sends r to j's callback again:
+// the job's identity and callback, no headers or body (not needed, and they
+// may hold secrets), and the job's run number, which the callback's key
+// depends on. With r nil it is what a dead letter keeps, r being beside it.
+func (j *Job) CallbackMessage(r *Result) *Job {
+	return &Job{
+		ID: j.ID, Batch: j.Batch, Method: j.Method, URL: j.URL, Callback: j.Callback,
+		EnqueuedAt: j.EnqueuedAt, Redrive: j.Redrive, Source: j.Source, Kind: KindCallback, Result: r,
+	}
+}
+
+// CallbackKey is the idempotency key of the POST of j's result to its
+// callback. It differs from the job's own key (its id), so an API that
+// enforces keys does not take the callback for a replay of the job; it is
+// the same for every try and every re-drive of that callback, and new for
+// each run of the job, whose re-drive has a new result to report.
+func (j *Job) CallbackKey() string {
+	if j.Redrive > 0 {
+		return j.ID + ":callback:r" + strconv.Itoa(j.Redrive)
+	}
+	return j.ID + ":callback"
+}
+
+// MaxSourceLen bounds Source, which every job and result carries.
+const MaxSourceLen = 512
+
+// SourceOf is the Source of the entry that starts at line of file ("-"
+// for standard input): control characters and invalid UTF-8 in the name
+// become "?", and a name too long loses its start, where a path says least.
+func SourceOf(file string, line int) string {
+	suffix := ":" + strconv.Itoa(line)
+	name := strings.Map(func(r rune) rune {
+		if r == utf8.RuneError || isCTL(r) {
+			return '?'
+		}
+		return r
+	}, file)
+	if room := MaxSourceLen - len(suffix); len(name) > room {
+		const ellipsis = "…"
+		name = name[len(name)-(room-len(ellipsis)):]
+		for name != "" && !utf8.RuneStart(name[0]) {
+			name = name[1:]
+		}
+		name = ellipsis + name
+	}
+	return name + suffix
 }
 
 // Body returns the bytes to send and the Content-Type they imply ("" when the
@@ -153,6 +215,28 @@ func (j *Job) Validate() error {
 	}
 	if len(j.Data) > 0 && !json.Valid(j.Data) {
 		return errors.New("data is not valid JSON")
+	}
+	// Source is shown on terminals: held to the rules of ids.
+	if len(j.Source) > MaxSourceLen || !utf8.ValidString(j.Source) || strings.IndexFunc(j.Source, isCTL) >= 0 {
+		return fmt.Errorf("source %s is over %d bytes, or has a control character or invalid UTF-8", quote(j.Source), MaxSourceLen)
+	}
+	return j.validateKind()
+}
+
+// validateKind checks that a message is a request, or a callback message
+// with what it sends and where.
+func (j *Job) validateKind() error {
+	switch j.Kind {
+	case "":
+		if j.Result != nil {
+			return errors.New("result is set on a job that is not a callback message")
+		}
+	case KindCallback:
+		if j.Callback == "" || j.Result == nil {
+			return errors.New("a callback message needs a callback URL and the result to send")
+		}
+	default:
+		return fmt.Errorf("kind %s is not %q or empty", quote(j.Kind), KindCallback)
 	}
 	return nil
 }
@@ -349,7 +433,12 @@ func (d *Duration) setSeconds(num string) error {
 type Result struct {
 	ID    string `json:"id"`
 	Batch string `json:"batch"`
-	OK    bool   `json:"ok"`
+	// Method, URL (secrets redacted: RedactURL) and Source (Job.Source)
+	// join the result to the request and the input entry it came from.
+	Method string `json:"method,omitempty"`
+	URL    string `json:"url,omitempty"`
+	Source string `json:"source,omitempty"`
+	OK     bool   `json:"ok"`
 	// Status is the HTTP status of the last attempt, 0 if none was answered.
 	Status int `json:"status"`
 	// Attempts counts HTTP requests started for the job; deferrals by a
@@ -384,6 +473,11 @@ const (
 	ReasonRefused   = "refused"   // the job may not be sent (e.g. a blocked address)
 	ReasonInvalid   = "invalid"   // the message is not a valid job
 )
+
+// ReasonCallbackFailed is the reason of the dead letter of a job that
+// succeeded but whose callback finally failed. It is never a result's
+// reason: the job's result stands as it was.
+const ReasonCallbackFailed = "callback_failed"
 
 // EncodeResult is the wire encoding of a result.
 func EncodeResult(r *Result) ([]byte, error) { return json.Marshal(r) }

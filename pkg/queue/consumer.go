@@ -23,8 +23,10 @@ import (
 type Action int
 
 const (
-	// Complete stores Decision.Result (and a dead letter when it failed),
-	// then acknowledges the job.
+	// Complete stores Decision.Result (and a dead letter when the job or
+	// its callback failed), then acknowledges the job. For a callback
+	// message (job.KindCallback) no result is stored, the job has its
+	// own: only a new dead letter if the callback failed again.
 	Complete Action = iota
 	// Retry records Decision.Attempts and redelivers the job after
 	// Decision.Delay. JetStream holds it meanwhile, so the retry survives a
@@ -342,6 +344,14 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 	var err error
 	switch dec.Action {
 	case Complete:
+		if d.Job.Kind == job.KindCallback {
+			if serr := c.storeDeadLetter(ctx, d, dec.Result); serr != nil {
+				c.deliveryEvent(c.log.Error(), d).Err(serr).Msg("storing a re-driven callback's failure failed; it will be redelivered")
+				return
+			}
+			err = c.ackDurable(ctx, d)
+			break
+		}
 		marker, serr := c.storeResult(ctx, d, dec.Result)
 		if serr != nil {
 			// The result is not stored, so the job must not be acked: leave
@@ -399,18 +409,8 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	if err != nil {
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
-	if !r.OK {
-		b, err := deadLetter(d.msg.Data(), d.Seq, r, limit, "the job is too large to keep with its failure under the server's maximum payload; enqueue it again")
-		if err == nil {
-			_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
-		}
-		if errors.Is(err, nats.ErrMaxPayload) {
-			// It will never fit, and the result, the record, is stored:
-			// settle the job rather than send it again every ack wait.
-			c.deliveryEvent(c.log.Error(), d).Err(err).Msg("dead letter too large to store; the job's result is stored")
-		} else if err != nil {
-			return nil, fmt.Errorf("storing dead letter: %w", err)
-		}
+	if err := c.storeDeadLetter(ctx, d, r); err != nil {
+		return nil, err
 	}
 	if d.Job.ReplyTo != "" {
 		// A copy for whoever asked; core NATS, best effort: the stored
@@ -420,6 +420,54 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		}
 	}
 	return marker, nil
+}
+
+// storeDeadLetter stores the dead letter the settled delivery leaves, if
+// any (deadLetterOf).
+func (c *Consumer) storeDeadLetter(ctx context.Context, d *Delivery, r *job.Result) error {
+	dl, dedup, err := deadLetterOf(d.Job, d.msg.Data(), d.Seq, r)
+	if err != nil || dedup == "" {
+		return err
+	}
+	b, err := deadLetter(dl, c.payloadLimit(), "the job is too large to keep with its failure under the server's maximum payload; enqueue it again")
+	if err == nil {
+		_, err = c.publishDurable(ctx, c.names.DLQSubject(r.Batch), dedup, b)
+	}
+	if errors.Is(err, nats.ErrMaxPayload) {
+		// It will never fit, and the result, the record, is stored:
+		// settle the job rather than send it again every ack wait.
+		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("dead letter too large to store; the job's result is stored")
+	} else if err != nil {
+		return fmt.Errorf("storing dead letter: %w", err)
+	}
+	return nil
+}
+
+// deadLetterOf returns the dead letter a settled job leaves and its
+// de-duplication id, or no id when it leaves none. A failed job's keeps the
+// job message as it was, for a re-drive of the job. A job that succeeded
+// but whose callback finally failed, and a re-driven callback that failed
+// again, keep the callback message without its result (the result is
+// beside it), for a re-drive of the callback alone: the job's result
+// stands. A failed job's callback is not dead-lettered apart: re-driving
+// the job sends its new result to the callback.
+func deadLetterOf(j *job.Job, msg []byte, seq uint64, r *job.Result) (DeadLetter, string, error) {
+	dedup := ResultID(j)
+	if j.Kind == job.KindCallback {
+		// One per callback message, however often it is re-driven.
+		dedup += "/callback/" + strconv.FormatUint(seq, 10)
+	}
+	switch {
+	case !r.OK && j.Kind != job.KindCallback:
+		return DeadLetter{Result: *r, Job: msg, StreamSeq: seq, Reason: r.Reason}, dedup, nil
+	case r.Callback != nil && !r.Callback.OK:
+		b, err := job.Encode(j.CallbackMessage(nil))
+		if err != nil {
+			return DeadLetter{}, "", fmt.Errorf("encoding callback message: %w", err)
+		}
+		return DeadLetter{Result: *r, Job: b, StreamSeq: seq, Reason: job.ReasonCallbackFailed}, dedup, nil
+	}
+	return DeadLetter{}, "", nil
 }
 
 // PayloadHeaderRoom is kept free of the server's maximum payload for a
@@ -445,8 +493,8 @@ func (c *Consumer) payloadLimit() int {
 // JobOmitted saying so with omitted, and then the failure's free text is
 // cut to fit too. A dead letter that cannot fit even so (an absurdly small
 // maximum payload) is an error wrapping nats.ErrMaxPayload.
-func deadLetter(jobMsg json.RawMessage, seq uint64, r *job.Result, limit int, omitted string) ([]byte, error) {
-	dl := DeadLetter{Result: *r, Job: jobMsg, StreamSeq: seq}
+func deadLetter(dl DeadLetter, limit int, omitted string) ([]byte, error) {
+	jobMsg := dl.Job
 	steps := []func(){
 		func() { dl.Result.Body, dl.Result.BodyTruncated = "", dl.Result.BodyTruncated || dl.Result.Body != "" },
 		func() { dl.Job, dl.JobOmitted = nil, fmt.Sprintf("%s (%d bytes)", omitted, len(jobMsg)) },
@@ -511,21 +559,25 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 	}
 }
 
-// poison moves a message that is not a valid job to the dead-letter stream
-// and terminates it: retrying cannot make it valid.
+// poison stores a failed result (reason invalid) for a message that is not
+// a valid job, and its dead letter, then terminates it: retrying cannot
+// make it valid. The result lets whoever waits for the batch see it.
 func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 	defer d.keepalive.stop()
 	batch := batchFromSubject(d.msg.Subject(), c.names.Prefix)
-	r := &job.Result{
-		Batch: batch, Reason: job.ReasonInvalid, Error: d.decodeErr.Error(),
-		Worker: c.cfg.Worker, FinishedAt: time.Now().UTC(),
+	r := invalidResult(d.Job, batch, d.decodeErr, c.cfg.Worker, time.Now().UTC())
+	dedup := "poison/" + strconv.FormatUint(d.Seq, 10)
+	limit := c.payloadLimit()
+	if data, err := job.EncodeResultWithin(r, limit); err != nil {
+		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("result of an invalid message not stored")
+	} else if _, err := c.publishDurable(ctx, c.names.ResultSubject(batch), dedup, data); err != nil && !errors.Is(err, nats.ErrMaxPayload) {
+		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("storing the result of an invalid message failed; it will be redelivered")
+		return
 	}
-	if d.Job != nil {
-		r.ID = d.Job.ID
-	}
-	b, err := deadLetter(rawOrString(d.msg.Data()), d.Seq, r, c.payloadLimit(), "the message is too large to keep with the reason it is invalid")
+	dl := DeadLetter{Result: *r, Job: rawOrString(d.msg.Data()), StreamSeq: d.Seq, Reason: job.ReasonInvalid}
+	b, err := deadLetter(dl, limit, "the message is too large to keep with the reason it is invalid")
 	if err == nil {
-		_, err = c.publishDurable(ctx, c.names.DLQSubject(batch), "poison/"+strconv.FormatUint(d.Seq, 10), b)
+		_, err = c.publishDurable(ctx, c.names.DLQSubject(batch), dedup, b)
 	}
 	switch {
 	case errors.Is(err, nats.ErrMaxPayload):
@@ -541,6 +593,23 @@ func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 	if err := d.msg.Term(); err != nil {
 		c.log.Warn().Err(err).Msg("terminating invalid message failed")
 	}
+}
+
+// invalidResult is the failed result of an invalid message, with what can
+// be known of it (j is nil when it is not even JSON). Its fields are
+// untrusted text: each is cut to the size a valid job allows.
+func invalidResult(j *job.Job, batch string, why error, worker string, now time.Time) *job.Result {
+	r := &job.Result{
+		Batch: batch, Reason: job.ReasonInvalid, Error: job.Cut(why.Error(), 1<<10),
+		Worker: worker, FinishedAt: now,
+	}
+	if j != nil {
+		r.ID = job.Cut(j.ID, job.MaxIDLen)
+		r.Method = job.Cut(j.Method, 64)
+		r.URL = job.Cut(job.RedactURL(j.URL), job.MaxURLLen)
+		r.Source = job.Cut(j.Source, job.MaxSourceLen)
+	}
+	return r
 }
 
 func batchFromSubject(subject, prefix string) string {
@@ -563,6 +632,11 @@ func rawOrString(b []byte) json.RawMessage {
 // the job message exactly as it was, so it can be re-driven (unless it was
 // too large to keep, see JobOmitted).
 type DeadLetter struct {
+	// Reason is why it is here: the result's reason for a failed job or
+	// invalid message, job.ReasonCallbackFailed for a job whose callback
+	// finally failed (Job is then the callback message). Empty in dead
+	// letters stored before it existed: the result's reason.
+	Reason    string          `json:"reason,omitempty"`
 	Result    job.Result      `json:"result"`
 	Job       json.RawMessage `json:"job"`
 	StreamSeq uint64          `json:"stream_seq"`

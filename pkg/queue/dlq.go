@@ -101,15 +101,19 @@ func readAll(ctx context.Context, js jetstream.JetStream, stream, subject string
 
 // RedriveReport says what a re-drive did.
 type RedriveReport struct {
-	Redriven int
-	Skipped  []string // dead letters that cannot be re-driven, with the reason
+	Redriven  int      // failed jobs published again, to be sent afresh
+	Callbacks int      // failed callbacks published again, to POST the stored result only
+	Skipped   []string // dead letters that cannot be re-driven, with the reason
 }
 
-// Redrive re-publishes every re-drivable dead letter of batch as a fresh
-// job (new attempts, new age, a run number of its own so its result is not
-// taken for a duplicate) and deletes it from the dead-letter stream once the
-// jobs stream has stored it. Invalid messages are skipped: sending them again
-// cannot help.
+// Redrive re-publishes every re-drivable dead letter of batch and deletes it
+// from the dead-letter stream once the jobs stream has stored it. A failed
+// job goes back as a fresh job (new attempts, new age, a run number of its
+// own so its result is not taken for a duplicate). A failed callback goes
+// back as a callback message holding the job's stored result: a worker
+// POSTs it to the callback again and sends nothing else, and the job's
+// result stays the one stored. Invalid messages are skipped: sending them
+// again cannot help.
 func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string) (RedriveReport, error) {
 	var rep RedriveReport
 	dlq, err := js.Stream(ctx, n.DLQStream())
@@ -130,13 +134,11 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): %s", dl.Seq, dl.Result.ID, dl.JobOmitted))
 			continue
 		}
-		j, err := job.Decode(dl.Job)
+		j, err := redriven(dl, now)
 		if err != nil {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): not a valid job: %v", dl.Seq, dl.Result.ID, err))
 			continue
 		}
-		j.Redrive++
-		j.EnqueuedAt = now
 		data, err := job.Encode(j)
 		if err != nil {
 			return rep, err
@@ -153,7 +155,39 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 		if err := dlq.DeleteMsg(ctx, dl.Seq); err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
 			return rep, fmt.Errorf("removing dead letter %d after re-drive: %w", dl.Seq, err)
 		}
-		rep.Redriven++
+		if j.Kind == job.KindCallback {
+			rep.Callbacks++
+		} else {
+			rep.Redriven++
+		}
 	}
 	return rep, nil
+}
+
+// redriven is the message that re-drives dl, validated as a worker will.
+// A callback message keeps its job's run number, on which the callback's
+// idempotency key depends: a re-sent callback is the same callback.
+func redriven(dl StoredDeadLetter, now time.Time) (*job.Job, error) {
+	if dl.Reason != job.ReasonCallbackFailed {
+		j, err := job.Decode(dl.Job)
+		if err != nil {
+			return nil, err
+		}
+		j.Redrive++
+		j.EnqueuedAt = now
+		return j, nil
+	}
+	var j job.Job
+	if err := json.Unmarshal(dl.Job, &j); err != nil {
+		return nil, fmt.Errorf("decoding callback message: %w", err)
+	}
+	r := dl.Result
+	r.Callback = nil // the record as the first POST sent it
+	cm := j.CallbackMessage(&r)
+	cm.EnqueuedAt = now
+	data, err := job.Encode(cm)
+	if err != nil {
+		return nil, err
+	}
+	return job.Decode(data)
 }
