@@ -23,11 +23,12 @@ import (
 
 // Options are the knobs a test turns; zero values are fast defaults.
 type Options struct {
-	Workers     int           // default 1
-	MaxInflight int           // default 8
-	Prefetch    int           // default 4
-	AckWait     time.Duration // default 5s
-	MaxAttempts int           // default 5
+	Workers     int            // default 1
+	MaxInflight int            // default 8
+	Prefetch    int            // default 4
+	AckWait     time.Duration  // default 5s
+	MaxAttempts int            // default 5
+	Backoff     sender.Backoff // default 5ms doubling to 20ms
 	Breaker     sender.Breaker
 	OnBreaker   func(host, from, to string)
 	Observer    worker.Observer
@@ -52,6 +53,9 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 5
+	}
+	if o.Backoff.Base == 0 {
+		o.Backoff = sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}
 	}
 	if o.Breaker.Failures == 0 {
 		o.Breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
@@ -94,7 +98,7 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 		}
 		w := worker.New(worker.Config{
 			ID: id, MaxAttempts: o.MaxAttempts,
-			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
+			Backoff: o.Backoff, MaxJobAge: time.Hour,
 		}, snd, o.Observer, zerolog.Nop())
 		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
 		wg.Add(1)
