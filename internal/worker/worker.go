@@ -160,7 +160,7 @@ func (w *Worker) spent(r *job.Result, turned int) {
 	r.Reason = job.ReasonExhausted
 	if turned > 0 {
 		r.Reason = job.ReasonBreakerOpen
-		r.Error = fmt.Sprintf("%s (tries spent: %d requests, %d turned away by the host's open circuit breaker)", r.Error, r.Attempts, turned)
+		r.Error = fmt.Sprintf("%s; %d of its tries turned away by the host's open circuit breaker, %d sent", r.Error, turned, r.Attempts)
 	}
 }
 

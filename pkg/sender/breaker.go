@@ -183,7 +183,11 @@ type BreakerOpenError struct {
 }
 
 func (e *BreakerOpenError) Error() string {
-	return fmt.Sprintf("circuit breaker for %s is %s (opened %s): %v", e.Host, e.State, e.Since.UTC().Format(time.TimeOnly), e.err)
+	busy := ""
+	if e.State == gobreaker.StateHalfOpen.String() {
+		busy = " with its probes out"
+	}
+	return fmt.Sprintf("circuit breaker for %s is %s%s (opened %s)", e.Host, e.State, busy, e.Since.UTC().Format(time.RFC3339))
 }
 
 func (e *BreakerOpenError) Unwrap() error { return e.err }
