@@ -17,7 +17,7 @@ import (
 // Hosts come from files nobody vetted, so the map must not grow without
 // bound: a breaker unused for breakerIdle is dropped (a sweep at most every
 // breakerIdle/2, on the request path) unless it is open and its open
-// timeout has not passed. A closed one holds fewer consecutive failures
+// timeout has not passed. A closed one holds fewer recent failures
 // than would open it; one whose timeout passed would only let a probe
 // through. Such a host's next request starts a fresh, closed breaker. A
 // dropped breaker that was not closed is reported to onChange as closed,
