@@ -101,22 +101,23 @@ func TestWholeHostDownJobsFailWithBreakerOpen(t *testing.T) {
 	w.waitLine("consuming jobs")
 	host := srv.Listener.Addr().String()
 
-	run := func(batch string, n int) (map[string]*job.Result, string) {
+	run := func(batch string, n int, args ...string) (map[string]*job.Result, string, string) {
 		t.Helper()
 		urls := make([]string, n)
 		for i := range urls {
 			urls[i] = fmt.Sprintf("%s/orders/%d", srv.URL, i)
 		}
 		out := filepath.Join(t.TempDir(), batch+".jsonl")
-		code, _, stderr := runEnqueue(t, nil, "--nats", ns.ClientURL(), "--batch", batch, "--wait", "--out", out, writeLines(t, batch, urls))
+		args = append([]string{"--nats", ns.ClientURL(), "--batch", batch, "--wait", "--out", out}, args...)
+		code, stdout, stderr := runEnqueue(t, nil, append(args, writeLines(t, batch, urls))...)
 		res := readResults(t, out)
 		if code == 0 || len(res) != n {
 			t.Fatalf("batch %s: exit %d, %d results for %d jobs: %s", batch, code, len(res), n, stderr)
 		}
-		return res, stderr
+		return res, stdout, stderr
 	}
 
-	res, _ := run("down", 40)
+	res, _, _ := run("down", 40)
 	turned := 0
 	for id, r := range res {
 		switch {
@@ -135,7 +136,7 @@ func TestWholeHostDownJobsFailWithBreakerOpen(t *testing.T) {
 	// Once the workers' board shows the breaker, a new batch sees it from
 	// its start to its end.
 	waitStatus(t, ns.ClientURL(), host)
-	res, stderr := run("still-down", 5)
+	res, _, stderr := run("still-down", 5)
 	for id, r := range res {
 		if r.OK || r.Attempts != 0 || r.Reason != job.ReasonBreakerOpen {
 			t.Errorf("%s: ok=%v attempts=%d reason=%s; want failed without a request, breaker_open", id, r.OK, r.Attempts, r.Reason)
@@ -143,6 +144,10 @@ func TestWholeHostDownJobsFailWithBreakerOpen(t *testing.T) {
 	}
 	if want := "breakers opened during the run: " + host + " (open since "; !strings.Contains(stderr, want) {
 		t.Errorf("summary lacks %q:\n%s", want, stderr)
+	}
+	_, stdout, _ := run("json", 1, "--json")
+	if want := `"breakers_opened":[{"host":"` + host + `",`; !strings.Contains(stdout, want) || !strings.Contains(stdout, `"still_not_closed":true`) {
+		t.Errorf("--json summary lacks %s...still_not_closed:\n%s", want, stdout)
 	}
 }
 

@@ -334,14 +334,15 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return &exitError{exitBroker, fmt.Errorf("waiting for results: %w", err)}
 	}
 	col.Summary.Finish(time.Since(start))
+	_ = breakers.Poll(ctx)
 	if o.jsonSummary {
-		b, _ := json.Marshal(&col.Summary)
+		b, _ := json.Marshal(struct {
+			*enqueue.Summary
+			Breakers []enqueue.SeenBreaker `json:"breakers_opened,omitempty"`
+		}{&col.Summary, breakers.Seen()})
 		fmt.Fprintln(stdout, string(b))
 	} else {
 		fmt.Fprintln(stderr, "batch "+o.batch+": "+col.Summary.String())
-	}
-	if breakers != nil {
-		_ = breakers.Poll(ctx)
 		if b := breakers.Summary(); b != "" {
 			fmt.Fprintln(stderr, "batch "+o.batch+": "+b)
 		}

@@ -50,8 +50,11 @@ func (w *BreakerWatch) Run(ctx context.Context) {
 	}
 }
 
-// Poll reads the board once.
+// Poll reads the board once; a nil watch reads nothing.
 func (w *BreakerWatch) Poll(ctx context.Context) error {
+	if w == nil {
+		return nil
+	}
 	entries, err := w.src.List(ctx)
 	if err != nil {
 		return err
@@ -121,33 +124,47 @@ func (w *BreakerWatch) Line() string {
 	return strings.Join(parts, "; ")
 }
 
-// Summary names every host whose breaker was seen not closed during the
-// run, and whether it still is; "" if none was.
-func (w *BreakerWatch) Summary() string {
+// SeenBreaker is a host whose breaker was seen not closed during a run.
+type SeenBreaker struct {
+	queue.BreakerEntry
+	// Still says it was not closed at the last read.
+	Still bool `json:"still_not_closed"`
+}
+
+// Seen lists, by host, every breaker seen not closed during the run, as
+// first seen.
+func (w *BreakerWatch) Seen() []SeenBreaker {
 	if w == nil {
-		return ""
+		return nil
 	}
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	if len(w.seen) == 0 {
-		return ""
-	}
 	still := map[string]bool{}
 	for _, e := range w.now {
 		still[e.Host] = true
 	}
-	hosts := make([]string, 0, len(w.seen))
-	for h := range w.seen {
-		hosts = append(hosts, h)
+	out := make([]SeenBreaker, 0, len(w.seen))
+	for h, e := range w.seen {
+		out = append(out, SeenBreaker{BreakerEntry: e, Still: still[h]})
 	}
-	sort.Strings(hosts)
-	items := make([]string, len(hosts))
-	for i, h := range hosts {
+	sort.Slice(out, func(i, j int) bool { return out[i].Host < out[j].Host })
+	return out
+}
+
+// Summary names every host whose breaker was seen not closed during the
+// run, and whether it still is; "" if none was.
+func (w *BreakerWatch) Summary() string {
+	seen := w.Seen()
+	if len(seen) == 0 {
+		return ""
+	}
+	items := make([]string, len(seen))
+	for i, e := range seen {
 		end := "closed now"
-		if still[h] {
+		if e.Still {
 			end = "still not closed"
 		}
-		items[i] = fmt.Sprintf("%s (%s since %s, %s)", h, w.seen[h].State, w.seen[h].Since.Format(time.TimeOnly), end)
+		items[i] = fmt.Sprintf("%s (%s since %s, %s)", e.Host, e.State, e.Since.Format(time.TimeOnly), end)
 	}
 	return "breakers opened during the run: " + listed(items) +
 		"; jobs turned away by an open breaker spend tries and fail with reason breaker_open"

@@ -66,6 +66,10 @@ func TestBreakerWatchShowsOpenBreakers(t *testing.T) {
 			t.Errorf("summary %q lacks %q", sum, s)
 		}
 	}
+	seen := w.Seen()
+	if len(seen) != 2 || seen[0].Host != "api.example.com:443" || seen[0].Still || !seen[0].Since.Equal(since) || !seen[1].Still {
+		t.Errorf("seen %+v", seen)
+	}
 	if s := enqueue.NewBreakerWatch(board, time.Hour).Summary(); s != "" {
 		t.Errorf("summary of a watch that saw nothing: %q", s)
 	}
