@@ -45,7 +45,10 @@ func TestBrokenEndpointAmongHealthyOnes(t *testing.T) {
 	ns := natstest.RunServer(t)
 	srv := httptest.NewServer(target.New(target.Options{}))
 	defer srv.Close()
-	w := start(t, "worker", breakerEnv(ns.ClientURL()))
+	// A window longer than any run: on a machine so loaded that the run
+	// took minutes, the healthy answers must not leave it before the
+	// broken endpoint's last retries.
+	w := start(t, "worker", breakerEnv(ns.ClientURL(), "JETPOST_BREAKER_WINDOW=1h"))
 	w.waitLine("consuming jobs")
 	const n, every = 500, 50
 	urls := make([]string, n)
