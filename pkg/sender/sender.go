@@ -64,7 +64,8 @@ type Outcome struct {
 	Duration      time.Duration // of this attempt
 	// RetryAfter is the delay the target asked for (Retry-After, capped) on
 	// Retry, or for a 429 without one the Admission's pace for the host
-	// (Pacer); on Defer, how long to wait before trying the job again.
+	// (Pacer); on Defer, how long to wait before trying the job again (for
+	// a breaker's turn-away, the most: until it lets a probe through).
 	// Zero on Retry means "no hint: use the backoff policy".
 	RetryAfter time.Duration
 	// Err says why the attempt did not succeed; nil on Success. Secrets are
