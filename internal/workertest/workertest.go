@@ -23,17 +23,19 @@ import (
 
 // Options are the knobs a test turns; zero values are fast defaults.
 type Options struct {
-	Workers     int            // default 1
-	MaxInflight int            // default 8
-	Prefetch    int            // default 4
-	AckWait     time.Duration  // default 5s
-	MaxAttempts int            // default 5
-	Backoff     sender.Backoff // default 5ms doubling to 20ms
+	Workers     int           // default 1
+	MaxInflight int           // default 8
+	Prefetch    int           // default 4
+	AckWait     time.Duration // default 5s
+	MaxAttempts int           // default 5
 	Breaker     sender.Breaker
 	OnBreaker   func(host, from, to string)
 	Observer    worker.Observer
 	Names       queue.Names        // default prefix "jetpost"
 	Streams     queue.StreamConfig // default: R1, 1m dedup, 1h results
+
+	// Backoff between tries; default 5ms doubling to 20ms.
+	Backoff sender.Backoff
 }
 
 // Start runs the workers until the test ends or stop is called.
