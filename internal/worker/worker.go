@@ -111,8 +111,8 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		if w.obs.Deferred != nil {
 			w.obs.Deferred(host, queue.Defer)
 		}
-		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached)")
-		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter, Attempts: attempts, TurnedAway: d.TurnedAway}
+		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
+		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
 	default: // sender.Retry
 		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)
