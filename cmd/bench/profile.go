@@ -200,7 +200,7 @@ func runInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline, read
 		Timeout: cfg.RequestTimeout, MaxResponseBytes: cfg.MaxResponseBytes, MaxConnsPerHost: cfg.MaxInflight,
 		MaxRedirects: cfg.MaxRedirects, MaxRetryAfter: cfg.MaxRetryAfter, RetryStatuses: retry,
 		IdempotencyHeader: cfg.IdempotencyHeader, AllowedNetworks: allowed,
-		Breaker: sender.Breaker{Failures: cfg.BreakerFailures, OpenTimeout: cfg.BreakerOpenTimeout, HalfOpenRequests: cfg.BreakerHalfOpenRequests},
+		Breaker: sender.Breaker{Failures: cfg.BreakerFailures, FailureRatio: cfg.BreakerFailureRatio, Window: cfg.BreakerWindow, OpenTimeout: cfg.BreakerOpenTimeout, HalfOpenRequests: cfg.BreakerHalfOpenRequests},
 	})
 	if err != nil {
 		return err

@@ -259,6 +259,13 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if col != nil {
 		col.OnOutcome = prog.Outcome
 	}
+	var breakers *enqueue.BreakerWatch
+	if col != nil {
+		var stopWatch func()
+		breakers, stopWatch = watchBreakers(ctx, js, names)
+		defer stopWatch()
+		prog.ShowBreakers(breakers)
+	}
 	fmt.Fprintf(stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.batch, v.Valid, validated.Seconds())
 	prog.Start()
 	defer prog.Finish()
@@ -327,16 +334,38 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		return &exitError{exitBroker, fmt.Errorf("waiting for results: %w", err)}
 	}
 	col.Summary.Finish(time.Since(start))
+	_ = breakers.Poll(ctx)
 	if o.jsonSummary {
-		b, _ := json.Marshal(&col.Summary)
+		b, _ := json.Marshal(struct {
+			*enqueue.Summary
+			Breakers []enqueue.SeenBreaker `json:"breakers_opened,omitempty"`
+		}{&col.Summary, breakers.Seen()})
 		fmt.Fprintln(stdout, string(b))
 	} else {
 		fmt.Fprintln(stderr, "batch "+o.batch+": "+col.Summary.String())
+		if b := breakers.Summary(); b != "" {
+			fmt.Fprintln(stderr, "batch "+o.batch+": "+b)
+		}
 	}
 	if col.Summary.Failed > 0 || col.Summary.Missing > 0 {
 		return &exitError{code: exitFailedJobs}
 	}
 	return nil
+}
+
+// watchBreakers follows the workers' breaker board for progress and the
+// summary until stop is called; nil (and a no-op stop) if the board cannot
+// be opened, which only costs the information.
+func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Names) (w *enqueue.BreakerWatch, stop func()) {
+	board, err := queue.OpenBreakerBoard(ctx, js, names, 0)
+	if err != nil {
+		return nil, func() {}
+	}
+	w = enqueue.NewBreakerWatch(board, 2*time.Second)
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan struct{})
+	go func() { defer close(done); w.Run(wctx) }()
+	return w, func() { cancel(); <-done }
 }
 
 // publishSummary is the line that says what publishing did.

@@ -187,6 +187,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		MaxRequests: cfg.MaxInflight,
 		Breaker: sender.Breaker{
 			Failures:         cfg.BreakerFailures,
+			FailureRatio:     cfg.BreakerFailureRatio,
+			Window:           cfg.BreakerWindow,
 			OpenTimeout:      cfg.BreakerOpenTimeout,
 			HalfOpenRequests: cfg.BreakerHalfOpenRequests,
 		},

@@ -56,7 +56,7 @@ type Worker struct {
 	AckWait       time.Duration `split_words:"true" default:"30s" desc:"time a delivered job may go unacknowledged before JetStream redelivers it; running jobs send progress every third of it"`
 	MaxAckPending int           `split_words:"true" default:"1000000" desc:"jobs delivered and not yet settled across all workers, including those waiting out a retry or breaker delay (consumer limit; -1 unlimited). Keep it above the jobs that may wait at once, or a down host's deferred jobs stall every host"`
 
-	MaxAttempts      int           `split_words:"true" default:"5" desc:"HTTP attempts per job: 1 attempt + 4 retries"`
+	MaxAttempts      int           `split_words:"true" default:"5" desc:"tries per job: 1 attempt + 4 retries; a try turned away by an open breaker counts too"`
 	BackoffBase      time.Duration `split_words:"true" default:"1s" desc:"first retry delay ceiling; doubles per attempt, full jitter"`
 	BackoffMax       time.Duration `split_words:"true" default:"1m" desc:"ceiling of the retry delay"`
 	MaxRetryAfter    time.Duration `split_words:"true" default:"5m" desc:"cap on a target's Retry-After"`
@@ -69,8 +69,10 @@ type Worker struct {
 	IdempotencyHeader string `split_words:"true" default:"Idempotency-Key" desc:"header carrying the job id on every request; empty disables"`
 	AllowedNetworks   string `split_words:"true" desc:"CIDRs that may be reached despite the default refusal of loopback, private and link-local addresses, e.g. 127.0.0.0/8"`
 
-	BreakerFailures         uint32        `split_words:"true" default:"5" desc:"consecutive failures (network, timeout, 5xx) that open a host's breaker"`
-	BreakerOpenTimeout      time.Duration `split_words:"true" default:"30s" desc:"how long a host's breaker stays open before a probe"`
+	BreakerFailures         uint32        `split_words:"true" default:"10" desc:"failed answers (network error, timeout, 5xx) within JETPOST_BREAKER_WINDOW before a host's breaker may open; fewer never open it"`
+	BreakerFailureRatio     float64       `split_words:"true" default:"0.5" desc:"share of a host's answers within JETPOST_BREAKER_WINDOW that must have failed for its breaker to open (0 < ratio <= 1): a few broken requests in a healthy stream do not open it, a host that is down opens it after JETPOST_BREAKER_FAILURES"`
+	BreakerWindow           time.Duration `split_words:"true" default:"1m" desc:"rolling window of answers the breaker judges a host by"`
+	BreakerOpenTimeout      time.Duration `split_words:"true" default:"30s" desc:"how long a host's breaker stays open before a probe (a waiting job's request); a job turned away spends a try of JETPOST_MAX_ATTEMPTS, not an attempt, and fails with reason breaker_open once its tries are spent"`
 	BreakerHalfOpenRequests uint32        `split_words:"true" default:"1" desc:"probe requests allowed while a breaker is half-open"`
 
 	HostMaxInflight     int    `split_words:"true" default:"0" desc:"requests in flight per host from one worker: the fixed limit, or the ceiling of the adaptive one; 0, or a value above JETPOST_MAX_INFLIGHT, means JETPOST_MAX_INFLIGHT"`
@@ -204,6 +206,8 @@ func (c *Worker) Validate() error {
 	check(c.MaxResponseBytes >= 0, "JETPOST_MAX_RESPONSE_BYTES=%d: must not be negative", c.MaxResponseBytes)
 	check(c.MaxRedirects >= 0 && c.MaxRedirects <= 50, "JETPOST_MAX_REDIRECTS=%d: must be 0 to 50", c.MaxRedirects)
 	check(c.BreakerFailures >= 1, "JETPOST_BREAKER_FAILURES=%d: must be at least 1", c.BreakerFailures)
+	check(c.BreakerFailureRatio > 0 && c.BreakerFailureRatio <= 1, "JETPOST_BREAKER_FAILURE_RATIO=%v: must be above 0 and at most 1", c.BreakerFailureRatio)
+	check(c.BreakerWindow >= time.Second, "JETPOST_BREAKER_WINDOW=%s: must be at least 1s", c.BreakerWindow)
 	check(c.BreakerOpenTimeout > 0, "JETPOST_BREAKER_OPEN_TIMEOUT=%s: must be positive", c.BreakerOpenTimeout)
 	check(c.BreakerHalfOpenRequests >= 1, "JETPOST_BREAKER_HALF_OPEN_REQUESTS=%d: must be at least 1", c.BreakerHalfOpenRequests)
 	check(c.ShutdownTimeout >= 0, "JETPOST_SHUTDOWN_TIMEOUT=%s: must not be negative", c.ShutdownTimeout)

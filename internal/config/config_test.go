@@ -97,6 +97,9 @@ func TestInvalidValuesNameTheVariable(t *testing.T) {
 		{[]string{"JETPOST_NATS_CREDS_FILE", "/nonexistent.creds"}, "JETPOST_NATS_CREDS_FILE"},
 		{[]string{"JETPOST_MAX_ACK_PENDING", "10"}, "JETPOST_MAX_ACK_PENDING"},
 		{[]string{"JETPOST_EMBEDDED_LISTEN", "nope"}, "JETPOST_EMBEDDED_LISTEN"},
+		{[]string{"JETPOST_BREAKER_FAILURE_RATIO", "1.5"}, "JETPOST_BREAKER_FAILURE_RATIO=1.5"},
+		{[]string{"JETPOST_BREAKER_FAILURE_RATIO", "0"}, "JETPOST_BREAKER_FAILURE_RATIO=0"},
+		{[]string{"JETPOST_BREAKER_WINDOW", "10ms"}, "JETPOST_BREAKER_WINDOW"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.env[0]+"="+tc.env[1], func(t *testing.T) {

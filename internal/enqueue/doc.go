@@ -15,5 +15,6 @@
 // batch's result subject, from the batches of earlier runs for jobs skipped
 // as done, and, through their markers, for jobs another run enqueued and
 // has not completed yet (CollectEarlier). Progress draws a bar on a
-// terminal and a status line every few seconds elsewhere.
+// terminal and a status line every few seconds elsewhere; a BreakerWatch
+// adds the breakers the workers report open to it and to the summary.
 package enqueue

@@ -35,6 +35,7 @@ type Progress struct {
 	wait  bool // the bar follows results; otherwise publishes
 
 	pub, done, ok, failed atomic.Int64
+	breakers              *BreakerWatch // nil: not shown
 
 	drawMu   sync.Mutex // the bar and printed lines share the terminal
 	bar      *progressbar.ProgressBar
@@ -68,6 +69,14 @@ func NewProgress(w io.Writer, mode ProgressMode, total int, wait bool) *Progress
 		)
 	}
 	return p
+}
+
+// ShowBreakers adds the breakers w sees open to the status; call it
+// before Start.
+func (p *Progress) ShowBreakers(w *BreakerWatch) {
+	if p != nil {
+		p.breakers = w
+	}
 }
 
 // Start begins drawing.
@@ -153,6 +162,9 @@ func (p *Progress) status(c counts) string {
 	}
 	if p.wait {
 		s += fmt.Sprintf(", ok %d, failed %d", c.ok, c.failed)
+	}
+	if b := p.breakers.Line(); b != "" {
+		s += "; " + b
 	}
 	return s
 }

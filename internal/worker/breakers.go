@@ -23,6 +23,8 @@ type BreakerReporter struct {
 	board  BreakerBoard
 	worker string
 	log    zerolog.Logger
+	// Now stamps transitions (Since); time.Now unless a test sets it.
+	Now func() time.Time
 
 	mu      sync.Mutex
 	pending map[string]queue.BreakerEntry
@@ -32,14 +34,14 @@ type BreakerReporter struct {
 
 // NewBreakerReporter returns a reporter for worker id.
 func NewBreakerReporter(board BreakerBoard, worker string, log zerolog.Logger) *BreakerReporter {
-	return &BreakerReporter{board: board, worker: worker, log: log,
+	return &BreakerReporter{board: board, worker: worker, log: log, Now: time.Now,
 		pending: map[string]queue.BreakerEntry{}, notOK: map[string]bool{}, wake: make(chan struct{}, 1)}
 }
 
 // Changed records a transition (sender.Config.OnBreakerChange).
 func (r *BreakerReporter) Changed(host, _, to string) {
 	r.mu.Lock()
-	r.pending[host] = queue.BreakerEntry{Host: host, Worker: r.worker, State: to, Since: time.Now().UTC()}
+	r.pending[host] = queue.BreakerEntry{Host: host, Worker: r.worker, State: to, Since: r.Now().UTC()}
 	r.mu.Unlock()
 	select {
 	case r.wake <- struct{}{}:

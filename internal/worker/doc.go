@@ -3,13 +3,23 @@
 //
 //	success                 -> Complete (ok result)
 //	permanent (4xx, refused)-> Complete (failed result + dead letter)
-//	retryable, budget left  -> Retry after Retry-After, the host's pace (a 429
+//	retryable, tries left   -> Retry after Retry-After, the host's pace (a 429
 //	                           from an adaptive host) or backoff with full jitter
-//	retryable, budget spent -> Complete (failed, reason exhausted)
-//	breaker open, or host   -> Defer (no attempt spent, no slot held)
-//	  limit reached
+//	retryable, tries spent  -> Complete (failed, reason exhausted; breaker_open
+//	                           if the breaker turned any try away)
+//	breaker open, tries left-> Defer, a try spent but no attempt: back after
+//	                           the backoff for that try, or at the breaker's
+//	                           next probe if sooner
+//	breaker open, tries     -> Complete (failed, reason breaker_open)
+//	  spent
+//	host limit reached      -> Defer (nothing spent, no slot held)
 //	cancelled by shutdown   -> HandBack (no attempt spent)
 //	older than max job age  -> Complete (failed, reason expired)
+//
+// A job's tries are JETPOST_MAX_ATTEMPTS: HTTP attempts plus breaker
+// turn-aways, both kept in the consumer's attempts record so they survive
+// redelivery and crashes. A request let through by a half-open breaker is
+// the probe: it is that job's attempt, and its outcome is that job's.
 //
 // Retries are not sleeps in the worker: the job goes back to JetStream with
 // a delay. It survives a crash of this process and frees the slot for

@@ -250,7 +250,8 @@ func TestRetriesAndPermanentFailures(t *testing.T) {
 
 // With one request at a time, a host's breaker opens after three failures
 // and its jobs are deferred without a request until the host recovers;
-// deferrals spend no attempts.
+// deferrals spend no attempts. Each spends a try, so the backoff is about
+// the open timeout: 20 tries outlast it whatever the machine's speed.
 func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 	ns := natstest.RunServer(t)
 	var open atomic.Bool
@@ -266,7 +267,7 @@ func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 	var deferrals atomic.Int64
 	var once sync.Once
 	startWorkers(t, ns, pipelineOpts{
-		MaxInflight: 1, Prefetch: 1, MaxAttempts: 20,
+		MaxInflight: 1, Prefetch: 1, MaxAttempts: 20, Backoff: sender.Backoff{Base: 100 * time.Millisecond, Cap: 300 * time.Millisecond},
 		Breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
 		OnBreaker: func(_, _, to string) {
 			open.Store(to == "open")

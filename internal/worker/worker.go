@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"math/rand/v2"
 	"time"
 
@@ -104,26 +105,65 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		}
 		return w.complete(ctx, log, j, r)
 	case sender.Defer:
+		var open *sender.BreakerOpenError
+		if errors.As(o.Err, &open) {
+			return w.turnedAway(ctx, log, d, &o)
+		}
+		// A full host (limits) only asks the job to wait; capacity, not
+		// failures, bounds that wait.
 		if w.obs.Deferred != nil {
 			w.obs.Deferred(host, queue.Defer)
 		}
-		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (breaker open or host limit reached)")
+		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
 		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
 	default: // sender.Retry
-		if attempts >= w.cfg.MaxAttempts {
+		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)
-			r.Reason = job.ReasonExhausted
+			w.spent(r, d.TurnedAway)
 			return w.complete(ctx, log, j, r)
 		}
 		delay := o.RetryAfter
 		if delay <= 0 {
-			delay = w.cfg.Backoff.Delay(attempts, w.rnd)
+			delay = w.cfg.Backoff.Delay(attempts+d.TurnedAway, w.rnd)
 		}
 		if w.obs.Deferred != nil {
 			w.obs.Deferred(host, queue.Retry)
 		}
 		log.Debug().Int("attempts", attempts).Int("status", o.Status).Err(o.Err).Dur("delay", delay).Msg("retrying later")
-		return queue.Decision{Action: queue.Retry, Delay: delay, Attempts: attempts}
+		return queue.Decision{Action: queue.Retry, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
+	}
+}
+
+// turnedAway decides for a job its host's open breaker refused. The
+// turn-away spends a try of the retry budget (not an attempt: nothing was
+// sent), so a job never waits on a breaker much longer than its retry
+// schedule would have taken: it comes back after its backoff for that try,
+// or when the breaker lets a probe through if that is sooner, and fails
+// once its tries are spent.
+func (w *Worker) turnedAway(ctx context.Context, log jobLog, d *queue.Delivery, o *sender.Outcome) queue.Decision {
+	turned := d.TurnedAway + 1
+	if d.Attempts+turned >= w.cfg.MaxAttempts {
+		r := w.result(d.Job, d.Attempts, nil)
+		r.Error = o.Err.Error()
+		w.spent(r, turned)
+		return w.complete(ctx, log, d.Job, r)
+	}
+	delay := min(w.cfg.Backoff.Delay(d.Attempts+turned, w.rnd), o.RetryAfter)
+	if w.obs.Deferred != nil {
+		w.obs.Deferred(log.host, queue.Defer)
+	}
+	log.Debug().Int("turned_away", turned).Dur("delay", delay).Err(o.Err).Msg("turned away by the host's breaker; a try is spent")
+	return queue.Decision{Action: queue.Defer, Delay: delay, Attempts: d.Attempts, TurnedAway: turned}
+}
+
+// spent sets the reason of a job whose tries are all spent: breaker_open
+// when the breaker took any of them, since without it the job would have
+// had more requests; exhausted otherwise.
+func (w *Worker) spent(r *job.Result, turned int) {
+	r.Reason = job.ReasonExhausted
+	if turned > 0 {
+		r.Reason = job.ReasonBreakerOpen
+		r.Error = fmt.Sprintf("%s; %d of its tries turned away by the host's open circuit breaker, %d sent", r.Error, turned, r.Attempts)
 	}
 }
 

@@ -33,6 +33,9 @@ type Options struct {
 	Observer    worker.Observer
 	Names       queue.Names        // default prefix "jetpost"
 	Streams     queue.StreamConfig // default: R1, 1m dedup, 1h results
+
+	// Backoff between tries; default 5ms doubling to 20ms.
+	Backoff sender.Backoff
 }
 
 // Start runs the workers until the test ends or stop is called.
@@ -52,6 +55,9 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 	}
 	if o.MaxAttempts == 0 {
 		o.MaxAttempts = 5
+	}
+	if o.Backoff.Base == 0 {
+		o.Backoff = sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}
 	}
 	if o.Breaker.Failures == 0 {
 		o.Breaker = sender.Breaker{Failures: 1000, OpenTimeout: time.Second, HalfOpenRequests: 1}
@@ -94,7 +100,7 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 		}
 		w := worker.New(worker.Config{
 			ID: id, MaxAttempts: o.MaxAttempts,
-			Backoff: sender.Backoff{Base: 5 * time.Millisecond, Cap: 20 * time.Millisecond}, MaxJobAge: time.Hour,
+			Backoff: o.Backoff, MaxJobAge: time.Hour,
 		}, snd, o.Observer, zerolog.Nop())
 		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
 		wg.Add(1)

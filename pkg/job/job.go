@@ -472,6 +472,9 @@ const (
 	ReasonExpired   = "expired"   // the job outlived the maximum job age
 	ReasonRefused   = "refused"   // the job may not be sent (e.g. a blocked address)
 	ReasonInvalid   = "invalid"   // the message is not a valid job
+	// ReasonBreakerOpen: the tries ran out with at least one turned away
+	// by the host's open circuit breaker (no request sent for it).
+	ReasonBreakerOpen = "breaker_open"
 )
 
 // ReasonCallbackFailed is the reason of the dead letter of a job that

@@ -33,7 +33,8 @@ const (
 	// crash of this worker and occupies no slot here.
 	Retry
 	// Defer redelivers the job after Decision.Delay without spending an
-	// attempt (open breaker, host limit).
+	// attempt (open breaker, host limit). A breaker's turn-away raises
+	// Decision.TurnedAway, which is recorded like attempts.
 	Defer
 	// HandBack returns the job at once, attempt unspent, for another worker
 	// (shutdown).
@@ -49,7 +50,11 @@ type Decision struct {
 	Action   Action
 	Delay    time.Duration // Retry and Defer
 	Attempts int           // Retry: attempts spent so far, including this delivery's
-	Result   *job.Result   // Complete
+	// TurnedAway counts the tries spent without a request because the
+	// host's breaker was open, this delivery's included. Recorded with
+	// Attempts on Retry, and on a Defer that raises it.
+	TurnedAway int
+	Result     *job.Result // Complete
 }
 
 // Delivery is one job handed to a handler.
@@ -57,6 +62,9 @@ type Delivery struct {
 	Job *job.Job
 	// Attempts is how many HTTP attempts earlier deliveries already spent.
 	Attempts int
+	// TurnedAway is how many earlier deliveries an open breaker turned
+	// away (Decision.TurnedAway).
+	TurnedAway int
 	// NumDelivered counts deliveries, including deferrals and hand-backs.
 	NumDelivered uint64
 	Seq          uint64 // stream sequence: the job message's identity in the stream
@@ -312,7 +320,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		return
 	}
 	if d.NumDelivered > 1 {
-		n, err := c.loadAttempts(ctx, d.Seq)
+		rec, err := c.loadAttempts(ctx, d.Seq)
 		if err != nil {
 			release()
 			// Without the count the budget could be overspent; try later.
@@ -320,22 +328,58 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 			c.settle(ctx, d, Decision{Action: Defer, Delay: time.Second})
 			return
 		}
-		d.Attempts = n
+		d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
 	}
 	dec := h(ctx, d)
 	release()
 	c.settle(ctx, d, dec)
 }
 
-func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (int, error) {
+// attemptsRecord is what the attempts bucket keeps per job message. It is
+// stored as a bare number while nothing was turned away, as before the
+// count of turn-aways existed, and as JSON otherwise.
+type attemptsRecord struct {
+	Attempts   int `json:"attempts"`
+	TurnedAway int `json:"turned_away,omitempty"`
+}
+
+func (r attemptsRecord) encode() []byte {
+	if r.TurnedAway == 0 {
+		return []byte(strconv.Itoa(r.Attempts))
+	}
+	b, _ := json.Marshal(r)
+	return b
+}
+
+func decodeAttempts(b []byte) (attemptsRecord, error) {
+	var r attemptsRecord
+	if len(b) > 0 && b[0] == '{' {
+		err := json.Unmarshal(b, &r)
+		return r, err
+	}
+	n, err := strconv.Atoi(string(b))
+	return attemptsRecord{Attempts: n}, err
+}
+
+func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (attemptsRecord, error) {
 	e, err := c.kv.Get(ctx, strconv.FormatUint(seq, 10))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
-		return 0, nil
+		return attemptsRecord{}, nil
 	}
 	if err != nil {
-		return 0, err
+		return attemptsRecord{}, err
 	}
-	return strconv.Atoi(string(e.Value()))
+	return decodeAttempts(e.Value())
+}
+
+// recordAttempts stores the counts a Retry or a breaker's Defer spent.
+// Counts never go down, so a decision that leaves one out keeps the
+// delivery's.
+func (c *Consumer) recordAttempts(ctx context.Context, d *Delivery, dec Decision) {
+	rec := attemptsRecord{Attempts: max(dec.Attempts, d.Attempts), TurnedAway: max(dec.TurnedAway, d.TurnedAway)}
+	if _, err := c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), rec.encode()); err != nil {
+		c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("recording attempts failed")
+	}
 }
 
 // settle carries out a decision. Every path ends the delivery's keepalive.
@@ -364,11 +408,12 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		// answer is in by now: checking costs no wait and no goroutine.
 		c.awaitMarker(ctx, d, marker)
 	case Retry:
-		if _, err = c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), []byte(strconv.Itoa(dec.Attempts))); err != nil {
-			c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("recording attempts failed")
-		}
+		c.recordAttempts(ctx, d, dec)
 		err = d.msg.NakWithDelay(dec.Delay)
 	case Defer:
+		if dec.TurnedAway > d.TurnedAway {
+			c.recordAttempts(ctx, d, dec)
+		}
 		err = d.msg.NakWithDelay(dec.Delay)
 	case HandBack:
 		err = d.msg.Nak()

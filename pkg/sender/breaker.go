@@ -2,6 +2,7 @@ package sender
 
 import (
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -16,7 +17,7 @@ import (
 // Hosts come from files nobody vetted, so the map must not grow without
 // bound: a breaker unused for breakerIdle is dropped (a sweep at most every
 // breakerIdle/2, on the request path) unless it is open and its open
-// timeout has not passed. A closed one holds fewer consecutive failures
+// timeout has not passed. A closed one holds fewer recent failures
 // than would open it; one whose timeout passed would only let a probe
 // through. Such a host's next request starts a fresh, closed breaker. A
 // dropped breaker that was not closed is reported to onChange as closed,
@@ -92,13 +93,18 @@ func (b *breakers) maybeSweep(now int64) {
 
 func (b *breakers) newBreaker(host string) *hostBreaker {
 	hb := &hostBreaker{openTimeout: b.settings.OpenTimeout}
-	failures := b.settings.Failures
+	// gobreaker keeps the rolling window (Interval in BucketPeriod steps)
+	// and reads time.Now itself: tests that need its time to pass use short
+	// real windows and open timeouts and wait for the state they expect;
+	// what we compute (deferrals, idle sweeps, reported states) reads b.now.
 	hb.cb = gobreaker.NewTwoStepCircuitBreaker[struct{}](gobreaker.Settings{
-		Name:        host,
-		MaxRequests: b.settings.HalfOpenRequests,
-		Timeout:     b.settings.OpenTimeout,
-		ReadyToTrip: func(c gobreaker.Counts) bool { return c.ConsecutiveFailures >= failures },
-		IsExcluded:  func(err error) bool { return err == errNeutral },
+		Name:         host,
+		MaxRequests:  b.settings.HalfOpenRequests,
+		Interval:     b.settings.Window,
+		BucketPeriod: b.settings.Window / windowBuckets,
+		Timeout:      b.settings.OpenTimeout,
+		ReadyToTrip:  b.settings.tripped,
+		IsExcluded:   func(err error) bool { return err == errNeutral },
 		OnStateChange: func(name string, from, to gobreaker.State) {
 			if to == gobreaker.StateOpen {
 				hb.openedAt.Store(b.clock().UnixNano())
@@ -112,6 +118,20 @@ func (b *breakers) newBreaker(host string) *hostBreaker {
 	return hb
 }
 
+// windowBuckets is how finely the failure window rolls: old answers leave
+// it a tenth of the window at a time, not all at once.
+const windowBuckets = 10
+
+// tripped is the opening policy, given the answers counted in the window:
+// at least Failures of them failed, and failures are at least FailureRatio
+// of them. A few broken requests in a healthy stream stay under the ratio;
+// a host that is down fails every request and opens after Failures.
+func (s Breaker) tripped(c gobreaker.Counts) bool {
+	answered := c.TotalSuccesses + c.TotalFailures
+	return c.TotalFailures >= s.Failures && answered > 0 &&
+		float64(c.TotalFailures) >= s.FailureRatio*float64(answered)
+}
+
 // current is the breaker's state as gobreaker would report it: open turns
 // half-open once the open timeout has passed, even before anyone asks.
 func (hb *hostBreaker) current(now time.Time) gobreaker.State {
@@ -122,16 +142,17 @@ func (hb *hostBreaker) current(now time.Time) gobreaker.State {
 	return st
 }
 
-// deferFor is how long a job turned away by Allow's err should wait. Open:
-// until the breaker lets a probe through, plus jitter so the waiting jobs do
-// not all return at once. Half-open with its probes out: a probe will decide
-// soon, so come back after about a quarter of the open time.
-func (hb *hostBreaker) deferFor(err error, rnd func() float64) time.Duration {
+// deferFor is how long a job turned away by Allow's err should wait at
+// most. Open: until the breaker lets a probe through, plus jitter so the
+// waiting jobs do not all return at once. Half-open with its probes out: a
+// probe will decide soon, so come back after about a quarter of the open
+// time. The caller may come back sooner (its retry schedule is shorter).
+func (hb *hostBreaker) deferFor(err error, now time.Time, rnd func() float64) time.Duration {
 	ot := hb.openTimeout
 	if errors.Is(err, gobreaker.ErrTooManyRequests) {
 		return ot/8 + time.Duration(rnd()*float64(ot/4))
 	}
-	remaining := ot - time.Since(time.Unix(0, hb.openedAt.Load()))
+	remaining := ot - now.Sub(time.Unix(0, hb.openedAt.Load()))
 	remaining = min(max(remaining, 0), ot)
 	return remaining + time.Duration(rnd()*float64(ot/2))
 }
@@ -139,11 +160,49 @@ func (hb *hostBreaker) deferFor(err error, rnd func() float64) time.Duration {
 // BreakerStates returns every known host's breaker state: "closed", "open"
 // or "half-open". It is cheap and lock-free, for status pages and metrics.
 func (s *Sender) BreakerStates() map[string]string {
-	now := time.Now()
+	now := s.breakers.clock()
 	out := make(map[string]string)
 	s.breakers.m.Range(func(k, v any) bool {
 		out[k.(string)] = v.(*hostBreaker).current(now).String()
 		return true
 	})
 	return out
+}
+
+// BreakerOpenError says a job was turned away by its host's breaker: open,
+// or half-open with its probes already out. Nothing was sent. It is the
+// Err of such a Defer outcome (errors.As), so that callers can tell it
+// from a host limit's deferral: a turn-away is a sign of failure, which a
+// job's retry budget must bound, while a full host only asks it to wait.
+type BreakerOpenError struct {
+	Host  string
+	State string // "open" or "half-open"
+	// Since is when the breaker last opened.
+	Since time.Time
+	err   error // gobreaker.ErrOpenState or ErrTooManyRequests
+}
+
+func (e *BreakerOpenError) Error() string {
+	busy := ""
+	if e.State == gobreaker.StateHalfOpen.String() {
+		busy = " with its probes out"
+	}
+	return fmt.Sprintf("circuit breaker for %s is %s%s (opened %s)", e.Host, e.State, busy, e.Since.UTC().Format(time.RFC3339))
+}
+
+func (e *BreakerOpenError) Unwrap() error { return e.err }
+
+// turnAway is the Defer outcome of a request hb's breaker refused with err.
+func (b *breakers) turnAway(host string, hb *hostBreaker, err error, rnd func() float64) Outcome {
+	now := b.clock()
+	state := gobreaker.StateOpen
+	if errors.Is(err, gobreaker.ErrTooManyRequests) {
+		state = gobreaker.StateHalfOpen
+	}
+	be := &BreakerOpenError{Host: host, State: state.String(), Since: time.Unix(0, hb.openedAt.Load()), err: err}
+	return Outcome{
+		Kind:       Defer,
+		RetryAfter: hb.deferFor(err, now, rnd),
+		Err:        fmt.Errorf("not sent: %w", be),
+	}
 }

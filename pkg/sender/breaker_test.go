@@ -3,6 +3,7 @@ package sender
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net"
 	"net/http"
 	"slices"
@@ -116,7 +117,8 @@ func TestBreakerKeyFillsInDefaultPort(t *testing.T) {
 }
 
 // 4xx means the host is up; 408/425/429 mean "slow down". None of them may
-// open the breaker, and a 4xx between 5xx resets the failure streak.
+// open the breaker: they count as answers, which keeps the failure ratio
+// below the threshold.
 func TestBreakerIgnoresClientErrors(t *testing.T) {
 	codes := []int{404, 429, 408, 425, 400, 503, 404, 503, 429, 503}
 	var i atomic.Int64
@@ -371,5 +373,163 @@ func TestIdleBreakersAreForgotten(t *testing.T) {
 	}
 	if want := []string{"open:443 closed->open", "open:443 half-open->closed"}; !slices.Equal(changes, want) {
 		t.Fatalf("changes %v, want %v", changes, want)
+	}
+}
+
+func TestBreakerPolicy(t *testing.T) {
+	p := Breaker{Failures: 10, FailureRatio: 0.5}
+	for _, tc := range []struct {
+		ok, failed uint32
+		want       bool
+	}{
+		{0, 9, false},   // too few failures, however high the ratio
+		{0, 10, true},   // a host that is down
+		{10, 10, true},  // half failed
+		{11, 10, false}, // just under half
+		{90, 10, false}, // one endpoint broken in a healthy stream
+		{90, 90, true},
+	} {
+		c := gobreaker.Counts{Requests: tc.ok + tc.failed, TotalSuccesses: tc.ok, TotalFailures: tc.failed, ConsecutiveFailures: tc.failed}
+		if got := p.tripped(c); got != tc.want {
+			t.Errorf("%d ok, %d failed: tripped %v, want %v", tc.ok, tc.failed, got, tc.want)
+		}
+	}
+}
+
+// One always-failing endpoint on a healthy host does not open the host's
+// breaker, even when its failures come in runs; the whole host going down
+// opens it after Failures requests.
+func TestBreakerOpensOnRateNotStreak(t *testing.T) {
+	var down atomic.Bool
+	srv, hits := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() || r.URL.Path == "/orders/7" {
+			w.WriteHeader(http.StatusServiceUnavailable)
+		}
+	})
+	var rec recorder
+	s := newSender(t, Config{AllowedNetworks: loopback(), OnBreakerChange: rec.record,
+		Breaker: Breaker{Failures: 5, FailureRatio: 0.5, Window: time.Hour, OpenTimeout: time.Hour}})
+	// Runs of 8 failures (longer than Failures) between runs of 12 answers.
+	for i := range 200 {
+		path := "/orders/1"
+		if i%20 >= 12 {
+			path = "/orders/7"
+		}
+		if out := s.Send(t.Context(), newJob(srv.URL+path)); out.Kind == Defer {
+			t.Fatalf("request %d deferred: %v; 40%% failures must not open the breaker", i, out.Err)
+		}
+	}
+	if got := rec.all(); len(got) != 0 {
+		t.Fatalf("transitions %v, want none", got)
+	}
+	down.Store(true)
+	sent := hits.Load()
+	for range 200 {
+		if out := s.Send(t.Context(), newJob(srv.URL+"/orders/1")); out.Kind == Defer {
+			break
+		}
+	}
+	// 80 failures and 120 answers before: the ratio reaches 0.5 after 40 more.
+	if n := hits.Load() - sent; n != 40 {
+		t.Errorf("host down: %d requests before the breaker opened, want 40", n)
+	}
+}
+
+// Failures that left the rolling window no longer count: a failure, an
+// idle gap longer than the window, and another failure do not make two.
+func TestBreakerWindowRolls(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusBadGateway) })
+	var rec recorder
+	// gobreaker rolls its window on its own clock: a short real window,
+	// waited out by watching its counts (no elapsed time is asserted).
+	s := newSender(t, Config{AllowedNetworks: loopback(), OnBreakerChange: rec.record,
+		Breaker: Breaker{Failures: 2, FailureRatio: 1, Window: 50 * time.Millisecond, OpenTimeout: time.Hour}})
+	s.Send(t.Context(), newJob(srv.URL))
+	hb := s.breakers.get(hostOf(srv.URL))
+	waitFor(t, "the failure to leave the window", func() bool {
+		hb.cb.State() // rolls the window
+		return hb.cb.Counts().TotalFailures == 0
+	})
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Retry || !out.Attempted {
+		t.Fatalf("second failure: %v attempted=%v", out.Kind, out.Attempted)
+	}
+	if got := rec.all(); len(got) != 0 {
+		t.Errorf("transitions %v, want none: the two failures were a window apart", got)
+	}
+}
+
+// A turn-away says so in a *BreakerOpenError, and waits until the breaker
+// lets a probe through, measured on the injected clock.
+func TestBreakerTurnAwayUsesInjectedClock(t *testing.T) {
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(http.StatusServiceUnavailable) })
+	now := time.Date(2026, 1, 1, 10, 17, 3, 0, time.UTC)
+	var mu sync.Mutex
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 1, OpenTimeout: time.Hour}})
+	s.breakers.now = clock
+	s.rnd = func() float64 { return 0 }
+	s.Send(t.Context(), newJob(srv.URL))
+	mu.Lock()
+	now = now.Add(10 * time.Minute)
+	mu.Unlock()
+	out := s.Send(t.Context(), newJob(srv.URL))
+	var open *BreakerOpenError
+	if out.Kind != Defer || out.Attempted || !errors.As(out.Err, &open) || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("got %v attempted=%v err=%v; want a turn-away", out.Kind, out.Attempted, out.Err)
+	}
+	if open.Host != hostOf(srv.URL) || open.State != "open" || !open.Since.Equal(now.Add(-10*time.Minute)) {
+		t.Errorf("turn-away %+v", open)
+	}
+	if out.RetryAfter != 50*time.Minute {
+		t.Errorf("RetryAfter %v, want the 50m left of the open timeout (jitter pinned at 0)", out.RetryAfter)
+	}
+	// gobreaker's own clock has not moved an hour: still open, and the
+	// reported state follows the injected clock past the open timeout.
+	mu.Lock()
+	now = now.Add(time.Hour)
+	mu.Unlock()
+	if st := s.BreakerStates()[hostOf(srv.URL)]; st != "half-open" {
+		t.Errorf("state %s after the open timeout on the injected clock, want half-open", st)
+	}
+}
+
+// The request a half-open breaker lets through is a job's real attempt:
+// sent, counted for that job, and its outcome (failed or not) is the job's
+// and decides the breaker.
+func TestHalfOpenProbeIsTheJobsAttempt(t *testing.T) {
+	var healthy atomic.Bool
+	var probes sync.Map // idempotency key -> requests
+	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
+		n, _ := probes.LoadOrStore(r.Header.Get("Idempotency-Key"), new(atomic.Int64))
+		n.(*atomic.Int64).Add(1)
+		if !healthy.Load() {
+			w.WriteHeader(http.StatusBadGateway)
+		}
+	})
+	var rec recorder
+	s := newSender(t, Config{AllowedNetworks: loopback(), IdempotencyHeader: DefaultIdempotencyHeader, OnBreakerChange: rec.record,
+		Breaker: Breaker{Failures: 1, OpenTimeout: 20 * time.Millisecond}})
+	host := hostOf(srv.URL)
+	job1 := newJob(srv.URL)
+	job1.ID = "opener"
+	s.Send(t.Context(), job1)
+
+	for i, wantOK := range []bool{false, true} {
+		healthy.Store(wantOK)
+		waitFor(t, "half-open", func() bool { return s.BreakerStates()[host] == "half-open" })
+		j := newJob(srv.URL)
+		j.ID = fmt.Sprintf("probe-%d", i)
+		out := s.Send(t.Context(), j)
+		if !out.Attempted || (out.Kind == Success) != wantOK || (!wantOK && out.Status != http.StatusBadGateway) {
+			t.Fatalf("probe %d: %v attempted=%v status=%d; want the job's own attempt and outcome", i, out.Kind, out.Attempted, out.Status)
+		}
+		if n, ok := probes.Load(j.ID); !ok || n.(*atomic.Int64).Load() != 1 {
+			t.Errorf("probe %d: the target did not see exactly one request of job %s", i, j.ID)
+		}
+	}
+	want := []transition{{host, "closed", "open"}, {host, "open", "half-open"}, {host, "half-open", "open"},
+		{host, "open", "half-open"}, {host, "half-open", "closed"}}
+	if got := rec.all(); !slices.Equal(got, want) {
+		t.Errorf("transitions %v, want %v", got, want)
 	}
 }

@@ -40,15 +40,21 @@
 //
 // Each host (lower-case host:port of the job's URL, the scheme's default port
 // filled in, as for host limits) has its own breaker, so
-// one host going down defers only its own jobs. A breaker counts only what
+// one host going down defers only its own jobs. It opens on a failure rate,
+// not a streak: at least Breaker.Failures failed answers within a rolling
+// Breaker.Window, making up at least Breaker.FailureRatio of the answers
+// in it, so one broken endpoint on a healthy host leaves it closed. A
+// breaker counts only what
 // suggests the host is down or broken: network errors, timeouts and 5xx. A
 // 4xx proves the host is up and answering. 408, 425 and 429 are retried but
 // mean "slow down", which backoff and Retry-After already do; opening the
 // breaker on them would turn a rate limit into a full stop. A refused address
 // and a cancelled caller say nothing about the host: counting shutdowns would
 // make a restarted worker start with its busiest hosts deferred. A deferred
-// job costs no HTTP request and no attempt; it waits roughly until the
-// breaker lets a probe through.
+// job costs no HTTP request and no attempt; its Err is a *BreakerOpenError
+// and its RetryAfter is when the breaker lets a probe through, the most it
+// should wait (a caller with a shorter retry schedule comes back sooner).
+// The probe is the next job's own request: its outcome is that job's.
 //
 // # Address guard
 //

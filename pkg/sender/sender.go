@@ -31,9 +31,10 @@ const (
 	// Permanent: retrying cannot help: other 4xx, a refused address, a
 	// request that cannot be built, too many redirects.
 	Permanent
-	// Defer: nothing was sent because the host's breaker is open (or a
-	// per-host limit is full, or the caller's context was already done);
-	// try again after RetryAfter without spending an attempt.
+	// Defer: nothing was sent because the host's breaker is open (Err is
+	// then a *BreakerOpenError), or a per-host limit is full, or the
+	// caller's context was already done; try again after RetryAfter
+	// without spending an attempt.
 	Defer
 )
 
@@ -63,7 +64,8 @@ type Outcome struct {
 	Duration      time.Duration // of this attempt
 	// RetryAfter is the delay the target asked for (Retry-After, capped) on
 	// Retry, or for a 429 without one the Admission's pace for the host
-	// (Pacer); on Defer, how long to wait before trying the job again.
+	// (Pacer); on Defer, how long to wait before trying the job again (for
+	// a breaker's turn-away, the most: until it lets a probe through).
 	// Zero on Retry means "no hint: use the backoff policy".
 	RetryAfter time.Duration
 	// Err says why the attempt did not succeed; nil on Success. Secrets are
@@ -112,9 +114,13 @@ type Config struct {
 	OnBreakerChange func(host string, from, to string)
 }
 
-// Breaker configures the per-host circuit breakers.
+// Breaker configures the per-host circuit breakers. A breaker opens on a
+// failure rate over a rolling window: at least Failures failed answers in
+// Window, and at least FailureRatio of the answers in it.
 type Breaker struct {
-	Failures         uint32        // consecutive failures that open it; default 5
+	Failures         uint32        // failures in the window before the ratio counts; default 10
+	FailureRatio     float64       // share of failed answers in the window that opens it; default 0.5
+	Window           time.Duration // rolling window of answers counted; default 1m
 	OpenTimeout      time.Duration // how long it stays open before a probe; default 30s
 	HalfOpenRequests uint32        // probes allowed while half-open; default 1
 }
@@ -132,7 +138,9 @@ const (
 	DefaultMaxRedirects     = 5
 	DefaultMaxRetryAfter    = 5 * time.Minute
 	DefaultUserAgent        = "jetpost/1"
-	DefaultBreakerFailures  = 5
+	DefaultBreakerFailures  = 10
+	DefaultBreakerRatio     = 0.5
+	DefaultBreakerWindow    = time.Minute
 	DefaultBreakerOpen      = 30 * time.Second
 	DefaultBreakerHalfOpen  = 1
 )
@@ -197,6 +205,10 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("sender: max Retry-After %v is negative", cfg.MaxRetryAfter)
 	case cfg.Breaker.OpenTimeout < 0:
 		return cfg, fmt.Errorf("sender: breaker open timeout %v is negative", cfg.Breaker.OpenTimeout)
+	case cfg.Breaker.Window < 0:
+		return cfg, fmt.Errorf("sender: breaker window %v is negative", cfg.Breaker.Window)
+	case !(cfg.Breaker.FailureRatio >= 0 && cfg.Breaker.FailureRatio <= 1):
+		return cfg, fmt.Errorf("sender: breaker failure ratio %v is not between 0 and 1", cfg.Breaker.FailureRatio)
 	case cfg.IdempotencyHeader != "" && !job.ValidToken(cfg.IdempotencyHeader):
 		return cfg, fmt.Errorf("sender: idempotency header %q is not a valid header name", cfg.IdempotencyHeader)
 	case !validHeaderValue(cfg.UserAgent):
@@ -233,6 +245,12 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.Breaker.Failures == 0 {
 		cfg.Breaker.Failures = DefaultBreakerFailures
+	}
+	if cfg.Breaker.FailureRatio == 0 {
+		cfg.Breaker.FailureRatio = DefaultBreakerRatio
+	}
+	if cfg.Breaker.Window == 0 {
+		cfg.Breaker.Window = DefaultBreakerWindow
 	}
 	if cfg.Breaker.OpenTimeout == 0 {
 		cfg.Breaker.OpenTimeout = DefaultBreakerOpen
@@ -382,14 +400,12 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	defer cancel()
 	req = req.WithContext(actx)
 	hb := s.breakers.get(host)
+	// Allowed while half-open, this request is the probe: its outcome is
+	// this job's attempt and decides the breaker.
 	done, err := hb.cb.Allow()
 	if err != nil {
 		release(Feedback{})
-		return Outcome{
-			Kind:       Defer,
-			RetryAfter: hb.deferFor(err, s.rnd),
-			Err:        fmt.Errorf("not sent: circuit breaker for %s: %w", host, err),
-		}
+		return s.breakers.turnAway(host, hb, err, s.rnd)
 	}
 
 	redirects := 0

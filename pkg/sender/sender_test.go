@@ -505,7 +505,7 @@ func TestNewValidatesAndDefaults(t *testing.T) {
 	c := s.cfg
 	if c.Timeout != 30*time.Second || c.MaxResponseBytes != 64<<10 || c.MaxConnsPerHost != 64 ||
 		c.MaxRedirects != 5 || c.MaxRetryAfter != 5*time.Minute || c.UserAgent != "jetpost/1" ||
-		c.Breaker != (Breaker{Failures: 5, OpenTimeout: 30 * time.Second, HalfOpenRequests: 1}) ||
+		c.Breaker != (Breaker{Failures: 10, FailureRatio: 0.5, Window: time.Minute, OpenTimeout: 30 * time.Second, HalfOpenRequests: 1}) ||
 		c.RetryStatuses.String() != "408,425,429,5xx" || c.IdempotencyHeader != "" {
 		t.Errorf("defaults: %+v", c)
 	}
@@ -519,6 +519,8 @@ func TestNewValidatesAndDefaults(t *testing.T) {
 		"conns":       {MaxConnsPerHost: -1},
 		"retry-after": {MaxRetryAfter: -1},
 		"breaker":     {Breaker: Breaker{OpenTimeout: -1}},
+		"window":      {Breaker: Breaker{Window: -1}},
+		"ratio":       {Breaker: Breaker{FailureRatio: 1.5}},
 		"idem header": {IdempotencyHeader: "Idempotency Key"},
 		"user agent":  {UserAgent: "a\nb"},
 		"network":     {AllowedNetworks: []netip.Prefix{{}}},
