@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/leakcheck"
+
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jetpost/jetpost/internal/natstest"
@@ -54,7 +56,7 @@ func (h *hookTarget) calls() ([]string, []job.Result) {
 // again: a new dead letter; then delivered: none), sending nothing else and
 // storing no second result.
 func TestCallbackDeadLetterAndRedrive(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	setEnv(t)
 	ns := natstest.RunServer(t)
 	tg := target.New(target.Options{})

@@ -6,6 +6,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/leakcheck"
+
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/natstest"
@@ -17,7 +19,7 @@ import (
 // in a worker: a consumer that never saw the job (another worker, or this
 // one restarted after a crash) reads both on the next delivery.
 func TestAttemptsAndTurnAwaysSurviveTheConsumer(t *testing.T) {
-	noLeaks(t)
+	leakcheck.AtEnd(t)
 	ns := natstest.RunServer(t)
 	ctx := context.Background()
 	n := queue.NewNames("jetpost")
