@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/leakcheck"
-
 	"github.com/nats-io/nats-server/v2/server"
 
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/pkg/job"

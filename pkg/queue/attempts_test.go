@@ -6,10 +6,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/leakcheck"
-
 	"github.com/rs/zerolog"
 
+	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
