@@ -42,7 +42,7 @@ func hostOf(url string) string { return strings.TrimPrefix(url, "http://") }
 // machine does not fail the test; nothing asserts how long it took.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(2 * time.Minute)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
