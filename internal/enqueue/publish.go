@@ -47,7 +47,18 @@ type PublishReport struct {
 	Duplicates int
 	// AlreadyDone were not published: an earlier run completed them.
 	AlreadyDone int
-	Failed      []*queue.PublishError
+	// Resent are jobs an earlier run failed without sending anything
+	// (refused before sending, expired, cancelled): published again, as a
+	// new run of each, since that cannot duplicate a request. Counted in
+	// Published (or Duplicates) too.
+	Resent int
+	// EarlierRuns says, per earlier batch, how many of this input's jobs it
+	// completed and how many of those are sent again.
+	EarlierRuns []EarlierRun
+	// RetireErr is why the dead letters of jobs sent again could not all be
+	// removed; a re-drive of their earlier batch would send them again.
+	RetireErr error
+	Failed    []*queue.PublishError
 	// LookupErr is why completed jobs could not be looked up; the jobs
 	// were published all the same (the dedup window still holds).
 	LookupErr error
@@ -55,6 +66,7 @@ type PublishReport struct {
 
 	earlier map[string]*earlierRefs // by the batch that stored them
 	dups    []dupRef
+	runs    map[string]*EarlierRun
 }
 
 // earlierRefs says where an earlier batch's results for the jobs skipped as
@@ -84,6 +96,9 @@ type dupRef struct {
 	h    uint64
 	seq  uint64 // of the job message in the jobs stream
 	gone uint8  // times the job message was found gone with no marker
+	// stale, for a job sent again, is the result sequence of the earlier
+	// run's marker: that marker is not this run's answer.
+	stale uint64
 }
 
 type chunk struct {
@@ -101,7 +116,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
-	rep := &PublishReport{earlier: map[string]*earlierRefs{}}
+	rep := &PublishReport{earlier: map[string]*earlierRefs{}, runs: map[string]*EarlierRun{}}
 	rd, err := sp.reader()
 	if err != nil {
 		return rep, err
@@ -150,7 +165,9 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	}()
 
 	col := o.Collector
+	rs := newResends()
 	pub := queue.NewBulkPublisher(ctx, js, o.Window, func(a queue.BulkAck) {
+		earlier := rs.acked(a)
 		switch {
 		case a.Err != nil:
 			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
@@ -160,7 +177,11 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 		case a.Duplicate:
 			rep.Duplicates++
 			if col != nil {
-				rep.dups = append(rep.dups, dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq})
+				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
+				if earlier != nil {
+					d.stale = earlier.Seq
+				}
+				rep.dups = append(rep.dups, d)
 			}
 		default:
 			rep.Published++
@@ -187,24 +208,24 @@ publish:
 			}
 		}
 		for i, id := range c.ids {
+			var marker *queue.DoneMarker
 			if found != nil && found[i] != nil && found[i].ID == id {
-				rep.AlreadyDone++
-				if col != nil {
-					m := found[i]
-					refs := rep.earlier[m.Batch]
-					if refs == nil {
-						refs = &earlierRefs{}
-						rep.earlier[m.Batch] = refs
-					}
-					refs.add(m.Seq)
-					col.expectEarlier(col.hash(id))
-				}
+				marker = found[i]
+			}
+			if marker != nil && !marker.SentNothing() {
+				rep.skipDone(marker, col)
 				o.Progress.skipped()
 				continue
 			}
 			m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
 			if o.ForceToken != "" {
 				m.MsgID = id + "/force/" + o.ForceToken
+			}
+			if marker != nil {
+				if err := rep.resend(m, marker, rs); err != nil {
+					pubErr = err
+					break publish
+				}
 			}
 			if err := pub.Publish(ctx, m); err != nil {
 				pubErr = err
@@ -214,6 +235,10 @@ publish:
 	}
 	pub.Close()
 	rep.Elapsed = time.Since(start)
+	rep.EarlierRuns = rep.sortedRuns()
+	if pubErr == nil {
+		rep.RetireErr = rs.retire(ctx, js, o.Names)
+	}
 	stopReader()
 	for c := range chunks {
 		if c.call != nil {
