@@ -48,9 +48,9 @@ type PublishReport struct {
 	// AlreadyDone were not published: an earlier run completed them.
 	AlreadyDone int
 	// Resent are jobs an earlier run failed without sending anything
-	// (refused before sending, expired, cancelled): published again, as a
+	// (refused before sending, expired, cancelled), published again as a
 	// new run of each, since that cannot duplicate a request. Counted in
-	// Published (or Duplicates) too.
+	// Published too; one another re-run already sent again is a Duplicate.
 	Resent int
 	// EarlierRuns says, per earlier batch, how many of this input's jobs it
 	// completed and how many of those are sent again.
@@ -235,6 +235,7 @@ publish:
 	}
 	pub.Close()
 	rep.Elapsed = time.Since(start)
+	rs.count(rep)
 	rep.EarlierRuns = rep.sortedRuns()
 	if pubErr == nil {
 		rep.RetireErr = rs.retire(ctx, js, o.Names)

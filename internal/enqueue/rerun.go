@@ -62,13 +62,13 @@ func (rep *PublishReport) RerunNotes() []string {
 		}
 		when := r.when()
 		if r.Completed > 0 {
-			out = append(out, fmt.Sprintf("%s completed by batch %s%s; not sent again. "+
+			out = append(out, fmt.Sprintf("%s already completed by batch %s%s; not sent again. "+
 				"Use --force to send them again, or `enqueue redrive %s` for its failed ones.",
-				jobsWere(r.Completed, "already "), r.Batch, when, r.Batch))
+				count(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
 		}
 		if r.SentAgain > 0 {
-			out = append(out, fmt.Sprintf("%s failed by batch %s%s before any request was sent (refused, expired or cancelled); sent again.",
-				jobsWere(r.SentAgain, ""), r.Batch, when))
+			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, expired or cancelled); sent again.",
+				count(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
 		}
 	}
 	if moreBatches > 0 {
@@ -77,11 +77,11 @@ func (rep *PublishReport) RerunNotes() []string {
 	return out
 }
 
-func jobsWere(n int, adv string) string {
+func count(n int, one, many string) string {
 	if n == 1 {
-		return "1 job was " + adv
+		return "1 " + one
 	}
-	return fmt.Sprintf("%d jobs were %s", n, adv)
+	return fmt.Sprintf("%d %s", n, many)
 }
 
 // when is " on T" or " between T1 and T2" (minutes, UTC), or "" if the
@@ -143,8 +143,7 @@ func (rep *PublishReport) resend(msg *queue.BulkMsg, m *queue.DoneMarker, rs *re
 		msg.MsgID = queue.RerunMsgID(m)
 	}
 	rs.add(msg, m)
-	rep.Resent++
-	rep.run(m).SentAgain++
+	rep.run(m) // counted once the broker has stored it (sentAgain)
 	return nil
 }
 
@@ -155,11 +154,26 @@ type resends struct {
 	seed    maphash.Seed
 	mu      sync.Mutex
 	pending map[*queue.BulkMsg]*queue.DoneMarker
-	stored  map[string][]uint64 // by earlier batch: id hashes; the ack goroutine's
+	// By earlier batch, used by the ack goroutine only: hashes of the ids
+	// stored (or found stored by another re-run), and how many this run
+	// stored.
+	stored map[string][]uint64
+	sent   map[string]int
 }
 
 func newResends() *resends {
-	return &resends{seed: maphash.MakeSeed(), pending: map[*queue.BulkMsg]*queue.DoneMarker{}, stored: map[string][]uint64{}}
+	return &resends{
+		seed: maphash.MakeSeed(), pending: map[*queue.BulkMsg]*queue.DoneMarker{},
+		stored: map[string][]uint64{}, sent: map[string]int{},
+	}
+}
+
+// count adds to rep the jobs this run sent again, once publishing is over.
+func (r *resends) count(rep *PublishReport) {
+	for batch, n := range r.sent {
+		rep.runs[batch].SentAgain += n
+		rep.Resent += n
+	}
 }
 
 func (r *resends) add(msg *queue.BulkMsg, m *queue.DoneMarker) {
@@ -176,6 +190,9 @@ func (r *resends) acked(a queue.BulkAck) *queue.DoneMarker {
 	r.mu.Unlock()
 	if m != nil && a.Err == nil {
 		r.stored[m.Batch] = append(r.stored[m.Batch], maphash.String(r.seed, m.ID))
+		if !a.Duplicate {
+			r.sent[m.Batch]++
+		}
 	}
 	return m
 }
