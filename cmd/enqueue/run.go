@@ -27,7 +27,7 @@ import (
 
 const usage = `Usage: enqueue [flags] FILE... | -
        enqueue show RESULTS.jsonl     print results written by --out as a table
-       enqueue results BATCH [--out FILE|-]   write a batch's stored results as JSON Lines
+       enqueue results BATCH [--out FILE|-]   write a batch's stored results as JSON Lines, the latest per job
        enqueue status [BATCH]         jobs open, results, dead letters, lag, open breakers, limits per host
        enqueue dlq [BATCH]            list dead letters (secret headers redacted)
        enqueue redrive BATCH          re-publish a batch's dead letters as fresh jobs
