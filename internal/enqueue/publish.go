@@ -107,6 +107,97 @@ type chunk struct {
 	call *queue.DoneCall
 }
 
+// readChunks reads the spool into chunks of up to MaxDoneLookup jobs, each
+// with the lookup of its completion markers sent (unless done is nil or
+// lookups were given up), until the spool ends or ctx does.
+func readChunks(ctx context.Context, rd *spoolReader, done *queue.DoneIndex, noLookups *atomic.Bool, chunks chan<- *chunk) error {
+	for {
+		c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
+		for len(c.ids) < queue.MaxDoneLookup {
+			id, data, err := rd.next(false)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			c.ids = append(c.ids, id)
+			c.data = append(c.data, data)
+		}
+		if len(c.ids) == 0 {
+			return nil
+		}
+		if done != nil && !noLookups.Load() {
+			keys := make([]queue.DoneKey, len(c.ids))
+			for i, id := range c.ids {
+				keys[i] = queue.DoneKeyOf(id)
+			}
+			c.call = done.Lookup(keys)
+		}
+		select {
+		case chunks <- c:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// onAck accounts for the broker's answer to one publish.
+func (rep *PublishReport) onAck(col *Collector, rs *resends, prog *Progress) func(queue.BulkAck) {
+	return func(a queue.BulkAck) {
+		earlier := rs.acked(a)
+		switch {
+		case a.Err != nil:
+			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
+			if col != nil {
+				col.Unpublished(a.Msg.ID)
+			}
+		case a.Duplicate:
+			rep.Duplicates++
+			if col != nil {
+				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
+				if earlier != nil {
+					d.stale = earlier.Seq
+				}
+				rep.dups = append(rep.dups, d)
+			}
+		default:
+			rep.Published++
+		}
+		prog.published()
+	}
+}
+
+// publishChunk publishes one chunk's jobs, given their markers (found, nil
+// if none could be looked up): a job completed by an earlier run is
+// skipped, one whose earlier run sent nothing goes as a new run.
+func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPublisher, c *chunk, found []*queue.DoneMarker, subject string, o PublishOptions, rs *resends) error {
+	for i, id := range c.ids {
+		var marker *queue.DoneMarker
+		if found != nil && found[i] != nil && found[i].ID == id {
+			marker = found[i]
+		}
+		if marker != nil && !marker.SentNothing() {
+			rep.skipDone(marker, o.Collector)
+			o.Progress.skipped()
+			continue
+		}
+		m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
+		if o.ForceToken != "" {
+			m.MsgID = id + "/force/" + o.ForceToken
+		}
+		if marker != nil {
+			if err := rep.resend(m, marker, rs); err != nil {
+				return err
+			}
+		}
+		if err := pub.Publish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // Publish is the second pass: it publishes the spooled jobs with a bounded
 // window of unacknowledged publishes, looking completion markers up in
 // batches ahead of publishing and skipping the jobs that have one.
@@ -132,65 +223,14 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	go func() {
 		defer reader.Done()
 		defer close(chunks)
-		for {
-			c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
-			for len(c.ids) < queue.MaxDoneLookup {
-				id, data, err := rd.next(false)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					readErr = err
-					return
-				}
-				c.ids = append(c.ids, id)
-				c.data = append(c.data, data)
-			}
-			if len(c.ids) == 0 {
-				return
-			}
-			if o.Done != nil && !noLookups.Load() {
-				keys := make([]queue.DoneKey, len(c.ids))
-				for i, id := range c.ids {
-					keys[i] = queue.DoneKeyOf(id)
-				}
-				c.call = o.Done.Lookup(keys)
-			}
-			select {
-			case chunks <- c:
-			case <-rctx.Done():
-				return
-			}
-		}
+		readErr = readChunks(rctx, rd, o.Done, &noLookups, chunks)
 	}()
 
 	col := o.Collector
 	rs := newResends()
-	pub := queue.NewBulkPublisher(ctx, js, o.Window, func(a queue.BulkAck) {
-		earlier := rs.acked(a)
-		switch {
-		case a.Err != nil:
-			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
-			if col != nil {
-				col.Unpublished(a.Msg.ID)
-			}
-		case a.Duplicate:
-			rep.Duplicates++
-			if col != nil {
-				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
-				if earlier != nil {
-					d.stale = earlier.Seq
-				}
-				rep.dups = append(rep.dups, d)
-			}
-		default:
-			rep.Published++
-		}
-		o.Progress.published()
-	})
+	pub := queue.NewBulkPublisher(ctx, js, o.Window, rep.onAck(col, rs, o.Progress))
 	subject := o.Names.JobSubject(o.Batch)
 	var pubErr error
-publish:
 	for c := range chunks {
 		var found []*queue.DoneMarker
 		if c.call != nil {
@@ -207,30 +247,9 @@ publish:
 				found = nil
 			}
 		}
-		for i, id := range c.ids {
-			var marker *queue.DoneMarker
-			if found != nil && found[i] != nil && found[i].ID == id {
-				marker = found[i]
-			}
-			if marker != nil && !marker.SentNothing() {
-				rep.skipDone(marker, col)
-				o.Progress.skipped()
-				continue
-			}
-			m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
-			if o.ForceToken != "" {
-				m.MsgID = id + "/force/" + o.ForceToken
-			}
-			if marker != nil {
-				if err := rep.resend(m, marker, rs); err != nil {
-					pubErr = err
-					break publish
-				}
-			}
-			if err := pub.Publish(ctx, m); err != nil {
-				pubErr = err
-				break publish
-			}
+		if err := rep.publishChunk(ctx, pub, c, found, subject, o, rs); err != nil {
+			pubErr = err
+			break
 		}
 	}
 	pub.Close()
