@@ -64,30 +64,12 @@ type PublishReport struct {
 	LookupErr error
 	Elapsed   time.Duration
 
-	earlier map[string]*earlierRefs // by the batch that stored them
+	// earlier holds, by the batch that stored them, the result sequences
+	// of the jobs skipped as done (8 bytes a job): exactly the results
+	// their markers name, the latest of each job, read in one pass.
+	earlier map[string][]uint64
 	dups    []dupRef
 	runs    map[string]*EarlierRun
-}
-
-// earlierRefs says where an earlier batch's results for the jobs skipped as
-// done are: a few are read by sequence; past maxEarlierSeqs the whole
-// batch's subject is read once, in stream order, so memory does not grow
-// with the number of jobs skipped.
-type earlierRefs struct {
-	seqs []uint64
-	all  bool
-}
-
-const maxEarlierSeqs = 256
-
-func (e *earlierRefs) add(seq uint64) {
-	switch {
-	case e.all:
-	case len(e.seqs) < maxEarlierSeqs:
-		e.seqs = append(e.seqs, seq)
-	default:
-		e.all, e.seqs = true, nil
-	}
 }
 
 // dupRef is a job another run enqueued and has not completed yet.
@@ -207,7 +189,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
-	rep := &PublishReport{earlier: map[string]*earlierRefs{}, runs: map[string]*EarlierRun{}}
+	rep := &PublishReport{earlier: map[string][]uint64{}, runs: map[string]*EarlierRun{}}
 	rd, err := sp.reader()
 	if err != nil {
 		return rep, err

@@ -115,12 +115,7 @@ func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector) {
 	if col == nil {
 		return
 	}
-	refs := rep.earlier[m.Batch]
-	if refs == nil {
-		refs = &earlierRefs{}
-		rep.earlier[m.Batch] = refs
-	}
-	refs.add(m.Seq)
+	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
 	col.expectEarlier(col.hash(m.ID))
 }
 
@@ -221,18 +216,8 @@ func (r *resends) retire(ctx context.Context, js jetstream.JetStream, n queue.Na
 // for through their completion markers). It returns once every such job has
 // its result, or is known to have none, or ctx ends.
 func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
-	for batch, refs := range rep.earlier {
-		var err error
-		if refs.all {
-			// The latest result of each job: a batch re-driven since holds
-			// superseded ones too.
-			_, err = queue.ReadLatestResults(ctx, js, n, batch, func(_ uint64, data []byte) error {
-				col.addStored(data, fromEarlier)
-				return nil
-			})
-		} else {
-			err = fetchStored(ctx, js, n, batch, refs.seqs, col, fromEarlier)
-		}
+	for batch, seqs := range rep.earlier {
+		err := fetchStored(ctx, js, n, batch, seqs, col, fromEarlier)
 		if err != nil {
 			return fmt.Errorf("reading results stored by batch %s: %w", batch, err)
 		}
