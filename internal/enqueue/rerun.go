@@ -8,6 +8,7 @@ import (
 	"slices"
 	"sort"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -148,6 +149,7 @@ func (rep *PublishReport) resend(msg *queue.BulkMsg, m *queue.DoneMarker, rs *re
 type resends struct {
 	seed    maphash.Seed
 	mu      sync.Mutex
+	waiting atomic.Int64 // len(pending), read without the lock: most runs send nothing again
 	pending map[*queue.BulkMsg]*queue.DoneMarker
 	// By earlier batch, used by the ack goroutine only: hashes of the ids
 	// stored (or found stored by another re-run), and how many this run
@@ -174,14 +176,21 @@ func (r *resends) count(rep *PublishReport) {
 func (r *resends) add(msg *queue.BulkMsg, m *queue.DoneMarker) {
 	r.mu.Lock()
 	r.pending[msg] = m
+	r.waiting.Add(1)
 	r.mu.Unlock()
 }
 
 // acked returns the earlier run the answered message replaces, if any.
 func (r *resends) acked(a queue.BulkAck) *queue.DoneMarker {
+	if r.waiting.Load() == 0 {
+		return nil
+	}
 	r.mu.Lock()
-	m := r.pending[a.Msg]
-	delete(r.pending, a.Msg)
+	m, ok := r.pending[a.Msg]
+	if ok {
+		delete(r.pending, a.Msg)
+		r.waiting.Add(-1)
+	}
 	r.mu.Unlock()
 	if m != nil && a.Err == nil {
 		r.stored[m.Batch] = append(r.stored[m.Batch], maphash.String(r.seed, m.ID))
