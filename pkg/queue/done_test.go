@@ -23,7 +23,7 @@ func noLeaks(t *testing.T) {
 	t.Cleanup(func() { goleak.VerifyNone(t, opt) })
 }
 
-func jsFor(t *testing.T, url string, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
+func jsFor(t testing.TB, url string, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {

@@ -26,9 +26,11 @@ func TestReadLatestResultsGivesOnePerJob(t *testing.T) {
 	}
 	stored := []struct{ batch, id, run string }{
 		{"b", "a", "1"}, {"b", "b", "1"}, {"other", "a", "1"}, {"b", "a", "2"}, {"b", "c", "1"}, {"b", "b", "2"}, {"b", "a", "3"},
+		{"b", `q"<`, "1"}, {"b", `q"<`, "2"}, // escaped in JSON
 	}
 	for _, s := range stored {
-		if _, err := js.Publish(ctx, n.ResultSubject(s.batch), fmt.Appendf(nil, `{"id":%q,"body":%q}`, s.id, s.run)); err != nil {
+		rec, _ := job.EncodeResult(&job.Result{ID: s.id, Batch: s.batch, Body: s.run})
+		if _, err := js.Publish(ctx, n.ResultSubject(s.batch), rec); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -38,11 +40,11 @@ func TestReadLatestResultsGivesOnePerJob(t *testing.T) {
 		got = append(got, r.ID+r.Body)
 		return err
 	})
-	if err != nil || st.Results != 3 || st.Superseded != 3 {
-		t.Fatalf("ReadLatestResults: %+v, %v; want 3 results, 3 superseded", st, err)
+	if err != nil || st.Results != 4 || st.Superseded != 4 {
+		t.Fatalf("ReadLatestResults: %+v, %v; want 4 results, 4 superseded", st, err)
 	}
-	if strings.Join(got, " ") != "c1 b2 a3" {
-		t.Errorf("latest results %v, want c1 b2 a3 (stream order)", got)
+	if strings.Join(got, " ") != `c1 b2 a3 q"<2` {
+		t.Errorf("latest results %v, want c1 b2 a3 q\"<2 (stream order)", got)
 	}
 	if st, err := queue.ReadLatestResults(ctx, js, n, "none", func(uint64, []byte) error { return nil }); err != nil || st.Results != 0 {
 		t.Errorf("empty batch: %+v, %v", st, err)
