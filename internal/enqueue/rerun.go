@@ -65,11 +65,11 @@ func (rep *PublishReport) RerunNotes() []string {
 		if r.Completed > 0 {
 			out = append(out, fmt.Sprintf("%s already completed by batch %s%s; not sent again. "+
 				"Use --force to send them again, or `enqueue redrive %s` for its failed ones.",
-				count(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
+				plural(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
 		}
 		if r.SentAgain > 0 {
 			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, expired or cancelled); sent again.",
-				count(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
+				plural(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
 		}
 	}
 	if moreBatches > 0 {
@@ -78,7 +78,7 @@ func (rep *PublishReport) RerunNotes() []string {
 	return out
 }
 
-func count(n int, one, many string) string {
+func plural(n int, one, many string) string {
 	if n == 1 {
 		return "1 " + one
 	}
