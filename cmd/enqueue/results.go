@@ -20,7 +20,8 @@ import (
 
 // runResults writes a batch's stored results as JSON Lines, at any time
 // within the results' retention (JETPOST_RESULTS_MAX_AGE), whether or not
-// the batch is finished.
+// the batch is finished: one per job, the latest, as a re-drive or a re-run
+// adds a result for a job sent again.
 func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enqueue results", flag.ContinueOnError)
 	fs.SetOutput(stderr)
@@ -28,7 +29,8 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	out := fs.String("out", "-", "write the results to this file (- for standard output)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: enqueue results BATCH [--out FILE|-] [--nats URL]")
-		fmt.Fprintln(stderr, "\nWrites the results stored for BATCH as JSON Lines, in the order they were stored.")
+		fmt.Fprintln(stderr, "\nWrites the results stored for BATCH as JSON Lines, in the order they were stored,")
+		fmt.Fprintln(stderr, "one per job: the latest (a re-drive supersedes a job's earlier result).")
 		fs.PrintDefaults()
 	}
 	// The batch may come before or after the flags.
@@ -85,7 +87,7 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		w = f
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
-	n, err := queue.ReadResults(ctx, js, names, batch, func(_ uint64, data []byte) error {
+	st, err := queue.ReadLatestResults(ctx, js, names, batch, func(_ uint64, data []byte) error {
 		_, _ = bw.Write(data)
 		return bw.WriteByte('\n')
 	})
@@ -101,10 +103,15 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		}
 		return &exitError{exitBroker, fmt.Errorf("reading results of batch %s: %w", batch, err)}
 	}
+	n := st.Results
+	var superseded string
+	if st.Superseded > 0 {
+		superseded = fmt.Sprintf(" (%d superseded by a later run of the same job, left out)", st.Superseded)
+	}
 	if f != nil {
-		fmt.Fprintf(stderr, "batch %s: %d results written to %s\n", batch, n, *out)
+		fmt.Fprintf(stderr, "batch %s: %d results written to %s%s\n", batch, n, *out, superseded)
 	} else {
-		fmt.Fprintf(stderr, "batch %s: %d results\n", batch, n)
+		fmt.Fprintf(stderr, "batch %s: %d results%s\n", batch, n, superseded)
 	}
 	if n == 0 {
 		fmt.Fprintf(stderr, "(no results stored for batch %s: unknown batch, not finished any job yet, or older than JETPOST_RESULTS_MAX_AGE=%s)\n", batch, cfg.ResultsMaxAge)

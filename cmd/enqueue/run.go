@@ -27,7 +27,7 @@ import (
 
 const usage = `Usage: enqueue [flags] FILE... | -
        enqueue show RESULTS.jsonl     print results written by --out as a table
-       enqueue results BATCH [--out FILE|-]   write a batch's stored results as JSON Lines
+       enqueue results BATCH [--out FILE|-]   write a batch's stored results as JSON Lines, the latest per job
        enqueue status [BATCH]         jobs open, results, dead letters, lag, open breakers, limits per host
        enqueue dlq [BATCH]            list dead letters (secret headers redacted)
        enqueue redrive BATCH          re-publish a batch's dead letters as fresh jobs
@@ -35,8 +35,10 @@ const usage = `Usage: enqueue [flags] FILE... | -
 Validates files of HTTP request descriptions (JSON Lines or a JSON array,
 gzip-compressed or not; "-" reads standard input) and publishes them as jobs
 of one batch. Nothing is published if any line is invalid, unless
---skip-invalid is given. A job an earlier run completed (same id) is not sent
-again; --wait returns its stored result; --force sends it again.
+--skip-invalid is given. A job completed by an earlier run (same id) is not
+sent again; --wait returns its stored result; --force (or enqueue redrive
+BATCH, for failed ones) sends it again. A job whose earlier run failed before
+sending anything (refused, expired, cancelled) is sent again.
 
 Flags:
 `
@@ -255,6 +257,13 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			col.Out = f
 		}
 	}
+	if col != nil && done != nil {
+		// Results already stored (a batch id used again) are earlier runs':
+		// what this run needs of them is found through the markers.
+		if col.After, err = queue.ResultsLastSeq(ctx, js, names); err != nil {
+			return &exitError{exitBroker, err}
+		}
+	}
 	prog := enqueue.NewProgress(stderr, mode, v.Valid, o.wait)
 	if col != nil {
 		col.OnOutcome = prog.Outcome
@@ -293,6 +302,12 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if rep.LookupErr != nil {
 		prog.Printf("warning: looking up completed jobs failed (%v); jobs were published without it, so those completed more than the dedup window (%s) ago are sent again\n", rep.LookupErr, cfg.DedupWindow)
 		done = nil
+	}
+	for _, note := range rep.RerunNotes() {
+		prog.Printf("%s\n", note)
+	}
+	if rep.RetireErr != nil {
+		prog.Printf("warning: %v; `enqueue redrive` of those batches would send the jobs sent again once more\n", rep.RetireErr)
 	}
 	prog.Printf("%s\n", publishSummary(o.batch, rep))
 	if pubErr != nil || len(rep.Failed) > 0 {
@@ -333,6 +348,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return &exitError{exitBroker, fmt.Errorf("waiting for results: %w", err)}
 	}
+	col.Summary.EarlierRuns, col.Summary.SentAgain = rep.EarlierRuns, rep.Resent
 	col.Summary.Finish(time.Since(start))
 	_ = breakers.Poll(ctx)
 	if o.jsonSummary {
@@ -371,6 +387,9 @@ func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Name
 // publishSummary is the line that says what publishing did.
 func publishSummary(batch string, rep *enqueue.PublishReport) string {
 	msg := fmt.Sprintf("batch %s: %d published", batch, rep.Published)
+	if rep.Resent > 0 {
+		msg += fmt.Sprintf(" (%d sent again: their earlier run sent nothing)", rep.Resent)
+	}
 	if rep.AlreadyDone > 0 {
 		msg += fmt.Sprintf(", %d completed by an earlier run and not sent again", rep.AlreadyDone)
 	}

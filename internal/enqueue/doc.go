@@ -6,15 +6,19 @@
 // wire, to an unlinked temporary file; nothing is published if an entry is
 // invalid. Publish reads the spool back and publishes with a bounded window
 // of unacknowledged publishes. Ahead of publishing it looks the jobs'
-// completion markers up, 1024 per request, and skips jobs an earlier run
-// completed, so that a file enqueued again sends no request twice even
-// after the jobs stream's dedup window has passed.
+// completion markers up, 1024 per request, and skips jobs completed by an
+// earlier run, so that a file enqueued again sends no request twice even
+// after the jobs stream's dedup window has passed. A job whose earlier run
+// failed before sending anything is sent again, as a new run of its own.
 //
 // With --wait, a Collector expects exactly the spooled jobs (a compact
 // hash set, about 10 bytes a job) and counts one result per job: from the
 // batch's result subject, from the batches of earlier runs for jobs skipped
 // as done, and, through their markers, for jobs another run enqueued and
-// has not completed yet (CollectEarlier). Progress draws a bar on a
-// terminal and a status line every few seconds elsewhere; a BreakerWatch
-// adds the breakers the workers report open to it and to the summary.
+// has not completed yet (CollectEarlier). A batch id used again is read
+// only past what was stored before the run: its older results, superseded
+// ones among them, come through the markers, which point at the latest.
+// Progress draws a bar on a terminal and a status line every few seconds
+// elsewhere; a BreakerWatch adds the breakers the workers report open to it
+// and to the summary.
 package enqueue

@@ -155,7 +155,8 @@ func TestRerunAfterDedupWindowSendsNothingTwice(t *testing.T) {
 	forgetJobIDs(t, ns)
 
 	// No worker: every job is done, so none must be needed. (300 is past
-	// the point where the earlier batch is read whole, not by sequence.)
+	// the point where the earlier results are read with one consumer, not
+	// one by one.)
 	out = enqueueRun(t, ns, runOpts{batch: "second", wait: true}, fileInputs(t, writeFile(t, "a.jsonl", first)))
 	if out.rep.AlreadyDone != 300 || out.rep.Published != 0 {
 		t.Fatalf("second run: %d already done, %d published; want 300 and 0", out.rep.AlreadyDone, out.rep.Published)

@@ -91,6 +91,8 @@ type runOpts struct {
 	force bool
 	// afterPublish runs between publishing and collecting.
 	afterPublish func()
+	// enqueuedAt, if set, replaces now as the jobs' enqueue time.
+	enqueuedAt time.Time
 }
 
 type runOutcome struct {
@@ -104,6 +106,9 @@ func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 	now := time.Now().UTC()
+	if !o.enqueuedAt.IsZero() {
+		now = o.enqueuedAt
+	}
 	v, err := enqueue.Prepare(ins, func(j *job.Job) { j.Batch, j.EnqueuedAt = o.batch, now })
 	if err != nil {
 		t.Fatal(err)
@@ -138,6 +143,11 @@ func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input
 		}
 		if err := v.ExpectAll(col); err != nil {
 			t.Fatal(err)
+		}
+		if done != nil {
+			if col.After, err = queue.ResultsLastSeq(ctx, js, names); err != nil {
+				t.Fatal(err)
+			}
 		}
 		go func() { waitErr <- col.Run(ctx, js, names, o.batch) }()
 	}

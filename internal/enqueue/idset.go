@@ -18,7 +18,7 @@ const (
 	statePending     uint64 = iota // expected, no result yet
 	stateCounted                   // its result was counted
 	stateUnpublished               // the broker refused it: no result will come
-	stateMissing                   // done earlier, but the result is no longer stored
+	stateMissing                   // completed by an earlier run, result no longer stored
 	stateEarlier                   // expected from an earlier run's stored results
 )
 

@@ -47,35 +47,29 @@ type PublishReport struct {
 	Duplicates int
 	// AlreadyDone were not published: an earlier run completed them.
 	AlreadyDone int
-	Failed      []*queue.PublishError
+	// Resent are jobs an earlier run failed without sending anything
+	// (refused before sending, expired, cancelled), published again as a
+	// new run of each, since that cannot duplicate a request. Counted in
+	// Published too; one another re-run already sent again is a Duplicate.
+	Resent int
+	// EarlierRuns says, per earlier batch, how many of this input's jobs it
+	// completed and how many of those are sent again.
+	EarlierRuns []EarlierRun
+	// RetireErr is why the dead letters of jobs sent again could not all be
+	// removed; a re-drive of their earlier batch would send them again.
+	RetireErr error
+	Failed    []*queue.PublishError
 	// LookupErr is why completed jobs could not be looked up; the jobs
 	// were published all the same (the dedup window still holds).
 	LookupErr error
 	Elapsed   time.Duration
 
-	earlier map[string]*earlierRefs // by the batch that stored them
+	// earlier holds, by the batch that stored them, the result sequences
+	// of the jobs skipped as done (8 bytes a job): exactly the results
+	// their markers name, the latest of each job, read in one pass.
+	earlier map[string][]uint64
 	dups    []dupRef
-}
-
-// earlierRefs says where an earlier batch's results for the jobs skipped as
-// done are: a few are read by sequence; past maxEarlierSeqs the whole
-// batch's subject is read once, in stream order, so memory does not grow
-// with the number of jobs skipped.
-type earlierRefs struct {
-	seqs []uint64
-	all  bool
-}
-
-const maxEarlierSeqs = 256
-
-func (e *earlierRefs) add(seq uint64) {
-	switch {
-	case e.all:
-	case len(e.seqs) < maxEarlierSeqs:
-		e.seqs = append(e.seqs, seq)
-	default:
-		e.all, e.seqs = true, nil
-	}
+	runs    map[string]*EarlierRun
 }
 
 // dupRef is a job another run enqueued and has not completed yet.
@@ -84,12 +78,106 @@ type dupRef struct {
 	h    uint64
 	seq  uint64 // of the job message in the jobs stream
 	gone uint8  // times the job message was found gone with no marker
+	// stale, for a job sent again, is the result sequence of the earlier
+	// run's marker: that marker is not this run's answer.
+	stale uint64
 }
 
 type chunk struct {
 	ids  []string
 	data [][]byte
 	call *queue.DoneCall
+}
+
+// readChunks reads the spool into chunks of up to MaxDoneLookup jobs, each
+// with the lookup of its completion markers sent (unless done is nil or
+// lookups were given up), until the spool ends or ctx does.
+func readChunks(ctx context.Context, rd *spoolReader, done *queue.DoneIndex, noLookups *atomic.Bool, chunks chan<- *chunk) error {
+	for {
+		c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
+		for len(c.ids) < queue.MaxDoneLookup {
+			id, data, err := rd.next(false)
+			if errors.Is(err, io.EOF) {
+				break
+			}
+			if err != nil {
+				return err
+			}
+			c.ids = append(c.ids, id)
+			c.data = append(c.data, data)
+		}
+		if len(c.ids) == 0 {
+			return nil
+		}
+		if done != nil && !noLookups.Load() {
+			keys := make([]queue.DoneKey, len(c.ids))
+			for i, id := range c.ids {
+				keys[i] = queue.DoneKeyOf(id)
+			}
+			c.call = done.Lookup(keys)
+		}
+		select {
+		case chunks <- c:
+		case <-ctx.Done():
+			return nil
+		}
+	}
+}
+
+// onAck accounts for the broker's answer to one publish.
+func (rep *PublishReport) onAck(col *Collector, rs *resends, prog *Progress) func(queue.BulkAck) {
+	return func(a queue.BulkAck) {
+		earlier := rs.acked(a)
+		switch {
+		case a.Err != nil:
+			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
+			if col != nil {
+				col.Unpublished(a.Msg.ID)
+			}
+		case a.Duplicate:
+			rep.Duplicates++
+			if col != nil {
+				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
+				if earlier != nil {
+					d.stale = earlier.Seq
+				}
+				rep.dups = append(rep.dups, d)
+			}
+		default:
+			rep.Published++
+		}
+		prog.published()
+	}
+}
+
+// publishChunk publishes one chunk's jobs, given their markers (found, nil
+// if none could be looked up): a job completed by an earlier run is
+// skipped, one whose earlier run sent nothing goes as a new run.
+func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPublisher, c *chunk, found []*queue.DoneMarker, subject string, o PublishOptions, rs *resends) error {
+	for i, id := range c.ids {
+		var marker *queue.DoneMarker
+		if found != nil && found[i] != nil && found[i].ID == id {
+			marker = found[i]
+		}
+		if marker != nil && !marker.SentNothing() {
+			rep.skipDone(marker, o.Collector)
+			o.Progress.skipped()
+			continue
+		}
+		m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
+		if o.ForceToken != "" {
+			m.MsgID = id + "/force/" + o.ForceToken
+		}
+		if marker != nil {
+			if err := rep.resend(m, marker, rs); err != nil {
+				return err
+			}
+		}
+		if err := pub.Publish(ctx, m); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Publish is the second pass: it publishes the spooled jobs with a bounded
@@ -101,7 +189,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
-	rep := &PublishReport{earlier: map[string]*earlierRefs{}}
+	rep := &PublishReport{earlier: map[string][]uint64{}, runs: map[string]*EarlierRun{}}
 	rd, err := sp.reader()
 	if err != nil {
 		return rep, err
@@ -117,59 +205,14 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	go func() {
 		defer reader.Done()
 		defer close(chunks)
-		for {
-			c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
-			for len(c.ids) < queue.MaxDoneLookup {
-				id, data, err := rd.next(false)
-				if errors.Is(err, io.EOF) {
-					break
-				}
-				if err != nil {
-					readErr = err
-					return
-				}
-				c.ids = append(c.ids, id)
-				c.data = append(c.data, data)
-			}
-			if len(c.ids) == 0 {
-				return
-			}
-			if o.Done != nil && !noLookups.Load() {
-				keys := make([]queue.DoneKey, len(c.ids))
-				for i, id := range c.ids {
-					keys[i] = queue.DoneKeyOf(id)
-				}
-				c.call = o.Done.Lookup(keys)
-			}
-			select {
-			case chunks <- c:
-			case <-rctx.Done():
-				return
-			}
-		}
+		readErr = readChunks(rctx, rd, o.Done, &noLookups, chunks)
 	}()
 
 	col := o.Collector
-	pub := queue.NewBulkPublisher(ctx, js, o.Window, func(a queue.BulkAck) {
-		switch {
-		case a.Err != nil:
-			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
-			if col != nil {
-				col.Unpublished(a.Msg.ID)
-			}
-		case a.Duplicate:
-			rep.Duplicates++
-			if col != nil {
-				rep.dups = append(rep.dups, dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq})
-			}
-		default:
-			rep.Published++
-		}
-		o.Progress.published()
-	})
+	rs := newResends()
+	pub := queue.NewBulkPublisher(ctx, js, o.Window, rep.onAck(col, rs, o.Progress))
 	subject := o.Names.JobSubject(o.Batch)
 	var pubErr error
-publish:
 	for c := range chunks {
 		var found []*queue.DoneMarker
 		if c.call != nil {
@@ -186,34 +229,18 @@ publish:
 				found = nil
 			}
 		}
-		for i, id := range c.ids {
-			if found != nil && found[i] != nil && found[i].ID == id {
-				rep.AlreadyDone++
-				if col != nil {
-					m := found[i]
-					refs := rep.earlier[m.Batch]
-					if refs == nil {
-						refs = &earlierRefs{}
-						rep.earlier[m.Batch] = refs
-					}
-					refs.add(m.Seq)
-					col.expectEarlier(col.hash(id))
-				}
-				o.Progress.skipped()
-				continue
-			}
-			m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
-			if o.ForceToken != "" {
-				m.MsgID = id + "/force/" + o.ForceToken
-			}
-			if err := pub.Publish(ctx, m); err != nil {
-				pubErr = err
-				break publish
-			}
+		if err := rep.publishChunk(ctx, pub, c, found, subject, o, rs); err != nil {
+			pubErr = err
+			break
 		}
 	}
 	pub.Close()
 	rep.Elapsed = time.Since(start)
+	rs.count(rep)
+	rep.EarlierRuns = rep.sortedRuns()
+	if pubErr == nil {
+		rep.RetireErr = rs.retire(ctx, js, o.Names)
+	}
 	stopReader()
 	for c := range chunks {
 		if c.call != nil {

@@ -2,14 +2,221 @@ package enqueue
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"hash/maphash"
 	"slices"
+	"sort"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
+
+// EarlierRun is what a re-run found of one earlier batch: jobs of its input
+// that batch completed, and which of those it sends again because that
+// run sent nothing for them.
+type EarlierRun struct {
+	Batch string `json:"batch"`
+	// Completed were completed by that run and not sent again.
+	Completed int `json:"completed"`
+	// SentAgain failed there before any request was sent (refused,
+	// expired, cancelled) and are sent again by this run.
+	SentAgain int `json:"sent_again,omitempty"`
+	// First and Last bound when their completion markers were stored.
+	First time.Time `json:"first_at"`
+	Last  time.Time `json:"last_at"`
+}
+
+func (rep *PublishReport) run(m *queue.DoneMarker) *EarlierRun {
+	r := rep.runs[m.Batch]
+	if r == nil {
+		r = &EarlierRun{Batch: m.Batch, First: m.At, Last: m.At}
+		rep.runs[m.Batch] = r
+	}
+	if !m.At.IsZero() && (r.First.IsZero() || m.At.Before(r.First)) {
+		r.First = m.At
+	}
+	if m.At.After(r.Last) {
+		r.Last = m.At
+	}
+	return r
+}
+
+// maxRunNotes bounds how many earlier batches RerunNotes names.
+const maxRunNotes = 10
+
+// RerunNotes says, one line per earlier batch, what this run found it had
+// done and what to do to send those jobs again.
+func (rep *PublishReport) RerunNotes() []string {
+	var out []string
+	var moreBatches, moreJobs int
+	for i, r := range rep.EarlierRuns {
+		if i >= maxRunNotes {
+			moreBatches++
+			moreJobs += r.Completed + r.SentAgain
+			continue
+		}
+		when := r.when()
+		if r.Completed > 0 {
+			out = append(out, fmt.Sprintf("%s already completed by batch %s%s; not sent again. "+
+				"Use --force to send them again, or `enqueue redrive %s` for its failed ones.",
+				plural(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
+		}
+		if r.SentAgain > 0 {
+			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, expired or cancelled); sent again.",
+				plural(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
+		}
+	}
+	if moreBatches > 0 {
+		out = append(out, fmt.Sprintf("... and %d jobs of %d more earlier batches.", moreJobs, moreBatches))
+	}
+	return out
+}
+
+func plural(n int, one, many string) string {
+	if n == 1 {
+		return "1 " + one
+	}
+	return fmt.Sprintf("%d %s", n, many)
+}
+
+// when is " on T" or " between T1 and T2" (minutes, UTC), or "" if the
+// markers carried no time.
+func (r *EarlierRun) when() string {
+	const layout = "2006-01-02 15:04"
+	switch {
+	case r.Last.IsZero():
+		return ""
+	case r.First.IsZero() || r.First.UTC().Format(layout) == r.Last.UTC().Format(layout):
+		return " on " + r.Last.UTC().Format(layout) + " UTC"
+	default:
+		return " between " + r.First.UTC().Format(layout) + " and " + r.Last.UTC().Format(layout) + " UTC"
+	}
+}
+
+func (rep *PublishReport) sortedRuns() []EarlierRun {
+	out := make([]EarlierRun, 0, len(rep.runs))
+	for _, r := range rep.runs {
+		out = append(out, *r)
+	}
+	sort.Slice(out, func(i, j int) bool { return out[i].Batch < out[j].Batch })
+	return out
+}
+
+// skipDone accounts for a job an earlier run completed: it is not sent
+// again, and with --wait its result is read where that run stored it.
+func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector) {
+	rep.AlreadyDone++
+	rep.run(m).Completed++
+	if col == nil {
+		return
+	}
+	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
+	col.expectEarlier(col.hash(m.ID))
+}
+
+// resend turns msg into a new run of a job whose earlier run (marked by m)
+// sent nothing: the next re-drive count, so its result is not dropped as
+// a duplicate of the earlier one in the same batch, and a de-duplication
+// id of its own, so the jobs stream does not drop it within its window.
+func (rep *PublishReport) resend(msg *queue.BulkMsg, m *queue.DoneMarker, rs *resends) error {
+	var j job.Job
+	if err := json.Unmarshal(msg.Data, &j); err != nil {
+		return fmt.Errorf("job %q: %w", msg.ID, err)
+	}
+	j.Redrive = m.Run + 1
+	data, err := job.Encode(&j)
+	if err != nil {
+		return fmt.Errorf("job %q: %w", msg.ID, err)
+	}
+	msg.Data = data
+	if msg.MsgID == "" {
+		msg.MsgID = queue.RerunMsgID(m)
+	}
+	rs.add(msg, m)
+	rep.run(m) // counted once the broker has stored it (sentAgain)
+	return nil
+}
+
+// resends follows the jobs sent again: the earlier run each replaces until
+// the broker answers, then, per earlier batch, those stored, whose dead
+// letters are retired once publishing is over.
+type resends struct {
+	seed    maphash.Seed
+	mu      sync.Mutex
+	waiting atomic.Int64 // len(pending), read without the lock: most runs send nothing again
+	pending map[*queue.BulkMsg]*queue.DoneMarker
+	// By earlier batch, used by the ack goroutine only: hashes of the ids
+	// stored (or found stored by another re-run), and how many this run
+	// stored.
+	stored map[string][]uint64
+	sent   map[string]int
+}
+
+func newResends() *resends {
+	return &resends{
+		seed: maphash.MakeSeed(), pending: map[*queue.BulkMsg]*queue.DoneMarker{},
+		stored: map[string][]uint64{}, sent: map[string]int{},
+	}
+}
+
+// count adds to rep the jobs this run sent again, once publishing is over.
+func (r *resends) count(rep *PublishReport) {
+	for batch, n := range r.sent {
+		rep.runs[batch].SentAgain += n
+		rep.Resent += n
+	}
+}
+
+func (r *resends) add(msg *queue.BulkMsg, m *queue.DoneMarker) {
+	r.mu.Lock()
+	r.pending[msg] = m
+	r.waiting.Add(1)
+	r.mu.Unlock()
+}
+
+// acked returns the earlier run the answered message replaces, if any.
+func (r *resends) acked(a queue.BulkAck) *queue.DoneMarker {
+	if r.waiting.Load() == 0 {
+		return nil
+	}
+	r.mu.Lock()
+	m, ok := r.pending[a.Msg]
+	if ok {
+		delete(r.pending, a.Msg)
+		r.waiting.Add(-1)
+	}
+	r.mu.Unlock()
+	if m != nil && a.Err == nil {
+		r.stored[m.Batch] = append(r.stored[m.Batch], maphash.String(r.seed, m.ID))
+		if !a.Duplicate {
+			r.sent[m.Batch]++
+		}
+	}
+	return m
+}
+
+// retire removes the dead letters that the jobs sent again leave in their
+// earlier batches, as a re-drive does: a later re-drive of those batches
+// must not send them once more.
+func (r *resends) retire(ctx context.Context, js jetstream.JetStream, n queue.Names) error {
+	for batch, hs := range r.stored {
+		slices.Sort(hs)
+		_, err := queue.RetireDeadLetters(ctx, js, n, batch, func(res *job.Result) bool {
+			_, sent := slices.BinarySearch(hs, maphash.String(r.seed, res.ID))
+			return sent && !res.OK && res.Attempts == 0
+		})
+		if err != nil {
+			return fmt.Errorf("retiring dead letters of batch %s: %w", batch, err)
+		}
+	}
+	return nil
+}
 
 // CollectEarlier gives the collector the results that will not come on the
 // batch's own subject: those of jobs an earlier run completed (read from
@@ -18,16 +225,8 @@ import (
 // for through their completion markers). It returns once every such job has
 // its result, or is known to have none, or ctx ends.
 func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
-	for batch, refs := range rep.earlier {
-		var err error
-		if refs.all {
-			_, err = queue.ReadResults(ctx, js, n, batch, func(_ uint64, data []byte) error {
-				col.addStored(data, fromEarlier)
-				return nil
-			})
-		} else {
-			err = fetchStored(ctx, js, n, batch, refs.seqs, col, fromEarlier)
-		}
+	for batch, seqs := range rep.earlier {
+		err := fetchStored(ctx, js, n, batch, seqs, col, fromEarlier)
 		if err != nil {
 			return fmt.Errorf("reading results stored by batch %s: %w", batch, err)
 		}
@@ -96,7 +295,9 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 				return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
 			}
 			for i := range part {
-				if markers != nil && markers[i] != nil {
+				// A job sent again still has its earlier run's marker
+				// until the new run completes.
+				if markers != nil && markers[i] != nil && markers[i].Seq != part[i].stale {
 					m := markers[i]
 					found[m.Batch] = append(found[m.Batch], m.Seq)
 				} else {

@@ -36,6 +36,12 @@ type Collector struct {
 
 	outMu sync.Mutex
 
+	// After, if set, is a results stream sequence stored before this run
+	// began: the batch's subject is read from the next one on. A batch id
+	// used again holds results of earlier runs, superseded ones among them;
+	// those this run needs are found through their completion markers.
+	After uint64
+
 	Summary Summary
 	// Out receives each counted result once (JSON Lines), if set.
 	Out io.Writer
@@ -87,8 +93,8 @@ func (c *Collector) Seal() {
 // result will come for it.
 func (c *Collector) Unpublished(id string) { c.drop(c.hash(id), stateUnpublished) }
 
-// dropMissing says a job was done earlier but its result is no longer
-// stored.
+// dropMissing says a job was completed by an earlier run but its result is
+// no longer stored.
 func (c *Collector) dropMissing(h uint64) { c.drop(h, stateMissing) }
 
 func (c *Collector) drop(h, st uint64) {
@@ -254,9 +260,11 @@ func (c *Collector) Run(ctx context.Context, js jetstream.JetStream, n Names, ba
 	if c.Done() {
 		return nil
 	}
-	cons, err := js.OrderedConsumer(ctx, n.ResultsStream(), jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{n.ResultSubject(batch)},
-	})
+	cfg := jetstream.OrderedConsumerConfig{FilterSubjects: []string{n.ResultSubject(batch)}}
+	if c.After > 0 {
+		cfg.DeliverPolicy, cfg.OptStartSeq = jetstream.DeliverByStartSequencePolicy, c.After+1
+	}
+	cons, err := js.OrderedConsumer(ctx, n.ResultsStream(), cfg)
 	if err != nil {
 		return fmt.Errorf("reading results of batch %s: %w", batch, err)
 	}
@@ -325,6 +333,12 @@ type Summary struct {
 	// Earlier counts results of jobs completed by an earlier run, returned
 	// instead of sending the jobs again.
 	Earlier int `json:"from_earlier_runs"`
+	// EarlierRuns says which earlier batches completed them, and when
+	// (set from the publish report).
+	EarlierRuns []EarlierRun `json:"earlier_runs,omitempty"`
+	// SentAgain counts jobs an earlier run failed without sending anything,
+	// sent again by this run.
+	SentAgain int `json:"sent_again,omitempty"`
 	// Missing counts jobs completed by an earlier run whose result is no
 	// longer stored (expired or purged): their outcome is unknown.
 	Missing  int     `json:"missing,omitempty"`
@@ -425,10 +439,13 @@ func (s *Summary) String() string {
 		b.WriteString(")")
 	}
 	if s.Earlier > 0 {
-		fmt.Fprintf(&b, "; %d from earlier runs", s.Earlier)
+		fmt.Fprintf(&b, "; %d completed by an earlier run", s.Earlier)
+	}
+	if s.SentAgain > 0 {
+		fmt.Fprintf(&b, "; %d sent again (their earlier run sent nothing)", s.SentAgain)
 	}
 	if s.Missing > 0 {
-		fmt.Fprintf(&b, "; %d done earlier with results no longer stored", s.Missing)
+		fmt.Fprintf(&b, "; %d completed by an earlier run with results no longer stored", s.Missing)
 	}
 	fmt.Fprintf(&b, "; %d retries; latency p50 %dms p95 %dms p99 %dms; %.1fs, %.1f jobs/s",
 		s.Retries, s.P50MS, s.P95MS, s.P99MS, float64(s.WallMS)/1000, s.PerSec)

@@ -31,8 +31,11 @@ type Options struct {
 	Breaker     sender.Breaker
 	OnBreaker   func(host, from, to string)
 	Observer    worker.Observer
-	Names       queue.Names        // default prefix "jetpost"
-	Streams     queue.StreamConfig // default: R1, 1m dedup, 1h results
+	// RefuseLoopback leaves 127.0.0.0/8 out of the allowed networks, as a
+	// worker without JETPOST_ALLOWED_NETWORKS: jobs to it are refused.
+	RefuseLoopback bool
+	Names          queue.Names        // default prefix "jetpost"
+	Streams        queue.StreamConfig // default: R1, 1m dedup, 1h results
 
 	// Backoff between tries; default 5ms doubling to 20ms.
 	Backoff sender.Backoff
@@ -90,9 +93,13 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+		if o.RefuseLoopback {
+			allowed = nil
+		}
 		snd, err := sender.New(sender.Config{
 			Timeout: 10 * time.Second, MaxConnsPerHost: o.MaxInflight, IdempotencyHeader: "Idempotency-Key",
-			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+			AllowedNetworks: allowed,
 			Breaker:         o.Breaker, OnBreakerChange: o.OnBreaker,
 		})
 		if err != nil {

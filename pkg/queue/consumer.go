@@ -450,7 +450,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
 	dedup := ResultID(d.Job)
-	marker, err := c.storeResultMarked(ctx, r, dedup, data)
+	marker, err := c.storeResultMarked(ctx, d.Job, r, dedup, data)
 	if err != nil {
 		return nil, fmt.Errorf("storing result: %w", err)
 	}

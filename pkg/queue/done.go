@@ -7,6 +7,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"time"
 
@@ -45,6 +46,40 @@ type DoneMarker struct {
 	Batch string `json:"batch"`
 	// Seq is the result's sequence in the results stream.
 	Seq uint64 `json:"seq"`
+	// The outcome, so that a re-run can tell a job that sent nothing from
+	// one that did without reading its result. Markers written before these
+	// fields existed read as "sent", the safe side.
+	OK       bool   `json:"ok,omitempty"`
+	Attempts int    `json:"attempts,omitempty"`
+	Reason   string `json:"reason,omitempty"`
+	// Run is the job's re-drive count in that run; a job sent again takes
+	// the next one, so its result is not taken for a duplicate.
+	Run int `json:"run,omitempty"`
+	// At is when the marker was stored (the server's time stamp), not part
+	// of the value.
+	At time.Time `json:"-"`
+}
+
+// SentNothing reports whether the marked run ended without starting any
+// request: refused before sending, expired or cancelled. Sending such a job
+// again cannot duplicate a request.
+func (m *DoneMarker) SentNothing() bool {
+	if m.OK || m.Attempts != 0 {
+		return false
+	}
+	switch m.Reason {
+	case job.ReasonRefused, job.ReasonExpired, job.ReasonCancelled:
+		return true
+	}
+	return false
+}
+
+// RerunMsgID is the de-duplication id of a job sent again after the run
+// marked by m sent nothing: the job id alone would be dropped within the
+// dedup window, and naming the earlier result makes a repeated re-run of
+// the same file idempotent.
+func RerunMsgID(m *DoneMarker) string {
+	return m.ID + "/rerun/" + m.Batch + "/" + strconv.FormatUint(m.Seq, 10)
 }
 
 func (n Names) doneSubjectPrefix() string { return "$KV." + n.DoneBucket() + "." }
@@ -74,12 +109,15 @@ func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamC
 // it here would add a round trip to every job. A lost marker costs only the
 // protection of a re-run after the dedup window. The bucket exists: Setup
 // creates it.
-func (c *Consumer) storeResultMarked(ctx context.Context, r *job.Result, dedup string, data []byte) (jetstream.PubAckFuture, error) {
+func (c *Consumer) storeResultMarked(ctx context.Context, j *job.Job, r *job.Result, dedup string, data []byte) (jetstream.PubAckFuture, error) {
 	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data)
 	if err != nil {
 		return nil, err
 	}
-	value, err := json.Marshal(DoneMarker{ID: r.ID, Batch: r.Batch, Seq: ack.Sequence}) // a duplicate's ack carries the original's sequence
+	value, err := json.Marshal(DoneMarker{
+		ID: r.ID, Batch: r.Batch, Seq: ack.Sequence, // a duplicate's ack carries the original's sequence
+		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: j.Redrive,
+	})
 	if err != nil {
 		return nil, nil
 	}
@@ -239,6 +277,7 @@ func (c *DoneCall) Wait(ctx context.Context) ([]*DoneMarker, error) {
 		if err := json.Unmarshal(m.Data, &dm); err != nil || dm.Seq == 0 {
 			continue
 		}
+		dm.At, _ = time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
 		if index == nil {
 			index = make(map[DoneKey]int, len(c.keys))
 			for i, k := range c.keys {
@@ -360,8 +399,15 @@ func readOrdered(ctx context.Context, cons jetstream.Consumer, fn func(m jetstre
 
 // ReadResults calls fn with every result of batch stored now, in stream
 // order, and returns how many there were. Results stored while it reads may
-// or may not be included.
+// or may not be included. A batch re-driven holds more than one result for
+// some jobs; ReadLatestResults gives one per job.
 func ReadResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, fn func(seq uint64, data []byte) error) (int, error) {
+	return readResultsUpTo(ctx, js, n, batch, 0, fn)
+}
+
+// readResultsUpTo is ReadResults stopping after stream sequence last (0:
+// no bound).
+func readResultsUpTo(ctx context.Context, js jetstream.JetStream, n Names, batch string, last uint64, fn func(seq uint64, data []byte) error) (int, error) {
 	st, err := js.Stream(ctx, n.ResultsStream())
 	if err != nil {
 		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
@@ -380,8 +426,11 @@ func ReadResults(ctx context.Context, js jetstream.JetStream, n Names, batch str
 	}
 	count := 0
 	err = readOrdered(ctx, cons, func(m jetstream.Msg, seq uint64) (bool, error) {
+		if last > 0 && seq > last {
+			return true, nil
+		}
 		count++
-		return false, fn(seq, m.Data())
+		return last > 0 && seq == last, fn(seq, m.Data())
 	})
 	if err != nil {
 		return count, fmt.Errorf("reading results of batch %s: %w", batch, err)

@@ -16,7 +16,7 @@ import (
 	"github.com/jetpost/jetpost/pkg/queue"
 )
 
-func jsFor(t *testing.T, url string, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
+func jsFor(t testing.TB, url string, opts ...jetstream.JetStreamOpt) jetstream.JetStream {
 	t.Helper()
 	nc, err := nats.Connect(url)
 	if err != nil {

@@ -1,0 +1,144 @@
+package queue
+
+import (
+	"bytes"
+	"cmp"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"hash/maphash"
+	"slices"
+
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// A batch holds one result per job and run: a re-drive, or a re-run that
+// sends again a job whose earlier run sent nothing, adds a result for the
+// same job. The latest in stream order is the job's result; the earlier
+// ones are superseded (kept until they expire, but not returned).
+
+// LatestStats says what ReadLatestResults read.
+type LatestStats struct {
+	Results    int // handed to fn: one per job
+	Superseded int // earlier results of the same jobs, left out
+}
+
+// ReadLatestResults calls fn, in stream order, with the latest stored
+// result of each job of batch. It reads the batch twice: first the ids
+// (16 bytes a result, to find the superseded ones), then the records up to
+// where the first pass ended, so that a result stored in between cannot
+// give a job two.
+func ReadLatestResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, fn func(seq uint64, data []byte) error) (LatestStats, error) {
+	var st LatestStats
+	superseded, last, err := supersededResults(ctx, js, n, batch)
+	if err != nil || last == 0 {
+		return st, err
+	}
+	st.Superseded = len(superseded)
+	_, err = readResultsUpTo(ctx, js, n, batch, last, func(seq uint64, data []byte) error {
+		if _, found := slices.BinarySearch(superseded, seq); found {
+			return nil
+		}
+		st.Results++
+		return fn(seq, data)
+	})
+	return st, err
+}
+
+// supersededResults returns, ascending, the stream sequences of batch's
+// results that a later result of the same job replaces, and the last
+// sequence it read (0: none). A 64-bit hash stands for the id: two ids of
+// one batch collide with odds of about n²/2⁶⁵.
+func supersededResults(ctx context.Context, js jetstream.JetStream, n Names, batch string) ([]uint64, uint64, error) {
+	type entry struct{ h, seq uint64 }
+	seed := maphash.MakeSeed()
+	var entries []entry
+	var last uint64
+	_, err := ReadResults(ctx, js, n, batch, func(seq uint64, data []byte) error {
+		if id, ok := resultID(data); ok {
+			entries = append(entries, entry{maphash.String(seed, id), seq})
+		}
+		last = seq
+		return nil
+	})
+	if err != nil {
+		return nil, 0, err
+	}
+	slices.SortFunc(entries, func(a, b entry) int {
+		return cmp.Or(cmp.Compare(a.h, b.h), cmp.Compare(a.seq, b.seq))
+	})
+	var out []uint64
+	for i := 0; i+1 < len(entries); i++ {
+		if entries[i].h == entries[i+1].h {
+			out = append(out, entries[i].seq)
+		}
+	}
+	slices.Sort(out)
+	return out, last, nil
+}
+
+// resultID returns a result record's id. Workers write it first and
+// escape-free ids are the rule, so it is read straight off the front,
+// without a parse of the whole record (which costs more than its transfer).
+func resultID(data []byte) (string, bool) {
+	const prefix = `{"id":"`
+	if rest, ok := bytes.CutPrefix(data, []byte(prefix)); ok {
+		if end := bytes.IndexByte(rest, '"'); end >= 0 && bytes.IndexByte(rest[:end], '\\') < 0 {
+			return string(rest[:end]), true
+		}
+	}
+	var r struct {
+		ID string `json:"id"`
+	}
+	if json.Unmarshal(data, &r) != nil {
+		return "", false
+	}
+	return r.ID, true
+}
+
+// ResultsLastSeq is the results stream's last sequence: every result
+// stored from now on comes after it.
+func ResultsLastSeq(ctx context.Context, js jetstream.JetStream, n Names) (uint64, error) {
+	st, err := js.Stream(ctx, n.ResultsStream())
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
+	}
+	info, err := st.Info(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
+	}
+	return info.State.LastSeq, nil
+}
+
+// RetireDeadLetters deletes the dead letters of batch whose failed result
+// match accepts, and returns how many it deleted. A job sent again by a
+// re-run is retired from the dead-letter stream as a re-drive retires it,
+// so that a later re-drive does not send it once more.
+func RetireDeadLetters(ctx context.Context, js jetstream.JetStream, n Names, batch string, match func(r *job.Result) bool) (int, error) {
+	dlq, err := js.Stream(ctx, n.DLQStream())
+	if err != nil {
+		return 0, fmt.Errorf("stream %s: %w", n.DLQStream(), err)
+	}
+	var seqs []uint64
+	err = DeadLetters(ctx, js, n, batch, func(dl StoredDeadLetter) error {
+		if match(&dl.Result) {
+			seqs = append(seqs, dl.Seq)
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, err
+	}
+	deleted := 0
+	for _, seq := range seqs {
+		err := dlq.DeleteMsg(ctx, seq)
+		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
+			return deleted, fmt.Errorf("removing dead letter %d: %w", seq, err)
+		}
+		deleted++
+	}
+	return deleted, nil
+}
