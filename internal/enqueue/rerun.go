@@ -68,7 +68,7 @@ func (rep *PublishReport) RerunNotes() []string {
 				plural(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
 		}
 		if r.SentAgain > 0 {
-			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, expired or cancelled); sent again.",
+			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, breaker open, expired or cancelled); sent again.",
 				plural(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
 		}
 	}

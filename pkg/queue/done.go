@@ -61,14 +61,15 @@ type DoneMarker struct {
 }
 
 // SentNothing reports whether the marked run ended without starting any
-// request: refused before sending, expired or cancelled. Sending such a job
-// again cannot duplicate a request.
+// request: refused before sending, turned away by an open breaker on every
+// try, expired or cancelled. Sending such a job again cannot duplicate a
+// request.
 func (m *DoneMarker) SentNothing() bool {
 	if m.OK || m.Attempts != 0 {
 		return false
 	}
 	switch m.Reason {
-	case job.ReasonRefused, job.ReasonExpired, job.ReasonCancelled:
+	case job.ReasonRefused, job.ReasonBreakerOpen, job.ReasonExpired, job.ReasonCancelled:
 		return true
 	}
 	return false

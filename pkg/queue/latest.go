@@ -51,14 +51,15 @@ func ReadLatestResults(ctx context.Context, js jetstream.JetStream, n Names, bat
 // supersededResults returns, ascending, the stream sequences of batch's
 // results that a later result of the same job replaces, and the last
 // sequence it read (0: none). A 64-bit hash stands for the id: two ids of
-// one batch collide with odds of about n²/2⁶⁵.
+// one batch collide with odds of about n²/2⁶⁵. Records without an id (an
+// invalid message's, when none could be read) are never superseded.
 func supersededResults(ctx context.Context, js jetstream.JetStream, n Names, batch string) ([]uint64, uint64, error) {
 	type entry struct{ h, seq uint64 }
 	seed := maphash.MakeSeed()
 	var entries []entry
 	var last uint64
 	_, err := ReadResults(ctx, js, n, batch, func(seq uint64, data []byte) error {
-		if id, ok := resultID(data); ok {
+		if id, ok := resultID(data); ok && id != "" {
 			entries = append(entries, entry{maphash.String(seed, id), seq})
 		}
 		last = seq

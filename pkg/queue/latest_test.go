@@ -77,6 +77,8 @@ func TestDoneMarkerSaysWhetherAnythingWasSent(t *testing.T) {
 		{queue.DoneMarker{Reason: job.ReasonExpired}, false},
 		{queue.DoneMarker{Reason: job.ReasonExpired, Attempts: 1}, true},
 		{queue.DoneMarker{Reason: job.ReasonCancelled}, false},
+		{queue.DoneMarker{Reason: job.ReasonBreakerOpen}, false},
+		{queue.DoneMarker{Reason: job.ReasonBreakerOpen, Attempts: 1}, true}, // its probe was sent
 		{queue.DoneMarker{Reason: job.ReasonPermanent, Attempts: 1}, true},
 		{queue.DoneMarker{Reason: job.ReasonInvalid}, true},
 		{queue.DoneMarker{}, true}, // written before markers carried the outcome
