@@ -66,7 +66,7 @@ type Worker struct {
 	MaxResponseBytes int64         `split_words:"true" default:"65536" desc:"response body kept in the result; longer bodies are truncated"`
 	MaxRedirects     int           `split_words:"true" default:"5" desc:"redirects followed per attempt"`
 
-	IdempotencyHeader string `split_words:"true" default:"Idempotency-Key" desc:"header carrying the job id on every request; empty disables"`
+	IdempotencyHeader string `split_words:"true" default:"Idempotency-Key" desc:"header carrying the job id on every request (<id>:callback on its callback POST); empty disables"`
 	AllowedNetworks   string `split_words:"true" desc:"CIDRs that may be reached despite the default refusal of loopback, private and link-local addresses, e.g. 127.0.0.0/8"`
 
 	BreakerFailures         uint32        `split_words:"true" default:"10" desc:"failed answers (network error, timeout, 5xx) within JETPOST_BREAKER_WINDOW before a host's breaker may open; fewer never open it"`

@@ -231,6 +231,9 @@ type counted struct {
 	Attempts   int    `json:"attempts"`
 	Reason     string `json:"reason"`
 	DurationMS int64  `json:"duration_ms"`
+	Callback   *struct {
+		OK bool `json:"ok"`
+	} `json:"callback"`
 }
 
 func decodeCounted(raw []byte) (*counted, error) {
@@ -341,15 +344,18 @@ type Summary struct {
 	SentAgain int `json:"sent_again,omitempty"`
 	// Missing counts jobs completed by an earlier run whose result is no
 	// longer stored (expired or purged): their outcome is unknown.
-	Missing  int     `json:"missing,omitempty"`
-	Attempts int     `json:"attempts"`
-	Retries  int     `json:"retries"`
-	latency  []int32 // of the last attempt, ms
-	P50MS    int64   `json:"p50_ms"`
-	P95MS    int64   `json:"p95_ms"`
-	P99MS    int64   `json:"p99_ms"`
-	WallMS   int64   `json:"wall_ms"`
-	PerSec   float64 `json:"jobs_per_second"`
+	Missing int `json:"missing,omitempty"`
+	// CallbacksFailed counts jobs whose callback finally failed: the job's
+	// outcome stands, the callback has a dead letter of its own.
+	CallbacksFailed int     `json:"callbacks_failed,omitempty"`
+	Attempts        int     `json:"attempts"`
+	Retries         int     `json:"retries"`
+	latency         []int32 // of the last attempt, ms
+	P50MS           int64   `json:"p50_ms"`
+	P95MS           int64   `json:"p95_ms"`
+	P99MS           int64   `json:"p99_ms"`
+	WallMS          int64   `json:"wall_ms"`
+	PerSec          float64 `json:"jobs_per_second"`
 }
 
 func newSummary() Summary { return Summary{ByReason: map[string]int{}} }
@@ -364,7 +370,13 @@ func (s *Summary) reserve(n int) {
 
 // Add counts one result; earlier says it came from an earlier run.
 func (s *Summary) Add(r *job.Result, earlier bool) {
-	s.add(&counted{ID: r.ID, OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, DurationMS: r.DurationMS}, earlier)
+	c := &counted{ID: r.ID, OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, DurationMS: r.DurationMS}
+	if r.Callback != nil {
+		c.Callback = &struct {
+			OK bool `json:"ok"`
+		}{r.Callback.OK}
+	}
+	s.add(c, earlier)
 }
 
 func (s *Summary) add(r *counted, earlier bool) {
@@ -388,7 +400,14 @@ func (s *Summary) add(r *counted, earlier bool) {
 		}
 		s.ByReason[reason]++
 	}
-	s.latency = append(s.latency, int32(min(max(r.DurationMS, 0), 1<<31-1)))
+	if r.Callback != nil && !r.Callback.OK {
+		s.CallbacksFailed++
+	}
+	// A job that sent nothing (turned away, refused, expired) has no
+	// latency: a 0 would pull the percentiles down.
+	if r.Attempts > 0 {
+		s.latency = append(s.latency, int32(min(max(r.DurationMS, 0), 1<<31-1)))
+	}
 }
 
 func (s *Summary) addMissing(d int) {
@@ -446,6 +465,9 @@ func (s *Summary) String() string {
 	}
 	if s.Missing > 0 {
 		fmt.Fprintf(&b, "; %d completed by an earlier run with results no longer stored", s.Missing)
+	}
+	if s.CallbacksFailed > 0 {
+		fmt.Fprintf(&b, "; %d callbacks failed (dead-lettered; enqueue redrive re-sends them)", s.CallbacksFailed)
 	}
 	fmt.Fprintf(&b, "; %d retries; latency p50 %dms p95 %dms p99 %dms; %.1fs, %.1f jobs/s",
 		s.Retries, s.P50MS, s.P95MS, s.P99MS, float64(s.WallMS)/1000, s.PerSec)

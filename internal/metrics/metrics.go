@@ -63,7 +63,7 @@ func New(reconnects func() uint64) *Metrics {
 		Name: "jetpost_breaker_state", Help: "Circuit breaker state per host: 0 closed, 1 half-open, 2 open.",
 	}, []string{"host"})
 	m.deadLetter = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed and were copied to the dead-letter stream.",
+		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed, and callbacks that finally failed, copied to the dead-letter stream.",
 	})
 	m.reg.MustRegister(m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
@@ -108,6 +108,9 @@ func (m *Metrics) Observer() worker.Observer {
 			outcome := "ok"
 			if !r.OK {
 				outcome = r.Reason
+			}
+			// One dead letter either way: the job's, or its callback's.
+			if !r.OK || (r.Callback != nil && !r.Callback.OK) {
 				m.deadLetter.Inc()
 			}
 			m.jobs.WithLabelValues(outcome).Inc()
