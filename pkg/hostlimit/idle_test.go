@@ -167,8 +167,12 @@ func TestWaitingAfterAnIdleGapAsWhenBusy(t *testing.T) {
 			roundTrips(t, l, clock, a, 30, 50*time.Millisecond)
 			l.cfg.MaxWaiting = 8 // only now: roundTrips runs until a refusal
 			clock.advance(gap)
-			// The new batch's first requests fill the host's slots.
-			for range hostLimit(l, a.Host) {
+			// The new batch's first requests fill the host's slots (past
+			// IdleAfter, those of the host learned afresh).
+			if _, na := admit(t, l, a); na != nil {
+				t.Fatal(na)
+			}
+			for range hostLimit(l, a.Host) - 1 {
 				if _, na := admit(t, l, a); na != nil {
 					t.Fatal(na)
 				}
@@ -241,5 +245,27 @@ func TestRateLimitedBatchAfterAnIdleGap(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// An idle worker forgets idle hosts too: the board's snapshots sweep, so
+// what enqueue status shows and what the worker keeps do not wait for the
+// next batch.
+func TestIdleWorkerForgetsIdleHosts(t *testing.T) {
+	clock := newClock()
+	l := seeded(t, Config{MaxInflight: 4, Now: clock.now})
+	for _, h := range hostNames(3) {
+		rel, na := admit(t, l, sender.AdmitRequest{Host: h})
+		if na != nil {
+			t.Fatal(na)
+		}
+		rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
+	}
+	if n := len(l.Snapshot()); n != 3 {
+		t.Fatalf("%d hosts, want 3", n)
+	}
+	clock.advance(DefaultIdleAfter + time.Minute)
+	if st := l.Snapshot(); len(st) != 0 {
+		t.Fatalf("after %v idle the snapshot still lists %+v", DefaultIdleAfter+time.Minute, st)
 	}
 }

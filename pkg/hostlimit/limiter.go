@@ -874,10 +874,14 @@ func Busiest(hosts []HostState, n int) []HostState {
 	return hosts[:n]
 }
 
-// Snapshot returns every known host's state, sorted by host.
+// Snapshot returns every known host's state, sorted by host. It sweeps
+// too: the board asks every few seconds, so an idle worker also forgets
+// idle hosts, rather than at the next batch's first request.
 func (l *Limiter) Snapshot() []HostState {
+	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.maybeSweep(now)
 	out := make([]HostState, 0, len(l.hosts))
 	for _, h := range l.hosts {
 		s := HostState{Host: h.key, Limit: h.limit(), InFlight: h.inflight, Waiting: len(h.waiters), Adaptive: h.fixed == 0,
