@@ -81,7 +81,9 @@ func startFleet(t *testing.T, ns *server.Server, o fleetOpts) []*hostlimit.Limit
 		}
 		limiters = append(limiters, lim)
 		snd, err := sender.New(sender.Config{
-			Timeout: 10 * time.Second, MaxConnsPerHost: o.maxInflight, IdempotencyHeader: "Idempotency-Key",
+			// Longer than any wait of a test's target (the gate of
+			// TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast).
+			Timeout: time.Minute, MaxConnsPerHost: o.maxInflight, IdempotencyHeader: "Idempotency-Key",
 			AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
 			Breaker:         sender.Breaker{Failures: 1000, OpenTimeout: time.Second},
 			Admission:       lim,
@@ -181,7 +183,7 @@ func TestFleetRateLimitAcrossThreeWorkersAndOtherHostsFlowPast(t *testing.T) {
 		if limitedSeen.Add(1) == n {
 			select {
 			case <-freeDone:
-			case <-time.After(2 * time.Minute): // bounds a broken test only
+			case <-time.After(50 * time.Second): // bounds a broken test only, within the request timeout
 				t.Errorf("the unlimited host received %d of %d requests while the limited host's last one waited",
 					freeSeen.Load(), n)
 			}
