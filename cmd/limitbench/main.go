@@ -434,7 +434,7 @@ func publishAndWait(ctx context.Context, js jetstream.JetStream, batch, turl str
 	seen := map[string]bool{}
 	res.byWorker = map[string]int{}
 	for len(seen) < n {
-		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Minute))
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Minute)) // longer than MaxDefer: a stuck run only
 		if err != nil {
 			return res, fmt.Errorf("reading results (%d of %d): %w", len(seen), n, err)
 		}
