@@ -12,11 +12,15 @@
 //   - fixed: the same target and worker with a fixed pool of 200
 //     (JETPOST_ADAPTIVE_CONCURRENCY=false), as the seed scripts did;
 //   - oracle: a fixed pool of exactly the target's capacity (30): the most
-//     this machine's pipeline gets out of the target.
+//     this machine's pipeline gets out of the target;
+//   - idle: one worker (JETPOST_MAX_INFLIGHT=40), a target answering in
+//     50 ms, a batch of 600 jobs, an idle gap (-gap, default 20s), another
+//     600; adaptive concurrency on and off (not in the default set: it
+//     waits out the gap twice, and -write puts it in a section of its own).
 //
 // Usage:
 //
-//	go run ./cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle] [-repeat N] [-quick] [-write]
+//	go run ./cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
 //
 // ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
@@ -70,6 +74,7 @@ type options struct {
 	quick     bool
 	write     bool
 	md        string
+	gap       time.Duration
 }
 
 func run(ctx context.Context, args []string) error {
@@ -77,9 +82,10 @@ func run(ctx context.Context, args []string) error {
 	fs := flag.NewFlagSet("limitbench", flag.ContinueOnError)
 	sc := fs.String("scenario", "fleet,batch,adaptive,fixed,oracle", "scenarios to run")
 	fs.BoolVar(&o.quick, "quick", false, "fewer jobs (a smoke run, not figures)")
-	fs.IntVar(&o.repeat, "repeat", 1, "runs of each capacity scenario (adaptive, fixed, oracle); the table shows the median run and lists them all")
+	fs.IntVar(&o.repeat, "repeat", 1, "runs of each capacity scenario (adaptive, fixed, oracle, idle); the table shows the median run and lists them all")
 	fs.BoolVar(&o.write, "write", false, "write the table into BENCHMARKS.md between the limitbench markers")
 	fs.StringVar(&o.md, "md", "BENCHMARKS.md", "file -write updates")
+	fs.DurationVar(&o.gap, "gap", 20*time.Second, "the idle scenario's gap between its two batches")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -103,9 +109,14 @@ func run(ctx context.Context, args []string) error {
 		b.repeatFlag = fmt.Sprintf(" -repeat %d", o.repeat)
 	}
 	var rows []row
+	var idle string
 	for _, s := range o.scenarios {
 		var rs []row
 		switch strings.TrimSpace(s) {
+		case "idle":
+			if idle, err = b.idleTable(ctx, o.gap, o.repeat); err != nil {
+				return err
+			}
 		case "fleet":
 			for _, workers := range []int{1, 3} {
 				r, err := b.rate(ctx, workers, false)
@@ -137,10 +148,22 @@ func run(ctx context.Context, args []string) error {
 		}
 		rows = append(rows, rs...)
 	}
+	md := filepath.Join(root, o.md)
+	if idle != "" {
+		fmt.Print(idle)
+		if o.write {
+			if err := writeSection(md, idle, idleBegin, idleEnd, idleHeading); err != nil {
+				return err
+			}
+		}
+	}
+	if len(rows) == 0 {
+		return nil
+	}
 	table := b.table(rows)
 	fmt.Print(table)
 	if o.write {
-		return writeSection(filepath.Join(root, o.md), table)
+		return writeSection(md, table, beginMarker, endMarker, "## Host limits: fleet-wide rate and adaptive concurrency")
 	}
 	return nil
 }
@@ -313,18 +336,36 @@ func (r batchResult) perWorker() string {
 // batch starts workers, publishes n jobs for turl as enqueue does (rate:
 // as enqueue --rate sets it), and reads back every result.
 func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []string, turl string, n int, rate float64) (batchResult, error) {
-	var res batchResult
+	stop, err := b.startWorkers(ctx, natsURL, workers, env)
+	if err != nil {
+		return batchResult{}, err
+	}
+	defer stop()
+	js, closeJS, err := connect(ctx, natsURL)
+	if err != nil {
+		return batchResult{}, err
+	}
+	defer closeJS()
+	return publishAndWait(ctx, js, "bench", turl, n, rate)
+}
+
+// startWorkers starts worker processes; stop ends them.
+func (b *bench) startWorkers(ctx context.Context, natsURL string, workers int, env []string) (stop func(), err error) {
 	base := append(benchkit.CleanEnv(), "JETPOST_NATS_URL="+natsURL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8",
 		"JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=warn")
 	var procs []*exec.Cmd
-	defer func() {
+	var stops []func()
+	stop = func() {
 		for _, p := range procs {
 			_ = p.Process.Signal(syscall.SIGTERM)
 		}
 		for _, p := range procs {
 			_ = p.Wait()
 		}
-	}()
+		for _, s := range stops {
+			s()
+		}
+	}
 	debug := os.Getenv("LIMITBENCH_DEBUG") != ""
 	for i := range workers {
 		cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "worker"))
@@ -332,38 +373,50 @@ func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []st
 		if debug && i == 0 {
 			addr, err := benchkit.FreeAddr()
 			if err != nil {
-				return res, err
+				stop()
+				return nil, err
 			}
 			cmd.Env = append(cmd.Env, "JETPOST_HTTP_ADDR="+addr)
-			stop := watchMetrics(addr)
-			defer stop()
+			stops = append(stops, watchMetrics(addr))
 		}
 		cmd.Stderr = os.Stderr
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
-			return res, err
+			stop()
+			return nil, err
 		}
 		procs = append(procs, cmd)
 	}
+	return stop, nil
+}
 
+// connect opens JetStream and sets up the streams as enqueue does.
+func connect(ctx context.Context, natsURL string) (jetstream.JetStream, func(), error) {
 	nc, err := nats.Connect(natsURL)
 	if err != nil {
-		return res, err
+		return nil, nil, err
 	}
-	defer nc.Close()
 	js, err := jetstream.New(nc, jetstream.WithPublishAsyncMaxPending(4096))
 	if err != nil {
-		return res, err
+		nc.Close()
+		return nil, nil, err
 	}
 	// The shape enqueue gives the streams by default.
 	if err := queue.Setup(ctx, js, names, queue.StreamConfig{Replicas: 1, DedupWindow: 30 * time.Minute, ResultsMaxAge: 168 * time.Hour}); err != nil {
-		return res, err
+		nc.Close()
+		return nil, nil, err
 	}
-	const batch = "bench"
+	return js, nc.Close, nil
+}
+
+// publishAndWait publishes n jobs of batch for turl and reads back every
+// result.
+func publishAndWait(ctx context.Context, js jetstream.JetStream, batch, turl string, n int, rate float64) (batchResult, error) {
+	var res batchResult
 	start := time.Now()
 	pub := queue.NewPublisher(js, names, 4096, nil)
 	for i := range n {
-		j := &job.Job{ID: fmt.Sprintf("job-%06d", i), Batch: batch, Method: "GET",
+		j := &job.Job{ID: fmt.Sprintf("%s-%06d", batch, i), Batch: batch, Method: "GET",
 			URL: fmt.Sprintf("%s/items/%d", turl, i), EnqueuedAt: start.UTC(), Rate: rate}
 		if err := pub.Publish(ctx, j); err != nil {
 			return res, err
@@ -381,7 +434,7 @@ func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []st
 	seen := map[string]bool{}
 	res.byWorker = map[string]int{}
 	for len(seen) < n {
-		msg, err := cons.Next(jetstream.FetchMaxWait(2 * time.Minute))
+		msg, err := cons.Next(jetstream.FetchMaxWait(5 * time.Minute)) // longer than MaxDefer: a stuck run only
 		if err != nil {
 			return res, fmt.Errorf("reading results (%d of %d): %w", len(seen), n, err)
 		}
@@ -512,8 +565,9 @@ const (
 )
 
 // writeSection replaces the text between the markers, or appends a section
-// with them when the file (or the markers) do not exist yet.
-func writeSection(path, table string) error {
+// (heading, then the markers) when the file (or the markers) do not exist
+// yet.
+func writeSection(path, table, beginMarker, endMarker, heading string) error {
 	data, err := os.ReadFile(path)
 	if err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
@@ -528,7 +582,7 @@ func writeSection(path, table string) error {
 		if s == "" {
 			s = "# Benchmarks\n"
 		}
-		s = strings.TrimRight(s, "\n") + "\n\n## Host limits: fleet-wide rate and adaptive concurrency\n\n" + block + "\n"
+		s = strings.TrimRight(s, "\n") + "\n\n" + heading + "\n\n" + block + "\n"
 	}
 	return os.WriteFile(path, []byte(s), 0o644)
 }

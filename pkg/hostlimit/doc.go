@@ -39,6 +39,14 @@
 // sender bounds the requests in flight (sender.Config.MaxRequests) after
 // admission, so a waiting job holds no request place.
 //
+// # Idle gaps cost nothing
+//
+// No state slows a batch for having arrived after an idle gap: a host
+// counts as stalled only while it owes an answer (since its last answer or
+// since it went from idle to busy, whichever is later), and no line of
+// refused jobs reaches further ahead than MaxDefer. A host idle for
+// IdleAfter is forgotten and starts afresh.
+//
 // # A 429 is paced, not backed off
 //
 // A job whose host answers 429 without Retry-After spends its attempt, as

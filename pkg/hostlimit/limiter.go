@@ -152,19 +152,36 @@ type hostState struct {
 	// waiters are requests waiting in Admit for a slot, first come first
 	// served; release hands its slot to the first.
 	waiters []chan struct{}
-	// lastAnswer is when the last request finished (or the host was first
-	// seen): with requests in flight, the host's latency is at least the
-	// time since, which is how a host that hangs is noticed before any of
-	// its requests times out.
-	lastAnswer time.Time
-	lastUsed   time.Time
-	refused    uint64
-	admitted   uint64
+	// owedSince is when the host last answered or went from idle to busy,
+	// whichever is later: with requests in flight, the host's latency is at
+	// least the time since, which is how a host that hangs is noticed
+	// before any of its requests times out. An idle gap is not a stall.
+	owedSince time.Time
+	lastUsed  time.Time
+	refused   uint64
+	admitted  uint64
 	// refusedInARow counts the host's 429s since its last success: one now
 	// and then is an adaptive limit probing the edge; a run of them is a
 	// host refusing for another reason (a quota), which Pace leaves to
 	// the worker's backoff.
 	refusedInARow int
+}
+
+// stalled is how long the host has owed an answer: 0 while it is idle.
+func (h *hostState) stalled(now time.Time) time.Duration {
+	if h.inflight == 0 {
+		return 0
+	}
+	return max(0, now.Sub(h.owedSince))
+}
+
+// occupy takes one of h's slots; a host that was idle starts owing an
+// answer now.
+func (h *hostState) occupy(now time.Time) {
+	if h.inflight == 0 {
+		h.owedSince = now
+	}
+	h.inflight++
 }
 
 func (h *hostState) limit() int {
@@ -311,7 +328,7 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (func(sender
 // it may, or returns the refusal. l.mu is held on entry and on return.
 func (l *Limiter) acquireSlot(ctx context.Context, h *hostState, now time.Time) error {
 	if h.inflight < h.limit() && len(h.waiters) == 0 {
-		h.inflight++
+		h.occupy(now)
 		return nil
 	}
 	maxWait, ok := l.mayWait(h, now)
@@ -339,7 +356,7 @@ func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
 	if l.waiting >= l.cfg.MaxWaiting || len(h.waiters) >= perHost {
 		return 0, false
 	}
-	if h.inflight > 0 && now.Sub(h.lastAnswer) > 2*lat {
+	if h.stalled(now) > 2*lat {
 		return 0, false // the host is not answering: waiting would only hold the slot
 	}
 	return min(l.cfg.MaxWait, time.Duration(waits)*lat), true
@@ -368,7 +385,7 @@ func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, 
 			return nil
 		}
 		h.inflight--
-		l.grantWaiters(h)
+		l.grantWaiters(h, l.cfg.Now())
 		return err
 	default:
 	}
@@ -391,12 +408,12 @@ func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
 
 // grantWaiters hands free slots of h to its waiters, first come first
 // served. l.mu is held.
-func (l *Limiter) grantWaiters(h *hostState) {
+func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
 	for len(h.waiters) > 0 && h.inflight < h.limit() {
 		w := h.waiters[0]
 		h.waiters = slices.Delete(h.waiters, 0, 1)
 		l.waiting--
-		h.inflight++
+		h.occupy(now)
 		w <- struct{}{}
 	}
 }
@@ -406,7 +423,7 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h.inflight--
-	h.lastUsed, h.lastAnswer = now, now
+	h.lastUsed, h.owedSince = now, now
 	switch {
 	case !fb.Sent || fb.Canceled:
 	case fb.Status == http.StatusTooManyRequests:
@@ -417,14 +434,14 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	// With a fixed limit the adaptive state still learns the latency, for
 	// scheduling refused jobs; its own limit is not used.
 	h.conc.observe(fb, start, inflight, now)
-	l.grantWaiters(h)
+	l.grantWaiters(h, now)
 }
 
 // host returns the state of key, creating it. l.mu is held.
 func (l *Limiter) host(key string, now time.Time) *hostState {
 	h, ok := l.hosts[key]
 	if !ok {
-		h = &hostState{key: key, lastAnswer: now}
+		h = &hostState{key: key}
 		h.conc = newAdaptive(l.cfg.InitialLimit, l.cfg.MaxInflight, l.cfg.Backoff, l.cfg.LatencyTolerance)
 		if l.cfg.Fixed {
 			h.fixed = l.cfg.MaxInflight
@@ -455,7 +472,7 @@ func (l *Limiter) bucket(key string, r Rate, now time.Time) *bucket {
 // never come much faster than the host can take them, which keeps the
 // delayed NAKs, and JetStream's work, to about one per job. l.mu is held.
 func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
-	stalled := now.Sub(h.lastAnswer) // h.inflight > 0 here, or it just answered (Pace)
+	stalled := h.stalled(now)
 	lat := h.conc.baseLatency()
 	if lat == 0 {
 		// Too few answers to know the host's pace (its first round trips):
@@ -527,13 +544,19 @@ func (l *Limiter) RateLimited(r sender.AdmitRequest) bool {
 var _ sender.RateLimiter = (*Limiter)(nil)
 
 // schedule books the next place on a cursor spaced by spacing and returns
-// the wait until it, capped by MaxDefer.
+// the wait until it, capped by MaxDefer. A job told MaxDefer comes back
+// then, so that is its place: the cursor never runs further ahead, or the
+// places such jobs leave empty would push every later job back, even
+// those of a batch that arrives after the line has long drained.
 func (l *Limiter) schedule(cursor *time.Time, now time.Time, spacing time.Duration) time.Duration {
 	if cursor.Before(now) {
 		*cursor = now
 	}
 	*cursor = cursor.Add(max(spacing, time.Microsecond))
-	return min(cursor.Sub(now), l.cfg.MaxDefer)
+	if last := now.Add(l.cfg.MaxDefer); cursor.After(last) {
+		*cursor = last
+	}
+	return cursor.Sub(now)
 }
 
 // jitter returns a duration uniformly drawn in [d/2, 3d/2). l.mu is held.
@@ -776,9 +799,13 @@ func (l *Limiter) rateWait(ctx context.Context, b *bucket, now, until time.Time)
 	if wait, ok := reserved(); ok {
 		return wait
 	}
+	// As with a cursor (schedule), the line ends no later than MaxDefer
+	// out: jobs told MaxDefer come back then, and places past it would stay
+	// empty and push back the jobs of the fleet's next batch.
 	var start int64
+	last := max(notBefore.UnixNano(), now.Add(l.cfg.MaxDefer).UnixNano())
 	err := l.cfg.Buckets.Update(bctx, parkKey(b.key), func(cur []byte) ([]byte, error) {
-		start = max(parseTAT(cur), notBefore.UnixNano())
+		start = min(max(parseTAT(cur), notBefore.UnixNano()), last)
 		return formatTAT(start + parkBlock*int64(spacing)), nil
 	})
 	if err != nil {
@@ -847,10 +874,14 @@ func Busiest(hosts []HostState, n int) []HostState {
 	return hosts[:n]
 }
 
-// Snapshot returns every known host's state, sorted by host.
+// Snapshot returns every known host's state, sorted by host. It sweeps
+// too: the board asks every few seconds, so an idle worker also forgets
+// idle hosts, rather than at the next batch's first request.
 func (l *Limiter) Snapshot() []HostState {
+	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	l.maybeSweep(now)
 	out := make([]HostState, 0, len(l.hosts))
 	for _, h := range l.hosts {
 		s := HostState{Host: h.key, Limit: h.limit(), InFlight: h.inflight, Waiting: len(h.waiters), Adaptive: h.fixed == 0,
