@@ -63,7 +63,7 @@ const KindCallback = "callback"
 // depends on. With r nil it is what a dead letter keeps, r being beside it.
 func (j *Job) CallbackMessage(r *Result) *Job {
 	return &Job{
-		ID: j.ID, Batch: j.Batch, Method: j.Method, URL: j.URL, Callback: j.Callback,
+		ID: j.ID, Batch: j.Batch, Callback: j.Callback,
 		EnqueuedAt: j.EnqueuedAt, Redrive: j.Redrive, Source: j.Source, Kind: KindCallback, Result: r,
 	}
 }
@@ -179,10 +179,7 @@ func (j *Job) Validate() error {
 	if strings.TrimSpace(j.ID) != j.ID {
 		return fmt.Errorf("id %s has leading or trailing white space", quote(j.ID))
 	}
-	if !ValidToken(j.Method) {
-		return fmt.Errorf("method %s is not a valid HTTP method", quote(j.Method))
-	}
-	if err := validateURL("url", j.URL); err != nil {
+	if err := j.validateRequest(); err != nil {
 		return err
 	}
 	if len(j.Headers) > MaxHeaders {
@@ -221,6 +218,23 @@ func (j *Job) Validate() error {
 		return fmt.Errorf("source %s is over %d bytes, or has a control character or invalid UTF-8", quote(j.Source), MaxSourceLen)
 	}
 	return j.validateKind()
+}
+
+// validateRequest checks the method and URL of a request. A callback
+// message has neither: a worker that does not know the kind (an older one,
+// in a rolling upgrade) then refuses it as invalid instead of sending a
+// request to the job's URL.
+func (j *Job) validateRequest() error {
+	if j.Kind == KindCallback {
+		if j.Method != "" || j.URL != "" {
+			return errors.New("a callback message has no method or url of its own")
+		}
+		return nil
+	}
+	if !ValidToken(j.Method) {
+		return fmt.Errorf("method %s is not a valid HTTP method", quote(j.Method))
+	}
+	return validateURL("url", j.URL)
 }
 
 // validateKind checks that a message is a request, or a callback message

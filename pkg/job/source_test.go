@@ -57,9 +57,12 @@ func TestValidateSourceAndKind(t *testing.T) {
 		{"source too long", func(j *Job) { j.Source = strings.Repeat("x", MaxSourceLen+1) }, false},
 		{"source with an escape", func(j *Job) { j.Source = "f\x1b[31m:1" }, false},
 		{"source not UTF-8", func(j *Job) { j.Source = "f\xff:1" }, false},
-		{"callback message", func(j *Job) { j.Kind, j.Result = KindCallback, &Result{ID: "a", OK: true} }, true},
-		{"callback message without its result", func(j *Job) { j.Kind = KindCallback }, false},
-		{"callback message without a callback", func(j *Job) { j.Kind, j.Result, j.Callback = KindCallback, &Result{}, "" }, false},
+		{"callback message", func(j *Job) { *j = *j.CallbackMessage(&Result{ID: "a", OK: true}) }, true},
+		// A callback message with a request would be sent by a worker that
+		// does not know kinds: it has none.
+		{"callback message with a url", func(j *Job) { j.Kind, j.Result = KindCallback, &Result{ID: "a", OK: true} }, false},
+		{"callback message without its result", func(j *Job) { *j = *j.CallbackMessage(nil) }, false},
+		{"callback message without a callback", func(j *Job) { *j = *j.CallbackMessage(&Result{}); j.Callback = "" }, false},
 		{"a result on a request", func(j *Job) { j.Result = &Result{} }, false},
 		{"unknown kind", func(j *Job) { j.Kind = "webhook" }, false},
 	}

@@ -455,7 +455,13 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	if err := c.storeDeadLetter(ctx, d, r); err != nil {
-		return nil, err
+		if !r.OK {
+			return nil, err
+		}
+		// The job succeeded and its result is stored: leaving it unacked
+		// for want of its callback's dead letter would send the request
+		// again, which is worse than losing the letter.
+		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing the failed callback's dead letter failed; the job's result is stored")
 	}
 	if d.Job.ReplyTo != "" {
 		// A copy for whoever asked; core NATS, best effort: the stored
@@ -613,7 +619,7 @@ func (c *Consumer) poison(ctx context.Context, d *Delivery) {
 	r := invalidResult(d.Job, batch, d.decodeErr, c.cfg.Worker, time.Now().UTC())
 	dedup := "poison/" + strconv.FormatUint(d.Seq, 10)
 	limit := c.payloadLimit()
-	if data, err := job.EncodeResultWithin(r, limit); err != nil {
+	if data, err := job.EncodeResultWithin(anonymous(r), limit); err != nil {
 		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("result of an invalid message not stored")
 	} else if _, err := c.publishDurable(ctx, c.names.ResultSubject(batch), dedup, data); err != nil && !errors.Is(err, nats.ErrMaxPayload) {
 		c.log.Error().Err(err).Uint64("seq", d.Seq).Msg("storing the result of an invalid message failed; it will be redelivered")
@@ -655,6 +661,16 @@ func invalidResult(j *job.Job, batch string, why error, worker string, now time.
 		r.Source = job.Cut(j.Source, job.MaxSourceLen)
 	}
 	return r
+}
+
+// anonymous is r as stored on the results subject: an invalid message is
+// no job, so its record claims no job's id (readers would take it for that
+// job's result); the error names the id it claimed, and the dead letter
+// keeps it.
+func anonymous(r *job.Result) *job.Result {
+	a := *r
+	a.ID = ""
+	return &a
 }
 
 func batchFromSubject(subject, prefix string) string {

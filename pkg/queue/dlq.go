@@ -145,10 +145,13 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 		}
 		msg := nats.NewMsg(n.JobSubject(j.Batch))
 		msg.Data = data
-		// The id alone would be dropped as a duplicate within the dedup
-		// window; the dead letter's sequence makes each re-drive distinct
-		// and a repeated re-drive of the same letter idempotent.
-		msg.Header.Set(jetstream.MsgIDHeader, j.ID+"/redrive/"+strconv.FormatUint(dl.Seq, 10))
+		// A job's next run has the id a re-run would give it (RunMsgID). A
+		// callback is re-sent once per dead letter.
+		msgID := RunMsgID(j.ID, j.Batch, j.Redrive)
+		if j.Kind == job.KindCallback {
+			msgID = j.ID + "/callback/" + strconv.FormatUint(dl.Seq, 10)
+		}
+		msg.Header.Set(jetstream.MsgIDHeader, msgID)
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			return rep, fmt.Errorf("re-publishing %s: %w", j.ID, err)
 		}

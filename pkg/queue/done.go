@@ -76,11 +76,15 @@ func (m *DoneMarker) SentNothing() bool {
 }
 
 // RerunMsgID is the de-duplication id of a job sent again after the run
-// marked by m sent nothing: the job id alone would be dropped within the
-// dedup window, and naming the earlier result makes a repeated re-run of
-// the same file idempotent.
-func RerunMsgID(m *DoneMarker) string {
-	return m.ID + "/rerun/" + m.Batch + "/" + strconv.FormatUint(m.Seq, 10)
+// marked by m sent nothing (see RunMsgID).
+func RerunMsgID(m *DoneMarker) string { return RunMsgID(m.ID, m.Batch, m.Run+1) }
+
+// RunMsgID is the de-duplication id of run number run of job id, sent again
+// after its previous run in batch failed. The job id alone would be dropped
+// within the dedup window. A re-drive and a re-run build it alike, so the
+// two cannot both send one job again, and repeating either is idempotent.
+func RunMsgID(id, batch string, run int) string {
+	return id + "/run/" + batch + "/" + strconv.Itoa(run)
 }
 
 func (n Names) doneSubjectPrefix() string { return "$KV." + n.DoneBucket() + "." }

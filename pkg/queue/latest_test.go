@@ -105,7 +105,7 @@ func TestDoneMarkerSaysWhetherAnythingWasSent(t *testing.T) {
 		if m.SentNothing() == c.sent {
 			t.Errorf("marker %+v: SentNothing %v", c.m, m.SentNothing())
 		}
-		if !strings.HasPrefix(queue.RerunMsgID(m), m.ID+"/rerun/b/") {
+		if !strings.HasPrefix(queue.RerunMsgID(m), m.ID+"/run/b/") {
 			t.Errorf("RerunMsgID %q", queue.RerunMsgID(m))
 		}
 	}
