@@ -276,7 +276,7 @@ var _ sender.Admission = (*Limiter)(nil)
 // While the process has room in its waiting buffer (MaxWaiting), a
 // request that would get a slot or a token very soon waits for it here
 // instead: that keeps a busy host's slots full between redeliveries.
-func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (func(sender.Feedback), error) {
+func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Permit, error) {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	l.maybeSweep(now)
@@ -318,10 +318,9 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (func(sender
 	inflight := h.inflight
 	l.mu.Unlock()
 	start := l.cfg.Now()
-	var once sync.Once
-	return func(fb sender.Feedback) {
-		once.Do(func() { l.release(h, fb, start, inflight) })
-	}, nil
+	return sender.NewPermit(len(need) > 0, func(fb sender.Feedback) time.Duration {
+		return l.release(h, fb, start, inflight)
+	}), nil
 }
 
 // acquireSlot reserves one of h's slots, waiting for one in the buffer if
@@ -418,7 +417,10 @@ func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
 	}
 }
 
-func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inflight int) {
+// release frees the slot of a request admitted at start, when inflight
+// were in flight, and learns from its feedback; for a 429 that asks for a
+// pace it returns the retry's delay (see pace).
+func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inflight int) time.Duration {
 	now := l.cfg.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -435,6 +437,10 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	// scheduling refused jobs; its own limit is not used.
 	h.conc.observe(fb, start, inflight, now)
 	l.grantWaiters(h, now)
+	if !fb.WantPace {
+		return 0
+	}
+	return l.pace(h, now)
 }
 
 // host returns the state of key, creating it. l.mu is held.
@@ -503,22 +509,18 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
 	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency))
 }
 
-// Pace implements sender.Pacer: a job whose host answered 429 is given a
-// place in the host's line of refused jobs, as if its limit had refused it,
-// rather than a blind backoff. Only when that 429 is the adaptive limit
-// probing the host's edge: the limit was just cut for it, and the host has
-// room again within a round trip or two. It returns 0 (the worker's
-// backoff) for a fixed limit, which does not learn from the refusal; for a
-// host whose pace is not known yet; and for a host answering 429 again and
-// again (more than maxPacedRefusals in a row), which is out of quota rather
-// than of concurrency: pacing those would spend a job's attempts within a
-// second.
-func (l *Limiter) Pace(host string) time.Duration {
-	now := l.cfg.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	h, ok := l.hosts[host]
-	if !ok || h.fixed > 0 || h.conc.baseLatency() == 0 || h.refusedInARow > maxPacedRefusals {
+// pace books a place in h's line of refused jobs for a job that h
+// answered 429, as if its limit had refused it, rather than leave it to a
+// blind backoff. Only when that 429 is the adaptive limit probing the
+// host's edge: the limit was just cut for it, and the host has room again
+// within a round trip or two. It returns 0 (the worker's backoff) for a
+// fixed limit, which does not learn from the refusal; for a host whose
+// pace is not known yet; and for a host answering 429 again and again
+// (more than maxPacedRefusals in a row), which is out of quota rather than
+// of concurrency: pacing those would spend a job's attempts within a
+// second. l.mu is held.
+func (l *Limiter) pace(h *hostState, now time.Time) time.Duration {
+	if h.fixed > 0 || h.conc.baseLatency() == 0 || h.refusedInARow > maxPacedRefusals {
 		return 0
 	}
 	return l.concurrencyWait(h, now)
@@ -528,20 +530,6 @@ func (l *Limiter) Pace(host string) time.Duration {
 // by a request or two per cycle, so its 429s come one or two at a time
 // between successes.
 const maxPacedRefusals = 3
-
-var _ sender.Pacer = (*Limiter)(nil)
-
-// RateLimited implements sender.RateLimiter: whether Admit takes a rate
-// token for r (its host has a rate limit, or its batch one).
-func (l *Limiter) RateLimited(r sender.AdmitRequest) bool {
-	if r.BatchRate > 0 && r.Batch != "" {
-		return true
-	}
-	_, ok := l.cfg.Rates.Match(r.Host)
-	return ok
-}
-
-var _ sender.RateLimiter = (*Limiter)(nil)
 
 // schedule books the next place on a cursor spaced by spacing and returns
 // the wait until it, capped by MaxDefer. A job told MaxDefer comes back
