@@ -185,7 +185,7 @@ func TestFleetRateHoldsAcrossProcesses(t *testing.T) {
 						return
 					}
 					admitted[i]++
-					rel(sender.Feedback{Sent: true, Status: 200})
+					rel.Done(sender.Feedback{Sent: true, Status: 200})
 				}
 			}()
 		}
@@ -218,7 +218,7 @@ func TestRateLimitedHostsWaitWhileNATSIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	rel(sender.Feedback{Sent: true, Status: 200})
+	rel.Done(sender.Feedback{Sent: true, Status: 200})
 	ns.Shutdown()
 	ns.WaitForShutdown()
 	// Leased tokens lapse within a fraction of a second; after that nothing
@@ -235,7 +235,7 @@ func TestRateLimitedHostsWaitWhileNATSIsDown(t *testing.T) {
 				break
 			}
 		} else {
-			rel(sender.Feedback{Sent: true, Status: 200})
+			rel.Done(sender.Feedback{Sent: true, Status: 200})
 		}
 		if time.Now().After(deadline) {
 			t.Fatal("still admitting to a rate-limited host 30 s after NATS went away")
@@ -246,7 +246,7 @@ func TestRateLimitedHostsWaitWhileNATSIsDown(t *testing.T) {
 	if err != nil {
 		t.Fatalf("unlimited host refused while NATS is down: %v", err)
 	}
-	rel(sender.Feedback{})
+	rel.Done(sender.Feedback{})
 }
 
 func TestBoardShowsEachWorkersLimits(t *testing.T) {

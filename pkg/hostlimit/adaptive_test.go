@@ -80,7 +80,7 @@ type pending struct {
 	status   int
 	latency  time.Duration
 	timedOut bool
-	release  func(sender.Feedback)
+	release  *sender.Permit
 }
 
 type pendingHeap []pending
@@ -138,7 +138,7 @@ func simulate(t *testing.T, l *Limiter, clock *fakeClock, h hostModel, d time.Du
 		if p.timedOut {
 			st = 0
 		}
-		p.release(sender.Feedback{Sent: true, Status: st, Latency: p.latency, TimedOut: p.timedOut})
+		p.release.Done(sender.Feedback{Sent: true, Status: st, Latency: p.latency, TimedOut: p.timedOut})
 		res.byStatus[p.status]++
 		res.limits = append(res.limits, hostLimit(l, host))
 		fill()
@@ -215,7 +215,7 @@ func TestAdaptiveShrinksOnTimeoutsAndStaysWithinBounds(t *testing.T) {
 		t.Fatal(err)
 	}
 	const host = "slow.example:443"
-	var releases []func(sender.Feedback)
+	var releases []*sender.Permit
 	for {
 		rel, err := l.Admit(context.Background(), sender.AdmitRequest{Host: host})
 		if err != nil {
@@ -230,7 +230,7 @@ func TestAdaptiveShrinksOnTimeoutsAndStaysWithinBounds(t *testing.T) {
 	// same limit).
 	clock.advance(30 * time.Second)
 	for _, rel := range releases {
-		rel(sender.Feedback{Sent: true, TimedOut: true, Latency: 30 * time.Second})
+		rel.Done(sender.Feedback{Sent: true, TimedOut: true, Latency: 30 * time.Second})
 	}
 	if got := hostLimit(l, host); got != 36 {
 		t.Fatalf("limit %d after one round of timeouts, want 40×0.9 = 36", got)
@@ -242,16 +242,16 @@ func TestAdaptiveShrinksOnTimeoutsAndStaysWithinBounds(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock.advance(time.Second)
-		rel(sender.Feedback{Sent: true, TimedOut: true})
+		rel.Done(sender.Feedback{Sent: true, TimedOut: true})
 	}
 	if got := hostLimit(l, host); got != 1 {
 		t.Fatalf("limit %d, want 1", got)
 	}
 	// Feedback that says nothing about the host moves nothing.
 	rel, _ := l.Admit(context.Background(), sender.AdmitRequest{Host: host})
-	rel(sender.Feedback{Sent: true, Canceled: true, TimedOut: true})
+	rel.Done(sender.Feedback{Sent: true, Canceled: true, TimedOut: true})
 	rel, _ = l.Admit(context.Background(), sender.AdmitRequest{Host: host})
-	rel(sender.Feedback{Sent: false})
+	rel.Done(sender.Feedback{Sent: false})
 	if got := hostLimit(l, host); got != 1 {
 		t.Fatalf("limit %d after neutral feedback, want 1", got)
 	}
@@ -268,7 +268,7 @@ func TestAdaptiveDoesNotGrowWhenNotTested(t *testing.T) {
 			t.Fatal(err)
 		}
 		clock.advance(10 * time.Millisecond)
-		rel(sender.Feedback{Sent: true, Status: 200, Latency: 10 * time.Millisecond})
+		rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: 10 * time.Millisecond})
 	}
 	if got := hostLimit(l, host); got != l.cfg.InitialLimit || got != 20 {
 		t.Fatalf("limit %d, want the initial %d", got, l.cfg.InitialLimit)
@@ -316,7 +316,7 @@ func TestAdaptiveIgnoresSubMillisecondNoise(t *testing.T) {
 	for range 200000 {
 		p := heap.Pop(&q).(pending)
 		clock.t = p.at
-		p.release(sender.Feedback{Sent: true, Status: 200, Latency: p.latency})
+		p.release.Done(sender.Feedback{Sent: true, Status: 200, Latency: p.latency})
 		if lim := hostLimit(l, host); lim < l.cfg.InitialLimit {
 			t.Fatalf("limit fell to %d (from %d) on latency noise alone", lim, l.cfg.InitialLimit)
 		}

@@ -1,6 +1,7 @@
 // Package hostlimit decides whether a request to a host may start now. Its
-// Limiter is the sender.Admission of a worker: per-host concurrency limits,
-// adaptive by default, and per-host rate limits whose state can be shared
+// Limiter is the sender.Admission of a worker (Admit returns a
+// sender.Permit that takes the request's feedback): per-host concurrency
+// limits, adaptive by default, and per-host rate limits whose state can be shared
 // by a whole fleet of worker processes. It knows nothing of NATS: the shared
 // state is behind the small Buckets interface (internal/fleetrate keeps it
 // in a JetStream key-value bucket).
@@ -51,8 +52,8 @@
 //
 // A job whose host answers 429 without Retry-After spends its attempt, as
 // any retry does, but its retry is booked in the host's line of refused
-// jobs (Limiter.Pace, a sender.Pacer) rather than left to a blind
-// exponential backoff, when that 429 is the adaptive limit probing the
+// jobs (the sender.Permit's Done answers its delay) rather than left to a
+// blind exponential backoff, when that 429 is the adaptive limit probing the
 // host's edge: the limit was just cut for it, and the line is spaced at
 // the host's best pace lately. A job refused near the end of a batch thus
 // comes back when the host has room, not up to a backoff after every other

@@ -24,7 +24,7 @@ type batchEvent struct {
 	at      time.Time
 	seq     int // ties: first scheduled, first run
 	host    string
-	release func(sender.Feedback)
+	release *sender.Permit
 }
 
 type batchQueue []batchEvent
@@ -75,7 +75,7 @@ func runBatch(t *testing.T, l *Limiter, clock *fakeClock, hosts []string, jobs i
 		e := heap.Pop(&q).(batchEvent)
 		clock.t = e.at
 		if e.release != nil {
-			e.release(sender.Feedback{Sent: true, Status: 200, Latency: lat})
+			e.release.Done(sender.Feedback{Sent: true, Status: 200, Latency: lat})
 			answered++
 			run.took = clock.now().Sub(start)
 			continue
@@ -259,7 +259,7 @@ func TestIdleWorkerForgetsIdleHosts(t *testing.T) {
 		if na != nil {
 			t.Fatal(na)
 		}
-		rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
+		rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
 	}
 	if n := len(l.Snapshot()); n != 3 {
 		t.Fatalf("%d hosts, want 3", n)

@@ -11,7 +11,7 @@ import (
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
-func admit(t *testing.T, l *Limiter, r sender.AdmitRequest) (func(sender.Feedback), *sender.NotAdmittedError) {
+func admit(t *testing.T, l *Limiter, r sender.AdmitRequest) (*sender.Permit, *sender.NotAdmittedError) {
 	t.Helper()
 	rel, err := l.Admit(context.Background(), r)
 	if err == nil {
@@ -32,7 +32,7 @@ func admit(t *testing.T, l *Limiter, r sender.AdmitRequest) (func(sender.Feedbac
 func roundTrips(t *testing.T, l *Limiter, clock *fakeClock, a sender.AdmitRequest, n int, lat time.Duration) {
 	t.Helper()
 	for range n {
-		var rels []func(sender.Feedback)
+		var rels []*sender.Permit
 		for {
 			rel, na := admit(t, l, a)
 			if na != nil {
@@ -42,7 +42,7 @@ func roundTrips(t *testing.T, l *Limiter, clock *fakeClock, a sender.AdmitReques
 		}
 		clock.advance(lat)
 		for _, rel := range rels {
-			rel(sender.Feedback{Sent: true, Status: 200, Latency: lat})
+			rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: lat})
 		}
 	}
 }
@@ -54,7 +54,7 @@ func TestFixedCapPerHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	a := sender.AdmitRequest{Host: "a.example:443"}
-	var rels []func(sender.Feedback)
+	var rels []*sender.Permit
 	for range 3 {
 		rel, na := admit(t, l, a)
 		if na != nil {
@@ -71,8 +71,8 @@ func TestFixedCapPerHost(t *testing.T) {
 		t.Fatalf("other host refused: %v", na)
 	}
 	// A fixed limit does not move, whatever the host says.
-	rels[0](sender.Feedback{Sent: true, Status: 429})
-	rels[0](sender.Feedback{Sent: true, Status: 429}) // a second release is ignored
+	rels[0].Done(sender.Feedback{Sent: true, Status: 429})
+	rels[0].Done(sender.Feedback{Sent: true, Status: 429}) // a second release is ignored
 	if got := hostLimit(l, a.Host); got != 3 {
 		t.Fatalf("fixed limit moved to %d", got)
 	}
@@ -151,7 +151,7 @@ func TestRateLimitOneProcess(t *testing.T) {
 				break
 			}
 			admitted++
-			rel(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
+			rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: time.Millisecond})
 		}
 		clock.advance(time.Millisecond)
 	}
@@ -169,7 +169,7 @@ func TestRateLimitOneProcess(t *testing.T) {
 		if na != nil {
 			t.Fatalf("unlimited host refused: %v", na)
 		}
-		rel(sender.Feedback{Sent: true, Status: 200})
+		rel.Done(sender.Feedback{Sent: true, Status: 200})
 	}
 }
 
@@ -183,7 +183,7 @@ func TestBatchRateAppliesToItsBatchOnly(t *testing.T) {
 		for _, r := range []sender.AdmitRequest{slow, other} {
 			if rel, na := admit(t, l, r); na == nil {
 				got[r.Batch]++
-				rel(sender.Feedback{Sent: true, Status: 200})
+				rel.Done(sender.Feedback{Sent: true, Status: 200})
 			}
 		}
 		clock.advance(time.Millisecond)
@@ -278,7 +278,7 @@ func TestIdleHostsAreForgotten(t *testing.T) {
 		if na != nil {
 			t.Fatal(na)
 		}
-		rel(sender.Feedback{Sent: true, Status: 200})
+		rel.Done(sender.Feedback{Sent: true, Status: 200})
 	}
 	clock.advance(2 * time.Minute)
 	rel, _ := admit(t, l, sender.AdmitRequest{Host: "busy.example:443"})
@@ -333,7 +333,7 @@ func warm(t *testing.T, l *Limiter, r sender.AdmitRequest, lat time.Duration) {
 		if na != nil {
 			t.Fatal(na)
 		}
-		rel(sender.Feedback{Sent: true, Status: 200, Latency: lat})
+		rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: lat})
 	}
 }
 
@@ -346,7 +346,7 @@ func TestWaitingBufferHandsOverFreedSlots(t *testing.T) {
 	if na != nil {
 		t.Fatal(na)
 	}
-	got := make(chan func(sender.Feedback))
+	got := make(chan *sender.Permit)
 	go func() {
 		rel, err := l.Admit(context.Background(), a)
 		if err != nil {
@@ -367,13 +367,13 @@ func TestWaitingBufferHandsOverFreedSlots(t *testing.T) {
 	if _, na := admit(t, l, sender.AdmitRequest{Host: "b.example:443"}); na != nil {
 		t.Fatalf("other host refused: %v", na)
 	}
-	first(sender.Feedback{Sent: true, Status: 200})
+	first.Done(sender.Feedback{Sent: true, Status: 200})
 	second := <-got
 	st := l.Snapshot()
 	if st[0].InFlight != 1 || st[0].Waiting != 0 {
 		t.Fatalf("after the hand-over: %+v", st[0])
 	}
-	second(sender.Feedback{Sent: true, Status: 200})
+	second.Done(sender.Feedback{Sent: true, Status: 200})
 }
 
 func TestWaitingEndsWithTheWaitOrTheContext(t *testing.T) {
@@ -407,18 +407,17 @@ func TestWaitingEndsWithTheWaitOrTheContext(t *testing.T) {
 }
 
 // A job answered 429 by an adaptive host is given the next place in the
-// host's line, after the jobs refused before it; a fixed limit and an
-// unknown host leave it to the worker's backoff.
+// host's line, after the jobs refused before it; a fixed limit and a host
+// whose pace is unknown leave it to the worker's backoff, and a 429 that
+// asks no pace (the host named its Retry-After) books no place.
 func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 	clock := newClock()
 	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now})
 	a := sender.AdmitRequest{Host: "a.example:443"}
-	if d := l.Pace("unknown.example:443"); d != 0 {
-		t.Fatalf("pace for a host never seen: %v, want 0", d)
-	}
+	paced := sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond, WantPace: true}
 	// Learn a 40 ms latency at full use.
 	roundTrips(t, l, clock, a, 30, 40*time.Millisecond)
-	var rels []func(sender.Feedback)
+	var rels []*sender.Permit
 	for range hostLimit(l, a.Host) {
 		rel, _ := admit(t, l, a)
 		rels = append(rels, rel)
@@ -428,44 +427,47 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 	if first == nil || second == nil {
 		t.Fatal("admitted beyond the limit")
 	}
-	rels[0](sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
-	pace := l.Pace(a.Host)
+	pace := rels[0].Done(paced)
 	if pace <= second.Wait || pace > second.Wait+40*time.Millisecond {
 		t.Fatalf("pace %v after refusals told %v and %v: want the next place in the line", pace, first.Wait, second.Wait)
 	}
+	cursor := l.hosts[a.Host].cursor
+	if d := rels[1].Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond}); d != 0 || !l.hosts[a.Host].cursor.Equal(cursor) {
+		t.Fatalf("a 429 asking no pace answered %v and moved the line by %v", d, l.hosts[a.Host].cursor.Sub(cursor))
+	}
 
 	// A run of 429s is a host out of quota, not of concurrency: back off.
-	for _, rel := range rels[1:] {
-		rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+	for _, rel := range rels[2:] {
+		rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
 	}
+	var last time.Duration
 	for range maxPacedRefusals + 1 {
 		rel, na := admit(t, l, a)
 		if na != nil {
 			t.Fatalf("refused with nothing in flight: %v", na)
 		}
-		rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
+		last = rel.Done(paced)
 	}
-	if d := l.Pace(a.Host); d != 0 {
-		t.Fatalf("pace after %d 429s in a row: %v, want 0 (the worker's backoff)", maxPacedRefusals+1, d)
+	if last != 0 {
+		t.Fatalf("pace after %d 429s in a row: %v, want 0 (the worker's backoff)", maxPacedRefusals+1, last)
 	}
 	rel, _ := admit(t, l, a)
-	rel(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
-	if d := l.Pace(a.Host); d <= 0 {
+	rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+	rel, _ = admit(t, l, a)
+	if d := rel.Done(paced); d <= 0 {
 		t.Fatal("a success ends the run of 429s: pacing resumes")
 	}
 
 	// Before the host's pace is known: back off.
 	fresh, _ := New(Config{MaxInflight: 4, Now: clock.now})
 	rel, _ = admit(t, fresh, a)
-	rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
-	if d := fresh.Pace(a.Host); d != 0 {
+	if d := rel.Done(paced); d != 0 {
 		t.Fatalf("pace for a host that never answered 2xx: %v, want 0", d)
 	}
 
 	fixed, _ := New(Config{MaxInflight: 4, Fixed: true, Now: clock.now})
 	rel, _ = admit(t, fixed, a)
-	rel(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond})
-	if d := fixed.Pace(a.Host); d != 0 {
+	if d := rel.Done(paced); d != 0 {
 		t.Fatalf("pace with a fixed limit: %v, want 0 (the worker's backoff)", d)
 	}
 }

@@ -2,7 +2,10 @@ package sender
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"net/http"
+	"sync"
 	"time"
 )
 
@@ -11,11 +14,12 @@ import (
 // Send consults it after the request is built and before the breaker, so a
 // job held back costs no HTTP request, no attempt and no breaker probe.
 // Callbacks (Post) are not subject to it: they go to the job owner's own
-// endpoint, not to the API being protected.
+// endpoint, not to the API being protected. It is the sender's one seam to
+// the limits: everything else travels on the Permit.
 type Admission interface {
 	// Admit asks to start one request. When it returns a nil error the
-	// caller must call release exactly once, with what became of the
-	// request (Feedback.Sent false when nothing was sent after all).
+	// caller must call the permit's Done exactly once, with what became of
+	// the request (Feedback.Sent false when nothing was sent after all).
 	//
 	// A refusal is an error, usually a *NotAdmittedError whose Wait says
 	// when to try again; Send turns any error into a Defer outcome. Admit
@@ -24,7 +28,46 @@ type Admission interface {
 	// after a short, bounded wait (a fleet-wide token lease, a slot or
 	// token due very soon), and gives up when ctx ends. Waiting for
 	// capacity is what the deferral is for.
-	Admit(ctx context.Context, r AdmitRequest) (release func(Feedback), err error)
+	Admit(ctx context.Context, r AdmitRequest) (*Permit, error)
+}
+
+// Permit is an admitted request's licence to start.
+type Permit struct {
+	// RateToken says that a rate token was spent on the request. Such a
+	// request that then waits longer than maxTokenAge for one of
+	// Config.MaxRequests places is deferred instead of sent: tokens spent
+	// by requests that queued for places would go out together when
+	// places free up, over the rate. (Taking the place first would be
+	// exact, but a request waiting for its token would hold a place, and
+	// other hosts' jobs would queue behind a rate-limited host.)
+	RateToken bool
+
+	done func(Feedback) time.Duration
+	once sync.Once
+}
+
+// NewPermit returns a permit whose Done calls done, once. done answers the
+// retry's delay for feedback that asks for it (Feedback.WantPace), else 0.
+func NewPermit(rateToken bool, done func(Feedback) time.Duration) *Permit {
+	return &Permit{RateToken: rateToken, done: done}
+}
+
+// Done tells the Admission what became of the request and frees what the
+// permit held. For a 429 that will be retried without the host's own
+// Retry-After (Feedback.WantPace) it returns how long the retry should
+// wait: an adaptive limit that was just cut for that answer knows the
+// host's pace, and a job sent back for a blind backoff would return after
+// the host's other jobs (or alone, at the end of a batch, up to a backoff
+// later). 0 leaves the delay to the caller's backoff (a host out of quota
+// refuses again and again, and backoff slows those retries down). Calls
+// after the first, and calls on a nil permit, do nothing and return 0.
+func (p *Permit) Done(fb Feedback) time.Duration {
+	var pace time.Duration
+	if p == nil || p.done == nil {
+		return 0
+	}
+	p.once.Do(func() { pace = p.done(fb) })
+	return pace
 }
 
 // AdmitRequest is what an Admission knows about the request it admits.
@@ -59,6 +102,9 @@ type Feedback struct {
 	// Failed: no answer for another reason (connection refused or reset,
 	// broken body).
 	Failed bool
+	// WantPace: the host answered 429, the request will be retried, and
+	// the host named no Retry-After; Permit.Done answers the retry's delay.
+	WantPace bool
 }
 
 // Overloaded reports whether the host signalled that it is at capacity:
@@ -80,38 +126,114 @@ func (e *NotAdmittedError) Error() string {
 	return fmt.Sprintf("host limit for %s: %s", e.Host, e.Reason)
 }
 
-// Pacer is an Admission that knows when a host will have room again. When
-// a host answers 429 without Retry-After, Send asks it for the retry's
-// delay instead of leaving it to the caller's backoff: an adaptive limit
-// that was just cut for that answer knows the host's pace, and a job sent
-// back for a blind backoff would return after the host's other jobs (or
-// alone, at the end of a batch, up to a backoff later). The attempt is
-// spent all the same. A Pacer answers 0 when the refusal is not its
-// limit's doing (a host out of quota refuses again and again), so that
-// backoff slows those retries down.
-type Pacer interface {
-	// Pace is how long a job for host should wait before its retry; 0
-	// leaves it to the caller's backoff.
-	Pace(host string) time.Duration
-}
-
-// RateLimiter is an Admission that spends rate tokens on some requests.
-// Such a request that then waits longer than maxTokenAge for one of
-// Config.MaxRequests places is deferred instead of sent: tokens spent by
-// requests that queued for places would go out together when places free
-// up, over the rate. (Taking the place first would be exact, but a
-// request waiting for its token would hold a place, and other hosts' jobs
-// would queue behind a rate-limited host.)
-type RateLimiter interface {
-	// RateLimited reports whether Admit would take a rate token for r.
-	RateLimited(r AdmitRequest) bool
-}
-
-func rateLimited(a Admission, r AdmitRequest) bool {
-	rl, ok := a.(RateLimiter)
-	return ok && rl.RateLimited(r)
-}
-
 // defaultAdmitWait is how long a job waits when an Admission refuses it
 // with an error that names no wait.
 const defaultAdmitWait = time.Second
+
+// start gets r going: it asks the Admission (jobs only), then takes one of
+// the MaxRequests places. It returns the permit (nil for callbacks), to be
+// given its feedback, and the function that frees the place; or, when the
+// request may not start, false and the Defer outcome to return instead.
+func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {
+	var permit *Permit
+	if r.admit {
+		var o Outcome
+		if permit, o = s.admit(ctx, AdmitRequest{Host: host, Batch: r.batch, BatchRate: r.batchRate}); o.Err != nil {
+			return nil, nil, o, false
+		}
+	}
+	if s.places == nil {
+		return permit, func() {}, Outcome{}, true
+	}
+	waited, queued, err := s.takePlace(ctx)
+	if err != nil {
+		permit.Done(Feedback{})
+		return nil, nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}, false
+	}
+	free := func() { <-s.places }
+	if queued && waited > s.tokenAge && permit != nil && permit.RateToken {
+		// Its rate token is stale: tokens spent by requests that then
+		// queued for places would go out together when places free up,
+		// over the rate. Lose the token (the limit is under-used, never
+		// exceeded) and come back later; the worker is saturated anyway.
+		permit.Done(Feedback{})
+		free()
+		return nil, nil, Outcome{Kind: Defer, RetryAfter: defaultAdmitWait,
+			Err: fmt.Errorf("not sent: waited %v for one of %d places with a rate token", waited.Round(time.Millisecond), s.cfg.MaxRequests)}, false
+	}
+	return permit, free, Outcome{}, true
+}
+
+// admit asks the Admission whether the request ar may start. It returns
+// the permit, or the Defer outcome (its Err set) to return instead.
+func (s *Sender) admit(ctx context.Context, ar AdmitRequest) (*Permit, Outcome) {
+	permit, err := s.cfg.Admission.Admit(ctx, ar)
+	if err == nil {
+		return permit, Outcome{}
+	}
+	if ctx.Err() != nil {
+		return nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+	}
+	wait := defaultAdmitWait
+	var na *NotAdmittedError
+	if errors.As(err, &na) && na.Wait > 0 {
+		wait = na.Wait
+	}
+	return nil, Outcome{Kind: Defer, RetryAfter: wait, Err: fmt.Errorf("not sent: %w", err)}
+}
+
+// takePlace waits for one of the MaxRequests places, or returns why not;
+// queued says whether it had to wait, and waited for how long.
+func (s *Sender) takePlace(ctx context.Context) (waited time.Duration, queued bool, err error) {
+	select {
+	case s.places <- struct{}{}:
+		return 0, false, nil
+	default:
+	}
+	s.queued.Add(1)
+	defer s.queued.Add(-1)
+	start := time.Now()
+	select {
+	case s.places <- struct{}{}:
+		return time.Since(start), true, nil
+	case <-ctx.Done():
+		return time.Since(start), true, callerError(ctx)
+	}
+}
+
+// maxTokenAge is how long a rate-limited request may wait for a place
+// after its rate token was taken and still be sent (Sender.tokenAge; tests
+// lower it).
+const maxTokenAge = 50 * time.Millisecond
+
+// Queued is how many requests wait now for one of Config.MaxRequests
+// places: above zero, this process sends as much as it may, and more
+// would need more workers or a higher bound.
+func (s *Sender) Queued() int { return int(s.queued.Load()) }
+
+// report gives the permit its feedback on the attempt in out (its Kind,
+// Status, Attempted and Duration set; err its error) and sets
+// out.RetryAfter for a retry: the host's Retry-After, or for a 429 without
+// one the Admission's pace for the host.
+func (s *Sender) report(ctx context.Context, permit *Permit, out *Outcome, resp *http.Response, err error) {
+	var hinted bool
+	if out.Kind == Retry && resp != nil {
+		var d time.Duration
+		if d, hinted = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); hinted {
+			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
+		}
+	}
+	var timedOut *TimeoutError
+	fb := Feedback{
+		Sent:     out.Attempted,
+		Status:   out.Status,
+		Latency:  out.Duration,
+		TimedOut: ctx.Err() == nil && errors.As(err, &timedOut),
+		Canceled: ctx.Err() != nil,
+		Failed:   err != nil && out.Status == 0,
+		WantPace: out.Kind == Retry && !hinted && out.Status == http.StatusTooManyRequests,
+	}
+	if pace := permit.Done(fb); fb.WantPace && pace > 0 {
+		out.RetryAfter = min(pace, s.cfg.MaxRetryAfter)
+	}
+}

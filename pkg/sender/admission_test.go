@@ -15,16 +15,19 @@ import (
 )
 
 // fakeAdmission records what Send asked and was told; refuse, when set,
-// decides the answer.
+// decides the answer. Requests of batch "rated" take a rate token, and a
+// 429 asking for a pace gets pace.
 type fakeAdmission struct {
 	refuse func(r AdmitRequest) error
+	pace   time.Duration
 
 	mu       sync.Mutex
 	asked    []AdmitRequest
 	feedback []Feedback
+	paced    []string // hosts asked for a pace
 }
 
-func (f *fakeAdmission) Admit(_ context.Context, r AdmitRequest) (func(Feedback), error) {
+func (f *fakeAdmission) Admit(_ context.Context, r AdmitRequest) (*Permit, error) {
 	f.mu.Lock()
 	f.asked = append(f.asked, r)
 	f.mu.Unlock()
@@ -33,11 +36,16 @@ func (f *fakeAdmission) Admit(_ context.Context, r AdmitRequest) (func(Feedback)
 			return nil, err
 		}
 	}
-	return func(fb Feedback) {
+	return NewPermit(r.Batch == "rated", func(fb Feedback) time.Duration {
 		f.mu.Lock()
+		defer f.mu.Unlock()
 		f.feedback = append(f.feedback, fb)
-		f.mu.Unlock()
-	}, nil
+		if !fb.WantPace {
+			return 0
+		}
+		f.paced = append(f.paced, r.Host)
+		return f.pace
+	}), nil
 }
 
 func TestNotAdmittedIsDeferWithoutARequest(t *testing.T) {
@@ -275,22 +283,10 @@ func TestQueuedForAPlaceShutdown(t *testing.T) {
 	}
 }
 
-// pacer is a fakeAdmission that paces retries after a 429.
-type pacer struct {
-	fakeAdmission
-	pace  time.Duration
-	hosts []string
-}
-
-func (p *pacer) Pace(host string) time.Duration {
-	p.hosts = append(p.hosts, host)
-	return p.pace
-}
-
-// A 429 without Retry-After is retried at the Admission's pace; the
+// A 429 without Retry-After is retried at the pace its permit answers; the
 // target's own Retry-After wins, and other retried statuses keep the
 // caller's backoff.
-func TestPacerTimesA429Retry(t *testing.T) {
+func TestPermitPacesA429Retry(t *testing.T) {
 	srv, _ := serve(t, func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case "/429":
@@ -302,7 +298,7 @@ func TestPacerTimesA429Retry(t *testing.T) {
 			w.WriteHeader(http.StatusServiceUnavailable)
 		}
 	})
-	p := &pacer{pace: 1234 * time.Millisecond}
+	p := &fakeAdmission{pace: 1234 * time.Millisecond}
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: p})
 	ctx := safetyNet(t)
 	for path, want := range map[string]time.Duration{"/429": 1234 * time.Millisecond, "/429-retry-after": 7 * time.Second, "/503": 0} {
@@ -311,20 +307,14 @@ func TestPacerTimesA429Retry(t *testing.T) {
 		}
 	}
 	u, _ := url.Parse(srv.URL)
-	if len(p.hosts) != 1 || p.hosts[0] != "127.0.0.1:"+u.Port() {
-		t.Errorf("paced hosts %v: want the one 429 without Retry-After, by its admission key", p.hosts)
+	if len(p.paced) != 1 || p.paced[0] != "127.0.0.1:"+u.Port() {
+		t.Errorf("paced hosts %v: want the one 429 without Retry-After, by its admission key", p.paced)
 	}
 	// Callbacks are not paced: they were never admitted.
 	if o := s.Post(ctx, srv.URL+"/429", []byte(`{}`), "k"); o.Kind != Retry || o.RetryAfter != 0 {
 		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Kind, o.RetryAfter)
 	}
 }
-
-// rateAdmission is a fakeAdmission whose jobs of batch "rated" take a rate
-// token.
-type rateAdmission struct{ fakeAdmission }
-
-func (r *rateAdmission) RateLimited(a AdmitRequest) bool { return a.Batch == "rated" }
 
 // A rate-limited request that waited too long for a place after taking its
 // token is deferred, its token lost, rather than sent late with others.
@@ -338,7 +328,7 @@ func TestRateLimitedRequestWithAStaleTokenIsDeferred(t *testing.T) {
 			}
 		}
 	})
-	adm := &rateAdmission{}
+	adm := &fakeAdmission{}
 	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRequests: 1, Admission: adm})
 	s.tokenAge = 0 // any wait for a place makes a token stale
 	ctx := safetyNet(t)
@@ -375,5 +365,25 @@ func TestRateLimitedRequestWithAStaleTokenIsDeferred(t *testing.T) {
 	}
 	if notSent != 1 {
 		t.Fatalf("feedback %+v: the deferred job's admission must be released as not sent", adm.feedback)
+	}
+}
+
+// A permit passes on its first feedback only; a nil permit (a callback's)
+// takes any.
+func TestPermitDoneOnce(t *testing.T) {
+	calls := 0
+	p := NewPermit(false, func(fb Feedback) time.Duration {
+		calls++
+		return time.Duration(fb.Status)
+	})
+	if d := p.Done(Feedback{Sent: true, Status: 429, WantPace: true}); d != 429 {
+		t.Fatalf("first Done answered %v, want what the admission said", d)
+	}
+	if d := p.Done(Feedback{Sent: true, Status: 500}); d != 0 || calls != 1 {
+		t.Fatalf("second Done answered %v after %d calls: want 0, one call", d, calls)
+	}
+	var none *Permit
+	if d := none.Done(Feedback{Sent: true}); d != 0 {
+		t.Fatalf("nil permit answered %v", d)
 	}
 }

@@ -32,7 +32,7 @@
 //
 // Retry outcomes carry the target's Retry-After (seconds or HTTP-date,
 // capped by Config.MaxRetryAfter) when it sent one; for a 429 without one,
-// the host's pace from an Admission that keeps it (Pacer); otherwise the
+// the host's pace, answered by the admission's Permit.Done; otherwise the
 // caller uses Backoff. Bodies are kept, up to Config.MaxResponseBytes, on failures too:
 // an API's error message is what a user needs to fix a permanent failure.
 //
@@ -72,15 +72,18 @@
 //
 // # Host limits
 //
-// Config.Admission, when set, is asked before each job's request whether
-// it may start now (per-host concurrency and fleet-wide rate limits, see
-// pkg/hostlimit). A refusal is a Defer with the Admission's wait as
-// RetryAfter: nothing is sent and no attempt is spent. An admitted request
-// reports back (Feedback: status, latency, timeout) so that an adaptive
-// limit can learn each host's capacity. Callbacks bypass it. Admitted
-// requests then take one of Config.MaxRequests places; a rate-limited one
-// that queued more than 50 ms for its place is deferred instead of sent, its
-// token lost: tokens spent early and sent together would exceed the rate.
+// Config.Admission, when set, is the one seam to the limits: Admit is
+// asked before each job's request whether it may start now (per-host
+// concurrency and fleet-wide rate limits, see pkg/hostlimit). A refusal is
+// a Defer with the Admission's wait as RetryAfter: nothing is sent and no
+// attempt is spent. An admission is a Permit, which says whether a rate
+// token was spent and takes the request's Feedback (status, latency,
+// timeout) through Done, so that an adaptive limit can learn each host's
+// capacity; for a 429 without Retry-After, Done answers the retry's delay.
+// Callbacks bypass it. Admitted requests then take one of
+// Config.MaxRequests places; one that spent a rate token and queued more
+// than 50 ms for its place is deferred instead of sent, its token lost:
+// tokens spent early and sent together would exceed the rate.
 //
 // Error texts never contain header values, and URLs in them lose their
 // userinfo: tokens often hide in both.

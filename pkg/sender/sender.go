@@ -63,8 +63,8 @@ type Outcome struct {
 	BodyTruncated bool
 	Duration      time.Duration // of this attempt
 	// RetryAfter is the delay the target asked for (Retry-After, capped) on
-	// Retry, or for a 429 without one the Admission's pace for the host
-	// (Pacer); on Defer, how long to wait before trying the job again (for
+	// Retry, or for a 429 without one the host's pace as the admission's
+	// Permit answered it; on Defer, how long to wait before trying the job again (for
 	// a breaker's turn-away, the most: until it lets a probe through).
 	// Zero on Retry means "no hint: use the backoff policy".
 	RetryAfter time.Duration
@@ -364,34 +364,14 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	// One key per endpoint for the breaker and the limits alike:
 	// https://api.example.com and https://api.example.com:443 are one host.
 	host := job.HostKey(req.URL)
-	ar := AdmitRequest{Host: host, Batch: r.batch, BatchRate: r.batchRate}
-	release := func(Feedback) {}
-	if r.admit {
-		var o Outcome
-		if release, o = s.admit(ctx, ar); release == nil {
-			return o
-		}
+	permit, free, o, ok := s.start(ctx, r, host)
+	if !ok {
+		return o
 	}
-	if s.places != nil {
-		waited, queued, err := s.takePlace(ctx)
-		if err != nil {
-			release(Feedback{})
-			return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}
-		}
-		defer func() { <-s.places }()
-		if queued && waited > s.tokenAge && r.admit && rateLimited(s.cfg.Admission, ar) {
-			// Its rate token is stale: tokens spent by requests that then
-			// queued for places would go out together when places free up,
-			// over the rate. Lose the token (the limit is under-used, never
-			// exceeded) and come back later; the worker is saturated anyway.
-			release(Feedback{})
-			return Outcome{Kind: Defer, RetryAfter: defaultAdmitWait,
-				Err: fmt.Errorf("not sent: waited %v for one of %d places with a rate token", waited.Round(time.Millisecond), s.cfg.MaxRequests)}
-		}
-	}
+	defer free()
 	if ctx.Err() != nil {
 		// Shutdown while waiting: admitted, but nothing was sent.
-		release(Feedback{})
+		permit.Done(Feedback{})
 		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
 	// The attempt's own time starts now: waiting for the host's capacity
@@ -404,7 +384,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	// this job's attempt and decides the breaker.
 	done, err := hb.cb.Allow()
 	if err != nil {
-		release(Feedback{})
+		permit.Done(Feedback{})
 		return s.breakers.turnAway(host, hb, err, s.rnd)
 	}
 
@@ -459,22 +439,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	// A refused first dial sent nothing; a refused redirect target comes
 	// after a request the first host did receive.
 	out.Attempted = !c.refused || redirects > 0
-	var timedOut *TimeoutError
-	release(Feedback{
-		Sent:     out.Attempted,
-		Status:   out.Status,
-		Latency:  out.Duration,
-		TimedOut: ctx.Err() == nil && errors.As(err, &timedOut),
-		Canceled: ctx.Err() != nil,
-		Failed:   err != nil && out.Status == 0,
-	})
-	if c.kind == Retry && resp != nil {
-		if d, ok := ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); ok {
-			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
-		} else if p, ok := s.cfg.Admission.(Pacer); ok && r.admit && out.Status == http.StatusTooManyRequests {
-			out.RetryAfter = min(p.Pace(ar.Host), s.cfg.MaxRetryAfter)
-		}
-	}
+	s.report(ctx, permit, &out, resp, err)
 	if out.Kind == Success {
 		err = nil
 	} else if err == nil {
@@ -482,57 +447,6 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 	out.Err = err
 	return out
-}
-
-// takePlace waits for one of the MaxRequests places, or returns why not;
-// queued says whether it had to wait, and waited for how long.
-func (s *Sender) takePlace(ctx context.Context) (waited time.Duration, queued bool, err error) {
-	select {
-	case s.places <- struct{}{}:
-		return 0, false, nil
-	default:
-	}
-	s.queued.Add(1)
-	defer s.queued.Add(-1)
-	start := time.Now()
-	select {
-	case s.places <- struct{}{}:
-		return time.Since(start), true, nil
-	case <-ctx.Done():
-		return time.Since(start), true, callerError(ctx)
-	}
-}
-
-// maxTokenAge is how long a rate-limited request may wait for a place
-// after its rate token was taken and still be sent (Sender.tokenAge; tests
-// lower it).
-const maxTokenAge = 50 * time.Millisecond
-
-// Queued is how many requests wait now for one of Config.MaxRequests
-// places: above zero, this process sends as much as it may, and more
-// would need more workers or a higher bound.
-func (s *Sender) Queued() int { return int(s.queued.Load()) }
-
-// admit asks the Admission whether the request ar may start. It returns
-// the release to call once the attempt is over, or nil and the Defer
-// outcome to return instead.
-func (s *Sender) admit(ctx context.Context, ar AdmitRequest) (func(Feedback), Outcome) {
-	release, err := s.cfg.Admission.Admit(ctx, ar)
-	if err == nil {
-		if release == nil {
-			release = func(Feedback) {}
-		}
-		return release, Outcome{}
-	}
-	if ctx.Err() != nil {
-		return nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
-	}
-	wait := defaultAdmitWait
-	var na *NotAdmittedError
-	if errors.As(err, &na) && na.Wait > 0 {
-		wait = na.Wait
-	}
-	return nil, Outcome{Kind: Defer, RetryAfter: wait, Err: fmt.Errorf("not sent: %w", err)}
 }
 
 // build turns r into an *http.Request, refusing anything the transport would

@@ -1,0 +1,188 @@
+package hostlimit
+
+import (
+	"context"
+	"fmt"
+	"slices"
+	"time"
+
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+const (
+	// waitersPerSlot and waitLatencies size a host's share of the waiting
+	// buffer: up to six requests per slot, each waiting at most eight
+	// latencies (and MaxWait). JetStream hands parked jobs back in bursts,
+	// with pauses of 100 ms and more between them while acknowledgements
+	// stream in and more than a thousand jobs are parked; the buffer
+	// carries the host's slots through such pauses. Against a host taking
+	// 30 requests of 50 ms, four and four (120 jobs covering 200 ms) gave
+	// 517-556 jobs/s of its 600; six and eight, 556-574 (BENCHMARKS.md).
+	waitersPerSlot = 6
+	waitLatencies  = 8
+	// latencyGuess stands in for a host's latency until answers tell.
+	latencyGuess = 100 * time.Millisecond
+	// overbookConcurrency spreads refused jobs' returns a little faster
+	// than the host's estimated throughput (per process), so a free slot
+	// rarely waits for a job; the waiting buffer absorbs the surplus, the
+	// rest is parked again. Not more: a steady stream of delayed NAKs holds
+	// up JetStream's redeliveries (each one pushes the consumer's
+	// redelivery timer 10 ms out), so parking jobs again and again would
+	// slow every deferred job of the fleet.
+	overbookConcurrency = 1.25
+)
+
+// acquireSlot reserves one of h's slots, waiting for one in the buffer if
+// it may, or returns the refusal. l.mu is held on entry and on return.
+func (l *Limiter) acquireSlot(ctx context.Context, h *hostState, now time.Time) error {
+	if h.inflight < h.limit() && len(h.waiters) == 0 {
+		h.occupy(now)
+		return nil
+	}
+	maxWait, ok := l.mayWait(h, now)
+	if !ok {
+		return l.refuseConcurrency(h, now)
+	}
+	w := make(chan struct{}, 1)
+	h.waiters = append(h.waiters, w)
+	l.waiting++
+	l.mu.Unlock()
+	err := l.awaitSlot(ctx, h, w, maxWait)
+	l.mu.Lock()
+	return err
+}
+
+// mayWait reports whether a request for h may wait here for a slot, and
+// for how long. l.mu is held.
+func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
+	perHost, lat, waits := waitersPerSlot*h.limit(), h.conc.latency(0), waitLatencies
+	if lat == 0 {
+		// A host that has not answered yet may be one that never will:
+		// wait little, and for few slots.
+		perHost, lat, waits = h.limit()/2, latencyGuess, 1
+	}
+	if l.waiting >= l.cfg.MaxWaiting || len(h.waiters) >= perHost {
+		return 0, false
+	}
+	if h.stalled(now) > 2*lat {
+		return 0, false // the host is not answering: waiting would only hold the slot
+	}
+	return min(l.cfg.MaxWait, time.Duration(waits)*lat), true
+}
+
+// awaitSlot waits until release hands w a slot, up to maxWait. It returns
+// nil with the slot reserved, or the refusal.
+func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, maxWait time.Duration) error {
+	t := time.NewTimer(maxWait)
+	defer t.Stop()
+	var err error
+	select {
+	case <-w:
+		return nil
+	case <-t.C:
+	case <-ctx.Done():
+		err = ctx.Err()
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	select {
+	case <-w:
+		// Handed a slot just as the wait ended: take it, unless the
+		// caller is gone.
+		if err == nil {
+			return nil
+		}
+		h.inflight--
+		l.grantWaiters(h, l.cfg.Now())
+		return err
+	default:
+	}
+	if i := slices.Index(h.waiters, w); i >= 0 {
+		h.waiters = slices.Delete(h.waiters, i, i+1)
+		l.waiting--
+	}
+	if err != nil {
+		return err
+	}
+	return l.refuseConcurrency(h, l.cfg.Now())
+}
+
+// refuseConcurrency counts and schedules a refusal. l.mu is held.
+func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
+	h.refused++
+	return &sender.NotAdmittedError{Host: h.key, Wait: l.concurrencyWait(h, now),
+		Reason: fmt.Sprintf("concurrency limit %d reached", h.limit())}
+}
+
+// grantWaiters hands free slots of h to its waiters, first come first
+// served. l.mu is held.
+func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
+	for len(h.waiters) > 0 && h.inflight < h.limit() {
+		w := h.waiters[0]
+		h.waiters = slices.Delete(h.waiters, 0, 1)
+		l.waiting--
+		h.occupy(now)
+		w <- struct{}{}
+	}
+}
+
+// concurrencyWait schedules a job refused for concurrency. Refused jobs
+// form a line, spaced at a little faster than the pace at which the host's
+// slots free up, by Little's law limit ÷ latency, so that they come back
+// about when there is room instead of all at once; one that comes back and
+// still finds no room goes to the back of the line again. Returns thus
+// never come much faster than the host can take them, which keeps the
+// delayed NAKs, and JetStream's work, to about one per job. l.mu is held.
+func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
+	stalled := h.stalled(now)
+	lat := h.conc.baseLatency()
+	if lat == 0 {
+		// Too few answers to know the host's pace (its first round trips):
+		// come back soon and be scheduled then, rather than parked for
+		// long on a guess. A host that hangs makes the waits grow.
+		return min(l.jitter(max(latencyGuess, stalled)), l.cfg.MaxDefer)
+	}
+	// The pace is taken optimistically, at the host's best lately (its
+	// baseline latency, the higher of its limit now and where it last
+	// pushed back): jobs parked on a pessimistic guess after a hiccup would
+	// come back too slowly for a host that recovered, and leave its slots
+	// idle; jobs that come back too early are only parked again. A host
+	// that stops answering slows the pace down.
+	lat = max(lat, stalled)
+	limit := float64(h.limit())
+	if h.fixed == 0 {
+		limit = max(limit, h.conc.lastMax)
+		if h.conc.slowStart {
+			// Still doubling every round trip, with no sign yet of where
+			// it stops: the pace may be anything up to the ceiling. Jobs
+			// lined up for today's limit would come back a round trip per
+			// doubling too late: a host answering in 1 s, its limit on the
+			// way from 20 to 1,000, had 5,000 jobs parked up to two
+			// minutes out and sent 40 a second.
+			limit = h.conc.max
+		}
+	}
+	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency))
+}
+
+// pace books a place in h's line of refused jobs for a job that h
+// answered 429, as if its limit had refused it, rather than leave it to a
+// blind backoff. Only when that 429 is the adaptive limit probing the
+// host's edge: the limit was just cut for it, and the host has room again
+// within a round trip or two. It returns 0 (the worker's backoff) for a
+// fixed limit, which does not learn from the refusal; for a host whose
+// pace is not known yet; and for a host answering 429 again and again
+// (more than maxPacedRefusals in a row), which is out of quota rather than
+// of concurrency: pacing those would spend a job's attempts within a
+// second. l.mu is held.
+func (l *Limiter) pace(h *hostState, now time.Time) time.Duration {
+	if h.fixed > 0 || h.conc.baseLatency() == 0 || h.refusedInARow > maxPacedRefusals {
+		return 0
+	}
+	return l.concurrencyWait(h, now)
+}
+
+// maxPacedRefusals: a probing adaptive limit oversteps the host's capacity
+// by a request or two per cycle, so its 429s come one or two at a time
+// between successes.
+const maxPacedRefusals = 3
