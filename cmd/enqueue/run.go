@@ -30,7 +30,8 @@ const usage = `Usage: enqueue [flags] FILE... | -
        enqueue results BATCH [--out FILE|-]   write a batch's stored results as JSON Lines, the latest per job
        enqueue status [BATCH]         jobs open, results, dead letters, lag, open breakers, limits per host
        enqueue dlq [BATCH]            list dead letters (secret headers redacted)
-       enqueue redrive BATCH          re-publish a batch's dead letters as fresh jobs
+       enqueue redrive BATCH          re-publish a batch's dead letters: failed jobs as fresh
+                                      jobs, failed callbacks as callbacks only
 
 Validates files of HTTP request descriptions (JSON Lines or a JSON array,
 gzip-compressed or not; "-" reads standard input) and publishes them as jobs
@@ -38,7 +39,7 @@ of one batch. Nothing is published if any line is invalid, unless
 --skip-invalid is given. A job completed by an earlier run (same id) is not
 sent again; --wait returns its stored result; --force (or enqueue redrive
 BATCH, for failed ones) sends it again. A job whose earlier run failed before
-sending anything (refused, expired, cancelled) is sent again.
+sending anything (refused, breaker open, expired, cancelled) is sent again.
 
 Flags:
 `
@@ -271,7 +272,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	var breakers *enqueue.BreakerWatch
 	if col != nil {
 		var stopWatch func()
-		breakers, stopWatch = watchBreakers(ctx, js, names)
+		breakers, stopWatch = watchBreakers(ctx, js, names, prog.Printf)
 		defer stopWatch()
 		prog.ShowBreakers(breakers)
 	}
@@ -350,7 +351,9 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	}
 	col.Summary.EarlierRuns, col.Summary.SentAgain = rep.EarlierRuns, rep.Resent
 	col.Summary.Finish(time.Since(start))
-	_ = breakers.Poll(ctx)
+	if err := breakers.Poll(ctx); err != nil {
+		prog.Printf("warning: reading the workers' breaker board failed (%v); open breakers may be missing below\n", err)
+	}
 	if o.jsonSummary {
 		b, _ := json.Marshal(struct {
 			*enqueue.Summary
@@ -371,10 +374,11 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 
 // watchBreakers follows the workers' breaker board for progress and the
 // summary until stop is called; nil (and a no-op stop) if the board cannot
-// be opened, which only costs the information.
-func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Names) (w *enqueue.BreakerWatch, stop func()) {
+// be opened, which only costs the information, with a warning.
+func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Names, warnf func(string, ...any)) (w *enqueue.BreakerWatch, stop func()) {
 	board, err := queue.OpenBreakerBoard(ctx, js, names, 0)
 	if err != nil {
+		warnf("warning: the workers' breaker board cannot be read (%v); open breakers are not shown\n", err)
 		return nil, func() {}
 	}
 	w = enqueue.NewBreakerWatch(board, 2*time.Second)

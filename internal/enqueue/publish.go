@@ -48,7 +48,8 @@ type PublishReport struct {
 	// AlreadyDone were not published: an earlier run completed them.
 	AlreadyDone int
 	// Resent are jobs an earlier run failed without sending anything
-	// (refused before sending, expired, cancelled), published again as a
+	// (refused before sending, turned away by an open breaker on every
+	// try, expired, cancelled), published again as a
 	// new run of each, since that cannot duplicate a request. Counted in
 	// Published too; one another re-run already sent again is a Duplicate.
 	Resent int

@@ -25,7 +25,7 @@ type EarlierRun struct {
 	// Completed were completed by that run and not sent again.
 	Completed int `json:"completed"`
 	// SentAgain failed there before any request was sent (refused,
-	// expired, cancelled) and are sent again by this run.
+	// breaker open, expired, cancelled) and are sent again by this run.
 	SentAgain int `json:"sent_again,omitempty"`
 	// First and Last bound when their completion markers were stored.
 	First time.Time `json:"first_at"`

@@ -496,6 +496,11 @@ const (
 // reason: the job's result stands as it was.
 const ReasonCallbackFailed = "callback_failed"
 
+// ReasonCancelled is reserved for a job cancelled before any request was
+// sent (batch control, to come); a plain re-run sends such a job again, as
+// nothing reached its target.
+const ReasonCancelled = "cancelled"
+
 // EncodeResult is the wire encoding of a result.
 func EncodeResult(r *Result) ([]byte, error) { return json.Marshal(r) }
 

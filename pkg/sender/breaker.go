@@ -77,7 +77,8 @@ func (b *breakers) maybeSweep(now int64) {
 	}
 	b.m.Range(func(k, v any) bool {
 		hb := v.(*hostBreaker)
-		if now-hb.lastUsed.Load() <= int64(breakerIdle) {
+		// Failures still inside the window must not be forgotten.
+		if now-hb.lastUsed.Load() <= int64(max(breakerIdle, b.settings.Window)) {
 			return true
 		}
 		st := hb.current(time.Unix(0, now))
