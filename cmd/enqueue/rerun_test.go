@@ -142,3 +142,55 @@ func watchDone(t *testing.T, ns *server.Server, ids ...string) (wait func()) {
 		}
 	}
 }
+
+// A file enqueued again with a line added before the others joins every
+// result to its line in this file, also the results an earlier run stored
+// with its own line numbers.
+func TestRerunResultsCarryThisRunsSource(t *testing.T) {
+	leakcheck.AtEnd(t)
+	setEnv(t)
+	ns := natstest.RunServer(t)
+	tg := target.New(target.Options{})
+	srv := httptest.NewServer(tg)
+	defer srv.Close()
+	startWorkers(t, ns, 2)
+	dir := t.TempDir()
+	old := `{"url":"` + srv.URL + `/a"}` + "\n" + `{"url":"` + srv.URL + `/b"}` + "\n"
+	file := filepath.Join(dir, "jobs.jsonl")
+	if err := os.WriteFile(file, []byte(old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	url := ns.ClientURL()
+	if r := runCmd(t, nil, "--nats", url, "--batch", "src1", "--wait", "--quiet", file); r.code() != 0 {
+		t.Fatalf("first run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
+	}
+	if err := os.WriteFile(file, []byte(`{"url":"`+srv.URL+`/new"}`+"\n"+old), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out := filepath.Join(dir, "out.jsonl")
+	if r := runCmd(t, nil, "--nats", url, "--batch", "src2", "--wait", "--quiet", "--out", out, file); r.code() != 0 {
+		t.Fatalf("re-run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
+	}
+	data, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{"/new": file + ":1", "/a": file + ":2", "/b": file + ":3"}
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d results, want 3:\n%s", len(lines), data)
+	}
+	for _, l := range lines {
+		r, err := job.DecodeResult([]byte(l))
+		if err != nil {
+			t.Fatal(err)
+		}
+		path := strings.TrimPrefix(r.URL, srv.URL)
+		if r.Source != want[path] {
+			t.Errorf("result for %s: source %q, want %q", path, r.Source, want[path])
+		}
+	}
+	if n := tg.Stats().Requests; n != 3 {
+		t.Errorf("target saw %d requests, want 3 (nothing sent twice)", n)
+	}
+}

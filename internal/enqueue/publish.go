@@ -139,6 +139,7 @@ func (rep *PublishReport) onAck(col *Collector, rs *resends, prog *Progress) fun
 			rep.Duplicates++
 			if col != nil {
 				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
+				col.fromOtherRun(d.h, a.Msg.Data)
 				if earlier != nil {
 					d.stale = earlier.Seq
 				}
@@ -161,7 +162,7 @@ func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPubli
 			marker = found[i]
 		}
 		if marker != nil && !marker.SentNothing() {
-			rep.skipDone(marker, o.Collector)
+			rep.skipDone(marker, o.Collector, c.data[i])
 			o.Progress.skipped()
 			continue
 		}

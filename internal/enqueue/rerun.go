@@ -110,14 +110,16 @@ func (rep *PublishReport) sortedRuns() []EarlierRun {
 
 // skipDone accounts for a job an earlier run completed: it is not sent
 // again, and with --wait its result is read where that run stored it.
-func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector) {
+func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector, jobMsg []byte) {
 	rep.AlreadyDone++
 	rep.run(m).Completed++
 	if col == nil {
 		return
 	}
 	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
-	col.expectEarlier(col.hash(m.ID))
+	h := col.hash(m.ID)
+	col.expectEarlier(h)
+	col.fromOtherRun(h, jobMsg)
 }
 
 // resend turns msg into a new run of a job whose earlier run (marked by m)

@@ -35,6 +35,10 @@ type Collector struct {
 	changed chan struct{}
 
 	outMu sync.Mutex
+	// sources are this run's sources (FILE:LINE) of the jobs whose results
+	// come from another run, which stored its own lines: a file enqueued
+	// again with lines added must still join its results to its lines.
+	sources map[uint64]string
 
 	// After, if set, is a results stream sequence stored before this run
 	// began: the batch's subject is read from the next one on. A batch id
@@ -130,6 +134,43 @@ func (c *Collector) expectEarlier(h uint64) {
 	}
 }
 
+// fromOtherRun notes the source of this run's job h, whose result another
+// run stores: its record is given this run's source when counted.
+func (c *Collector) fromOtherRun(h uint64, jobMsg []byte) {
+	var j struct {
+		Source string `json:"source"`
+	}
+	if json.Unmarshal(jobMsg, &j) != nil || j.Source == "" {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.sources == nil {
+		c.sources = map[uint64]string{}
+	}
+	c.sources[h] = j.Source
+}
+
+// withSource returns raw with the source this run gave job h, if another
+// run stored it with another.
+func (c *Collector) withSource(h uint64, raw []byte) []byte {
+	c.mu.Lock()
+	src, ok := c.sources[h]
+	c.mu.Unlock()
+	if !ok {
+		return raw
+	}
+	r, err := job.DecodeResult(raw)
+	if err != nil || r.Source == src {
+		return raw
+	}
+	r.Source = src
+	if b, err := job.EncodeResult(r); err == nil {
+		return b
+	}
+	return raw
+}
+
 // dropEarlier counts as missing every job whose earlier result was not
 // found.
 func (c *Collector) dropEarlier() {
@@ -206,6 +247,9 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	}
 	c.mu.Unlock()
 	c.Summary.add(r, src != fromSubject)
+	if src != fromSubject {
+		raw = c.withSource(h, raw)
+	}
 	if c.Out != nil {
 		c.outMu.Lock()
 		_, _ = c.Out.Write(append(raw, '\n'))
