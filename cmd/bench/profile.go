@@ -20,19 +20,19 @@ import (
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/enqueue"
-	"github.com/jetpost/jetpost/internal/metrics"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/worker/daemon"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
-// profile runs a scenario with the worker's and enqueue's own packages in
-// this process, wired as cmd/worker and cmd/enqueue wire them, so that one
-// CPU profile covers worker, enqueue and the embedded broker, and so that
-// every queue operation of every job can be timed through thin wrappers of
-// the jetstream interfaces (no product code is changed). The target stays a
-// separate process.
+// profile runs a scenario with the worker (built by daemon.Build, as
+// cmd/worker builds it) and enqueue's own packages in this process, so that
+// one CPU profile covers worker, enqueue and the embedded broker, and so
+// that every queue operation of every job can be timed through thin
+// wrappers of the jetstream handle, the sender and the handler. The target
+// stays a separate process.
 func (b *bench) profile(ctx context.Context, dir string, scenarios []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -160,9 +160,8 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	return nil
 }
 
-// runInprocWorker is cmd/worker's run without the process: same packages,
-// same configuration, same metrics observer, the jetstream handle wrapped
-// for timing.
+// runInprocWorker runs the worker daemon.Build makes, as cmd/worker does,
+// with the jetstream handle, the sender and the handler wrapped for timing.
 func runInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline, ready chan<- struct{}) error {
 	log := zerolog.New(os.Stderr).Level(zerolog.WarnLevel)
 	nc, err := nats.Connect(cfg.NatsURL, nats.Name("jetpost-worker prof"))
@@ -170,55 +169,33 @@ func runInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline, read
 		return err
 	}
 	defer nc.Close()
-	js0, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	js := &timedJS{JetStream: js0, tl: tl}
-	names := queue.NewNames(cfg.SubjectPrefix)
-	streams := queue.StreamConfig{Replicas: cfg.Replicas, DedupWindow: cfg.DedupWindow, ResultsMaxAge: cfg.ResultsMaxAge, AttemptsTTL: cfg.MaxJobAge + time.Hour}
-	if err := queue.Setup(ctx, js, names, streams); err != nil {
-		return err
-	}
-	cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
-		MaxInflight: cfg.MaxInflight, Prefetch: cfg.EffectivePrefetch(), AckWait: cfg.AckWait,
-		MaxAckPending: cfg.MaxAckPending, ShutdownTimeout: cfg.ShutdownTimeout, Worker: cfg.WorkerID, Streams: streams,
-	}, log)
-	if err != nil {
-		return err
-	}
-	retry, err := sender.ParseStatusSet(cfg.RetryStatuses)
-	if err != nil {
-		return err
-	}
-	allowed, err := sender.ParseNetworks(cfg.AllowedNetworks)
-	if err != nil {
-		return err
-	}
-	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
-	snd, err := sender.New(sender.Config{
-		Timeout: cfg.RequestTimeout, MaxResponseBytes: cfg.MaxResponseBytes, MaxConnsPerHost: cfg.MaxInflight,
-		MaxRedirects: cfg.MaxRedirects, MaxRetryAfter: cfg.MaxRetryAfter, RetryStatuses: retry,
-		IdempotencyHeader: cfg.IdempotencyHeader, AllowedNetworks: allowed,
-		Breaker: sender.Breaker{Failures: cfg.BreakerFailures, FailureRatio: cfg.BreakerFailureRatio, Window: cfg.BreakerWindow, OpenTimeout: cfg.BreakerOpenTimeout, HalfOpenRequests: cfg.BreakerHalfOpenRequests},
+	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{
+		Log:           log,
+		WrapJetStream: func(js jetstream.JetStream) jetstream.JetStream { return &timedJS{JetStream: js, tl: tl} },
+		WrapSender:    func(s worker.Sender) worker.Sender { return &timedSender{Sender: s, tl: tl} },
 	})
 	if err != nil {
 		return err
 	}
-	defer snd.Close()
-	w := worker.New(worker.Config{
-		ID: cfg.WorkerID, MaxAttempts: cfg.MaxAttempts,
-		Backoff:   sender.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffMax},
-		MaxJobAge: cfg.MaxJobAge,
-	}, &timedSender{Sender: snd, tl: tl}, mx.Observer(), log)
+	svc.Consumer = &timedHandlers{Consumer: svc.Consumer, tl: tl}
 	close(ready)
-	return cons.Run(ctx, func(ctx context.Context, d *queue.Delivery) queue.Decision {
-		r := tl.get(d.Seq)
+	return svc.Run(ctx)
+}
+
+// timedHandlers times each delivery's handler.
+type timedHandlers struct {
+	worker.Consumer
+	tl *timeline
+}
+
+func (c *timedHandlers) Run(ctx context.Context, h queue.Handler) error {
+	return c.Consumer.Run(ctx, func(ctx context.Context, d *queue.Delivery) queue.Decision {
+		r := c.tl.get(d.Seq)
 		r.handlerStart = time.Now()
 		if d.Job != nil {
-			tl.bindID(d.Job.ID, r)
+			c.tl.bindID(d.Job.ID, r)
 		}
-		dec := w.Handle(ctx, d)
+		dec := h(ctx, d)
 		r.handlerEnd = time.Now()
 		return dec
 	})
@@ -414,7 +391,7 @@ func (m *timedMsg) Ack() error {
 }
 
 type timedSender struct {
-	*sender.Sender
+	worker.Sender
 	tl *timeline
 }
 
