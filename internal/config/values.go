@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
@@ -77,4 +78,16 @@ func (c *Worker) validateValues() error {
 		err4 = fmt.Errorf("JETPOST_IDEMPOTENCY_HEADER=%q: not a valid header name", c.IdempotencyHeader)
 	}
 	return errors.Join(err1, err2, err3, err4)
+}
+
+// StripEnv is environ without any JETPOST_ variable, so a developer's shell
+// settings cannot reach the processes tests and benchmarks start.
+func StripEnv(environ []string) []string {
+	var env []string
+	for _, kv := range environ {
+		if !strings.HasPrefix(kv, Prefix+"_") {
+			env = append(env, kv)
+		}
+	}
+	return env
 }

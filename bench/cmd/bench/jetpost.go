@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 	"github.com/jetpost/jetpost/internal/target"
 )
 

@@ -18,9 +18,9 @@
 //
 // Usage:
 //
-//	go run ./cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
+//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
 //	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
-//	go run ./cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
+//	go run ./bench/cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
 //
 // -profile runs the worker's own packages in this process instead of the
 // worker binary, with a CPU profile and per-job timings of every queue
@@ -42,7 +42,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
 var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation"}
@@ -164,7 +164,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 	cmdline := "make bench"
 	if len(args) > 0 {
-		cmdline = "go run ./cmd/bench " + strings.Join(args, " ")
+		cmdline = "go run ./bench/cmd/bench " + strings.Join(args, " ")
 	}
 	report := b.markdown(cmdline, took)
 	fmt.Fprint(stdout, report)

@@ -20,7 +20,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
+//	go run ./bench/cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
 //
 // ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
@@ -53,7 +53,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
@@ -490,7 +490,7 @@ type row struct {
 func (b *bench) table(rows []row) string {
 	var sb strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&sb, "Measured %s on %s (%d CPUs, %s/%s; load averages over 1, 5, 15 min %s before, %s after) with `go run ./cmd/limitbench%s%s`: real worker processes, an embedded NATS server, in-process targets that time every request they receive; jobs are published and results read back as `enqueue --wait` does.\n\n",
+	fmt.Fprintf(&sb, "Measured %s on %s (%d CPUs, %s/%s; load averages over 1, 5, 15 min %s before, %s after) with `go run ./bench/cmd/limitbench%s%s`: real worker processes, an embedded NATS server, in-process targets that time every request they receive; jobs are published and results read back as `enqueue --wait` does.\n\n",
 		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, b.loadBefore, benchkit.LoadAvg(), map[bool]string{true: " -quick"}[b.quick], b.repeatFlag)
 	var rate, capacity, runs []string
 	for _, r := range rows {
@@ -560,7 +560,7 @@ const notes = `Reading the figures:
 `
 
 const (
-	beginMarker = "<!-- limitbench:begin (go run ./cmd/limitbench -write) -->"
+	beginMarker = "<!-- limitbench:begin (go run ./bench/cmd/limitbench -write) -->"
 	endMarker   = "<!-- limitbench:end -->"
 )
 
