@@ -552,7 +552,7 @@ const notes = `Reading the figures:
   latencies each), which hold no request place. With half as many, or
   with waiting jobs holding request places, it ran at 517–556 jobs/s. A
   pull left open
-  for a second (the queue's default) cost another 6–10 %, so cmd/worker
+  for a second (the queue's default) cost another 6–10 %, so the worker
   pulls with a 200 ms wait.
 - The fixed pool of 200 fails a third to a half of its jobs outright: they
   spend all 5 attempts on 429s.
