@@ -77,10 +77,46 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	if err != nil {
 		return err
 	}
+	cfg, err := b.profileConfig(br.URL, inflight)
+	if err != nil {
+		return err
+	}
+	tl := newTimeline(n)
+	stopWorker, err := startInprocWorker(ctx, cfg, tl)
+	if err != nil {
+		return err
+	}
+	m, err := profileEnqueue(ctx, filepath.Join(dir, name+".cpu.pprof"), br.URL, file, "prof"+name, n, tl)
+	if err != nil {
+		stopWorker()
+		return err
+	}
+	if err := stopWorker(); err != nil {
+		return err
+	}
+	st, _ := tgt.stats()
+	if hf, err := os.Create(filepath.Join(dir, name+".allocs.pprof")); err == nil {
+		_ = pprof.Lookup("allocs").WriteTo(hf, 0)
+		hf.Close()
+	}
+	var out strings.Builder
+	m.summary(&out, name, n, lat, cfg, st.MaxInFlight)
+	// As in production, a handler runs for each request in flight and each
+	// job waiting for its host: the timeline's slots are handlers.
+	tl.report(&out, cfg.MaxInflight+cfg.HostWaiting(), m.wall)
+	fmt.Print(out.String())
+	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(out.String()), 0o644); err != nil {
+		return err
+	}
+	b.logf("wrote %s and %s", filepath.Join(dir, name+".cpu.pprof"), filepath.Join(dir, name+".txt"))
+	return nil
+}
 
-	// The worker's configuration exactly as cmd/worker reads it.
+// profileConfig is the worker's configuration exactly as cmd/worker reads
+// it, from the environment.
+func (b *bench) profileConfig(natsURL string, inflight int) (*config.Worker, error) {
 	env := append([]string{
-		"JETPOST_NATS_URL=" + br.URL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
+		"JETPOST_NATS_URL=" + natsURL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
 		"JETPOST_MAX_INFLIGHT=" + strconv.Itoa(inflight),
 	}, b.workerEnv...)
 	for _, kv := range env {
@@ -89,78 +125,69 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	}
 	cfg, err := config.LoadWorker()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	cfg.WorkerID = "prof-worker"
+	return cfg, nil
+}
 
-	tl := newTimeline(n)
-	wctx, stopWorker := context.WithCancel(ctx)
-	defer stopWorker()
-	workerDone := make(chan error, 1)
+// startInprocWorker runs the worker until stop, which returns how it ended.
+func startInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline) (stop func() error, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
 	ready := make(chan struct{})
 	go pprof.Do(wctx, pprof.Labels("component", "worker"), func(wctx context.Context) {
-		workerDone <- runInprocWorker(wctx, cfg, tl, ready)
+		done <- runInprocWorker(wctx, cfg, tl, ready)
 	})
 	select {
 	case <-ready:
-	case err := <-workerDone:
-		return err
+		return func() error { cancel(); return <-done }, nil
+	case err := <-done:
+		cancel()
+		return nil, err
 	}
+}
 
-	f, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+// profMeasure is what one profiled batch measured in this process.
+type profMeasure struct {
+	wall, pubDone, cpu time.Duration
+	ms0, ms1           runtime.MemStats
+}
+
+// profileEnqueue publishes and waits for a batch under the CPU profiler.
+func profileEnqueue(ctx context.Context, cpuFile, natsURL, file, batch string, n int, tl *timeline) (profMeasure, error) {
+	var m profMeasure
+	f, err := os.Create(cpuFile)
 	if err != nil {
-		return err
+		return m, err
 	}
 	defer f.Close()
-	var ms0 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
+	runtime.ReadMemStats(&m.ms0)
 	cpu0 := selfCPU()
 	if err := pprof.StartCPUProfile(f); err != nil {
-		return err
+		return m, err
 	}
 	start := time.Now()
 	tl.start = start
-	var pubDone time.Duration
 	pprof.Do(ctx, pprof.Labels("component", "enqueue"), func(ctx context.Context) {
-		pubDone, err = inprocEnqueue(ctx, br.URL, file, "prof"+name, n)
+		m.pubDone, err = inprocEnqueue(ctx, natsURL, file, batch, n)
 	})
-	wall := time.Since(start)
+	m.wall = time.Since(start)
 	pprof.StopCPUProfile()
-	cpu := selfCPU() - cpu0
-	var ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms1)
-	if err != nil {
-		return err
-	}
-	stopWorker()
-	if err := <-workerDone; err != nil {
-		return err
-	}
-	st, _ := tgt.stats()
-	if hf, err := os.Create(filepath.Join(dir, name+".allocs.pprof")); err == nil {
-		_ = pprof.Lookup("allocs").WriteTo(hf, 0)
-		hf.Close()
-	}
+	m.cpu = selfCPU() - cpu0
+	runtime.ReadMemStats(&m.ms1)
+	return m, err
+}
 
-	var out strings.Builder
-	// As in production, a handler runs for each request in flight and each
-	// job waiting for its host: the timeline's slots are handlers.
-	handlers := cfg.MaxInflight + cfg.HostWaiting()
-	fmt.Fprintf(&out, "profile %s: %d jobs, %v target, %d in flight (%d handlers), prefetch %d: wall %.2fs (%.0f jobs/s), all published after %s\n",
-		name, n, lat, inflight, handlers, cfg.EffectivePrefetch(), wall.Seconds(), float64(n)/wall.Seconds(), ms(pubDone))
+func (m profMeasure) summary(out io.Writer, name string, n int, lat time.Duration, cfg *config.Worker, targetPeak int64) {
+	fmt.Fprintf(out, "profile %s: %d jobs, %v target, %d in flight (%d handlers), prefetch %d: wall %.2fs (%.0f jobs/s), all published after %s\n",
+		name, n, lat, cfg.MaxInflight, cfg.MaxInflight+cfg.HostWaiting(), cfg.EffectivePrefetch(), m.wall.Seconds(), float64(n)/m.wall.Seconds(), ms(m.pubDone))
 	if lat > 0 {
-		ideal := time.Duration(n) * lat / time.Duration(inflight)
-		fmt.Fprintf(&out, "  ideal N·L/P %.2fs: %.3f×\n", ideal.Seconds(), wall.Seconds()/ideal.Seconds())
+		ideal := time.Duration(n) * lat / time.Duration(cfg.MaxInflight)
+		fmt.Fprintf(out, "  ideal N·L/P %.2fs: %.3f×\n", ideal.Seconds(), m.wall.Seconds()/ideal.Seconds())
 	}
-	fmt.Fprintf(&out, "  process CPU (worker + enqueue + broker in one) %s/job; GC cycles %d, %.1f KB allocated/job, target CPU %s/req, target max in flight %d\n",
-		us(cpu, n), ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(n), us(0, 0), st.MaxInFlight)
-	tl.report(&out, handlers, wall)
-	fmt.Print(out.String())
-	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(out.String()), 0o644); err != nil {
-		return err
-	}
-	b.logf("wrote %s and %s", filepath.Join(dir, name+".cpu.pprof"), filepath.Join(dir, name+".txt"))
-	return nil
+	fmt.Fprintf(out, "  process CPU (worker + enqueue + broker in one) %s/job; GC cycles %d, %.1f KB allocated/job, target CPU %s/req, target max in flight %d\n",
+		us(m.cpu, n), m.ms1.NumGC-m.ms0.NumGC, float64(m.ms1.TotalAlloc-m.ms0.TotalAlloc)/1024/float64(n), us(0, 0), targetPeak)
 }
 
 // runInprocWorker runs the worker daemon.Build makes, as cmd/worker does,
@@ -474,8 +501,13 @@ func (t *timeline) report(w io.Writer, slots int, wall time.Duration) {
 		pct(sum(http), capacity), pct(sum(handler), capacity), pct(sum(pub), capacity), pct(sum(ack), capacity),
 		100-pct(busyAll, capacity))
 
-	// Idle slots split by cause: nothing fetched to start, or a fetched job
-	// not yet started (hand-over latency).
+	idleReport(w, recs, slots, t.start, wall)
+	t.fetchReport(w)
+}
+
+// idleReport splits idle slots by cause: nothing fetched to start, or a
+// fetched job not yet started (hand-over latency).
+func idleReport(w io.Writer, recs []*rec, slots int, start time.Time, wall time.Duration) {
 	type ev struct {
 		at        time.Time
 		dBusy, dQ int
@@ -514,9 +546,12 @@ func (t *timeline) report(w io.Writer, slots int, wall time.Duration) {
 		queued += e.dQ
 	}
 	fmt.Fprintf(w, "  before the first job started: %s (enqueue startup, first fetch); after the last ack: %s (collection, exit)\n",
-		ms(firstStart.Sub(t.start)), ms(t.start.Add(wall).Sub(lastAck)))
+		ms(firstStart.Sub(start)), ms(start.Add(wall).Sub(lastAck)))
 	fmt.Fprintf(w, "  between first start and last ack: all %d slots busy %.1f%% of the time; idle slot-s with the window empty %.2f, with jobs fetched but not started %.2f\n",
 		slots, pct(full, lastAck.Sub(firstStart)), starved.Seconds(), handover.Seconds())
+}
+
+func (t *timeline) fetchReport(w io.Writer) {
 	t.fetchMu.Lock()
 	defer t.fetchMu.Unlock()
 	if t.fetches > 0 {

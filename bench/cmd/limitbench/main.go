@@ -111,42 +111,14 @@ func run(ctx context.Context, args []string) error {
 	var rows []row
 	var idle string
 	for _, s := range o.scenarios {
-		var rs []row
-		switch strings.TrimSpace(s) {
-		case "idle":
-			if idle, err = b.idleTable(ctx, o.gap, o.repeat); err != nil {
-				return err
-			}
-		case "fleet":
-			for _, workers := range []int{1, 3} {
-				r, err := b.rate(ctx, workers, false)
-				if err != nil {
-					return err
-				}
-				rs = append(rs, r)
-			}
-		case "fleet1":
-			r, err := b.rate(ctx, 1, false)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		case "batch":
-			r, err := b.rate(ctx, 3, true)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		case "adaptive", "fixed", "oracle":
-			r, err := b.repeatCapacity(ctx, strings.TrimSpace(s), o.repeat)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		default:
-			return fmt.Errorf("unknown scenario %q", s)
+		rs, text, err := b.scenario(ctx, strings.TrimSpace(s), o)
+		if err != nil {
+			return err
 		}
 		rows = append(rows, rs...)
+		if text != "" {
+			idle = text
+		}
 	}
 	md := filepath.Join(root, o.md)
 	if idle != "" {
@@ -166,6 +138,36 @@ func run(ctx context.Context, args []string) error {
 		return writeSection(md, table, beginMarker, endMarker, "## Host limits: fleet-wide rate and adaptive concurrency")
 	}
 	return nil
+}
+
+// scenario runs one scenario: table rows, or for "idle" a section of its own.
+func (b *bench) scenario(ctx context.Context, name string, o options) (rows []row, idle string, err error) {
+	var r row
+	switch name {
+	case "idle":
+		idle, err = b.idleTable(ctx, o.gap, o.repeat)
+		return nil, idle, err
+	case "fleet":
+		for _, workers := range []int{1, 3} {
+			if r, err = b.rate(ctx, workers, false); err != nil {
+				return nil, "", err
+			}
+			rows = append(rows, r)
+		}
+		return rows, "", nil
+	case "fleet1":
+		r, err = b.rate(ctx, 1, false)
+	case "batch":
+		r, err = b.rate(ctx, 3, true)
+	case "adaptive", "fixed", "oracle":
+		r, err = b.repeatCapacity(ctx, name, o.repeat)
+	default:
+		return nil, "", fmt.Errorf("unknown scenario %q", name)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return []row{r}, "", nil
 }
 
 type bench struct {
