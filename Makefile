@@ -37,7 +37,7 @@ up: ## validate the docker compose topology (no Docker engine needed; builds the
 	./scripts/compose-config.sh
 
 bench: ## end to end vs a raw net/http client; table into BENCHMARKS.md (BENCHFLAGS=-quick, -scenario NAME)
-	$(GO) run ./cmd/bench $(BENCHFLAGS)
+	$(GO) run ./bench/cmd/bench $(BENCHFLAGS)
 
 bench-go: ## Go micro-benchmarks of the hot path
 	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...

@@ -61,7 +61,7 @@ func TestFleetRateLimitAcrossWorkerProcesses(t *testing.T) {
 // issue's target (429 above 30 concurrent requests, 50 ms): the worker
 // learns a limit (its metric) below the ceiling, every job succeeds, and
 // every request the target answered is an attempt some result counts.
-// How rare the 429s are is cmd/limitbench's figure, and how close the limit
+// How rare the 429s are is bench/cmd/limitbench's figure, and how close the limit
 // comes to 30 pkg/hostlimit's tests (on an injected clock): on a loaded
 // machine requests admitted before a cut reach the host late, and a worker
 // too starved to fill its limit lets it grow untested, so neither is

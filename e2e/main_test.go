@@ -19,7 +19,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -96,7 +96,7 @@ func start(t *testing.T, bin string, env []string, args ...string) *proc {
 }
 
 func baseEnv() []string {
-	return append(benchkit.CleanEnv(), "JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=info")
+	return append(config.StripEnv(os.Environ()), "JETPOST_LOG_FORMAT=json", "JETPOST_LOG_LEVEL=info")
 }
 
 func (p *proc) output() string {

@@ -212,6 +212,7 @@ func (c *Worker) Validate() error {
 	check(c.BreakerHalfOpenRequests >= 1, "JETPOST_BREAKER_HALF_OPEN_REQUESTS=%d: must be at least 1", c.BreakerHalfOpenRequests)
 	check(c.ShutdownTimeout >= 0, "JETPOST_SHUTDOWN_TIMEOUT=%s: must not be negative", c.ShutdownTimeout)
 	check(c.HostMaxInflight >= 0 && c.HostMaxInflight <= 100000, "JETPOST_HOST_MAX_INFLIGHT=%d: must be 0 (JETPOST_MAX_INFLIGHT) to 100000", c.HostMaxInflight)
+	errs = append(errs, c.validateValues())
 	return errors.Join(errs...)
 }
 

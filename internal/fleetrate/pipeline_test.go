@@ -252,7 +252,7 @@ func TestAdaptiveConcurrencyAgainstA429Host(t *testing.T) {
 	if st[200] != n {
 		t.Fatalf("%d successful requests for %d jobs", st[200], n)
 	}
-	// The ≤ 2 % of the issue is a benchmark figure (cmd/limitbench), not a
+	// The ≤ 2 % of the issue is a benchmark figure (bench/cmd/limitbench), not a
 	// test bound: on a quiet machine this test sees 0.5-3 %, but once, with
 	// the whole suite running three times beside a CPU hog, it saw 14.8 %.
 	// Under such load most 429s answer requests admitted before the limit

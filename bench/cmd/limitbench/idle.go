@@ -7,7 +7,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
 // The idle scenario (issue 12): one worker, JETPOST_MAX_INFLIGHT=40, a
@@ -17,7 +17,7 @@ import (
 // the gap as a stall or a place in a line.
 
 const (
-	idleBegin   = "<!-- limitbench-idle:begin (go run ./cmd/limitbench -scenario idle -write) -->"
+	idleBegin   = "<!-- limitbench-idle:begin (go run ./bench/cmd/limitbench -scenario idle -write) -->"
 	idleEnd     = "<!-- limitbench-idle:end -->"
 	idleHeading = "## Batches after an idle gap"
 )
@@ -100,7 +100,7 @@ func (b *bench) idleTable(ctx context.Context, gap time.Duration, repeat int) (s
 		rows = append(rows, r)
 	}
 	var sb strings.Builder
-	fmt.Fprintf(&sb, "Measured %s (load averages %s before, %s after) with `go run ./cmd/limitbench -scenario idle -gap %v%s`: one worker process, an embedded NATS server, an in-process target answering every request in 50 ms; a batch of %d jobs, %v idle, another %d in the same worker. Wall time is from the first publish to the last result; every job succeeded with one attempt. The row is the median run by ratio.\n\n",
+	fmt.Fprintf(&sb, "Measured %s (load averages %s before, %s after) with `go run ./bench/cmd/limitbench -scenario idle -gap %v%s`: one worker process, an embedded NATS server, an in-process target answering every request in 50 ms; a batch of %d jobs, %v idle, another %d in the same worker. Wall time is from the first publish to the last result; every job succeeded with one attempt. The row is the median run by ratio.\n\n",
 		time.Now().UTC().Format("2006-01-02"), b.loadBefore, benchkit.LoadAvg(), gap, b.repeatFlag, idleJobs, gap, idleJobs)
 	fmt.Fprintf(&sb, "| worker | jobs per batch | first batch | after %v idle | ratio | every run, first → after the gap |\n|---|---|---|---|---|---|\n", gap)
 	for _, r := range rows {

@@ -20,19 +20,19 @@ import (
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/enqueue"
-	"github.com/jetpost/jetpost/internal/metrics"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/internal/worker/daemon"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
-// profile runs a scenario with the worker's and enqueue's own packages in
-// this process, wired as cmd/worker and cmd/enqueue wire them, so that one
-// CPU profile covers worker, enqueue and the embedded broker, and so that
-// every queue operation of every job can be timed through thin wrappers of
-// the jetstream interfaces (no product code is changed). The target stays a
-// separate process.
+// profile runs a scenario with the worker (built by daemon.Build, as
+// cmd/worker builds it) and enqueue's own packages in this process, so that
+// one CPU profile covers worker, enqueue and the embedded broker, and so
+// that every queue operation of every job can be timed through thin
+// wrappers of the jetstream handle, the sender and the handler. The target
+// stays a separate process.
 func (b *bench) profile(ctx context.Context, dir string, scenarios []string) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return err
@@ -77,63 +77,21 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	if err != nil {
 		return err
 	}
-
-	// The worker's configuration exactly as cmd/worker reads it.
-	env := append([]string{
-		"JETPOST_NATS_URL=" + br.URL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
-		"JETPOST_MAX_INFLIGHT=" + strconv.Itoa(inflight),
-	}, b.workerEnv...)
-	for _, kv := range env {
-		k, v, _ := strings.Cut(kv, "=")
-		os.Setenv(k, v)
-	}
-	cfg, err := config.LoadWorker()
+	cfg, err := b.profileConfig(br.URL, inflight)
 	if err != nil {
 		return err
 	}
-	cfg.WorkerID = "prof-worker"
-
 	tl := newTimeline(n)
-	wctx, stopWorker := context.WithCancel(ctx)
-	defer stopWorker()
-	workerDone := make(chan error, 1)
-	ready := make(chan struct{})
-	go pprof.Do(wctx, pprof.Labels("component", "worker"), func(wctx context.Context) {
-		workerDone <- runInprocWorker(wctx, cfg, tl, ready)
-	})
-	select {
-	case <-ready:
-	case err := <-workerDone:
-		return err
-	}
-
-	f, err := os.Create(filepath.Join(dir, name+".cpu.pprof"))
+	stopWorker, err := startInprocWorker(ctx, cfg, tl)
 	if err != nil {
 		return err
 	}
-	defer f.Close()
-	var ms0 runtime.MemStats
-	runtime.ReadMemStats(&ms0)
-	cpu0 := selfCPU()
-	if err := pprof.StartCPUProfile(f); err != nil {
-		return err
-	}
-	start := time.Now()
-	tl.start = start
-	var pubDone time.Duration
-	pprof.Do(ctx, pprof.Labels("component", "enqueue"), func(ctx context.Context) {
-		pubDone, err = inprocEnqueue(ctx, br.URL, file, "prof"+name, n)
-	})
-	wall := time.Since(start)
-	pprof.StopCPUProfile()
-	cpu := selfCPU() - cpu0
-	var ms1 runtime.MemStats
-	runtime.ReadMemStats(&ms1)
+	m, err := profileEnqueue(ctx, filepath.Join(dir, name+".cpu.pprof"), br.URL, file, "prof"+name, n, tl)
 	if err != nil {
+		stopWorker()
 		return err
 	}
-	stopWorker()
-	if err := <-workerDone; err != nil {
+	if err := stopWorker(); err != nil {
 		return err
 	}
 	st, _ := tgt.stats()
@@ -141,17 +99,11 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 		_ = pprof.Lookup("allocs").WriteTo(hf, 0)
 		hf.Close()
 	}
-
 	var out strings.Builder
-	fmt.Fprintf(&out, "profile %s: %d jobs, %v target, %d in flight, prefetch %d: wall %.2fs (%.0f jobs/s), all published after %s\n",
-		name, n, lat, inflight, cfg.EffectivePrefetch(), wall.Seconds(), float64(n)/wall.Seconds(), ms(pubDone))
-	if lat > 0 {
-		ideal := time.Duration(n) * lat / time.Duration(inflight)
-		fmt.Fprintf(&out, "  ideal N·L/P %.2fs: %.3f×\n", ideal.Seconds(), wall.Seconds()/ideal.Seconds())
-	}
-	fmt.Fprintf(&out, "  process CPU (worker + enqueue + broker in one) %s/job; GC cycles %d, %.1f KB allocated/job, target CPU %s/req, target max in flight %d\n",
-		us(cpu, n), ms1.NumGC-ms0.NumGC, float64(ms1.TotalAlloc-ms0.TotalAlloc)/1024/float64(n), us(0, 0), st.MaxInFlight)
-	tl.report(&out, inflight, wall)
+	m.summary(&out, name, n, lat, cfg, st.MaxInFlight)
+	// As in production, a handler runs for each request in flight and each
+	// job waiting for its host: the timeline's slots are handlers.
+	tl.report(&out, cfg.MaxInflight+cfg.HostWaiting(), m.wall)
 	fmt.Print(out.String())
 	if err := os.WriteFile(filepath.Join(dir, name+".txt"), []byte(out.String()), 0o644); err != nil {
 		return err
@@ -160,9 +112,86 @@ func (b *bench) profileOne(ctx context.Context, dir, name string, n, inflight in
 	return nil
 }
 
-// runInprocWorker is cmd/worker's run without the process: same packages,
-// same configuration, same metrics observer, the jetstream handle wrapped
-// for timing.
+// profileConfig is the worker's configuration exactly as cmd/worker reads
+// it, from the environment.
+func (b *bench) profileConfig(natsURL string, inflight int) (*config.Worker, error) {
+	env := append([]string{
+		"JETPOST_NATS_URL=" + natsURL, "JETPOST_ALLOWED_NETWORKS=127.0.0.0/8", "JETPOST_LOG_LEVEL=warn",
+		"JETPOST_MAX_INFLIGHT=" + strconv.Itoa(inflight),
+	}, b.workerEnv...)
+	for _, kv := range env {
+		k, v, _ := strings.Cut(kv, "=")
+		os.Setenv(k, v)
+	}
+	cfg, err := config.LoadWorker()
+	if err != nil {
+		return nil, err
+	}
+	cfg.WorkerID = "prof-worker"
+	return cfg, nil
+}
+
+// startInprocWorker runs the worker until stop, which returns how it ended.
+func startInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline) (stop func() error, err error) {
+	wctx, cancel := context.WithCancel(ctx)
+	done := make(chan error, 1)
+	ready := make(chan struct{})
+	go pprof.Do(wctx, pprof.Labels("component", "worker"), func(wctx context.Context) {
+		done <- runInprocWorker(wctx, cfg, tl, ready)
+	})
+	select {
+	case <-ready:
+		return func() error { cancel(); return <-done }, nil
+	case err := <-done:
+		cancel()
+		return nil, err
+	}
+}
+
+// profMeasure is what one profiled batch measured in this process.
+type profMeasure struct {
+	wall, pubDone, cpu time.Duration
+	ms0, ms1           runtime.MemStats
+}
+
+// profileEnqueue publishes and waits for a batch under the CPU profiler.
+func profileEnqueue(ctx context.Context, cpuFile, natsURL, file, batch string, n int, tl *timeline) (profMeasure, error) {
+	var m profMeasure
+	f, err := os.Create(cpuFile)
+	if err != nil {
+		return m, err
+	}
+	defer f.Close()
+	runtime.ReadMemStats(&m.ms0)
+	cpu0 := selfCPU()
+	if err := pprof.StartCPUProfile(f); err != nil {
+		return m, err
+	}
+	start := time.Now()
+	tl.start = start
+	pprof.Do(ctx, pprof.Labels("component", "enqueue"), func(ctx context.Context) {
+		m.pubDone, err = inprocEnqueue(ctx, natsURL, file, batch, n)
+	})
+	m.wall = time.Since(start)
+	pprof.StopCPUProfile()
+	m.cpu = selfCPU() - cpu0
+	runtime.ReadMemStats(&m.ms1)
+	return m, err
+}
+
+func (m profMeasure) summary(out io.Writer, name string, n int, lat time.Duration, cfg *config.Worker, targetPeak int64) {
+	fmt.Fprintf(out, "profile %s: %d jobs, %v target, %d in flight (%d handlers), prefetch %d: wall %.2fs (%.0f jobs/s), all published after %s\n",
+		name, n, lat, cfg.MaxInflight, cfg.MaxInflight+cfg.HostWaiting(), cfg.EffectivePrefetch(), m.wall.Seconds(), float64(n)/m.wall.Seconds(), ms(m.pubDone))
+	if lat > 0 {
+		ideal := time.Duration(n) * lat / time.Duration(cfg.MaxInflight)
+		fmt.Fprintf(out, "  ideal N·L/P %.2fs: %.3f×\n", ideal.Seconds(), m.wall.Seconds()/ideal.Seconds())
+	}
+	fmt.Fprintf(out, "  process CPU (worker + enqueue + broker in one) %s/job; GC cycles %d, %.1f KB allocated/job, target CPU %s/req, target max in flight %d\n",
+		us(m.cpu, n), m.ms1.NumGC-m.ms0.NumGC, float64(m.ms1.TotalAlloc-m.ms0.TotalAlloc)/1024/float64(n), us(0, 0), targetPeak)
+}
+
+// runInprocWorker runs the worker daemon.Build makes, as cmd/worker does,
+// with the jetstream handle, the sender and the handler wrapped for timing.
 func runInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline, ready chan<- struct{}) error {
 	log := zerolog.New(os.Stderr).Level(zerolog.WarnLevel)
 	nc, err := nats.Connect(cfg.NatsURL, nats.Name("jetpost-worker prof"))
@@ -170,55 +199,33 @@ func runInprocWorker(ctx context.Context, cfg *config.Worker, tl *timeline, read
 		return err
 	}
 	defer nc.Close()
-	js0, err := jetstream.New(nc)
-	if err != nil {
-		return err
-	}
-	js := &timedJS{JetStream: js0, tl: tl}
-	names := queue.NewNames(cfg.SubjectPrefix)
-	streams := queue.StreamConfig{Replicas: cfg.Replicas, DedupWindow: cfg.DedupWindow, ResultsMaxAge: cfg.ResultsMaxAge, AttemptsTTL: cfg.MaxJobAge + time.Hour}
-	if err := queue.Setup(ctx, js, names, streams); err != nil {
-		return err
-	}
-	cons, err := queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
-		MaxInflight: cfg.MaxInflight, Prefetch: cfg.EffectivePrefetch(), AckWait: cfg.AckWait,
-		MaxAckPending: cfg.MaxAckPending, ShutdownTimeout: cfg.ShutdownTimeout, Worker: cfg.WorkerID, Streams: streams,
-	}, log)
-	if err != nil {
-		return err
-	}
-	retry, err := sender.ParseStatusSet(cfg.RetryStatuses)
-	if err != nil {
-		return err
-	}
-	allowed, err := sender.ParseNetworks(cfg.AllowedNetworks)
-	if err != nil {
-		return err
-	}
-	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
-	snd, err := sender.New(sender.Config{
-		Timeout: cfg.RequestTimeout, MaxResponseBytes: cfg.MaxResponseBytes, MaxConnsPerHost: cfg.MaxInflight,
-		MaxRedirects: cfg.MaxRedirects, MaxRetryAfter: cfg.MaxRetryAfter, RetryStatuses: retry,
-		IdempotencyHeader: cfg.IdempotencyHeader, AllowedNetworks: allowed,
-		Breaker: sender.Breaker{Failures: cfg.BreakerFailures, FailureRatio: cfg.BreakerFailureRatio, Window: cfg.BreakerWindow, OpenTimeout: cfg.BreakerOpenTimeout, HalfOpenRequests: cfg.BreakerHalfOpenRequests},
+	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{
+		Log:           log,
+		WrapJetStream: func(js jetstream.JetStream) jetstream.JetStream { return &timedJS{JetStream: js, tl: tl} },
+		WrapSender:    func(s worker.Sender) worker.Sender { return &timedSender{Sender: s, tl: tl} },
 	})
 	if err != nil {
 		return err
 	}
-	defer snd.Close()
-	w := worker.New(worker.Config{
-		ID: cfg.WorkerID, MaxAttempts: cfg.MaxAttempts,
-		Backoff:   sender.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffMax},
-		MaxJobAge: cfg.MaxJobAge,
-	}, &timedSender{Sender: snd, tl: tl}, mx.Observer(), log)
+	svc.Consumer = &timedHandlers{Consumer: svc.Consumer, tl: tl}
 	close(ready)
-	return cons.Run(ctx, func(ctx context.Context, d *queue.Delivery) queue.Decision {
-		r := tl.get(d.Seq)
+	return svc.Run(ctx)
+}
+
+// timedHandlers times each delivery's handler.
+type timedHandlers struct {
+	worker.Consumer
+	tl *timeline
+}
+
+func (c *timedHandlers) Run(ctx context.Context, h queue.Handler) error {
+	return c.Consumer.Run(ctx, func(ctx context.Context, d *queue.Delivery) queue.Decision {
+		r := c.tl.get(d.Seq)
 		r.handlerStart = time.Now()
 		if d.Job != nil {
-			tl.bindID(d.Job.ID, r)
+			c.tl.bindID(d.Job.ID, r)
 		}
-		dec := w.Handle(ctx, d)
+		dec := h(ctx, d)
 		r.handlerEnd = time.Now()
 		return dec
 	})
@@ -407,14 +414,25 @@ type timedMsg struct {
 
 func (m *timedMsg) Ack() error {
 	err := m.Msg.Ack()
-	if m.r != nil {
-		m.r.ackEnd = time.Now()
-	}
+	m.acked()
 	return err
 }
 
+// DoubleAck is how the consumer settles a job.
+func (m *timedMsg) DoubleAck(ctx context.Context) error {
+	err := m.Msg.DoubleAck(ctx)
+	m.acked()
+	return err
+}
+
+func (m *timedMsg) acked() {
+	if m.r != nil {
+		m.r.ackEnd = time.Now()
+	}
+}
+
 type timedSender struct {
-	*sender.Sender
+	worker.Sender
 	tl *timeline
 }
 
@@ -468,7 +486,7 @@ func (t *timeline) report(w io.Writer, slots int, wall time.Duration) {
 	}
 	fmt.Fprintf(w, "  per job (%d complete timelines):\n", n)
 	line("window wait", wait, "fetched → handler start (waiting for a slot)")
-	line("HTTP attempt", http, "sender.Send")
+	line("sender.Send", http, "waiting for the host's limits and a place, then the HTTP attempt")
 	line("handler besides HTTP", handler, "worker.Handle minus Send (result, callback, logs, metrics)")
 	line("result publish", pub, "js.PublishMsg round trip, slot held")
 	line("rest of settle + ack", ack, "handler end → Ack returned, minus the publish")
@@ -483,8 +501,13 @@ func (t *timeline) report(w io.Writer, slots int, wall time.Duration) {
 		pct(sum(http), capacity), pct(sum(handler), capacity), pct(sum(pub), capacity), pct(sum(ack), capacity),
 		100-pct(busyAll, capacity))
 
-	// Idle slots split by cause: nothing fetched to start, or a fetched job
-	// not yet started (hand-over latency).
+	idleReport(w, recs, slots, t.start, wall)
+	t.fetchReport(w)
+}
+
+// idleReport splits idle slots by cause: nothing fetched to start, or a
+// fetched job not yet started (hand-over latency).
+func idleReport(w io.Writer, recs []*rec, slots int, start time.Time, wall time.Duration) {
 	type ev struct {
 		at        time.Time
 		dBusy, dQ int
@@ -523,9 +546,12 @@ func (t *timeline) report(w io.Writer, slots int, wall time.Duration) {
 		queued += e.dQ
 	}
 	fmt.Fprintf(w, "  before the first job started: %s (enqueue startup, first fetch); after the last ack: %s (collection, exit)\n",
-		ms(firstStart.Sub(t.start)), ms(t.start.Add(wall).Sub(lastAck)))
+		ms(firstStart.Sub(start)), ms(start.Add(wall).Sub(lastAck)))
 	fmt.Fprintf(w, "  between first start and last ack: all %d slots busy %.1f%% of the time; idle slot-s with the window empty %.2f, with jobs fetched but not started %.2f\n",
 		slots, pct(full, lastAck.Sub(firstStart)), starved.Seconds(), handover.Seconds())
+}
+
+func (t *timeline) fetchReport(w io.Writer) {
 	t.fetchMu.Lock()
 	defer t.fetchMu.Unlock()
 	if t.fetches > 0 {

@@ -20,7 +20,7 @@
 //
 // Usage:
 //
-//	go run ./cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
+//	go run ./bench/cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
 //
 // ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
@@ -53,7 +53,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/queue"
 )
@@ -111,42 +111,14 @@ func run(ctx context.Context, args []string) error {
 	var rows []row
 	var idle string
 	for _, s := range o.scenarios {
-		var rs []row
-		switch strings.TrimSpace(s) {
-		case "idle":
-			if idle, err = b.idleTable(ctx, o.gap, o.repeat); err != nil {
-				return err
-			}
-		case "fleet":
-			for _, workers := range []int{1, 3} {
-				r, err := b.rate(ctx, workers, false)
-				if err != nil {
-					return err
-				}
-				rs = append(rs, r)
-			}
-		case "fleet1":
-			r, err := b.rate(ctx, 1, false)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		case "batch":
-			r, err := b.rate(ctx, 3, true)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		case "adaptive", "fixed", "oracle":
-			r, err := b.repeatCapacity(ctx, strings.TrimSpace(s), o.repeat)
-			if err != nil {
-				return err
-			}
-			rs = append(rs, r)
-		default:
-			return fmt.Errorf("unknown scenario %q", s)
+		rs, text, err := b.scenario(ctx, strings.TrimSpace(s), o)
+		if err != nil {
+			return err
 		}
 		rows = append(rows, rs...)
+		if text != "" {
+			idle = text
+		}
 	}
 	md := filepath.Join(root, o.md)
 	if idle != "" {
@@ -166,6 +138,36 @@ func run(ctx context.Context, args []string) error {
 		return writeSection(md, table, beginMarker, endMarker, "## Host limits: fleet-wide rate and adaptive concurrency")
 	}
 	return nil
+}
+
+// scenario runs one scenario: table rows, or for "idle" a section of its own.
+func (b *bench) scenario(ctx context.Context, name string, o options) (rows []row, idle string, err error) {
+	var r row
+	switch name {
+	case "idle":
+		idle, err = b.idleTable(ctx, o.gap, o.repeat)
+		return nil, idle, err
+	case "fleet":
+		for _, workers := range []int{1, 3} {
+			if r, err = b.rate(ctx, workers, false); err != nil {
+				return nil, "", err
+			}
+			rows = append(rows, r)
+		}
+		return rows, "", nil
+	case "fleet1":
+		r, err = b.rate(ctx, 1, false)
+	case "batch":
+		r, err = b.rate(ctx, 3, true)
+	case "adaptive", "fixed", "oracle":
+		r, err = b.repeatCapacity(ctx, name, o.repeat)
+	default:
+		return nil, "", fmt.Errorf("unknown scenario %q", name)
+	}
+	if err != nil {
+		return nil, "", err
+	}
+	return []row{r}, "", nil
 }
 
 type bench struct {
@@ -490,7 +492,7 @@ type row struct {
 func (b *bench) table(rows []row) string {
 	var sb strings.Builder
 	host, _ := os.Hostname()
-	fmt.Fprintf(&sb, "Measured %s on %s (%d CPUs, %s/%s; load averages over 1, 5, 15 min %s before, %s after) with `go run ./cmd/limitbench%s%s`: real worker processes, an embedded NATS server, in-process targets that time every request they receive; jobs are published and results read back as `enqueue --wait` does.\n\n",
+	fmt.Fprintf(&sb, "Measured %s on %s (%d CPUs, %s/%s; load averages over 1, 5, 15 min %s before, %s after) with `go run ./bench/cmd/limitbench%s%s`: real worker processes, an embedded NATS server, in-process targets that time every request they receive; jobs are published and results read back as `enqueue --wait` does.\n\n",
 		time.Now().UTC().Format("2006-01-02"), host, runtime.NumCPU(), runtime.GOOS, runtime.GOARCH, b.loadBefore, benchkit.LoadAvg(), map[bool]string{true: " -quick"}[b.quick], b.repeatFlag)
 	var rate, capacity, runs []string
 	for _, r := range rows {
@@ -552,7 +554,7 @@ const notes = `Reading the figures:
   latencies each), which hold no request place. With half as many, or
   with waiting jobs holding request places, it ran at 517–556 jobs/s. A
   pull left open
-  for a second (the queue's default) cost another 6–10 %, so cmd/worker
+  for a second (the queue's default) cost another 6–10 %, so the worker
   pulls with a 200 ms wait.
 - The fixed pool of 200 fails a third to a half of its jobs outright: they
   spend all 5 attempts on 429s.
@@ -560,7 +562,7 @@ const notes = `Reading the figures:
 `
 
 const (
-	beginMarker = "<!-- limitbench:begin (go run ./cmd/limitbench -write) -->"
+	beginMarker = "<!-- limitbench:begin (go run ./bench/cmd/limitbench -write) -->"
 	endMarker   = "<!-- limitbench:end -->"
 )
 

@@ -18,9 +18,9 @@
 //
 // Usage:
 //
-//	go run ./cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
+//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
 //	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
-//	go run ./cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
+//	go run ./bench/cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
 //
 // -profile runs the worker's own packages in this process instead of the
 // worker binary, with a CPU profile and per-job timings of every queue
@@ -42,7 +42,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
 var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation"}
@@ -93,16 +93,9 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		}
 		return err
 	}
-	var chosen []string
-	for _, s := range strings.Split(*scen, ",") {
-		s = strings.TrimSpace(s)
-		if s == "" {
-			continue
-		}
-		if !slices.Contains(allScenarios, s) {
-			return fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(allScenarios, ", "))
-		}
-		chosen = append(chosen, s)
+	chosen, err := parseScenarios(*scen)
+	if err != nil {
+		return err
 	}
 	if *rounds < 1 {
 		return errors.New("-rounds must be at least 1")
@@ -120,13 +113,8 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		root: root, binDir: filepath.Join(tmp, "bin"), tmp: tmp,
 		quick: *quick, rounds: *rounds, hangTimeout: *hang, out: stderr, perfDir: *perfDir,
 	}
-	if *wenv != "" {
-		for _, kv := range strings.Split(*wenv, ",") {
-			if !strings.Contains(kv, "=") {
-				return fmt.Errorf("-worker-env %q: want NAME=VALUE", kv)
-			}
-			b.workerEnv = append(b.workerEnv, strings.TrimSpace(kv))
-		}
+	if b.workerEnv, err = parseWorkerEnv(*wenv); err != nil {
+		return err
 	}
 	b.logf("building worker, enqueue and demotarget")
 	if err := benchkit.Build(ctx, root, b.binDir, "./cmd/worker", "./cmd/enqueue", "./cmd/demotarget"); err != nil {
@@ -142,29 +130,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	b.loadBefore = benchkit.LoadAvg()
 	start := time.Now()
-	for _, s := range chosen {
-		var err error
-		switch s {
-		case "latency":
-			err = b.latency(ctx)
-		case "throughput":
-			err = b.throughput(ctx)
-		case "horizontal":
-			err = b.horizontal(ctx)
-		case "memory":
-			err = b.memory(ctx)
-		case "isolation":
-			err = b.isolation(ctx)
-		}
-		if err != nil {
-			return fmt.Errorf("scenario %s: %w", s, err)
-		}
+	if err := b.runScenarios(ctx, chosen); err != nil {
+		return err
 	}
 	took := time.Since(start)
 
 	cmdline := "make bench"
 	if len(args) > 0 {
-		cmdline = "go run ./cmd/bench " + strings.Join(args, " ")
+		cmdline = "go run ./bench/cmd/bench " + strings.Join(args, " ")
 	}
 	report := b.markdown(cmdline, took)
 	fmt.Fprint(stdout, report)
@@ -185,6 +158,58 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 
 func (b *bench) logf(format string, a ...any) {
 	fmt.Fprintf(b.out, "bench: "+format+"\n", a...)
+}
+
+func parseScenarios(list string) ([]string, error) {
+	var chosen []string
+	for _, s := range strings.Split(list, ",") {
+		s = strings.TrimSpace(s)
+		if s == "" {
+			continue
+		}
+		if !slices.Contains(allScenarios, s) {
+			return nil, fmt.Errorf("unknown scenario %q (have %s)", s, strings.Join(allScenarios, ", "))
+		}
+		chosen = append(chosen, s)
+	}
+	return chosen, nil
+}
+
+// parseWorkerEnv reads -worker-env: comma-separated NAME=VALUE.
+func parseWorkerEnv(list string) ([]string, error) {
+	if list == "" {
+		return nil, nil
+	}
+	var env []string
+	for _, kv := range strings.Split(list, ",") {
+		if !strings.Contains(kv, "=") {
+			return nil, fmt.Errorf("-worker-env %q: want NAME=VALUE", kv)
+		}
+		env = append(env, strings.TrimSpace(kv))
+	}
+	return env, nil
+}
+
+func (b *bench) runScenarios(ctx context.Context, chosen []string) error {
+	for _, s := range chosen {
+		var err error
+		switch s {
+		case "latency":
+			err = b.latency(ctx)
+		case "throughput":
+			err = b.throughput(ctx)
+		case "horizontal":
+			err = b.horizontal(ctx)
+		case "memory":
+			err = b.memory(ctx)
+		case "isolation":
+			err = b.isolation(ctx)
+		}
+		if err != nil {
+			return fmt.Errorf("scenario %s: %w", s, err)
+		}
+	}
+	return nil
 }
 
 // scaled is n for a full run, about a tenth (at least min) with -quick.

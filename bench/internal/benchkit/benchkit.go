@@ -1,8 +1,8 @@
-// Package benchkit holds what the measuring commands (cmd/bench,
-// cmd/limitbench) share: building the binaries under test, an embedded
-// JetStream server with a temporary store, a clean environment for child
-// processes (which the e2e tests use too), and the machine facts a figure
-// means little without. Tests start their servers with internal/natstest.
+// Package benchkit holds what the measuring commands (bench/cmd/bench,
+// bench/cmd/limitbench) share: building the binaries under test, an
+// embedded JetStream server with a temporary store, a clean environment for
+// child processes, and the machine facts a figure means little without.
+// Tests start their servers with internal/natstest.
 package benchkit
 
 import (
@@ -17,10 +17,12 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+
+	"github.com/jetpost/jetpost/internal/config"
 )
 
 // ModuleRoot finds the directory holding go.mod, walking up from the
-// working directory, so `go run ./cmd/...` works from anywhere in the repo.
+// working directory, so `go run ./bench/cmd/...` works from anywhere in the repo.
 func ModuleRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
@@ -52,15 +54,7 @@ func Build(ctx context.Context, root, dir string, pkgs ...string) error {
 
 // CleanEnv is this process's environment without any JETPOST_ variable, so
 // a developer's shell settings cannot skew a run.
-func CleanEnv() []string {
-	var env []string
-	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "JETPOST_") {
-			env = append(env, kv)
-		}
-	}
-	return env
-}
+func CleanEnv() []string { return config.StripEnv(os.Environ()) }
 
 // FreeAddr returns a loopback address with a port free right now.
 func FreeAddr() (string, error) {

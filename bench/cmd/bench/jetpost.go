@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 	"github.com/jetpost/jetpost/internal/target"
 )
 
@@ -181,16 +181,7 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 			return run, err
 		}
 	}
-	cpu0 := make([]time.Duration, len(ws))
-	for i, w := range ws {
-		cpu0[i], _ = procCPU(w.p.pid())
-	}
-	nats0 := selfCPU()
-	busy0 := machineBusy()
-	var tgt0 time.Duration
-	if s.tgt != nil {
-		tgt0 = s.tgt.cpu()
-	}
+	mark := markCPU(ws, s.tgt)
 
 	var bg *proc
 	if s.background != nil {
@@ -224,21 +215,7 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 	if err != nil {
 		return run, err
 	}
-	run.natsCPU = selfCPU() - nats0
-	busy := machineBusy() - busy0
-	if s.tgt != nil {
-		run.targetCPU = s.tgt.cpu() - tgt0
-		run.target, _ = s.tgt.stats()
-	}
-	for i, w := range ws {
-		c, _ := procCPU(w.p.pid())
-		run.workerCPU += c - cpu0[i]
-		if h, err := procHWM(w.p.pid()); err == nil {
-			run.workerHWM = max(run.workerHWM, h)
-		}
-	}
-	ours := run.natsCPU + run.targetCPU + run.workerCPU + run.enq.cpu
-	run.otherLoad = max(0, (busy-ours).Seconds()/run.enq.wall.Seconds())
+	mark.since(&run, ws, s.tgt)
 	if bg != nil {
 		bctx, cancel := context.WithTimeout(ctx, 30*time.Second)
 		defer cancel()
@@ -256,16 +233,59 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 	if err != nil {
 		return run, fmt.Errorf("reading results back: %w", err)
 	}
-	if run.timedOut {
-		return run, nil
+	return run, run.check(s.readFull)
+}
+
+// check says what is wrong with a finished run's results; a run that timed
+// out is a figure, not an error.
+func (r jpRun) check(readFull bool) error {
+	s := r.spec
+	switch {
+	case r.timedOut:
+		return nil
+	case r.results.stored != uint64(s.n):
+		return fmt.Errorf("%s: %d results stored for %d jobs", s.batch, r.results.stored, s.n)
+	case readFull && r.results.ok != s.n:
+		return fmt.Errorf("%s: %d of %d results ok", s.batch, r.results.ok, s.n)
 	}
-	if run.results.stored != uint64(s.n) {
-		return run, fmt.Errorf("%s: %d results stored for %d jobs", s.batch, run.results.stored, s.n)
+	return nil
+}
+
+// cpuMark is the CPU counters at a run's start.
+type cpuMark struct {
+	workers         []time.Duration
+	nats, busy, tgt time.Duration
+}
+
+func markCPU(ws []*workerProc, tgt *demoTarget) cpuMark {
+	m := cpuMark{workers: make([]time.Duration, len(ws)), nats: selfCPU(), busy: machineBusy()}
+	for i, w := range ws {
+		m.workers[i], _ = procCPU(w.p.pid())
 	}
-	if s.readFull && run.results.ok != s.n {
-		return run, fmt.Errorf("%s: %d of %d results ok", s.batch, run.results.ok, s.n)
+	if tgt != nil {
+		m.tgt = tgt.cpu()
 	}
-	return run, nil
+	return m
+}
+
+// since fills in what run used since the mark: broker, target and worker
+// CPU, the workers' peak memory, and the load of processes not ours.
+func (m cpuMark) since(run *jpRun, ws []*workerProc, tgt *demoTarget) {
+	run.natsCPU = selfCPU() - m.nats
+	busy := machineBusy() - m.busy
+	if tgt != nil {
+		run.targetCPU = tgt.cpu() - m.tgt
+		run.target, _ = tgt.stats()
+	}
+	for i, w := range ws {
+		c, _ := procCPU(w.p.pid())
+		run.workerCPU += c - m.workers[i]
+		if h, err := procHWM(w.p.pid()); err == nil {
+			run.workerHWM = max(run.workerHWM, h)
+		}
+	}
+	ours := run.natsCPU + run.targetCPU + run.workerCPU + run.enq.cpu
+	run.otherLoad = max(0, (busy-ours).Seconds()/run.enq.wall.Seconds())
 }
 
 // perfRecord samples the worker and enqueue processes of a run with

@@ -14,7 +14,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/benchkit"
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 	"github.com/jetpost/jetpost/internal/target"
 )
 

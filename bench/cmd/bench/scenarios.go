@@ -337,6 +337,16 @@ func (b *bench) isolation(ctx context.Context) error {
 		rHang, hang.accepted.Load()-before, n, ms(hangFirst), ms(aloneFirst), ms(withHang.results.maxGap)))
 	b.logf("  B alone %.0f jobs/s; with A 503 %.0f (%.3f); with A hanging %.0f (%.3f)", alone.rate(), with503.rate(), r503, withHang.rate(), rHang)
 
+	b.isolationRows(n, inflight, lat, alone, with503, withHang)
+	return nil
+}
+
+// isolationRows adds the summary rows: B's rate beside each kind of broken
+// A, against B alone.
+func (b *bench) isolationRows(n, inflight int, lat time.Duration, alone, with503, withHang jpRun) {
+	r503, rHang := with503.rate()/alone.rate(), withHang.rate()/alone.rate()
+	hangFirst := withHang.results.first.Sub(withHang.enq.p.start)
+	aloneFirst := alone.results.first.Sub(alone.enq.p.start)
 	scen := fmt.Sprintf("isolation: %s jobs for B (%v) and %s for A, 1 worker × %d, `JETPOST_REQUEST_TIMEOUT=%v`, breaker defaults",
 		thousands(n), lat, thousands(n), inflight, b.hangTimeout)
 	b.rows = append(b.rows, row{
@@ -352,7 +362,6 @@ func (b *bench) isolation(ctx context.Context) error {
 		goal:     "≥ 0.6",
 		verdict:  verdict(rHang >= 0.6, fmt.Sprintf("%.0f %% of the bound", rHang/0.6*100)),
 	})
-	return nil
 }
 
 func ms(d time.Duration) string {

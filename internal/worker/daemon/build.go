@@ -1,0 +1,241 @@
+// Package daemon is the worker process's composition root: from a validated
+// configuration and a NATS connection, Build makes the streams, the
+// consumer, the buckets, the host limits, the sender and the metrics, and
+// joins them into a worker.Service. cmd/worker and the benchmarks run the
+// worker it builds, so what is measured is what ships. It lives apart from
+// internal/worker so that the policy there knows nothing of Prometheus or
+// NATS buckets.
+package daemon
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/internal/config"
+	"github.com/jetpost/jetpost/internal/fleetrate"
+	"github.com/jetpost/jetpost/internal/hostmetrics"
+	"github.com/jetpost/jetpost/internal/metrics"
+	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/hostlimit"
+	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// Options are what Build takes besides the configuration and connection.
+type Options struct {
+	Log zerolog.Logger
+	// WrapJetStream and WrapSender, if set, wrap the handle every queue
+	// operation goes through and the sender every attempt goes through: the
+	// profiling benchmark times them on the production wiring.
+	WrapJetStream func(jetstream.JetStream) jetstream.JetStream
+	WrapSender    func(worker.Sender) worker.Sender
+}
+
+// Build sets up the streams, the consumer and the buckets, retrying while
+// the server does not answer until ctx ends, and wires a worker around
+// them. cfg must have passed validation (config.LoadWorker). Run the
+// returned Service to consume; it stops when its context is cancelled.
+func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*worker.Service, error) {
+	var js jetstream.JetStream
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, fmt.Errorf("jetstream: %w", err)
+	}
+	if o.WrapJetStream != nil {
+		js = o.WrapJetStream(js)
+	}
+	st, err := openStores(ctx, js, cfg, o.Log)
+	if err != nil {
+		return nil, err
+	}
+	limits, err := hostLimits(cfg, st)
+	if err != nil {
+		return nil, err
+	}
+	id, log := cfg.ID(), o.Log
+	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
+	mx.Registry().MustRegister(hostmetrics.New(limits.Snapshot))
+	breakers := worker.NewBreakerReporter(st.breakers, id, log)
+	snd, err := newSender(cfg, limits, func(host, from, to string) {
+		mx.BreakerChanged(host, from, to)
+		breakers.Changed(host, from, to)
+		log.Warn().Str("host", host).Str("from", from).Str("to", to).Msg("circuit breaker changed state")
+	})
+	if err != nil {
+		return nil, err
+	}
+	mx.WatchQueued(snd.Queued)
+	var s worker.Sender = snd
+	if o.WrapSender != nil {
+		s = o.WrapSender(snd)
+	}
+	w := worker.New(worker.Config{
+		ID:          id,
+		MaxAttempts: cfg.MaxAttempts,
+		Backoff:     sender.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffMax},
+		MaxJobAge:   cfg.MaxJobAge,
+	}, s, mx.Observer(), log)
+
+	postLimits := func(ctx context.Context) error {
+		return st.limits.Run(ctx, id, limits.Snapshot, 5*time.Second, func(err error) {
+			log.Debug().Err(err).Msg("posting host limits failed")
+		})
+	}
+	// Idle connections go once consumption has ended: nothing sends then.
+	closeSender := func(ctx context.Context) error {
+		<-ctx.Done()
+		snd.Close()
+		return nil
+	}
+	log.Info().Int("max_inflight", cfg.MaxInflight).Int("prefetch", cfg.EffectivePrefetch()).
+		Str("nats", nc.ConnectedUrlRedacted()).Str("prefix", cfg.SubjectPrefix).Msg("worker started")
+	return &worker.Service{
+		Consumer:   st.consumer,
+		Worker:     w,
+		HTTPAddr:   cfg.HTTPAddr,
+		Metrics:    mx.Handler(),
+		Background: []func(context.Context) error{breakers.Run, postLimits, closeSender},
+		Log:        log,
+		Listening: func(addr string) {
+			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
+		},
+		Ready: func() string {
+			if st := nc.Status(); st != nats.CONNECTED {
+				return "NATS connection is " + strings.ToLower(st.String())
+			}
+			return ""
+		},
+	}, nil
+}
+
+// stores are the worker's JetStream parts: the consumer and the buckets of
+// breaker states, fleet-wide rate buckets and posted host limits.
+type stores struct {
+	consumer *queue.Consumer
+	breakers *queue.BreakerBoard
+	rates    *fleetrate.Store
+	limits   *fleetrate.Board
+}
+
+// openStores keeps trying until the server answers or ctx ends: it may
+// still be starting or electing leaders.
+func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
+	for try := 1; ; try++ {
+		// Short tries with jitter: a JetStream request sent before a fresh
+		// cluster has a meta leader is never answered, and workers started
+		// together must not collide again on every try.
+		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		st, err := openStoresOnce(sctx, js, cfg, log)
+		cancel()
+		if err == nil {
+			return st, nil
+		}
+		if ctx.Err() != nil {
+			return nil, fmt.Errorf("setting up streams: %w", err)
+		}
+		log.Warn().Err(err).Int("try", try).Msg("setting up streams failed; retrying")
+		select {
+		case <-ctx.Done():
+		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)):
+		}
+	}
+}
+
+func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
+	names := queue.NewNames(cfg.SubjectPrefix)
+	streams := queue.StreamConfig{
+		Replicas:      cfg.Replicas,
+		DedupWindow:   cfg.DedupWindow,
+		ResultsMaxAge: cfg.ResultsMaxAge,
+		AttemptsTTL:   cfg.MaxJobAge + time.Hour,
+	}
+	if err := queue.Setup(ctx, js, names, streams); err != nil {
+		return nil, err
+	}
+	var st stores
+	var err error
+	st.consumer, err = queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
+		// A handler for each request in flight and each job waiting for
+		// its host's capacity (HostWaiting).
+		MaxInflight:     cfg.MaxInflight + cfg.HostWaiting(),
+		Prefetch:        cfg.EffectivePrefetch(),
+		AckWait:         cfg.AckWait,
+		MaxAckPending:   cfg.MaxAckPending,
+		ShutdownTimeout: cfg.ShutdownTimeout,
+		Worker:          cfg.ID(),
+		Streams:         streams,
+		// Short pulls: jobs parked by host limits come back in bursts; a
+		// pull open for a second took a tenth off a rate limit and an
+		// adaptive limit (BENCHMARKS.md).
+		PullWait: 200 * time.Millisecond,
+	}, log)
+	if err != nil {
+		return nil, err
+	}
+	// The buckets too: on a cluster they are created in the same election
+	// window as the streams.
+	if st.breakers, err = queue.OpenBreakerBoard(ctx, js, names, 0); err != nil {
+		return nil, err
+	}
+	if st.rates, err = fleetrate.Open(ctx, js, fleetrate.Bucket(cfg.SubjectPrefix), cfg.Replicas); err != nil {
+		return nil, err
+	}
+	if st.limits, err = fleetrate.OpenBoard(ctx, js, cfg.SubjectPrefix, cfg.Replicas); err != nil {
+		return nil, err
+	}
+	return &st, nil
+}
+
+// hostLimits builds the per-host limits: adaptive (or fixed) concurrency,
+// and rate limits whose state the fleet shares in a NATS bucket.
+func hostLimits(cfg *config.Worker, st *stores) (*hostlimit.Limiter, error) {
+	rules, err := cfg.RateRules()
+	if err != nil {
+		return nil, err
+	}
+	return hostlimit.New(hostlimit.Config{
+		MaxInflight: cfg.HostInflight(),
+		Fixed:       !cfg.AdaptiveConcurrency,
+		Rates:       rules,
+		Buckets:     st.rates,
+		Peers:       st.limits.Peers,
+		MaxWaiting:  cfg.HostWaiting(),
+	})
+}
+
+func newSender(cfg *config.Worker, limits *hostlimit.Limiter, onBreaker func(host, from, to string)) (*sender.Sender, error) {
+	retry, err1 := cfg.RetryStatusSet()
+	allowed, err2 := cfg.AllowedPrefixes()
+	if err := errors.Join(err1, err2); err != nil {
+		return nil, err
+	}
+	return sender.New(sender.Config{
+		Timeout:           cfg.RequestTimeout,
+		MaxResponseBytes:  cfg.MaxResponseBytes,
+		MaxConnsPerHost:   cfg.MaxInflight,
+		MaxRedirects:      cfg.SenderRedirects(),
+		MaxRetryAfter:     cfg.MaxRetryAfter,
+		RetryStatuses:     retry,
+		IdempotencyHeader: cfg.IdempotencyHeader,
+		AllowedNetworks:   allowed,
+		Admission:         limits,
+		// The bound targets see: jobs waiting for a host hold no place.
+		MaxRequests: cfg.MaxInflight,
+		Breaker: sender.Breaker{
+			Failures:         cfg.BreakerFailures,
+			FailureRatio:     cfg.BreakerFailureRatio,
+			Window:           cfg.BreakerWindow,
+			OpenTimeout:      cfg.BreakerOpenTimeout,
+			HalfOpenRequests: cfg.BreakerHalfOpenRequests,
+		},
+		OnBreakerChange: onBreaker,
+	})
+}
