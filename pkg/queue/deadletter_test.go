@@ -39,7 +39,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		{"the job is too close to the limit", len(jobMsg) + 50, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := deadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, tc.limit, "too large")
+			b, err := encodeDeadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, tc.limit, "too large")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		hostile := &job.Result{ID: strings.Repeat("<", 20_000), Batch: "b", Reason: job.ReasonInvalid, Error: strings.Repeat("&", 20_000),
 			Callback: &job.CallbackResult{Status: 500, Error: strings.Repeat(">", 20_000)}}
 		limit := 20 << 10 // room for the job, not for the job and 120 KB of escapes
-		b, err := deadLetter(DeadLetter{Result: *hostile, Job: jobMsg, StreamSeq: 7}, limit, "too large")
+		b, err := encodeDeadLetter(DeadLetter{Result: *hostile, Job: jobMsg, StreamSeq: 7}, limit, "too large")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,7 +81,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		}
 	})
 	t.Run("a limit nothing fits under", func(t *testing.T) {
-		if _, err := deadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, 100, "too large"); !errors.Is(err, nats.ErrMaxPayload) {
+		if _, err := encodeDeadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, 100, "too large"); !errors.Is(err, nats.ErrMaxPayload) {
 			t.Errorf("err %v, want one wrapping nats.ErrMaxPayload", err)
 		}
 	})
