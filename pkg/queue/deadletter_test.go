@@ -86,3 +86,59 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		}
 	})
 }
+
+// Which dead letter a settled job leaves: a failed job's keeps the job as
+// it was; an ok job whose callback failed keeps only the callback message
+// (no headers, no body), with a reason of its own.
+func TestDeadLetterOf(t *testing.T) {
+	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x",
+		Headers: map[string]string{"Authorization": "Bearer s3cret"}, Data: []byte(`{"a":1}`),
+		Callback: "https://hooks.example.com/cb", Source: "f.jsonl:2"}
+	msg, _ := job.Encode(j)
+	failedCB := &job.CallbackResult{Status: 503, Attempts: 3, Error: "503 Service Unavailable"}
+	tests := []struct {
+		name       string
+		j          *job.Job
+		r          *job.Result
+		wantReason string // "" for no dead letter
+		wantDedup  string
+	}{
+		{"ok, callback ok", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true, Status: 204}}, "", ""},
+		{"ok, no callback", j, &job.Result{ID: "j1", Batch: "b", OK: true}, "", ""},
+		{"failed", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonPermanent}, job.ReasonPermanent, "b/j1"},
+		{"failed, callback failed too: the job's re-drive posts again", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonExhausted, Callback: failedCB}, job.ReasonExhausted, "b/j1"},
+		{"ok, callback failed", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1"},
+		{"re-driven callback failed again", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1/callback/9"},
+		{"re-driven callback delivered", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true}}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dl, dedup, err := deadLetterOf(tt.j, msg, 9, tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dl.Reason != tt.wantReason || dedup != tt.wantDedup {
+				t.Fatalf("reason %q dedup %q, want %q %q", dl.Reason, dedup, tt.wantReason, tt.wantDedup)
+			}
+			switch tt.wantReason {
+			case "":
+				return
+			case job.ReasonCallbackFailed:
+				if strings.Contains(string(dl.Job), "s3cret") || strings.Contains(string(dl.Job), `"data"`) || strings.Contains(string(dl.Job), `"result"`) {
+					t.Errorf("callback dead letter keeps more than the callback needs: %s", dl.Job)
+				}
+				var cm job.Job
+				if err := json.Unmarshal(dl.Job, &cm); err != nil || cm.Kind != job.KindCallback || cm.Callback != j.Callback || cm.Source != j.Source {
+					t.Errorf("callback message %s (%v)", dl.Job, err)
+				}
+			default:
+				if string(dl.Job) != string(msg) {
+					t.Errorf("a failed job's dead letter must keep the job as it was: %s", dl.Job)
+				}
+			}
+			if dl.Result.Callback != tt.r.Callback || dl.StreamSeq != 9 {
+				t.Errorf("dead letter %+v", dl)
+			}
+		})
+	}
+}
