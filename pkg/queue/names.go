@@ -57,6 +57,13 @@ func (n Names) BreakersBucket() string { return n.upper() + "_BREAKERS" }
 // the key: the KV convention "$KV.<bucket>.<key>".
 func (n Names) doneSubjectPrefix() string { return "$KV." + n.DoneBucket() + "." }
 
+// RatesBucket holds the fleet-wide rate buckets of host limits (fleetrate).
+func (n Names) RatesBucket() string { return n.upper() + "_RATES" }
+
+// HostLimitsBucket is the board where workers post their host limits
+// (fleetrate).
+func (n Names) HostLimitsBucket() string { return n.upper() + "_HOSTLIMITS" }
+
 // doneSubject is what key k of the done bucket is stored under.
 func (n Names) doneSubject(k DoneKey) string { return n.doneSubjectPrefix() + k.String() }
 
