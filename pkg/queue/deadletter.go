@@ -18,8 +18,8 @@ import (
 type DeadLetter struct {
 	// Reason is why it is here: the result's reason for a failed job or
 	// invalid message, job.ReasonCallbackFailed for a job whose callback
-	// finally failed (Job is then the callback message). Empty in dead
-	// letters stored before it existed: the result's reason.
+	// finally failed (Job is then the callback message). Empty means the
+	// result's reason.
 	Reason    string          `json:"reason,omitempty"`
 	Result    job.Result      `json:"result"`
 	Job       json.RawMessage `json:"job"`
