@@ -19,7 +19,7 @@ import (
 
 // LimitsBucket is the key-value bucket where workers post their per-host
 // limits ("jetpost" → "JETPOST_HOSTLIMITS").
-func LimitsBucket(prefix string) string { return upper(prefix) + "_HOSTLIMITS" }
+func LimitsBucket(prefix string) string { return queue.NewNames(prefix).HostLimitsBucket() }
 
 // boardTTL is how long a worker's report outlives it: a worker that died
 // without withdrawing it disappears from the board after this.

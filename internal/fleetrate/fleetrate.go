@@ -21,20 +21,18 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/pkg/hostlimit"
+	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // Bucket is the key-value bucket of the rate limits for a subject prefix,
 // named like the prefix's streams ("jetpost" → "JETPOST_RATES").
-func Bucket(prefix string) string { return upper(prefix) + "_RATES" }
-
-func upper(prefix string) string { return strings.ToUpper(strings.ReplaceAll(prefix, "-", "_")) }
+func Bucket(prefix string) string { return queue.NewNames(prefix).RatesBucket() }
 
 // stateTTL is how long a limit's state outlives its last use. The state
 // only matters within a burst of now, so any TTL longer than the slowest

@@ -143,8 +143,13 @@ func (p *BulkPublisher) await(pp bulkPending) BulkAck {
 	}
 }
 
+// retryablePublish reports whether sending a publish again may succeed:
+// the broker did not answer, or the connection was lost or stalled.
 func retryablePublish(err error) bool {
-	return retryable(err) || errors.Is(err, nats.ErrDisconnected) || errors.Is(err, jetstream.ErrTooManyStalledMsgs)
+	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
+		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
+		errors.Is(err, jetstream.ErrAsyncPublishTimeout) || errors.Is(err, nats.ErrDisconnected) ||
+		errors.Is(err, jetstream.ErrTooManyStalledMsgs)
 }
 
 // Close waits until every publish has its final answer.

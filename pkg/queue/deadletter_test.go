@@ -39,7 +39,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		{"the job is too close to the limit", len(jobMsg) + 50, false, false, true},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			b, err := deadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, tc.limit, "too large")
+			b, err := encodeDeadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, tc.limit, "too large")
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -68,7 +68,7 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		hostile := &job.Result{ID: strings.Repeat("<", 20_000), Batch: "b", Reason: job.ReasonInvalid, Error: strings.Repeat("&", 20_000),
 			Callback: &job.CallbackResult{Status: 500, Error: strings.Repeat(">", 20_000)}}
 		limit := 20 << 10 // room for the job, not for the job and 120 KB of escapes
-		b, err := deadLetter(DeadLetter{Result: *hostile, Job: jobMsg, StreamSeq: 7}, limit, "too large")
+		b, err := encodeDeadLetter(DeadLetter{Result: *hostile, Job: jobMsg, StreamSeq: 7}, limit, "too large")
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -81,8 +81,64 @@ func TestDeadLetterFitsTheLimit(t *testing.T) {
 		}
 	})
 	t.Run("a limit nothing fits under", func(t *testing.T) {
-		if _, err := deadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, 100, "too large"); !errors.Is(err, nats.ErrMaxPayload) {
+		if _, err := encodeDeadLetter(DeadLetter{Result: *r, Job: jobMsg, StreamSeq: 7}, 100, "too large"); !errors.Is(err, nats.ErrMaxPayload) {
 			t.Errorf("err %v, want one wrapping nats.ErrMaxPayload", err)
 		}
 	})
+}
+
+// Which dead letter a settled job leaves: a failed job's keeps the job as
+// it was; an ok job whose callback failed keeps only the callback message
+// (no headers, no body), with a reason of its own.
+func TestDeadLetterOf(t *testing.T) {
+	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x",
+		Headers: map[string]string{"Authorization": "Bearer s3cret"}, Data: []byte(`{"a":1}`),
+		Callback: "https://hooks.example.com/cb", Source: "f.jsonl:2"}
+	msg, _ := job.Encode(j)
+	failedCB := &job.CallbackResult{Status: 503, Attempts: 3, Error: "503 Service Unavailable"}
+	tests := []struct {
+		name       string
+		j          *job.Job
+		r          *job.Result
+		wantReason string // "" for no dead letter
+		wantDedup  string
+	}{
+		{"ok, callback ok", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true, Status: 204}}, "", ""},
+		{"ok, no callback", j, &job.Result{ID: "j1", Batch: "b", OK: true}, "", ""},
+		{"failed", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonPermanent}, job.ReasonPermanent, "b/j1"},
+		{"failed, callback failed too: the job's re-drive posts again", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonExhausted, Callback: failedCB}, job.ReasonExhausted, "b/j1"},
+		{"ok, callback failed", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1"},
+		{"re-driven callback failed again", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1/callback/9"},
+		{"re-driven callback delivered", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true}}, "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dl, dedup, err := deadLetterOf(tt.j, msg, 9, tt.r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if dl.Reason != tt.wantReason || dedup != tt.wantDedup {
+				t.Fatalf("reason %q dedup %q, want %q %q", dl.Reason, dedup, tt.wantReason, tt.wantDedup)
+			}
+			switch tt.wantReason {
+			case "":
+				return
+			case job.ReasonCallbackFailed:
+				if strings.Contains(string(dl.Job), "s3cret") || strings.Contains(string(dl.Job), `"data"`) || strings.Contains(string(dl.Job), `"result"`) {
+					t.Errorf("callback dead letter keeps more than the callback needs: %s", dl.Job)
+				}
+				var cm job.Job
+				if err := json.Unmarshal(dl.Job, &cm); err != nil || cm.Kind != job.KindCallback || cm.Callback != j.Callback || cm.Source != j.Source {
+					t.Errorf("callback message %s (%v)", dl.Job, err)
+				}
+			default:
+				if string(dl.Job) != string(msg) {
+					t.Errorf("a failed job's dead letter must keep the job as it was: %s", dl.Job)
+				}
+			}
+			if dl.Result.Callback != tt.r.Callback || dl.StreamSeq != 9 {
+				t.Errorf("dead letter %+v", dl)
+			}
+		})
+	}
 }

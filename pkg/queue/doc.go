@@ -1,15 +1,24 @@
-// Package queue is jetpost's JetStream layer and knows nothing of HTTP.
+// Package queue is jetpost's storage protocol on NATS JetStream: how jobs,
+// results, dead letters, attempt counts and completion markers are laid out
+// and settled. It is not a general-purpose queue library; its API is shaped
+// by jetpost's worker and enqueue and changes with them. It knows nothing
+// of HTTP.
 //
-// Streams (names derive from the subject prefix, "jetpost" by default):
+// Streams and buckets (names.go derives every name from the subject prefix,
+// "jetpost" by default):
 //
-//	JETPOST_JOBS     jetpost.jobs.<batch>     work queue, de-duplicated by job id
-//	JETPOST_RESULTS  jetpost.results.<batch>  one result per job, kept for a max age
-//	JETPOST_DLQ      jetpost.dlq.<batch>      finally failed and undecodable jobs
+//	JETPOST_JOBS       jetpost.jobs.<batch>     work queue, de-duplicated by job id
+//	JETPOST_RESULTS    jetpost.results.<batch>  one result per job and run, kept for a max age
+//	JETPOST_DLQ        jetpost.dlq.<batch>      finally failed and undecodable jobs
+//	JETPOST_DONE       KV, by job id hash       completion markers (TTL: results max age)
+//	JETPOST_ATTEMPTS   KV, by stream sequence   attempts and breaker turn-aways per job
+//	JETPOST_BREAKERS   KV, by host and worker   breakers that are not closed
 //
-// Setup creates or updates them idempotently, so whichever process starts
-// first lays them out. Publisher publishes asynchronously with a bounded
-// window of unacknowledged publishes and Nats-Msg-Id = job id, so a file
-// enqueued twice creates no second job within the dedup window.
+// Setup creates the streams and the done bucket, idempotently, so whichever
+// process starts first lays them out. Publisher and BulkPublisher publish
+// asynchronously with a bounded window of unacknowledged publishes and
+// Nats-Msg-Id = job id, so a file enqueued twice creates no second job
+// within the dedup window.
 //
 // Consumer is the worker side. All workers share one durable pull consumer.
 // Each process pulls with Fetch into a window of MaxInflight running plus
@@ -20,27 +29,32 @@
 // runs. Otherwise a slow target makes buffered messages expire and be sent
 // twice.
 //
-// A handler's Decision maps to exactly one settlement:
+// A handler's Decision maps to exactly one settlement (settle.go):
 //
-//	Complete  store result (+ dead letter if failed), then Ack; both are
-//	          cut to the server's maximum payload (the response body first),
-//	          as a message refused for its size would never be stored
-//	Retry     record attempts in a KV bucket, NakWithDelay(backoff)
+//	Complete  store result, completion marker (+ dead letter if failed),
+//	          then a confirmed Ack; result and dead letter are cut to the
+//	          server's maximum payload (the response body first), as a
+//	          message refused for its size would never be stored
+//	Retry     record attempts in the attempts bucket, NakWithDelay(backoff)
 //	Defer     NakWithDelay without spending an attempt
 //	HandBack  Nak: redeliver now, to another worker (shutdown)
 //
-// Completion markers live in a second KV bucket, JETPOST_DONE, keyed by a
-// hash of the job id. A worker writes one, without waiting for it, after
-// storing a result; enqueue looks them up in bulk before publishing. That
-// way a file enqueued again after the dedup window sends nothing twice, and
-// the earlier results can be returned. Setup creates this bucket;
-// NewConsumer creates the attempts bucket.
+// Results are published with a dedup id of batch/job id (and run), and the
+// job is acked only after the result is stored, so a redelivery after a
+// lost ack cannot store a second result. The completion marker, written
+// without waiting after the result, lets enqueue (DoneIndex, a bulk lookup)
+// send nothing twice when a file is enqueued again after the dedup window,
+// and return the earlier results.
 //
-// Attempts live in a KV bucket keyed by stream sequence. JetStream's
-// delivery count also counts deferrals and hand-backs, so it cannot serve
-// as the attempt count. The bucket is read only on redeliveries and written
-// only on retries, so the happy path pays nothing for it. Results are
-// published with a dedup id of batch/job id, and the job is acked only after
-// the result is stored. A redelivery after a lost ack therefore cannot store
-// a second result.
+// Attempts are kept by stream sequence because JetStream's delivery count
+// also counts deferrals and hand-backs. The bucket is read only on
+// redeliveries and written only on retries and turn-aways, so the happy
+// path pays nothing for it.
+//
+// Files, one concept each: names.go, setup.go, payload.go, retry.go;
+// the worker side: handler.go (the contract), consumer.go (Run), fetch.go
+// (the fetch loop, keepalives), attempts.go, settle.go, invalid.go; enqueue's
+// side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
+// reader.go (the one ordered stream reader), results.go, deadletter.go,
+// redrive.go, status.go, breakers.go.
 package queue

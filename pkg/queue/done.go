@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"time"
 
@@ -16,15 +15,6 @@ import (
 
 	"github.com/jetpost/jetpost/pkg/job"
 )
-
-// Completed jobs are remembered in a KV bucket, <PREFIX>_DONE, so that a file
-// enqueued again after the jobs stream's dedup window has passed still sends
-// no request twice. A worker writes the marker right after it stores a
-// job's result; enqueue looks markers up before it publishes. Markers expire
-// with the results they point to (TTL = results max age).
-
-// DoneBucket is the KV bucket of completion markers.
-func (n Names) DoneBucket() string { return n.upper() + "_DONE" }
 
 // DoneKey is a job id's key in the done bucket: the first 128 bits of its
 // SHA-256. KV keys allow only [-/_=.a-zA-Z0-9], and a fixed size keeps any
@@ -47,8 +37,8 @@ type DoneMarker struct {
 	// Seq is the result's sequence in the results stream.
 	Seq uint64 `json:"seq"`
 	// The outcome, so that a re-run can tell a job that sent nothing from
-	// one that did without reading its result. Markers written before these
-	// fields existed read as "sent", the safe side.
+	// one that did without reading its result. A marker without them reads
+	// as "sent", the safe side.
 	OK       bool   `json:"ok,omitempty"`
 	Attempts int    `json:"attempts,omitempty"`
 	Reason   string `json:"reason,omitempty"`
@@ -75,89 +65,6 @@ func (m *DoneMarker) SentNothing() bool {
 	return false
 }
 
-// RerunMsgID is the de-duplication id of a job sent again after the run
-// marked by m sent nothing (see RunMsgID).
-func RerunMsgID(m *DoneMarker) string { return RunMsgID(m.ID, m.Batch, m.Run+1) }
-
-// RunMsgID is the de-duplication id of run number run of job id, sent again
-// after its previous run in batch failed. The job id alone would be dropped
-// within the dedup window. A re-drive and a re-run build it alike, so the
-// two cannot both send one job again, and repeating either is idempotent.
-func RunMsgID(id, batch string, run int) string {
-	return id + "/run/" + batch + "/" + strconv.Itoa(run)
-}
-
-func (n Names) doneSubjectPrefix() string { return "$KV." + n.DoneBucket() + "." }
-
-// SetupDone creates the done bucket, or updates its TTL, idempotently. The
-// TTL is the results' max age: a marker is of no use once its result is gone.
-func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
-	if cfg.Replicas < 1 {
-		cfg.Replicas = 1
-	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      n.DoneBucket(),
-		Description: "jetpost: completed jobs (by job id hash) and where their results are",
-		TTL:         cfg.ResultsMaxAge,
-		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return fmt.Errorf("creating bucket %s: %w", n.DoneBucket(), err)
-	}
-	return nil
-}
-
-// storeResultMarked stores a result durably, as publishDurable does, then
-// publishes the job's completion marker asynchronously and returns its
-// pending ack. The marker needs the result's stream sequence; waiting for
-// it here would add a round trip to every job. A lost marker costs only the
-// protection of a re-run after the dedup window. The bucket exists: Setup
-// creates it.
-func (c *Consumer) storeResultMarked(ctx context.Context, j *job.Job, r *job.Result, dedup string, data []byte) (jetstream.PubAckFuture, error) {
-	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), dedup, data)
-	if err != nil {
-		return nil, err
-	}
-	value, err := json.Marshal(DoneMarker{
-		ID: r.ID, Batch: r.Batch, Seq: ack.Sequence, // a duplicate's ack carries the original's sequence
-		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: j.Redrive,
-	})
-	if err != nil {
-		return nil, nil
-	}
-	f, err := c.js.PublishMsgAsync(&nats.Msg{Subject: c.names.doneSubjectPrefix() + DoneKeyOf(r.ID).String(), Data: value})
-	if err != nil {
-		c.log.Warn().Err(err).Str("job", r.ID).Msg("completion marker not stored")
-		return nil, nil
-	}
-	return f, nil
-}
-
-// markerWait bounds how long settling waits for a marker's ack that did not
-// come with the job's own ack.
-const markerWait = 5 * time.Second
-
-// awaitMarker reports a completion marker the broker did not store.
-func (c *Consumer) awaitMarker(ctx context.Context, d *Delivery, f jetstream.PubAckFuture) {
-	if f == nil {
-		return
-	}
-	t := time.NewTimer(markerWait)
-	defer t.Stop()
-	var err error
-	select {
-	case <-f.Ok():
-		return
-	case err = <-f.Err():
-	case <-ctx.Done():
-		return
-	case <-t.C:
-		err = errors.New("no answer within " + markerWait.String())
-	}
-	c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
-}
-
 // MaxDoneLookup is how many keys one Lookup may ask for: the server answers
 // at most 1024 messages to one multi-subject direct get.
 const MaxDoneLookup = 1024
@@ -180,7 +87,7 @@ func NewDoneIndex(js jetstream.JetStream, n Names) *DoneIndex {
 	if !strings.HasSuffix(prefix, ".") {
 		prefix += "."
 	}
-	return &DoneIndex{nc: js.Conn(), api: prefix + "DIRECT.GET.KV_" + n.DoneBucket(), subjPre: n.doneSubjectPrefix()}
+	return &DoneIndex{nc: js.Conn(), api: n.doneDirectGet(prefix), subjPre: n.doneSubjectPrefix()}
 }
 
 // DoneCall is one lookup under way.
@@ -268,21 +175,10 @@ func (c *DoneCall) Wait(ctx context.Context) ([]*DoneMarker, error) {
 				return nil, fmt.Errorf("looking up completed jobs: status %s %s", status, m.Header.Get("Description"))
 			}
 		}
-		subj := m.Header.Get(jetstream.SubjectHeader)
-		if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		k, dm, ok := c.x.marker(m)
+		if !ok {
 			continue
 		}
-		var k DoneKey
-		if hx, ok := strings.CutPrefix(subj, c.x.subjPre); !ok || len(hx) != 2*len(k) {
-			continue
-		} else if _, err := hex.Decode(k[:], []byte(hx)); err != nil {
-			continue
-		}
-		var dm DoneMarker
-		if err := json.Unmarshal(m.Data, &dm); err != nil || dm.Seq == 0 {
-			continue
-		}
-		dm.At, _ = time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer))
 		if index == nil {
 			index = make(map[DoneKey]int, len(c.keys))
 			for i, k := range c.keys {
@@ -291,188 +187,29 @@ func (c *DoneCall) Wait(ctx context.Context) ([]*DoneMarker, error) {
 			found = make([]*DoneMarker, len(c.keys))
 		}
 		if i, ok := index[k]; ok {
-			found[i] = &dm
+			found[i] = dm
 		}
 	}
 }
 
-// FetchResults calls fn with the stored result records of batch at the
-// given stream sequences (ascending). A sequence whose result is no longer
-// stored (expired, purged) is left out; fn sees the others in order. A few
-// are read one by one, many with one ordered consumer over the batch's
-// subject from the first of them, which reads a re-run's results at stream
-// speed.
-func FetchResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, seqs []uint64, fn func(seq uint64, data []byte) error) error {
-	if len(seqs) == 0 {
-		return nil
+// marker reads one message of a direct get's answer: the key and marker it
+// holds, or false for a deleted marker or one that is not ours.
+func (x *DoneIndex) marker(m *nats.Msg) (DoneKey, *DoneMarker, bool) {
+	var k DoneKey
+	if op := m.Header.Get("KV-Operation"); op == "DEL" || op == "PURGE" {
+		return k, nil, false
 	}
-	st, err := js.Stream(ctx, n.ResultsStream())
-	if err != nil {
-		return fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
+	hx, ok := strings.CutPrefix(m.Header.Get(jetstream.SubjectHeader), x.subjPre)
+	if !ok || len(hx) != 2*len(k) {
+		return k, nil, false
 	}
-	subject := n.ResultSubject(batch)
-	if len(seqs) <= 32 {
-		for _, seq := range seqs {
-			m, err := st.GetMsg(ctx, seq)
-			if errors.Is(err, jetstream.ErrMsgNotFound) {
-				continue
-			}
-			if err != nil {
-				return fmt.Errorf("reading result %d: %w", seq, err)
-			}
-			if m.Subject != subject {
-				continue
-			}
-			if err := fn(seq, m.Data); err != nil {
-				return err
-			}
-		}
-		return nil
+	if _, err := hex.Decode(k[:], []byte(hx)); err != nil {
+		return k, nil, false
 	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
-		FilterSubjects: []string{subject},
-		DeliverPolicy:  jetstream.DeliverByStartSequencePolicy,
-		OptStartSeq:    seqs[0],
-	})
-	if err != nil {
-		return fmt.Errorf("reading results of batch %s: %w", batch, err)
+	var dm DoneMarker
+	if err := json.Unmarshal(m.Data, &dm); err != nil || dm.Seq == 0 {
+		return k, nil, false
 	}
-	next := 0
-	return readOrdered(ctx, cons, func(m jetstream.Msg, seq uint64) (bool, error) {
-		for next < len(seqs) && seqs[next] < seq {
-			next++ // not stored any more
-		}
-		if next < len(seqs) && seqs[next] == seq {
-			next++
-			if err := fn(seq, m.Data()); err != nil {
-				return true, err
-			}
-		}
-		return next == len(seqs), nil
-	})
-}
-
-// readOrdered hands fn every message of an ordered consumer, in order,
-// until fn says stop or the consumer has delivered all there is. Stored
-// messages are available at once, so each batch is asked for without
-// waiting; an empty answer ends the reading only if the consumer has
-// nothing pending.
-func readOrdered(ctx context.Context, cons jetstream.Consumer, fn func(m jetstream.Msg, seq uint64) (stop bool, err error)) error {
-	empty := 0
-	for {
-		msgs, err := cons.FetchNoWait(1000)
-		if err != nil {
-			return err
-		}
-		got := 0
-		for m := range msgs.Messages() {
-			got++
-			md, err := m.Metadata()
-			if err == nil {
-				var stop bool
-				stop, err = fn(m, md.Sequence.Stream)
-				if err == nil && !stop && md.NumPending > 0 {
-					continue
-				}
-			}
-			// Let the fetch end (its goroutine closes the channel once
-			// the server has said it is done) rather than leave it behind.
-			for range msgs.Messages() {
-			}
-			return err
-		}
-		if err := msgs.Error(); err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			return err
-		}
-		if got > 0 {
-			empty = 0
-			continue
-		}
-		info, err := cons.Info(ctx)
-		if err != nil {
-			return err
-		}
-		if info.NumPending == 0 {
-			return nil
-		}
-		if empty++; empty > 100 {
-			return fmt.Errorf("%d messages pending but none delivered", info.NumPending)
-		}
-		sleepCtx(ctx, 20*time.Millisecond)
-	}
-}
-
-// ReadResults calls fn with every result of batch stored now, in stream
-// order, and returns how many there were. Results stored while it reads may
-// or may not be included. A batch re-driven holds more than one result for
-// some jobs; ReadLatestResults gives one per job.
-func ReadResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, fn func(seq uint64, data []byte) error) (int, error) {
-	return readResultsUpTo(ctx, js, n, batch, 0, fn)
-}
-
-// readResultsUpTo is ReadResults stopping after stream sequence last (0:
-// no bound).
-func readResultsUpTo(ctx context.Context, js jetstream.JetStream, n Names, batch string, last uint64, fn func(seq uint64, data []byte) error) (int, error) {
-	st, err := js.Stream(ctx, n.ResultsStream())
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
-	}
-	subject := n.ResultSubject(batch)
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(subject))
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
-	}
-	if info.State.Subjects[subject] == 0 {
-		return 0, nil
-	}
-	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{FilterSubjects: []string{subject}})
-	if err != nil {
-		return 0, fmt.Errorf("reading results of batch %s: %w", batch, err)
-	}
-	count := 0
-	err = readOrdered(ctx, cons, func(m jetstream.Msg, seq uint64) (bool, error) {
-		if last > 0 && seq > last {
-			return true, nil
-		}
-		count++
-		return last > 0 && seq == last, fn(seq, m.Data())
-	})
-	if err != nil {
-		return count, fmt.Errorf("reading results of batch %s: %w", batch, err)
-	}
-	return count, nil
-}
-
-// PendingJobs reports, for each stream sequence, whether that job message
-// is still in the jobs stream (waiting, in progress or waiting for a
-// retry): a work queue drops a job once it is acknowledged.
-func PendingJobs(ctx context.Context, js jetstream.JetStream, n Names, seqs []uint64) ([]bool, error) {
-	st, err := js.Stream(ctx, n.JobsStream())
-	if err != nil {
-		return nil, err
-	}
-	out := make([]bool, len(seqs))
-	for i, seq := range seqs {
-		_, err = st.GetMsg(ctx, seq)
-		switch {
-		case err == nil:
-			out[i] = true
-		case !errors.Is(err, jetstream.ErrMsgNotFound):
-			return nil, err
-		}
-	}
-	return out, nil
-}
-
-// ResultBatchCount returns how many results of batch are stored.
-func ResultBatchCount(ctx context.Context, js jetstream.JetStream, n Names, batch string) (uint64, error) {
-	st, err := js.Stream(ctx, n.ResultsStream())
-	if err != nil {
-		return 0, err
-	}
-	info, err := st.Info(ctx, jetstream.WithSubjectFilter(n.ResultSubject(batch)))
-	if err != nil {
-		return 0, err
-	}
-	return info.State.Subjects[n.ResultSubject(batch)], nil
+	dm.At, _ = time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer)) // zero if absent
+	return k, &dm, true
 }

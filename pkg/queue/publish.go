@@ -2,11 +2,9 @@ package queue
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"sync"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/pkg/job"
@@ -84,10 +82,4 @@ func (p *Publisher) Close() PublishStats {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	return p.stats
-}
-
-func retryable(err error) bool {
-	return errors.Is(err, nats.ErrTimeout) || errors.Is(err, context.DeadlineExceeded) ||
-		errors.Is(err, jetstream.ErrNoStreamResponse) || errors.Is(err, nats.ErrNoResponders) ||
-		errors.Is(err, jetstream.ErrAsyncPublishTimeout)
 }

@@ -9,13 +9,26 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
+// StreamConfig is the shape of the streams and buckets, shared by every
+// process that creates them.
+type StreamConfig struct {
+	Replicas      int
+	DedupWindow   time.Duration // jobs: re-enqueued ids within it are dropped
+	ResultsMaxAge time.Duration // results, dead letters and completion markers
+	// AttemptsTTL bounds how long attempt counts are remembered; it must
+	// outlive the longest a job can wait (the maximum job age).
+	AttemptsTTL time.Duration
+}
+
 // resultsDedupWindow must cover the time between storing a result and a
 // redelivered copy of the same job storing it again (ack wait plus a retry
 // delay), so a job whose ack was lost cannot store a second result.
 const resultsDedupWindow = 30 * time.Minute
 
-// Setup creates the streams, or updates them to cfg, idempotently:
-// whichever process starts first does it and the others find them ready.
+// Setup creates the streams and the done bucket, or updates them to cfg,
+// idempotently: whichever process starts first does it and the others find
+// them ready. NewConsumer creates the attempts bucket, OpenBreakerBoard the
+// breakers bucket.
 func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
@@ -23,7 +36,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 	streams := []jetstream.StreamConfig{{
 		Name:        n.JobsStream(),
 		Description: "jetpost jobs waiting or in progress",
-		Subjects:    []string{n.Prefix + ".jobs.>"},
+		Subjects:    []string{n.JobSubject(anyBatch)},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
@@ -31,7 +44,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 	}, {
 		Name:        n.ResultsStream(),
 		Description: "jetpost results, one per job",
-		Subjects:    []string{n.Prefix + ".results.>"},
+		Subjects:    []string{n.ResultSubject(anyBatch)},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
@@ -40,7 +53,7 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 	}, {
 		Name:        n.DLQStream(),
 		Description: "jetpost dead letters: finally failed or undecodable jobs",
-		Subjects:    []string{n.Prefix + ".dlq.>"},
+		Subjects:    []string{n.DLQSubject(anyBatch)},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
@@ -52,27 +65,26 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
 		}
 	}
-	// Completion markers: workers write them, enqueue reads them.
 	return SetupDone(ctx, js, n, cfg)
 }
 
-// attemptsBucket opens (creating if needed) the bucket of attempt counts.
-func attemptsBucket(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) (jetstream.KeyValue, error) {
-	ttl := cfg.AttemptsTTL
-	if ttl <= 0 {
-		ttl = 48 * time.Hour
+// SetupDone creates the done bucket, or updates its TTL, idempotently. The
+// TTL is the results' max age: a marker is of no use once its result is gone.
+func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
+	if cfg.Replicas < 1 {
+		cfg.Replicas = 1
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      n.AttemptsBucket(),
-		Description: "jetpost: HTTP attempts spent per job (by stream sequence)",
-		TTL:         ttl,
+	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+		Bucket:      n.DoneBucket(),
+		Description: "jetpost: completed jobs (by job id hash) and where their results are",
+		TTL:         cfg.ResultsMaxAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
 	})
 	if err != nil {
-		return nil, fmt.Errorf("creating bucket %s: %w", n.AttemptsBucket(), err)
+		return fmt.Errorf("creating bucket %s: %w", n.DoneBucket(), err)
 	}
-	return kv, nil
+	return nil
 }
 
 // IsNotFound reports whether err means a stream or consumer is missing, as

@@ -2,13 +2,10 @@ package queue
 
 import (
 	"context"
-	"encoding/hex"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -39,7 +36,7 @@ type Overview struct {
 // Status gathers the overview; batch "" means every batch.
 func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) (Overview, error) {
 	var o Overview
-	tok := ">"
+	tok := anyBatch
 	if batch != "" {
 		tok = batch
 	}
@@ -56,9 +53,9 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) 
 		stream, subject string
 		add             func(*BatchStatus, uint64)
 	}{
-		{n.JobsStream(), n.Prefix + ".jobs." + tok, func(s *BatchStatus, c uint64) { s.Open += c }},
-		{n.ResultsStream(), n.Prefix + ".results." + tok, func(s *BatchStatus, c uint64) { s.Results += c }},
-		{n.DLQStream(), n.Prefix + ".dlq." + tok, func(s *BatchStatus, c uint64) { s.DeadLetters += c }},
+		{n.JobsStream(), n.JobSubject(tok), func(s *BatchStatus, c uint64) { s.Open += c }},
+		{n.ResultsStream(), n.ResultSubject(tok), func(s *BatchStatus, c uint64) { s.Results += c }},
+		{n.DLQStream(), n.DLQSubject(tok), func(s *BatchStatus, c uint64) { s.DeadLetters += c }},
 	} {
 		st, err := js.Stream(ctx, src.stream)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
@@ -103,89 +100,23 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) 
 	return o, nil
 }
 
-// BreakerEntry is one worker's report of one host's breaker.
-type BreakerEntry struct {
-	Host   string    `json:"host"`
-	Worker string    `json:"worker"`
-	State  string    `json:"state"`
-	Since  time.Time `json:"since"`
-}
-
-// BreakerBoard shares breaker states across workers through a KV bucket,
-// so one command can say which hosts are cut off fleet-wide without
-// scraping every worker. Entries expire (TTL) so a crashed worker's reports
-// fade away.
-type BreakerBoard struct {
-	kv jetstream.KeyValue
-}
-
-// DefaultBreakerTTL bounds how long an open-breaker report outlives the
-// worker that wrote it.
-const DefaultBreakerTTL = time.Hour
-
-// OpenBreakerBoard opens or creates the bucket (ttl 0: DefaultBreakerTTL).
-func OpenBreakerBoard(ctx context.Context, js jetstream.JetStream, n Names, ttl time.Duration) (*BreakerBoard, error) {
-	if ttl <= 0 {
-		ttl = DefaultBreakerTTL
-	}
-	name := n.upper() + "_BREAKERS"
-	kv, err := js.KeyValue(ctx, name)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		kv, err = js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-			Bucket: name, Description: "jetpost: circuit breakers that are not closed, per host and worker",
-			TTL: ttl, Storage: jetstream.FileStorage,
-		})
-	}
-	if err != nil {
-		return nil, fmt.Errorf("breaker bucket %s: %w", name, err)
-	}
-	return &BreakerBoard{kv: kv}, nil
-}
-
-func breakerKey(host, worker string) string {
-	return hex.EncodeToString([]byte(host)) + "." + hex.EncodeToString([]byte(worker))
-}
-
-// Report records a breaker state; a closed breaker removes the entry.
-func (b *BreakerBoard) Report(ctx context.Context, e BreakerEntry) error {
-	key := breakerKey(e.Host, e.Worker)
-	if e.State == "closed" {
-		err := b.kv.Delete(ctx, key)
-		if errors.Is(err, jetstream.ErrKeyNotFound) {
-			return nil
-		}
-		return err
-	}
-	v, err := json.Marshal(e)
-	if err != nil {
-		return err
-	}
-	_, err = b.kv.Put(ctx, key, v)
-	return err
-}
-
-// List returns every breaker reported not closed, by host.
-func (b *BreakerBoard) List(ctx context.Context) ([]BreakerEntry, error) {
-	lister, err := b.kv.ListKeys(ctx)
+// PendingJobs reports, for each stream sequence, whether that job message
+// is still in the jobs stream (waiting, in progress or waiting for a
+// retry): a work queue drops a job once it is acknowledged.
+func PendingJobs(ctx context.Context, js jetstream.JetStream, n Names, seqs []uint64) ([]bool, error) {
+	st, err := js.Stream(ctx, n.JobsStream())
 	if err != nil {
 		return nil, err
 	}
-	var out []BreakerEntry
-	for key := range lister.Keys() {
-		e, err := b.kv.Get(ctx, key)
-		if err != nil {
-			continue // deleted or expired meanwhile
-		}
-		var be BreakerEntry
-		if json.Unmarshal(e.Value(), &be) == nil {
-			out = append(out, be)
+	out := make([]bool, len(seqs))
+	for i, seq := range seqs {
+		_, err = st.GetMsg(ctx, seq)
+		switch {
+		case err == nil:
+			out[i] = true
+		case !errors.Is(err, jetstream.ErrMsgNotFound):
+			return nil, err
 		}
 	}
-	sort.Slice(out, func(i, j int) bool {
-		if out[i].Host != out[j].Host {
-			return out[i].Host < out[j].Host
-		}
-		return out[i].Worker < out[j].Worker
-	})
 	return out, nil
 }

@@ -11,14 +11,90 @@ import (
 	"slices"
 
 	"github.com/nats-io/nats.go/jetstream"
-
-	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // A batch holds one result per job and run: a re-drive, or a re-run that
 // sends again a job whose earlier run sent nothing, adds a result for the
 // same job. The latest in stream order is the job's result; the earlier
 // ones are superseded (kept until they expire, but not returned).
+
+// ReadResults calls fn with every result of batch stored now, in stream
+// order, and returns how many there were. Results stored while it reads may
+// or may not be included. A batch re-driven holds more than one result for
+// some jobs; ReadLatestResults gives one per job.
+func ReadResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, fn func(seq uint64, data []byte) error) (int, error) {
+	return readResultsUpTo(ctx, js, n, batch, 0, fn)
+}
+
+// readResultsUpTo is ReadResults stopping after stream sequence last (0:
+// no bound).
+func readResultsUpTo(ctx context.Context, js jetstream.JetStream, n Names, batch string, last uint64, fn func(seq uint64, data []byte) error) (int, error) {
+	count := 0
+	err := readStream(ctx, js, resultsOf(n, batch, 0, last), func(seq uint64, data []byte) (bool, error) {
+		count++
+		return false, fn(seq, data)
+	})
+	return count, err
+}
+
+func resultsOf(n Names, batch string, from, upTo uint64) streamRead {
+	return streamRead{
+		stream: n.ResultsStream(), subject: n.ResultSubject(batch), what: "results of batch " + batch,
+		from: from, upTo: upTo,
+	}
+}
+
+// FetchResults calls fn with the stored result records of batch at the
+// given stream sequences (ascending). A sequence whose result is no longer
+// stored (expired, purged) is left out; fn sees the others in order. A few
+// are read one by one, many in one ordered read of the batch from the
+// first of them, which reads a re-run's results at stream speed.
+func FetchResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, seqs []uint64, fn func(seq uint64, data []byte) error) error {
+	if len(seqs) == 0 {
+		return nil
+	}
+	if len(seqs) <= 32 {
+		return getResults(ctx, js, n, batch, seqs, fn)
+	}
+	next := 0
+	return readStream(ctx, js, resultsOf(n, batch, seqs[0], 0), func(seq uint64, data []byte) (bool, error) {
+		for next < len(seqs) && seqs[next] < seq {
+			next++ // not stored any more
+		}
+		if next < len(seqs) && seqs[next] == seq {
+			next++
+			if err := fn(seq, data); err != nil {
+				return true, err
+			}
+		}
+		return next == len(seqs), nil
+	})
+}
+
+// getResults is FetchResults one message at a time.
+func getResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, seqs []uint64, fn func(seq uint64, data []byte) error) error {
+	st, err := js.Stream(ctx, n.ResultsStream())
+	if err != nil {
+		return fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
+	}
+	subject := n.ResultSubject(batch)
+	for _, seq := range seqs {
+		m, err := st.GetMsg(ctx, seq)
+		if errors.Is(err, jetstream.ErrMsgNotFound) {
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("reading result %d: %w", seq, err)
+		}
+		if m.Subject != subject {
+			continue
+		}
+		if err := fn(seq, m.Data); err != nil {
+			return err
+		}
+	}
+	return nil
+}
 
 // LatestStats says what ReadLatestResults read.
 type LatestStats struct {
@@ -100,6 +176,19 @@ func resultID(data []byte) (string, bool) {
 	return r.ID, true
 }
 
+// ResultBatchCount returns how many results of batch are stored.
+func ResultBatchCount(ctx context.Context, js jetstream.JetStream, n Names, batch string) (uint64, error) {
+	st, err := js.Stream(ctx, n.ResultsStream())
+	if err != nil {
+		return 0, err
+	}
+	info, err := st.Info(ctx, jetstream.WithSubjectFilter(n.ResultSubject(batch)))
+	if err != nil {
+		return 0, err
+	}
+	return info.State.Subjects[n.ResultSubject(batch)], nil
+}
+
 // ResultsLastSeq is the results stream's last sequence: every result
 // stored from now on comes after it.
 func ResultsLastSeq(ctx context.Context, js jetstream.JetStream, n Names) (uint64, error) {
@@ -112,34 +201,4 @@ func ResultsLastSeq(ctx context.Context, js jetstream.JetStream, n Names) (uint6
 		return 0, fmt.Errorf("stream %s: %w", n.ResultsStream(), err)
 	}
 	return info.State.LastSeq, nil
-}
-
-// RetireDeadLetters deletes the dead letters of batch whose failed result
-// match accepts, and returns how many it deleted. A job sent again by a
-// re-run is retired from the dead-letter stream as a re-drive retires it,
-// so that a later re-drive does not send it once more.
-func RetireDeadLetters(ctx context.Context, js jetstream.JetStream, n Names, batch string, match func(r *job.Result) bool) (int, error) {
-	dlq, err := js.Stream(ctx, n.DLQStream())
-	if err != nil {
-		return 0, fmt.Errorf("stream %s: %w", n.DLQStream(), err)
-	}
-	var seqs []uint64
-	err = DeadLetters(ctx, js, n, batch, func(dl StoredDeadLetter) error {
-		if match(&dl.Result) {
-			seqs = append(seqs, dl.Seq)
-		}
-		return nil
-	})
-	if err != nil {
-		return 0, err
-	}
-	deleted := 0
-	for _, seq := range seqs {
-		err := dlq.DeleteMsg(ctx, seq)
-		if err != nil && !errors.Is(err, jetstream.ErrMsgNotFound) {
-			return deleted, fmt.Errorf("removing dead letter %d: %w", seq, err)
-		}
-		deleted++
-	}
-	return deleted, nil
 }

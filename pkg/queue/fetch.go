@@ -1,0 +1,101 @@
+package queue
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// fetchLoop keeps the window full: it pulls as many messages as there is
+// room for, in one request, once at least half the prefetch window is free,
+// so pulls are batched and a refill arrives before the slots run dry.
+func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outstanding *atomic.Int64, room <-chan struct{}, window int) {
+	refill := int64(max(1, c.cfg.Prefetch/2))
+	failures := 0
+	for ctx.Err() == nil {
+		free := int64(window) - outstanding.Load()
+		if free < refill {
+			select {
+			case <-room:
+			case <-ctx.Done():
+			}
+			continue
+		}
+		batch, err := c.consumer().Fetch(int(free), jetstream.FetchMaxWait(c.cfg.PullWait))
+		if err == nil {
+			for msg := range batch.Messages() {
+				outstanding.Add(1)
+				queue <- c.accept(msg)
+			}
+			err = batch.Error()
+		}
+		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
+			c.consuming.Store(false)
+			failures++
+			c.log.Warn().Err(err).Int("failures", failures).Msg("pulling jobs failed; retrying")
+			if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+				// The server lost the consumer (restarted without its
+				// store, or someone deleted it): create it again.
+				if err := c.ensureConsumer(ctx); err != nil {
+					c.log.Warn().Err(err).Msg("re-creating consumer failed")
+				}
+			}
+			sleepCtx(ctx, retryBackoff(failures))
+			continue
+		}
+		failures = 0
+		c.consuming.Store(true)
+	}
+}
+
+// accept wraps a fetched message and starts keeping it alive: its ack timer
+// runs from the moment the server sent it, whether it waits for a slot or
+// runs a long request.
+func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
+	d := &Delivery{msg: msg}
+	if md, err := msg.Metadata(); err == nil {
+		d.NumDelivered = md.NumDelivered
+		d.Seq = md.Sequence.Stream
+	}
+	d.Job, d.decodeErr = job.Decode(msg.Data())
+	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
+	return d
+}
+
+// keepalive tells the server a message is still being worked on, every
+// interval until stopped.
+type keepalive struct {
+	mu      sync.Mutex
+	t       *time.Timer
+	stopped bool
+}
+
+func startKeepalive(msg jetstream.Msg, every time.Duration) *keepalive {
+	k := &keepalive{}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.t = time.AfterFunc(every, func() {
+		k.mu.Lock()
+		defer k.mu.Unlock()
+		if k.stopped {
+			return
+		}
+		_ = msg.InProgress()
+		k.t.Reset(every)
+	})
+	return k
+}
+
+func (k *keepalive) stop() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.stopped = true
+	k.t.Stop()
+}
