@@ -107,11 +107,14 @@ func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, 
 	return l.refuseConcurrency(h, l.cfg.Now())
 }
 
-// refuseConcurrency counts and schedules a refusal. l.mu is held.
+// refuseConcurrency counts and schedules a refusal. l.mu is held. The
+// reason names the latency the line is paced on: a latency longer than any
+// request took would be a pace read off something else (an idle gap, say).
 func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
 	h.refused++
-	return &sender.NotAdmittedError{Host: h.key, Wait: l.concurrencyWait(h, now),
-		Reason: fmt.Sprintf("concurrency limit %d reached", h.limit())}
+	wait, lat := l.concurrencyWait(h, now)
+	return &sender.NotAdmittedError{Host: h.key, Wait: wait,
+		Reason: fmt.Sprintf("concurrency limit %d reached; paced on a latency of %v", h.limit(), lat)}
 }
 
 // grantWaiters hands free slots of h to its waiters, first come first
@@ -132,15 +135,17 @@ func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
 // about when there is room instead of all at once; one that comes back and
 // still finds no room goes to the back of the line again. Returns thus
 // never come much faster than the host can take them, which keeps the
-// delayed NAKs, and JetStream's work, to about one per job. l.mu is held.
-func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
+// delayed NAKs, and JetStream's work, to about one per job. It also returns
+// the latency the pace was taken from. l.mu is held.
+func (l *Limiter) concurrencyWait(h *hostState, now time.Time) (wait, lat time.Duration) {
 	stalled := h.stalled(now)
-	lat := h.conc.baseLatency()
+	lat = h.conc.baseLatency()
 	if lat == 0 {
 		// Too few answers to know the host's pace (its first round trips):
 		// come back soon and be scheduled then, rather than parked for
 		// long on a guess. A host that hangs makes the waits grow.
-		return min(l.jitter(max(latencyGuess, stalled)), l.cfg.MaxDefer)
+		lat = max(latencyGuess, stalled)
+		return min(l.jitter(lat), l.cfg.MaxDefer), lat
 	}
 	// The pace is taken optimistically, at the host's best lately (its
 	// baseline latency, the higher of its limit now and where it last
@@ -162,7 +167,7 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) time.Duration {
 			limit = h.conc.max
 		}
 	}
-	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency))
+	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency)), lat
 }
 
 // pace books a place in h's line of refused jobs for a job that h
@@ -179,7 +184,8 @@ func (l *Limiter) pace(h *hostState, now time.Time) time.Duration {
 	if h.fixed > 0 || h.conc.baseLatency() == 0 || h.refusedInARow > maxPacedRefusals {
 		return 0
 	}
-	return l.concurrencyWait(h, now)
+	wait, _ := l.concurrencyWait(h, now)
+	return wait
 }
 
 // maxPacedRefusals: a probing adaptive limit oversteps the host's capacity
