@@ -11,8 +11,8 @@ import (
 
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/target"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // The operator's view: status shows the batch, dlq lists its failure,

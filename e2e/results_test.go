@@ -12,9 +12,9 @@ import (
 	"testing"
 
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // Results of id-less lines can be joined to their input: every result (and

@@ -20,9 +20,9 @@ import (
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // admin is what the inspection subcommands share: flags, configuration and

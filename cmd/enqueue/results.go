@@ -14,8 +14,8 @@ import (
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // runResults writes a batch's stored results as JSON Lines, at any time

@@ -20,9 +20,9 @@ import (
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 const usage = `Usage: enqueue [flags] FILE... | -

@@ -8,7 +8,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/internal/queue"
 )
 
 // BreakerLister lists the breakers workers report not closed

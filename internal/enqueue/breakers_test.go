@@ -9,7 +9,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
-	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/internal/queue"
 )
 
 // Progress and the summary name the breakers the workers report open, one

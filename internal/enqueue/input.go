@@ -8,8 +8,8 @@ import (
 	"io"
 	"os"
 
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // Input is one source of jobs: a file, or standard input.

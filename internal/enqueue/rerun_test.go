@@ -10,10 +10,10 @@ import (
 
 	"github.com/jetpost/jetpost/internal/enqueue"
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // when is how a note says when an earlier batch completed its jobs.

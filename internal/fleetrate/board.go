@@ -13,8 +13,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // LimitsBucket is the key-value bucket where workers post their per-host

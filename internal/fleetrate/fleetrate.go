@@ -26,8 +26,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 // Bucket is the key-value bucket of the rate limits for a subject prefix,

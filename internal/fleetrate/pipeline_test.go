@@ -18,12 +18,12 @@ import (
 
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/internal/workertest"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 

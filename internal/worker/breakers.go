@@ -7,7 +7,7 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/internal/queue"
 )
 
 // BreakerBoard is where breaker states are shared with the fleet.

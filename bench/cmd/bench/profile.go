@@ -20,10 +20,10 @@ import (
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/enqueue"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/internal/worker/daemon"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 

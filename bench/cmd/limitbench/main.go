@@ -1,7 +1,7 @@
 // Command limitbench measures jetpost's host limits end to end: real worker
 // processes (built from ./cmd/worker), an embedded NATS server, HTTP targets
 // in this process that record every request they receive, and jobs
-// published and results read back as enqueue does it (pkg/queue):
+// published and results read back as enqueue does it (internal/queue):
 //
 //   - fleet: a fleet-wide rate limit (JETPOST_RATE_LIMITS) with 1 and with
 //     3 workers; the rate the target saw against the limit;
@@ -54,8 +54,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/bench/internal/benchkit"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 func main() {

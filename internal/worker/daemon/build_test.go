@@ -17,9 +17,9 @@ import (
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/worker/daemon"
 	"github.com/jetpost/jetpost/pkg/job"
-	"github.com/jetpost/jetpost/pkg/queue"
 )
 
 func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }

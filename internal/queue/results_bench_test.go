@@ -11,13 +11,13 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/natstest"
-	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/internal/queue"
 )
 
 // What one result per job costs `enqueue results`: ReadLatestResults reads
 // the batch twice (ids, then records), ReadResults once.
 //
-//	go test -run '^$' -bench 'Results100k' -benchtime 5x ./pkg/queue
+//	go test -run '^$' -bench 'Results100k' -benchtime 5x ./internal/queue
 func BenchmarkReadResults100k(b *testing.B) {
 	benchResults(b, func(ctx context.Context, js jetstream.JetStream, n queue.Names) (int, error) {
 		return queue.ReadResults(ctx, js, n, "big", func(uint64, []byte) error { return nil })

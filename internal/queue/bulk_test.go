@@ -9,7 +9,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
-	"github.com/jetpost/jetpost/pkg/queue"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/nats-io/nats.go/jetstream"
 )
 
