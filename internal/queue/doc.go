@@ -1,8 +1,8 @@
 // Package queue is jetpost's storage protocol on NATS JetStream: how jobs,
 // results, dead letters, attempt counts and completion markers are laid out
 // and settled. It is not a general-purpose queue library; its API is shaped
-// by jetpost's worker and enqueue and changes with them, hence internal/. It knows nothing
-// of HTTP.
+// by jetpost's worker and enqueue and changes with them, hence internal/.
+// It knows nothing of HTTP.
 //
 // Streams and buckets (names.go derives every name from the subject prefix,
 // "jetpost" by default):
