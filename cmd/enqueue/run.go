@@ -81,7 +81,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	fs := flag.NewFlagSet("enqueue", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	fs.StringVar(&o.batch, "batch", "", "batch id ([A-Za-z0-9_-], at most 64); default: generated and printed")
-	fs.StringVar(&o.natsURL, "nats", "", "NATS URL (default $JETPOST_NATS_URL or "+natsconn.DefaultURL+")")
+	fs.StringVar(&o.natsURL, "nats", "", natsconn.URLFlagHelp)
 	fs.BoolVar(&o.wait, "wait", false, "wait until every job of the batch has its result")
 	fs.StringVar(&o.out, "out", "", "with --wait: write the results as JSON Lines to this file (- for standard output)")
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
@@ -121,12 +121,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return &exitError{exitUsage, err}
 	}
-	if o.natsURL == "" {
-		o.natsURL = cfg.NatsURL
-	}
-	if o.natsURL == "" {
-		o.natsURL = natsconn.DefaultURL
-	}
+	o.natsURL = natsconn.URL(o.natsURL, cfg)
 	if o.cpuProfile != "" {
 		f, err := os.Create(o.cpuProfile)
 		if err != nil {
