@@ -389,8 +389,8 @@ func publishSummary(batch string, rep *enqueue.PublishReport) string {
 	if rep.Resent > 0 {
 		msg += fmt.Sprintf(" (%d sent again: their earlier run sent nothing)", rep.Resent)
 	}
-	if rep.AlreadyDone > 0 {
-		msg += fmt.Sprintf(", %d completed by an earlier run and not sent again", rep.AlreadyDone)
+	if rep.CompletedEarlier > 0 {
+		msg += fmt.Sprintf(", %d completed by an earlier run and not sent again", rep.CompletedEarlier)
 	}
 	if rep.Duplicates > 0 {
 		msg += fmt.Sprintf(", %d already enqueued (same id within the dedup window) and skipped", rep.Duplicates)
@@ -399,7 +399,7 @@ func publishSummary(batch string, rep *enqueue.PublishReport) string {
 		msg += fmt.Sprintf(", %d refused by the broker", len(rep.Failed))
 	}
 	if s := rep.Elapsed.Seconds(); s > 0 {
-		n := rep.Published + rep.AlreadyDone + rep.Duplicates + len(rep.Failed)
+		n := rep.Published + rep.CompletedEarlier + rep.Duplicates + len(rep.Failed)
 		msg += fmt.Sprintf(" in %.1fs (%.0f jobs/s)", s, float64(n)/s)
 	}
 	return msg

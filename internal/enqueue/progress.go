@@ -24,7 +24,7 @@ const (
 	ProgressLines
 )
 
-// Progress shows how a batch goes: jobs published (or skipped as done
+// Progress shows how a batch goes: jobs published (or completed by an earlier run
 // before), results ok and failed, the rate and the time left. The counters
 // are updated from any goroutine; a ticker draws them, so drawing never
 // slows publishing. A nil *Progress counts nothing and shows nothing.
@@ -111,7 +111,7 @@ func (p *Progress) published() {
 	}
 }
 
-func (p *Progress) skipped() {
+func (p *Progress) completedEarlier() {
 	if p != nil {
 		p.done.Add(1)
 	}

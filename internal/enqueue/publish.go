@@ -45,8 +45,8 @@ type PublishReport struct {
 	// Duplicates were dropped by the jobs stream: the same id was enqueued
 	// within the dedup window and has not completed yet.
 	Duplicates int
-	// AlreadyDone were not published: an earlier run completed them.
-	AlreadyDone int
+	// CompletedEarlier were not published: an earlier run completed them.
+	CompletedEarlier int
 	// Resent are jobs an earlier run failed without sending anything
 	// (refused before sending, turned away by an open breaker on every
 	// try, expired, cancelled), published again as a
@@ -66,7 +66,7 @@ type PublishReport struct {
 	Elapsed   time.Duration
 
 	// earlier holds, by the batch that stored them, the result sequences
-	// of the jobs skipped as done (8 bytes a job): exactly the results
+	// of the jobs completed by an earlier run (8 bytes a job): exactly the results
 	// their markers name, the latest of each job, read in one pass.
 	earlier map[string][]uint64
 	dups    []dupRef
@@ -162,8 +162,8 @@ func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPubli
 			marker = found[i]
 		}
 		if marker != nil && !marker.SentNothing() {
-			rep.skipDone(marker, o.Collector, c.data[i])
-			o.Progress.skipped()
+			rep.skipCompletedEarlier(marker, o.Collector, c.data[i])
+			o.Progress.completedEarlier()
 			continue
 		}
 		m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}

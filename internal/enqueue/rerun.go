@@ -108,17 +108,17 @@ func (rep *PublishReport) sortedRuns() []EarlierRun {
 	return out
 }
 
-// skipDone accounts for a job an earlier run completed: it is not sent
+// skipCompletedEarlier accounts for a job an earlier run completed: it is not sent
 // again, and with --wait its result is read where that run stored it.
-func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector, jobMsg []byte) {
-	rep.AlreadyDone++
+func (rep *PublishReport) skipCompletedEarlier(m *queue.DoneMarker, col *Collector, jobMsg []byte) {
+	rep.CompletedEarlier++
 	rep.run(m).Completed++
 	if col == nil {
 		return
 	}
 	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
 	h := col.hash(m.ID)
-	col.expectEarlier(h)
+	col.expectCompletedEarlier(h)
 	col.fromOtherRun(h, jobMsg)
 }
 
@@ -228,7 +228,7 @@ func (r *resends) retire(ctx context.Context, js jetstream.JetStream, n queue.Na
 // its result, or is known to have none, or ctx ends.
 func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
 	for batch, seqs := range rep.earlier {
-		err := fetchStored(ctx, js, n, batch, seqs, col, fromEarlier)
+		err := fetchStored(ctx, js, n, batch, seqs, col, fromCompletedEarlier)
 		if err != nil {
 			return fmt.Errorf("reading results stored by batch %s: %w", batch, err)
 		}
@@ -236,7 +236,7 @@ func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetSt
 	}
 	// What was not found (expired, purged, or another job's: a stream
 	// created anew reuses sequences) has no result to give.
-	col.dropEarlier()
+	col.dropCompletedEarlier()
 	if len(rep.dups) == 0 {
 		return nil
 	}

@@ -103,7 +103,7 @@ func (c *Collector) dropMissing(h uint64) { c.drop(h, stateMissing) }
 
 func (c *Collector) drop(h, st uint64) {
 	c.mu.Lock()
-	if cur, ok := c.set.get(h); ok && (cur == statePending || cur == stateEarlier) {
+	if cur, ok := c.set.get(h); ok && (cur == statePending || cur == stateCompletedEarlier) {
 		c.set.set(h, st)
 		c.open--
 		if st == stateMissing {
@@ -120,17 +120,17 @@ func (c *Collector) resolved(h uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.set.get(h)
-	return ok && st != statePending && st != stateEarlier
+	return ok && st != statePending && st != stateCompletedEarlier
 }
 
-// expectEarlier says a job's result is to be read from where an earlier
+// expectCompletedEarlier says a job's result is to be read from where an earlier
 // run stored it, so that it needs no bookkeeping of its own: what is still
-// in that state once those results are read is missing (dropEarlier).
-func (c *Collector) expectEarlier(h uint64) {
+// in that state once those results are read is missing (dropCompletedEarlier).
+func (c *Collector) expectCompletedEarlier(h uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.set.get(h); ok && st == statePending {
-		c.set.set(h, stateEarlier)
+		c.set.set(h, stateCompletedEarlier)
 	}
 }
 
@@ -171,11 +171,11 @@ func (c *Collector) withSource(h uint64, raw []byte) []byte {
 	return raw
 }
 
-// dropEarlier counts as missing every job whose earlier result was not
+// dropCompletedEarlier counts as missing every job whose earlier result was not
 // found.
-func (c *Collector) dropEarlier() {
+func (c *Collector) dropCompletedEarlier() {
 	c.mu.Lock()
-	n := c.set.replaceAll(stateEarlier, stateMissing)
+	n := c.set.replaceAll(stateCompletedEarlier, stateMissing)
 	c.open -= n
 	c.mu.Unlock()
 	if n > 0 {
@@ -209,13 +209,13 @@ func (c *Collector) Pending() int {
 type source int
 
 const (
-	fromSubject source = iota // the batch's own result subject
-	fromMarker                // found through a completion marker (another run)
-	fromEarlier               // an earlier run's batch, read for the jobs skipped as done
+	fromSubject          source = iota // the batch's own result subject
+	fromMarker                         // found through a completion marker (another run)
+	fromCompletedEarlier               // an earlier run's batch, read for the jobs completed by an earlier run
 )
 
 // add counts one result, once per job. Results read from an earlier run's
-// batch count only for the jobs skipped as done: that batch may hold
+// batch count only for the jobs completed by an earlier run: that batch may hold
 // results of other jobs of this run (sent again after their markers
 // expired), which must wait for their new result.
 func (c *Collector) add(r *counted, raw []byte, src source) bool {
@@ -226,7 +226,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	case !ok && c.sealed:
 		c.mu.Unlock()
 		return false // not a job of this run
-	case src == fromEarlier && st != stateEarlier && st != stateMissing:
+	case src == fromCompletedEarlier && st != stateCompletedEarlier && st != stateMissing:
 		c.mu.Unlock()
 		return false
 	case !ok:
@@ -235,7 +235,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	case st == stateCounted:
 		c.mu.Unlock()
 		return false
-	case st == statePending || st == stateEarlier:
+	case st == statePending || st == stateCompletedEarlier:
 		c.set.set(h, stateCounted)
 		c.open--
 	case st == stateMissing:
@@ -377,9 +377,9 @@ type Summary struct {
 	OK       int            `json:"ok"`
 	Failed   int            `json:"failed"`
 	ByReason map[string]int `json:"failed_by_reason,omitempty"`
-	// Earlier counts results of jobs completed by an earlier run, returned
+	// CompletedEarlier counts results of jobs completed by an earlier run, returned
 	// instead of sending the jobs again.
-	Earlier int `json:"from_earlier_runs"`
+	CompletedEarlier int `json:"from_earlier_runs"`
 	// EarlierRuns says which earlier batches completed them, and when
 	// (set from the publish report).
 	EarlierRuns []EarlierRun `json:"earlier_runs,omitempty"`
@@ -428,7 +428,7 @@ func (s *Summary) add(r *counted, earlier bool) {
 	defer s.mu.Unlock()
 	s.Total++
 	if earlier {
-		s.Earlier++
+		s.CompletedEarlier++
 	}
 	s.Attempts += r.Attempts
 	if r.Attempts > 1 {
@@ -501,8 +501,8 @@ func (s *Summary) String() string {
 		}
 		b.WriteString(")")
 	}
-	if s.Earlier > 0 {
-		fmt.Fprintf(&b, "; %d completed by an earlier run", s.Earlier)
+	if s.CompletedEarlier > 0 {
+		fmt.Fprintf(&b, "; %d completed by an earlier run", s.CompletedEarlier)
 	}
 	if s.SentAgain > 0 {
 		fmt.Fprintf(&b, "; %d sent again (their earlier run sent nothing)", s.SentAgain)
