@@ -275,37 +275,9 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		if len(dups) == 0 {
 			return nil
 		}
-		found := map[string][]uint64{}
-		var unmarked []int
-		if done == nil {
-			// No markers to look at (the lookup failed): a result comes
-			// only on this batch's subject, if the other run used the
-			// same batch id; a job gone from the queue without one has
-			// none to wait for.
-			for i := range dups {
-				unmarked = append(unmarked, i)
-			}
-		}
-		for start := 0; done != nil && start < len(dups); start += queue.MaxDoneLookup {
-			part := dups[start:min(start+queue.MaxDoneLookup, len(dups))]
-			keys := make([]queue.DoneKey, len(part))
-			for i, d := range part {
-				keys[i] = d.key
-			}
-			markers, err := done.Lookup(keys).Wait(ctx)
-			if err != nil {
-				return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
-			}
-			for i := range part {
-				// A job sent again still has its earlier run's marker
-				// until the new run completes.
-				if markers != nil && markers[i] != nil && markers[i].Seq != part[i].stale {
-					m := markers[i]
-					found[m.Batch] = append(found[m.Batch], m.Seq)
-				} else {
-					unmarked = append(unmarked, start+i)
-				}
-			}
+		found, unmarked, err := lookupDuplicates(ctx, done, dups)
+		if err != nil {
+			return err
 		}
 		for batch, seqs := range found {
 			if err := fetchStored(ctx, js, n, batch, seqs, col, fromMarker); err != nil {
@@ -315,33 +287,15 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		// A marker whose result is not stored (any more) leaves nothing
 		// to wait for.
 		for i, d := range dups {
-			if inSorted(unmarked, i) {
-				continue
-			}
-			if !col.resolved(d.h) {
+			if !inSorted(unmarked, i) && !col.resolved(d.h) {
 				col.dropMissing(d.h)
 			}
 		}
 		// Now and then, look for jobs that left the queue without a
 		// marker; only a few, as they are the exception.
 		if round%5 == 0 && len(unmarked) > 0 {
-			check := unmarked[:min(len(unmarked), 256)]
-			seqs := make([]uint64, len(check))
-			for i, j := range check {
-				seqs[i] = dups[j].seq
-			}
-			pending, err := queue.PendingJobs(ctx, js, n, seqs)
-			if err != nil {
-				return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
-			}
-			for i, j := range check {
-				if pending[i] {
-					dups[j].gone = 0
-					continue
-				}
-				if dups[j].gone++; dups[j].gone >= 2 {
-					col.dropMissing(dups[j].h)
-				}
+			if err := dropGone(ctx, js, n, col, dups, unmarked[:min(len(unmarked), 256)]); err != nil {
+				return err
 			}
 		}
 		t := time.NewTimer(pause)
@@ -353,6 +307,66 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		}
 		pause = min(2*pause, 2*time.Second)
 	}
+}
+
+// lookupDuplicates looks the duplicates' completion markers up: the result
+// sequences they name, by batch, and the (ascending) indexes of the jobs
+// without a marker of their own yet. With done nil every job is unmarked:
+// a result then comes only on this batch's subject, if the other run used
+// the same batch id.
+func lookupDuplicates(ctx context.Context, done *queue.DoneIndex, dups []dupRef) (found map[string][]uint64, unmarked []int, err error) {
+	found = map[string][]uint64{}
+	if done == nil {
+		for i := range dups {
+			unmarked = append(unmarked, i)
+		}
+		return found, unmarked, nil
+	}
+	for start := 0; start < len(dups); start += queue.MaxDoneLookup {
+		part := dups[start:min(start+queue.MaxDoneLookup, len(dups))]
+		keys := make([]queue.DoneKey, len(part))
+		for i, d := range part {
+			keys[i] = d.key
+		}
+		markers, err := done.Lookup(keys).Wait(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
+		}
+		for i := range part {
+			// A job sent again still has its earlier run's marker
+			// until the new run completes.
+			if markers != nil && markers[i] != nil && markers[i].Seq != part[i].stale {
+				m := markers[i]
+				found[m.Batch] = append(found[m.Batch], m.Seq)
+			} else {
+				unmarked = append(unmarked, start+i)
+			}
+		}
+	}
+	return found, unmarked, nil
+}
+
+// dropGone counts as missing the checked duplicates whose job message was
+// found gone from the jobs stream twice in a row with no marker.
+func dropGone(ctx context.Context, js jetstream.JetStream, n queue.Names, col *Collector, dups []dupRef, check []int) error {
+	seqs := make([]uint64, len(check))
+	for i, j := range check {
+		seqs[i] = dups[j].seq
+	}
+	pending, err := queue.PendingJobs(ctx, js, n, seqs)
+	if err != nil {
+		return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
+	}
+	for i, j := range check {
+		if pending[i] {
+			dups[j].gone = 0
+			continue
+		}
+		if dups[j].gone++; dups[j].gone >= 2 {
+			col.dropMissing(dups[j].h)
+		}
+	}
+	return nil
 }
 
 // inSorted reports whether i is in the ascending list.
