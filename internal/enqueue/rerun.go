@@ -110,16 +110,25 @@ func (rep *PublishReport) sortedRuns() []EarlierRun {
 
 // skipCompletedEarlier accounts for a job an earlier run completed: it is not sent
 // again, and with --wait its result is read where that run stored it.
-func (rep *PublishReport) skipCompletedEarlier(m *queue.DoneMarker, col *Collector, jobMsg []byte) {
+func (rep *PublishReport) skipCompletedEarlier(m *queue.DoneMarker, key func(string) uint64, jobMsg []byte) {
 	rep.CompletedEarlier++
 	rep.run(m).Completed++
-	if col == nil {
+	if key == nil {
 		return
 	}
 	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
-	h := col.hash(m.ID)
-	col.expectCompletedEarlier(h)
-	col.fromOtherRun(h, jobMsg)
+	rep.completed[key(m.ID)] = jobSource(jobMsg)
+}
+
+// jobSource is the source (FILE:LINE) of an encoded job, "" if none.
+func jobSource(jobMsg []byte) string {
+	var j struct {
+		Source string `json:"source"`
+	}
+	if json.Unmarshal(jobMsg, &j) != nil {
+		return ""
+	}
+	return j.Source
 }
 
 // resend turns msg into a new run of a job whose earlier run (marked by m)
@@ -220,13 +229,13 @@ func (r *resends) retire(ctx context.Context, js jetstream.JetStream, n queue.Na
 	return nil
 }
 
-// CollectEarlier gives the collector the results that will not come on the
-// batch's own subject: those of jobs an earlier run completed (read from
-// the results stream where that run stored them) and those of jobs another
-// run enqueued within the dedup window and has not completed yet (waited
-// for through their completion markers). It returns once every such job has
-// its result, or is known to have none, or ctx ends.
-func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
+// collectElsewhere gives the collector the results that will not come on
+// the batch's own subject: those of jobs an earlier run completed (read
+// from the results stream where that run stored them) and those of jobs
+// another run enqueued within the dedup window and has not completed yet
+// (waited for through their completion markers). It returns once every
+// such job has its result, or is known to have none, or ctx ends.
+func (rep *PublishReport) collectElsewhere(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
 	for batch, seqs := range rep.earlier {
 		err := fetchStored(ctx, js, n, batch, seqs, col, fromCompletedEarlier)
 		if err != nil {

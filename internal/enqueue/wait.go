@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -63,6 +64,9 @@ func NewCollector() *Collector {
 }
 
 func (c *Collector) hash(id string) uint64 { return maphash.String(c.seed, id) }
+
+// Key is how the collector keys a job id; PublishOptions.Key takes it.
+func (c *Collector) Key(id string) uint64 { return c.hash(id) }
 
 // Reserve sizes the collector for n expected jobs in all, so that its
 // memory is allocated once (about 10 bytes a job).
@@ -134,30 +138,36 @@ func (c *Collector) expectCompletedEarlier(h uint64) {
 	}
 }
 
-// fromOtherRun notes the source of this run's job h, whose result another
-// run stores: its record is given this run's source when counted.
-func (c *Collector) fromOtherRun(h uint64, jobMsg []byte) {
-	var j struct {
-		Source string `json:"source"`
+// expectElsewhere takes from the publish report what it says of the jobs
+// whose results do not come on the batch's subject: those refused by the
+// broker have none; those completed by an earlier run are read where it
+// stored them; those and the ones another run enqueued are given this
+// run's sources (the report's map is handed over, not copied).
+func (c *Collector) expectElsewhere(rep *PublishReport) {
+	for _, pe := range rep.Failed {
+		c.Unpublished(pe.ID)
 	}
-	if json.Unmarshal(jobMsg, &j) != nil || j.Source == "" {
-		return
+	for h := range rep.completed {
+		c.expectCompletedEarlier(h)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.sources, rep.completed = rep.completed, nil
 	if c.sources == nil {
 		c.sources = map[uint64]string{}
 	}
-	c.sources[h] = j.Source
+	for _, d := range rep.dups {
+		c.sources[d.h] = d.source
+	}
+	c.mu.Unlock()
 }
 
 // withSource returns raw with the source this run gave job h, if another
 // run stored it with another.
 func (c *Collector) withSource(h uint64, raw []byte) []byte {
 	c.mu.Lock()
-	src, ok := c.sources[h]
+	src := c.sources[h]
 	c.mu.Unlock()
-	if !ok {
+	if src == "" {
 		return raw
 	}
 	r, err := job.DecodeResult(raw)
@@ -301,6 +311,52 @@ func (c *Collector) addStored(raw []byte, src source) {
 	c.add(r, raw, src)
 }
 
+// Collect feeds the collector from its one flow: the batch's result subject
+// from the start (so it may begin before publishing), then the report that
+// publishing sends on published, which says which jobs have their results
+// elsewhere (completed by an earlier run, enqueued by another run; read
+// through done, unless looking markers up failed) and which have none. It
+// returns once every expected job has its result or is known to have none,
+// or ctx ends; published closed without a report ends it with an error.
+func (c *Collector) Collect(ctx context.Context, js jetstream.JetStream, n Names, batch string, done *queue.DoneIndex, published <-chan *PublishReport) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	subject := make(chan error, 1)
+	go func() { subject <- c.Run(wctx, js, n, batch) }()
+	var rep *PublishReport
+	select {
+	case rep = <-published:
+	case <-ctx.Done():
+	}
+	if rep == nil {
+		cancel()
+		<-subject
+		return cmp.Or(ctx.Err(), errors.New("publishing ended without a report"))
+	}
+	if rep.LookupErr != nil {
+		done = nil
+	}
+	c.expectElsewhere(rep)
+	elsewhere := make(chan error, 1)
+	go func() { elsewhere <- rep.collectElsewhere(wctx, js, n, done, c) }()
+	var err error
+	select {
+	case err = <-subject:
+		cancel()
+		if eerr := <-elsewhere; err == nil && !errors.Is(eerr, context.Canceled) {
+			err = eerr
+		}
+	case err = <-elsewhere:
+		if err != nil {
+			cancel()
+			<-subject
+		} else {
+			err = <-subject
+		}
+	}
+	return err
+}
+
 // Run consumes the batch's result subject until every expected result has
 // arrived (after Seal) or ctx ends.
 func (c *Collector) Run(ctx context.Context, js jetstream.JetStream, n Names, batch string) error {
@@ -400,7 +456,14 @@ type Summary struct {
 	P99MS           int64   `json:"p99_ms"`
 	WallMS          int64   `json:"wall_ms"`
 	PerSec          float64 `json:"jobs_per_second"`
+	// Breakers are those the workers reported open during the run (set by
+	// Run); BreakerLine says so for people.
+	Breakers    []SeenBreaker `json:"breakers_opened,omitempty"`
+	breakerLine string
 }
+
+// BreakerLine is the human line about the breakers opened, "" if none.
+func (s *Summary) BreakerLine() string { return s.breakerLine }
 
 func newSummary() Summary { return Summary{ByReason: map[string]int{}} }
 
