@@ -40,7 +40,7 @@ type admin struct {
 func newAdmin(name, usage string, stderr io.Writer) *admin {
 	a := &admin{fs: flag.NewFlagSet("enqueue "+name, flag.ContinueOnError)}
 	a.fs.SetOutput(stderr)
-	a.fs.StringVar(&a.natsURL, "nats", "", "NATS URL (default $JETPOST_NATS_URL or "+natsconn.DefaultURL+")")
+	a.fs.StringVar(&a.natsURL, "nats", "", natsconn.URLFlagHelp)
 	a.fs.BoolVar(&a.asJSON, "json", false, "print JSON instead of a table")
 	a.fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: enqueue "+name+" "+usage)
@@ -52,42 +52,58 @@ func newAdmin(name, usage string, stderr io.Writer) *admin {
 // parse reads the flags (which may follow the positional arguments) and
 // connects. It returns the positional arguments.
 func (a *admin) parse(args []string) ([]string, error) {
+	pos, err := parseInterspersed(a.fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil, &exitError{code: 0}
+		}
+		return nil, err
+	}
+	a.cfg, a.nc, a.js, err = connectAdmin(a.natsURL)
+	if err != nil {
+		return nil, err
+	}
+	a.names = queue.NewNames(a.cfg.SubjectPrefix)
+	return pos, nil
+}
+
+// parseInterspersed parses flags that may come before, between or after
+// the positional arguments, which it returns. A bad flag is a usage error;
+// -h is flag.ErrHelp.
+func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
-		if err := a.fs.Parse(args); err != nil {
+		if err := fs.Parse(args); err != nil {
 			if errors.Is(err, flag.ErrHelp) {
-				return nil, &exitError{code: 0}
+				return nil, err
 			}
 			return nil, &exitError{code: exitUsage}
 		}
-		if a.fs.NArg() == 0 {
-			break
+		if fs.NArg() == 0 {
+			return pos, nil
 		}
-		pos = append(pos, a.fs.Arg(0))
-		args = a.fs.Args()[1:]
+		pos = append(pos, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
+}
+
+// connectAdmin loads the configuration and connects quietly, for the
+// subcommands that read the broker's state.
+func connectAdmin(natsURL string) (*config.Common, *nats.Conn, jetstream.JetStream, error) {
 	cfg, err := config.LoadCommon()
 	if err != nil {
-		return nil, &exitError{exitUsage, err}
+		return nil, nil, nil, &exitError{exitUsage, err}
 	}
-	a.cfg = cfg
-	if a.natsURL == "" {
-		a.natsURL = cfg.NatsURL
-	}
-	if a.natsURL == "" {
-		a.natsURL = natsconn.DefaultURL
-	}
-	a.nc, err = natsconn.Connect(a.natsURL, cfg, "jetpost-enqueue", false, zerolog.Nop())
+	nc, err := natsconn.Connect(natsconn.URL(natsURL, cfg), cfg, "jetpost-enqueue", false, zerolog.Nop())
 	if err != nil {
-		return nil, &exitError{exitBroker, err}
+		return nil, nil, nil, &exitError{exitBroker, err}
 	}
-	a.js, err = jetstream.New(a.nc)
+	js, err := jetstream.New(nc)
 	if err != nil {
-		a.nc.Close()
-		return nil, &exitError{exitBroker, err}
+		nc.Close()
+		return nil, nil, nil, &exitError{exitBroker, err}
 	}
-	a.names = queue.NewNames(cfg.SubjectPrefix)
-	return pos, nil
+	return cfg, nc, js, nil
 }
 
 func (a *admin) close() {

@@ -73,7 +73,7 @@ func TestRunRerunSaysWhatItDidAndResultsAreLatest(t *testing.T) {
 		t.Fatalf("re-run after the re-drive: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
 	}
 	s := summaryOf(t, r.stdout)
-	if s.Total != 7 || s.OK != 7 || s.Earlier != 7 || len(s.EarlierRuns) != 1 || s.EarlierRuns[0].Batch != "rr1" || s.EarlierRuns[0].Completed != 7 {
+	if s.Total != 7 || s.OK != 7 || s.CompletedEarlier != 7 || len(s.EarlierRuns) != 1 || s.EarlierRuns[0].Batch != "rr1" || s.EarlierRuns[0].Completed != 7 {
 		t.Errorf("summary %+v", s)
 	}
 	wantLatest(t, again, 7)

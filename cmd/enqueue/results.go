@@ -10,9 +10,7 @@ import (
 	"os"
 
 	"github.com/nats-io/nats.go/jetstream"
-	"github.com/rs/zerolog"
 
-	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/job"
@@ -25,7 +23,7 @@ import (
 func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("enqueue results", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	natsURL := fs.String("nats", "", "NATS URL (default $JETPOST_NATS_URL or "+natsconn.DefaultURL+")")
+	natsURL := fs.String("nats", "", natsconn.URLFlagHelp)
 	out := fs.String("out", "-", "write the results to this file (- for standard output)")
 	fs.Usage = func() {
 		fmt.Fprintln(stderr, "Usage: enqueue results BATCH [--out FILE|-] [--nats URL]")
@@ -33,20 +31,12 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintln(stderr, "one per job: the latest (a re-drive supersedes a job's earlier result).")
 		fs.PrintDefaults()
 	}
-	// The batch may come before or after the flags.
-	var pos []string
-	for {
-		if err := fs.Parse(args); err != nil {
-			if errors.Is(err, flag.ErrHelp) {
-				return nil
-			}
-			return &exitError{code: exitUsage}
+	pos, err := parseInterspersed(fs, args)
+	if err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			return nil
 		}
-		if fs.NArg() == 0 {
-			break
-		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		return err
 	}
 	if len(pos) != 1 {
 		fs.Usage()
@@ -56,32 +46,39 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if !job.ValidBatch(batch) {
 		return &exitError{exitUsage, fmt.Errorf("batch %q: use 1 to 64 characters of [A-Za-z0-9_-]", batch)}
 	}
-	cfg, err := config.LoadCommon()
+	cfg, nc, js, err := connectAdmin(*natsURL)
 	if err != nil {
-		return &exitError{exitUsage, err}
-	}
-	if *natsURL == "" {
-		*natsURL = cfg.NatsURL
-	}
-	if *natsURL == "" {
-		*natsURL = natsconn.DefaultURL
-	}
-	nc, err := natsconn.Connect(*natsURL, cfg, "jetpost-enqueue", false, zerolog.Nop())
-	if err != nil {
-		return &exitError{exitBroker, err}
+		return err
 	}
 	defer nc.Close()
-	js, err := jetstream.New(nc)
+	st, err := writeResults(ctx, js, queue.NewNames(cfg.SubjectPrefix), batch, *out, stdout)
 	if err != nil {
-		return &exitError{exitBroker, err}
+		return err
 	}
-	names := queue.NewNames(cfg.SubjectPrefix)
+	var superseded string
+	if st.Superseded > 0 {
+		superseded = fmt.Sprintf(" (%d superseded by a later run of the same job, left out)", st.Superseded)
+	}
+	if *out != "-" {
+		fmt.Fprintf(stderr, "batch %s: %d results written to %s%s\n", batch, st.Results, *out, superseded)
+	} else {
+		fmt.Fprintf(stderr, "batch %s: %d results%s\n", batch, st.Results, superseded)
+	}
+	if st.Results == 0 {
+		fmt.Fprintf(stderr, "(no results stored for batch %s: unknown batch, not finished any job yet, or older than JETPOST_RESULTS_MAX_AGE=%s)\n", batch, cfg.ResultsMaxAge)
+	}
+	return nil
+}
 
+// writeResults writes the batch's latest results to the file out (- for
+// stdout), never leaving a partial file behind.
+func writeResults(ctx context.Context, js jetstream.JetStream, names queue.Names, batch, out string, stdout io.Writer) (queue.LatestStats, error) {
 	w := stdout
 	var f *os.File
-	if *out != "-" {
-		if f, err = os.Create(*out); err != nil {
-			return &exitError{exitUsage, err}
+	if out != "-" {
+		var err error
+		if f, err = os.Create(out); err != nil {
+			return queue.LatestStats{}, &exitError{exitUsage, err}
 		}
 		defer f.Close()
 		w = f
@@ -99,22 +96,9 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	if err != nil {
 		if f != nil {
-			_ = os.Remove(*out) // never leave a partial file behind
+			_ = os.Remove(out)
 		}
-		return &exitError{exitBroker, fmt.Errorf("reading results of batch %s: %w", batch, err)}
+		return st, &exitError{exitBroker, fmt.Errorf("reading results of batch %s: %w", batch, err)}
 	}
-	n := st.Results
-	var superseded string
-	if st.Superseded > 0 {
-		superseded = fmt.Sprintf(" (%d superseded by a later run of the same job, left out)", st.Superseded)
-	}
-	if f != nil {
-		fmt.Fprintf(stderr, "batch %s: %d results written to %s%s\n", batch, n, *out, superseded)
-	} else {
-		fmt.Fprintf(stderr, "batch %s: %d results%s\n", batch, n, superseded)
-	}
-	if n == 0 {
-		fmt.Fprintf(stderr, "(no results stored for batch %s: unknown batch, not finished any job yet, or older than JETPOST_RESULTS_MAX_AGE=%s)\n", batch, cfg.ResultsMaxAge)
-	}
-	return nil
+	return st, nil
 }

@@ -247,7 +247,7 @@ func TestRunRerunResultsAndForce(t *testing.T) {
 	if !strings.Contains(r.stderr, "batch r2: 0 published, 30 completed by an earlier run and not sent again") {
 		t.Errorf("re-run stderr:\n%s", r.stderr)
 	}
-	if s := summaryOf(t, r.stdout); s.Total != 30 || s.OK != 30 || s.Earlier != 30 {
+	if s := summaryOf(t, r.stdout); s.Total != 30 || s.OK != 30 || s.CompletedEarlier != 30 {
 		t.Errorf("re-run summary %+v", s)
 	}
 	if got := tg.Stats().Requests; got != 30 {
@@ -281,7 +281,7 @@ func TestRunRerunResultsAndForce(t *testing.T) {
 	if r.code() != 0 {
 		t.Fatalf("forced run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
 	}
-	if s := summaryOf(t, r.stdout); s.Total != 30 || s.Earlier != 0 {
+	if s := summaryOf(t, r.stdout); s.Total != 30 || s.CompletedEarlier != 0 {
 		t.Errorf("forced summary %+v", s)
 	}
 	if st := tg.Stats(); st.Requests != 60 || st.Duplicates != 30 {

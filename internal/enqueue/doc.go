@@ -1,4 +1,7 @@
-// Package enqueue holds what the enqueue command does beyond wiring.
+// Package enqueue is the enqueue command's composition root and its parts:
+// Run(ctx, Options) validates, connects (through Options.Connect),
+// publishes and collects; the command keeps flags, configuration, the
+// logger, the connection's options and the printing of the summary.
 //
 // Two passes keep "validate first" and flat memory together. Prepare reads
 // every input once (files or standard input, gzip told by its magic bytes),
@@ -12,12 +15,15 @@
 // failed before sending anything is sent again, as a new run of its own.
 //
 // With --wait, a Collector expects exactly the spooled jobs (a compact
-// hash set, about 10 bytes a job) and counts one result per job: from the
-// batch's result subject, from the batches of earlier runs for jobs skipped
-// as done, and, through their markers, for jobs another run enqueued and
-// has not completed yet (CollectEarlier). A batch id used again is read
-// only past what was stored before the run: its older results, superseded
-// ones among them, come through the markers, which point at the latest.
+// hash set, about 10 bytes a job) and counts one result per job. One
+// function feeds it, Collector.Collect: from the batch's result subject
+// while publishing goes on, then from the publish report, which records
+// (keyed by Collector.Key) the jobs whose results come from elsewhere: from
+// the batches of earlier runs for jobs completed by an earlier run, and,
+// through their markers, for jobs another run enqueued and has not
+// completed yet. A batch id used again is read only past what was stored
+// before the run: its older results, superseded ones among them, come
+// through the markers, which point at the latest.
 // Progress draws a bar on a terminal and a status line every few seconds
 // elsewhere; a BreakerWatch adds the breakers the workers report open to it
 // and to the summary.

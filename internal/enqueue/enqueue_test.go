@@ -119,11 +119,11 @@ func TestPublishAndCollect(t *testing.T) {
 		`{"id":"flaky-3","url":"` + srv.URL + `/x?fail_first=1"}` + "\n"
 	out := enqueueRun(t, ns, runOpts{batch: "pc", wait: true}, fileInputs(t, writeFile(t, "jobs.jsonl", content)))
 
-	if out.rep.Published != n || out.rep.AlreadyDone != 0 || out.rep.Duplicates != 0 {
+	if out.rep.Published != n || out.rep.CompletedEarlier != 0 || out.rep.Duplicates != 0 {
 		t.Fatalf("report %+v", out.rep)
 	}
 	s := out.summary
-	if s.Total != n || s.OK != n-2 || s.Failed != 2 || s.ByReason[job.ReasonPermanent] != 2 || s.Retries != 3 || s.Earlier != 0 {
+	if s.Total != n || s.OK != n-2 || s.Failed != 2 || s.ByReason[job.ReasonPermanent] != 2 || s.Retries != 3 || s.CompletedEarlier != 0 {
 		t.Errorf("summary: %s (%+v)", s.String(), s.ByReason)
 	}
 	if !strings.HasPrefix(s.String(), "300 results: 298 ok, 2 failed (permanent 2); 3 retries; latency p50 ") {
@@ -158,10 +158,10 @@ func TestRerunAfterDedupWindowSendsNothingTwice(t *testing.T) {
 	// the point where the earlier results are read with one consumer, not
 	// one by one.)
 	out = enqueueRun(t, ns, runOpts{batch: "second", wait: true}, fileInputs(t, writeFile(t, "a.jsonl", first)))
-	if out.rep.AlreadyDone != 300 || out.rep.Published != 0 {
-		t.Fatalf("second run: %d already done, %d published; want 300 and 0", out.rep.AlreadyDone, out.rep.Published)
+	if out.rep.CompletedEarlier != 300 || out.rep.Published != 0 {
+		t.Fatalf("second run: %d completed earlier, %d published; want 300 and 0", out.rep.CompletedEarlier, out.rep.Published)
 	}
-	if out.summary.Total != 300 || out.summary.Earlier != 300 || out.summary.OK != 300 {
+	if out.summary.Total != 300 || out.summary.CompletedEarlier != 300 || out.summary.OK != 300 {
 		t.Errorf("second run summary: %s", out.summary.String())
 	}
 	for id, r := range out.results {
@@ -174,8 +174,8 @@ func TestRerunAfterDedupWindowSendsNothingTwice(t *testing.T) {
 	startWorkers(t, ns, 1)
 	grown := first + strings.ReplaceAll(lines(50, srv.URL+"/a"), `"job-`, `"new-`)
 	out = enqueueRun(t, ns, runOpts{batch: "third", wait: true}, fileInputs(t, writeFile(t, "a.jsonl", grown)))
-	if out.rep.AlreadyDone != 300 || out.rep.Published != 50 || out.summary.Total != 350 || out.summary.Earlier != 300 {
-		t.Errorf("third run: %d done, %d published; %s", out.rep.AlreadyDone, out.rep.Published, out.summary.String())
+	if out.rep.CompletedEarlier != 300 || out.rep.Published != 50 || out.summary.Total != 350 || out.summary.CompletedEarlier != 300 {
+		t.Errorf("third run: %d done, %d published; %s", out.rep.CompletedEarlier, out.rep.Published, out.summary.String())
 	}
 	if st := tg.Stats(); st.Requests != 350 || st.Duplicates != 0 {
 		t.Errorf("target saw %d requests and %d duplicates, want 350 and 0", st.Requests, st.Duplicates)
@@ -193,7 +193,7 @@ func TestForceSendsAgain(t *testing.T) {
 	path := writeFile(t, "a.jsonl", lines(40, srv.URL+"/f"))
 	enqueueRun(t, ns, runOpts{batch: "one", wait: true}, fileInputs(t, path))
 	out := enqueueRun(t, ns, runOpts{batch: "two", wait: true, force: true}, fileInputs(t, path))
-	if out.rep.Published != 40 || out.summary.Total != 40 || out.summary.Earlier != 0 {
+	if out.rep.Published != 40 || out.summary.Total != 40 || out.summary.CompletedEarlier != 0 {
 		t.Fatalf("forced run: %d published; %s", out.rep.Published, out.summary.String())
 	}
 	for id, r := range out.results {
@@ -255,8 +255,8 @@ func TestRerunWithPurgedResultsCountsMissing(t *testing.T) {
 		t.Fatal(err)
 	}
 	out := enqueueRun(t, ns, runOpts{batch: "later", wait: true}, fileInputs(t, path))
-	if out.rep.AlreadyDone != 60 || out.summary.Missing != 60 || out.summary.Total != 0 {
-		t.Errorf("%d already done; summary %s (missing %d)", out.rep.AlreadyDone, out.summary.String(), out.summary.Missing)
+	if out.rep.CompletedEarlier != 60 || out.summary.Missing != 60 || out.summary.Total != 0 {
+		t.Errorf("%d completed earlier; summary %s (missing %d)", out.rep.CompletedEarlier, out.summary.String(), out.summary.Missing)
 	}
 	if got := tg.Stats().Requests; got != 60 {
 		t.Errorf("target saw %d requests, want 60", got)

@@ -128,7 +128,9 @@ func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input
 	}
 	var out runOutcome
 	var col *enqueue.Collector
+	var key func(string) uint64
 	waitErr := make(chan error, 1)
+	published := make(chan *enqueue.PublishReport, 1)
 	if o.wait {
 		col = enqueue.NewCollector()
 		var mu sync.Mutex
@@ -149,9 +151,10 @@ func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input
 				t.Fatal(err)
 			}
 		}
-		go func() { waitErr <- col.Run(ctx, js, names, o.batch) }()
+		key = col.Key
+		go func() { waitErr <- col.Collect(ctx, js, names, o.batch, done, published) }()
 	}
-	popts := enqueue.PublishOptions{Batch: o.batch, Names: names, Window: 64, Done: done, Collector: col}
+	popts := enqueue.PublishOptions{Batch: o.batch, Names: names, Window: 64, Done: done, Key: key}
 	if o.force {
 		popts.ForceToken = "t" + fmt.Sprint(time.Now().UnixNano())
 	}
@@ -169,9 +172,7 @@ func enqueueRun(t *testing.T, ns *server.Server, o runOpts, ins []*enqueue.Input
 	if !o.wait {
 		return out
 	}
-	if err := rep.CollectEarlier(ctx, js, names, done, col); err != nil {
-		t.Fatal(err)
-	}
+	published <- rep
 	if err := <-waitErr; err != nil {
 		t.Fatalf("collecting: %v (%d pending)", err, col.Pending())
 	}

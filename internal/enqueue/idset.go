@@ -15,11 +15,11 @@ type idSet struct {
 
 // States of an id in the collector.
 const (
-	statePending     uint64 = iota // expected, no result yet
-	stateCounted                   // its result was counted
-	stateUnpublished               // the broker refused it: no result will come
-	stateMissing                   // completed by an earlier run, result no longer stored
-	stateEarlier                   // expected from an earlier run's stored results
+	statePending          uint64 = iota // expected, no result yet
+	stateCounted                        // its result was counted
+	stateUnpublished                    // the broker refused it: no result will come
+	stateMissing                        // completed by an earlier run, result no longer stored
+	stateCompletedEarlier               // expected from an earlier run's stored results
 )
 
 const (

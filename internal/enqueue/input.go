@@ -159,11 +159,13 @@ type LargeJob struct {
 const LargeJobBytes = 64 << 10
 
 // TooLarge returns, as FILE:LINE errors, every large job that a broker with
-// the given maximum payload would refuse (header room included).
+// the given maximum payload would refuse (header room included), by the
+// same queue.PayloadLimit the workers cut results to.
 func (v *Validation) TooLarge(maxPayload int64) []*job.LineError {
 	var errs []*job.LineError
+	limit := queue.PayloadLimit(maxPayload)
 	for _, l := range v.Large {
-		if int64(l.Bytes)+queue.PayloadHeaderRoom > maxPayload {
+		if l.Bytes > limit {
 			errs = append(errs, &job.LineError{File: l.File, Line: l.Line,
 				Err: fmt.Errorf("job %q is %d bytes encoded; the NATS server accepts at most %d bytes per message (max_payload)", l.ID, l.Bytes, maxPayload)})
 		}

@@ -127,7 +127,7 @@ func TestProgressLines(t *testing.T) {
 	for range 4 {
 		p.published()
 	}
-	p.skipped()
+	p.completedEarlier()
 	p.Result(&job.Result{OK: true})
 	p.Result(&job.Result{OK: false})
 	p.Start()

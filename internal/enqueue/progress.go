@@ -24,8 +24,8 @@ const (
 	ProgressLines
 )
 
-// Progress shows how a batch goes: jobs published (or skipped as done
-// before), results ok and failed, the rate and the time left. The counters
+// Progress shows how a batch goes: jobs published (or skipped: completed by
+// an earlier run), results ok and failed, the rate and the time left. The counters
 // are updated from any goroutine; a ticker draws them, so drawing never
 // slows publishing. A nil *Progress counts nothing and shows nothing.
 type Progress struct {
@@ -111,7 +111,7 @@ func (p *Progress) published() {
 	}
 }
 
-func (p *Progress) skipped() {
+func (p *Progress) completedEarlier() {
 	if p != nil {
 		p.done.Add(1)
 	}

@@ -33,10 +33,11 @@ type PublishOptions struct {
 	// ForceToken, if set, gives every job a new de-duplication id, so that
 	// jobs completed or enqueued before are sent again.
 	ForceToken string
-	// Collector, with --wait, learns which jobs will never have a result,
-	// and the report keeps what it needs to fetch earlier results.
-	Collector *Collector
-	Progress  *Progress
+	// Key, set with --wait (Collector.Key), makes the report keep, so
+	// keyed, what collecting needs of the jobs whose results come from
+	// elsewhere; Collector.Collect reads it from there.
+	Key      func(id string) uint64
+	Progress *Progress
 }
 
 // PublishReport is what the second pass did.
@@ -45,8 +46,8 @@ type PublishReport struct {
 	// Duplicates were dropped by the jobs stream: the same id was enqueued
 	// within the dedup window and has not completed yet.
 	Duplicates int
-	// AlreadyDone were not published: an earlier run completed them.
-	AlreadyDone int
+	// CompletedEarlier were not published: an earlier run completed them.
+	CompletedEarlier int
 	// Resent are jobs an earlier run failed without sending anything
 	// (refused before sending, turned away by an open breaker on every
 	// try, expired, cancelled), published again as a
@@ -66,19 +67,23 @@ type PublishReport struct {
 	Elapsed   time.Duration
 
 	// earlier holds, by the batch that stored them, the result sequences
-	// of the jobs skipped as done (8 bytes a job): exactly the results
-	// their markers name, the latest of each job, read in one pass.
+	// of the jobs completed by an earlier run (8 bytes a job): exactly the
+	// results their markers name, the latest of each job, read in one pass.
 	earlier map[string][]uint64
-	dups    []dupRef
-	runs    map[string]*EarlierRun
+	// completed holds the keys of the jobs completed by an earlier run,
+	// each with this run's source of the job (FILE:LINE, "" if none).
+	completed map[uint64]string
+	dups      []dupRef
+	runs      map[string]*EarlierRun
 }
 
 // dupRef is a job another run enqueued and has not completed yet.
 type dupRef struct {
-	key  queue.DoneKey
-	h    uint64
-	seq  uint64 // of the job message in the jobs stream
-	gone uint8  // times the job message was found gone with no marker
+	key    queue.DoneKey
+	h      uint64
+	source string // this run's, given to the result another run stores
+	seq    uint64 // of the job message in the jobs stream
+	gone   uint8  // times the job message was found gone with no marker
 	// stale, for a job sent again, is the result sequence of the earlier
 	// run's marker: that marker is not this run's answer.
 	stale uint64
@@ -126,20 +131,16 @@ func readChunks(ctx context.Context, rd *spoolReader, done *queue.DoneIndex, noL
 }
 
 // onAck accounts for the broker's answer to one publish.
-func (rep *PublishReport) onAck(col *Collector, rs *resends, prog *Progress) func(queue.BulkAck) {
+func (rep *PublishReport) onAck(key func(string) uint64, rs *resends, prog *Progress) func(queue.BulkAck) {
 	return func(a queue.BulkAck) {
 		earlier := rs.acked(a)
 		switch {
 		case a.Err != nil:
 			rep.Failed = append(rep.Failed, &queue.PublishError{ID: a.Msg.ID, Err: a.Err})
-			if col != nil {
-				col.Unpublished(a.Msg.ID)
-			}
 		case a.Duplicate:
 			rep.Duplicates++
-			if col != nil {
-				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: col.hash(a.Msg.ID), seq: a.Seq}
-				col.fromOtherRun(d.h, a.Msg.Data)
+			if key != nil {
+				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: key(a.Msg.ID), seq: a.Seq, source: jobSource(a.Msg.Data)}
 				if earlier != nil {
 					d.stale = earlier.Seq
 				}
@@ -162,8 +163,8 @@ func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPubli
 			marker = found[i]
 		}
 		if marker != nil && !marker.SentNothing() {
-			rep.skipDone(marker, o.Collector, c.data[i])
-			o.Progress.skipped()
+			rep.skipCompletedEarlier(marker, o.Key, c.data[i])
+			o.Progress.completedEarlier()
 			continue
 		}
 		m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
@@ -191,7 +192,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	if o.Window <= 0 {
 		o.Window = DefaultWindow
 	}
-	rep := &PublishReport{earlier: map[string][]uint64{}, runs: map[string]*EarlierRun{}}
+	rep := &PublishReport{earlier: map[string][]uint64{}, completed: map[uint64]string{}, runs: map[string]*EarlierRun{}}
 	rd, err := sp.reader()
 	if err != nil {
 		return rep, err
@@ -210,9 +211,8 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 		readErr = readChunks(rctx, rd, o.Done, &noLookups, chunks)
 	}()
 
-	col := o.Collector
 	rs := newResends()
-	pub := queue.NewBulkPublisher(ctx, js, o.Window, rep.onAck(col, rs, o.Progress))
+	pub := queue.NewBulkPublisher(ctx, js, o.Window, rep.onAck(o.Key, rs, o.Progress))
 	subject := o.Names.JobSubject(o.Batch)
 	var pubErr error
 	for c := range chunks {

@@ -108,18 +108,27 @@ func (rep *PublishReport) sortedRuns() []EarlierRun {
 	return out
 }
 
-// skipDone accounts for a job an earlier run completed: it is not sent
+// skipCompletedEarlier accounts for a job an earlier run completed: it is not sent
 // again, and with --wait its result is read where that run stored it.
-func (rep *PublishReport) skipDone(m *queue.DoneMarker, col *Collector, jobMsg []byte) {
-	rep.AlreadyDone++
+func (rep *PublishReport) skipCompletedEarlier(m *queue.DoneMarker, key func(string) uint64, jobMsg []byte) {
+	rep.CompletedEarlier++
 	rep.run(m).Completed++
-	if col == nil {
+	if key == nil {
 		return
 	}
 	rep.earlier[m.Batch] = append(rep.earlier[m.Batch], m.Seq)
-	h := col.hash(m.ID)
-	col.expectEarlier(h)
-	col.fromOtherRun(h, jobMsg)
+	rep.completed[key(m.ID)] = jobSource(jobMsg)
+}
+
+// jobSource is the source (FILE:LINE) of an encoded job, "" if none.
+func jobSource(jobMsg []byte) string {
+	var j struct {
+		Source string `json:"source"`
+	}
+	if json.Unmarshal(jobMsg, &j) != nil {
+		return ""
+	}
+	return j.Source
 }
 
 // resend turns msg into a new run of a job whose earlier run (marked by m)
@@ -220,15 +229,15 @@ func (r *resends) retire(ctx context.Context, js jetstream.JetStream, n queue.Na
 	return nil
 }
 
-// CollectEarlier gives the collector the results that will not come on the
-// batch's own subject: those of jobs an earlier run completed (read from
-// the results stream where that run stored them) and those of jobs another
-// run enqueued within the dedup window and has not completed yet (waited
-// for through their completion markers). It returns once every such job has
-// its result, or is known to have none, or ctx ends.
-func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
+// collectElsewhere gives the collector the results that will not come on
+// the batch's own subject: those of jobs an earlier run completed (read
+// from the results stream where that run stored them) and those of jobs
+// another run enqueued within the dedup window and has not completed yet
+// (waited for through their completion markers). It returns once every
+// such job has its result, or is known to have none, or ctx ends.
+func (rep *PublishReport) collectElsewhere(ctx context.Context, js jetstream.JetStream, n queue.Names, done *queue.DoneIndex, col *Collector) error {
 	for batch, seqs := range rep.earlier {
-		err := fetchStored(ctx, js, n, batch, seqs, col, fromEarlier)
+		err := fetchStored(ctx, js, n, batch, seqs, col, fromCompletedEarlier)
 		if err != nil {
 			return fmt.Errorf("reading results stored by batch %s: %w", batch, err)
 		}
@@ -236,7 +245,7 @@ func (rep *PublishReport) CollectEarlier(ctx context.Context, js jetstream.JetSt
 	}
 	// What was not found (expired, purged, or another job's: a stream
 	// created anew reuses sequences) has no result to give.
-	col.dropEarlier()
+	col.dropCompletedEarlier()
 	if len(rep.dups) == 0 {
 		return nil
 	}
@@ -275,37 +284,9 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		if len(dups) == 0 {
 			return nil
 		}
-		found := map[string][]uint64{}
-		var unmarked []int
-		if done == nil {
-			// No markers to look at (the lookup failed): a result comes
-			// only on this batch's subject, if the other run used the
-			// same batch id; a job gone from the queue without one has
-			// none to wait for.
-			for i := range dups {
-				unmarked = append(unmarked, i)
-			}
-		}
-		for start := 0; done != nil && start < len(dups); start += queue.MaxDoneLookup {
-			part := dups[start:min(start+queue.MaxDoneLookup, len(dups))]
-			keys := make([]queue.DoneKey, len(part))
-			for i, d := range part {
-				keys[i] = d.key
-			}
-			markers, err := done.Lookup(keys).Wait(ctx)
-			if err != nil {
-				return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
-			}
-			for i := range part {
-				// A job sent again still has its earlier run's marker
-				// until the new run completes.
-				if markers != nil && markers[i] != nil && markers[i].Seq != part[i].stale {
-					m := markers[i]
-					found[m.Batch] = append(found[m.Batch], m.Seq)
-				} else {
-					unmarked = append(unmarked, start+i)
-				}
-			}
+		found, unmarked, err := lookupDuplicates(ctx, done, dups)
+		if err != nil {
+			return err
 		}
 		for batch, seqs := range found {
 			if err := fetchStored(ctx, js, n, batch, seqs, col, fromMarker); err != nil {
@@ -315,33 +296,15 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		// A marker whose result is not stored (any more) leaves nothing
 		// to wait for.
 		for i, d := range dups {
-			if inSorted(unmarked, i) {
-				continue
-			}
-			if !col.resolved(d.h) {
+			if !inSorted(unmarked, i) && !col.resolved(d.h) {
 				col.dropMissing(d.h)
 			}
 		}
 		// Now and then, look for jobs that left the queue without a
 		// marker; only a few, as they are the exception.
 		if round%5 == 0 && len(unmarked) > 0 {
-			check := unmarked[:min(len(unmarked), 256)]
-			seqs := make([]uint64, len(check))
-			for i, j := range check {
-				seqs[i] = dups[j].seq
-			}
-			pending, err := queue.PendingJobs(ctx, js, n, seqs)
-			if err != nil {
-				return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
-			}
-			for i, j := range check {
-				if pending[i] {
-					dups[j].gone = 0
-					continue
-				}
-				if dups[j].gone++; dups[j].gone >= 2 {
-					col.dropMissing(dups[j].h)
-				}
+			if err := dropGone(ctx, js, n, col, dups, unmarked[:min(len(unmarked), 256)]); err != nil {
+				return err
 			}
 		}
 		t := time.NewTimer(pause)
@@ -353,6 +316,66 @@ func waitDuplicates(ctx context.Context, js jetstream.JetStream, n queue.Names, 
 		}
 		pause = min(2*pause, 2*time.Second)
 	}
+}
+
+// lookupDuplicates looks the duplicates' completion markers up: the result
+// sequences they name, by batch, and the (ascending) indexes of the jobs
+// without a marker of their own yet. With done nil every job is unmarked:
+// a result then comes only on this batch's subject, if the other run used
+// the same batch id.
+func lookupDuplicates(ctx context.Context, done *queue.DoneIndex, dups []dupRef) (found map[string][]uint64, unmarked []int, err error) {
+	found = map[string][]uint64{}
+	if done == nil {
+		for i := range dups {
+			unmarked = append(unmarked, i)
+		}
+		return found, unmarked, nil
+	}
+	for start := 0; start < len(dups); start += queue.MaxDoneLookup {
+		part := dups[start:min(start+queue.MaxDoneLookup, len(dups))]
+		keys := make([]queue.DoneKey, len(part))
+		for i, d := range part {
+			keys[i] = d.key
+		}
+		markers, err := done.Lookup(keys).Wait(ctx)
+		if err != nil {
+			return nil, nil, fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
+		}
+		for i := range part {
+			// A job sent again still has its earlier run's marker
+			// until the new run completes.
+			if markers != nil && markers[i] != nil && markers[i].Seq != part[i].stale {
+				m := markers[i]
+				found[m.Batch] = append(found[m.Batch], m.Seq)
+			} else {
+				unmarked = append(unmarked, start+i)
+			}
+		}
+	}
+	return found, unmarked, nil
+}
+
+// dropGone counts as missing the checked duplicates whose job message was
+// found gone from the jobs stream twice in a row with no marker.
+func dropGone(ctx context.Context, js jetstream.JetStream, n queue.Names, col *Collector, dups []dupRef, check []int) error {
+	seqs := make([]uint64, len(check))
+	for i, j := range check {
+		seqs[i] = dups[j].seq
+	}
+	pending, err := queue.PendingJobs(ctx, js, n, seqs)
+	if err != nil {
+		return fmt.Errorf("waiting for jobs enqueued by another run: %w", err)
+	}
+	for i, j := range check {
+		if pending[i] {
+			dups[j].gone = 0
+			continue
+		}
+		if dups[j].gone++; dups[j].gone >= 2 {
+			col.dropMissing(dups[j].h)
+		}
+	}
+	return nil
 }
 
 // inSorted reports whether i is in the ascending list.

@@ -59,10 +59,10 @@ func TestRerunSendsAgainOnlyWhatSentNothing(t *testing.T) {
 	startWorkers(t, ns, 2)
 	both := writeFile(t, "both.jsonl", sent+refused)
 	out = enqueueRun(t, ns, runOpts{batch: "mixed", wait: true}, fileInputs(t, both))
-	if r := out.rep; r.AlreadyDone != 10 || r.Resent != 10 || r.Published != 10 || r.Duplicates != 0 || r.RetireErr != nil {
+	if r := out.rep; r.CompletedEarlier != 10 || r.Resent != 10 || r.Published != 10 || r.Duplicates != 0 || r.RetireErr != nil {
 		t.Fatalf("re-run report %+v", r)
 	}
-	if s := out.summary; s.Total != 20 || s.OK != 20 || s.Earlier != 10 {
+	if s := out.summary; s.Total != 20 || s.OK != 20 || s.CompletedEarlier != 10 {
 		t.Errorf("re-run summary: %s", s.String())
 	}
 	for id, r := range out.results {
@@ -103,7 +103,7 @@ func TestRerunSendsAgainOnlyWhatSentNothing(t *testing.T) {
 	// Everything is completed now: nothing is sent, and the notes say by
 	// which batch.
 	out = enqueueRun(t, ns, runOpts{batch: "third", wait: true}, fileInputs(t, both))
-	if r := out.rep; r.AlreadyDone != 20 || r.Published != 0 || r.Resent != 0 || out.summary.OK != 20 {
+	if r := out.rep; r.CompletedEarlier != 20 || r.Published != 0 || r.Resent != 0 || out.summary.OK != 20 {
 		t.Errorf("third run: report %+v, summary %s", r, out.summary.String())
 	}
 	wantNote(t, out.rep, `^10 jobs were already completed by batch mixed `+when)

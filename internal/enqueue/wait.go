@@ -1,6 +1,7 @@
 package enqueue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -64,6 +65,9 @@ func NewCollector() *Collector {
 
 func (c *Collector) hash(id string) uint64 { return maphash.String(c.seed, id) }
 
+// Key is how the collector keys a job id; PublishOptions.Key takes it.
+func (c *Collector) Key(id string) uint64 { return c.hash(id) }
+
 // Reserve sizes the collector for n expected jobs in all, so that its
 // memory is allocated once (about 10 bytes a job).
 func (c *Collector) Reserve(n int) {
@@ -103,7 +107,7 @@ func (c *Collector) dropMissing(h uint64) { c.drop(h, stateMissing) }
 
 func (c *Collector) drop(h, st uint64) {
 	c.mu.Lock()
-	if cur, ok := c.set.get(h); ok && (cur == statePending || cur == stateEarlier) {
+	if cur, ok := c.set.get(h); ok && (cur == statePending || cur == stateCompletedEarlier) {
 		c.set.set(h, st)
 		c.open--
 		if st == stateMissing {
@@ -120,44 +124,50 @@ func (c *Collector) resolved(h uint64) bool {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	st, ok := c.set.get(h)
-	return ok && st != statePending && st != stateEarlier
+	return ok && st != statePending && st != stateCompletedEarlier
 }
 
-// expectEarlier says a job's result is to be read from where an earlier
+// expectCompletedEarlier says a job's result is to be read from where an earlier
 // run stored it, so that it needs no bookkeeping of its own: what is still
-// in that state once those results are read is missing (dropEarlier).
-func (c *Collector) expectEarlier(h uint64) {
+// in that state once those results are read is missing (dropCompletedEarlier).
+func (c *Collector) expectCompletedEarlier(h uint64) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	if st, ok := c.set.get(h); ok && st == statePending {
-		c.set.set(h, stateEarlier)
+		c.set.set(h, stateCompletedEarlier)
 	}
 }
 
-// fromOtherRun notes the source of this run's job h, whose result another
-// run stores: its record is given this run's source when counted.
-func (c *Collector) fromOtherRun(h uint64, jobMsg []byte) {
-	var j struct {
-		Source string `json:"source"`
+// expectElsewhere takes from the publish report what it says of the jobs
+// whose results do not come on the batch's subject: those refused by the
+// broker have none; those completed by an earlier run are read where it
+// stored them; those and the ones another run enqueued are given this
+// run's sources (the report's map is handed over, not copied).
+func (c *Collector) expectElsewhere(rep *PublishReport) {
+	for _, pe := range rep.Failed {
+		c.Unpublished(pe.ID)
 	}
-	if json.Unmarshal(jobMsg, &j) != nil || j.Source == "" {
-		return
+	for h := range rep.completed {
+		c.expectCompletedEarlier(h)
 	}
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	c.sources, rep.completed = rep.completed, nil
 	if c.sources == nil {
 		c.sources = map[uint64]string{}
 	}
-	c.sources[h] = j.Source
+	for _, d := range rep.dups {
+		c.sources[d.h] = d.source
+	}
+	c.mu.Unlock()
 }
 
 // withSource returns raw with the source this run gave job h, if another
 // run stored it with another.
 func (c *Collector) withSource(h uint64, raw []byte) []byte {
 	c.mu.Lock()
-	src, ok := c.sources[h]
+	src := c.sources[h]
 	c.mu.Unlock()
-	if !ok {
+	if src == "" {
 		return raw
 	}
 	r, err := job.DecodeResult(raw)
@@ -171,11 +181,11 @@ func (c *Collector) withSource(h uint64, raw []byte) []byte {
 	return raw
 }
 
-// dropEarlier counts as missing every job whose earlier result was not
+// dropCompletedEarlier counts as missing every job whose earlier result was not
 // found.
-func (c *Collector) dropEarlier() {
+func (c *Collector) dropCompletedEarlier() {
 	c.mu.Lock()
-	n := c.set.replaceAll(stateEarlier, stateMissing)
+	n := c.set.replaceAll(stateCompletedEarlier, stateMissing)
 	c.open -= n
 	c.mu.Unlock()
 	if n > 0 {
@@ -209,13 +219,13 @@ func (c *Collector) Pending() int {
 type source int
 
 const (
-	fromSubject source = iota // the batch's own result subject
-	fromMarker                // found through a completion marker (another run)
-	fromEarlier               // an earlier run's batch, read for the jobs skipped as done
+	fromSubject          source = iota // the batch's own result subject
+	fromMarker                         // found through a completion marker (another run)
+	fromCompletedEarlier               // an earlier run's batch, read for the jobs completed by an earlier run
 )
 
 // add counts one result, once per job. Results read from an earlier run's
-// batch count only for the jobs skipped as done: that batch may hold
+// batch count only for the jobs completed by an earlier run: that batch may hold
 // results of other jobs of this run (sent again after their markers
 // expired), which must wait for their new result.
 func (c *Collector) add(r *counted, raw []byte, src source) bool {
@@ -226,7 +236,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	case !ok && c.sealed:
 		c.mu.Unlock()
 		return false // not a job of this run
-	case src == fromEarlier && st != stateEarlier && st != stateMissing:
+	case src == fromCompletedEarlier && st != stateCompletedEarlier && st != stateMissing:
 		c.mu.Unlock()
 		return false
 	case !ok:
@@ -235,7 +245,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	case st == stateCounted:
 		c.mu.Unlock()
 		return false
-	case st == statePending || st == stateEarlier:
+	case st == statePending || st == stateCompletedEarlier:
 		c.set.set(h, stateCounted)
 		c.open--
 	case st == stateMissing:
@@ -299,6 +309,52 @@ func (c *Collector) addStored(raw []byte, src source) {
 		return // a record that does not decode leaves its job waiting or missing
 	}
 	c.add(r, raw, src)
+}
+
+// Collect feeds the collector from its one flow: the batch's result subject
+// from the start (so it may begin before publishing), then the report that
+// publishing sends on published, which says which jobs have their results
+// elsewhere (completed by an earlier run, enqueued by another run; read
+// through done, unless looking markers up failed) and which have none. It
+// returns once every expected job has its result or is known to have none,
+// or ctx ends; published closed without a report ends it with an error.
+func (c *Collector) Collect(ctx context.Context, js jetstream.JetStream, n Names, batch string, done *queue.DoneIndex, published <-chan *PublishReport) error {
+	wctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	subject := make(chan error, 1)
+	go func() { subject <- c.Run(wctx, js, n, batch) }()
+	var rep *PublishReport
+	select {
+	case rep = <-published:
+	case <-ctx.Done():
+	}
+	if rep == nil {
+		cancel()
+		<-subject
+		return cmp.Or(ctx.Err(), errors.New("publishing ended without a report"))
+	}
+	if rep.LookupErr != nil {
+		done = nil
+	}
+	c.expectElsewhere(rep)
+	elsewhere := make(chan error, 1)
+	go func() { elsewhere <- rep.collectElsewhere(wctx, js, n, done, c) }()
+	var err error
+	select {
+	case err = <-subject:
+		cancel()
+		if eerr := <-elsewhere; err == nil && !errors.Is(eerr, context.Canceled) {
+			err = eerr
+		}
+	case err = <-elsewhere:
+		if err != nil {
+			cancel()
+			<-subject
+		} else {
+			err = <-subject
+		}
+	}
+	return err
 }
 
 // Run consumes the batch's result subject until every expected result has
@@ -377,9 +433,9 @@ type Summary struct {
 	OK       int            `json:"ok"`
 	Failed   int            `json:"failed"`
 	ByReason map[string]int `json:"failed_by_reason,omitempty"`
-	// Earlier counts results of jobs completed by an earlier run, returned
+	// CompletedEarlier counts results of jobs completed by an earlier run, returned
 	// instead of sending the jobs again.
-	Earlier int `json:"from_earlier_runs"`
+	CompletedEarlier int `json:"from_earlier_runs"`
 	// EarlierRuns says which earlier batches completed them, and when
 	// (set from the publish report).
 	EarlierRuns []EarlierRun `json:"earlier_runs,omitempty"`
@@ -400,7 +456,14 @@ type Summary struct {
 	P99MS           int64   `json:"p99_ms"`
 	WallMS          int64   `json:"wall_ms"`
 	PerSec          float64 `json:"jobs_per_second"`
+	// Breakers are those the workers reported open during the run (set by
+	// Run); BreakerLine says so for people.
+	Breakers    []SeenBreaker `json:"breakers_opened,omitempty"`
+	breakerLine string
 }
+
+// BreakerLine is the human line about the breakers opened, "" if none.
+func (s *Summary) BreakerLine() string { return s.breakerLine }
 
 func newSummary() Summary { return Summary{ByReason: map[string]int{}} }
 
@@ -428,7 +491,7 @@ func (s *Summary) add(r *counted, earlier bool) {
 	defer s.mu.Unlock()
 	s.Total++
 	if earlier {
-		s.Earlier++
+		s.CompletedEarlier++
 	}
 	s.Attempts += r.Attempts
 	if r.Attempts > 1 {
@@ -501,8 +564,8 @@ func (s *Summary) String() string {
 		}
 		b.WriteString(")")
 	}
-	if s.Earlier > 0 {
-		fmt.Fprintf(&b, "; %d completed by an earlier run", s.Earlier)
+	if s.CompletedEarlier > 0 {
+		fmt.Fprintf(&b, "; %d completed by an earlier run", s.CompletedEarlier)
 	}
 	if s.SentAgain > 0 {
 		fmt.Fprintf(&b, "; %d sent again (their earlier run sent nothing)", s.SentAgain)

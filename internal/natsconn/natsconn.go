@@ -24,6 +24,23 @@ import (
 // server of a worker on the same machine.
 const DefaultURL = "nats://127.0.0.1:4222"
 
+// URLFlagHelp describes a --nats flag whose empty value falls back as URL does.
+const URLFlagHelp = "NATS URL (default $JETPOST_NATS_URL or " + DefaultURL + ")"
+
+// URL is the server a command line tool connects to: the flag's value, else
+// JETPOST_NATS_URL, else DefaultURL. The worker differs on purpose: with
+// nothing configured it starts an embedded server instead.
+func URL(flag string, c *config.Common) string {
+	switch {
+	case flag != "":
+		return flag
+	case c.NatsURL != "":
+		return c.NatsURL
+	default:
+		return DefaultURL
+	}
+}
+
 // Connect dials url with the configured credentials. A daemon (retryForever)
 // keeps reconnecting for as long as it lives, including when the first
 // connect fails; a command line tool fails fast so the user hears about it.
