@@ -265,14 +265,3 @@ func Usage(w io.Writer, spec any) error {
 	}
 	return tw.Flush()
 }
-
-// MarkdownTable renders the same information as a Markdown table for the
-// README; a test keeps the README's copy identical.
-func MarkdownTable(spec any) (string, error) {
-	var b strings.Builder
-	const tmpl = "| variable | default | meaning |\n|---|---|---|\n{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{end}} | {{usage_description .}} |\n{{end}}"
-	if err := envconfig.Usagef(Prefix, spec, &b, tmpl); err != nil {
-		return "", err
-	}
-	return b.String(), nil
-}
