@@ -225,8 +225,6 @@ func (c *Worker) HostWaiting() int { return min(c.MaxInflight, MaxHostWaiting) }
 // MaxHostWaiting: the waiting jobs only have to carry busy hosts through
 // JetStream's pauses between redeliveries (a few hundred milliseconds);
 // beyond that, each is a goroutine and a message in memory for nothing.
-// With JETPOST_MAX_INFLIGHT=1000 and as many waiting, the memory
-// benchmark's worker peaked at 94 MB.
 const MaxHostWaiting = 256
 
 // Window is the most jobs one worker holds at once: in flight, waiting
