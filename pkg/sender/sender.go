@@ -389,20 +389,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 
 	redirects := 0
-	client := http.Client{
-		Transport: s.transport,
-		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
-			redirects++
-			if len(via) > s.cfg.MaxRedirects {
-				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
-			}
-			return nil
-		},
-	}
-	if s.cfg.MaxRedirects < 0 {
-		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	}
-
+	client := s.client(&redirects)
 	start := time.Now()
 	resp, err := client.Do(req)
 	var out Outcome
@@ -421,17 +408,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		out.Status = resp.StatusCode
 	}
 
-	// Errors from the transport say "context canceled" or "deadline
-	// exceeded" without telling whose context it was; we know, and it
-	// decides between "shutdown" and "the target was too slow".
-	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			err = fmt.Errorf("%w (cancelled by caller)", because(err, ctx.Err(), context.Cause(ctx)))
-		case actx.Err() != nil:
-			err = because(err, context.Cause(actx))
-		}
-	}
+	err = whose(ctx, actx, err)
 
 	c := s.classify(ctx, out.Status, err)
 	done(c.breaker)
@@ -563,6 +540,43 @@ func because(err error, reasons ...error) error {
 		if r != nil && !errors.Is(err, r) {
 			err = fmt.Errorf("%w: %w", err, r)
 		}
+	}
+	return err
+}
+
+// client is the HTTP client of one attempt; it counts the redirects it
+// follows into *redirects.
+func (s *Sender) client(redirects *int) http.Client {
+	if s.cfg.MaxRedirects < 0 {
+		return http.Client{
+			Transport:     s.transport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return http.Client{
+		Transport: s.transport,
+		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+			*redirects++
+			if len(via) > s.cfg.MaxRedirects {
+				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
+			}
+			return nil
+		},
+	}
+}
+
+// whose says whose context ended an attempt's err: the caller's (ctx) or
+// the attempt's own time (actx). Errors from the transport say "context
+// canceled" or "deadline exceeded" without telling; it decides between
+// "shutdown" and "the target was too slow".
+func whose(ctx, actx context.Context, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w (cancelled by caller)", because(err, ctx.Err(), context.Cause(ctx)))
+	case actx.Err() != nil:
+		return because(err, context.Cause(actx))
 	}
 	return err
 }
