@@ -95,24 +95,21 @@ func (c *Common) SecretHeaders() []string {
 
 // LoadWorker reads the worker's configuration from the environment and
 // validates it.
-func LoadWorker() (*Worker, error) {
-	var c Worker
-	if err := envconfig.Process(Prefix, &c); err != nil {
-		return nil, readable(err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
+func LoadWorker() (*Worker, error) { return load[Worker]() }
 
 // LoadCommon reads the shared part (for enqueue).
-func LoadCommon() (*Common, error) {
-	var c Common
+func LoadCommon() (*Common, error) { return load[Common]() }
+
+// load reads a T from the environment and validates it.
+func load[T any, P interface {
+	*T
+	Validate() error
+}]() (*T, error) {
+	var c T
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return nil, readable(err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := P(&c).Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
