@@ -19,15 +19,14 @@ import (
 // Issue 12: files keep arriving. One worker process (JETPOST_MAX_INFLIGHT=40)
 // against a host answering in 50 ms takes a batch, waits out an idle gap,
 // takes the next: gaps of 0, 5 and 30 s, adaptive concurrency on and off.
-// A batch after 20 s idle used to take 250 times as long: the limiter read
-// the gap as the host's latency and parked refused jobs up to two minutes.
+// The limiter must not read the gap as the host's latency, which would park
+// refused jobs for up to two minutes.
 //
 // The primary assertion is an invariant a loaded machine cannot break: the
 // latency the limiter paced refused jobs on (named in each deferral of the
 // worker's debug log) is never longer than a request to the host actually
-// took (the results' duration_ms), give or take a second of scheduling. The
-// defect paced them on the idle gap itself. How long each batch took is
-// logged, and only loosely bounded.
+// took (the results' duration_ms), give or take a second of scheduling. How
+// long each batch took is logged, and only loosely bounded.
 func TestBatchesAfterIdleGaps(t *testing.T) {
 	for _, adaptive := range []string{"true", "false"} {
 		t.Run("adaptive="+adaptive, func(t *testing.T) {

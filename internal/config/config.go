@@ -95,24 +95,21 @@ func (c *Common) SecretHeaders() []string {
 
 // LoadWorker reads the worker's configuration from the environment and
 // validates it.
-func LoadWorker() (*Worker, error) {
-	var c Worker
-	if err := envconfig.Process(Prefix, &c); err != nil {
-		return nil, readable(err)
-	}
-	if err := c.Validate(); err != nil {
-		return nil, err
-	}
-	return &c, nil
-}
+func LoadWorker() (*Worker, error) { return load[Worker]() }
 
 // LoadCommon reads the shared part (for enqueue).
-func LoadCommon() (*Common, error) {
-	var c Common
+func LoadCommon() (*Common, error) { return load[Common]() }
+
+// load reads a T from the environment and validates it.
+func load[T any, P interface {
+	*T
+	Validate() error
+}]() (*T, error) {
+	var c T
 	if err := envconfig.Process(Prefix, &c); err != nil {
 		return nil, readable(err)
 	}
-	if err := c.Validate(); err != nil {
+	if err := P(&c).Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
@@ -225,8 +222,6 @@ func (c *Worker) HostWaiting() int { return min(c.MaxInflight, MaxHostWaiting) }
 // MaxHostWaiting: the waiting jobs only have to carry busy hosts through
 // JetStream's pauses between redeliveries (a few hundred milliseconds);
 // beyond that, each is a goroutine and a message in memory for nothing.
-// With JETPOST_MAX_INFLIGHT=1000 and as many waiting, the memory
-// benchmark's worker peaked at 94 MB.
 const MaxHostWaiting = 256
 
 // Window is the most jobs one worker holds at once: in flight, waiting
@@ -264,15 +259,4 @@ func Usage(w io.Writer, spec any) error {
 		return err
 	}
 	return tw.Flush()
-}
-
-// MarkdownTable renders the same information as a Markdown table for the
-// README; a test keeps the README's copy identical.
-func MarkdownTable(spec any) (string, error) {
-	var b strings.Builder
-	const tmpl = "| variable | default | meaning |\n|---|---|---|\n{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{end}} | {{usage_description .}} |\n{{end}}"
-	if err := envconfig.Usagef(Prefix, spec, &b, tmpl); err != nil {
-		return "", err
-	}
-	return b.String(), nil
 }

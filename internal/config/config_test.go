@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/kelseyhightower/envconfig"
 )
 
 var update = flag.Bool("update", false, "rewrite the README's environment table from the config structs")
@@ -19,7 +21,7 @@ const (
 // The README's table of variables is rendered from the structs; this test
 // fails when they drift, and -update rewrites it.
 func TestReadmeTableMatchesConfig(t *testing.T) {
-	table, err := MarkdownTable(&Worker{})
+	table, err := markdownTable(&Worker{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -122,4 +124,14 @@ func TestUsageListsEveryVariable(t *testing.T) {
 			t.Errorf("usage lacks %s", v)
 		}
 	}
+}
+
+// markdownTable renders what Usage shows as a Markdown table for the README.
+func markdownTable(spec any) (string, error) {
+	var b strings.Builder
+	const tmpl = "| variable | default | meaning |\n|---|---|---|\n{{range .}}| `{{usage_key .}}` | {{with usage_default .}}`{{.}}`{{end}} | {{usage_description .}} |\n{{end}}"
+	if err := envconfig.Usagef(Prefix, spec, &b, tmpl); err != nil {
+		return "", err
+	}
+	return b.String(), nil
 }

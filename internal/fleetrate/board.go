@@ -78,13 +78,13 @@ func OpenBoardReadOnly(ctx context.Context, js jetstream.JetStream, prefix strin
 // the board, and the fleet's peer count short).
 func (b *Board) Post(ctx context.Context, worker string, hosts []hostlimit.HostState, at time.Time) error {
 	hosts = hostlimit.Busiest(hosts, MaxBoardHosts)
-	limit := int(b.maxPayload()) - queue.PayloadHeaderRoom
+	limit := queue.PayloadLimit(b.maxPayload())
 	for {
 		data, err := json.Marshal(WorkerLimits{Worker: worker, At: at.UTC(), Hosts: hosts})
 		if err != nil {
 			return err
 		}
-		if len(data) > limit && len(hosts) > 0 && limit > 0 {
+		if len(data) > limit && len(hosts) > 0 {
 			hosts = hosts[:len(hosts)/2]
 			continue
 		}

@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/config"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // DefaultURL is where enqueue looks when nothing is configured: the embedded
@@ -79,7 +80,7 @@ func Connect(url string, c *config.Common, name string, retryForever bool, log z
 	opts = append(opts, auth...)
 	nc, err := nats.Connect(url, opts...)
 	if err != nil {
-		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURL(url), err)
+		return nil, fmt.Errorf("connecting to NATS at %s: %w", redactURLs(url), err)
 	}
 	return nc, nil
 }
@@ -112,16 +113,13 @@ func AuthOptions(c *config.Common) ([]nats.Option, error) {
 	return opts, nil
 }
 
-func redactURL(u string) string {
-	parts := strings.Split(u, ",")
-	for i, p := range parts {
-		if at := strings.LastIndex(p, "@"); at >= 0 {
-			if scheme := strings.Index(p, "://"); scheme >= 0 && scheme < at {
-				parts[i] = p[:scheme+3] + "REDACTED" + p[at:]
-			}
-		}
+// redactURLs redacts each of a comma-separated list of server URLs.
+func redactURLs(list string) string {
+	urls := strings.Split(list, ",")
+	for i, u := range urls {
+		urls[i] = job.RedactURL(u)
 	}
-	return strings.Join(parts, ",")
+	return strings.Join(urls, ",")
 }
 
 // ErrPortInUse means the embedded server's address is taken, most often by

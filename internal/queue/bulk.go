@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -134,7 +135,7 @@ func (p *BulkPublisher) await(pp bulkPending) BulkAck {
 		if !retryablePublish(a.Err) || try >= BulkTries {
 			return a
 		}
-		sleepCtx(p.ctx, time.Duration(try)*200*time.Millisecond)
+		_ = retry.Sleep(p.ctx, retry.Linear(try, 200*time.Millisecond, 0))
 		var err error
 		if f, err = p.send(p.ctx, pp.m); err != nil {
 			a.Err = err

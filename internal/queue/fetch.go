@@ -10,6 +10,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -47,7 +48,7 @@ func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outsta
 					c.log.Warn().Err(err).Msg("re-creating consumer failed")
 				}
 			}
-			sleepCtx(ctx, retryBackoff(failures))
+			_ = retry.Sleep(ctx, brokerPause(failures))
 			continue
 		}
 		failures = 0

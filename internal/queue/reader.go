@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )
@@ -112,6 +113,6 @@ func readOrdered(ctx context.Context, cons jetstream.Consumer, fn func(m jetstre
 		if empty++; empty > 100 {
 			return fmt.Errorf("%d messages pending but none delivered", info.NumPending)
 		}
-		sleepCtx(ctx, 20*time.Millisecond)
+		_ = retry.Sleep(ctx, 20*time.Millisecond)
 	}
 }

@@ -11,6 +11,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -190,11 +191,16 @@ func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, da
 	msg.Data = data
 	msg.Header.Set(jetstream.MsgIDHeader, msgID)
 	var ack *jetstream.PubAck
-	err := durably(ctx, 2*time.Second, func(ctx context.Context) (err error) {
+	err := retry.Do(ctx, retry.Policy{
+		PerTry: 2 * time.Second,
+		Pause:  brokerPause,
+		Final:  func(err error) bool { return errors.Is(err, nats.ErrMaxPayload) },
+		OnRetry: func(err error, try int) {
+			c.log.Warn().Err(err).Int("try", try).Str("subject", subject).Msg("publish failed; retrying")
+		},
+	}, func(ctx context.Context) (err error) {
 		ack, err = c.js.PublishMsg(ctx, msg)
 		return err
-	}, func(err error) bool { return errors.Is(err, nats.ErrMaxPayload) }, func(err error, try int) {
-		c.log.Warn().Err(err).Int("try", try).Str("subject", subject).Msg("publish failed; retrying")
 	})
 	return ack, err
 }
@@ -206,12 +212,16 @@ func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, da
 // wait. The confirmation costs a reply per job, not a slot: settling runs
 // after the job's request slot is released.
 func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
-	return durably(ctx, 5*time.Second, func(ctx context.Context) error {
+	return retry.Do(ctx, retry.Policy{
+		PerTry: 5 * time.Second,
+		Pause:  brokerPause,
+		OnRetry: func(err error, try int) {
+			c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("ack not confirmed; retrying")
+		},
+	}, func(ctx context.Context) error {
 		if err := d.msg.DoubleAck(ctx); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 			return err
 		}
 		return nil
-	}, func(error) bool { return false }, func(err error, try int) {
-		c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("ack not confirmed; retrying")
 	})
 }

@@ -12,6 +12,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/jetpost/jetpost/internal/retry"
 )
 
 // Defaults and limits. The limits keep a typo in a demo file (size=1e12,
@@ -263,74 +265,27 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 	}
 	defer leave()
 
-	opts := t.opts.Load()
-	if opts.RecordArrivals {
-		p.noteArrival(time.Now())
-	}
-	if opts.OnRequest != nil {
-		opts.OnRequest(r)
-	}
-	overCapacity := opts.Capacity > 0 && n > int64(opts.Capacity)
-
-	key := r.Header.Get(opts.KeyHeader)
-	k, knobErr := parseKnobs(r.URL.Query(), opts)
-	received, readErr := io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, MaxRequestBody))
-	p.receivedBytes.Add(received)
-
-	// fail_first needs a per-request number even without a key; otherwise
-	// only keyed requests pay for the map.
-	var ks *keyState
-	attempt := 0
-	switch {
-	case key != "":
-		ks, attempt = p.enterKey(key)
-	case knobErr == nil && k.failFirst > 0:
-		attempt = p.enterUnkeyed(r.Method + " " + r.URL.RequestURI())
-	}
-
+	c := t.receive(w, r, p, n)
 	// A client that gave up is recorded as such (status 0) and its slot
 	// freed at once, rather than when its latency would have ended.
 	giveUp := func() {
 		leave()
 		p.canceled.Add(1)
-		p.finishKey(ks, 0)
+		p.finishKey(c.ks, 0)
 	}
-	if readErr != nil && r.Context().Err() != nil {
+	if c.readErr != nil && r.Context().Err() != nil {
 		giveUp() // went away mid-body: not a bad request
 		return
 	}
-
-	var status int
-	var errMsg string
-	injected := false
-	switch {
-	case knobErr != nil:
-		status, errMsg = http.StatusBadRequest, knobErr.Error()
-	case readErr != nil:
-		status, errMsg = http.StatusBadRequest, "reading request body: "+readErr.Error()
-		if mbe := (*http.MaxBytesError)(nil); errors.As(readErr, &mbe) {
-			status = http.StatusRequestEntityTooLarge
+	status, errMsg, injected := t.decide(&c)
+	if c.knobErr == nil && c.readErr == nil && !c.overCapacity {
+		delay := c.k.latency
+		if c.k.jitter > 0 {
+			delay += t.drawJitter(c.k.jitter)
 		}
-	case overCapacity:
-		status = http.StatusTooManyRequests
-	case k.status != 0:
-		// "Always that status": a host-wide FailRate must not turn a
-		// deliberate 404 into a flaky 503.
-		status = k.status
-	case k.failFirst > 0 && attempt <= k.failFirst:
-		status, injected = k.failStatus, true
-	case k.failRate > 0 && t.drawFail() < k.failRate:
-		status, injected = k.failStatus, true
-	default:
-		status = http.StatusOK
-	}
-
-	if knobErr == nil && readErr == nil && !overCapacity {
-		delay := k.latency
-		if k.jitter > 0 {
-			delay += t.drawJitter(k.jitter)
-		}
-		if !sleep(r, delay) {
+		// Honouring the context matters: a request abandoned by its client
+		// must not hold a counted slot for the rest of its latency.
+		if retry.Sleep(r.Context(), delay) != nil {
 			giveUp()
 			return
 		}
@@ -340,49 +295,104 @@ func (t *Target) serveJob(w http.ResponseWriter, r *http.Request) {
 	// response must see that response counted.
 	leave()
 	p.countStatus(status)
-	p.finishKey(ks, status)
+	p.finishKey(c.ks, status)
 
-	if status >= 400 && k.retryAfter != "" && knobErr == nil {
-		w.Header().Set("Retry-After", k.retryAfter)
-	}
-	var body any
-	switch {
-	case status >= 200 && status < 300:
-		body = echo{Method: r.Method, Path: r.URL.Path, Key: key, ReceivedBytes: received, Attempt: attempt}
-	case errMsg != "":
-		body = errorBody{Error: errMsg}
-	default:
-		msg := fmt.Sprintf("status %d requested by the status knob", status)
-		switch {
-		case overCapacity:
-			msg = fmt.Sprintf("over capacity: %d requests in flight", opts.Capacity)
-		case injected:
-			msg = "injected failure"
-		}
-		body = failure{Error: msg, Status: status, Key: key, Attempt: attempt}
+	if status >= 400 && c.k.retryAfter != "" && c.knobErr == nil {
+		w.Header().Set("Retry-After", c.k.retryAfter)
 	}
 	size := int64(-1)
-	if knobErr == nil {
-		size = k.size
+	if c.knobErr == nil {
+		size = c.k.size
 	}
-	writeBody(w, r, status, body, size)
+	writeBody(w, r, status, c.body(r, status, errMsg, injected), size)
 }
 
-// sleep waits d or until the client gives up, reporting whether the full
-// delay passed. Honouring the context matters: a request abandoned by its
-// client must not hold a counted slot for the rest of its latency.
-func sleep(r *http.Request, d time.Duration) bool {
-	if d <= 0 {
-		return r.Context().Err() == nil
+// call is what serveJob learned of a request before answering it.
+type call struct {
+	key          string
+	k            knobs
+	knobErr      error
+	received     int64
+	readErr      error
+	ks           *keyState
+	attempt      int
+	overCapacity bool
+	capacity     int
+}
+
+// receive reads the request (n is the requests in flight, this one
+// included) and enters it in p's counts.
+func (t *Target) receive(w http.ResponseWriter, r *http.Request, p *period, n int64) call {
+	opts := t.opts.Load()
+	if opts.RecordArrivals {
+		p.noteArrival(time.Now())
 	}
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-timer.C:
-		return true
-	case <-r.Context().Done():
-		return false
+	if opts.OnRequest != nil {
+		opts.OnRequest(r)
 	}
+	c := call{
+		overCapacity: opts.Capacity > 0 && n > int64(opts.Capacity),
+		capacity:     opts.Capacity,
+		key:          r.Header.Get(opts.KeyHeader),
+	}
+	c.k, c.knobErr = parseKnobs(r.URL.Query(), opts)
+	c.received, c.readErr = io.Copy(io.Discard, http.MaxBytesReader(w, r.Body, MaxRequestBody))
+	p.receivedBytes.Add(c.received)
+
+	// fail_first needs a per-request number even without a key; otherwise
+	// only keyed requests pay for the map.
+	switch {
+	case c.key != "":
+		c.ks, c.attempt = p.enterKey(c.key)
+	case c.knobErr == nil && c.k.failFirst > 0:
+		c.attempt = p.enterUnkeyed(r.Method + " " + r.URL.RequestURI())
+	}
+	return c
+}
+
+// decide picks the status to answer c with, the error to tell, and whether
+// the failure is an injected one.
+func (t *Target) decide(c *call) (status int, errMsg string, injected bool) {
+	switch {
+	case c.knobErr != nil:
+		return http.StatusBadRequest, c.knobErr.Error(), false
+	case c.readErr != nil:
+		status = http.StatusBadRequest
+		if mbe := (*http.MaxBytesError)(nil); errors.As(c.readErr, &mbe) {
+			status = http.StatusRequestEntityTooLarge
+		}
+		return status, "reading request body: " + c.readErr.Error(), false
+	case c.overCapacity:
+		return http.StatusTooManyRequests, "", false
+	case c.k.status != 0:
+		// "Always that status": a host-wide FailRate must not turn a
+		// deliberate 404 into a flaky 503.
+		return c.k.status, "", false
+	case c.k.failFirst > 0 && c.attempt <= c.k.failFirst:
+		return c.k.failStatus, "", true
+	case c.k.failRate > 0 && t.drawFail() < c.k.failRate:
+		return c.k.failStatus, "", true
+	default:
+		return http.StatusOK, "", false
+	}
+}
+
+// body is the JSON answer to c: an echo on success, else what failed.
+func (c *call) body(r *http.Request, status int, errMsg string, injected bool) any {
+	switch {
+	case status >= 200 && status < 300:
+		return echo{Method: r.Method, Path: r.URL.Path, Key: c.key, ReceivedBytes: c.received, Attempt: c.attempt}
+	case errMsg != "":
+		return errorBody{Error: errMsg}
+	}
+	msg := fmt.Sprintf("status %d requested by the status knob", status)
+	switch {
+	case c.overCapacity:
+		msg = fmt.Sprintf("over capacity: %d requests in flight", c.capacity)
+	case injected:
+		msg = "injected failure"
+	}
+	return failure{Error: msg, Status: status, Key: c.key, Attempt: c.attempt}
 }
 
 // writeBody writes v as JSON, or, when size >= 0, a body of exactly size

@@ -44,6 +44,36 @@ type Options struct {
 // Start runs the workers until the test ends or stop is called.
 func Start(t testing.TB, url string, o Options) (stop func()) {
 	t.Helper()
+	o.setDefaults()
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	for i := range o.Workers {
+		id := fmt.Sprintf("w%d", i+1)
+		nc, err := nats.Connect(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		svc, snd, err := build(ctx, nc, id, &o)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			defer nc.Close()
+			defer snd.Close()
+			if err := svc.Run(ctx); err != nil {
+				t.Errorf("worker %s: %v", id, err)
+			}
+		}()
+	}
+	var once sync.Once
+	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
+	t.Cleanup(stop)
+	return stop
+}
+
+func (o *Options) setDefaults() {
 	if o.Workers == 0 {
 		o.Workers = 1
 	}
@@ -71,59 +101,42 @@ func Start(t testing.TB, url string, o Options) (stop func()) {
 	if o.Streams.DedupWindow == 0 {
 		o.Streams = Streams()
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	var wg sync.WaitGroup
-	for i := range o.Workers {
-		id := fmt.Sprintf("w%d", i+1)
-		nc, err := nats.Connect(url)
-		if err != nil {
-			t.Fatal(err)
-		}
-		js, err := jetstream.New(nc)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := queue.Setup(ctx, js, o.Names, o.Streams); err != nil {
-			t.Fatal(err)
-		}
-		cons, err := queue.NewConsumer(ctx, js, o.Names, queue.ConsumerConfig{
-			MaxInflight: o.MaxInflight, Prefetch: o.Prefetch, AckWait: o.AckWait,
-			ShutdownTimeout: 10 * time.Second, Worker: id, Streams: o.Streams, PullWait: 200 * time.Millisecond,
-		}, zerolog.Nop())
-		if err != nil {
-			t.Fatal(err)
-		}
-		allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
-		if o.RefuseLoopback {
-			allowed = nil
-		}
-		snd, err := sender.New(sender.Config{
-			Timeout: 10 * time.Second, MaxConnsPerHost: o.MaxInflight, IdempotencyHeader: "Idempotency-Key",
-			AllowedNetworks: allowed,
-			Breaker:         o.Breaker, OnBreakerChange: o.OnBreaker,
-		})
-		if err != nil {
-			t.Fatal(err)
-		}
-		w := worker.New(worker.Config{
-			ID: id, MaxAttempts: o.MaxAttempts,
-			Backoff: o.Backoff, MaxJobAge: time.Hour,
-		}, snd, o.Observer, zerolog.Nop())
-		svc := &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			defer nc.Close()
-			defer snd.Close()
-			if err := svc.Run(ctx); err != nil {
-				t.Errorf("worker %s: %v", id, err)
-			}
-		}()
+}
+
+// build wires worker id on nc: streams, consumer, sender and worker. The
+// caller closes the sender when the service has stopped.
+func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.Service, *sender.Sender, error) {
+	js, err := jetstream.New(nc)
+	if err != nil {
+		return nil, nil, err
 	}
-	var once sync.Once
-	stop = func() { once.Do(func() { cancel(); wg.Wait() }) }
-	t.Cleanup(stop)
-	return stop
+	if err := queue.Setup(ctx, js, o.Names, o.Streams); err != nil {
+		return nil, nil, err
+	}
+	cons, err := queue.NewConsumer(ctx, js, o.Names, queue.ConsumerConfig{
+		MaxInflight: o.MaxInflight, Prefetch: o.Prefetch, AckWait: o.AckWait,
+		ShutdownTimeout: 10 * time.Second, Worker: id, Streams: o.Streams, PullWait: 200 * time.Millisecond,
+	}, zerolog.Nop())
+	if err != nil {
+		return nil, nil, err
+	}
+	allowed := []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}
+	if o.RefuseLoopback {
+		allowed = nil
+	}
+	snd, err := sender.New(sender.Config{
+		Timeout: 10 * time.Second, MaxConnsPerHost: o.MaxInflight, IdempotencyHeader: "Idempotency-Key",
+		AllowedNetworks: allowed,
+		Breaker:         o.Breaker, OnBreakerChange: o.OnBreaker,
+	})
+	if err != nil {
+		return nil, nil, err
+	}
+	w := worker.New(worker.Config{
+		ID: id, MaxAttempts: o.MaxAttempts,
+		Backoff: o.Backoff, MaxJobAge: time.Hour,
+	}, snd, o.Observer, zerolog.Nop())
+	return &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}, snd, nil
 }
 
 // Names is the subject and stream layout tests use unless they need

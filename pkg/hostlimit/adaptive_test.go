@@ -289,14 +289,11 @@ func (h *noisyFast) arrive(time.Time) (int, time.Duration, bool) {
 	return 200, lat, false
 }
 
-func (h *noisyFast) done(int) {}
-
 func TestAdaptiveIgnoresSubMillisecondNoise(t *testing.T) {
 	// A host answering in well under a millisecond is "five times slower"
 	// during a hiccup of the machine; that is not queueing, and must not
 	// cut its limit. The worker offers only 8 requests at a time, so the
-	// limit (20) is never tested and cannot grow back: cut by noise, it
-	// once fell to 1, and a throughput run to 2% of its speed.
+	// limit (20) is never tested and, once cut by noise, cannot grow back.
 	clock := newClock()
 	l, _ := New(Config{MaxInflight: 256, Now: clock.now})
 	const host, offered = "fast.example:443", 8

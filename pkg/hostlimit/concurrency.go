@@ -15,9 +15,8 @@ const (
 	// latencies (and MaxWait). JetStream hands parked jobs back in bursts,
 	// with pauses of 100 ms and more between them while acknowledgements
 	// stream in and more than a thousand jobs are parked; the buffer
-	// carries the host's slots through such pauses. Against a host taking
-	// 30 requests of 50 ms, four and four (120 jobs covering 200 ms) gave
-	// 517-556 jobs/s of its 600; six and eight, 556-574 (BENCHMARKS.md).
+	// carries the host's slots through such pauses; BENCHMARKS.md has the
+	// sizes that were measured.
 	waitersPerSlot = 6
 	waitLatencies  = 8
 	// latencyGuess stands in for a host's latency until answers tell.

@@ -30,9 +30,8 @@
 // server postpones redeliveries by 100 ms whenever acknowledgements are
 // streaming in. The buffer carries a busy host through those pauses, so
 // that its slots are refilled the moment they free and its tokens are
-// spent as they accrue instead of lapsing; without it, a host answering in
-// 50 ms saw its slots idle a fifth of the time, and a rate limit was missed
-// by 15%. A host holds at most six waiting requests per slot (half its
+// spent as they accrue instead of lapsing (BENCHMARKS.md measures what it
+// buys). A host holds at most six waiting requests per slot (half its
 // limit, for a moment each, until about 20 good answers have told its
 // latency), and a host that stops
 // answering none. Waiting costs other hosts nothing: the worker runs a

@@ -128,9 +128,9 @@ func twoBatches(t *testing.T, cfg Config, hosts []string, jobs int, lat, gap tim
 	return first, runBatch(t, l, clock, hosts, jobs, lat)
 }
 
-// The reproduction, simulated: 600 jobs, 50 ms, MAX_INFLIGHT 40. A
-// batch after 20 s idle took 250 times as long: the gap was read as the
-// host's latency and refused jobs were spaced by gap ÷ limit.
+// The reproduction, simulated: 600 jobs, 50 ms, MAX_INFLIGHT 40. The
+// gap must not be read as the host's latency, which would space refused
+// jobs by gap ÷ limit.
 func TestBatchAfterAnIdleGapRunsAsABusyOne(t *testing.T) {
 	const jobs, lat = 600, 50 * time.Millisecond
 	for _, fixed := range []bool{false, true} {
@@ -219,8 +219,8 @@ func TestStallCountsFromWhenTheHostWentBusy(t *testing.T) {
 // A rate-limited host: the tokens (GCRA) and the lines of refused jobs
 // (the shared schedule, its blocks, the local cursor) are left by a long
 // batch as they would be by a busy stream. A line longer than MaxDefer
-// used to leave places far in the future that no job would take, and the
-// next batch's refused jobs were all parked for MaxDefer behind them.
+// must not leave places far in the future that no job would take, parking
+// the next batch's refused jobs for MaxDefer behind them.
 func TestRateLimitedBatchAfterAnIdleGap(t *testing.T) {
 	const jobs, lat = 600, 50 * time.Millisecond
 	rules, err := ParseRules("*.example=50/s")

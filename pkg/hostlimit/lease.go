@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
@@ -127,7 +128,7 @@ func (l *Limiter) takeTokens(ctx context.Context, host string, need []*bucket) e
 			waited += wait
 			l.waiting++
 			l.mu.Unlock()
-			err := sleep(ctx, wait)
+			err := retry.Sleep(ctx, wait)
 			l.mu.Lock()
 			l.waiting--
 			l.mu.Unlock()
@@ -139,17 +140,6 @@ func (l *Limiter) takeTokens(ctx context.Context, host string, need []*bucket) e
 		l.mu.Unlock()
 		return &sender.NotAdmittedError{Host: host, Wait: l.rateWait(ctx, empty, now, until),
 			Reason: "rate limit " + empty.rate.String() + " reached"}
-	}
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
 	}
 }
 

@@ -35,51 +35,6 @@ func (e *LineError) Error() string { return fmt.Sprintf("%s:%d: %v", e.File, e.L
 
 func (e *LineError) Unwrap() error { return e.Err }
 
-// InvalidEntriesError is what ValidateAll returns for a file that has
-// invalid entries; it counts all of them, however many were kept.
-type InvalidEntriesError struct {
-	File  string
-	Count int
-}
-
-func (e *InvalidEntriesError) Error() string {
-	if e.Count == 1 {
-		return fmt.Sprintf("%s: 1 invalid entry", e.File)
-	}
-	return fmt.Sprintf("%s: %d invalid entries", e.File, e.Count)
-}
-
-// ValidateAll decodes r to the end and returns the number of valid jobs and
-// the first maxErrors entry errors in file order (maxErrors < 0 keeps them
-// all, 0 none). err is nil when every entry is valid, an
-// *InvalidEntriesError with the total count when some are not, and any
-// other error when reading failed (n and errs then cover what was read).
-func ValidateAll(r io.Reader, file string, maxErrors int) (n int, errs []*LineError, err error) {
-	d := NewDecoder(r, file)
-	invalid := 0
-	for {
-		_, nextErr := d.Next()
-		if nextErr == io.EOF {
-			break
-		}
-		if le, ok := errors.AsType[*LineError](nextErr); ok {
-			invalid++
-			if maxErrors < 0 || len(errs) < maxErrors {
-				errs = append(errs, le)
-			}
-			continue
-		}
-		if nextErr != nil {
-			return n, errs, nextErr
-		}
-		n++
-	}
-	if invalid > 0 {
-		return n, errs, &InvalidEntriesError{File: file, Count: invalid}
-	}
-	return n, errs, nil
-}
-
 type state int
 
 const (

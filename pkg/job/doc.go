@@ -17,8 +17,7 @@
 // of objects. Each invalid entry is a *LineError, "FILE:LINE: reason", with
 // the line where the entry starts; decoding goes on with the next entry, so
 // one run reports every bad line. Only a JSON array broken between its
-// elements stops decoding, as the next element cannot be found. ValidateAll
-// runs a whole file through a Decoder for a report.
+// elements stops decoding, as the next element cannot be found.
 //
 // An entry must be an object of the fields in DESIGN.md ("id", "method",
 // "url", "headers", "data", "callback", "reply_to", "timeout"); an unknown
@@ -28,8 +27,8 @@
 //
 // # Identity
 //
-// A line without an "id" gets one derived from its own canonical JSON (see
-// DeriveID), never from its position, and the 2nd, 3rd… identical line of a
+// A line without an "id" gets one derived from its own canonical JSON ("h-"
+// and 20 hex digits of its SHA-256), never from its position, and the 2nd, 3rd… identical line of a
 // file gets "-2", "-3"…, so re-enqueueing a file, even with lines added or
 // reordered, maps each line to the job it already was and JetStream's
 // de-duplication drops the repeat. No two entries of one file get the same

@@ -1,7 +1,6 @@
 package job
 
 import (
-	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -20,35 +19,11 @@ const derivedBytes = 10
 
 type contentKey [derivedBytes]byte
 
-// DeriveID returns the id that an entry without "id" gets when it is the
-// first of its kind in a file: "h-" and 20 hex digits of the SHA-256 of the
-// entry's canonical JSON. The 2nd, 3rd… identical entry of the same file gets
-// "-2", "-3"… appended by the Decoder.
-//
-// Canonical JSON is what encoding/json writes for the entry decoded into
-// interface values with UseNumber: object keys sorted, no insignificant
-// white space, strings re-escaped uniformly, numbers kept as written (so 1 and
-// 1.0 differ). Key order, spacing and escaping therefore do not change the id.
-func DeriveID(entry []byte) (string, error) {
-	k, err := deriveKey(entry)
-	if err != nil {
-		return "", err
-	}
-	return formatDerived(k, 1), nil
-}
-
-func deriveKey(entry []byte) (contentKey, error) {
-	dec := json.NewDecoder(bytes.NewReader(entry))
-	dec.UseNumber()
-	var v any
-	if err := dec.Decode(&v); err != nil {
-		return contentKey{}, fmt.Errorf("deriving id: %w", err)
-	}
-	return canonicalKey(v)
-}
-
-// canonicalKey hashes a value decoded with UseNumber. json.Marshal is the
-// canonical form: it sorts map keys and has one way to write each string.
+// canonicalKey hashes an entry decoded into interface values with
+// UseNumber. Canonical JSON is what encoding/json writes for it: object keys
+// sorted, no insignificant white space, strings re-escaped uniformly,
+// numbers kept as written (so 1 and 1.0 differ). Key order, spacing and
+// escaping therefore do not change a derived id.
 func canonicalKey(v any) (contentKey, error) {
 	canon, err := json.Marshal(v)
 	if err != nil {

@@ -259,9 +259,7 @@ func headerError(k, v string) error {
 	if !ValidToken(k) {
 		return fmt.Errorf("header name %s is not valid", quote(k))
 	}
-	// net/http refuses the same characters at send time; refusing them here
-	// keeps such a job from burning every retry on a certain failure.
-	if strings.IndexFunc(v, func(r rune) bool { return r != '\t' && isCTL(r) }) >= 0 {
+	if !ValidHeaderValue(v) {
 		return fmt.Errorf("header %s has a control character in its value", quote(k))
 	}
 	if len(k)+len(v) > MaxHeaderLen {
@@ -322,6 +320,13 @@ func Cut(s string, n int) string {
 
 // isCTL reports the ASCII control characters of RFC 5234 (CTL).
 func isCTL(r rune) bool { return r < 0x20 || r == 0x7f }
+
+// ValidHeaderValue reports whether s has none of the control characters
+// (tab aside) that net/http refuses at send time: refusing them early keeps
+// such a job from burning every retry on a certain failure.
+func ValidHeaderValue(s string) bool {
+	return strings.IndexFunc(s, func(r rune) bool { return r != '\t' && isCTL(r) }) < 0
+}
 
 // ValidToken reports whether s is an RFC 9110 token (methods, header names).
 func ValidToken(s string) bool {

@@ -56,12 +56,12 @@ func RedactURL(raw string) string {
 	if err != nil {
 		return redactRaw(raw)
 	}
-	return RedactedURL(u)
+	return redactParsed(u)
 }
 
-// RedactedURL is RedactURL for a parsed URL; u is not changed. Other
+// redactParsed is RedactURL for a parsed URL; u is not changed. Other
 // parameters keep their order and encoding.
-func RedactedURL(u *url.URL) string {
+func redactParsed(u *url.URL) string {
 	frag := u.EscapedFragment()
 	if u.User == nil && !hasSecretParam(u.RawQuery) && !hasSecretParam(frag) {
 		return u.String()

@@ -211,7 +211,7 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("sender: breaker failure ratio %v is not between 0 and 1", cfg.Breaker.FailureRatio)
 	case cfg.IdempotencyHeader != "" && !job.ValidToken(cfg.IdempotencyHeader):
 		return cfg, fmt.Errorf("sender: idempotency header %q is not a valid header name", cfg.IdempotencyHeader)
-	case !validHeaderValue(cfg.UserAgent):
+	case !job.ValidHeaderValue(cfg.UserAgent):
 		return cfg, fmt.Errorf("sender: user agent %q contains a control character", cfg.UserAgent)
 	}
 	for _, p := range cfg.AllowedNetworks {
@@ -389,20 +389,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	}
 
 	redirects := 0
-	client := http.Client{
-		Transport: s.transport,
-		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
-			redirects++
-			if len(via) > s.cfg.MaxRedirects {
-				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
-			}
-			return nil
-		},
-	}
-	if s.cfg.MaxRedirects < 0 {
-		client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	}
-
+	client := s.client(&redirects)
 	start := time.Now()
 	resp, err := client.Do(req)
 	var out Outcome
@@ -413,7 +400,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		out.Body, out.BodyTruncated, err = readBody(resp, s.cfg.MaxResponseBytes)
 		if err != nil {
 			err = fmt.Errorf("%s %s: reading response body (status %d): %w",
-				req.Method, redact(req.URL), resp.StatusCode, err)
+				req.Method, job.RedactURL(req.URL.String()), resp.StatusCode, err)
 		}
 	}
 	out.Duration = time.Since(start)
@@ -421,17 +408,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 		out.Status = resp.StatusCode
 	}
 
-	// Errors from the transport say "context canceled" or "deadline
-	// exceeded" without telling whose context it was; we know, and it
-	// decides between "shutdown" and "the target was too slow".
-	if err != nil {
-		switch {
-		case ctx.Err() != nil:
-			err = fmt.Errorf("%w (cancelled by caller)", because(err, ctx.Err(), context.Cause(ctx)))
-		case actx.Err() != nil:
-			err = because(err, context.Cause(actx))
-		}
-	}
+	err = whose(ctx, actx, err)
 
 	c := s.classify(ctx, out.Status, err)
 	done(c.breaker)
@@ -443,7 +420,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	if out.Kind == Success {
 		err = nil
 	} else if err == nil {
-		err = fmt.Errorf("%s %s: status %d %s", req.Method, redact(req.URL), out.Status, http.StatusText(out.Status))
+		err = fmt.Errorf("%s %s: status %d %s", req.Method, job.RedactURL(req.URL.String()), out.Status, http.StatusText(out.Status))
 	}
 	out.Err = err
 	return out
@@ -469,15 +446,15 @@ func (s *Sender) build(ctx context.Context, r request) (*http.Request, error) {
 		return nil, fmt.Errorf("url is not valid: %w", unwrapURLError(err))
 	}
 	if u := req.URL; u.Scheme != "http" && u.Scheme != "https" {
-		return nil, fmt.Errorf("url %s: scheme %q is not http or https", redact(u), u.Scheme)
+		return nil, fmt.Errorf("url %s: scheme %q is not http or https", job.RedactURL(u.String()), u.Scheme)
 	} else if u.Hostname() == "" {
-		return nil, fmt.Errorf("url %s has no host", redact(u))
+		return nil, fmt.Errorf("url %s has no host", job.RedactURL(u.String()))
 	}
 	for k, v := range r.headers {
 		if !job.ValidToken(k) {
 			return nil, fmt.Errorf("header name %q is not valid", k)
 		}
-		if !validHeaderValue(v) {
+		if !job.ValidHeaderValue(v) {
 			// The value may be a secret: name the header, never the value.
 			return nil, fmt.Errorf("header %q has a control character in its value", k)
 		}
@@ -567,19 +544,56 @@ func because(err error, reasons ...error) error {
 	return err
 }
 
+// client is the HTTP client of one attempt; it counts the redirects it
+// follows into *redirects.
+func (s *Sender) client(redirects *int) http.Client {
+	if s.cfg.MaxRedirects < 0 {
+		return http.Client{
+			Transport:     s.transport,
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+		}
+	}
+	return http.Client{
+		Transport: s.transport,
+		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+			*redirects++
+			if len(via) > s.cfg.MaxRedirects {
+				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
+			}
+			return nil
+		},
+	}
+}
+
+// whose says whose context ended an attempt's err: the caller's (ctx) or
+// the attempt's own time (actx). Errors from the transport say "context
+// canceled" or "deadline exceeded" without telling; it decides between
+// "shutdown" and "the target was too slow".
+func whose(ctx, actx context.Context, err error) error {
+	switch {
+	case err == nil:
+		return nil
+	case ctx.Err() != nil:
+		return fmt.Errorf("%w (cancelled by caller)", because(err, ctx.Err(), context.Cause(ctx)))
+	case actx.Err() != nil:
+		return because(err, context.Cause(actx))
+	}
+	return err
+}
+
 // describe rewrites a client error so that it names the request with its
-// URL redacted (job.RedactedURL); net/http's own *url.Error would show the
-// user name and the query.
+// URL redacted (job.RedactURL): errors end up in results, dead letters and
+// logs, and net/http's own *url.Error would show the user name and query.
 func describe(req *http.Request, redirects int, err error) error {
 	ue, ok := err.(*url.Error)
 	if !ok {
-		return fmt.Errorf("%s %s: %w", req.Method, redact(req.URL), err)
+		return fmt.Errorf("%s %s: %w", req.Method, job.RedactURL(req.URL.String()), err)
 	}
 	if redirects > 0 && ue.URL != "" {
 		// After a redirect ue.URL is the Location that failed.
-		return fmt.Errorf("%s %s: redirected to %s: %w", req.Method, redact(req.URL), redactURL(ue.URL), ue.Err)
+		return fmt.Errorf("%s %s: redirected to %s: %w", req.Method, job.RedactURL(req.URL.String()), job.RedactURL(ue.URL), ue.Err)
 	}
-	return fmt.Errorf("%s %s: %w", req.Method, redact(req.URL), ue.Err)
+	return fmt.Errorf("%s %s: %w", req.Method, job.RedactURL(req.URL.String()), ue.Err)
 }
 
 func unwrapURLError(err error) error {
@@ -587,22 +601,4 @@ func unwrapURLError(err error) error {
 		return ue.Err
 	}
 	return err
-}
-
-// redactURL is redact for a URL in text form (a redirect's Location).
-func redactURL(raw string) string { return job.RedactURL(raw) }
-
-// redact shows u in errors, which end up in results, dead letters and
-// logs: without credentials or secret query parameters (job.RedactedURL).
-func redact(u *url.URL) string { return job.RedactedURL(u) }
-
-// validHeaderValue rejects the control characters net/http would refuse at
-// send time (which would otherwise look like a retryable transport error).
-func validHeaderValue(s string) bool {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < ' ' && c != '\t' || c == 0x7f {
-			return false
-		}
-	}
-	return true
 }
