@@ -5,7 +5,7 @@ import (
 	"errors"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/retry"
+	"github.com/jetpost/jetpost/pkg/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 )

@@ -3,7 +3,7 @@ package queue
 import (
 	"time"
 
-	"github.com/jetpost/jetpost/internal/retry"
+	"github.com/jetpost/jetpost/pkg/retry"
 )
 
 // brokerPause is the pause after failed try n of an operation that waits

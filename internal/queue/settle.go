@@ -11,8 +11,8 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/jetpost/jetpost/internal/retry"
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/retry"
 )
 
 // settle carries out a decision. Every path ends the delivery's keepalive.

@@ -13,7 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/jetpost/jetpost/internal/retry"
+	"github.com/jetpost/jetpost/pkg/retry"
 )
 
 // Defaults and limits. The limits keep a typo in a demo file (size=1e12,
