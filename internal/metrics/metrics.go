@@ -107,7 +107,7 @@ func (m *Metrics) Observer() worker.Observer {
 		Finished: func(r *job.Result) {
 			outcome := "ok"
 			if !r.OK {
-				outcome = r.Reason
+				outcome = string(r.Reason)
 			}
 			// One dead letter either way: the job's, or its callback's.
 			if !r.OK || (r.Callback != nil && !r.Callback.OK) {

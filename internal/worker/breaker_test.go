@@ -63,7 +63,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 	// took one of the tries.
 	failing := sender.Outcome{Kind: sender.Retry, Attempted: true, Status: 503, Err: fmt.Errorf("status 503")}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{failing}, worker.Observer{}, zerolog.Nop())
-	for turned, want := range []string{job.ReasonExhausted, job.ReasonBreakerOpen} {
+	for turned, want := range []job.Reason{job.ReasonExhausted, job.ReasonBreakerOpen} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: 3 - turned, TurnedAway: turned})
 		if r := dec.Result; dec.Action != queue.Complete || r.Reason != want || r.Attempts != 4-turned || r.Status != 503 {
 			t.Errorf("%d turned away: %+v %+v, want %s", turned, dec, r, want)

@@ -113,7 +113,7 @@ func TestCallbackKeysPerRun(t *testing.T) {
 	waitFor(t, func() bool {
 		reasons = nil
 		err := queue.DeadLetters(ctx, js, names, "keys", func(dl queue.StoredDeadLetter) error {
-			reasons = append(reasons, dl.Result.ID+":"+dl.Reason)
+			reasons = append(reasons, dl.Result.ID+":"+string(dl.Reason))
 			return nil
 		})
 		return err == nil && len(reasons) == 2

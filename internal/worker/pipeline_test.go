@@ -205,7 +205,7 @@ func TestRetriesAndPermanentFailures(t *testing.T) {
 	}
 	results := enqueueAndWait(t, ns, "retries", jobs)
 
-	check := func(id string, ok bool, status, attempts int, reason string) {
+	check := func(id string, ok bool, status, attempts int, reason job.Reason) {
 		t.Helper()
 		r := results[id]
 		if r == nil {

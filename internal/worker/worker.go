@@ -202,7 +202,7 @@ func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Re
 	if !r.OK {
 		ev = log.Info()
 	}
-	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", r.Reason).Str("error", r.Error).Msg("job finished")
+	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", string(r.Reason)).Str("error", r.Error).Msg("job finished")
 	return queue.Decision{Action: queue.Complete, Result: r}
 }
 
