@@ -123,12 +123,12 @@ func (m *Metrics) Observer() worker.Observer {
 }
 
 // BreakerChanged records a breaker transition (sender.Config.OnBreakerChange).
-func (m *Metrics) BreakerChanged(host, _, to string) {
+func (m *Metrics) BreakerChanged(host string, _, to job.BreakerState) {
 	v := 0.0
 	switch to {
-	case "half-open":
+	case job.BreakerHalfOpen:
 		v = 1
-	case "open":
+	case job.BreakerOpen:
 		v = 2
 	}
 	m.breaker.WithLabelValues(m.hostLabel(host)).Set(v)

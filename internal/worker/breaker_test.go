@@ -216,7 +216,7 @@ func TestHalfOpenProbeIsAWaitingJobsAttempt(t *testing.T) {
 		Backoff: sender.Backoff{Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond},
 		// The host recovers as soon as the breaker opens: the first
 		// request after that is the probe.
-		OnBreaker: func(host, from, to string) { rec.add(host, from, to); tg.down.Store(false) },
+		OnBreaker: func(host string, from, to job.BreakerState) { rec.add(host, from, to); tg.down.Store(false) },
 		Breaker:   sender.Breaker{Failures: 1, FailureRatio: 1, Window: time.Hour, OpenTimeout: 50 * time.Millisecond}})
 	results := enqueueAndWait(t, ns, "probe", []*job.Job{{ID: "waiting", Method: "GET", URL: url + "/orders/1"}})
 	r := results["waiting"]
@@ -234,10 +234,10 @@ type transitions struct {
 	got []string
 }
 
-func (tr *transitions) add(_, from, to string) {
+func (tr *transitions) add(_ string, from, to job.BreakerState) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.got = append(tr.got, from+"->"+to)
+	tr.got = append(tr.got, string(from)+"->"+string(to))
 }
 
 func (tr *transitions) all() []string {

@@ -269,7 +269,7 @@ func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 	startWorkers(t, ns, pipelineOpts{
 		MaxInflight: 1, Prefetch: 1, MaxAttempts: 20, Backoff: sender.Backoff{Base: 100 * time.Millisecond, Cap: 300 * time.Millisecond},
 		Breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
-		OnBreaker: func(_, _, to string) {
+		OnBreaker: func(_ string, _, to job.BreakerState) {
 			open.Store(to == "open")
 		},
 		Observer: worker.Observer{Deferred: func(_ string, a queue.Action) {

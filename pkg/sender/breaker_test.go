@@ -14,9 +14,14 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
-type transition struct{ host, from, to string }
+type transition struct {
+	host     string
+	from, to job.BreakerState
+}
 
 // recorder collects OnBreakerChange calls.
 type recorder struct {
@@ -24,7 +29,7 @@ type recorder struct {
 	got []transition
 }
 
-func (r *recorder) record(host, from, to string) {
+func (r *recorder) record(host string, from, to job.BreakerState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, transition{host, from, to})
@@ -294,10 +299,10 @@ func TestOnBreakerChangeMayReadStates(t *testing.T) {
 	s = newSender(t, Config{
 		AllowedNetworks: loopback(),
 		Breaker:         Breaker{Failures: 1, OpenTimeout: time.Hour},
-		OnBreakerChange: func(host, from, to string) { seen.Store(s.BreakerStates()[host]) },
+		OnBreakerChange: func(host string, from, to job.BreakerState) { seen.Store(s.BreakerStates()[host]) },
 	})
 	s.Send(t.Context(), newJob(srv.URL))
-	if got, _ := seen.Load().(string); got != "open" {
+	if got, _ := seen.Load().(job.BreakerState); got != job.BreakerOpen {
 		t.Errorf("state seen from the callback: %q, want open", got)
 	}
 }
@@ -338,7 +343,9 @@ func TestIdleBreakersAreForgotten(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var changes []string
 	b := &breakers{settings: Breaker{Failures: 1, OpenTimeout: time.Hour, HalfOpenRequests: 1}, now: func() time.Time { return now },
-		onChange: func(host, from, to string) { changes = append(changes, host+" "+from+"->"+to) }}
+		onChange: func(host string, from, to job.BreakerState) {
+			changes = append(changes, host+" "+string(from)+"->"+string(to))
+		}}
 	for _, h := range []string{"idle:443", "open:443", "busy:443"} {
 		b.get(h)
 	}

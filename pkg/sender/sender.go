@@ -111,7 +111,7 @@ type Config struct {
 	// logs, tests). It runs synchronously while that breaker's lock is held:
 	// keep it short and do not call Send or Post from it (BreakerStates is
 	// safe to call).
-	OnBreakerChange func(host string, from, to string)
+	OnBreakerChange func(host string, from, to job.BreakerState)
 }
 
 // Breaker configures the per-host circuit breakers. A breaker opens on a
