@@ -27,7 +27,7 @@ type outcomeSender struct{ o sender.Outcome }
 func (f outcomeSender) Send(context.Context, *job.Job) sender.Outcome { return f.o }
 
 func (f outcomeSender) Post(context.Context, string, []byte, string) sender.Outcome {
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 
 // A breaker's turn-away spends a try, not an attempt: the job comes back
@@ -35,7 +35,7 @@ func (f outcomeSender) Post(context.Context, string, []byte, string) sender.Outc
 // fails with reason breaker_open once attempts and turn-aways reach the
 // budget. A host limit's deferral spends nothing.
 func TestBreakerTurnAwaySpendsATry(t *testing.T) {
-	turnAway := sender.Outcome{Kind: sender.Defer, RetryAfter: time.Hour,
+	turnAway := sender.Outcome{Class: sender.Postponed, RetryAfter: time.Hour,
 		Err: fmt.Errorf("not sent: %w", &sender.BreakerOpenError{Host: "api.example.com:443", State: "open"})}
 	backoff := sender.Backoff{Base: time.Second, Cap: 4 * time.Second}
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{turnAway}, worker.Observer{}, zerolog.Nop())
@@ -61,7 +61,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 
 	// The last try is a request that fails: exhausted, unless the breaker
 	// took one of the tries.
-	failing := sender.Outcome{Kind: sender.Retry, Attempted: true, Status: 503, Err: fmt.Errorf("status 503")}
+	failing := sender.Outcome{Class: sender.Retryable, Attempted: true, Status: 503, Err: fmt.Errorf("status 503")}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{failing}, worker.Observer{}, zerolog.Nop())
 	for turned, want := range []job.Reason{job.ReasonExhausted, job.ReasonBreakerOpen} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: 3 - turned, TurnedAway: turned})
@@ -70,7 +70,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 		}
 	}
 
-	limited := sender.Outcome{Kind: sender.Defer, RetryAfter: 50 * time.Millisecond,
+	limited := sender.Outcome{Class: sender.Postponed, RetryAfter: 50 * time.Millisecond,
 		Err: fmt.Errorf("not sent: %w", &sender.NotAdmittedError{Wait: 50 * time.Millisecond})}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 1}, outcomeSender{limited}, worker.Observer{}, zerolog.Nop())
 	dec := w.Handle(t.Context(), &queue.Delivery{Job: j, TurnedAway: 0})

@@ -32,7 +32,7 @@ type postRecorder struct {
 
 func (p *postRecorder) Send(context.Context, *job.Job) sender.Outcome {
 	p.sent++
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 200}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
 func (p *postRecorder) Post(_ context.Context, _ string, body []byte, key string) sender.Outcome {
@@ -46,7 +46,7 @@ func (p *postRecorder) Post(_ context.Context, _ string, body []byte, key string
 // body is that record, and the callback carries a key of its own. A callback
 // message POSTs the stored result again, and sends nothing else.
 func TestResultFieldsAndCallbackMessage(t *testing.T) {
-	rec := &postRecorder{post: sender.Outcome{Kind: sender.Permanent, Attempted: true, Status: 410}}
+	rec := &postRecorder{post: sender.Outcome{Class: sender.Permanent, Attempted: true, Status: 410}}
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 2}, rec, worker.Observer{}, zerolog.Nop())
 	j := &job.Job{ID: "j1", Batch: "b", Method: "DELETE", URL: "https://api.example.com/x?access_token=TOKEN",
 		Callback: "https://hooks.example.com/cb", Source: "in.jsonl:7", EnqueuedAt: time.Now()}
@@ -63,7 +63,7 @@ func TestResultFieldsAndCallbackMessage(t *testing.T) {
 	}
 
 	stored := *r
-	rec.post = sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	rec.post = sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 	dec = w.Handle(context.Background(), &queue.Delivery{Job: j.CallbackMessage(&stored)})
 	if rec.sent != 1 {
 		t.Errorf("a callback message sent the job's request (%d sends)", rec.sent)

@@ -79,7 +79,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	}
 
 	o := w.send.Send(ctx, j)
-	if ctx.Err() != nil && o.Kind != sender.Success {
+	if ctx.Err() != nil && o.Class != sender.Succeeded {
 		// Shutdown cut the request short: hand the job back unspent; it is
 		// not the target's failure.
 		log.Debug().Msg("handing job back at shutdown")
@@ -93,8 +93,8 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		w.obs.Attempt(host, &o)
 	}
 
-	switch o.Kind {
-	case sender.Success:
+	switch o.Class {
+	case sender.Succeeded:
 		return w.complete(ctx, log, j, w.result(j, attempts, &o))
 	case sender.Permanent:
 		r := w.result(j, attempts, &o)
@@ -104,7 +104,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 			r.Reason = job.ReasonRefused
 		}
 		return w.complete(ctx, log, j, r)
-	case sender.Defer:
+	case sender.Postponed:
 		var open *sender.BreakerOpenError
 		if errors.As(o.Err, &open) {
 			return w.turnedAway(ctx, log, d, &o)
@@ -175,7 +175,7 @@ func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result
 		Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC(),
 	}
 	if o != nil {
-		r.OK = o.Kind == sender.Success
+		r.OK = o.Class == sender.Succeeded
 		r.Status = o.Status
 		r.Body = string(o.Body)
 		r.BodyTruncated = o.BodyTruncated
@@ -224,11 +224,11 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 		if o.Attempted {
 			cr.Attempts++
 		}
-		cr.OK, cr.Status, cr.Error = o.Kind == sender.Success, o.Status, ""
+		cr.OK, cr.Status, cr.Error = o.Class == sender.Succeeded, o.Status, ""
 		if o.Err != nil {
 			cr.Error = o.Err.Error()
 		}
-		if o.Kind == sender.Success || o.Kind == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if o.Class == sender.Succeeded || o.Class == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
 			return cr
 		}
 		delay := o.RetryAfter

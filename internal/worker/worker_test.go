@@ -19,11 +19,11 @@ type fakeSender struct{ sent int }
 
 func (f *fakeSender) Send(context.Context, *job.Job) sender.Outcome {
 	f.sent++
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 200}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
 func (f *fakeSender) Post(context.Context, string, []byte, string) sender.Outcome {
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 
 // A job older than the maximum age ends failed with reason expired, keeps

@@ -185,7 +185,7 @@ func (s *Sender) BreakerStates() map[string]job.BreakerState {
 
 // BreakerOpenError says a job was turned away by its host's breaker: open,
 // or half-open with its probes already out. Nothing was sent. It is the
-// Err of such a Defer outcome (errors.As), so that callers can tell it
+// Err of such a Postponed outcome (errors.As), so that callers can tell it
 // from a host limit's deferral: a turn-away is a sign of failure, which a
 // job's retry budget must bound, while a full host only asks it to wait.
 type BreakerOpenError struct {
@@ -206,7 +206,7 @@ func (e *BreakerOpenError) Error() string {
 
 func (e *BreakerOpenError) Unwrap() error { return e.err }
 
-// turnAway is the Defer outcome of a request hb's breaker refused with err.
+// turnAway is the Postponed outcome of a request hb's breaker turned away with err.
 func (b *breakers) turnAway(host string, hb *hostBreaker, err error, rnd func() float64) Outcome {
 	now := b.clock()
 	state := job.BreakerOpen
@@ -215,7 +215,7 @@ func (b *breakers) turnAway(host string, hb *hostBreaker, err error, rnd func() 
 	}
 	be := &BreakerOpenError{Host: host, State: state, Since: time.Unix(0, hb.openedAt.Load()), err: err}
 	return Outcome{
-		Kind:       Defer,
+		Class:      Postponed,
 		RetryAfter: hb.deferFor(err, now, rnd),
 		Err:        fmt.Errorf("not sent: %w", be),
 	}
