@@ -43,7 +43,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 
 	for _, tc := range []struct{ attempts, turned int }{{0, 0}, {1, 0}, {2, 0}, {0, 2}} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: tc.attempts, TurnedAway: tc.turned})
-		if dec.Action != queue.Defer || dec.Attempts != tc.attempts || dec.TurnedAway != tc.turned+1 {
+		if dec.Action != queue.NakAfter || dec.Attempts != tc.attempts || dec.TurnedAway != tc.turned+1 {
 			t.Fatalf("%+v: decision %+v, want a defer recording one more turn-away", tc, dec)
 		}
 		if ceiling := backoff.Delay(tc.attempts+tc.turned+1, func() float64 { return 1 }); dec.Delay > ceiling {
@@ -53,7 +53,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 	for _, tc := range []struct{ attempts, turned int }{{3, 0}, {1, 2}, {0, 3}} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: tc.attempts, TurnedAway: tc.turned})
 		r := dec.Result
-		if dec.Action != queue.Complete || r == nil || r.OK || r.Reason != job.ReasonBreakerOpen || r.Attempts != tc.attempts ||
+		if dec.Action != queue.AckWithResult || r == nil || r.OK || r.Reason != job.ReasonBreakerOpen || r.Attempts != tc.attempts ||
 			!strings.Contains(r.Error, "circuit breaker for api.example.com:443 is open") {
 			t.Fatalf("%+v: decision %+v result %+v, want failed, reason breaker_open, attempts kept", tc, dec, r)
 		}
@@ -65,7 +65,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{failing}, worker.Observer{}, zerolog.Nop())
 	for turned, want := range []job.Reason{job.ReasonExhausted, job.ReasonBreakerOpen} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: 3 - turned, TurnedAway: turned})
-		if r := dec.Result; dec.Action != queue.Complete || r.Reason != want || r.Attempts != 4-turned || r.Status != 503 {
+		if r := dec.Result; dec.Action != queue.AckWithResult || r.Reason != want || r.Attempts != 4-turned || r.Status != 503 {
 			t.Errorf("%d turned away: %+v %+v, want %s", turned, dec, r, want)
 		}
 	}
@@ -74,7 +74,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 		Err: fmt.Errorf("not sent: %w", &sender.NotAdmittedError{Wait: 50 * time.Millisecond})}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 1}, outcomeSender{limited}, worker.Observer{}, zerolog.Nop())
 	dec := w.Handle(t.Context(), &queue.Delivery{Job: j, TurnedAway: 0})
-	if dec.Action != queue.Defer || dec.TurnedAway != 0 || dec.Delay != 50*time.Millisecond {
+	if dec.Action != queue.NakAfter || dec.TurnedAway != 0 || dec.Delay != 50*time.Millisecond {
 		t.Errorf("host limit: %+v, want a defer after the limit's wait that spends nothing", dec)
 	}
 }

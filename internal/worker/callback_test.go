@@ -52,7 +52,7 @@ func TestResultFieldsAndCallbackMessage(t *testing.T) {
 		Callback: "https://hooks.example.com/cb", Source: "in.jsonl:7", EnqueuedAt: time.Now()}
 	dec := w.Handle(context.Background(), &queue.Delivery{Job: j})
 	r := dec.Result
-	if dec.Action != queue.Complete || r.Method != "DELETE" || r.URL != "https://api.example.com/x?access_token=REDACTED" || r.Source != "in.jsonl:7" {
+	if dec.Action != queue.AckWithResult || r.Method != "DELETE" || r.URL != "https://api.example.com/x?access_token=REDACTED" || r.Source != "in.jsonl:7" {
 		t.Fatalf("decision %+v result %+v", dec, r)
 	}
 	if r.Callback == nil || r.Callback.OK || r.Callback.Status != 410 || !r.OK {
@@ -71,7 +71,7 @@ func TestResultFieldsAndCallbackMessage(t *testing.T) {
 	if len(rec.keys) != 2 || rec.keys[1] != "j1:callback" || rec.posts[1].Callback != nil || rec.posts[1].ID != "j1" || !rec.posts[1].OK {
 		t.Errorf("re-sent callback: keys %q body %+v", rec.keys, rec.posts[1])
 	}
-	if dec.Action != queue.Complete || dec.Result.Callback == nil || !dec.Result.Callback.OK || dec.Result.Attempts != r.Attempts {
+	if dec.Action != queue.AckWithResult || dec.Result.Callback == nil || !dec.Result.Callback.OK || dec.Result.Attempts != r.Attempts {
 		t.Errorf("callback message decision %+v result %+v", dec, dec.Result)
 	}
 }

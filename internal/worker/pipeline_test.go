@@ -273,7 +273,7 @@ func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 			open.Store(to == "open")
 		},
 		Observer: worker.Observer{Deferred: func(_ string, a queue.Action) {
-			if a == queue.Defer && deferrals.Add(1) >= 5 {
+			if a == queue.NakAfter && deferrals.Add(1) >= 5 {
 				// Enough jobs were turned away: let the host recover.
 				once.Do(func() {
 					tg.SetOptions(target.Options{OnRequest: tg.Options().OnRequest})

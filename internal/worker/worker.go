@@ -112,10 +112,10 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		// A full host (limits) only asks the job to wait; capacity, not
 		// failures, bounds that wait.
 		if w.obs.Deferred != nil {
-			w.obs.Deferred(host, queue.Defer)
+			w.obs.Deferred(host, queue.NakAfter)
 		}
 		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
-		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
+		return queue.Decision{Action: queue.NakAfter, Delay: o.RetryAfter}
 	default: // sender.Retry
 		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)
@@ -127,10 +127,10 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 			delay = w.cfg.Backoff.Delay(attempts+d.TurnedAway, w.rnd)
 		}
 		if w.obs.Deferred != nil {
-			w.obs.Deferred(host, queue.Retry)
+			w.obs.Deferred(host, queue.NakAfterAttempt)
 		}
 		log.Debug().Int("attempts", attempts).Int("status", o.Status).Err(o.Err).Dur("delay", delay).Msg("retrying later")
-		return queue.Decision{Action: queue.Retry, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
+		return queue.Decision{Action: queue.NakAfterAttempt, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
 	}
 }
 
@@ -150,10 +150,10 @@ func (w *Worker) turnedAway(ctx context.Context, log jobLog, d *queue.Delivery, 
 	}
 	delay := min(w.cfg.Backoff.Delay(d.Attempts+turned, w.rnd), o.RetryAfter)
 	if w.obs.Deferred != nil {
-		w.obs.Deferred(log.host, queue.Defer)
+		w.obs.Deferred(log.host, queue.NakAfter)
 	}
 	log.Debug().Int("turned_away", turned).Dur("delay", delay).Err(o.Err).Msg("turned away by the host's breaker; a try is spent")
-	return queue.Decision{Action: queue.Defer, Delay: delay, Attempts: d.Attempts, TurnedAway: turned}
+	return queue.Decision{Action: queue.NakAfter, Delay: delay, Attempts: d.Attempts, TurnedAway: turned}
 }
 
 // spent sets the reason of a job whose tries are all spent: breaker_open
@@ -203,7 +203,7 @@ func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Re
 		ev = log.Info()
 	}
 	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", string(r.Reason)).Str("error", r.Error).Msg("job finished")
-	return queue.Decision{Action: queue.Complete, Result: r}
+	return queue.Decision{Action: queue.AckWithResult, Result: r}
 }
 
 // callback POSTs the result through the same sender (guard, breaker,
@@ -264,7 +264,7 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) que
 		msg = "re-driven callback failed again; dead-lettered"
 	}
 	log.Info().Int("status", cr.Status).Int("attempts", cr.Attempts).Str("error", cr.Error).Msg(msg)
-	return queue.Decision{Action: queue.Complete, Result: &r}
+	return queue.Decision{Action: queue.AckWithResult, Result: &r}
 }
 
 // maxCallbackWait caps one wait between callback attempts.

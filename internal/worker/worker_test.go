@@ -33,7 +33,7 @@ func TestExpiredJobFailsWithoutSending(t *testing.T) {
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 5, MaxJobAge: time.Hour}, fs, worker.Observer{}, zerolog.Nop())
 	old := &job.Job{ID: "old", Batch: "b", Method: "GET", URL: "https://example.com/", EnqueuedAt: time.Now().Add(-2 * time.Hour)}
 	dec := w.Handle(context.Background(), &queue.Delivery{Job: old, Attempts: 2})
-	if dec.Action != queue.Complete || dec.Result == nil || dec.Result.OK || dec.Result.Reason != job.ReasonExpired || dec.Result.Attempts != 2 {
+	if dec.Action != queue.AckWithResult || dec.Result == nil || dec.Result.OK || dec.Result.Reason != job.ReasonExpired || dec.Result.Attempts != 2 {
 		t.Fatalf("decision %+v result %+v", dec, dec.Result)
 	}
 	if fs.sent != 0 {
