@@ -116,7 +116,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		}
 		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
 		return queue.Decision{Action: queue.NakAfter, Delay: o.RetryAfter}
-	default: // sender.Retry
+	default: // sender.Retryable
 		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)
 			w.spent(r, d.TurnedAway)
