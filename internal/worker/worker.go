@@ -34,6 +34,8 @@ type Config struct {
 type Observer struct {
 	Attempt  func(host string, o *sender.Outcome)
 	Finished func(r *job.Result)
+	// Deferred is told of every job sent back with a delay: NakAfterAttempt
+	// or NakAfter.
 	Deferred func(host string, a queue.Action)
 	// InFlight is told +1 when a job starts and -1 when its decision is made.
 	InFlight func(delta int)
