@@ -83,7 +83,7 @@ func TestResultsCarryMethodURLAndSource(t *testing.T) {
 	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), queue.NewNames("jetpost").DLQStream()) == 1 })
 	_, dlq, _ := runEnqueue(t, nil, "dlq", "join", "--json", "--nats", ns.ClientURL())
 	var dl struct {
-		Reason string     `json:"reason"`
+		Reason job.Reason `json:"reason"`
 		Result job.Result `json:"result"`
 	}
 	if err := json.Unmarshal([]byte(dlq), &dl); err != nil || dl.Reason != job.ReasonPermanent || dl.Result.Source != lines+":3" || dl.Result.Method != "GET" {

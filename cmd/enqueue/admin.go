@@ -166,7 +166,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 // header values replaced.
 type shownDeadLetter struct {
 	Seq    uint64          `json:"seq"`
-	Reason string          `json:"reason"`
+	Reason job.Reason      `json:"reason"`
 	Result job.Result      `json:"result"`
 	Job    json.RawMessage `json:"job"`
 }

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // BreakerLister lists the breakers workers report not closed
@@ -81,8 +82,8 @@ func perHost(entries []queue.BreakerEntry) []queue.BreakerEntry {
 			m[e.Host] = e
 			continue
 		}
-		if e.State == "open" {
-			cur.State = "open"
+		if e.State == job.BreakerOpen {
+			cur.State = job.BreakerOpen
 		}
 		if e.Since.Before(cur.Since) {
 			cur.Since = e.Since
@@ -108,7 +109,7 @@ func (w *BreakerWatch) Line() string {
 	var open, half []string
 	for _, e := range w.now {
 		s := fmt.Sprintf("%s (since %s)", e.Host, e.Since.Format(time.TimeOnly))
-		if e.State == "open" {
+		if e.State == job.BreakerOpen {
 			open = append(open, s)
 		} else {
 			half = append(half, s)

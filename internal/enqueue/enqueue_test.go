@@ -123,7 +123,7 @@ func TestPublishAndCollect(t *testing.T) {
 		t.Fatalf("report %+v", out.rep)
 	}
 	s := out.summary
-	if s.Total != n || s.OK != n-2 || s.Failed != 2 || s.ByReason[job.ReasonPermanent] != 2 || s.Retries != 3 || s.CompletedEarlier != 0 {
+	if s.Total != n || s.OK != n-2 || s.Failed != 2 || s.ByReason[string(job.ReasonPermanent)] != 2 || s.Retries != 3 || s.CompletedEarlier != 0 {
 		t.Errorf("summary: %s (%+v)", s.String(), s.ByReason)
 	}
 	if !strings.HasPrefix(s.String(), "300 results: 298 ok, 2 failed (permanent 2); 3 retries; latency p50 ") {

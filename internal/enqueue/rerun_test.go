@@ -49,7 +49,7 @@ func TestRerunSendsAgainOnlyWhatSentNothing(t *testing.T) {
 	stop = workertest.Start(t, ns.ClientURL(), workertest.Options{MaxAttempts: 3, Names: names, Streams: streams, RefuseLoopback: true})
 	out := enqueueRun(t, ns, runOpts{batch: "mixed", wait: true}, fileInputs(t, writeFile(t, "r.jsonl", refused)))
 	stop()
-	if s := out.summary; s.Failed != 10 || s.ByReason[job.ReasonRefused] != 10 || s.Attempts != 0 {
+	if s := out.summary; s.Failed != 10 || s.ByReason[string(job.ReasonRefused)] != 10 || s.Attempts != 0 {
 		t.Fatalf("refusing worker: %s", s.String())
 	}
 	if n := tg.Stats().Requests; n != 10 {
@@ -126,7 +126,7 @@ func TestRerunSendsExpiredJobsAgainOnce(t *testing.T) {
 	stop := startWorkers(t, ns, 1) // maximum job age: 1h
 	out := enqueueRun(t, ns, runOpts{batch: "old", wait: true, enqueuedAt: time.Now().Add(-2 * time.Hour)}, fileInputs(t, path))
 	stop()
-	if s := out.summary; s.Failed != 15 || s.ByReason[job.ReasonExpired] != 15 {
+	if s := out.summary; s.Failed != 15 || s.ByReason[string(job.ReasonExpired)] != 15 {
 		t.Fatalf("first run: %s", s.String())
 	}
 

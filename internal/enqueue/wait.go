@@ -477,7 +477,7 @@ func (s *Summary) reserve(n int) {
 
 // Add counts one result; earlier says it came from an earlier run.
 func (s *Summary) Add(r *job.Result, earlier bool) {
-	c := &counted{ID: r.ID, OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, DurationMS: r.DurationMS}
+	c := &counted{ID: r.ID, OK: r.OK, Attempts: r.Attempts, Reason: string(r.Reason), DurationMS: r.DurationMS}
 	if r.Callback != nil {
 		c.Callback = &struct {
 			OK bool `json:"ok"`
@@ -501,7 +501,7 @@ func (s *Summary) add(r *counted, earlier bool) {
 		s.OK++
 	} else {
 		s.Failed++
-		reason := r.Reason
+		reason := string(r.Reason)
 		if reason == "" {
 			reason = "unknown"
 		}

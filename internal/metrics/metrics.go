@@ -107,7 +107,7 @@ func (m *Metrics) Observer() worker.Observer {
 		Finished: func(r *job.Result) {
 			outcome := "ok"
 			if !r.OK {
-				outcome = r.Reason
+				outcome = string(r.Reason)
 			}
 			// One dead letter either way: the job's, or its callback's.
 			if !r.OK || (r.Callback != nil && !r.Callback.OK) {
@@ -123,12 +123,12 @@ func (m *Metrics) Observer() worker.Observer {
 }
 
 // BreakerChanged records a breaker transition (sender.Config.OnBreakerChange).
-func (m *Metrics) BreakerChanged(host, _, to string) {
+func (m *Metrics) BreakerChanged(host string, _, to job.BreakerState) {
 	v := 0.0
 	switch to {
-	case "half-open":
+	case job.BreakerHalfOpen:
 		v = 1
-	case "open":
+	case job.BreakerOpen:
 		v = 2
 	}
 	m.breaker.WithLabelValues(m.hostLabel(host)).Set(v)

@@ -67,7 +67,8 @@ func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (attemptsRecord
 	return decodeAttempts(e.Value())
 }
 
-// recordAttempts stores the counts a Retry or a breaker's Defer spent.
+// recordAttempts stores the counts a NakAfterAttempt or a breaker's
+// turn-away (NakAfter) spent.
 // Counts never go down, so a decision that leaves one out keeps the
 // delivery's.
 func (c *Consumer) recordAttempts(ctx context.Context, d *Delivery, dec Decision) {

@@ -64,10 +64,10 @@ func TestAttemptsAndTurnAwaysSurviveTheConsumer(t *testing.T) {
 	// and the consumer goes away.
 	first := run(func(d *queue.Delivery, stop func()) queue.Decision {
 		if d.TurnedAway == 0 {
-			return queue.Decision{Action: queue.Defer, TurnedAway: 1}
+			return queue.Decision{Action: queue.NakAfter, TurnedAway: 1}
 		}
 		stop()
-		return queue.Decision{Action: queue.Retry, Attempts: d.Attempts + 1}
+		return queue.Decision{Action: queue.NakAfterAttempt, Attempts: d.Attempts + 1}
 	})
 	if want := []seen{{0, 0}, {0, 1}}; len(first) != 2 || first[0] != want[0] || first[1] != want[1] {
 		t.Fatalf("first consumer saw %v, want %v", first, want)
@@ -77,10 +77,10 @@ func TestAttemptsAndTurnAwaysSurviveTheConsumer(t *testing.T) {
 	second := run(func(d *queue.Delivery, stop func()) queue.Decision {
 		if !limited {
 			limited = true
-			return queue.Decision{Action: queue.Defer}
+			return queue.Decision{Action: queue.NakAfter}
 		}
 		stop()
-		return queue.Decision{Action: queue.Complete, Result: &job.Result{ID: "j1", Batch: "b", OK: true, Attempts: d.Attempts}}
+		return queue.Decision{Action: queue.AckWithResult, Result: &job.Result{ID: "j1", Batch: "b", OK: true, Attempts: d.Attempts}}
 	})
 	if want := []seen{{1, 1}, {1, 1}}; len(second) != 2 || second[0] != want[0] || second[1] != want[1] {
 		t.Fatalf("second consumer saw %v, want %v", second, want)

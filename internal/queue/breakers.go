@@ -10,14 +10,16 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // BreakerEntry is one worker's report of one host's breaker.
 type BreakerEntry struct {
-	Host   string    `json:"host"`
-	Worker string    `json:"worker"`
-	State  string    `json:"state"`
-	Since  time.Time `json:"since"`
+	Host   string           `json:"host"`
+	Worker string           `json:"worker"`
+	State  job.BreakerState `json:"state"`
+	Since  time.Time        `json:"since"`
 }
 
 // BreakerBoard shares breaker states across workers through a KV bucket,
@@ -58,7 +60,7 @@ func breakerKey(host, worker string) string {
 // Report records a breaker state; a closed breaker removes the entry.
 func (b *BreakerBoard) Report(ctx context.Context, e BreakerEntry) error {
 	key := breakerKey(e.Host, e.Worker)
-	if e.State == "closed" {
+	if e.State == job.BreakerClosed {
 		err := b.kv.Delete(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			return nil

@@ -194,7 +194,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 			release()
 			// Without the count the budget could be overspent; try later.
 			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading attempts failed; deferring job")
-			c.settle(ctx, d, Decision{Action: Defer, Delay: time.Second})
+			c.settle(ctx, d, Decision{Action: NakAfter, Delay: time.Second})
 			return
 		}
 		d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway

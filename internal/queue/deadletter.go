@@ -20,7 +20,7 @@ type DeadLetter struct {
 	// invalid message, job.ReasonCallbackFailed for a job whose callback
 	// finally failed (Job is then the callback message). Empty means the
 	// result's reason.
-	Reason    string          `json:"reason,omitempty"`
+	Reason    job.Reason      `json:"reason,omitempty"`
 	Result    job.Result      `json:"result"`
 	Job       json.RawMessage `json:"job"`
 	StreamSeq uint64          `json:"stream_seq"`

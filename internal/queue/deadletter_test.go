@@ -100,7 +100,7 @@ func TestDeadLetterOf(t *testing.T) {
 		name       string
 		j          *job.Job
 		r          *job.Result
-		wantReason string // "" for no dead letter
+		wantReason job.Reason // "" for no dead letter
 		wantDedup  string
 	}{
 		{"ok, callback ok", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true, Status: 204}}, "", ""},

@@ -31,13 +31,16 @@
 //
 // A handler's Decision maps to exactly one settlement (settle.go):
 //
-//	Complete  store result, completion marker (+ dead letter if failed),
-//	          then a confirmed Ack; result and dead letter are cut to the
-//	          server's maximum payload (the response body first), as a
-//	          message refused for its size would never be stored
-//	Retry     record attempts in the attempts bucket, NakWithDelay(backoff)
-//	Defer     NakWithDelay without spending an attempt
-//	HandBack  Nak: redeliver now, to another worker (shutdown)
+//	AckWithResult    store result, completion marker (+ dead letter if
+//	                 failed), then a confirmed Ack; result and dead letter
+//	                 are cut to the server's maximum payload (the response
+//	                 body first), as a message refused for its size would
+//	                 never be stored
+//	NakAfterAttempt  record attempts in the attempts bucket,
+//	                 NakWithDelay(backoff)
+//	NakAfter         NakWithDelay without spending an attempt (a breaker's
+//	                 turn-away is recorded)
+//	HandBack         Nak: redeliver now, to another worker (shutdown)
 //
 // Results are published with a dedup id of batch/job id (and run), and the
 // job is acked only after the result is stored, so a redelivery after a

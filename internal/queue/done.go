@@ -39,9 +39,9 @@ type DoneMarker struct {
 	// The outcome, so that a re-run can tell a job that sent nothing from
 	// one that did without reading its result. A marker without them reads
 	// as "sent", the safe side.
-	OK       bool   `json:"ok,omitempty"`
-	Attempts int    `json:"attempts,omitempty"`
-	Reason   string `json:"reason,omitempty"`
+	OK       bool       `json:"ok,omitempty"`
+	Attempts int        `json:"attempts,omitempty"`
+	Reason   job.Reason `json:"reason,omitempty"`
 	// Run is the job's re-drive count in that run; a job sent again takes
 	// the next one, so its result is not taken for a duplicate.
 	Run int `json:"run,omitempty"`

@@ -9,28 +9,31 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// Action is what happens to a delivered job once the handler has decided.
+// Action is what settling does to a delivered job's message once the
+// handler has decided. Each name says what happens to the message.
 type Action int
 
 const (
-	// Complete stores Decision.Result (and a dead letter when the job or
-	// its callback failed), then acknowledges the job. For a callback
+	// AckWithResult stores Decision.Result (and a dead letter when the job
+	// or its callback failed), then acknowledges the job. For a callback
 	// message (job.KindCallback) no result is stored, the job has its
 	// own: only a new dead letter if the callback failed again.
-	Complete Action = iota
-	// Retry records Decision.Attempts and redelivers the job after
+	AckWithResult Action = iota
+	// NakAfterAttempt records Decision.Attempts and redelivers the job after
 	// Decision.Delay. JetStream holds it meanwhile, so the retry survives a
 	// crash of this worker and occupies no slot here.
-	Retry
-	// Defer redelivers the job after Decision.Delay without spending an
-	// attempt (open breaker, host limit). A breaker's turn-away raises
+	NakAfterAttempt
+	// NakAfter redelivers the job after Decision.Delay without spending an
+	// attempt (breaker turn-away, host limit). A breaker's turn-away raises
 	// Decision.TurnedAway, which is recorded like attempts.
-	Defer
+	NakAfter
 	// HandBack returns the job at once, attempt unspent, for another worker
 	// (shutdown).
 	HandBack
 )
 
+// String is the action's name in logs and in the kind label of
+// jetpost_jobs_deferred_total; these names are on the wire and do not change.
 func (a Action) String() string {
 	return [...]string{"complete", "retry", "defer", "hand-back"}[a]
 }
@@ -38,13 +41,13 @@ func (a Action) String() string {
 // Decision is a handler's verdict on one delivery.
 type Decision struct {
 	Action   Action
-	Delay    time.Duration // Retry and Defer
-	Attempts int           // Retry: attempts spent so far, including this delivery's
+	Delay    time.Duration // NakAfterAttempt and NakAfter
+	Attempts int           // NakAfterAttempt: attempts spent so far, including this delivery's
 	// TurnedAway counts the tries spent without a request because the
 	// host's breaker was open, this delivery's included. Recorded with
-	// Attempts on Retry, and on a Defer that raises it.
+	// Attempts on NakAfterAttempt, and on a NakAfter that raises it.
 	TurnedAway int
-	Result     *job.Result // Complete
+	Result     *job.Result // AckWithResult
 }
 
 // Delivery is one job handed to a handler.

@@ -20,12 +20,12 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 	defer d.keepalive.stop()
 	var err error
 	switch dec.Action {
-	case Complete:
+	case AckWithResult:
 		err = c.complete(ctx, d, dec.Result)
-	case Retry:
+	case NakAfterAttempt:
 		c.recordAttempts(ctx, d, dec)
 		err = d.msg.NakWithDelay(dec.Delay)
-	case Defer:
+	case NakAfter:
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
 		}

@@ -27,7 +27,7 @@ type outcomeSender struct{ o sender.Outcome }
 func (f outcomeSender) Send(context.Context, *job.Job) sender.Outcome { return f.o }
 
 func (f outcomeSender) Post(context.Context, string, []byte, string) sender.Outcome {
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 
 // A breaker's turn-away spends a try, not an attempt: the job comes back
@@ -35,7 +35,7 @@ func (f outcomeSender) Post(context.Context, string, []byte, string) sender.Outc
 // fails with reason breaker_open once attempts and turn-aways reach the
 // budget. A host limit's deferral spends nothing.
 func TestBreakerTurnAwaySpendsATry(t *testing.T) {
-	turnAway := sender.Outcome{Kind: sender.Defer, RetryAfter: time.Hour,
+	turnAway := sender.Outcome{Class: sender.Postponed, RetryAfter: time.Hour,
 		Err: fmt.Errorf("not sent: %w", &sender.BreakerOpenError{Host: "api.example.com:443", State: "open"})}
 	backoff := sender.Backoff{Base: time.Second, Cap: 4 * time.Second}
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{turnAway}, worker.Observer{}, zerolog.Nop())
@@ -43,7 +43,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 
 	for _, tc := range []struct{ attempts, turned int }{{0, 0}, {1, 0}, {2, 0}, {0, 2}} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: tc.attempts, TurnedAway: tc.turned})
-		if dec.Action != queue.Defer || dec.Attempts != tc.attempts || dec.TurnedAway != tc.turned+1 {
+		if dec.Action != queue.NakAfter || dec.Attempts != tc.attempts || dec.TurnedAway != tc.turned+1 {
 			t.Fatalf("%+v: decision %+v, want a defer recording one more turn-away", tc, dec)
 		}
 		if ceiling := backoff.Delay(tc.attempts+tc.turned+1, func() float64 { return 1 }); dec.Delay > ceiling {
@@ -53,7 +53,7 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 	for _, tc := range []struct{ attempts, turned int }{{3, 0}, {1, 2}, {0, 3}} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: tc.attempts, TurnedAway: tc.turned})
 		r := dec.Result
-		if dec.Action != queue.Complete || r == nil || r.OK || r.Reason != job.ReasonBreakerOpen || r.Attempts != tc.attempts ||
+		if dec.Action != queue.AckWithResult || r == nil || r.OK || r.Reason != job.ReasonBreakerOpen || r.Attempts != tc.attempts ||
 			!strings.Contains(r.Error, "circuit breaker for api.example.com:443 is open") {
 			t.Fatalf("%+v: decision %+v result %+v, want failed, reason breaker_open, attempts kept", tc, dec, r)
 		}
@@ -61,20 +61,20 @@ func TestBreakerTurnAwaySpendsATry(t *testing.T) {
 
 	// The last try is a request that fails: exhausted, unless the breaker
 	// took one of the tries.
-	failing := sender.Outcome{Kind: sender.Retry, Attempted: true, Status: 503, Err: fmt.Errorf("status 503")}
+	failing := sender.Outcome{Class: sender.Retryable, Attempted: true, Status: 503, Err: fmt.Errorf("status 503")}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 4, Backoff: backoff}, outcomeSender{failing}, worker.Observer{}, zerolog.Nop())
-	for turned, want := range []string{job.ReasonExhausted, job.ReasonBreakerOpen} {
+	for turned, want := range []job.Reason{job.ReasonExhausted, job.ReasonBreakerOpen} {
 		dec := w.Handle(t.Context(), &queue.Delivery{Job: j, Attempts: 3 - turned, TurnedAway: turned})
-		if r := dec.Result; dec.Action != queue.Complete || r.Reason != want || r.Attempts != 4-turned || r.Status != 503 {
+		if r := dec.Result; dec.Action != queue.AckWithResult || r.Reason != want || r.Attempts != 4-turned || r.Status != 503 {
 			t.Errorf("%d turned away: %+v %+v, want %s", turned, dec, r, want)
 		}
 	}
 
-	limited := sender.Outcome{Kind: sender.Defer, RetryAfter: 50 * time.Millisecond,
+	limited := sender.Outcome{Class: sender.Postponed, RetryAfter: 50 * time.Millisecond,
 		Err: fmt.Errorf("not sent: %w", &sender.NotAdmittedError{Wait: 50 * time.Millisecond})}
 	w = worker.New(worker.Config{ID: "w", MaxAttempts: 1}, outcomeSender{limited}, worker.Observer{}, zerolog.Nop())
 	dec := w.Handle(t.Context(), &queue.Delivery{Job: j, TurnedAway: 0})
-	if dec.Action != queue.Defer || dec.TurnedAway != 0 || dec.Delay != 50*time.Millisecond {
+	if dec.Action != queue.NakAfter || dec.TurnedAway != 0 || dec.Delay != 50*time.Millisecond {
 		t.Errorf("host limit: %+v, want a defer after the limit's wait that spends nothing", dec)
 	}
 }
@@ -216,7 +216,7 @@ func TestHalfOpenProbeIsAWaitingJobsAttempt(t *testing.T) {
 		Backoff: sender.Backoff{Base: 20 * time.Millisecond, Cap: 50 * time.Millisecond},
 		// The host recovers as soon as the breaker opens: the first
 		// request after that is the probe.
-		OnBreaker: func(host, from, to string) { rec.add(host, from, to); tg.down.Store(false) },
+		OnBreaker: func(host string, from, to job.BreakerState) { rec.add(host, from, to); tg.down.Store(false) },
 		Breaker:   sender.Breaker{Failures: 1, FailureRatio: 1, Window: time.Hour, OpenTimeout: 50 * time.Millisecond}})
 	results := enqueueAndWait(t, ns, "probe", []*job.Job{{ID: "waiting", Method: "GET", URL: url + "/orders/1"}})
 	r := results["waiting"]
@@ -234,10 +234,10 @@ type transitions struct {
 	got []string
 }
 
-func (tr *transitions) add(_, from, to string) {
+func (tr *transitions) add(_ string, from, to job.BreakerState) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.got = append(tr.got, from+"->"+to)
+	tr.got = append(tr.got, string(from)+"->"+string(to))
 }
 
 func (tr *transitions) all() []string {

@@ -8,6 +8,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // BreakerBoard is where breaker states are shared with the fleet.
@@ -39,7 +40,7 @@ func NewBreakerReporter(board BreakerBoard, worker string, log zerolog.Logger) *
 }
 
 // Changed records a transition (sender.Config.OnBreakerChange).
-func (r *BreakerReporter) Changed(host, _, to string) {
+func (r *BreakerReporter) Changed(host string, _, to job.BreakerState) {
 	r.mu.Lock()
 	r.pending[host] = queue.BreakerEntry{Host: host, Worker: r.worker, State: to, Since: r.Now().UTC()}
 	r.mu.Unlock()
@@ -60,7 +61,7 @@ func (r *BreakerReporter) Run(ctx context.Context) error {
 			defer cancel()
 			r.mu.Lock()
 			for host := range r.notOK {
-				r.pending[host] = queue.BreakerEntry{Host: host, Worker: r.worker, State: "closed"}
+				r.pending[host] = queue.BreakerEntry{Host: host, Worker: r.worker, State: job.BreakerClosed}
 			}
 			r.mu.Unlock()
 			r.flush(fctx)
@@ -80,7 +81,7 @@ func (r *BreakerReporter) flush(ctx context.Context) {
 			continue
 		}
 		r.mu.Lock()
-		if e.State == "closed" {
+		if e.State == job.BreakerClosed {
 			delete(r.notOK, host)
 		} else {
 			r.notOK[host] = true

@@ -32,7 +32,7 @@ type postRecorder struct {
 
 func (p *postRecorder) Send(context.Context, *job.Job) sender.Outcome {
 	p.sent++
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 200}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
 func (p *postRecorder) Post(_ context.Context, _ string, body []byte, key string) sender.Outcome {
@@ -46,13 +46,13 @@ func (p *postRecorder) Post(_ context.Context, _ string, body []byte, key string
 // body is that record, and the callback carries a key of its own. A callback
 // message POSTs the stored result again, and sends nothing else.
 func TestResultFieldsAndCallbackMessage(t *testing.T) {
-	rec := &postRecorder{post: sender.Outcome{Kind: sender.Permanent, Attempted: true, Status: 410}}
+	rec := &postRecorder{post: sender.Outcome{Class: sender.Permanent, Attempted: true, Status: 410}}
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 2}, rec, worker.Observer{}, zerolog.Nop())
 	j := &job.Job{ID: "j1", Batch: "b", Method: "DELETE", URL: "https://api.example.com/x?access_token=TOKEN",
 		Callback: "https://hooks.example.com/cb", Source: "in.jsonl:7", EnqueuedAt: time.Now()}
 	dec := w.Handle(context.Background(), &queue.Delivery{Job: j})
 	r := dec.Result
-	if dec.Action != queue.Complete || r.Method != "DELETE" || r.URL != "https://api.example.com/x?access_token=REDACTED" || r.Source != "in.jsonl:7" {
+	if dec.Action != queue.AckWithResult || r.Method != "DELETE" || r.URL != "https://api.example.com/x?access_token=REDACTED" || r.Source != "in.jsonl:7" {
 		t.Fatalf("decision %+v result %+v", dec, r)
 	}
 	if r.Callback == nil || r.Callback.OK || r.Callback.Status != 410 || !r.OK {
@@ -63,7 +63,7 @@ func TestResultFieldsAndCallbackMessage(t *testing.T) {
 	}
 
 	stored := *r
-	rec.post = sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	rec.post = sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 	dec = w.Handle(context.Background(), &queue.Delivery{Job: j.CallbackMessage(&stored)})
 	if rec.sent != 1 {
 		t.Errorf("a callback message sent the job's request (%d sends)", rec.sent)
@@ -71,7 +71,7 @@ func TestResultFieldsAndCallbackMessage(t *testing.T) {
 	if len(rec.keys) != 2 || rec.keys[1] != "j1:callback" || rec.posts[1].Callback != nil || rec.posts[1].ID != "j1" || !rec.posts[1].OK {
 		t.Errorf("re-sent callback: keys %q body %+v", rec.keys, rec.posts[1])
 	}
-	if dec.Action != queue.Complete || dec.Result.Callback == nil || !dec.Result.Callback.OK || dec.Result.Attempts != r.Attempts {
+	if dec.Action != queue.AckWithResult || dec.Result.Callback == nil || !dec.Result.Callback.OK || dec.Result.Attempts != r.Attempts {
 		t.Errorf("callback message decision %+v result %+v", dec, dec.Result)
 	}
 }
@@ -113,7 +113,7 @@ func TestCallbackKeysPerRun(t *testing.T) {
 	waitFor(t, func() bool {
 		reasons = nil
 		err := queue.DeadLetters(ctx, js, names, "keys", func(dl queue.StoredDeadLetter) error {
-			reasons = append(reasons, dl.Result.ID+":"+dl.Reason)
+			reasons = append(reasons, dl.Result.ID+":"+string(dl.Reason))
 			return nil
 		})
 		return err == nil && len(reasons) == 2

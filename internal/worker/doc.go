@@ -1,20 +1,33 @@
 // Package worker joins the queue and the sender: for every delivered job it
-// makes one HTTP attempt and turns the outcome into exactly one decision.
+// makes one HTTP attempt and turns the outcome (a sender.Class) into exactly
+// one queue.Decision. Failures end with a job.Reason.
 //
-//	success                 -> Complete (ok result)
-//	permanent (4xx, refused)-> Complete (failed result + dead letter)
-//	retryable, tries left   -> Retry after Retry-After, the host's pace (a 429
-//	                           from an adaptive host) or backoff with full jitter
-//	retryable, tries spent  -> Complete (failed, reason exhausted; breaker_open
-//	                           if the breaker turned any try away)
-//	breaker open, tries left-> Defer, a try spent but no attempt: back after
-//	                           the backoff for that try, or at the breaker's
-//	                           next probe if sooner
-//	breaker open, tries     -> Complete (failed, reason breaker_open)
-//	  spent
-//	host limit reached      -> Defer (nothing spent, no slot held)
-//	cancelled by shutdown   -> HandBack (no attempt spent)
-//	older than max job age  -> Complete (failed, reason expired)
+//	sender says / job state      queue action      result
+//	Succeeded                    AckWithResult     ok
+//	Permanent                    AckWithResult     failed, reason permanent
+//	                                               (refused: guard's address)
+//	Retryable, tries left        NakAfterAttempt   after Retry-After, the
+//	                                               host's pace (a 429 from an
+//	                                               adaptive host) or backoff
+//	                                               with full jitter
+//	Retryable, tries spent       AckWithResult     failed, reason exhausted
+//	                                               (breaker_open if the
+//	                                               breaker took any try)
+//	Postponed by the breaker,    NakAfter          a try spent, no attempt:
+//	  tries left                                   back after the backoff for
+//	                                               that try, or at the
+//	                                               breaker's next probe
+//	Postponed by the breaker,    AckWithResult     failed, reason breaker_open
+//	  last try
+//	Postponed by host limits     NakAfter          nothing spent, no slot held
+//	cancelled by shutdown        HandBack          no attempt spent
+//	older than max job age       AckWithResult     failed, reason expired
+//	re-driven callback message   AckWithResult     the stored result, its
+//	                                               callback's new outcome
+//
+// A job with a callback POSTs its result there before AckWithResult; the
+// callback's outcome is part of the result, and a callback that finally
+// failed gets a dead letter of its own (reason callback_failed).
 //
 // A job's tries are JETPOST_MAX_ATTEMPTS: HTTP attempts plus breaker
 // turn-aways, both kept in the consumer's attempts record so they survive

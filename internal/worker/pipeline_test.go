@@ -205,7 +205,7 @@ func TestRetriesAndPermanentFailures(t *testing.T) {
 	}
 	results := enqueueAndWait(t, ns, "retries", jobs)
 
-	check := func(id string, ok bool, status, attempts int, reason string) {
+	check := func(id string, ok bool, status, attempts int, reason job.Reason) {
 		t.Helper()
 		r := results[id]
 		if r == nil {
@@ -269,11 +269,11 @@ func TestBreakerDefersJobsWithoutSending(t *testing.T) {
 	startWorkers(t, ns, pipelineOpts{
 		MaxInflight: 1, Prefetch: 1, MaxAttempts: 20, Backoff: sender.Backoff{Base: 100 * time.Millisecond, Cap: 300 * time.Millisecond},
 		Breaker: sender.Breaker{Failures: 3, OpenTimeout: 300 * time.Millisecond, HalfOpenRequests: 1},
-		OnBreaker: func(_, _, to string) {
+		OnBreaker: func(_ string, _, to job.BreakerState) {
 			open.Store(to == "open")
 		},
 		Observer: worker.Observer{Deferred: func(_ string, a queue.Action) {
-			if a == queue.Defer && deferrals.Add(1) >= 5 {
+			if a == queue.NakAfter && deferrals.Add(1) >= 5 {
 				// Enough jobs were turned away: let the host recover.
 				once.Do(func() {
 					tg.SetOptions(target.Options{OnRequest: tg.Options().OnRequest})

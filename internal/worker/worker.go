@@ -34,6 +34,8 @@ type Config struct {
 type Observer struct {
 	Attempt  func(host string, o *sender.Outcome)
 	Finished func(r *job.Result)
+	// Deferred is told of every job sent back with a delay: NakAfterAttempt
+	// or NakAfter.
 	Deferred func(host string, a queue.Action)
 	// InFlight is told +1 when a job starts and -1 when its decision is made.
 	InFlight func(delta int)
@@ -79,7 +81,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	}
 
 	o := w.send.Send(ctx, j)
-	if ctx.Err() != nil && o.Kind != sender.Success {
+	if ctx.Err() != nil && o.Class != sender.Succeeded {
 		// Shutdown cut the request short: hand the job back unspent; it is
 		// not the target's failure.
 		log.Debug().Msg("handing job back at shutdown")
@@ -93,8 +95,8 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		w.obs.Attempt(host, &o)
 	}
 
-	switch o.Kind {
-	case sender.Success:
+	switch o.Class {
+	case sender.Succeeded:
 		return w.complete(ctx, log, j, w.result(j, attempts, &o))
 	case sender.Permanent:
 		r := w.result(j, attempts, &o)
@@ -104,7 +106,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 			r.Reason = job.ReasonRefused
 		}
 		return w.complete(ctx, log, j, r)
-	case sender.Defer:
+	case sender.Postponed:
 		var open *sender.BreakerOpenError
 		if errors.As(o.Err, &open) {
 			return w.turnedAway(ctx, log, d, &o)
@@ -112,11 +114,11 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		// A full host (limits) only asks the job to wait; capacity, not
 		// failures, bounds that wait.
 		if w.obs.Deferred != nil {
-			w.obs.Deferred(host, queue.Defer)
+			w.obs.Deferred(host, queue.NakAfter)
 		}
 		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
-		return queue.Decision{Action: queue.Defer, Delay: o.RetryAfter}
-	default: // sender.Retry
+		return queue.Decision{Action: queue.NakAfter, Delay: o.RetryAfter}
+	default: // sender.Retryable
 		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)
 			w.spent(r, d.TurnedAway)
@@ -127,10 +129,10 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 			delay = w.cfg.Backoff.Delay(attempts+d.TurnedAway, w.rnd)
 		}
 		if w.obs.Deferred != nil {
-			w.obs.Deferred(host, queue.Retry)
+			w.obs.Deferred(host, queue.NakAfterAttempt)
 		}
 		log.Debug().Int("attempts", attempts).Int("status", o.Status).Err(o.Err).Dur("delay", delay).Msg("retrying later")
-		return queue.Decision{Action: queue.Retry, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
+		return queue.Decision{Action: queue.NakAfterAttempt, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
 	}
 }
 
@@ -150,10 +152,10 @@ func (w *Worker) turnedAway(ctx context.Context, log jobLog, d *queue.Delivery, 
 	}
 	delay := min(w.cfg.Backoff.Delay(d.Attempts+turned, w.rnd), o.RetryAfter)
 	if w.obs.Deferred != nil {
-		w.obs.Deferred(log.host, queue.Defer)
+		w.obs.Deferred(log.host, queue.NakAfter)
 	}
 	log.Debug().Int("turned_away", turned).Dur("delay", delay).Err(o.Err).Msg("turned away by the host's breaker; a try is spent")
-	return queue.Decision{Action: queue.Defer, Delay: delay, Attempts: d.Attempts, TurnedAway: turned}
+	return queue.Decision{Action: queue.NakAfter, Delay: delay, Attempts: d.Attempts, TurnedAway: turned}
 }
 
 // spent sets the reason of a job whose tries are all spent: breaker_open
@@ -175,7 +177,7 @@ func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result
 		Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC(),
 	}
 	if o != nil {
-		r.OK = o.Kind == sender.Success
+		r.OK = o.Class == sender.Succeeded
 		r.Status = o.Status
 		r.Body = string(o.Body)
 		r.BodyTruncated = o.BodyTruncated
@@ -202,8 +204,8 @@ func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Re
 	if !r.OK {
 		ev = log.Info()
 	}
-	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", r.Reason).Str("error", r.Error).Msg("job finished")
-	return queue.Decision{Action: queue.Complete, Result: r}
+	ev.Bool("ok", r.OK).Int("status", r.Status).Int("attempts", r.Attempts).Str("reason", string(r.Reason)).Str("error", r.Error).Msg("job finished")
+	return queue.Decision{Action: queue.AckWithResult, Result: r}
 }
 
 // callback POSTs the result through the same sender (guard, breaker,
@@ -224,11 +226,11 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 		if o.Attempted {
 			cr.Attempts++
 		}
-		cr.OK, cr.Status, cr.Error = o.Kind == sender.Success, o.Status, ""
+		cr.OK, cr.Status, cr.Error = o.Class == sender.Succeeded, o.Status, ""
 		if o.Err != nil {
 			cr.Error = o.Err.Error()
 		}
-		if o.Kind == sender.Success || o.Kind == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if o.Class == sender.Succeeded || o.Class == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
 			return cr
 		}
 		delay := o.RetryAfter
@@ -264,7 +266,7 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) que
 		msg = "re-driven callback failed again; dead-lettered"
 	}
 	log.Info().Int("status", cr.Status).Int("attempts", cr.Attempts).Str("error", cr.Error).Msg(msg)
-	return queue.Decision{Action: queue.Complete, Result: &r}
+	return queue.Decision{Action: queue.AckWithResult, Result: &r}
 }
 
 // maxCallbackWait caps one wait between callback attempts.

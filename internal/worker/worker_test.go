@@ -19,11 +19,11 @@ type fakeSender struct{ sent int }
 
 func (f *fakeSender) Send(context.Context, *job.Job) sender.Outcome {
 	f.sent++
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 200}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
 func (f *fakeSender) Post(context.Context, string, []byte, string) sender.Outcome {
-	return sender.Outcome{Kind: sender.Success, Attempted: true, Status: 204}
+	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 
 // A job older than the maximum age ends failed with reason expired, keeps
@@ -33,7 +33,7 @@ func TestExpiredJobFailsWithoutSending(t *testing.T) {
 	w := worker.New(worker.Config{ID: "w", MaxAttempts: 5, MaxJobAge: time.Hour}, fs, worker.Observer{}, zerolog.Nop())
 	old := &job.Job{ID: "old", Batch: "b", Method: "GET", URL: "https://example.com/", EnqueuedAt: time.Now().Add(-2 * time.Hour)}
 	dec := w.Handle(context.Background(), &queue.Delivery{Job: old, Attempts: 2})
-	if dec.Action != queue.Complete || dec.Result == nil || dec.Result.OK || dec.Result.Reason != job.ReasonExpired || dec.Result.Attempts != 2 {
+	if dec.Action != queue.AckWithResult || dec.Result == nil || dec.Result.OK || dec.Result.Reason != job.ReasonExpired || dec.Result.Attempts != 2 {
 		t.Fatalf("decision %+v result %+v", dec, dec.Result)
 	}
 	if fs.sent != 0 {

@@ -18,6 +18,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
@@ -29,7 +30,7 @@ type Options struct {
 	AckWait     time.Duration // default 5s
 	MaxAttempts int           // default 5
 	Breaker     sender.Breaker
-	OnBreaker   func(host, from, to string)
+	OnBreaker   func(host string, from, to job.BreakerState)
 	Observer    worker.Observer
 	// RefuseLoopback leaves 127.0.0.0/8 out of the allowed networks, as a
 	// worker without JETPOST_ALLOWED_NETWORKS: jobs to it are refused.

@@ -1,5 +1,6 @@
 // Package job holds the types every other part of jetpost speaks: the Job a
-// user describes in a file and a worker sends, and the Result that comes back.
+// user describes in a file and a worker sends, the Result that comes back,
+// the Reason a job failed and the BreakerState of its host.
 //
 // It is a leaf: standard library only, imported by everything, importing
 // nothing of ours. Input parsing lives here too, because "what is a valid

@@ -107,14 +107,14 @@ func FuzzDecoder(f *testing.F) {
 
 func FuzzResultRoundTrip(f *testing.F) {
 	f.Add("h-b1e84d21dec243147d29", "batch-1", true, 200, 1, "", "", `{"ok":true}`, false, int64(120), "w1", int64(1764240000123456789), int16(0), false, false, 0, "")
-	f.Add("x", "b", false, 503, 5, "503 Service Unavailable", ReasonExhausted, "busy", true, int64(30000), "w2", int64(-1), int16(-330), true, false, 0, "dial tcp: connection refused")
-	f.Add("\xff", "b\x00", false, 0, 0, "<&>\u2028", ReasonInvalid, "\x80\x81", false, int64(-5), "", int64(0), int16(1439), true, true, 204, "")
+	f.Add("x", "b", false, 503, 5, "503 Service Unavailable", string(ReasonExhausted), "busy", true, int64(30000), "w2", int64(-1), int16(-330), true, false, 0, "dial tcp: connection refused")
+	f.Add("\xff", "b\x00", false, 0, 0, "<&>\u2028", string(ReasonInvalid), "\x80\x81", false, int64(-5), "", int64(0), int16(1439), true, true, 204, "")
 	f.Fuzz(func(t *testing.T, id, batch string, ok bool, status, attempts int, errText, reason, body string, truncated bool,
 		durationMS int64, worker string, unixNano int64, offsetMinutes int16, hasCallback, callbackOK bool, callbackStatus int, callbackErr string) {
 		// RFC 3339 offsets are whole minutes within a day.
 		zone := time.FixedZone("", int(offsetMinutes)%(24*60)*60)
 		r := &Result{
-			ID: id, Batch: batch, OK: ok, Status: status, Attempts: attempts, Error: errText, Reason: reason,
+			ID: id, Batch: batch, OK: ok, Status: status, Attempts: attempts, Error: errText, Reason: Reason(reason),
 			Body: body, BodyTruncated: truncated, DurationMS: durationMS, Worker: worker,
 			FinishedAt: time.Unix(0, unixNano).In(zone),
 		}

@@ -464,9 +464,9 @@ type Result struct {
 	// breaker and hand-backs at shutdown do not count.
 	Attempts int    `json:"attempts"`
 	Error    string `json:"error"`
-	// Reason classifies a failure for scripts and summaries (one of the
-	// Reason* constants); empty on success.
-	Reason        string          `json:"reason,omitempty"`
+	// Reason classifies a failure for scripts and summaries; empty on
+	// success.
+	Reason        Reason          `json:"reason,omitempty"`
 	Body          string          `json:"body"`
 	BodyTruncated bool            `json:"body_truncated"`
 	DurationMS    int64           `json:"duration_ms"`
@@ -484,27 +484,34 @@ type CallbackResult struct {
 	Error    string `json:"error,omitempty"`
 }
 
+// Reason is why a job finally failed, or why its dead letter was written.
+// The values are wire names (results, dead letters, metric labels): they
+// never change.
+type Reason string
+
 // Reasons a job finally failed.
 const (
-	ReasonPermanent = "permanent" // the target answered with a non-retryable status
-	ReasonExhausted = "exhausted" // every attempt ended in a retryable failure
-	ReasonExpired   = "expired"   // the job outlived the maximum job age
-	ReasonRefused   = "refused"   // the job may not be sent (e.g. a blocked address)
-	ReasonInvalid   = "invalid"   // the message is not a valid job
+	ReasonPermanent Reason = "permanent" // the target answered with a non-retryable status
+	ReasonExhausted Reason = "exhausted" // every attempt ended in a retryable failure
+	ReasonExpired   Reason = "expired"   // the job outlived the maximum job age
+	ReasonRefused   Reason = "refused"   // the guard refused the target's address
+	ReasonInvalid   Reason = "invalid"   // the message is not a valid job
 	// ReasonBreakerOpen: the tries ran out with at least one turned away
 	// by the host's open circuit breaker (no request sent for it).
-	ReasonBreakerOpen = "breaker_open"
+	ReasonBreakerOpen Reason = "breaker_open"
 )
 
 // ReasonCallbackFailed is the reason of the dead letter of a job that
 // succeeded but whose callback finally failed. It is never a result's
 // reason: the job's result stands as it was.
-const ReasonCallbackFailed = "callback_failed"
+const ReasonCallbackFailed Reason = "callback_failed"
 
 // ReasonCancelled is reserved for a job cancelled before any request was
 // sent (batch control, to come); a plain re-run sends such a job again, as
 // nothing reached its target.
-const ReasonCancelled = "cancelled"
+const ReasonCancelled Reason = "cancelled"
+
+func (r Reason) String() string { return string(r) }
 
 // EncodeResult is the wire encoding of a result.
 func EncodeResult(r *Result) ([]byte, error) { return json.Marshal(r) }

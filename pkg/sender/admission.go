@@ -22,7 +22,7 @@ type Admission interface {
 	// the request (Feedback.Sent false when nothing was sent after all).
 	//
 	// A refusal is an error, usually a *NotAdmittedError whose Wait says
-	// when to try again; Send turns any error into a Defer outcome. Admit
+	// when to try again; Send turns any error into a Postponed outcome. Admit
 	// runs on the path of every job and holds its caller (but no request
 	// place, see Config.MaxRequests) while it runs: it answers at once or
 	// after a short, bounded wait (a fleet-wide token lease, a slot or
@@ -114,7 +114,7 @@ func (f Feedback) Overloaded() bool {
 	return f.Sent && !f.Canceled && (f.TimedOut || f.Status == 429 || f.Status == 503)
 }
 
-// NotAdmittedError is an Admission's refusal: the host's concurrency or
+// NotAdmittedError is an Admission's "not now": the host's concurrency or
 // rate limit is reached. The job waits Wait and costs nothing meanwhile.
 type NotAdmittedError struct {
 	Host   string
@@ -133,7 +133,7 @@ const defaultAdmitWait = time.Second
 // start gets r going: it asks the Admission (jobs only), then takes one of
 // the MaxRequests places. It returns the permit (nil for callbacks), to be
 // given its feedback, and the function that frees the place; or, when the
-// request may not start, false and the Defer outcome to return instead.
+// request may not start, false and the Postponed outcome to return instead.
 func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {
 	var permit *Permit
 	if r.admit {
@@ -148,7 +148,7 @@ func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, fu
 	waited, queued, err := s.takePlace(ctx)
 	if err != nil {
 		permit.Done(Feedback{})
-		return nil, nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", err)}, false
+		return nil, nil, Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", err)}, false
 	}
 	free := func() { <-s.places }
 	if queued && waited > s.tokenAge && permit != nil && permit.RateToken {
@@ -158,28 +158,28 @@ func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, fu
 		// exceeded) and come back later; the worker is saturated anyway.
 		permit.Done(Feedback{})
 		free()
-		return nil, nil, Outcome{Kind: Defer, RetryAfter: defaultAdmitWait,
+		return nil, nil, Outcome{Class: Postponed, RetryAfter: defaultAdmitWait,
 			Err: fmt.Errorf("not sent: waited %v for one of %d places with a rate token", waited.Round(time.Millisecond), s.cfg.MaxRequests)}, false
 	}
 	return permit, free, Outcome{}, true
 }
 
 // admit asks the Admission whether the request ar may start. It returns
-// the permit, or the Defer outcome (its Err set) to return instead.
+// the permit, or the Postponed outcome (its Err set) to return instead.
 func (s *Sender) admit(ctx context.Context, ar AdmitRequest) (*Permit, Outcome) {
 	permit, err := s.cfg.Admission.Admit(ctx, ar)
 	if err == nil {
 		return permit, Outcome{}
 	}
 	if ctx.Err() != nil {
-		return nil, Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+		return nil, Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
 	wait := defaultAdmitWait
 	var na *NotAdmittedError
 	if errors.As(err, &na) && na.Wait > 0 {
 		wait = na.Wait
 	}
-	return nil, Outcome{Kind: Defer, RetryAfter: wait, Err: fmt.Errorf("not sent: %w", err)}
+	return nil, Outcome{Class: Postponed, RetryAfter: wait, Err: fmt.Errorf("not sent: %w", err)}
 }
 
 // takePlace waits for one of the MaxRequests places, or returns why not;
@@ -211,13 +211,13 @@ const maxTokenAge = 50 * time.Millisecond
 // would need more workers or a higher bound.
 func (s *Sender) Queued() int { return int(s.queued.Load()) }
 
-// report gives the permit its feedback on the attempt in out (its Kind,
+// report gives the permit its feedback on the attempt in out (its Class,
 // Status, Attempted and Duration set; err its error) and sets
 // out.RetryAfter for a retry: the host's Retry-After, or for a 429 without
 // one the Admission's pace for the host.
 func (s *Sender) report(ctx context.Context, permit *Permit, out *Outcome, resp *http.Response, err error) {
 	var hinted bool
-	if out.Kind == Retry && resp != nil {
+	if out.Class == Retryable && resp != nil {
 		var d time.Duration
 		if d, hinted = ParseRetryAfter(resp.Header.Get("Retry-After"), time.Now()); hinted {
 			out.RetryAfter = min(d, s.cfg.MaxRetryAfter)
@@ -231,7 +231,7 @@ func (s *Sender) report(ctx context.Context, permit *Permit, out *Outcome, resp 
 		TimedOut: ctx.Err() == nil && errors.As(err, &timedOut),
 		Canceled: ctx.Err() != nil,
 		Failed:   err != nil && out.Status == 0,
-		WantPace: out.Kind == Retry && !hinted && out.Status == http.StatusTooManyRequests,
+		WantPace: out.Class == Retryable && !hinted && out.Status == http.StatusTooManyRequests,
 	}
 	if pace := permit.Done(fb); fb.WantPace && pace > 0 {
 		out.RetryAfter = min(pace, s.cfg.MaxRetryAfter)

@@ -57,8 +57,8 @@ func TestNotAdmittedIsDeferWithoutARequest(t *testing.T) {
 	j := newJob(srv.URL + "/x")
 	j.Rate = 25
 	o := s.Send(safetyNet(t), j)
-	if o.Kind != Defer || o.Attempted || o.RetryAfter != 1500*time.Millisecond {
-		t.Fatalf("outcome %v attempted=%v retry after %v; want defer, not attempted, 1.5s", o.Kind, o.Attempted, o.RetryAfter)
+	if o.Class != Postponed || o.Attempted || o.RetryAfter != 1500*time.Millisecond {
+		t.Fatalf("outcome %v attempted=%v retry after %v; want defer, not attempted, 1.5s", o.Class, o.Attempted, o.RetryAfter)
 	}
 	var na *NotAdmittedError
 	if !errors.As(o.Err, &na) || !strings.Contains(o.Err.Error(), "not sent") {
@@ -83,7 +83,7 @@ func TestAdmissionOtherErrorsDeferWithDefaultWait(t *testing.T) {
 	adm := &fakeAdmission{refuse: func(AdmitRequest) error { return errors.New("limiter broken") }}
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
 	o := s.Send(safetyNet(t), newJob(srv.URL))
-	if o.Kind != Defer || o.Attempted || o.RetryAfter != defaultAdmitWait || hits.Load() != 0 {
+	if o.Class != Postponed || o.Attempted || o.RetryAfter != defaultAdmitWait || hits.Load() != 0 {
 		t.Fatalf("outcome %+v, %d requests; want defer after %v, nothing sent", o, hits.Load(), defaultAdmitWait)
 	}
 }
@@ -148,8 +148,8 @@ func TestBreakerRefusalAfterAdmissionFreesTheSlot(t *testing.T) {
 	ctx := safetyNet(t)
 	s.Send(ctx, newJob(srv.URL)) // opens the breaker
 	o := s.Send(ctx, newJob(srv.URL))
-	if o.Kind != Defer || o.Attempted {
-		t.Fatalf("second send %v: want deferred by the open breaker", o.Kind)
+	if o.Class != Postponed || o.Attempted {
+		t.Fatalf("second send %v: want deferred by the open breaker", o.Class)
 	}
 	if len(adm.feedback) != 2 || adm.feedback[1].Sent || adm.feedback[1].Overloaded() {
 		t.Fatalf("feedback %+v: the breaker's refusal must release the slot as not sent", adm.feedback)
@@ -160,8 +160,8 @@ func TestCallbacksBypassAdmission(t *testing.T) {
 	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
 	adm := &fakeAdmission{refuse: func(AdmitRequest) error { return &NotAdmittedError{Wait: time.Second} }}
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
-	if o := s.Post(safetyNet(t), srv.URL, []byte(`{}`), "k"); o.Kind != Success || hits.Load() != 1 {
-		t.Fatalf("callback %v, %d requests: callbacks must not wait for host limits", o.Kind, hits.Load())
+	if o := s.Post(safetyNet(t), srv.URL, []byte(`{}`), "k"); o.Class != Succeeded || hits.Load() != 1 {
+		t.Fatalf("callback %v, %d requests: callbacks must not wait for host limits", o.Class, hits.Load())
 	}
 	if len(adm.asked) != 0 {
 		t.Fatal("admission asked about a callback")
@@ -210,8 +210,8 @@ func TestMaxRequestsBoundsRequestsInFlight(t *testing.T) {
 	wg.Wait()
 	close(outcomes)
 	for o := range outcomes {
-		if o.Kind != Success {
-			t.Errorf("outcome %v: %v", o.Kind, o.Err)
+		if o.Class != Succeeded {
+			t.Errorf("outcome %v: %v", o.Class, o.Err)
 		}
 	}
 	if peak.Load() != 2 || hits.Load() != 5 || s.Queued() != 0 {
@@ -238,12 +238,12 @@ func TestWaitingInAdmissionHoldsNoPlace(t *testing.T) {
 	done := make(chan Outcome, 1)
 	go func() { done <- s.Send(ctx, busy) }()
 	<-asked
-	if o := s.Send(ctx, newJob(srv.URL+"/free")); o.Kind != Success {
-		t.Fatalf("job for a host with room: %v (%v); the waiting job must not hold the place", o.Kind, o.Err)
+	if o := s.Send(ctx, newJob(srv.URL+"/free")); o.Class != Succeeded {
+		t.Fatalf("job for a host with room: %v (%v); the waiting job must not hold the place", o.Class, o.Err)
 	}
 	close(unblock)
-	if o := <-done; o.Kind != Success {
-		t.Fatalf("the job that waited: %v (%v)", o.Kind, o.Err)
+	if o := <-done; o.Class != Succeeded {
+		t.Fatalf("the job that waited: %v (%v)", o.Class, o.Err)
 	}
 }
 
@@ -273,7 +273,7 @@ func TestQueuedForAPlaceShutdown(t *testing.T) {
 	}
 	cancel()
 	o := <-done
-	if o.Kind != Defer || o.Attempted || !strings.Contains(o.Err.Error(), "not sent") {
+	if o.Class != Postponed || o.Attempted || !strings.Contains(o.Err.Error(), "not sent") {
 		t.Fatalf("outcome %+v: want a Defer, not sent", o)
 	}
 	adm.mu.Lock()
@@ -302,8 +302,8 @@ func TestPermitPacesA429Retry(t *testing.T) {
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: p})
 	ctx := safetyNet(t)
 	for path, want := range map[string]time.Duration{"/429": 1234 * time.Millisecond, "/429-retry-after": 7 * time.Second, "/503": 0} {
-		if o := s.Send(ctx, newJob(srv.URL+path)); o.Kind != Retry || o.RetryAfter != want {
-			t.Errorf("%s: %v after %v, want a retry after %v", path, o.Kind, o.RetryAfter, want)
+		if o := s.Send(ctx, newJob(srv.URL+path)); o.Class != Retryable || o.RetryAfter != want {
+			t.Errorf("%s: %v after %v, want a retry after %v", path, o.Class, o.RetryAfter, want)
 		}
 	}
 	u, _ := url.Parse(srv.URL)
@@ -311,8 +311,8 @@ func TestPermitPacesA429Retry(t *testing.T) {
 		t.Errorf("paced hosts %v: want the one 429 without Retry-After, by its admission key", p.paced)
 	}
 	// Callbacks are not paced: they were never admitted.
-	if o := s.Post(ctx, srv.URL+"/429", []byte(`{}`), "k"); o.Kind != Retry || o.RetryAfter != 0 {
-		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Kind, o.RetryAfter)
+	if o := s.Post(ctx, srv.URL+"/429", []byte(`{}`), "k"); o.Class != Retryable || o.RetryAfter != 0 {
+		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Class, o.RetryAfter)
 	}
 }
 
@@ -347,12 +347,12 @@ func TestRateLimitedRequestWithAStaleTokenIsDeferred(t *testing.T) {
 	}
 	close(release)
 	<-held
-	var kinds []Kind
+	var kinds []Class
 	for range 2 {
-		kinds = append(kinds, (<-done).Kind)
+		kinds = append(kinds, (<-done).Class)
 	}
 	slices.Sort(kinds)
-	if !slices.Equal(kinds, []Kind{Success, Defer}) || hits.Load() != 2 {
+	if !slices.Equal(kinds, []Class{Succeeded, Postponed}) || hits.Load() != 2 {
 		t.Fatalf("outcomes %v, %d requests: want the plain job sent and the rated one deferred", kinds, hits.Load())
 	}
 	adm.mu.Lock()

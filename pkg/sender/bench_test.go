@@ -24,8 +24,8 @@ func BenchmarkSend(b *testing.B) {
 		b.ReportAllocs()
 		b.RunParallel(func(pb *testing.PB) {
 			for pb.Next() {
-				if out := s.Send(b.Context(), j); out.Kind != Success {
-					b.Errorf("send: %v %v", out.Kind, out.Err)
+				if out := s.Send(b.Context(), j); out.Class != Succeeded {
+					b.Errorf("send: %v %v", out.Class, out.Err)
 				}
 			}
 		})

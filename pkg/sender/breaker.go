@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // breakers holds one circuit breaker per host, created on first use. A
@@ -25,7 +27,7 @@ import (
 // ever.
 type breakers struct {
 	settings Breaker
-	onChange func(host, from, to string)
+	onChange func(host string, from, to job.BreakerState)
 	m        sync.Map // host -> *hostBreaker
 	swept    atomic.Int64
 	now      func() time.Time // nil: time.Now; tests set it
@@ -86,7 +88,7 @@ func (b *breakers) maybeSweep(now int64) {
 			return true
 		}
 		if st != gobreaker.StateClosed && b.onChange != nil {
-			b.onChange(k.(string), st.String(), gobreaker.StateClosed.String())
+			b.onChange(k.(string), breakerState(st), job.BreakerClosed)
 		}
 		return true
 	})
@@ -112,7 +114,7 @@ func (b *breakers) newBreaker(host string) *hostBreaker {
 			}
 			hb.state.Store(int32(to))
 			if b.onChange != nil {
-				b.onChange(name, from.String(), to.String())
+				b.onChange(name, breakerState(from), breakerState(to))
 			}
 		},
 	})
@@ -158,13 +160,24 @@ func (hb *hostBreaker) deferFor(err error, now time.Time, rnd func() float64) ti
 	return remaining + time.Duration(rnd()*float64(ot/2))
 }
 
-// BreakerStates returns every known host's breaker state: "closed", "open"
-// or "half-open". It is cheap and lock-free, for status pages and metrics.
-func (s *Sender) BreakerStates() map[string]string {
+// breakerState names gobreaker's state in jetpost's vocabulary.
+func breakerState(st gobreaker.State) job.BreakerState {
+	switch st {
+	case gobreaker.StateOpen:
+		return job.BreakerOpen
+	case gobreaker.StateHalfOpen:
+		return job.BreakerHalfOpen
+	}
+	return job.BreakerClosed
+}
+
+// BreakerStates returns every known host's breaker state. It is cheap and
+// lock-free, for status pages and metrics.
+func (s *Sender) BreakerStates() map[string]job.BreakerState {
 	now := s.breakers.clock()
-	out := make(map[string]string)
+	out := make(map[string]job.BreakerState)
 	s.breakers.m.Range(func(k, v any) bool {
-		out[k.(string)] = v.(*hostBreaker).current(now).String()
+		out[k.(string)] = breakerState(v.(*hostBreaker).current(now))
 		return true
 	})
 	return out
@@ -172,12 +185,12 @@ func (s *Sender) BreakerStates() map[string]string {
 
 // BreakerOpenError says a job was turned away by its host's breaker: open,
 // or half-open with its probes already out. Nothing was sent. It is the
-// Err of such a Defer outcome (errors.As), so that callers can tell it
+// Err of such a Postponed outcome (errors.As), so that callers can tell it
 // from a host limit's deferral: a turn-away is a sign of failure, which a
 // job's retry budget must bound, while a full host only asks it to wait.
 type BreakerOpenError struct {
 	Host  string
-	State string // "open" or "half-open"
+	State job.BreakerState // open, or half-open with its probes out
 	// Since is when the breaker last opened.
 	Since time.Time
 	err   error // gobreaker.ErrOpenState or ErrTooManyRequests
@@ -185,7 +198,7 @@ type BreakerOpenError struct {
 
 func (e *BreakerOpenError) Error() string {
 	busy := ""
-	if e.State == gobreaker.StateHalfOpen.String() {
+	if e.State == job.BreakerHalfOpen {
 		busy = " with its probes out"
 	}
 	return fmt.Sprintf("circuit breaker for %s is %s%s (opened %s)", e.Host, e.State, busy, e.Since.UTC().Format(time.RFC3339))
@@ -193,16 +206,16 @@ func (e *BreakerOpenError) Error() string {
 
 func (e *BreakerOpenError) Unwrap() error { return e.err }
 
-// turnAway is the Defer outcome of a request hb's breaker refused with err.
+// turnAway is the Postponed outcome of a request hb's breaker turned away with err.
 func (b *breakers) turnAway(host string, hb *hostBreaker, err error, rnd func() float64) Outcome {
 	now := b.clock()
-	state := gobreaker.StateOpen
+	state := job.BreakerOpen
 	if errors.Is(err, gobreaker.ErrTooManyRequests) {
-		state = gobreaker.StateHalfOpen
+		state = job.BreakerHalfOpen
 	}
-	be := &BreakerOpenError{Host: host, State: state.String(), Since: time.Unix(0, hb.openedAt.Load()), err: err}
+	be := &BreakerOpenError{Host: host, State: state, Since: time.Unix(0, hb.openedAt.Load()), err: err}
 	return Outcome{
-		Kind:       Defer,
+		Class:      Postponed,
 		RetryAfter: hb.deferFor(err, now, rnd),
 		Err:        fmt.Errorf("not sent: %w", be),
 	}

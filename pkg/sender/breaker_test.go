@@ -14,9 +14,14 @@ import (
 	"time"
 
 	"github.com/sony/gobreaker/v2"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
-type transition struct{ host, from, to string }
+type transition struct {
+	host     string
+	from, to job.BreakerState
+}
 
 // recorder collects OnBreakerChange calls.
 type recorder struct {
@@ -24,7 +29,7 @@ type recorder struct {
 	got []transition
 }
 
-func (r *recorder) record(host, from, to string) {
+func (r *recorder) record(host string, from, to job.BreakerState) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.got = append(r.got, transition{host, from, to})
@@ -62,13 +67,13 @@ func TestBreakerOpensPerHost(t *testing.T) {
 	})
 
 	for i := range 3 {
-		if out := s.Send(t.Context(), newJob(down.URL)); out.Kind != Retry || !out.Attempted {
-			t.Fatalf("send %d: %v attempted=%v", i+1, out.Kind, out.Attempted)
+		if out := s.Send(t.Context(), newJob(down.URL)); out.Class != Retryable || !out.Attempted {
+			t.Fatalf("send %d: %v attempted=%v", i+1, out.Class, out.Attempted)
 		}
 	}
 	out := s.Send(t.Context(), newJob(down.URL))
-	if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, gobreaker.ErrOpenState) {
-		t.Fatalf("4th send: %v attempted=%v err=%v; want defer, not attempted, open", out.Kind, out.Attempted, out.Err)
+	if out.Class != Postponed || out.Attempted || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("4th send: %v attempted=%v err=%v; want defer, not attempted, open", out.Class, out.Attempted, out.Err)
 	}
 	if out.RetryAfter <= 0 || out.RetryAfter > time.Hour*3/2 {
 		t.Errorf("defer RetryAfter %v, want about the open timeout (1h)", out.RetryAfter)
@@ -76,8 +81,8 @@ func TestBreakerOpensPerHost(t *testing.T) {
 	if n := downHits.Load(); n != 3 {
 		t.Errorf("down host saw %d requests, want 3", n)
 	}
-	if out := s.Send(t.Context(), newJob(up.URL)); out.Kind != Success {
-		t.Errorf("other host: %v %v; one open breaker must not affect other hosts", out.Kind, out.Err)
+	if out := s.Send(t.Context(), newJob(up.URL)); out.Class != Succeeded {
+		t.Errorf("other host: %v %v; one open breaker must not affect other hosts", out.Class, out.Err)
 	}
 	states := s.BreakerStates()
 	if states[hostOf(down.URL)] != "open" || states[hostOf(up.URL)] != "closed" {
@@ -100,13 +105,13 @@ func TestBreakerKeyFillsInDefaultPort(t *testing.T) {
 		return dial(ctx, network, down.Listener.Addr().String())
 	}
 	for i, u := range []string{"http://127.0.0.1:80/a", "http://127.0.0.1/b", "HTTP://127.0.0.1:80/c"} {
-		if out := s.Send(t.Context(), newJob(u)); out.Kind != Retry || !out.Attempted {
-			t.Fatalf("send %d (%s): %v attempted=%v err=%v", i+1, u, out.Kind, out.Attempted, out.Err)
+		if out := s.Send(t.Context(), newJob(u)); out.Class != Retryable || !out.Attempted {
+			t.Fatalf("send %d (%s): %v attempted=%v err=%v", i+1, u, out.Class, out.Attempted, out.Err)
 		}
 	}
 	out := s.Send(t.Context(), newJob("http://127.0.0.1/d"))
-	if out.Kind != Defer || !errors.Is(out.Err, gobreaker.ErrOpenState) {
-		t.Fatalf("4th send: %v err=%v; want defer with the breaker open", out.Kind, out.Err)
+	if out.Class != Postponed || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("4th send: %v err=%v; want defer with the breaker open", out.Class, out.Err)
 	}
 	if n := downHits.Load(); n != 3 {
 		t.Errorf("server saw %d requests, want 3", n)
@@ -128,7 +133,7 @@ func TestBreakerIgnoresClientErrors(t *testing.T) {
 	var rec recorder
 	s := newSender(t, Config{AllowedNetworks: loopback(), Breaker: Breaker{Failures: 2}, OnBreakerChange: rec.record})
 	for range 3 * len(codes) {
-		if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind == Defer {
+		if out := s.Send(t.Context(), newJob(srv.URL)); out.Class == Postponed {
 			t.Fatalf("deferred after %d requests (status sequence %v)", hits.Load(), codes)
 		}
 	}
@@ -152,8 +157,8 @@ func TestBreakerRecovers(t *testing.T) {
 	})
 	host := hostOf(srv.URL)
 
-	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Retry {
-		t.Fatalf("first send: %v", out.Kind)
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Class != Retryable {
+		t.Fatalf("first send: %v", out.Class)
 	}
 	if st := s.BreakerStates()[host]; st != "open" && st != "half-open" {
 		t.Fatalf("state after a failure: %s", st)
@@ -161,8 +166,8 @@ func TestBreakerRecovers(t *testing.T) {
 	healthy.Store(true)
 	waitFor(t, "half-open", func() bool { return s.BreakerStates()[host] == "half-open" })
 
-	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Success || !out.Attempted {
-		t.Fatalf("probe: %v attempted=%v err=%v", out.Kind, out.Attempted, out.Err)
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Class != Succeeded || !out.Attempted {
+		t.Fatalf("probe: %v attempted=%v err=%v", out.Class, out.Attempted, out.Err)
 	}
 	if st := s.BreakerStates()[host]; st != "closed" {
 		t.Errorf("state after a successful probe: %s", st)
@@ -210,19 +215,19 @@ func TestBreakerHalfOpenProbeLimit(t *testing.T) {
 	select {
 	case <-entered:
 	case out := <-probe:
-		t.Fatalf("probe not sent: %v %v", out.Kind, out.Err)
+		t.Fatalf("probe not sent: %v %v", out.Class, out.Err)
 	}
 
 	out := s.Send(t.Context(), newJob(srv.URL))
-	if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, gobreaker.ErrTooManyRequests) {
-		t.Errorf("during the probe: %v attempted=%v err=%v; want defer", out.Kind, out.Attempted, out.Err)
+	if out.Class != Postponed || out.Attempted || !errors.Is(out.Err, gobreaker.ErrTooManyRequests) {
+		t.Errorf("during the probe: %v attempted=%v err=%v; want defer", out.Class, out.Attempted, out.Err)
 	}
 	if out.RetryAfter != openFor/4 {
 		t.Errorf("RetryAfter %v, want %v with rnd pinned at 0.5", out.RetryAfter, openFor/4)
 	}
 	close(release)
-	if out := <-probe; out.Kind != Success {
-		t.Errorf("probe: %v %v", out.Kind, out.Err)
+	if out := <-probe; out.Class != Succeeded {
+		t.Errorf("probe: %v %v", out.Class, out.Err)
 	}
 	if n := hits.Load(); n != 2 {
 		t.Errorf("server saw %d requests, want 2", n)
@@ -249,8 +254,8 @@ func TestCancellationIsNotABreakerFailure(t *testing.T) {
 		cancel(shutdown)
 		for range 3 {
 			out := s.Send(ctx, newJob(srv.URL))
-			if out.Kind != Defer || out.Attempted || !errors.Is(out.Err, context.Canceled) || !errors.Is(out.Err, shutdown) {
-				t.Fatalf("got %v attempted=%v err=%v; want defer, not attempted, cancelled by shutdown", out.Kind, out.Attempted, out.Err)
+			if out.Class != Postponed || out.Attempted || !errors.Is(out.Err, context.Canceled) || !errors.Is(out.Err, shutdown) {
+				t.Fatalf("got %v attempted=%v err=%v; want defer, not attempted, cancelled by shutdown", out.Class, out.Attempted, out.Err)
 			}
 		}
 		if n := hits.Load(); n != 0 {
@@ -267,12 +272,12 @@ func TestCancellationIsNotABreakerFailure(t *testing.T) {
 			case <-entered:
 			case out := <-done: // deferred, not sent: the breaker opened
 				cancel(nil)
-				t.Fatalf("not sent: %v %v", out.Kind, out.Err)
+				t.Fatalf("not sent: %v %v", out.Class, out.Err)
 			}
 			cancel(shutdown)
 			out := <-done
-			if out.Kind != Retry || !out.Attempted || !errors.Is(out.Err, shutdown) {
-				t.Fatalf("got %v attempted=%v err=%v; want retry, attempted, cancelled by shutdown", out.Kind, out.Attempted, out.Err)
+			if out.Class != Retryable || !out.Attempted || !errors.Is(out.Err, shutdown) {
+				t.Fatalf("got %v attempted=%v err=%v; want retry, attempted, cancelled by shutdown", out.Class, out.Attempted, out.Err)
 			}
 		}
 	})
@@ -294,10 +299,10 @@ func TestOnBreakerChangeMayReadStates(t *testing.T) {
 	s = newSender(t, Config{
 		AllowedNetworks: loopback(),
 		Breaker:         Breaker{Failures: 1, OpenTimeout: time.Hour},
-		OnBreakerChange: func(host, from, to string) { seen.Store(s.BreakerStates()[host]) },
+		OnBreakerChange: func(host string, from, to job.BreakerState) { seen.Store(s.BreakerStates()[host]) },
 	})
 	s.Send(t.Context(), newJob(srv.URL))
-	if got, _ := seen.Load().(string); got != "open" {
+	if got, _ := seen.Load().(job.BreakerState); got != job.BreakerOpen {
 		t.Errorf("state seen from the callback: %q, want open", got)
 	}
 }
@@ -316,7 +321,7 @@ func TestConcurrentSends(t *testing.T) {
 		wg.Go(func() {
 			for i := range 20 {
 				out := s.Send(t.Context(), newJob(servers[(g+i)%len(servers)]))
-				kinds[out.Kind].Add(1)
+				kinds[out.Class].Add(1)
 				_ = s.BreakerStates()
 			}
 		})
@@ -326,7 +331,7 @@ func TestConcurrentSends(t *testing.T) {
 	if len(states) != 3 || states[hostOf(servers[0])] != "closed" || states[hostOf(servers[1])] != "open" || states[hostOf(servers[2])] != "closed" {
 		t.Errorf("states %v", states)
 	}
-	if kinds[Defer].Load() == 0 || kinds[Success].Load() == 0 || kinds[Permanent].Load() == 0 {
+	if kinds[Postponed].Load() == 0 || kinds[Succeeded].Load() == 0 || kinds[Permanent].Load() == 0 {
 		t.Errorf("kinds: success %d retry %d permanent %d defer %d", kinds[0].Load(), kinds[1].Load(), kinds[2].Load(), kinds[3].Load())
 	}
 }
@@ -338,7 +343,9 @@ func TestIdleBreakersAreForgotten(t *testing.T) {
 	now := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 	var changes []string
 	b := &breakers{settings: Breaker{Failures: 1, OpenTimeout: time.Hour, HalfOpenRequests: 1}, now: func() time.Time { return now },
-		onChange: func(host, from, to string) { changes = append(changes, host+" "+from+"->"+to) }}
+		onChange: func(host string, from, to job.BreakerState) {
+			changes = append(changes, host+" "+string(from)+"->"+string(to))
+		}}
 	for _, h := range []string{"idle:443", "open:443", "busy:443"} {
 		b.get(h)
 	}
@@ -415,7 +422,7 @@ func TestBreakerOpensOnRateNotStreak(t *testing.T) {
 		if i%20 >= 12 {
 			path = "/orders/7"
 		}
-		if out := s.Send(t.Context(), newJob(srv.URL+path)); out.Kind == Defer {
+		if out := s.Send(t.Context(), newJob(srv.URL+path)); out.Class == Postponed {
 			t.Fatalf("request %d deferred: %v; 40%% failures must not open the breaker", i, out.Err)
 		}
 	}
@@ -425,7 +432,7 @@ func TestBreakerOpensOnRateNotStreak(t *testing.T) {
 	down.Store(true)
 	sent := hits.Load()
 	for range 200 {
-		if out := s.Send(t.Context(), newJob(srv.URL+"/orders/1")); out.Kind == Defer {
+		if out := s.Send(t.Context(), newJob(srv.URL+"/orders/1")); out.Class == Postponed {
 			break
 		}
 	}
@@ -450,8 +457,8 @@ func TestBreakerWindowRolls(t *testing.T) {
 		hb.cb.State() // rolls the window
 		return hb.cb.Counts().TotalFailures == 0
 	})
-	if out := s.Send(t.Context(), newJob(srv.URL)); out.Kind != Retry || !out.Attempted {
-		t.Fatalf("second failure: %v attempted=%v", out.Kind, out.Attempted)
+	if out := s.Send(t.Context(), newJob(srv.URL)); out.Class != Retryable || !out.Attempted {
+		t.Fatalf("second failure: %v attempted=%v", out.Class, out.Attempted)
 	}
 	if got := rec.all(); len(got) != 0 {
 		t.Errorf("transitions %v, want none: the two failures were a window apart", got)
@@ -474,8 +481,8 @@ func TestBreakerTurnAwayUsesInjectedClock(t *testing.T) {
 	mu.Unlock()
 	out := s.Send(t.Context(), newJob(srv.URL))
 	var open *BreakerOpenError
-	if out.Kind != Defer || out.Attempted || !errors.As(out.Err, &open) || !errors.Is(out.Err, gobreaker.ErrOpenState) {
-		t.Fatalf("got %v attempted=%v err=%v; want a turn-away", out.Kind, out.Attempted, out.Err)
+	if out.Class != Postponed || out.Attempted || !errors.As(out.Err, &open) || !errors.Is(out.Err, gobreaker.ErrOpenState) {
+		t.Fatalf("got %v attempted=%v err=%v; want a turn-away", out.Class, out.Attempted, out.Err)
 	}
 	if open.Host != hostOf(srv.URL) || open.State != "open" || !open.Since.Equal(now.Add(-10*time.Minute)) {
 		t.Errorf("turn-away %+v", open)
@@ -520,8 +527,8 @@ func TestHalfOpenProbeIsTheJobsAttempt(t *testing.T) {
 		j := newJob(srv.URL)
 		j.ID = fmt.Sprintf("probe-%d", i)
 		out := s.Send(t.Context(), j)
-		if !out.Attempted || (out.Kind == Success) != wantOK || (!wantOK && out.Status != http.StatusBadGateway) {
-			t.Fatalf("probe %d: %v attempted=%v status=%d; want the job's own attempt and outcome", i, out.Kind, out.Attempted, out.Status)
+		if !out.Attempted || (out.Class == Succeeded) != wantOK || (!wantOK && out.Status != http.StatusBadGateway) {
+			t.Fatalf("probe %d: %v attempted=%v status=%d; want the job's own attempt and outcome", i, out.Class, out.Attempted, out.Status)
 		}
 		if n, ok := probes.Load(j.ID); !ok || n.(*atomic.Int64).Load() != 1 {
 			t.Errorf("probe %d: the target did not see exactly one request of job %s", i, j.ID)

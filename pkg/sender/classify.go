@@ -22,13 +22,13 @@ var (
 
 // verdict is the classification of one attempt.
 type verdict struct {
-	kind    Kind
+	class   Class
 	breaker error // nil, errHostFailure or errNeutral
 	refused bool  // the guard refused an address
 }
 
 // classify is the one place that decides what an attempt's result means, for
-// the job (kind) and for the host's breaker. ctx is the caller's context,
+// the job (its Class) and for the host's breaker. ctx is the caller's context,
 // status 0 when no response arrived, err the transport or body error.
 //
 // The breaker counts only signs that the host is down or broken (network
@@ -42,22 +42,22 @@ func (s *Sender) classify(ctx context.Context, status int, err error) verdict {
 		case ctx.Err() != nil:
 			// Shutdown must not open breakers: otherwise a restart would
 			// begin with every busy host deferred.
-			return verdict{kind: Retry, breaker: errNeutral}
+			return verdict{class: Retryable, breaker: errNeutral}
 		case errors.As(err, &refused):
-			return verdict{kind: Permanent, breaker: errNeutral, refused: true}
+			return verdict{class: Permanent, breaker: errNeutral, refused: true}
 		case errors.Is(err, errTooManyRedirects):
-			return verdict{kind: Permanent} // the host answered
+			return verdict{class: Permanent} // the host answered
 		default: // network error, timeout, reset, broken body
-			return verdict{kind: Retry, breaker: errHostFailure}
+			return verdict{class: Retryable, breaker: errHostFailure}
 		}
 	}
 	switch {
 	case s.cfg.RetryStatuses.Contains(status):
-		return verdict{kind: Retry, breaker: statusVerdict(status)}
+		return verdict{class: Retryable, breaker: statusVerdict(status)}
 	case status >= 400:
-		return verdict{kind: Permanent, breaker: statusVerdict(status)}
+		return verdict{class: Permanent, breaker: statusVerdict(status)}
 	default:
-		return verdict{kind: Success}
+		return verdict{class: Succeeded}
 	}
 }
 

@@ -1,6 +1,6 @@
 // Package sender makes one HTTP attempt for a job and says what it means:
-// success, retry later (and when), permanent failure, or defer (nothing was
-// sent). It owns the HTTP client, the per-host circuit breakers and the
+// a Class: Succeeded, Retryable (and when), Permanent, or Postponed (nothing
+// was sent). It owns the HTTP client, the per-host circuit breakers and the
 // address guard; it knows nothing of NATS, and retry budgets and delays are
 // applied by the caller from the returned Outcome.
 //
@@ -9,28 +9,28 @@
 // One function (classify) decides, so the worker, the result records and the
 // breakers agree on what an answer means:
 //
-//	answer                                  Kind       Attempted  breaker
-//	2xx, 1xx, 3xx not followed              Success    yes        success
-//	408, 425, 429 (in RetryStatuses)        Retry      yes        success
-//	5xx (in RetryStatuses)                  Retry      yes        failure
+//	answer                                  Class      Attempted  breaker
+//	2xx, 1xx, 3xx not followed              Succeeded  yes        success
+//	408, 425, 429 (in RetryStatuses)        Retryable  yes        success
+//	5xx (in RetryStatuses)                  Retryable  yes        failure
 //	other 4xx                               Permanent  yes        success
 //	5xx left out of RetryStatuses           Permanent  yes        failure
-//	network error, timeout, reset, refused  Retry      yes        failure
+//	network error, timeout, reset, refused  Retryable  yes        failure
 //	  connection, broken body
 //	too many redirects                      Permanent  yes        success
 //	address refused by the guard            Permanent  no (1)     ignored
 //	request cannot be built                 Permanent  no         untouched
-//	caller's context done while sending     Retry      yes        ignored
-//	caller's context done before sending    Defer      no         untouched
-//	breaker open (or half-open and busy)    Defer      no         untouched
-//	host limit reached (Admission)          Defer      no         untouched
-//	rate token stale: waited > 50 ms for    Defer      no         untouched
+//	caller's context done while sending     Retryable  yes        ignored
+//	caller's context done before sending    Postponed  no         untouched
+//	breaker open (or half-open and busy)    Postponed  no         untouched
+//	host limit reached (Admission)          Postponed  no         untouched
+//	rate token stale: waited > 50 ms for    Postponed  no         untouched
 //	  one of MaxRequests places
 //
 // (1) yes when the refused address was a redirect target: the first host did
 // receive a request.
 //
-// Retry outcomes carry the target's Retry-After (seconds or HTTP-date,
+// Retryable outcomes carry the target's Retry-After (seconds or HTTP-date,
 // capped by Config.MaxRetryAfter) when it sent one; for a 429 without one,
 // the host's pace, answered by the admission's Permit.Done; otherwise the
 // caller uses Backoff. Bodies are kept, up to Config.MaxResponseBytes, on failures too:
@@ -74,8 +74,8 @@
 //
 // Config.Admission, when set, is the one seam to the limits: Admit is
 // asked before each job's request whether it may start now (per-host
-// concurrency and fleet-wide rate limits, see pkg/hostlimit). A refusal is
-// a Defer with the Admission's wait as RetryAfter: nothing is sent and no
+// concurrency and fleet-wide rate limits, see pkg/hostlimit). A job not admitted is
+// Postponed, with the Admission's wait as RetryAfter: nothing is sent and no
 // attempt is spent. An admission is a Permit, which says whether a rate
 // token was spent and takes the request's Feedback (status, latency,
 // timeout) through Done, so that an adaptive limit can learn each host's

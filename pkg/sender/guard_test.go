@@ -90,8 +90,8 @@ func TestSendToRefusedAddress(t *testing.T) {
 		u := fmt.Sprintf("http://%s:%d/", host, port)
 		out := s.Send(t.Context(), newJob(u))
 		var re *RefusedError
-		if out.Kind != Permanent || out.Attempted || !errors.As(out.Err, &re) {
-			t.Errorf("%s: got %v attempted=%v err=%v; want permanent, not attempted, refused", u, out.Kind, out.Attempted, out.Err)
+		if out.Class != Permanent || out.Attempted || !errors.As(out.Err, &re) {
+			t.Errorf("%s: got %v attempted=%v err=%v; want permanent, not attempted, refused", u, out.Class, out.Attempted, out.Err)
 			continue
 		}
 		if !strings.Contains(out.Err.Error(), "is refused (") || !strings.Contains(out.Err.Error(), "JETPOST_ALLOWED_NETWORKS") {
@@ -116,8 +116,8 @@ func TestRedirectToRefusedAddress(t *testing.T) {
 	s := newSender(t, Config{AllowedNetworks: loopback()})
 	out := s.Send(t.Context(), newJob(srv.URL))
 	var re *RefusedError
-	if out.Kind != Permanent || !errors.As(out.Err, &re) || re.Addr != netip.MustParseAddr("169.254.169.254") {
-		t.Fatalf("got %v err=%v; want permanent, refused 169.254.169.254", out.Kind, out.Err)
+	if out.Class != Permanent || !errors.As(out.Err, &re) || re.Addr != netip.MustParseAddr("169.254.169.254") {
+		t.Fatalf("got %v err=%v; want permanent, refused 169.254.169.254", out.Class, out.Err)
 	}
 	// The first host did get a request.
 	if !out.Attempted || hits.Load() != 1 {
@@ -135,8 +135,8 @@ func TestRedirectLimit(t *testing.T) {
 
 	s := newSender(t, Config{AllowedNetworks: loopback(), MaxRedirects: 2})
 	out := s.Send(t.Context(), newJob(srv.URL+"/r"))
-	if out.Kind != Permanent || !out.Attempted || out.Status != http.StatusFound || !errors.Is(out.Err, errTooManyRedirects) {
-		t.Fatalf("got %v attempted=%v status=%d err=%v; want permanent 302 too many redirects", out.Kind, out.Attempted, out.Status, out.Err)
+	if out.Class != Permanent || !out.Attempted || out.Status != http.StatusFound || !errors.Is(out.Err, errTooManyRedirects) {
+		t.Fatalf("got %v attempted=%v status=%d err=%v; want permanent 302 too many redirects", out.Class, out.Attempted, out.Status, out.Err)
 	}
 	if n := hits.Load(); n != 3 {
 		t.Errorf("server saw %d requests, want 3 (the first and 2 redirects)", n)
@@ -145,8 +145,8 @@ func TestRedirectLimit(t *testing.T) {
 	hits.Store(0)
 	none := newSender(t, Config{AllowedNetworks: loopback(), MaxRedirects: -1})
 	out = none.Send(t.Context(), newJob(srv.URL+"/r"))
-	if out.Kind != Success || out.Status != http.StatusFound || hits.Load() != 1 {
-		t.Errorf("MaxRedirects<0: got %v status=%d after %d requests; want the 302 itself", out.Kind, out.Status, hits.Load())
+	if out.Class != Succeeded || out.Status != http.StatusFound || hits.Load() != 1 {
+		t.Errorf("MaxRedirects<0: got %v status=%d after %d requests; want the 302 itself", out.Class, out.Status, hits.Load())
 	}
 }
 

@@ -18,57 +18,57 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// Kind is the class of an attempt's outcome; the worker maps it to what
-// happens to the job (store a result, retry later, defer).
-type Kind int
+// Class is what an attempt's outcome means for its job; the worker maps it
+// to what happens next (store a result, try again later).
+type Class int
 
 const (
-	// Success: the target answered 2xx (or another non-error final status).
-	Success Kind = iota
-	// Retry: a request was sent (or its connection tried) and failed in a way
-	// that may pass later: network error, timeout, 408, 425, 429, 5xx.
-	Retry
-	// Permanent: retrying cannot help: other 4xx, a refused address, a
-	// request that cannot be built, too many redirects.
+	// Succeeded: the target answered 2xx (or another non-error final status).
+	Succeeded Class = iota
+	// Retryable: a request was sent (or its connection tried) and failed in a
+	// way that may pass later: network error, timeout, 408, 425, 429, 5xx.
+	Retryable
+	// Permanent: retrying cannot help: other 4xx, an address the guard
+	// refused, a request that cannot be built, too many redirects.
 	Permanent
-	// Defer: nothing was sent because the host's breaker is open (Err is
-	// then a *BreakerOpenError), or a per-host limit is full, or the
-	// caller's context was already done; try again after RetryAfter
-	// without spending an attempt.
-	Defer
+	// Postponed: nothing was sent because the host's breaker turned the
+	// request away (Err is then a *BreakerOpenError), or the host limits did
+	// not admit it (a *NotAdmittedError), or the caller's context was
+	// already done; try again after RetryAfter without spending an attempt.
+	Postponed
 )
 
-func (k Kind) String() string {
-	switch k {
-	case Success:
-		return "success"
-	case Retry:
-		return "retry"
+func (c Class) String() string {
+	switch c {
+	case Succeeded:
+		return "succeeded"
+	case Retryable:
+		return "retryable"
 	case Permanent:
 		return "permanent"
-	case Defer:
-		return "defer"
+	case Postponed:
+		return "postponed"
 	}
 	return "unknown"
 }
 
 // Outcome is what one call to Send did.
 type Outcome struct {
-	Kind Kind
+	Class Class
 	// Attempted is true when an HTTP request was started (counts toward the
-	// job's attempts). False for Defer and for refusals before any request.
+	// job's attempts). False for Postponed and for refusals before any request.
 	Attempted     bool
 	Status        int // HTTP status, 0 if no response
 	Body          []byte
 	BodyTruncated bool
 	Duration      time.Duration // of this attempt
 	// RetryAfter is the delay the target asked for (Retry-After, capped) on
-	// Retry, or for a 429 without one the host's pace as the admission's
-	// Permit answered it; on Defer, how long to wait before trying the job again (for
-	// a breaker's turn-away, the most: until it lets a probe through).
-	// Zero on Retry means "no hint: use the backoff policy".
+	// Retryable, or for a 429 without one the host's pace as the admission's
+	// Permit answered it; on Postponed, how long to wait before trying the
+	// job again (for a breaker's turn-away, the most: until it lets a probe
+	// through). Zero on Retryable means "no hint: use the backoff policy".
 	RetryAfter time.Duration
-	// Err says why the attempt did not succeed; nil on Success. Secrets are
+	// Err says why the attempt did not succeed; nil on Succeeded. Secrets are
 	// never part of it.
 	Err error
 }
@@ -111,7 +111,7 @@ type Config struct {
 	// logs, tests). It runs synchronously while that breaker's lock is held:
 	// keep it short and do not call Send or Post from it (BreakerStates is
 	// safe to call).
-	OnBreakerChange func(host string, from, to string)
+	OnBreakerChange func(host string, from, to job.BreakerState)
 }
 
 // Breaker configures the per-host circuit breakers. A breaker opens on a
@@ -167,7 +167,7 @@ type Sender struct {
 	places   chan struct{}
 	queued   atomic.Int64  // requests waiting for a place now
 	tokenAge time.Duration // maxTokenAge
-	// rnd jitters Defer delays; a field so tests can pin it.
+	// rnd jitters Postponed delays; a field so tests can pin it.
 	rnd func() float64
 }
 
@@ -355,11 +355,11 @@ func (s *Sender) Post(ctx context.Context, rawURL string, body []byte, idempoten
 func (s *Sender) do(ctx context.Context, r request) Outcome {
 	if ctx.Err() != nil {
 		// Shutdown before anything was sent: hand the job back untouched.
-		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+		return Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
 	req, err := s.build(ctx, r)
 	if err != nil {
-		return Outcome{Kind: Permanent, Err: fmt.Errorf("building request: %w", err)}
+		return Outcome{Class: Permanent, Err: fmt.Errorf("building request: %w", err)}
 	}
 	// One key per endpoint for the breaker and the limits alike:
 	// https://api.example.com and https://api.example.com:443 are one host.
@@ -372,7 +372,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	if ctx.Err() != nil {
 		// Shutdown while waiting: admitted, but nothing was sent.
 		permit.Done(Feedback{})
-		return Outcome{Kind: Defer, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
+		return Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", callerError(ctx))}
 	}
 	// The attempt's own time starts now: waiting for the host's capacity
 	// or a place is not the target being slow.
@@ -412,12 +412,12 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 
 	c := s.classify(ctx, out.Status, err)
 	done(c.breaker)
-	out.Kind = c.kind
+	out.Class = c.class
 	// A refused first dial sent nothing; a refused redirect target comes
 	// after a request the first host did receive.
 	out.Attempted = !c.refused || redirects > 0
 	s.report(ctx, permit, &out, resp, err)
-	if out.Kind == Success {
+	if out.Class == Succeeded {
 		err = nil
 	} else if err == nil {
 		err = fmt.Errorf("%s %s: status %d %s", req.Method, job.RedactURL(req.URL.String()), out.Status, http.StatusText(out.Status))

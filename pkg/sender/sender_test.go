@@ -80,35 +80,35 @@ func TestClassification(t *testing.T) {
 
 	tests := []struct {
 		path   string
-		kind   Kind
+		kind   Class
 		status int
 		body   string
 	}{
-		{"/status/200", Success, 200, "body 200"},
-		{"/status/201", Success, 201, "body 201"},
-		{"/status/204", Success, 204, ""},
-		{"/redirect", Success, 200, "body 200"},
+		{"/status/200", Succeeded, 200, "body 200"},
+		{"/status/201", Succeeded, 201, "body 201"},
+		{"/status/204", Succeeded, 204, ""},
+		{"/redirect", Succeeded, 200, "body 200"},
 		{"/status/400", Permanent, 400, "body 400"},
 		{"/status/404", Permanent, 404, "body 404"},
-		{"/status/408", Retry, 408, "body 408"},
-		{"/status/425", Retry, 425, "body 425"},
-		{"/status/429", Retry, 429, "body 429"},
-		{"/status/500", Retry, 500, "body 500"},
-		{"/status/503", Retry, 503, "body 503"},
+		{"/status/408", Retryable, 408, "body 408"},
+		{"/status/425", Retryable, 425, "body 425"},
+		{"/status/429", Retryable, 429, "body 429"},
+		{"/status/500", Retryable, 500, "body 500"},
+		{"/status/503", Retryable, 503, "body 503"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.path, func(t *testing.T) {
 			out := s.Send(t.Context(), newJob(srv.URL+tt.path))
-			if out.Kind != tt.kind || !out.Attempted || out.Status != tt.status {
+			if out.Class != tt.kind || !out.Attempted || out.Status != tt.status {
 				t.Fatalf("got kind=%v attempted=%v status=%d, want %v true %d (err %v)",
-					out.Kind, out.Attempted, out.Status, tt.kind, tt.status, out.Err)
+					out.Class, out.Attempted, out.Status, tt.kind, tt.status, out.Err)
 			}
 			// The body is kept on failures too: it is what tells a user why.
 			if string(out.Body) != tt.body {
 				t.Errorf("body %q, want %q", out.Body, tt.body)
 			}
-			if (out.Err == nil) != (tt.kind == Success) {
-				t.Errorf("err = %v for kind %v", out.Err, out.Kind)
+			if (out.Err == nil) != (tt.kind == Succeeded) {
+				t.Errorf("err = %v for kind %v", out.Err, out.Class)
 			}
 			if out.Err != nil && !strings.Contains(out.Err.Error(), "status "+strconv.Itoa(tt.status)) {
 				t.Errorf("err %q does not name the status", out.Err)
@@ -127,8 +127,8 @@ func TestConnectionRefusedIsRetry(t *testing.T) {
 
 	s := newSender(t, Config{AllowedNetworks: loopback()})
 	out := s.Send(t.Context(), newJob("http://"+addr+"/"))
-	if out.Kind != Retry || !out.Attempted || out.Status != 0 {
-		t.Fatalf("got %v attempted=%v status=%d, want retry attempted", out.Kind, out.Attempted, out.Status)
+	if out.Class != Retryable || !out.Attempted || out.Status != 0 {
+		t.Fatalf("got %v attempted=%v status=%d, want retry attempted", out.Class, out.Attempted, out.Status)
 	}
 	if !errors.Is(out.Err, syscall.ECONNREFUSED) {
 		t.Errorf("err %v does not wrap ECONNREFUSED", out.Err)
@@ -144,8 +144,8 @@ func TestTimeoutIsRetry(t *testing.T) {
 	j.Timeout = job.Duration(50 * time.Millisecond)
 
 	out := s.Send(safetyNet(t), j)
-	if out.Kind != Retry || !out.Attempted {
-		t.Fatalf("got %v attempted=%v, want retry attempted (err %v)", out.Kind, out.Attempted, out.Err)
+	if out.Class != Retryable || !out.Attempted {
+		t.Fatalf("got %v attempted=%v, want retry attempted (err %v)", out.Class, out.Attempted, out.Err)
 	}
 	var te *TimeoutError
 	if !errors.As(out.Err, &te) || te.After != 50*time.Millisecond {
@@ -188,8 +188,8 @@ func TestSlowBodyIsRetry(t *testing.T) {
 			break
 		}
 	}
-	if out.Kind != Retry || !out.Attempted || out.Status != 200 {
-		t.Fatalf("got %v attempted=%v status=%d, want retry attempted 200 (err %v)", out.Kind, out.Attempted, out.Status, out.Err)
+	if out.Class != Retryable || !out.Attempted || out.Status != 200 {
+		t.Fatalf("got %v attempted=%v status=%d, want retry attempted 200 (err %v)", out.Class, out.Attempted, out.Status, out.Err)
 	}
 	var te *TimeoutError
 	if !errors.As(out.Err, &te) || !strings.Contains(out.Err.Error(), "reading response body") {
@@ -226,7 +226,7 @@ func TestRetryAfterInOutcome(t *testing.T) {
 			u := fmt.Sprintf("%s/?code=%d&ra=%s", srv.URL, tt.code, urlQueryEscape(tt.ra))
 			out := s.Send(t.Context(), newJob(u))
 			if out.RetryAfter != tt.want {
-				t.Errorf("RetryAfter = %v, want %v (kind %v)", out.RetryAfter, tt.want, out.Kind)
+				t.Errorf("RetryAfter = %v, want %v (kind %v)", out.RetryAfter, tt.want, out.Class)
 			}
 		})
 	}
@@ -261,8 +261,8 @@ func echoServer(t *testing.T) *httptest.Server {
 func sendEcho(t *testing.T, s *Sender, j *job.Job) echo {
 	t.Helper()
 	out := s.Send(t.Context(), j)
-	if out.Kind != Success {
-		t.Fatalf("send: %v %v", out.Kind, out.Err)
+	if out.Class != Succeeded {
+		t.Fatalf("send: %v %v", out.Class, out.Err)
 	}
 	var e echo
 	if err := json.Unmarshal(out.Body, &e); err != nil {
@@ -321,8 +321,8 @@ func TestPost(t *testing.T) {
 	srv := echoServer(t)
 	s := newSender(t, Config{AllowedNetworks: loopback(), IdempotencyHeader: DefaultIdempotencyHeader})
 	out := s.Post(t.Context(), srv.URL+"/cb", []byte(`{"ok":true}`), "job-1/result")
-	if out.Kind != Success || !out.Attempted {
-		t.Fatalf("post: %v %v", out.Kind, out.Err)
+	if out.Class != Succeeded || !out.Attempted {
+		t.Fatalf("post: %v %v", out.Class, out.Err)
 	}
 	var e echo
 	if err := json.Unmarshal(out.Body, &e); err != nil {
@@ -362,9 +362,9 @@ func TestResponseTruncation(t *testing.T) {
 		{4 << 20, 10, true}, // not read to the end: the connection is dropped instead
 	} {
 		out := s.Send(t.Context(), newJob(fmt.Sprintf("%s/?n=%d", srv.URL, tt.n)))
-		if out.Kind != Success || len(out.Body) != tt.wantLen || out.BodyTruncated != tt.truncated {
+		if out.Class != Succeeded || len(out.Body) != tt.wantLen || out.BodyTruncated != tt.truncated {
 			t.Errorf("n=%d: kind %v, %d bytes, truncated=%v; want %d bytes, truncated=%v (err %v)",
-				tt.n, out.Kind, len(out.Body), out.BodyTruncated, tt.wantLen, tt.truncated, out.Err)
+				tt.n, out.Class, len(out.Body), out.BodyTruncated, tt.wantLen, tt.truncated, out.Err)
 		}
 	}
 
@@ -428,8 +428,8 @@ func TestBuildErrorsArePermanent(t *testing.T) {
 		"unparsable":   {ID: "1", Method: "GET", URL: "http://[::1"},
 	} {
 		out := s.Send(t.Context(), j)
-		if out.Kind != Permanent || out.Attempted || out.Err == nil {
-			t.Errorf("%s: got %v attempted=%v err=%v, want permanent, not attempted", name, out.Kind, out.Attempted, out.Err)
+		if out.Class != Permanent || out.Attempted || out.Err == nil {
+			t.Errorf("%s: got %v attempted=%v err=%v, want permanent, not attempted", name, out.Class, out.Attempted, out.Err)
 		}
 	}
 	if n := hits.Load(); n != 0 {
@@ -491,8 +491,8 @@ func TestHTTP2OverTLS(t *testing.T) {
 	s.transport.TLSClientConfig = &tls.Config{RootCAs: pool} // before first use
 
 	out := s.Send(t.Context(), newJob(srv.URL))
-	if out.Kind != Success || string(out.Body) != "HTTP/2.0" {
-		t.Fatalf("got %v %q (err %v), want success over HTTP/2.0", out.Kind, out.Body, out.Err)
+	if out.Class != Succeeded || string(out.Body) != "HTTP/2.0" {
+		t.Fatalf("got %v %q (err %v), want success over HTTP/2.0", out.Class, out.Body, out.Err)
 	}
 }
 
@@ -565,9 +565,9 @@ func TestRetryStatusesConfig(t *testing.T) {
 	})
 	only429, _ := ParseStatusSet("429")
 	s := newSender(t, Config{AllowedNetworks: loopback(), RetryStatuses: only429})
-	for code, want := range map[int]Kind{429: Retry, 503: Permanent, 408: Permanent, 200: Success} {
-		if out := s.Send(t.Context(), newJob(fmt.Sprintf("%s/%d", srv.URL, code))); out.Kind != want {
-			t.Errorf("%d: got %v, want %v", code, out.Kind, want)
+	for code, want := range map[int]Class{429: Retryable, 503: Permanent, 408: Permanent, 200: Succeeded} {
+		if out := s.Send(t.Context(), newJob(fmt.Sprintf("%s/%d", srv.URL, code))); out.Class != want {
+			t.Errorf("%d: got %v, want %v", code, out.Class, want)
 		}
 	}
 }

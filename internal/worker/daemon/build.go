@@ -26,6 +26,7 @@ import (
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
+	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
@@ -64,10 +65,10 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
 	mx.Registry().MustRegister(hostmetrics.New(limits.Snapshot))
 	breakers := worker.NewBreakerReporter(st.breakers, id, log)
-	snd, err := newSender(cfg, limits, func(host, from, to string) {
+	snd, err := newSender(cfg, limits, func(host string, from, to job.BreakerState) {
 		mx.BreakerChanged(host, from, to)
 		breakers.Changed(host, from, to)
-		log.Warn().Str("host", host).Str("from", from).Str("to", to).Msg("circuit breaker changed state")
+		log.Warn().Str("host", host).Stringer("from", from).Stringer("to", to).Msg("circuit breaker changed state")
 	})
 	if err != nil {
 		return nil, err
@@ -211,7 +212,7 @@ func hostLimits(cfg *config.Worker, st *stores) (*hostlimit.Limiter, error) {
 	})
 }
 
-func newSender(cfg *config.Worker, limits *hostlimit.Limiter, onBreaker func(host, from, to string)) (*sender.Sender, error) {
+func newSender(cfg *config.Worker, limits *hostlimit.Limiter, onBreaker func(host string, from, to job.BreakerState)) (*sender.Sender, error) {
 	retry, err1 := cfg.RetryStatusSet()
 	allowed, err2 := cfg.AllowedPrefixes()
 	if err := errors.Join(err1, err2); err != nil {
