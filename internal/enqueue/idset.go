@@ -92,9 +92,6 @@ func (s *idSet) set(h uint64, st uint64) {
 	s.slots[i] = k | st
 }
 
-// len is the number of ids in the set.
-func (s *idSet) len() int { return s.n }
-
 // replaceAll puts every id in state from into state to and returns how many
 // it changed.
 func (s *idSet) replaceAll(from, to uint64) int {

@@ -9,8 +9,6 @@ import (
 	"sync"
 	"testing"
 	"time"
-
-	"github.com/jetpost/jetpost/pkg/job"
 )
 
 func TestIDSetStates(t *testing.T) {
@@ -128,8 +126,8 @@ func TestProgressLines(t *testing.T) {
 		p.published()
 	}
 	p.completedEarlier()
-	p.Result(&job.Result{OK: true})
-	p.Result(&job.Result{OK: false})
+	p.Outcome(true)
+	p.Outcome(false)
 	p.Start()
 	deadline := time.Now().Add(30 * time.Second)
 	for !strings.Contains(out.String(), "jobs/s, ETA") {
@@ -149,7 +147,7 @@ func TestProgressLines(t *testing.T) {
 	NewProgress(&out, ProgressQuiet, 1, false).Finish()
 	var none *Progress
 	none.published()
-	none.Result(&job.Result{})
+	none.Outcome(false)
 	none.Start()
 	none.Finish()
 }

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
-
-	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // ProgressMode is how progress is shown.
@@ -117,13 +115,6 @@ func (p *Progress) completedEarlier() {
 	}
 }
 
-// Result counts one result.
-func (p *Progress) Result(r *job.Result) {
-	if r != nil {
-		p.Outcome(r.OK)
-	}
-}
-
 // Outcome counts one result's outcome.
 func (p *Progress) Outcome(ok bool) {
 	if p == nil {
@@ -150,10 +141,6 @@ func (p *Progress) current(c counts) int64 {
 	}
 	return c.pub + c.done
 }
-
-// Status is the one-line state: published 1200/5000 (300 done before), ok
-// 1100, failed 3. Jobs done before are not published again.
-func (p *Progress) Status() string { return p.status(p.read()) }
 
 func (p *Progress) status(c counts) string {
 	s := fmt.Sprintf("published %d/%d", c.pub, p.total)

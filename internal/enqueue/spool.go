@@ -31,9 +31,6 @@ func newSpool() (*Spool, error) {
 	return &Spool{f: f, w: bufio.NewWriterSize(f, spoolBuffer)}, nil
 }
 
-// Len is the number of jobs in the spool.
-func (s *Spool) Len() int { return s.count }
-
 // write appends one record: uvarint length and bytes of the id, then of
 // the encoded job.
 func (s *Spool) write(id string, data []byte) error {

@@ -208,13 +208,6 @@ func (c *Collector) Done() bool {
 	return c.sealed && c.open == 0
 }
 
-// Pending is the number of expected results still to come.
-func (c *Collector) Pending() int {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.open
-}
-
 // Where a counted result comes from.
 type source int
 
