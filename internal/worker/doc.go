@@ -45,4 +45,8 @@
 // errgroup: the first to fail stops the others. On
 // cancellation the consumer stops pulling, hands back what has not started,
 // and gives running requests the shutdown grace period.
+//
+// Package daemon (internal/worker/daemon) is the composition root that
+// builds a Service from config and a NATS connection; cmd/worker and the
+// benchmarks both use it, so what is measured is what ships.
 package worker

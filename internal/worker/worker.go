@@ -12,6 +12,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/retry"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
@@ -237,11 +238,7 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 		if delay <= 0 {
 			delay = w.cfg.Backoff.Delay(try, w.rnd)
 		}
-		t := time.NewTimer(min(delay, maxCallbackWait))
-		select {
-		case <-t.C:
-		case <-ctx.Done():
-			t.Stop()
+		if retry.Sleep(ctx, min(delay, maxCallbackWait)) != nil {
 			return cr
 		}
 	}

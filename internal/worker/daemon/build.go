@@ -27,6 +27,7 @@ import (
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/retry"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
 
@@ -129,25 +130,27 @@ type stores struct {
 // openStores keeps trying until the server answers or ctx ends: it may
 // still be starting or electing leaders.
 func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
-	for try := 1; ; try++ {
-		// Short tries with jitter: a JetStream request sent before a fresh
-		// cluster has a meta leader is never answered, and workers started
-		// together must not collide again on every try.
-		sctx, cancel := context.WithTimeout(ctx, 2*time.Second)
-		st, err := openStoresOnce(sctx, js, cfg, log)
-		cancel()
-		if err == nil {
-			return st, nil
-		}
-		if ctx.Err() != nil {
-			return nil, fmt.Errorf("setting up streams: %w", err)
-		}
-		log.Warn().Err(err).Int("try", try).Msg("setting up streams failed; retrying")
-		select {
-		case <-ctx.Done():
-		case <-time.After(min(time.Duration(try)*250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)):
-		}
+	var st *stores
+	// Short tries with jitter: a JetStream request sent before a fresh
+	// cluster has a meta leader is never answered, and workers started
+	// together must not collide again on every try.
+	err := retry.Do(ctx, retry.Policy{
+		PerTry: 2 * time.Second,
+		Pause: func(n int) time.Duration {
+			return retry.Linear(n, 250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)
+		},
+		OnRetry: func(err error, n int) {
+			log.Warn().Err(err).Int("try", n).Msg("setting up streams failed; retrying")
+		},
+	}, func(ctx context.Context) error {
+		var err error
+		st, err = openStoresOnce(ctx, js, cfg, log)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setting up streams: %w", err)
 	}
+	return st, nil
 }
 
 func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
