@@ -40,7 +40,7 @@ bench: ## end to end vs a raw net/http client; table into BENCHMARKS.md (BENCHFL
 	$(GO) run ./bench/cmd/bench $(BENCHFLAGS)
 
 bench-go: ## Go micro-benchmarks of the hot path
-	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/...
+	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/... ./internal/queue/...
 
 clean:
 	rm -rf $(BIN) .demo
