@@ -52,11 +52,28 @@ func RedactHeaders(h map[string]string, extra []string) map[string]string {
 // Secrets in the path (webhook URLs with a token segment) are not
 // recognised.
 func RedactURL(raw string) string {
+	if !mayHoldSecret(raw) {
+		return raw // the common case, on every result: no parse, no copy
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return redactRaw(raw)
 	}
 	return redactParsed(u)
+}
+
+// mayHoldSecret reports whether raw has userinfo or a parameter with a
+// secret name anywhere after its path; false means RedactURL has nothing
+// to change.
+func mayHoldSecret(raw string) bool {
+	if strings.Contains(raw, "@") {
+		return true
+	}
+	i := strings.IndexAny(raw, "?#")
+	if i < 0 {
+		return false
+	}
+	return anySecretKey(raw[i+1:], func(r rune) bool { return r == '?' || r == '#' || paramSep(r) })
 }
 
 // redactParsed is RedactURL for a parsed URL; u is not changed. Other
@@ -138,8 +155,12 @@ func IsSecretParam(name string) bool {
 // paramSep splits parameters: "&", and ";" as some servers still take.
 func paramSep(r rune) bool { return r == '&' || r == ';' }
 
-func hasSecretParam(rawQuery string) bool {
-	for _, part := range strings.FieldsFunc(rawQuery, paramSep) {
+func hasSecretParam(rawQuery string) bool { return anySecretKey(rawQuery, paramSep) }
+
+// anySecretKey reports whether a parameter of s, split at sep, has a
+// secret name.
+func anySecretKey(s string, sep func(rune) bool) bool {
+	for _, part := range strings.FieldsFunc(s, sep) {
 		if k, _, _ := strings.Cut(part, "="); isSecretRawParam(k) {
 			return true
 		}
