@@ -61,6 +61,8 @@ func Do(ctx context.Context, p Policy, op func(context.Context) error) error {
 		if p.OnRetry != nil {
 			p.OnRetry(err, n)
 		}
-		_ = Sleep(ctx, p.Pause(n))
+		if Sleep(ctx, p.Pause(n)) != nil {
+			return err // ended while pausing: the last failure, not another try
+		}
 	}
 }

@@ -90,4 +90,17 @@ func TestDo(t *testing.T) {
 			t.Fatalf("err %v, calls %d; want busy after 1", err, calls)
 		}
 	})
+	t.Run("ended while pausing stops", func(t *testing.T) {
+		ctx, cancel := context.WithCancel(context.Background())
+		calls := 0
+		err := Do(ctx, Policy{PerTry: time.Minute, Pause: func(int) time.Duration { return time.Hour },
+			OnRetry: func(error, int) { cancel() }}, // ends the context just before the pause
+			func(context.Context) error {
+				calls++
+				return errBusy
+			})
+		if !errors.Is(err, errBusy) || calls != 1 {
+			t.Fatalf("err %v, calls %d; want busy after 1 (no try after the pause was cut short)", err, calls)
+		}
+	})
 }

@@ -91,10 +91,41 @@ func TestBuildStopsRetryingWhenCancelled(t *testing.T) {
 	defer nc.Close()
 	ns.DisableJetStream() // every setup request now fails
 	ctx, cancel := context.WithCancel(context.Background())
-	cancel()
-	if _, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: zerolog.Nop()}); err == nil || !strings.Contains(err.Error(), "setting up streams") {
+	defer cancel()
+	// Cancelled in the pause after the first failed try: no try may follow.
+	log := zerolog.New(cancelOn{"setting up streams failed; retrying", cancel})
+	var tries atomic.Int32
+	wrap := func(js jetstream.JetStream) jetstream.JetStream { return countingJS{js, &tries} }
+	if _, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: log, WrapJetStream: wrap}); err == nil || !strings.Contains(err.Error(), "setting up streams") {
 		t.Fatalf("Build: %v, want a setup error", err)
 	}
+	if n := tries.Load(); n != 1 {
+		t.Errorf("%d tries to create the streams, want 1: cancelled in the pause after the first", n)
+	}
+}
+
+// cancelOn calls cancel when a log line holds msg.
+type cancelOn struct {
+	msg    string
+	cancel context.CancelFunc
+}
+
+func (c cancelOn) Write(p []byte) (int, error) {
+	if strings.Contains(string(p), c.msg) {
+		c.cancel()
+	}
+	return len(p), nil
+}
+
+// countingJS counts the tries to create a stream.
+type countingJS struct {
+	jetstream.JetStream
+	n *atomic.Int32
+}
+
+func (c countingJS) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+	c.n.Add(1)
+	return c.JetStream.CreateOrUpdateStream(ctx, cfg)
 }
 
 func publish(t *testing.T, nc *nats.Conn, j *job.Job) {
