@@ -171,16 +171,13 @@ func (r *runner) open(ctx context.Context, nc *nats.Conn) error {
 	return nil
 }
 
-// openDone opens the completion markers, or, with Force, checks that the
-// batch is new and makes the token that sends every job again.
+// openDone opens the completion markers (queue.Setup created their
+// bucket), or, with Force, checks that the batch is new and makes the token
+// that sends every job again.
 func (r *runner) openDone(ctx context.Context) error {
 	o := r.o
 	if !o.Force {
-		if err := queue.SetupDone(ctx, r.js, o.Names, o.Streams); err != nil {
-			fmt.Fprintf(o.Stderr, "warning: %v: completed jobs cannot be looked up; jobs enqueued again after the dedup window (%s) will be sent again\n", err, o.Streams.DedupWindow)
-		} else {
-			r.done = queue.NewDoneIndex(r.js, o.Names)
-		}
+		r.done = queue.NewDoneIndex(r.js, o.Names)
 		return nil
 	}
 	n, err := queue.ResultBatchCount(ctx, r.js, o.Names, o.Batch)

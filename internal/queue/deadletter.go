@@ -38,6 +38,10 @@ type DeadLetter struct {
 // stands. A failed job's callback is not dead-lettered apart: re-driving
 // the job sends its new result to the callback.
 func deadLetterOf(j *job.Job, msg []byte, seq uint64, r *job.Result) (DeadLetter, string, error) {
+	callbackFailed := r.Callback != nil && !r.Callback.OK
+	if r.OK && !callbackFailed {
+		return DeadLetter{}, "", nil // the common case: no id to build
+	}
 	dedup := ResultID(j)
 	if j.Kind == job.KindCallback {
 		dedup = callbackDeadLetterID(j, seq)
@@ -45,7 +49,7 @@ func deadLetterOf(j *job.Job, msg []byte, seq uint64, r *job.Result) (DeadLetter
 	switch {
 	case !r.OK && j.Kind != job.KindCallback:
 		return DeadLetter{Result: *r, Job: msg, StreamSeq: seq, Reason: r.Reason}, dedup, nil
-	case r.Callback != nil && !r.Callback.OK:
+	case callbackFailed:
 		b, err := job.Encode(j.CallbackMessage(nil))
 		if err != nil {
 			return DeadLetter{}, "", fmt.Errorf("encoding callback message: %w", err)

@@ -138,6 +138,11 @@ func (c *Consumer) awaitMarker(ctx context.Context, d *Delivery, f jetstream.Pub
 	if f == nil {
 		return
 	}
+	select {
+	case <-f.Ok():
+		return // the usual case, with no timer to arm
+	default:
+	}
 	t := time.NewTimer(markerWait)
 	defer t.Stop()
 	var err error
