@@ -94,6 +94,11 @@ func idleGapBatches(t *testing.T, adaptive string) {
 	// Even "no gap" is the second or so enqueue takes to start, which the
 	// defect read as a stall too: every later batch is held to the first.
 	first := batches[0]
+	// A fresh host starts below its ceiling, so the first batch is always
+	// refused some: without one line naming its pace, nothing was checked.
+	if first.paced == 0 {
+		t.Errorf("the first batch's %d deferrals named no pace: the invariant checked nothing", first.deferred)
+	}
 	for i, b := range batches[1:] {
 		if limit := 10*first.took + 5*time.Second; b.took > limit {
 			t.Errorf("batch %d after %v idle took %v, the first %v", i+1, b.gap, b.took, first.took)
