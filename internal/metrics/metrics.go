@@ -63,7 +63,7 @@ func New(reconnects func() uint64) *Metrics {
 		Name: "jetpost_breaker_state", Help: "Circuit breaker state per host: 0 closed, 1 half-open, 2 open.",
 	}, []string{"host"})
 	m.deadLetter = prometheus.NewCounter(prometheus.CounterOpts{
-		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed, and callbacks that finally failed, copied to the dead-letter stream.",
+		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed, and jobs whose callback finally failed, copied to the dead-letter stream (a re-driven callback failing again is not counted).",
 	})
 	m.reg.MustRegister(m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
