@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
+	"fmt"
 	"maps"
 	"net/http"
 	"slices"
@@ -131,3 +132,19 @@ func redactHeaderFields(hs map[string]any, secret []string) (map[string]any, boo
 // values derived ids must not depend on (JETPOST_REDACT_HEADERS). Call it
 // before the first Next.
 func (d *Decoder) SetSecretHeaders(names []string) { d.secretHeaders = names }
+
+// MarshalText writes the fingerprint as hex, as it is stored in markers.
+func (f Fingerprint) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, f[:]), nil }
+
+// UnmarshalText reads MarshalText's form; empty is the zero fingerprint.
+func (f *Fingerprint) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*f = Fingerprint{}
+		return nil
+	}
+	if len(b) != 2*len(f) {
+		return fmt.Errorf("fingerprint %q: want %d hex digits", b, 2*len(f))
+	}
+	_, err := hex.Decode(f[:], b)
+	return err
+}
