@@ -104,7 +104,7 @@ func TestIDCannotBePreclaimed(t *testing.T) {
 	real := writeFile(t, "real.jsonl", `{"id":"invoice-7","method":"POST","url":"`+url+`/pay","data":"42"}`+"\n")
 	enqueueRun(t, ns, runOpts{batch: "untrusted", wait: true}, fileInputs(t, decoy))
 	stop()
-	forgetJobIDs(t, ns) // however long ago the decoy ran
+	forgetJobIDs(t, ns)    // however long ago the decoy ran
 	startWorkers(t, ns, 1) // on the jobs stream made anew
 	out := enqueueRun(t, ns, runOpts{batch: "real", wait: true}, fileInputs(t, real))
 	if out.rep.Published != 1 || out.rep.CompletedEarlier != 0 {

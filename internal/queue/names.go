@@ -127,7 +127,9 @@ func invalidMsgID(seq uint64) string { return "poison/" + strconv.FormatUint(seq
 // RerunMsgID is the de-duplication id of a job sent again after the run
 // marked by m sent nothing (see RunMsgID); fp is the job's fingerprint (a
 // legacy marker has none).
-func RerunMsgID(m *DoneMarker, fp job.Fingerprint) string { return RunMsgID(m.ID, fp, m.Batch, m.Run+1) }
+func RerunMsgID(m *DoneMarker, fp job.Fingerprint) string {
+	return RunMsgID(m.ID, fp, m.Batch, m.Run+1)
+}
 
 // RunMsgID is the de-duplication id of run number run of job id (request
 // fingerprint fp), sent again after its previous run in batch failed. The
