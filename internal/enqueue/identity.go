@@ -3,8 +3,10 @@ package enqueue
 import (
 	"context"
 	"fmt"
+	"hash/maphash"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // markers are the completion markers found for one chunk's jobs, indexed
@@ -97,4 +99,49 @@ func (e *LegacyMarkerError) Error() string {
 // refuseLegacy counts a job refused for a legacy marker as not published.
 func (rep *PublishReport) refuseLegacy(rec spoolRecord, m *queue.DoneMarker) {
 	rep.refused = append(rep.refused, &queue.PublishError{ID: rec.id, Err: &LegacyMarkerError{Source: jobSource(rec.data), Batch: m.Batch}})
+}
+
+// acrossInputs checks that an id names one request across the inputs of
+// one run (each Decoder checks within its file): one batch cannot hold two
+// jobs with one id, their results would be taken for each other's. The
+// same id with the same request in two inputs is one job, as in two runs.
+// It costs nothing with one input, about 40 bytes an id with more.
+type acrossInputs struct {
+	seed  maphash.Seed
+	first map[uint64]firstSeen // by id hash
+	files []string
+}
+
+type firstSeen struct {
+	fp   uint64 // hash of the fingerprint
+	file uint32 // index into files
+}
+
+func newAcrossInputs(inputs int) *acrossInputs {
+	if inputs < 2 {
+		return nil
+	}
+	return &acrossInputs{seed: maphash.MakeSeed(), first: map[uint64]firstSeen{}}
+}
+
+// claim records id's request, or refuses another request under an id an
+// earlier input used. A 64-bit hash stands for the id (a false refusal has
+// odds of about n²/2⁶⁵, and is loud).
+func (a *acrossInputs) claim(id string, fp job.Fingerprint, file string) error {
+	if a == nil {
+		return nil
+	}
+	if len(a.files) == 0 || a.files[len(a.files)-1] != file {
+		a.files = append(a.files, file)
+	}
+	h, f := maphash.String(a.seed, id), maphash.Bytes(a.seed, fp[:])
+	prev, seen := a.first[h]
+	if !seen {
+		a.first[h] = firstSeen{fp: f, file: uint32(len(a.files) - 1)}
+		return nil
+	}
+	if prev.fp == f {
+		return nil
+	}
+	return fmt.Errorf("id %q is the id of another request in %s: ids must name one request across the inputs of a run", id, a.files[prev.file])
 }

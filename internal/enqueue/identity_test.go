@@ -208,3 +208,23 @@ func waitFor(t *testing.T, cond func() bool) {
 		time.Sleep(10 * time.Millisecond)
 	}
 }
+
+// Two inputs of one run numbered "1", "2"… with different requests would
+// put two jobs with one id in one batch: refused as FILE:LINE, like a
+// duplicate id within a file. The same request under the same id is one
+// job, in one run as in two.
+func TestIDAcrossInputsNamesOneRequest(t *testing.T) {
+	a := writeFile(t, "a.jsonl", `{"id":"1","url":"http://127.0.0.1:9/a"}`+"\n"+`{"id":"2","url":"http://127.0.0.1:9/same"}`+"\n")
+	b := writeFile(t, "b.jsonl", `{"id":"2","url":"http://127.0.0.1:9/same"}`+"\n"+`{"id":"1","method":"POST","url":"http://127.0.0.1:9/b"}`+"\n")
+	v, err := enqueue.Prepare(fileInputs(t, a, b), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer v.Spool.Close()
+	if v.Valid != 3 || v.Invalid != 1 || len(v.Errors) != 1 {
+		t.Fatalf("valid %d, invalid %d (%v); want 3 and 1", v.Valid, v.Invalid, v.Errors)
+	}
+	if got, want := v.Errors[0].Error(), b+`:2: id "1" is the id of another request in `+a; !strings.HasPrefix(got, want) {
+		t.Errorf("error %q, want %q…", got, want)
+	}
+}

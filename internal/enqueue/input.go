@@ -204,23 +204,30 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 	go func() {
 		defer close(jobs)
 		buf := make([]entry, 0, chunk)
+		bad := func(le *job.LineError) {
+			v.Invalid++
+			if len(v.Errors) < MaxReported {
+				v.Errors = append(v.Errors, le)
+			}
+		}
+		across := newAcrossInputs(len(ins))
 		for _, in := range ins {
 			file := in.displayName()
 			err := in.EachAt(func(j *job.Job, line int) error {
 				// Hashed here, on the decoding goroutine: the encoder
 				// is the busier one.
-				buf = append(buf, entry{j, j.Fingerprint(in.SecretHeaders), file, line})
+				fp := j.Fingerprint(in.SecretHeaders)
+				if err := across.claim(j.ID, fp, file); err != nil {
+					bad(&job.LineError{File: file, Line: line, Err: err})
+					return nil
+				}
+				buf = append(buf, entry{j, fp, file, line})
 				if len(buf) == chunk {
 					jobs <- buf
 					buf = make([]entry, 0, chunk)
 				}
 				return nil
-			}, func(le *job.LineError) {
-				v.Invalid++
-				if len(v.Errors) < MaxReported {
-					v.Errors = append(v.Errors, le)
-				}
-			})
+			}, bad)
 			if err != nil {
 				decodeErr = err
 				return
