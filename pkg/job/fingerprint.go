@@ -35,13 +35,15 @@ const fingerprintVersion = "jetpost-fingerprint-1"
 func (j *Job) Fingerprint(secretHeaders []string) Fingerprint {
 	// One buffer hashed once: cheaper than feeding a hash.Hash field by
 	// field (every result and marker of a worker computes it).
-	b := make([]byte, 0, 256+len(j.URL)+len(j.Data)+len(j.Callback))
+	var buf [1024]byte // most jobs fit: no allocation for the buffer
+	b := buf[:0]
 	b = field(b, fingerprintVersion)
 	b = field(b, j.Method)
 	b = field(b, RedactURL(j.URL))
 	b = headerFields(b, j.Headers, secretHeaders)
 	body, ctype := j.Body()
-	b = field(b, string(body))
+	b = binary.AppendUvarint(b, uint64(len(body)))
+	b = append(b, body...)
 	b = field(b, ctype)
 	b = field(b, RedactURL(j.Callback))
 	b = field(b, j.ReplyTo)
@@ -53,7 +55,8 @@ func (j *Job) Fingerprint(secretHeaders []string) Fingerprint {
 // are case-insensitive), secret values replaced by Redacted.
 func headerFields(b []byte, headers map[string]string, secret []string) []byte {
 	type kv struct{ k, v string }
-	list := make([]kv, 0, len(headers))
+	var small [16]kv
+	list := small[:0]
 	for k, v := range headers {
 		if IsSecretHeader(k, secret) {
 			v = Redacted
