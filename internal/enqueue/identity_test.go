@@ -158,7 +158,7 @@ func TestLegacyMarkerRefusesItsID(t *testing.T) {
 	}
 	put(queue.DoneMarker{ID: "sent", Batch: "v0", Seq: 1, OK: true, Attempts: 1})
 	put(queue.DoneMarker{ID: "unsent", Batch: "v0", Seq: 2, Reason: job.ReasonExpired})
-	legacy, err := queue.HasLegacyMarkers(ctx, js, names)
+	legacy, err := queue.NewDoneIndex(js, names).HasLegacy(ctx)
 	if err != nil || !legacy {
 		t.Fatalf("legacy markers: %v %v", legacy, err)
 	}

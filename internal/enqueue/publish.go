@@ -31,7 +31,7 @@ type PublishOptions struct {
 	// earlier run (of any batch) are not published again.
 	Done *queue.DoneIndex
 	// Legacy, with Done, also looks up the markers of the previous version,
-	// keyed by the id alone (queue.HasLegacyMarkers): one that sent
+	// keyed by the id alone (queue.DoneIndex.HasLegacy): one that sent
 	// something refuses its job, which may or may not be the request it
 	// marks.
 	Legacy bool

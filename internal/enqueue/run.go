@@ -183,7 +183,7 @@ func (r *runner) openDone(ctx context.Context) error {
 	if !o.Force {
 		r.done = queue.NewDoneIndex(r.js, o.Names)
 		var err error
-		r.legacy, err = queue.HasLegacyMarkers(ctx, r.js, o.Names)
+		r.legacy, err = r.done.HasLegacy(ctx)
 		return err
 	}
 	n, err := queue.ResultBatchCount(ctx, r.js, o.Names, o.Batch)

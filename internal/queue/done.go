@@ -102,25 +102,31 @@ func (m *DoneMarker) SentNothing() bool {
 	return false
 }
 
-// HasLegacyMarkers reports whether the done bucket holds any marker keyed
-// by a job id alone (written before markers carried a fingerprint), so that
-// enqueue looks those keys up only while there are some: one request, the
-// server finding the last message of the legacy keys' subjects.
-func HasLegacyMarkers(ctx context.Context, js jetstream.JetStream, n Names) (bool, error) {
-	s, err := js.Stream(ctx, "KV_"+n.DoneBucket())
+// HasLegacy reports whether the done bucket holds any marker keyed by a
+// job id alone (written before markers carried a fingerprint), so that
+// enqueue looks those keys up only while there are some. It is one direct
+// get, the API a lookup uses: the server finds the last message of the
+// legacy keys' subjects (new keys have two tokens, "f.<hex>", legacy keys
+// one). A deleted marker's tombstone counts too; the lookups skip it.
+func (x *DoneIndex) HasLegacy(ctx context.Context) (bool, error) {
+	body, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{x.subjPre + "*"})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := x.nc.RequestWithContext(ctx, x.api, body)
 	if err != nil {
 		return false, fmt.Errorf("looking for legacy completion markers: %w", err)
 	}
-	// New keys have two tokens ("f.<hex>"), legacy keys one.
-	_, err = s.GetLastMsgForSubject(ctx, n.doneSubjectPrefix()+"*")
-	switch {
-	case errors.Is(err, jetstream.ErrMsgNotFound):
+	if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		if status := m.Header.Get("Status"); status != "404" {
+			return false, fmt.Errorf("looking for legacy completion markers: status %s %s", status, m.Header.Get("Description"))
+		}
 		return false, nil
-	case err != nil:
-		return false, fmt.Errorf("looking for legacy completion markers: %w", err)
 	}
-	// The last one may be a deletion; any marker at all is enough reason to
-	// look (a deleted one is skipped by the lookup).
 	return true, nil
 }
 

@@ -65,24 +65,25 @@ func TestLegacyMarkers(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if has, err := queue.HasLegacyMarkers(ctx, js, n); err != nil || has {
+	x := queue.NewDoneIndex(js, n)
+	if has, err := x.HasLegacy(ctx); err != nil || has {
 		t.Fatalf("empty bucket: legacy %v, %v", has, err)
 	}
 	v, _ := json.Marshal(queue.DoneMarker{ID: "1", FP: fpOf(1), Batch: "a", Seq: 7, OK: true, Attempts: 1})
 	if _, err := kv.Put(ctx, queue.DoneKeyOf("1", fpOf(1)).String(), v); err != nil {
 		t.Fatal(err)
 	}
-	if has, err := queue.HasLegacyMarkers(ctx, js, n); err != nil || has {
+	if has, err := x.HasLegacy(ctx); err != nil || has {
 		t.Fatalf("new markers only: legacy %v, %v", has, err)
 	}
 	if _, err := kv.Put(ctx, queue.LegacyDoneKeyOf("2").String(), []byte(`{"id":"2","batch":"old","seq":3}`)); err != nil {
 		t.Fatal(err)
 	}
-	if has, err := queue.HasLegacyMarkers(ctx, js, n); err != nil || !has {
+	if has, err := x.HasLegacy(ctx); err != nil || !has {
 		t.Fatalf("a legacy marker: legacy %v, %v", has, err)
 	}
 	keys := []queue.DoneKey{queue.DoneKeyOf("1", fpOf(1)), queue.LegacyDoneKeyOf("1"), queue.LegacyDoneKeyOf("2"), queue.DoneKeyOf("2", fpOf(2))}
-	found, err := queue.NewDoneIndex(js, n).Lookup(keys).Wait(ctx)
+	found, err := x.Lookup(keys).Wait(ctx)
 	if err != nil {
 		t.Fatal(err)
 	}
