@@ -64,6 +64,7 @@ func (a *admin) parse(args []string) ([]string, error) {
 		return nil, err
 	}
 	a.names = queue.NewNames(a.cfg.SubjectPrefix)
+	a.names.SecretHeaders = a.cfg.SecretHeaders() // a re-drive's message id holds the job's identity
 	return pos, nil
 }
 

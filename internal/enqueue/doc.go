@@ -13,6 +13,10 @@
 // earlier run, so that a file enqueued again sends no request twice even
 // after the jobs stream's dedup window has passed. A job whose earlier run
 // failed before sending anything is sent again, as a new run of its own.
+// Markers and dedup ids are keyed by identity, id and request fingerprint
+// (spooled with each job), so a marker of the same id with another request
+// is not this job's; a legacy marker, keyed by the id alone, refuses its
+// job (identity.go).
 //
 // With --wait, a Collector expects exactly the spooled jobs (a compact
 // hash set, about 10 bytes a job) and counts one result per job. One

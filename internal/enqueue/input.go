@@ -14,8 +14,11 @@ import (
 
 // Input is one source of jobs: a file, or standard input.
 type Input struct {
-	Name  string // as the user gave it; "-" is standard input
-	stdin io.Reader
+	Name string // as the user gave it; "-" is standard input
+	// SecretHeaders are left out of derived ids and fingerprints, as
+	// queue.Names.SecretHeaders (Run sets them from Options.Names).
+	SecretHeaders []string
+	stdin         io.Reader
 }
 
 // OpenInputs resolves the arguments: files must exist and be regular files;
@@ -92,6 +95,7 @@ func (in *Input) EachAt(fn func(j *job.Job, line int) error, bad func(*job.LineE
 	}
 	defer closeFn()
 	dec := job.NewDecoder(r, in.displayName())
+	dec.SetSecretHeaders(in.SecretHeaders)
 	for {
 		j, err := dec.Next()
 		if err == io.EOF {
@@ -191,6 +195,7 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 	const chunk = 256
 	type entry struct {
 		j    *job.Job
+		fp   job.Fingerprint
 		file string
 		line int
 	}
@@ -199,21 +204,30 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 	go func() {
 		defer close(jobs)
 		buf := make([]entry, 0, chunk)
+		bad := func(le *job.LineError) {
+			v.Invalid++
+			if len(v.Errors) < MaxReported {
+				v.Errors = append(v.Errors, le)
+			}
+		}
+		across := newAcrossInputs(len(ins))
 		for _, in := range ins {
 			file := in.displayName()
 			err := in.EachAt(func(j *job.Job, line int) error {
-				buf = append(buf, entry{j, file, line})
+				// Hashed here, on the decoding goroutine: the encoder
+				// is the busier one.
+				fp := j.Fingerprint(in.SecretHeaders)
+				if err := across.claim(j.ID, fp, file); err != nil {
+					bad(&job.LineError{File: file, Line: line, Err: err})
+					return nil
+				}
+				buf = append(buf, entry{j, fp, file, line})
 				if len(buf) == chunk {
 					jobs <- buf
 					buf = make([]entry, 0, chunk)
 				}
 				return nil
-			}, func(le *job.LineError) {
-				v.Invalid++
-				if len(v.Errors) < MaxReported {
-					v.Errors = append(v.Errors, le)
-				}
-			})
+			}, bad)
 			if err != nil {
 				decodeErr = err
 				return
@@ -238,7 +252,7 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 				v.Large = append(v.Large, LargeJob{File: e.file, Line: e.line, ID: j.ID, Bytes: len(data)})
 			}
 			if err == nil {
-				err = sp.write(j.ID, data)
+				err = sp.write(j.ID, e.fp, data)
 			}
 			if err != nil {
 				encodeErr = fmt.Errorf("job %q: %w", j.ID, err)

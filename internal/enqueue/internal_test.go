@@ -9,6 +9,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 func TestIDSetStates(t *testing.T) {
@@ -69,7 +71,7 @@ func TestSpoolRoundTrip(t *testing.T) {
 	}
 	defer sp.Close()
 	for i := range 1000 {
-		if err := sp.write(fmt.Sprintf("id-%d", i), []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
+		if err := sp.write(fmt.Sprintf("id-%d", i), job.Fingerprint{byte(i), byte(i >> 8)}, []byte(fmt.Sprintf(`{"n":%d}`, i))); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -82,7 +84,8 @@ func TestSpoolRoundTrip(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := 0; ; i++ {
-			id, data, err := r.next(pass == 1)
+			rec, err := r.next(pass == 1)
+			id, data := rec.id, rec.data
 			if errors.Is(err, io.EOF) {
 				if i != 1000 {
 					t.Fatalf("pass %d: %d records", pass, i)
@@ -92,7 +95,7 @@ func TestSpoolRoundTrip(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if id != fmt.Sprintf("id-%d", i) || (pass == 0 && string(data) != fmt.Sprintf(`{"n":%d}`, i)) {
+			if id != fmt.Sprintf("id-%d", i) || rec.fp != (job.Fingerprint{byte(i), byte(i >> 8)}) || (pass == 0 && string(data) != fmt.Sprintf(`{"n":%d}`, i)) {
 				t.Fatalf("record %d: %q %q", i, id, data)
 			}
 		}

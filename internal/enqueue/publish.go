@@ -30,6 +30,11 @@ type PublishOptions struct {
 	// Done, if set, is asked before publishing: jobs completed by an
 	// earlier run (of any batch) are not published again.
 	Done *queue.DoneIndex
+	// Legacy, with Done, also looks up the markers of the previous version,
+	// keyed by the id alone (queue.DoneIndex.HasLegacy): one that sent
+	// something refuses its job, which may or may not be the request it
+	// marks.
+	Legacy bool
 	// ForceToken, if set, gives every job a new de-duplication id, so that
 	// jobs completed or enqueued before are sent again.
 	ForceToken string
@@ -75,6 +80,10 @@ type PublishReport struct {
 	completed map[uint64]string
 	dups      []dupRef
 	runs      map[string]*EarlierRun
+	// refused are jobs refused before publishing (refuseLegacy), kept
+	// apart from Failed, which the ack goroutine appends to, until
+	// publishing is over.
+	refused []*queue.PublishError
 }
 
 // dupRef is a job another run enqueued and has not completed yet.
@@ -90,37 +99,32 @@ type dupRef struct {
 }
 
 type chunk struct {
-	ids  []string
-	data [][]byte
-	call *queue.DoneCall
+	jobs   []spoolRecord
+	call   *queue.DoneCall
+	legacy *queue.DoneCall // markers keyed by the id alone; nil if none are looked up
 }
 
 // readChunks reads the spool into chunks of up to MaxDoneLookup jobs, each
 // with the lookup of its completion markers sent (unless done is nil or
 // lookups were given up), until the spool ends or ctx does.
-func readChunks(ctx context.Context, rd *spoolReader, done *queue.DoneIndex, noLookups *atomic.Bool, chunks chan<- *chunk) error {
+func readChunks(ctx context.Context, rd *spoolReader, done *queue.DoneIndex, legacy bool, noLookups *atomic.Bool, chunks chan<- *chunk) error {
 	for {
-		c := &chunk{ids: make([]string, 0, queue.MaxDoneLookup), data: make([][]byte, 0, queue.MaxDoneLookup)}
-		for len(c.ids) < queue.MaxDoneLookup {
-			id, data, err := rd.next(false)
+		c := &chunk{jobs: make([]spoolRecord, 0, queue.MaxDoneLookup)}
+		for len(c.jobs) < queue.MaxDoneLookup {
+			rec, err := rd.next(false)
 			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
 				return err
 			}
-			c.ids = append(c.ids, id)
-			c.data = append(c.data, data)
+			c.jobs = append(c.jobs, rec)
 		}
-		if len(c.ids) == 0 {
+		if len(c.jobs) == 0 {
 			return nil
 		}
 		if done != nil && !noLookups.Load() {
-			keys := make([]queue.DoneKey, len(c.ids))
-			for i, id := range c.ids {
-				keys[i] = queue.DoneKeyOf(id)
-			}
-			c.call = done.Lookup(keys)
+			c.lookup(done, legacy)
 		}
 		select {
 		case chunks <- c:
@@ -140,7 +144,7 @@ func (rep *PublishReport) onAck(key func(string) uint64, rs *resends, prog *Prog
 		case a.Duplicate:
 			rep.Duplicates++
 			if key != nil {
-				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID), h: key(a.Msg.ID), seq: a.Seq, source: jobSource(a.Msg.Data)}
+				d := dupRef{key: queue.DoneKeyOf(a.Msg.ID, a.Msg.FP), h: key(a.Msg.ID), seq: a.Seq, source: jobSource(a.Msg.Data)}
 				if earlier != nil {
 					d.stale = earlier.Seq
 				}
@@ -155,21 +159,25 @@ func (rep *PublishReport) onAck(key func(string) uint64, rs *resends, prog *Prog
 
 // publishChunk publishes one chunk's jobs, given their markers (found, nil
 // if none could be looked up): a job completed by an earlier run is
-// skipped, one whose earlier run sent nothing goes as a new run.
-func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPublisher, c *chunk, found []*queue.DoneMarker, subject string, o PublishOptions, rs *resends) error {
-	for i, id := range c.ids {
-		var marker *queue.DoneMarker
-		if found != nil && found[i] != nil && found[i].ID == id {
-			marker = found[i]
+// skipped, one whose earlier run sent nothing goes as a new run. Only a
+// marker of the same identity (id and request) counts; a legacy one that
+// sent something refuses its job.
+func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPublisher, c *chunk, found markers, subject string, o PublishOptions, rs *resends) error {
+	for i, rec := range c.jobs {
+		if lm := found.legacyOf(i, rec.id); lm != nil && !lm.SentNothing() && found.of(i, rec) == nil {
+			rep.refuseLegacy(rec, lm)
+			o.Progress.published()
+			continue
 		}
+		marker := found.of(i, rec)
 		if marker != nil && !marker.SentNothing() {
-			rep.skipCompletedEarlier(marker, o.Key, c.data[i])
+			rep.skipCompletedEarlier(marker, o.Key, rec.data)
 			o.Progress.completedEarlier()
 			continue
 		}
-		m := &queue.BulkMsg{ID: id, Subject: subject, Data: c.data[i]}
+		m := &queue.BulkMsg{ID: rec.id, FP: rec.fp, Subject: subject, Data: rec.data}
 		if o.ForceToken != "" {
-			m.MsgID = id + "/force/" + o.ForceToken
+			m.MsgID = queue.ForceMsgID(rec.id, rec.fp, o.ForceToken)
 		}
 		if marker != nil {
 			if err := rep.resend(m, marker, rs); err != nil {
@@ -208,7 +216,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	go func() {
 		defer reader.Done()
 		defer close(chunks)
-		readErr = readChunks(rctx, rd, o.Done, &noLookups, chunks)
+		readErr = readChunks(rctx, rd, o.Done, o.Legacy, &noLookups, chunks)
 	}()
 
 	rs := newResends()
@@ -216,20 +224,16 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	subject := o.Names.JobSubject(o.Batch)
 	var pubErr error
 	for c := range chunks {
-		var found []*queue.DoneMarker
-		if c.call != nil {
-			found, err = c.call.Wait(ctx)
-			if err != nil {
-				if ctx.Err() != nil {
-					pubErr = ctx.Err()
-					break
-				}
-				// Without the markers the dedup window is all that
-				// protects; say so once and go on.
-				rep.LookupErr = err
-				noLookups.Store(true)
-				found = nil
+		found, err := c.wait(ctx)
+		if err != nil {
+			if ctx.Err() != nil {
+				pubErr = ctx.Err()
+				break
 			}
+			// Without the markers the dedup window is all that
+			// protects; say so once and go on.
+			rep.LookupErr = err
+			noLookups.Store(true)
 		}
 		if err := rep.publishChunk(ctx, pub, c, found, subject, o, rs); err != nil {
 			pubErr = err
@@ -237,6 +241,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 		}
 	}
 	pub.Close()
+	rep.Failed = append(rep.Failed, rep.refused...)
 	rep.Elapsed = time.Since(start)
 	rs.count(rep)
 	rep.EarlierRuns = rep.sortedRuns()
@@ -245,9 +250,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 	}
 	stopReader()
 	for c := range chunks {
-		if c.call != nil {
-			c.call.Cancel()
-		}
+		c.cancel()
 	}
 	reader.Wait()
 	if pubErr != nil {

@@ -147,7 +147,7 @@ func (rep *PublishReport) resend(msg *queue.BulkMsg, m *queue.DoneMarker, rs *re
 	}
 	msg.Data = data
 	if msg.MsgID == "" {
-		msg.MsgID = queue.RerunMsgID(m)
+		msg.MsgID = queue.RerunMsgID(m, msg.FP)
 	}
 	rs.add(msg, m)
 	rep.run(m) // counted once the broker has stored it (sentAgain)

@@ -80,6 +80,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 // invalid lines listed, nothing published.
 func prepareRun(o Options, start time.Time) (*Validation, time.Duration, error) {
 	enqueuedAt := start.UTC()
+	for _, in := range o.Inputs {
+		in.SecretHeaders = o.Names.SecretHeaders
+	}
 	v, err := Prepare(o.Inputs, func(j *job.Job) {
 		j.Batch = o.Batch
 		j.EnqueuedAt = enqueuedAt
@@ -132,6 +135,7 @@ type runner struct {
 	start      time.Time
 	js         jetstream.JetStream
 	done       *queue.DoneIndex // nil: completed jobs are not looked up
+	legacy     bool             // the done bucket holds markers keyed by the id alone
 	forceToken string
 	col        *Collector // nil without Wait
 	outFile    *os.File
@@ -178,7 +182,9 @@ func (r *runner) openDone(ctx context.Context) error {
 	o := r.o
 	if !o.Force {
 		r.done = queue.NewDoneIndex(r.js, o.Names)
-		return nil
+		var err error
+		r.legacy, err = r.done.HasLegacy(ctx)
+		return err
 	}
 	n, err := queue.ResultBatchCount(ctx, r.js, o.Names, o.Batch)
 	if err != nil {
@@ -246,7 +252,7 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		go func() { collected <- r.col.Collect(wctx, r.js, o.Names, o.Batch, r.done, published) }()
 	}
 	rep, err := Publish(ctx, r.js, r.v.Spool, PublishOptions{
-		Batch: o.Batch, Names: o.Names, Window: o.Window, Done: r.done, ForceToken: r.forceToken,
+		Batch: o.Batch, Names: o.Names, Window: o.Window, Done: r.done, Legacy: r.legacy, ForceToken: r.forceToken,
 		Key: key, Progress: r.prog,
 	})
 	r.reportPublish(rep)

@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"io"
 	"os"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // Spool is a temporary file of validated jobs, encoded for the wire: the
@@ -31,15 +33,19 @@ func newSpool() (*Spool, error) {
 	return &Spool{f: f, w: bufio.NewWriterSize(f, spoolBuffer)}, nil
 }
 
-// write appends one record: uvarint length and bytes of the id, then of
-// the encoded job.
-func (s *Spool) write(id string, data []byte) error {
+// write appends one record: uvarint length and bytes of the id, the
+// request's fingerprint (fixed size), then length and bytes of the encoded
+// job.
+func (s *Spool) write(id string, fp job.Fingerprint, data []byte) error {
 	var hdr [2 * binary.MaxVarintLen64]byte
 	n := binary.PutUvarint(hdr[:], uint64(len(id)))
 	if _, err := s.w.Write(hdr[:n]); err != nil {
 		return err
 	}
 	if _, err := s.w.WriteString(id); err != nil {
+		return err
+	}
+	if _, err := s.w.Write(fp[:]); err != nil {
 		return err
 	}
 	n = binary.PutUvarint(hdr[:], uint64(len(data)))
@@ -80,33 +86,44 @@ type spoolReader struct {
 	idBuf []byte
 }
 
+// spoolRecord is one job read back from the spool.
+type spoolRecord struct {
+	id   string
+	fp   job.Fingerprint
+	data []byte
+}
+
 // next returns the next record, or io.EOF. data is freshly allocated (the
 // publisher keeps it until the broker has answered); with skipData it is
 // nil.
-func (r *spoolReader) next(skipData bool) (id string, data []byte, err error) {
+func (r *spoolReader) next(skipData bool) (rec spoolRecord, err error) {
 	n, err := binary.ReadUvarint(r.r)
 	if err != nil {
-		return "", nil, err // io.EOF at a record boundary: the end
+		return rec, err // io.EOF at a record boundary: the end
 	}
 	if uint64(cap(r.idBuf)) < n {
 		r.idBuf = make([]byte, n)
 	}
 	idb := r.idBuf[:n]
 	if _, err := io.ReadFull(r.r, idb); err != nil {
-		return "", nil, truncated(err)
+		return rec, truncated(err)
+	}
+	if _, err := io.ReadFull(r.r, rec.fp[:]); err != nil {
+		return rec, truncated(err)
 	}
 	if n, err = binary.ReadUvarint(r.r); err != nil {
-		return "", nil, truncated(err)
+		return rec, truncated(err)
 	}
+	rec.id = string(idb)
 	if skipData {
 		_, err = r.r.Discard(int(n))
-		return string(idb), nil, truncated(err)
+		return rec, truncated(err)
 	}
-	data = make([]byte, n)
-	if _, err := io.ReadFull(r.r, data); err != nil {
-		return "", nil, truncated(err)
+	rec.data = make([]byte, n)
+	if _, err := io.ReadFull(r.r, rec.data); err != nil {
+		return rec, truncated(err)
 	}
-	return string(idb), data, nil
+	return rec, nil
 }
 
 func truncated(err error) error {
@@ -123,13 +140,13 @@ func (s *Spool) ids(fn func(id string)) error {
 		return err
 	}
 	for {
-		id, _, err := r.next(true)
+		rec, err := r.next(true)
 		if errors.Is(err, io.EOF) {
 			return nil
 		}
 		if err != nil {
 			return fmt.Errorf("reading the spool file: %w", err)
 		}
-		fn(id)
+		fn(rec.id)
 	}
 }

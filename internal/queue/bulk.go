@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/retry"
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
@@ -12,8 +13,10 @@ import (
 
 // BulkMsg is one job already encoded for the wire.
 type BulkMsg struct {
-	ID      string // job id, for reports
-	MsgID   string // de-duplication id (Nats-Msg-Id); empty means ID
+	ID string // job id
+	// FP is the fingerprint of the job's request: with ID, its identity.
+	FP      job.Fingerprint
+	MsgID   string // de-duplication id (Nats-Msg-Id); empty means JobMsgID(ID, FP)
 	Subject string
 	Data    []byte
 }
@@ -69,7 +72,7 @@ func NewBulkPublisher(ctx context.Context, js jetstream.JetStream, window int, o
 func (m *BulkMsg) natsMsg() *nats.Msg {
 	id := m.MsgID
 	if id == "" {
-		id = m.ID
+		id = JobMsgID(m.ID, m.FP)
 	}
 	// A literal header saves the canonicalisation of Header.Set; the key is
 	// already canonical.

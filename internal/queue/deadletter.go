@@ -36,13 +36,14 @@ type DeadLetter struct {
 // again, keep the callback message without its result (the result is
 // beside it), for a re-drive of the callback alone: the job's result
 // stands. A failed job's callback is not dead-lettered apart: re-driving
-// the job sends its new result to the callback.
-func deadLetterOf(j *job.Job, msg []byte, seq uint64, r *job.Result) (DeadLetter, string, error) {
+// the job sends its new result to the callback. fp is the job's
+// fingerprint.
+func deadLetterOf(j *job.Job, fp job.Fingerprint, msg []byte, seq uint64, r *job.Result) (DeadLetter, string, error) {
 	callbackFailed := r.Callback != nil && !r.Callback.OK
 	if r.OK && !callbackFailed {
 		return DeadLetter{}, "", nil // the common case: no id to build
 	}
-	dedup := ResultID(j)
+	dedup := ResultID(j, fp)
 	if j.Kind == job.KindCallback {
 		dedup = callbackDeadLetterID(j, seq)
 	}

@@ -95,6 +95,8 @@ func TestDeadLetterOf(t *testing.T) {
 		Headers: map[string]string{"Authorization": "Bearer s3cret"}, Data: []byte(`{"a":1}`),
 		Callback: "https://hooks.example.com/cb", Source: "f.jsonl:2"}
 	msg, _ := job.Encode(j)
+	fp := j.Fingerprint(nil)
+	jobDedup := "b/j1/" + fp.String()
 	failedCB := &job.CallbackResult{Status: 503, Attempts: 3, Error: "503 Service Unavailable"}
 	tests := []struct {
 		name       string
@@ -105,15 +107,15 @@ func TestDeadLetterOf(t *testing.T) {
 	}{
 		{"ok, callback ok", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true, Status: 204}}, "", ""},
 		{"ok, no callback", j, &job.Result{ID: "j1", Batch: "b", OK: true}, "", ""},
-		{"failed", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonPermanent}, job.ReasonPermanent, "b/j1"},
-		{"failed, callback failed too: the job's re-drive posts again", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonExhausted, Callback: failedCB}, job.ReasonExhausted, "b/j1"},
-		{"ok, callback failed", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1"},
+		{"failed", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonPermanent}, job.ReasonPermanent, jobDedup},
+		{"failed, callback failed too: the job's re-drive posts again", j, &job.Result{ID: "j1", Batch: "b", Reason: job.ReasonExhausted, Callback: failedCB}, job.ReasonExhausted, jobDedup},
+		{"ok, callback failed", j, &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, jobDedup},
 		{"re-driven callback failed again", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: failedCB}, job.ReasonCallbackFailed, "b/j1/callback/9"},
 		{"re-driven callback delivered", j.CallbackMessage(&job.Result{ID: "j1", OK: true}), &job.Result{ID: "j1", Batch: "b", OK: true, Callback: &job.CallbackResult{OK: true}}, "", ""},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			dl, dedup, err := deadLetterOf(tt.j, msg, 9, tt.r)
+			dl, dedup, err := deadLetterOf(tt.j, fp, msg, 9, tt.r)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -42,12 +42,15 @@
 //	                 turn-away is recorded)
 //	HandBack         Nak: redeliver now, to another worker (shutdown)
 //
-// Results are published with a dedup id of batch/job id (and run), and the
-// job is acked only after the result is stored, so a redelivery after a
-// lost ack cannot store a second result. The completion marker, written
-// without waiting after the result, lets enqueue (DoneIndex, a bulk lookup)
-// send nothing twice when a file is enqueued again after the dedup window,
-// and return the earlier results.
+// Results are published with a dedup id of batch/job identity (and run),
+// and the job is acked only after the result is stored, so a redelivery
+// after a lost ack cannot store a second result. The completion marker,
+// written without waiting after the result, lets enqueue (DoneIndex, a bulk
+// lookup) send nothing twice when a file is enqueued again after the dedup
+// window, and return the earlier results. A job's identity, in every dedup
+// id and marker key, is its id and its request's fingerprint (Names.
+// Fingerprint, without secrets): the same id with another request is
+// another job.
 //
 // Attempts are kept by stream sequence because JetStream's delivery count
 // also counts deferrals and hand-backs. The bucket is read only on

@@ -16,24 +16,52 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// DoneKey is a job id's key in the done bucket: the first 128 bits of its
-// SHA-256. KV keys allow only [-/_=.a-zA-Z0-9], and a fixed size keeps any
-// id, however long or odd, one short key.
-type DoneKey [16]byte
-
-// DoneKeyOf returns the key of job id.
-func DoneKeyOf(id string) DoneKey {
-	sum := sha256.Sum256([]byte(id))
-	return DoneKey(sum[:16])
+// DoneKey is a job's key in the done bucket: the first 128 bits of the
+// SHA-256 of its identity, the job id and the fingerprint of its request
+// (job.Fingerprint). KV keys allow only [-/_=.a-zA-Z0-9], and a fixed size
+// keeps any id, however long or odd, one short key. Markers written before
+// identity had a fingerprint are keyed by the id alone (legacy).
+type DoneKey struct {
+	h      [16]byte
+	legacy bool
 }
 
-// String is the key as written in the bucket (32 hex digits).
-func (k DoneKey) String() string { return hex.EncodeToString(k[:]) }
+// doneKeyVersion is the key's first token, which tells its markers from
+// those keyed by the id alone.
+const doneKeyVersion = "f."
+
+// DoneKeyOf returns the key of the job with id whose request has
+// fingerprint fp.
+func DoneKeyOf(id string, fp job.Fingerprint) DoneKey {
+	b := make([]byte, 0, len(fp)+len(id))
+	b = append(b, fp[:]...)
+	b = append(b, id...) // fp is fixed-size: no separator needed
+	sum := sha256.Sum256(b)
+	return DoneKey{h: [16]byte(sum[:16])}
+}
+
+// LegacyDoneKeyOf is the key the previous version stored job id's marker
+// under, whatever its request.
+func LegacyDoneKeyOf(id string) DoneKey {
+	sum := sha256.Sum256([]byte(id))
+	return DoneKey{h: [16]byte(sum[:16]), legacy: true}
+}
+
+// String is the key as written in the bucket.
+func (k DoneKey) String() string {
+	if k.legacy {
+		return hex.EncodeToString(k.h[:])
+	}
+	return doneKeyVersion + hex.EncodeToString(k.h[:])
+}
 
 // DoneMarker is the value of a completion marker.
 type DoneMarker struct {
-	ID    string `json:"id"`
-	Batch string `json:"batch"`
+	ID string `json:"id"`
+	// FP is the fingerprint of the request that ran; zero in a legacy
+	// marker, which says nothing of the request.
+	FP    job.Fingerprint `json:"fp"`
+	Batch string          `json:"batch"`
 	// Seq is the result's sequence in the results stream.
 	Seq uint64 `json:"seq"`
 	// The outcome, so that a re-run can tell a job that sent nothing from
@@ -50,6 +78,15 @@ type DoneMarker struct {
 	At time.Time `json:"-"`
 }
 
+// Legacy reports whether the marker was written before markers carried the
+// request's fingerprint: it matches a job by id alone.
+func (m *DoneMarker) Legacy() bool { return m.FP == job.Fingerprint{} }
+
+// Of reports whether the marker is that of the job with id and request
+// fingerprint fp: a marker found under the job's key could still be
+// another's if 128 bits ever collided.
+func (m *DoneMarker) Of(id string, fp job.Fingerprint) bool { return m.ID == id && m.FP == fp }
+
 // SentNothing reports whether the marked run ended without starting any
 // request: refused before sending, turned away by an open breaker on every
 // try, expired or cancelled. Sending such a job again cannot duplicate a
@@ -63,6 +100,34 @@ func (m *DoneMarker) SentNothing() bool {
 		return true
 	}
 	return false
+}
+
+// HasLegacy reports whether the done bucket holds any marker keyed by a
+// job id alone (written before markers carried a fingerprint), so that
+// enqueue looks those keys up only while there are some. It is one direct
+// get, the API a lookup uses: the server finds the last message of the
+// legacy keys' subjects (new keys have two tokens, "f.<hex>", legacy keys
+// one). A deleted marker's tombstone counts too; the lookups skip it.
+func (x *DoneIndex) HasLegacy(ctx context.Context) (bool, error) {
+	body, err := json.Marshal(struct {
+		LastBySubject string `json:"last_by_subj"`
+	}{x.subjPre + "*"})
+	if err != nil {
+		return false, err
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	m, err := x.nc.RequestWithContext(ctx, x.api, body)
+	if err != nil {
+		return false, fmt.Errorf("looking for legacy completion markers: %w", err)
+	}
+	if len(m.Data) == 0 && m.Header.Get("Status") != "" {
+		if status := m.Header.Get("Status"); status != "404" {
+			return false, fmt.Errorf("looking for legacy completion markers: status %s %s", status, m.Header.Get("Description"))
+		}
+		return false, nil
+	}
+	return true, nil
 }
 
 // MaxDoneLookup is how many keys one Lookup may ask for: the server answers
@@ -200,10 +265,16 @@ func (x *DoneIndex) marker(m *nats.Msg) (DoneKey, *DoneMarker, bool) {
 		return k, nil, false
 	}
 	hx, ok := strings.CutPrefix(m.Header.Get(jetstream.SubjectHeader), x.subjPre)
-	if !ok || len(hx) != 2*len(k) {
+	if !ok {
 		return k, nil, false
 	}
-	if _, err := hex.Decode(k[:], []byte(hx)); err != nil {
+	if hx, ok = strings.CutPrefix(hx, doneKeyVersion); !ok {
+		k.legacy = true
+	}
+	if len(hx) != 2*len(k.h) {
+		return k, nil, false
+	}
+	if _, err := hex.Decode(k.h[:], []byte(hx)); err != nil {
 		return k, nil, false
 	}
 	var dm DoneMarker

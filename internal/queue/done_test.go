@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"strings"
 	"testing"
 	"time"
 
@@ -30,10 +29,10 @@ func TestDoneLookupFindsMarkersInBatches(t *testing.T) {
 	}
 	keys := make([]queue.DoneKey, queue.MaxDoneLookup)
 	for i := range keys {
-		keys[i] = queue.DoneKeyOf(fmt.Sprintf("job-%d", i))
+		keys[i] = queue.DoneKeyOf(fmt.Sprintf("job-%d", i), fpOf(i))
 	}
 	for _, i := range []int{0, 17, 1023} {
-		v, _ := json.Marshal(queue.DoneMarker{ID: fmt.Sprintf("job-%d", i), Batch: "b", Seq: uint64(100 + i)})
+		v, _ := json.Marshal(queue.DoneMarker{ID: fmt.Sprintf("job-%d", i), FP: fpOf(i), Batch: "b", Seq: uint64(100 + i)})
 		if _, err := kv.Put(ctx, keys[i].String(), v); err != nil {
 			t.Fatal(err)
 		}
@@ -46,7 +45,7 @@ func TestDoneLookupFindsMarkersInBatches(t *testing.T) {
 	for i, m := range found {
 		switch i {
 		case 0, 17, 1023:
-			if m == nil || m.Seq != uint64(100+i) || m.ID != fmt.Sprintf("job-%d", i) {
+			if m == nil || m.Seq != uint64(100+i) || !m.Of(fmt.Sprintf("job-%d", i), fpOf(i)) || m.Legacy() {
 				t.Errorf("key %d: %+v", i, m)
 			}
 		default:
@@ -102,8 +101,8 @@ func TestDoneMarkerSaysWhetherAnythingWasSent(t *testing.T) {
 	}
 	keys := make([]queue.DoneKey, len(cases))
 	for i, c := range cases {
-		c.m.ID, c.m.Batch, c.m.Seq, c.m.Run = fmt.Sprint("job-", i), "b", uint64(i+1), i
-		keys[i] = queue.DoneKeyOf(c.m.ID)
+		c.m.ID, c.m.FP, c.m.Batch, c.m.Seq, c.m.Run = fmt.Sprint("job-", i), fpOf(i), "b", uint64(i+1), i
+		keys[i] = queue.DoneKeyOf(c.m.ID, c.m.FP)
 		v, _ := json.Marshal(c.m)
 		if _, err := kv.Put(ctx, keys[i].String(), v); err != nil {
 			t.Fatal(err)
@@ -122,8 +121,13 @@ func TestDoneMarkerSaysWhetherAnythingWasSent(t *testing.T) {
 		if m.SentNothing() == c.sent {
 			t.Errorf("marker %+v: SentNothing %v", c.m, m.SentNothing())
 		}
-		if !strings.HasPrefix(queue.RerunMsgID(m), m.ID+"/run/b/") {
-			t.Errorf("RerunMsgID %q", queue.RerunMsgID(m))
+		if want := fmt.Sprintf("%s/%s/run/b/%d", m.ID, m.FP, i+1); queue.RerunMsgID(m, m.FP) != want {
+			t.Errorf("RerunMsgID %q, want %q", queue.RerunMsgID(m, m.FP), want)
 		}
 	}
+}
+
+// fpOf is a made-up request fingerprint for test job i.
+func fpOf(i int) job.Fingerprint {
+	return (&job.Job{Method: "GET", URL: fmt.Sprintf("https://example.com/%d", i)}).Fingerprint(nil)
 }

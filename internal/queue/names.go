@@ -12,6 +12,11 @@ import (
 // account. Every name jetpost stores under is spelled here.
 type Names struct {
 	Prefix string
+	// SecretHeaders are the header names, besides the built-in ones, whose
+	// values a job's identity never depends on (JETPOST_REDACT_HEADERS).
+	// Like Prefix, enqueue and every worker must agree on them: the keys
+	// of completion markers and the de-duplication ids depend on them.
+	SecretHeaders []string
 }
 
 // NewNames returns the names for prefix ("jetpost" by default).
@@ -73,12 +78,35 @@ func (n Names) doneDirectGet(apiPrefix string) string {
 	return apiPrefix + "DIRECT.GET.KV_" + n.DoneBucket()
 }
 
+// Fingerprint is the fingerprint of j's request, as every part of one
+// deployment computes it.
+func (n Names) Fingerprint(j *job.Job) job.Fingerprint { return j.Fingerprint(n.SecretHeaders) }
+
+// DoneKey is the key of j's completion marker.
+func (n Names) DoneKey(j *job.Job) DoneKey { return DoneKeyOf(j.ID, n.Fingerprint(j)) }
+
 // De-duplication ids (Nats-Msg-Id): what makes storing twice store once.
+// Each holds the job's identity, its id and its request's fingerprint, so
+// two jobs with one id are never taken for each other. The fingerprint is
+// fixed-size and batch names have no "/", so no two of these ids are
+// spelled alike, whatever "/" the job ids hold.
+
+// JobMsgID is the de-duplication id of a job published by enqueue: the same
+// request with the same id, enqueued again within the dedup window, is
+// stored once; the same id with another request is another job.
+func JobMsgID(id string, fp job.Fingerprint) string { return id + "/" + fp.String() }
+
+// ForceMsgID is the de-duplication id of a job that --force sends again:
+// new for each forced run (token).
+func ForceMsgID(id string, fp job.Fingerprint, token string) string {
+	return JobMsgID(id, fp) + "/force/" + token
+}
 
 // ResultID is the de-duplication id of a job's result: one result per job
-// and run (a re-drive is a new run).
-func ResultID(j *job.Job) string {
-	id := j.Batch + "/" + j.ID
+// and run (a re-drive is a new run). fp is the job's Fingerprint: a batch
+// id used again for another request with the same id stores its own result.
+func ResultID(j *job.Job, fp job.Fingerprint) string {
+	id := j.Batch + "/" + JobMsgID(j.ID, fp)
 	if j.Redrive > 0 {
 		id += "/r" + strconv.Itoa(j.Redrive)
 	}
@@ -87,8 +115,9 @@ func ResultID(j *job.Job) string {
 
 // callbackDeadLetterID is the de-duplication id of a re-driven callback's
 // dead letter: one per callback message, however often it is re-driven.
+// The message's stream sequence makes it unique on its own.
 func callbackDeadLetterID(j *job.Job, seq uint64) string {
-	return ResultID(j) + "/callback/" + strconv.FormatUint(seq, 10)
+	return j.Batch + "/" + j.ID + "/callback/" + strconv.FormatUint(seq, 10)
 }
 
 // invalidMsgID is the de-duplication id of an invalid message's result and
@@ -96,23 +125,27 @@ func callbackDeadLetterID(j *job.Job, seq uint64) string {
 func invalidMsgID(seq uint64) string { return "poison/" + strconv.FormatUint(seq, 10) }
 
 // RerunMsgID is the de-duplication id of a job sent again after the run
-// marked by m sent nothing (see RunMsgID).
-func RerunMsgID(m *DoneMarker) string { return RunMsgID(m.ID, m.Batch, m.Run+1) }
+// marked by m sent nothing (see RunMsgID); fp is the job's fingerprint (a
+// legacy marker has none).
+func RerunMsgID(m *DoneMarker, fp job.Fingerprint) string {
+	return RunMsgID(m.ID, fp, m.Batch, m.Run+1)
+}
 
-// RunMsgID is the de-duplication id of run number run of job id, sent again
-// after its previous run in batch failed. The job id alone would be dropped
-// within the dedup window. A re-drive and a re-run build it alike, so the
-// two cannot both send one job again, and repeating either is idempotent.
-func RunMsgID(id, batch string, run int) string {
-	return id + "/run/" + batch + "/" + strconv.Itoa(run)
+// RunMsgID is the de-duplication id of run number run of job id (request
+// fingerprint fp), sent again after its previous run in batch failed. The
+// job's first id would be dropped within the dedup window. A re-drive and a
+// re-run build it alike, so the two cannot both send one job again, and
+// repeating either is idempotent.
+func RunMsgID(id string, fp job.Fingerprint, batch string, run int) string {
+	return JobMsgID(id, fp) + "/run/" + batch + "/" + strconv.Itoa(run)
 }
 
 // redriveMsgID is the de-duplication id of the message that re-drives job
 // j from dead letter dlSeq: a job's next run (RunMsgID), or a failed
 // callback re-sent once per dead letter.
-func redriveMsgID(j *job.Job, dlSeq uint64) string {
+func (n Names) redriveMsgID(j *job.Job, dlSeq uint64) string {
 	if j.Kind == job.KindCallback {
 		return j.ID + "/callback/" + strconv.FormatUint(dlSeq, 10)
 	}
-	return RunMsgID(j.ID, j.Batch, j.Redrive)
+	return RunMsgID(j.ID, n.Fingerprint(j), j.Batch, j.Redrive)
 }

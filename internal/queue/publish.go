@@ -62,14 +62,15 @@ func NewPublisher(js jetstream.JetStream, n Names, window int, onAck func(id str
 	return p
 }
 
-// Publish sends one job (Batch and ID set), de-duplicated by its id. It
-// blocks while the window of unacknowledged publishes is full.
+// Publish sends one job (Batch and ID set), de-duplicated by its identity
+// (id and request fingerprint). It blocks while the window of
+// unacknowledged publishes is full.
 func (p *Publisher) Publish(ctx context.Context, j *job.Job) error {
 	data, err := job.Encode(j)
 	if err != nil {
 		return fmt.Errorf("encoding job %q: %w", j.ID, err)
 	}
-	if err := p.bulk.Publish(ctx, &BulkMsg{ID: j.ID, Subject: p.names.JobSubject(j.Batch), Data: data}); err != nil {
+	if err := p.bulk.Publish(ctx, &BulkMsg{ID: j.ID, FP: p.names.Fingerprint(j), Subject: p.names.JobSubject(j.Batch), Data: data}); err != nil {
 		return fmt.Errorf("publishing job %q: %w", j.ID, err)
 	}
 	return nil

@@ -59,7 +59,7 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 		}
 		msg := nats.NewMsg(n.JobSubject(j.Batch))
 		msg.Data = data
-		msg.Header.Set(jetstream.MsgIDHeader, redriveMsgID(j, dl.Seq))
+		msg.Header.Set(jetstream.MsgIDHeader, n.redriveMsgID(j, dl.Seq))
 		if _, err := js.PublishMsg(ctx, msg); err != nil {
 			return rep, fmt.Errorf("re-publishing %s: %w", j.ID, err)
 		}

@@ -44,7 +44,9 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 // result (its job has one), only a dead letter if the callback failed again.
 func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) error {
 	if d.Job.Kind == job.KindCallback {
-		if err := c.storeDeadLetter(ctx, d, r); err != nil {
+		// A callback message's dead letter is keyed by its sequence: no
+		// fingerprint needed.
+		if err := c.storeDeadLetter(ctx, d, r, job.Fingerprint{}); err != nil {
 			c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing a re-driven callback's failure failed; it will be redelivered")
 			return nil
 		}
@@ -85,12 +87,13 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
-	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), ResultID(d.Job), data)
+	fp := c.names.Fingerprint(d.Job) // computed once: result, marker and dead letter are keyed by it
+	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), ResultID(d.Job, fp), data)
 	if err != nil {
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
-	marker := c.storeMarker(d, r, ack.Sequence) // a duplicate's ack carries the original's sequence
-	if err := c.storeDeadLetter(ctx, d, r); err != nil {
+	marker := c.storeMarker(d, r, fp, ack.Sequence) // a duplicate's ack carries the original's sequence
+	if err := c.storeDeadLetter(ctx, d, r, fp); err != nil {
 		if !r.OK {
 			return nil, err
 		}
@@ -113,14 +116,14 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 // returns its pending ack, or nil if it could not be sent. Waiting here
 // would add a round trip to every job; a lost marker costs only the
 // protection of a re-run after the dedup window.
-func (c *Consumer) storeMarker(d *Delivery, r *job.Result, resultSeq uint64) jetstream.PubAckFuture {
+func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) jetstream.PubAckFuture {
 	value, err := json.Marshal(DoneMarker{
-		ID: r.ID, Batch: r.Batch, Seq: resultSeq,
+		ID: r.ID, FP: fp, Batch: r.Batch, Seq: resultSeq,
 		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: d.Job.Redrive,
 	})
 	var f jetstream.PubAckFuture
 	if err == nil {
-		f, err = c.js.PublishMsgAsync(&nats.Msg{Subject: c.names.doneSubject(DoneKeyOf(r.ID)), Data: value})
+		f, err = c.js.PublishMsgAsync(&nats.Msg{Subject: c.names.doneSubject(DoneKeyOf(r.ID, fp)), Data: value})
 	}
 	if err != nil {
 		c.log.Warn().Err(err).Str("job", r.ID).Msg("completion marker not stored")
@@ -160,8 +163,8 @@ func (c *Consumer) awaitMarker(ctx context.Context, d *Delivery, f jetstream.Pub
 
 // storeDeadLetter stores the dead letter the settled delivery leaves, if
 // any (deadLetterOf).
-func (c *Consumer) storeDeadLetter(ctx context.Context, d *Delivery, r *job.Result) error {
-	dl, dedup, err := deadLetterOf(d.Job, d.msg.Data(), d.Seq, r)
+func (c *Consumer) storeDeadLetter(ctx context.Context, d *Delivery, r *job.Result, fp job.Fingerprint) error {
+	dl, dedup, err := deadLetterOf(d.Job, fp, d.msg.Data(), d.Seq, r)
 	if err != nil || dedup == "" {
 		return err
 	}

@@ -65,6 +65,8 @@ type Decoder struct {
 
 	buf []byte // reused for entries that do not fit the read buffer
 	ids ids
+	// secretHeaders are left out of derived ids (SetSecretHeaders).
+	secretHeaders []string
 
 	entryLine int // where the entry last decoded starts
 }
@@ -448,7 +450,7 @@ func (d *Decoder) decodeEntry(raw []byte, line, col int, inArray bool) (*Job, er
 		return nil, err
 	}
 	if j.ID == "" {
-		k, err := canonicalKey(fields)
+		k, err := canonicalKey(identityFields(fields, d.secretHeaders))
 		if err != nil {
 			return nil, err
 		}

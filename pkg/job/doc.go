@@ -29,7 +29,10 @@
 // # Identity
 //
 // A line without an "id" gets one derived from its own canonical JSON ("h-"
-// and 20 hex digits of its SHA-256), never from its position, and the 2nd, 3rd… identical line of a
+// and 20 hex digits of its SHA-256), with the values of secret headers
+// (Decoder.SetSecretHeaders adds to the built-in ones), userinfo and secret
+// query parameters replaced by Redacted first, so the id gives no credential
+// away; never from its position, and the 2nd, 3rd… identical line of a
 // file gets "-2", "-3"…, so re-enqueueing a file, even with lines added or
 // reordered, maps each line to the job it already was and JetStream's
 // de-duplication drops the repeat. No two entries of one file get the same
@@ -38,4 +41,8 @@
 // a fixed-size hash per explicit id and per distinct content, about 40 bytes
 // each with map overhead (some 40 MB for a million distinct lines); repeated
 // content costs nothing more.
+//
+// A job's identity across files and batches is its id and the Fingerprint
+// of its request, computed without secrets the same way: the same id with
+// another request is another job; a rotated credential is the same job.
 package job

@@ -1,0 +1,153 @@
+package job
+
+import (
+	"crypto/sha256"
+	"encoding/binary"
+	"encoding/hex"
+	"fmt"
+	"maps"
+	"net/http"
+	"slices"
+	"strings"
+)
+
+// Fingerprint identifies the request a job sends, computed without its
+// secret material: a job's identity is its id and this fingerprint, so the
+// same id with another request is another job, and rotating a credential
+// leaves a job the one it was.
+type Fingerprint [16]byte
+
+// String is the fingerprint as 32 lower-case hex digits.
+func (f Fingerprint) String() string { return hex.EncodeToString(f[:]) }
+
+// fingerprintVersion starts every fingerprint's input: a change of what is
+// hashed must change every fingerprint, not a few by accident.
+const fingerprintVersion = "jetpost-fingerprint-1"
+
+// Fingerprint hashes what the job makes a worker do: method, URL, headers,
+// body, callback and reply_to. Secrets are left out, so the fingerprint (in
+// message ids and completion markers) gives nothing away and a rotated
+// token is the same job: userinfo and secret query parameters of the URLs
+// (RedactURL) and the values of the built-in secret headers and of
+// secretHeaders (IsSecretHeader), whose presence still counts. A secret in
+// the path or the body is not recognised. The per-attempt timeout, the
+// batch and the run are not part of the request.
+func (j *Job) Fingerprint(secretHeaders []string) Fingerprint {
+	// One buffer hashed once: cheaper than feeding a hash.Hash field by
+	// field (every result and marker of a worker computes it).
+	var buf [1024]byte // most jobs fit: no allocation for the buffer
+	b := buf[:0]
+	b = field(b, fingerprintVersion)
+	b = field(b, j.Method)
+	b = field(b, RedactURL(j.URL))
+	b = headerFields(b, j.Headers, secretHeaders)
+	body, ctype := j.Body()
+	b = binary.AppendUvarint(b, uint64(len(body)))
+	b = append(b, body...)
+	b = field(b, ctype)
+	b = field(b, RedactURL(j.Callback))
+	b = field(b, j.ReplyTo)
+	sum := sha256.Sum256(b)
+	return Fingerprint(sum[:len(Fingerprint{})])
+}
+
+// headerFields appends the headers sorted by canonical name (HTTP names
+// are case-insensitive), secret values replaced by Redacted.
+func headerFields(b []byte, headers map[string]string, secret []string) []byte {
+	type kv struct{ k, v string }
+	var small [16]kv
+	list := small[:0]
+	for k, v := range headers {
+		if IsSecretHeader(k, secret) {
+			v = Redacted
+		}
+		list = append(list, kv{http.CanonicalHeaderKey(k), v})
+	}
+	slices.SortFunc(list, func(a, b kv) int {
+		if c := strings.Compare(a.k, b.k); c != 0 {
+			return c
+		}
+		return strings.Compare(a.v, b.v)
+	})
+	b = binary.AppendUvarint(b, uint64(len(list)))
+	for _, e := range list {
+		b = field(b, e.k)
+		b = field(b, e.v)
+	}
+	return b
+}
+
+// field appends s length-prefixed, so no two field sequences hash alike.
+func field(b []byte, s string) []byte {
+	b = binary.AppendUvarint(b, uint64(len(s)))
+	return append(b, s...)
+}
+
+// identityFields is an entry's fields as its derived id sees them: the
+// values of secret headers and the secrets of its URLs replaced as in
+// Fingerprint, so a derived id (logged, and sent as an idempotency key)
+// gives no credential away and stays the same when only one changes. An
+// entry with no secret is returned as it is, so its id is what it always
+// was.
+func identityFields(fields map[string]any, secretHeaders []string) map[string]any {
+	var out map[string]any // a copy, made at the first change
+	set := func(name string, v any) {
+		if out == nil {
+			out = maps.Clone(fields)
+		}
+		out[name] = v
+	}
+	for _, name := range []string{fieldURL, fieldCallback} {
+		if s, ok := fields[name].(string); ok {
+			if r := RedactURL(s); r != s {
+				set(name, r)
+			}
+		}
+	}
+	if hs, ok := fields[fieldHeaders].(map[string]any); ok {
+		if red, changed := redactHeaderFields(hs, secretHeaders); changed {
+			set(fieldHeaders, red)
+		}
+	}
+	if out == nil {
+		return fields
+	}
+	return out
+}
+
+// redactHeaderFields returns headers with secret values replaced, and
+// whether there were any.
+func redactHeaderFields(hs map[string]any, secret []string) (map[string]any, bool) {
+	var out map[string]any
+	for k := range hs {
+		if !IsSecretHeader(k, secret) {
+			continue
+		}
+		if out == nil {
+			out = maps.Clone(hs)
+		}
+		out[k] = Redacted
+	}
+	return out, out != nil
+}
+
+// SetSecretHeaders names the headers, besides the built-in ones, whose
+// values derived ids must not depend on (JETPOST_REDACT_HEADERS). Call it
+// before the first Next.
+func (d *Decoder) SetSecretHeaders(names []string) { d.secretHeaders = names }
+
+// MarshalText writes the fingerprint as hex, as it is stored in markers.
+func (f Fingerprint) MarshalText() ([]byte, error) { return hex.AppendEncode(nil, f[:]), nil }
+
+// UnmarshalText reads MarshalText's form; empty is the zero fingerprint.
+func (f *Fingerprint) UnmarshalText(b []byte) error {
+	if len(b) == 0 {
+		*f = Fingerprint{}
+		return nil
+	}
+	if len(b) != 2*len(f) {
+		return fmt.Errorf("fingerprint %q: want %d hex digits", b, 2*len(f))
+	}
+	_, err := hex.Decode(f[:], b)
+	return err
+}
