@@ -36,6 +36,9 @@ type Common struct {
 	DedupWindow   time.Duration `split_words:"true" default:"30m" desc:"how long JetStream remembers job ids to drop re-enqueued duplicates"`
 	ResultsMaxAge time.Duration `split_words:"true" default:"168h" desc:"how long results (and dead letters) are kept"`
 
+	ReplyPrefixes string        `split_words:"true" desc:"NATS subject prefixes (comma-separated) a job's reply_to may name, e.g. replies,acme.out; > allows any subject. Empty: reply_to is refused. $ subjects, _INBOX and this deployment's own subjects are refused whatever it says"`
+	MaxTimeout    time.Duration `split_words:"true" default:"5m" desc:"ceiling of a job's per-attempt timeout (at most 24h); a job asking for more is refused by enqueue and by workers"`
+
 	RedactHeaders string `split_words:"true" desc:"more header names (comma-separated) whose values are secrets, redacted wherever jobs are shown as Authorization, Proxy-Authorization, Cookie and Set-Cookie always are, e.g. X-Api-Key"`
 
 	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
@@ -159,6 +162,9 @@ func (c *Common) Validate() error {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", name, path, err))
 		}
 	}
+	if _, err := c.Policy(); err != nil {
+		errs = append(errs, err)
+	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -199,7 +205,7 @@ func (c *Worker) Validate() error {
 	check(c.BackoffMax >= c.BackoffBase, "JETPOST_BACKOFF_MAX=%s: must be at least JETPOST_BACKOFF_BASE (%s)", c.BackoffMax, c.BackoffBase)
 	check(c.MaxRetryAfter >= 0, "JETPOST_MAX_RETRY_AFTER=%s: must not be negative", c.MaxRetryAfter)
 	check(c.MaxJobAge > 0, "JETPOST_MAX_JOB_AGE=%s: must be positive", c.MaxJobAge)
-	check(c.RequestTimeout > 0, "JETPOST_REQUEST_TIMEOUT=%s: must be positive", c.RequestTimeout)
+	check(c.RequestTimeout > 0 && c.RequestTimeout <= c.MaxTimeout, "JETPOST_REQUEST_TIMEOUT=%s: must be positive and at most JETPOST_MAX_TIMEOUT (%s)", c.RequestTimeout, c.MaxTimeout)
 	check(c.MaxResponseBytes >= 0, "JETPOST_MAX_RESPONSE_BYTES=%d: must not be negative", c.MaxResponseBytes)
 	check(c.MaxRedirects >= 0 && c.MaxRedirects <= 50, "JETPOST_MAX_REDIRECTS=%d: must be 0 to 50", c.MaxRedirects)
 	check(c.BreakerFailures >= 1, "JETPOST_BREAKER_FAILURES=%d: must be at least 1", c.BreakerFailures)

@@ -89,3 +89,21 @@ func valueEnd(b []byte, i int) int {
 	}
 	return i
 }
+
+// WithRawField returns obj, a JSON object as encoding/json wrote it, with
+// the member name: raw appended, raw kept byte for byte. encoding/json
+// compacts and HTML-escapes a json.RawMessage it marshals, which would
+// change a body an API signs or compares ("<" becomes "\u003c"). raw must be
+// valid JSON and name must not be in obj already.
+func WithRawField(obj []byte, name string, raw []byte) []byte {
+	key, _ := json.Marshal(name) // a string always marshals
+	out := make([]byte, 0, len(obj)+len(key)+len(raw)+2)
+	out = append(out, obj[:len(obj)-1]...) // without its '}'
+	if len(obj) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, key...)
+	out = append(out, ':')
+	out = append(out, raw...)
+	return append(out, '}')
+}
