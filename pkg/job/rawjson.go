@@ -94,16 +94,16 @@ func valueEnd(b []byte, i int) int {
 // the member name: raw appended, raw kept byte for byte. encoding/json
 // compacts and HTML-escapes a json.RawMessage it marshals, which would
 // change a body an API signs or compares ("<" becomes "\u003c"). raw must be
-// valid JSON and name must not be in obj already.
+// valid JSON; name a plain key (no quote, backslash or control character)
+// not in obj already. obj's storage is reused: do not use obj afterwards.
 func WithRawField(obj []byte, name string, raw []byte) []byte {
-	key, _ := json.Marshal(name) // a string always marshals
-	out := make([]byte, 0, len(obj)+len(key)+len(raw)+2)
-	out = append(out, obj[:len(obj)-1]...) // without its '}'
+	out := obj[:len(obj)-1] // without its '}'
 	if len(obj) > 2 {
 		out = append(out, ',')
 	}
-	out = append(out, key...)
-	out = append(out, ':')
+	out = append(out, '"')
+	out = append(out, name...)
+	out = append(out, '"', ':')
 	out = append(out, raw...)
 	return append(out, '}')
 }
