@@ -205,7 +205,7 @@ func (c *Worker) Validate() error {
 	check(c.BackoffMax >= c.BackoffBase, "JETPOST_BACKOFF_MAX=%s: must be at least JETPOST_BACKOFF_BASE (%s)", c.BackoffMax, c.BackoffBase)
 	check(c.MaxRetryAfter >= 0, "JETPOST_MAX_RETRY_AFTER=%s: must not be negative", c.MaxRetryAfter)
 	check(c.MaxJobAge > 0, "JETPOST_MAX_JOB_AGE=%s: must be positive", c.MaxJobAge)
-	check(c.RequestTimeout > 0 && c.RequestTimeout <= c.MaxTimeout, "JETPOST_REQUEST_TIMEOUT=%s: must be positive and at most JETPOST_MAX_TIMEOUT (%s)", c.RequestTimeout, c.MaxTimeout)
+	check(c.RequestTimeout > 0, "JETPOST_REQUEST_TIMEOUT=%s: must be positive", c.RequestTimeout)
 	check(c.MaxResponseBytes >= 0, "JETPOST_MAX_RESPONSE_BYTES=%d: must not be negative", c.MaxResponseBytes)
 	check(c.MaxRedirects >= 0 && c.MaxRedirects <= 50, "JETPOST_MAX_REDIRECTS=%d: must be 0 to 50", c.MaxRedirects)
 	check(c.BreakerFailures >= 1, "JETPOST_BREAKER_FAILURES=%d: must be at least 1", c.BreakerFailures)

@@ -65,10 +65,10 @@ func TestPolicyFromEnvironment(t *testing.T) {
 	if strings.Join(p.ReplyPrefixes, ",") != "replies,acme.out" || p.SubjectPrefix != "tenant1" || p.MaxTimeout != 2*time.Minute {
 		t.Errorf("policy %+v", p)
 	}
-	// A worker whose default timeout is above the ceiling would refuse
-	// nothing it sends itself: that is a configuration error.
-	setenv(t, "JETPOST_REQUEST_TIMEOUT", "3m")
-	if _, err := LoadWorker(); err == nil || !strings.Contains(err.Error(), "JETPOST_REQUEST_TIMEOUT") {
+	// The ceiling is for what jobs ask; the operator's own default is not
+	// held to it.
+	setenv(t, "JETPOST_REQUEST_TIMEOUT", "10m")
+	if _, err := LoadWorker(); err != nil {
 		t.Errorf("request timeout above the ceiling: %v", err)
 	}
 }
