@@ -143,6 +143,13 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return &exitError{exitUsage, err}
 	}
+	policy, err := cfg.Policy()
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	for _, in := range ins {
+		in.Policy = policy
+	}
 	// The decoder keeps every id of a file (tens of bytes each, to catch
 	// duplicates) and both passes make short-lived garbage fast: a tighter
 	// GC target keeps a million-line run's peak under 100 MB, for a few

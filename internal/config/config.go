@@ -36,6 +36,9 @@ type Common struct {
 	DedupWindow   time.Duration `split_words:"true" default:"30m" desc:"how long JetStream remembers job ids to drop re-enqueued duplicates"`
 	ResultsMaxAge time.Duration `split_words:"true" default:"168h" desc:"how long results (and dead letters) are kept"`
 
+	ReplyPrefixes string        `split_words:"true" desc:"NATS subject prefixes (comma-separated) a job's reply_to may name, e.g. replies,acme.out; > allows any subject. Empty: reply_to is refused. $ subjects, _INBOX and this deployment's own subjects are refused whatever it says"`
+	MaxTimeout    time.Duration `split_words:"true" default:"5m" desc:"ceiling of a job's per-attempt timeout (at most 24h); a job asking for more is refused by enqueue and by workers"`
+
 	RedactHeaders string `split_words:"true" desc:"more header names (comma-separated) whose values are secrets, redacted wherever jobs are shown as Authorization, Proxy-Authorization, Cookie and Set-Cookie always are, e.g. X-Api-Key"`
 
 	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
@@ -158,6 +161,9 @@ func (c *Common) Validate() error {
 		if _, err := os.Stat(path); err != nil {
 			errs = append(errs, fmt.Errorf("%s=%q: %w", name, path, err))
 		}
+	}
+	if _, err := c.Policy(); err != nil {
+		errs = append(errs, err)
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

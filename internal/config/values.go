@@ -21,6 +21,19 @@ func (c *Worker) RetryStatusSet() (sender.StatusSet, error) {
 	return s, nil
 }
 
+// Policy is what a job may ask of this deployment (JETPOST_REPLY_PREFIXES,
+// JETPOST_MAX_TIMEOUT): enqueue and workers read the same variables.
+func (c *Common) Policy() (job.Policy, error) {
+	if c.MaxTimeout <= 0 || c.MaxTimeout > job.MaxTimeout {
+		return job.Policy{}, fmt.Errorf("JETPOST_MAX_TIMEOUT=%s: must be positive and at most %s", c.MaxTimeout, job.MaxTimeout)
+	}
+	prefixes, err := job.ParseReplyPrefixes(c.ReplyPrefixes, c.SubjectPrefix)
+	if err != nil {
+		return job.Policy{}, fmt.Errorf("JETPOST_REPLY_PREFIXES=%q: %w", c.ReplyPrefixes, err)
+	}
+	return job.Policy{ReplyPrefixes: prefixes, SubjectPrefix: c.SubjectPrefix, MaxTimeout: c.MaxTimeout}, nil
+}
+
 // AllowedPrefixes is JETPOST_ALLOWED_NETWORKS parsed.
 func (c *Worker) AllowedPrefixes() ([]netip.Prefix, error) {
 	p, err := sender.ParseNetworks(c.AllowedNetworks)

@@ -3,6 +3,7 @@ package config
 import (
 	"strings"
 	"testing"
+	"time"
 )
 
 func TestValuesWithASyntaxNameTheVariable(t *testing.T) {
@@ -11,6 +12,11 @@ func TestValuesWithASyntaxNameTheVariable(t *testing.T) {
 		{"JETPOST_ALLOWED_NETWORKS", "10.0.0.0/99"},
 		{"JETPOST_RATE_LIMITS", "api.example.com=fast"},
 		{"JETPOST_IDEMPOTENCY_HEADER", "Idempotency Key"},
+		{"JETPOST_REPLY_PREFIXES", "replies,$JS.API"},
+		{"JETPOST_REPLY_PREFIXES", "jetpost.results"},
+		{"JETPOST_REPLY_PREFIXES", "a.*.b"},
+		{"JETPOST_MAX_TIMEOUT", "25h"},
+		{"JETPOST_MAX_TIMEOUT", "0s"},
 	}
 	for _, tc := range cases {
 		t.Run(tc[0]+"="+tc[1], func(t *testing.T) {
@@ -43,5 +49,26 @@ func TestParsedValues(t *testing.T) {
 	}
 	if c.SenderRedirects() != -1 || c.HostInflight() != 8 || c.ID() != "w7" {
 		t.Errorf("redirects %d, per host %d, id %q; want -1, 8, w7", c.SenderRedirects(), c.HostInflight(), c.ID())
+	}
+}
+
+func TestPolicyFromEnvironment(t *testing.T) {
+	setenv(t, "JETPOST_REPLY_PREFIXES", "replies.>,acme.out", "JETPOST_MAX_TIMEOUT", "2m", "JETPOST_SUBJECT_PREFIX", "tenant1")
+	c, err := LoadCommon()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := c.Policy()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Join(p.ReplyPrefixes, ",") != "replies,acme.out" || p.SubjectPrefix != "tenant1" || p.MaxTimeout != 2*time.Minute {
+		t.Errorf("policy %+v", p)
+	}
+	// The ceiling is for what jobs ask; the operator's own default is not
+	// held to it.
+	setenv(t, "JETPOST_REQUEST_TIMEOUT", "10m")
+	if _, err := LoadWorker(); err != nil {
+		t.Errorf("request timeout above the ceiling: %v", err)
 	}
 }

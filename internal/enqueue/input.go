@@ -18,7 +18,10 @@ type Input struct {
 	// SecretHeaders are left out of derived ids and fingerprints, as
 	// queue.Names.SecretHeaders (Run sets them from Options.Names).
 	SecretHeaders []string
-	stdin         io.Reader
+	// Policy is what the deployment lets a job ask for (reply_to, timeout):
+	// a line asking more is invalid, FILE:LINE, as workers would refuse it.
+	Policy job.Policy
+	stdin  io.Reader
 }
 
 // OpenInputs resolves the arguments: files must exist and be regular files;
@@ -109,6 +112,12 @@ func (in *Input) EachAt(fn func(j *job.Job, line int) error, bad func(*job.LineE
 		}
 		if err != nil {
 			return err
+		}
+		if err := in.Policy.Check(j); err != nil {
+			if bad != nil {
+				bad(&job.LineError{File: in.displayName(), Line: dec.Line(), Err: err})
+			}
+			continue
 		}
 		j.Source = job.SourceOf(in.Name, dec.Line())
 		if err := fn(j, dec.Line()); err != nil {

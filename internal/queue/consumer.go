@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // ConsumerConfig bounds how much work one worker process holds.
@@ -34,6 +36,9 @@ type ConsumerConfig struct {
 	Worker string
 	// Streams is used to create the attempts bucket.
 	Streams StreamConfig
+	// Policy is what a job may ask of the deployment (reply_to, timeout);
+	// a message asking more is invalid. Its SubjectPrefix is the Names'.
+	Policy job.Policy
 }
 
 // Consumer pulls jobs from the shared durable consumer with a bounded window
@@ -75,6 +80,7 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.MaxAckPending > 0 && cfg.MaxAckPending < cfg.MaxInflight+cfg.Prefetch {
 		cfg.MaxAckPending = cfg.MaxInflight + cfg.Prefetch
 	}
+	cfg.Policy.SubjectPrefix = n.Prefix
 	c := &Consumer{js: js, names: n, cfg: cfg, log: log}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {

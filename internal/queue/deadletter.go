@@ -22,7 +22,7 @@ type DeadLetter struct {
 	// result's reason.
 	Reason    job.Reason      `json:"reason,omitempty"`
 	Result    job.Result      `json:"result"`
-	Job       json.RawMessage `json:"job"`
+	Job       json.RawMessage `json:"job,omitempty"`
 	StreamSeq uint64          `json:"stream_seq"`
 	// JobOmitted, when set, says why Job is empty: the job was too large
 	// to be kept with its failure.
@@ -82,7 +82,7 @@ func encodeDeadLetter(dl DeadLetter, limit int, omitted string) ([]byte, error) 
 		},
 	}
 	for i := 0; ; i++ {
-		b, err := json.Marshal(dl)
+		b, err := marshalDeadLetter(dl)
 		if err != nil || len(b) <= limit {
 			return b, err
 		}
@@ -91,6 +91,18 @@ func encodeDeadLetter(dl DeadLetter, limit int, omitted string) ([]byte, error) 
 		}
 		steps[i]()
 	}
+}
+
+// marshalDeadLetter keeps the job message byte for byte (encoding/json
+// would compact and HTML-escape it): a re-drive sends the body the file had.
+func marshalDeadLetter(dl DeadLetter) ([]byte, error) {
+	msg := dl.Job
+	dl.Job = nil
+	b, err := json.Marshal(dl)
+	if err != nil || len(msg) == 0 {
+		return b, err
+	}
+	return job.WithRawField(b, "job", msg), nil
 }
 
 // StoredDeadLetter is a dead letter with its place in the stream.

@@ -59,7 +59,8 @@
 //
 // Files, one concept each: names.go, setup.go, payload.go, retry.go;
 // the worker side: handler.go (the contract), consumer.go (Run), fetch.go
-// (the fetch loop, keepalives), attempts.go, settle.go, invalid.go; enqueue's
+// (the fetch loop, keepalives), inbound.go (what a message on the jobs
+// subject may claim), attempts.go, settle.go, invalid.go; enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
 // redrive.go, status.go, breakers.go.

@@ -10,7 +10,6 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
-	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/retry"
 )
 
@@ -61,11 +60,13 @@ func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outsta
 // runs a long request.
 func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 	d := &Delivery{msg: msg}
+	var stored time.Time
 	if md, err := msg.Metadata(); err == nil {
 		d.NumDelivered = md.NumDelivered
 		d.Seq = md.Sequence.Stream
+		stored = md.Timestamp
 	}
-	d.Job, d.decodeErr = job.Decode(msg.Data())
+	d.Job, d.decodeErr = c.inbound(msg, stored)
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
@@ -61,11 +62,29 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 		Duplicates:  min(resultsDedupWindow, cfg.ResultsMaxAge),
 	}}
 	for _, sc := range streams {
-		if _, err := js.CreateOrUpdateStream(ctx, sc); err != nil {
+		if err := ensureStream(ctx, js, sc); err != nil {
 			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
 		}
 	}
 	return SetupDone(ctx, js, n, cfg)
+}
+
+// ensureStream creates sc, or updates the stream to it, unless it is so
+// already: a process that may only look at the streams (a producer, see
+// README "Security") then needs no right to change them.
+func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
+	if s, err := js.Stream(ctx, sc.Name); err == nil && streamIs(s.CachedInfo().Config, sc) {
+		return nil
+	}
+	_, err := js.CreateOrUpdateStream(ctx, sc)
+	return err
+}
+
+// streamIs compares what Setup sets; the server fills in the rest.
+func streamIs(have, want jetstream.StreamConfig) bool {
+	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention &&
+		have.Storage == want.Storage && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
+		have.MaxAge == want.MaxAge && have.Description == want.Description
 }
 
 // SetupDone creates the done bucket, or updates its TTL, idempotently. The
@@ -74,13 +93,21 @@ func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamC
 	if cfg.Replicas < 1 {
 		cfg.Replicas = 1
 	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	kvc := jetstream.KeyValueConfig{
 		Bucket:      n.DoneBucket(),
 		Description: "jetpost: completed jobs (by job id hash) and where their results are",
 		TTL:         cfg.ResultsMaxAge,
 		Storage:     jetstream.FileStorage,
 		Replicas:    cfg.Replicas,
-	})
+	}
+	// As for the streams: a bucket already so is left alone.
+	if s, err := js.Stream(ctx, "KV_"+kvc.Bucket); err == nil {
+		have := s.CachedInfo().Config
+		if have.MaxAge == kvc.TTL && have.Replicas == kvc.Replicas && have.Storage == kvc.Storage && have.Description == kvc.Description {
+			return nil
+		}
+	}
+	_, err := js.CreateOrUpdateKeyValue(ctx, kvc)
 	if err != nil {
 		return fmt.Errorf("creating bucket %s: %w", n.DoneBucket(), err)
 	}

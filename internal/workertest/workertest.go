@@ -5,6 +5,7 @@
 package workertest
 
 import (
+	"cmp"
 	"context"
 	"fmt"
 	"net/netip"
@@ -37,6 +38,11 @@ type Options struct {
 	RefuseLoopback bool
 	Names          queue.Names        // default prefix "jetpost"
 	Streams        queue.StreamConfig // default: R1, 1m dedup, 1h results
+	// Policy is what jobs may ask (reply_to, timeout); default: no
+	// reply_to, a 5m timeout ceiling.
+	Policy job.Policy
+	// MaxJobAge expires jobs enqueued longer ago; default 1h.
+	MaxJobAge time.Duration
 
 	// Backoff between tries; default 5ms doubling to 20ms.
 	Backoff sender.Backoff
@@ -117,6 +123,7 @@ func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.S
 	cons, err := queue.NewConsumer(ctx, js, o.Names, queue.ConsumerConfig{
 		MaxInflight: o.MaxInflight, Prefetch: o.Prefetch, AckWait: o.AckWait,
 		ShutdownTimeout: 10 * time.Second, Worker: id, Streams: o.Streams, PullWait: 200 * time.Millisecond,
+		Policy: o.Policy,
 	}, zerolog.Nop())
 	if err != nil {
 		return nil, nil, err
@@ -135,7 +142,7 @@ func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.S
 	}
 	w := worker.New(worker.Config{
 		ID: id, MaxAttempts: o.MaxAttempts,
-		Backoff: o.Backoff, MaxJobAge: time.Hour,
+		Backoff: o.Backoff, MaxJobAge: cmp.Or(o.MaxJobAge, time.Hour),
 	}, snd, o.Observer, zerolog.Nop())
 	return &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}, snd, nil
 }

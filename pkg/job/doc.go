@@ -24,7 +24,16 @@
 // "url", "headers", "data", "callback", "reply_to", "timeout"); an unknown
 // field is an error rather than ignored, so that a misspelt one is not
 // silently lost, and null counts as absent. Batch and EnqueuedAt are left to
-// the enqueuer.
+// the enqueuer. "data" is kept as the bytes written, and Encode puts them
+// on the wire unchanged.
+//
+// # Policy
+//
+// A valid job may still ask more than a deployment allows: a reply_to
+// outside the configured prefixes (never "$…", "_INBOX…" or the
+// deployment's own subjects), a timeout above the ceiling. Policy.Check is
+// that second rule set, applied by enqueue to every line and by workers to
+// every message, from the same variables.
 //
 // # Identity
 //

@@ -166,3 +166,53 @@ func FuzzResultRoundTrip(f *testing.F) {
 		}
 	})
 }
+
+// FuzzEnqueueDecodesInWorker: any job enqueue accepts (decoded from a file,
+// allowed by the deployment's Policy, given its batch and time) reaches a
+// worker as the same job: every field, the body's bytes, and the Policy's
+// verdict. A difference would be a request nobody wrote.
+func FuzzEnqueueDecodesInWorker(f *testing.F) {
+	for _, s := range []string{
+		`{"url":"http://a/","data":{"sig": "<&>",  "n" : 1.50}}`,
+		"[\n {\"id\":\"x\",\"method\":\"post\",\"url\":\"https://a.example/p?q=1\",\"headers\":{\"A\":\"b\"},\n  \"data\": [1,\n 2],\"callback\":\"http://cb/\",\"reply_to\":\"r.s\",\"timeout\":\"5s\"}\n]",
+		`{"url":"http://a/","data":"line\u2028\u003c","timeout":2.5,"reply_to":"jetpost.results.b"}`,
+		`{"url":"http://a/","data":"\ud800","timeout":"299.999999999s"}`,
+	} {
+		f.Add([]byte(s))
+	}
+	policy := Policy{ReplyPrefixes: []string{">"}}
+	enqueuedAt := time.Date(2026, 12, 5, 10, 0, 0, 123456789, time.UTC)
+	f.Fuzz(func(t *testing.T, in []byte) {
+		got := decodeFuzz(t, bytes.NewReader(in), len(in))
+		for _, j := range got.jobs {
+			if policy.Check(j) != nil {
+				continue // enqueue reports it; nothing is published
+			}
+			j.Batch, j.EnqueuedAt, j.Source, j.Rate = "b", enqueuedAt, SourceOf("fuzz", 1), 2.5
+			wire, err := Encode(j)
+			if err != nil {
+				t.Fatalf("enqueue cannot encode accepted job %+v: %v", j, err)
+			}
+			w, err := Decode(wire)
+			if err != nil {
+				t.Fatalf("worker refuses %s: %v", wire, err)
+			}
+			if err := policy.Check(w); err != nil {
+				t.Errorf("worker's policy refuses %s: %v", wire, err)
+			}
+			if !w.EnqueuedAt.Equal(j.EnqueuedAt) {
+				t.Errorf("enqueued_at %v, want %v", w.EnqueuedAt, j.EnqueuedAt)
+			}
+			wb, wct := w.Body()
+			jb, jct := j.Body()
+			if !bytes.Equal(wb, jb) || wct != jct {
+				t.Errorf("worker sends %q (%s), enqueue read %q (%s)", wb, wct, jb, jct)
+			}
+			want, have := *j, *w
+			want.EnqueuedAt, have.EnqueuedAt = time.Time{}, time.Time{}
+			if !reflect.DeepEqual(want, have) {
+				t.Errorf("worker decodes\n %#v\nenqueue had\n %#v\nwire %s", have, want, wire)
+			}
+		}
+	})
+}

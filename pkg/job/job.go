@@ -25,8 +25,9 @@ type Job struct {
 	URL     string            `json:"url"`
 	Headers map[string]string `json:"headers,omitempty"`
 	// Data is the request body exactly as the input gave it: a JSON string is
-	// sent as its text, any other JSON value is sent JSON-encoded. Keeping the
-	// raw form means the wire carries what the user wrote, byte for byte.
+	// sent as its text, any other JSON value as the bytes written (white
+	// space and escapes included). Encode keeps them: the wire carries what
+	// the user wrote, byte for byte.
 	Data     json.RawMessage `json:"data,omitempty"`
 	Callback string          `json:"callback,omitempty"`
 	ReplyTo  string          `json:"reply_to,omitempty"`
@@ -377,8 +378,23 @@ func ValidBatch(id string) bool {
 	return true
 }
 
-// Encode is the wire encoding of a job.
-func Encode(j *Job) ([]byte, error) { return json.Marshal(j) }
+// Encode is the wire encoding of a job. Data goes out as the bytes the job
+// holds, not re-encoded: what the file said is what the worker sends.
+func Encode(j *Job) ([]byte, error) {
+	if len(j.Data) == 0 {
+		return json.Marshal(j)
+	}
+	if !json.Valid(j.Data) {
+		return nil, fmt.Errorf("encoding job %s: data is not valid JSON", quote(j.ID))
+	}
+	rest := *j
+	rest.Data = nil
+	b, err := json.Marshal(&rest)
+	if err != nil {
+		return nil, err
+	}
+	return WithRawField(b, "data", j.Data), nil
+}
 
 // Decode parses and validates a job from the wire. Anything that fails here is
 // a poison message: retrying it cannot help.
@@ -427,6 +443,11 @@ func (d *Duration) setString(s string) error {
 	if err != nil {
 		return fmt.Errorf("timeout %s is not a duration like \"30s\"", quote(s))
 	}
+	// The same bound as the numeric form: the deployment's ceiling
+	// (Policy) is checked after, against a value that makes sense.
+	if v > MaxTimeout {
+		return fmt.Errorf("timeout %s is out of range (at most %s)", quote(s), MaxTimeout)
+	}
 	*d = Duration(v)
 	return nil
 }
@@ -437,7 +458,7 @@ func (d *Duration) setSeconds(num string) error {
 	if err != nil {
 		return fmt.Errorf("timeout %s is neither a duration string nor a number of seconds", quote(num))
 	}
-	if secs < 0 || secs > 24*3600 {
+	if secs < 0 || secs > MaxTimeout.Seconds() {
 		if short := shorten(num); len(short) < len(num) {
 			num = short + "…"
 		}

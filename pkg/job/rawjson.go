@@ -89,3 +89,21 @@ func valueEnd(b []byte, i int) int {
 	}
 	return i
 }
+
+// WithRawField returns obj, a JSON object as encoding/json wrote it, with
+// the member name: raw appended, raw kept byte for byte. encoding/json
+// compacts and HTML-escapes a json.RawMessage it marshals, which would
+// change a body an API signs or compares ("<" becomes "\u003c"). raw must be
+// valid JSON; name a plain key (no quote, backslash or control character)
+// not in obj already. obj's storage is reused: do not use obj afterwards.
+func WithRawField(obj []byte, name string, raw []byte) []byte {
+	out := obj[:len(obj)-1] // without its '}'
+	if len(obj) > 2 {
+		out = append(out, ',')
+	}
+	out = append(out, '"')
+	out = append(out, name...)
+	out = append(out, '"', ':')
+	out = append(out, raw...)
+	return append(out, '}')
+}

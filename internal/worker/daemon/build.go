@@ -165,8 +165,11 @@ func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Wor
 	if err := queue.Setup(ctx, js, names, streams); err != nil {
 		return nil, err
 	}
+	policy, err := cfg.Policy()
+	if err != nil {
+		return nil, err
+	}
 	var st stores
-	var err error
 	st.consumer, err = queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
 		// A handler for each request in flight and each job waiting for
 		// its host's capacity (HostWaiting).
@@ -177,6 +180,7 @@ func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Wor
 		ShutdownTimeout: cfg.ShutdownTimeout,
 		Worker:          cfg.ID(),
 		Streams:         streams,
+		Policy:          policy,
 		// Short pulls: jobs parked by host limits come back in bursts; a
 		// pull open for a second took a tenth off a rate limit and an
 		// adaptive limit (BENCHMARKS.md).
