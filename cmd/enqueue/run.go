@@ -18,6 +18,7 @@ import (
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -209,7 +210,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 func printSummary(o *options, sum *enqueue.Summary, stdout, stderr io.Writer) {
 	if o.jsonSummary {
 		b, _ := json.Marshal(sum)
-		fmt.Fprintln(stdout, string(b))
+		fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 		return
 	}
 	fmt.Fprintln(stderr, "batch "+o.batch+": "+sum.String())
