@@ -3,9 +3,8 @@ package job
 import (
 	"net/http"
 	"net/url"
-	"slices"
 	"strings"
-	"unicode"
+	"unicode/utf8"
 )
 
 // Redacted is the value shown in place of a secret.
@@ -119,37 +118,144 @@ func redactRaw(raw string) string {
 	return rest
 }
 
-// secretParams are query parameter names whose values are credentials by
-// convention (compared without case, "-" and "_"): API keys, OAuth and
-// session tokens, passwords, request signatures (AWS, Azure SAS, Google).
-var secretParams = []string{
-	"key", "auth", "pwd", "sig", "code", "jwt", "sid", "sessionid",
-	"signature", "credential", "xamzcredential", "xgoogcredential",
+// IsSecretParam reports whether the value of the query parameter name must
+// never be shown. The rule, case-insensitive, applies to each part of a
+// structured name ("user[password]", "data.password", "a[b][c]"); a part
+// is secret when
+//
+//   - it contains one of secretFragments, its words run together
+//     ("new-password", "X-Amz-Credential", "accessToken", "PHPSESSID");
+//   - one of its words is one of secretWords ("api_key", "apiKey", "sig",
+//     "auth_code", "key1"); words are split at "-", "_", spaces, digits and
+//     camelCase humps;
+//   - it ends with one of secretSuffixes, for names run together in lower
+//     case ("apikey", "secretkey", "basicauth", "userpwd");
+//   - it is exactly "code" (an OAuth authorization code; "zip_code" is not).
+//
+// It errs on the side of hiding: "monkey" and "token_type" are hidden, which
+// costs a reader a value, where the other way costs a credential.
+func IsSecretParam(name string) bool {
+	for name != "" {
+		i := strings.IndexAny(name, "[].")
+		if i < 0 {
+			return secretPart(name)
+		}
+		if i > 0 && secretPart(name[:i]) {
+			return true
+		}
+		name = name[i+1:]
+	}
+	return false
 }
 
-// secretSuffixes catch the families of names: api_key, secret_key,
-// access_token, private_token, client_secret, password, x-amz-signature.
-var secretSuffixes = []string{"key", "token", "secret", "password", "passwd", "signature"}
+// secretFragments are secret wherever they occur in a name.
+var secretFragments = []string{
+	"password", "passwd", "passphrase", "passcode", "secret", "token", "credential",
+	"session", "sessid", "signature", "cookie", "authorization", "authenticat", "apikey",
+}
 
-// IsSecretParam reports whether the value of the query parameter name must
-// never be shown.
-func IsSecretParam(name string) bool {
-	n := strings.Map(func(r rune) rune {
-		switch r {
-		case '-', '_', '.':
-			return -1
+// secretWords are secret as a word of a name; inside a word they are too
+// often something else ("keyword", "author", "design", "inside").
+var secretWords = []string{"key", "auth", "pwd", "pass", "sig", "sid", "jwt", "otp", "pin", "hmac"}
+
+// secretSuffixes end names run together in lower case.
+var secretSuffixes = []string{"key", "auth", "pwd", "sig"}
+
+// maxNameLen bounds the part of a name that is examined without an
+// allocation; a longer part is examined whole, at the cost of a copy.
+const maxNameLen = 64
+
+// secretPart applies IsSecretParam's rule to one part of a name.
+func secretPart(part string) bool {
+	var buf [maxNameLen]byte
+	compact := buf[:0]
+	secretWord := false
+	forEachWord(part, func(w string) {
+		if !secretWord && (len(w) == 3 || len(w) == 4) { // the lengths of secretWords
+			for _, sw := range secretWords {
+				if strings.EqualFold(w, sw) {
+					secretWord = true
+					break
+				}
+			}
 		}
-		return unicode.ToLower(r)
-	}, name)
-	if slices.Contains(secretParams, n) {
+		for i := 0; i < len(w); i++ {
+			compact = append(compact, lower(w[i]))
+		}
+	})
+	if secretWord {
 		return true
 	}
+	c := string(compact) // does not escape: no allocation for a short name
+	if c == "code" {
+		return true
+	}
+	for _, f := range secretFragments {
+		if strings.Contains(c, f) {
+			return true
+		}
+	}
 	for _, suf := range secretSuffixes {
-		if strings.HasSuffix(n, suf) {
+		if strings.HasSuffix(c, suf) {
 			return true
 		}
 	}
 	return false
+}
+
+// forEachWord calls fn with each word of s: runs of letters (split where
+// a lower-case letter meets an upper-case one, and before the last capital
+// of a run of capitals followed by a lower-case letter: "APIKey" is "API",
+// "Key") or of digits; everything else separates words.
+func forEachWord(s string, fn func(string)) {
+	start := -1
+	for i := 0; i <= len(s); i++ {
+		if i == len(s) || !isWordByte(s[i]) {
+			if start >= 0 {
+				fn(s[start:i])
+				start = -1
+			}
+			continue
+		}
+		if start >= 0 && wordBreak(s, i) {
+			fn(s[start:i])
+			start = -1
+		}
+		if start < 0 {
+			start = i
+		}
+	}
+}
+
+// wordBreak reports whether a new word starts at s[i], given s[i-1] is in
+// a word.
+func wordBreak(s string, i int) bool {
+	prev, c := s[i-1], s[i]
+	switch {
+	case isDigit(prev) != isDigit(c):
+		return true
+	case isUpper(c) && isLower(prev):
+		return true
+	case isUpper(c) && isUpper(prev) && i+1 < len(s) && isLower(s[i+1]):
+		return true
+	}
+	return false
+}
+
+// isWordByte is a letter, a digit, or a byte of a non-ASCII character.
+func isWordByte(c byte) bool {
+	return isLower(c) || isUpper(c) || isDigit(c) || c >= utf8.RuneSelf
+}
+
+func isLower(c byte) bool { return 'a' <= c && c <= 'z' }
+func isUpper(c byte) bool { return 'A' <= c && c <= 'Z' }
+func isDigit(c byte) bool { return '0' <= c && c <= '9' }
+
+func lower(c byte) byte {
+	if isUpper(c) {
+		return c + 'a' - 'A'
+	}
+	return c
 }
 
 // paramSep splits parameters: "&", and ";" as some servers still take.
@@ -160,8 +266,14 @@ func hasSecretParam(rawQuery string) bool { return anySecretKey(rawQuery, paramS
 // anySecretKey reports whether a parameter of s, split at sep, has a
 // secret name.
 func anySecretKey(s string, sep func(rune) bool) bool {
-	for _, part := range strings.FieldsFunc(s, sep) {
-		if k, _, _ := strings.Cut(part, "="); isSecretRawParam(k) {
+	for s != "" {
+		part := s
+		if end := strings.IndexFunc(s, sep); end >= 0 {
+			part, s = s[:end], s[end+1:]
+		} else {
+			s = ""
+		}
+		if k, _, _ := strings.Cut(part, "="); k != "" && isSecretRawParam(k) {
 			return true
 		}
 	}
