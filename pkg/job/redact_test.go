@@ -41,7 +41,7 @@ func TestIsSecretParam(t *testing.T) {
 // byte of the URL kept.
 func TestRedactURLSecretNames(t *testing.T) {
 	for in, want := range map[string]string{
-		"https://h/x?authorization=Bearer%20t&a=1":       "https://h/x?authorization=REDACTED&a=1",
+		"https://h/x?authorization=Bearer%20t&a=1":        "https://h/x?authorization=REDACTED&a=1",
 		"https://h/x?user[password]=hunter2&user[name]=u": "https://h/x?user[password]=REDACTED&user[name]=u",
 		"https://h/x?user%5Bpassword%5D=hunter2":          "https://h/x?user%5Bpassword%5D=REDACTED",
 		"https://h/x?credentials=c&session=s&page=2":      "https://h/x?credentials=REDACTED&session=REDACTED&page=2",
