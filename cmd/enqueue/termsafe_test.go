@@ -95,3 +95,26 @@ func TestShowEscapesEveryField(t *testing.T) {
 func terminalControl(r rune) bool {
 	return r != '\n' && (r == utf8.RuneError || !unicode.IsPrint(r) && r != ' ')
 }
+
+// A rate too slow for a limit to keep is a usage error naming the minimum,
+// not a batch published without a limit; nothing is published.
+func TestRunRefusesATinyRate(t *testing.T) {
+	setEnv(t)
+	file := write(t, "jobs.jsonl", `{"id":"1","url":"http://127.0.0.1:1/"}`+"\n")
+	for _, rate := range []string{"1e-11/s", "0.5/d"} {
+		r := runCmd(t, nil, "--nats", "nats://127.0.0.1:1", "--rate", rate, file)
+		if r.code() != exitUsage || !strings.Contains(r.stderr+r.errText(), "less than 1 per day") {
+			t.Errorf("--rate %s: exit %d, stderr %q, err %v; want a usage error naming the minimum", rate, r.code(), r.stderr, r.err)
+		}
+	}
+	if r := runCmd(t, nil, "--help"); !strings.Contains(r.stderr, "N/d") {
+		t.Errorf("--help does not name the N/d unit:\n%s", r.stderr)
+	}
+}
+
+func (r result) errText() string {
+	if r.err == nil {
+		return ""
+	}
+	return r.err.Error()
+}
