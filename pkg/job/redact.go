@@ -135,15 +135,15 @@ func redactRaw(raw string) string {
 // It errs on the side of hiding: "monkey" and "token_type" are hidden, which
 // costs a reader a value, where the other way costs a credential.
 func IsSecretParam(name string) bool {
-	for name != "" {
-		i := strings.IndexAny(name, "[].")
-		if i < 0 {
-			return secretPart(name)
+	start := 0
+	for i := 0; i <= len(name); i++ {
+		if i < len(name) && name[i] != '[' && name[i] != ']' && name[i] != '.' {
+			continue
 		}
-		if i > 0 && secretPart(name[:i]) {
+		if i > start && secretPart(name[start:i]) {
 			return true
 		}
-		name = name[i+1:]
+		start = i + 1
 	}
 	return false
 }
@@ -153,6 +153,25 @@ var secretFragments = []string{
 	"password", "passwd", "passphrase", "passcode", "secret", "token", "credential",
 	"session", "sessid", "signature", "cookie", "authorization", "authenticat", "apikey",
 }
+
+// hasSecretFragment reports whether c contains one of secretFragments: one
+// pass over c, trying only the fragments that start with the byte at hand.
+func hasSecretFragment(c string) bool {
+	for i := 0; i < len(c); i++ {
+		if !isLower(c[i]) || fragmentStarts&(1<<(c[i]-'a')) == 0 {
+			continue
+		}
+		for _, f := range secretFragments {
+			if f[0] == c[i] && strings.HasPrefix(c[i:], f) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// fragmentStarts has bit b set when a fragment starts with 'a'+b.
+const fragmentStarts = 1<<('a'-'a') | 1<<('c'-'a') | 1<<('p'-'a') | 1<<('s'-'a') | 1<<('t'-'a')
 
 // secretWords are secret as a word of a name; inside a word they are too
 // often something else ("keyword", "author", "design", "inside").
@@ -190,10 +209,8 @@ func secretPart(part string) bool {
 	if c == "code" {
 		return true
 	}
-	for _, f := range secretFragments {
-		if strings.Contains(c, f) {
-			return true
-		}
+	if hasSecretFragment(c) {
+		return true
 	}
 	for _, suf := range secretSuffixes {
 		if strings.HasSuffix(c, suf) {

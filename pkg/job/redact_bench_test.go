@@ -22,3 +22,15 @@ func BenchmarkRedactURLQuerySecret(b *testing.B) {
 		_ = RedactURL(u)
 	}
 }
+
+func BenchmarkIsSecretParam(b *testing.B) {
+	names := []string{"page", "per_page", "sort", "customer", "id", "filter", "status", "utm_source", "createdAfter"}
+	b.ReportAllocs()
+	for b.Loop() {
+		for _, n := range names {
+			if IsSecretParam(n) {
+				b.Fatal(n)
+			}
+		}
+	}
+}

@@ -53,3 +53,12 @@ func TestRedactURLSecretNames(t *testing.T) {
 		}
 	}
 }
+
+// fragmentStarts names the first letter of every fragment.
+func TestFragmentStarts(t *testing.T) {
+	for _, f := range secretFragments {
+		if fragmentStarts&(1<<(f[0]-'a')) == 0 {
+			t.Errorf("fragment %q starts with a letter fragmentStarts lacks", f)
+		}
+	}
+}
