@@ -81,3 +81,15 @@ func BenchmarkStringPlain(b *testing.B) {
 		_ = String(s)
 	}
 }
+
+// A typical result record, nothing to escape: one scan, no copy.
+func BenchmarkJSONRecord(b *testing.B) {
+	rec := []byte(`{"id":"h-b1e84d21dec243147d29-2","batch":"2025-11-27_orders","method":"POST","url":"https://api.example.com/v2/orders",` +
+		`"source":"in/2025-11-27-orders.jsonl:48213","ok":true,"status":201,"attempts":2,"reason":"",` +
+		`"body":"{\"id\":\"ord_8812\",\"status\":\"accepted\",\"note\":\"Zustellung an der Tür\"}","duration_ms":184,"worker":"worker-3f9a"}`)
+	b.SetBytes(int64(len(rec)))
+	b.ReportAllocs()
+	for b.Loop() {
+		_ = JSON(rec)
+	}
+}
