@@ -174,6 +174,9 @@ type shownDeadLetter struct {
 
 func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
 	out := shownDeadLetter{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result, Job: dl.Job}
+	// Stored by a worker, possibly of an older version whose rule knew
+	// fewer secret parameter names.
+	out.Result.URL = job.RedactURL(out.Result.URL)
 	if dl.JobOmitted != "" {
 		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
 		return out

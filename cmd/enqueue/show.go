@@ -63,7 +63,9 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		}
 		request := "-"
 		if r.URL != "" {
-			request = clip(oneLine(r.Method+" "+r.URL), 60)
+			// Redacted again: the file may come from an older version, whose
+			// rule knew fewer secret parameter names.
+			request = clip(oneLine(r.Method+" "+job.RedactURL(r.URL)), 60)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%d\t%d\t%s\t%s\n", oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"), request,
 			r.OK, r.Status, r.Attempts, r.DurationMS, oneLine(string(r.Reason)), clip(oneLine(detail), 70))

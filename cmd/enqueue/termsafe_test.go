@@ -73,7 +73,7 @@ func TestTerminalOutputIsEscaped(t *testing.T) {
 
 // A record file may come from anywhere: show escapes every field it prints.
 func TestShowEscapesEveryField(t *testing.T) {
-	line := `{"id":"a\u001b[1m","batch":"b","source":"f\u202e:1","method":"GET\u0085","url":"http://h/\u009b",` +
+	line := `{"id":"a\u001b[1m","batch":"b","source":"f\u202e:1","method":"GET\u0085","url":"http://h/\u009b?user[password]=pw",` +
 		`"ok":false,"status":400,"attempts":1,"reason":"x\u001b[2J","error":"e\u200f",` +
 		`"callback":{"ok":false,"error":"cb\u001b]0;t\u0007"}}` + "\n"
 	r := runCmd(t, []byte(line), "show", "-")
@@ -83,7 +83,7 @@ func TestShowEscapesEveryField(t *testing.T) {
 	if i := strings.IndexFunc(r.stdout, terminalControl); i >= 0 {
 		t.Errorf("show prints %q raw:\n%q", r.stdout[i:], r.stdout)
 	}
-	for _, want := range []string{`a\x1b[1m`, `f\u202e:1`, `x\x1b[2J`, `cb\x1b]0;t\x07`, `e\u200f`} {
+	for _, want := range []string{`a\x1b[1m`, `f\u202e:1`, `x\x1b[2J`, `cb\x1b]0;t\x07`, `e\u200f`, `user[password]=REDACTED`} {
 		if !strings.Contains(r.stdout, want) {
 			t.Errorf("show does not print %s:\n%s", want, r.stdout)
 		}
