@@ -184,32 +184,32 @@ var secretSuffixes = []string{"key", "auth", "pwd", "sig"}
 // allocation; a longer part is examined whole, at the cost of a copy.
 const maxNameLen = 64
 
-// secretPart applies IsSecretParam's rule to one part of a name.
+// secretPart applies IsSecretParam's rule to one part of a name. Words
+// are runs of letters (split where a lower-case letter meets an upper-case
+// one, and before the last capital of a run followed by a lower-case
+// letter: "APIKey" is "API", "Key") or of digits; anything else separates
+// them.
 func secretPart(part string) bool {
 	var buf [maxNameLen]byte
-	compact := buf[:0]
-	secretWord := false
-	forEachWord(part, func(w string) {
-		if !secretWord && (len(w) == 3 || len(w) == 4) { // the lengths of secretWords
-			for _, sw := range secretWords {
-				if strings.EqualFold(w, sw) {
-					secretWord = true
-					break
-				}
-			}
+	compact := buf[:0] // the words run together, in lower case
+	start := -1        // of the current word
+	for i := 0; i <= len(part); i++ {
+		inWord := i < len(part) && isWordByte(part[i])
+		if inWord && start >= 0 && !wordBreak(part, i) {
+			compact = append(compact, lower(part[i]))
+			continue
 		}
-		for i := 0; i < len(w); i++ {
-			compact = append(compact, lower(w[i]))
+		if start >= 0 && isSecretWord(part[start:i]) {
+			return true
 		}
-	})
-	if secretWord {
-		return true
+		start = -1
+		if inWord {
+			start = i
+			compact = append(compact, lower(part[i]))
+		}
 	}
 	c := string(compact) // does not escape: no allocation for a short name
-	if c == "code" {
-		return true
-	}
-	if hasSecretFragment(c) {
+	if c == "code" || hasSecretFragment(c) {
 		return true
 	}
 	for _, suf := range secretSuffixes {
@@ -220,28 +220,16 @@ func secretPart(part string) bool {
 	return false
 }
 
-// forEachWord calls fn with each word of s: runs of letters (split where
-// a lower-case letter meets an upper-case one, and before the last capital
-// of a run of capitals followed by a lower-case letter: "APIKey" is "API",
-// "Key") or of digits; everything else separates words.
-func forEachWord(s string, fn func(string)) {
-	start := -1
-	for i := 0; i <= len(s); i++ {
-		if i == len(s) || !isWordByte(s[i]) {
-			if start >= 0 {
-				fn(s[start:i])
-				start = -1
-			}
-			continue
-		}
-		if start >= 0 && wordBreak(s, i) {
-			fn(s[start:i])
-			start = -1
-		}
-		if start < 0 {
-			start = i
+func isSecretWord(w string) bool {
+	if len(w) < 3 || len(w) > 4 { // the lengths of secretWords
+		return false
+	}
+	for _, sw := range secretWords {
+		if strings.EqualFold(w, sw) {
+			return true
 		}
 	}
+	return false
 }
 
 // wordBreak reports whether a new word starts at s[i], given s[i-1] is in
