@@ -124,8 +124,8 @@ func ParseRate(s string) (Rate, error) {
 		}
 		r.Burst = b
 		if earn := float64(b) / r.PerSecond; earn > MaxSpan.Seconds()*(1+1e-9) {
-			return Rate{}, fmt.Errorf("rate %q: a burst of %d takes %.1fh to earn back at this rate, more than the %v a limit's state is kept",
-				s, b, earn/3600, MaxSpan)
+			return Rate{}, fmt.Errorf("rate %q: a burst of %d takes %.1fh to earn back at this rate, more than the %gh a limit's state is kept",
+				s, b, earn/3600, MaxSpan.Hours())
 		}
 	}
 	return r, nil
