@@ -171,7 +171,7 @@ func hasSecretFragment(c string) bool {
 }
 
 // fragmentStarts has bit b set when a fragment starts with 'a'+b.
-const fragmentStarts = 1<<('a'-'a') | 1<<('c'-'a') | 1<<('p'-'a') | 1<<('s'-'a') | 1<<('t'-'a')
+const fragmentStarts = 1 /* a */ | 1<<('c'-'a') | 1<<('p'-'a') | 1<<('s'-'a') | 1<<('t'-'a')
 
 // secretWords are secret as a word of a name; inside a word they are too
 // often something else ("keyword", "author", "design", "inside").
