@@ -21,6 +21,7 @@ import (
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -140,7 +141,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			if err != nil {
 				return err
 			}
-			_, err = fmt.Fprintln(stdout, string(b))
+			_, err = fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 			return err
 		}
 		r := dl.Result
@@ -149,8 +150,8 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			// The job is fine; the line is about its callback.
 			status, attempts, msg = cb.Status, cb.Attempts, "callback: "+cb.Error
 		}
-		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", dl.Seq, r.Batch, oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"),
-			reason, status, attempts, clip(oneLine(msg), 80))
+		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", dl.Seq, oneLine(r.Batch), oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"),
+			oneLine(string(reason)), status, attempts, clip(oneLine(msg), 80))
 		return nil
 	})
 	if err != nil {
@@ -174,6 +175,9 @@ type shownDeadLetter struct {
 
 func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
 	out := shownDeadLetter{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result, Job: dl.Job}
+	// Stored by a worker, possibly of an older version whose rule knew
+	// fewer secret parameter names.
+	out.Result.URL = job.RedactURL(out.Result.URL)
 	if dl.JobOmitted != "" {
 		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
 		return out
@@ -207,7 +211,7 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	}
 	rep, err := queue.Redrive(ctx, a.js, a.names, pos[0])
 	for _, s := range rep.Skipped {
-		fmt.Fprintln(stderr, "skipped:", s)
+		fmt.Fprintln(stderr, "skipped:", oneLine(s))
 	}
 	fmt.Fprintf(stdout, "batch %s: %d jobs re-driven, %d skipped, %d callbacks re-sent (their jobs' results stand)\n",
 		pos[0], rep.Redriven, len(rep.Skipped), rep.Callbacks)
@@ -245,13 +249,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			queue.Overview
 			HostLimits []fleetrate.WorkerLimits `json:"host_limits"`
 		}{o, limits})
-		fmt.Fprintln(stdout, string(b))
+		fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 		return nil
 	}
 	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "BATCH\tOPEN\tRESULTS\tDEAD LETTERS")
 	for _, b := range o.Batches {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", b.Batch, b.Open, b.Results, b.DeadLetters)
+		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", oneLine(b.Batch), b.Open, b.Results, b.DeadLetters)
 	}
 	_ = tw.Flush()
 	fmt.Fprintf(stdout, "\nconsumer: %d not yet delivered (lag), %d delivered and unsettled (in flight or waiting to retry), %d pull requests waiting\n",
@@ -263,7 +267,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		tw = tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  HOST\tSTATE\tWORKER\tSINCE")
 		for _, b := range o.Breakers {
-			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", b.Host, b.State, b.Worker, b.Since.Format("15:04:05"))
+			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", oneLine(b.Host), oneLine(string(b.State)), oneLine(b.Worker), b.Since.Format("15:04:05"))
 		}
 		_ = tw.Flush()
 	}
@@ -322,8 +326,8 @@ func printHostLimits(w io.Writer, ws []fleetrate.WorkerLimits) error {
 		if l.h.Rate != "" {
 			rate = l.h.Rate
 		}
-		fmt.Fprintf(tw, "  %s\t%s\t%d %s\t%d\t%d\t%s\t%s\t%d\t%d\n", l.h.Host, l.worker, l.h.Limit, kind,
-			l.h.InFlight, l.h.Waiting, lat, rate, l.h.Admitted, l.h.Refused)
+		fmt.Fprintf(tw, "  %s\t%s\t%d %s\t%d\t%d\t%s\t%s\t%d\t%d\n", oneLine(l.h.Host), oneLine(l.worker), l.h.Limit, kind,
+			l.h.InFlight, l.h.Waiting, lat, oneLine(rate), l.h.Admitted, l.h.Refused)
 	}
 	return tw.Flush()
 }

@@ -13,6 +13,8 @@ import (
 	"os"
 	"os/signal"
 	"syscall"
+
+	"github.com/jetpost/jetpost/internal/termsafe"
 )
 
 func main() {
@@ -23,11 +25,11 @@ func main() {
 		var ee *exitError
 		if errors.As(err, &ee) {
 			if ee.err != nil {
-				fmt.Fprintln(os.Stderr, "enqueue:", ee.err)
+				fmt.Fprintln(os.Stderr, "enqueue:", termsafe.Lines(ee.err.Error()))
 			}
 			os.Exit(ee.code)
 		}
-		fmt.Fprintln(os.Stderr, "enqueue:", err)
+		fmt.Fprintln(os.Stderr, "enqueue:", termsafe.Lines(err.Error()))
 		os.Exit(3)
 	}
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -85,7 +86,7 @@ func writeResults(ctx context.Context, js jetstream.JetStream, names queue.Names
 	}
 	bw := bufio.NewWriterSize(w, 256<<10)
 	st, err := queue.ReadLatestResults(ctx, js, names, batch, func(_ uint64, data []byte) error {
-		_, _ = bw.Write(data)
+		_, _ = bw.Write(termsafe.JSON(data))
 		return bw.WriteByte('\n')
 	})
 	if err == nil {

@@ -18,6 +18,7 @@ import (
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -87,7 +88,7 @@ func parseFlags(args []string, stderr io.Writer) (*options, []string, error) {
 	fs.BoolVar(&o.quiet, "quiet", false, "no progress output")
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "publish the valid lines and report the invalid ones")
 	fs.BoolVar(&o.jsonSummary, "json", false, "with --wait: print the summary as one JSON object")
-	fs.Func("rate", "limit this batch to N requests per second to each host, across all workers (N/s, N/m or N/h)", func(v string) (err error) { o.rate, err = hostlimit.ParseBatchRate(v); return err })
+	fs.Func("rate", "limit this batch to N requests per second to each host, across all workers (N/s, N/m, N/h or N/d; at least 1/d)", func(v string) (err error) { o.rate, err = hostlimit.ParseBatchRate(v); return err })
 	fs.BoolVar(&o.force, "force", false, "send every job again, even those completed by an earlier run or enqueued within the dedup window")
 	fs.IntVar(&o.window, "window", enqueue.DefaultWindow, "publishes awaiting the broker's ack at once")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
@@ -216,7 +217,7 @@ func startCPUProfile(path string) (stop func(), err error) {
 func printSummary(o *options, sum *enqueue.Summary, stdout, stderr io.Writer) {
 	if o.jsonSummary {
 		b, _ := json.Marshal(sum)
-		fmt.Fprintln(stdout, string(b))
+		fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 		return
 	}
 	fmt.Fprintln(stderr, "batch "+o.batch+": "+sum.String())

@@ -9,8 +9,8 @@ import (
 	"os"
 	"strings"
 	"text/tabwriter"
-	"unicode"
 
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -63,10 +63,12 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		}
 		request := "-"
 		if r.URL != "" {
-			request = clip(oneLine(r.Method+" "+r.URL), 60)
+			// Redacted again: the file may come from an older version, whose
+			// rule knew fewer secret parameter names.
+			request = clip(oneLine(r.Method+" "+job.RedactURL(r.URL)), 60)
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%v\t%d\t%d\t%d\t%s\t%s\n", oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"), request,
-			r.OK, r.Status, r.Attempts, r.DurationMS, r.Reason, clip(oneLine(detail), 70))
+			r.OK, r.Status, r.Attempts, r.DurationMS, oneLine(string(r.Reason)), clip(oneLine(detail), 70))
 	}
 	if err := sc.Err(); err != nil {
 		return err
@@ -75,16 +77,10 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 }
 
 // oneLine makes text from a record fit a table cell: white space runs
-// become one space, and control characters (escape sequences could rewrite
-// a terminal) become "?".
+// become one space, and whatever a terminal would act on is shown escaped
+// (internal/termsafe).
 func oneLine(s string) string {
-	s = strings.Join(strings.Fields(s), " ")
-	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
-			return '?'
-		}
-		return r
-	}, s)
+	return termsafe.String(strings.Join(strings.Fields(s), " "))
 }
 
 func clip(s string, n int) string {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -108,7 +109,7 @@ func (w *BreakerWatch) Line() string {
 	defer w.mu.Unlock()
 	var open, half []string
 	for _, e := range w.now {
-		s := fmt.Sprintf("%s (since %s)", e.Host, e.Since.Format(time.TimeOnly))
+		s := fmt.Sprintf("%s (since %s)", termsafe.String(e.Host), e.Since.Format(time.TimeOnly))
 		if e.State == job.BreakerOpen {
 			open = append(open, s)
 		} else {
@@ -165,7 +166,7 @@ func (w *BreakerWatch) Summary() string {
 		if e.Still {
 			end = "still not closed"
 		}
-		items[i] = fmt.Sprintf("%s (%s since %s, %s)", e.Host, e.State, e.Since.Format(time.TimeOnly), end)
+		items[i] = fmt.Sprintf("%s (%s since %s, %s)", termsafe.String(e.Host), termsafe.String(string(e.State)), e.Since.Format(time.TimeOnly), end)
 	}
 	return "breakers opened during the run: " + listed(items) +
 		"; jobs turned away by an open breaker spend tries and fail with reason breaker_open"

@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"github.com/schollz/progressbar/v3"
+
+	"github.com/jetpost/jetpost/internal/termsafe"
 )
 
 // ProgressMode is how progress is shown.
@@ -185,7 +187,8 @@ func (p *Progress) Printf(format string, args ...any) {
 	if p.bar != nil {
 		_ = p.bar.Clear()
 	}
-	fmt.Fprintf(p.w, format, args...)
+	// Messages quote ids, hosts and errors: text from jobs and servers.
+	fmt.Fprint(p.w, termsafe.Lines(fmt.Sprintf(format, args...)))
 }
 
 // Finish stops drawing; a bar is drawn a last time and ended with a new

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -65,11 +66,11 @@ func (rep *PublishReport) RerunNotes() []string {
 		if r.Completed > 0 {
 			out = append(out, fmt.Sprintf("%s already completed by batch %s%s; not sent again. "+
 				"Use --force to send them again, or `enqueue redrive %s` for its failed ones.",
-				plural(r.Completed, "job was", "jobs were"), r.Batch, when, r.Batch))
+				plural(r.Completed, "job was", "jobs were"), termsafe.String(r.Batch), when, termsafe.String(r.Batch)))
 		}
 		if r.SentAgain > 0 {
 			out = append(out, fmt.Sprintf("%s in batch %s%s before any request was sent (refused, breaker open, expired or cancelled); sent again.",
-				plural(r.SentAgain, "job failed", "jobs failed"), r.Batch, when))
+				plural(r.SentAgain, "job failed", "jobs failed"), termsafe.String(r.Batch), when))
 		}
 	}
 	if moreBatches > 0 {

@@ -15,6 +15,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -96,7 +97,7 @@ func prepareRun(o Options, start time.Time) (*Validation, time.Duration, error) 
 		return nil, 0, &InputError{err}
 	}
 	for _, le := range v.Errors {
-		fmt.Fprintln(o.Stderr, le)
+		fmt.Fprintln(o.Stderr, termsafe.Lines(le.Error()))
 	}
 	if v.Invalid > len(v.Errors) {
 		fmt.Fprintf(o.Stderr, "... and %d more invalid lines\n", v.Invalid-len(v.Errors))
@@ -120,7 +121,7 @@ func reportTooLarge(v *Validation, maxPayload int64, stderr io.Writer) error {
 		return nil
 	}
 	for _, le := range tooLarge[:min(len(tooLarge), MaxReported)] {
-		fmt.Fprintln(stderr, le)
+		fmt.Fprintln(stderr, termsafe.Lines(le.Error()))
 	}
 	if len(tooLarge) > MaxReported {
 		fmt.Fprintf(stderr, "... and %d more jobs too large\n", len(tooLarge)-MaxReported)

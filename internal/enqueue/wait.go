@@ -17,6 +17,7 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -255,7 +256,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 	}
 	if c.Out != nil {
 		c.outMu.Lock()
-		_, _ = c.Out.Write(append(raw, '\n'))
+		_, _ = c.Out.Write(append(termsafe.JSON(raw), '\n'))
 		c.outMu.Unlock()
 	}
 	if c.OnOutcome != nil {
@@ -553,7 +554,7 @@ func (s *Summary) String() string {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			fmt.Fprintf(&b, "%s %d", r, s.ByReason[r])
+			fmt.Fprintf(&b, "%s %d", termsafe.String(r), s.ByReason[r])
 		}
 		b.WriteString(")")
 	}

@@ -34,10 +34,12 @@ import (
 // named like the prefix's streams ("jetpost" → "JETPOST_RATES").
 func Bucket(prefix string) string { return queue.NewNames(prefix).RatesBucket() }
 
-// stateTTL is how long a limit's state outlives its last use. The state
-// only matters within a burst of now, so any TTL longer than the slowest
-// rate's interval keeps it; an hour also forgets hosts of old batches.
-const stateTTL = time.Hour
+// stateTTL is how long a limit's state outlives its last write. The state
+// matters until the burst is earned back, at most hostlimit.MaxSpan after
+// it (ParseRate refuses slower rates and longer bursts, and the limiter
+// saturates there); forgotten any sooner, a slow limit would start again
+// with a full burst. The margin covers clocks a little apart.
+const stateTTL = hostlimit.MaxSpan + time.Hour
 
 // maxTries bounds compare-and-swap retries under contention; each failed
 // try means another worker got its lease, so the fleet makes progress.

@@ -4,6 +4,7 @@
 package logging
 
 import (
+	"bytes"
 	"fmt"
 	"io"
 	"os"
@@ -11,6 +12,8 @@ import (
 
 	"github.com/rs/zerolog"
 	"golang.org/x/term"
+
+	"github.com/jetpost/jetpost/internal/termsafe"
 )
 
 // New returns a logger writing to w at level ("debug", "info", "warn",
@@ -20,11 +23,35 @@ func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 	if err != nil {
 		return zerolog.Nop(), fmt.Errorf("log level %q: %w", level, err)
 	}
-	out := w
+	// Log lines carry ids, URLs and errors from jobs and servers; whoever
+	// reads them on a terminal must see those escaped, not acted on.
+	var out io.Writer = safeJSON{w}
 	if format == "console" || (format == "auto" && IsTerminal(w)) {
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly}
+		// The console writer quotes string fields itself, not the message
+		// or values of other types.
+		plain := func(i any) string { return termsafe.String(fmt.Sprintf("%s", i)) }
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, FormatMessage: plain, FormatFieldValue: plain}
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
+}
+
+// safeJSON escapes in each JSON log line what encoding it as JSON leaves
+// as it is (C1 controls, bidirectional overrides); zerolog writes one line
+// per Write.
+type safeJSON struct{ w io.Writer }
+
+func (s safeJSON) Write(p []byte) (int, error) {
+	line, nl := bytes.CutSuffix(p, []byte("\n"))
+	safe := termsafe.JSON(line)
+	if nl && len(safe) != len(line) {
+		safe = append(safe, '\n')
+	} else if nl {
+		safe = p
+	}
+	if _, err := s.w.Write(safe); err != nil {
+		return 0, err
+	}
+	return len(p), nil
 }
 
 // IsTerminal reports whether w is a terminal.

@@ -87,6 +87,12 @@
 // state is thus bounded by the rate (plus the burst), whatever their
 // number, and a process that dies leaves nothing to clean up.
 //
+// The state must outlive the time the burst takes to earn back, or a slow
+// limit would start again with a full burst: MaxSpan (a day) bounds that
+// time, so rates are at least MinRate (1/d) and bursts at most a day's
+// worth. ParseRate refuses anything beyond; a Rate that arrives otherwise
+// (a batch rate) saturates there rather than overflowing into no limit.
+//
 // When the shared state cannot be reached, requests to rate-limited hosts
 // are refused (deferred for about a second, again and again) until it can:
 // a limit that an API publishes is never exceeded because the coordination

@@ -64,7 +64,7 @@ func (b *MemBuckets) Update(_ context.Context, key string, fn func([]byte) ([]by
 // were granted; with none, wait is how long until one is available.
 func grant(tat, now int64, r Rate, want int) (newTAT int64, n int, wait time.Duration) {
 	interval := int64(r.Interval())
-	tau := int64(r.EffectiveBurst()) * interval
+	tau := int64(r.span())
 	t0 := max(tat, now)
 	avail := (now + tau - t0) / interval
 	if avail < 1 {

@@ -23,6 +23,17 @@ type Rate struct {
 // a limit.
 const MaxRate = 1e6
 
+// MaxSpan is the longest a limit's state has to be remembered: the time its
+// burst takes to earn back (burst × interval). The fleet's shared state
+// outlives its last use by at least this much (internal/fleetrate), so a
+// limit is never forgotten while it still holds requests back.
+const MaxSpan = 24 * time.Hour
+
+// MinRate is the slowest rate a limit can keep, one request per MaxSpan:
+// 1/d. A slower one is refused where it is written; one that arrives
+// otherwise (a batch rate in a job published directly) is held to this.
+const MinRate = float64(time.Second) / float64(MaxSpan)
+
 // EffectiveBurst resolves the default burst.
 func (r Rate) EffectiveBurst() int {
 	if r.Burst > 0 {
@@ -31,26 +42,58 @@ func (r Rate) EffectiveBurst() int {
 	return max(1, int(math.Ceil(r.PerSecond/10)))
 }
 
-// Interval is the time one request's token takes to earn.
+// Interval is the time one request's token takes to earn: at most MaxSpan,
+// whatever the rate (a tiny or invalid one would overflow the nanoseconds
+// of a time.Duration into no limit at all).
 func (r Rate) Interval() time.Duration {
-	return max(time.Duration(float64(time.Second)/r.PerSecond), 1)
+	ns := float64(time.Second) / r.PerSecond
+	if !(ns > 0 && ns <= float64(MaxSpan)) { // also NaN, and ±Inf of a zero rate
+		return MaxSpan
+	}
+	return max(time.Duration(ns), 1)
 }
 
+// span is the time the burst takes to earn back, bounded by MaxSpan (the
+// burst then counts for less) and never less than one interval.
+func (r Rate) span() time.Duration {
+	iv := r.Interval()
+	if b := time.Duration(r.EffectiveBurst()); b <= MaxSpan/iv {
+		return b * iv
+	}
+	return max(MaxSpan, iv)
+}
+
+// String writes the rate as ParseRate reads it, in the largest unit in
+// which it is at least 1 ("10/s", "30/m", "1/d").
 func (r Rate) String() string {
-	s := strconv.FormatFloat(r.PerSecond, 'f', -1, 64) + "/s"
+	n, unit := r.PerSecond, "/s"
+	for _, u := range []struct {
+		name string
+		secs float64
+	}{{"/m", 60}, {"/h", 3600}, {"/d", 86400}} {
+		if n >= 1 {
+			break
+		}
+		n, unit = r.PerSecond*u.secs, u.name
+	}
+	// Nine significant digits: 1/86400 per second times 86400 is 1.
+	n, _ = strconv.ParseFloat(strconv.FormatFloat(n, 'g', 9, 64), 64)
+	s := strconv.FormatFloat(n, 'f', -1, 64) + unit
 	if r.Burst > 0 {
 		s += ":" + strconv.Itoa(r.Burst)
 	}
 	return s
 }
 
-// ParseRate reads "N/s", "N/m" or "N/h" (N may be fractional), optionally
-// followed by ":BURST", e.g. "100/s:20" or "600/m".
+// ParseRate reads "N/s", "N/m", "N/h" or "N/d" (N may be fractional),
+// optionally followed by ":BURST", e.g. "100/s:20" or "600/m". It refuses
+// a rate below MinRate, and a burst that takes longer than MaxSpan to earn
+// back.
 func ParseRate(s string) (Rate, error) {
 	spec, burstText, hasBurst := strings.Cut(strings.TrimSpace(s), ":")
 	num, unit, ok := strings.Cut(spec, "/")
 	if !ok {
-		return Rate{}, fmt.Errorf("rate %q: want N/s, N/m or N/h, optionally :BURST (e.g. 100/s:20)", s)
+		return Rate{}, fmt.Errorf("rate %q: want N/s, N/m, N/h or N/d, optionally :BURST (e.g. 100/s:20)", s)
 	}
 	n, err := strconv.ParseFloat(strings.TrimSpace(num), 64)
 	if err != nil || math.IsNaN(n) || math.IsInf(n, 0) || n <= 0 {
@@ -62,19 +105,28 @@ func ParseRate(s string) (Rate, error) {
 		n /= 60
 	case "h":
 		n /= 3600
+	case "d":
+		n /= 86400
 	default:
-		return Rate{}, fmt.Errorf("rate %q: unit %q is not s, m or h", s, unit)
+		return Rate{}, fmt.Errorf("rate %q: unit %q is not s, m, h or d", s, unit)
 	}
 	if n > MaxRate {
 		return Rate{}, fmt.Errorf("rate %q: more than %v per second", s, float64(MaxRate))
 	}
-	r := Rate{PerSecond: n}
+	if n < MinRate*(1-1e-9) { // "1/d" itself, whatever the rounding
+		return Rate{}, fmt.Errorf("rate %q: less than 1 per day (1/d), the slowest rate a limit keeps", s)
+	}
+	r := Rate{PerSecond: max(n, MinRate)}
 	if hasBurst {
 		b, err := strconv.Atoi(strings.TrimSpace(burstText))
 		if err != nil || b < 1 || b > 1_000_000 {
 			return Rate{}, fmt.Errorf("rate %q: burst %q is not a whole number from 1 to 1000000", s, burstText)
 		}
 		r.Burst = b
+		if earn := float64(b) / r.PerSecond; earn > MaxSpan.Seconds()*(1+1e-9) {
+			return Rate{}, fmt.Errorf("rate %q: a burst of %d takes %.1fh to earn back at this rate, more than the %gh a limit's state is kept",
+				s, b, earn/3600, MaxSpan.Hours())
+		}
 	}
 	return r, nil
 }

@@ -26,7 +26,7 @@ func TestParseRate(t *testing.T) {
 			t.Errorf("ParseRate(%q) = %+v, want %v/s burst %d", tc.in, r, tc.per, tc.burst)
 		}
 	}
-	for _, in := range []string{"", "100", "0/s", "-1/s", "NaN/s", "Inf/s", "1/d", "1/s:0", "1/s:x", "2e6/s", "x/s"} {
+	for _, in := range []string{"", "100", "0/s", "-1/s", "NaN/s", "Inf/s", "1/w", "1/s:0", "1/s:x", "2e6/s", "x/s"} {
 		if _, err := ParseRate(in); err == nil {
 			t.Errorf("ParseRate(%q) accepted", in)
 		}
