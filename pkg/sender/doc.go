@@ -59,10 +59,16 @@
 // # Address guard
 //
 // Job URLs come from files nobody vetted, so by default the sender will not
-// connect to loopback, private (RFC 1918, fc00::/7), link-local (including
-// the cloud metadata service at 169.254.169.254), CGNAT (100.64.0.0/10),
-// multicast, unspecified or broadcast addresses, nor to their IPv4-mapped or
-// NAT64 forms. The check runs in the dialer's Control hook, on the resolved
+// connect to any address the IANA special-purpose registries mark as not
+// globally reachable: loopback, private (RFC 1918, fc00::/7), link-local
+// (including the cloud metadata service at 169.254.169.254), CGNAT
+// (100.64.0.0/10), multicast, unspecified, broadcast, 0.0.0.0/8,
+// 192.0.0.0/24, the TEST-NETs and 2001:db8::/32, benchmarking
+// (198.18.0.0/15, 2001:2::/48), 240.0.0.0/4, 2001::/23 (Teredo included),
+// and every IPv6 address outside global unicast 2000::/3 (IPv4-compatible
+// ::/96, site-local fec0::/10, local-use NAT64 64:ff9b:1::/48, ...).
+// Addresses that wrap an IPv4 address are judged by it: IPv4-mapped,
+// NAT64 (64:ff9b::/96) and 6to4 (2002::/16). The check runs in the dialer's Control hook, on the resolved
 // address the socket is about to connect to, for every connection including
 // redirect targets: checking the URL's host name up front would be defeated
 // by DNS rebinding or a redirect. There is no proxy support for the same
