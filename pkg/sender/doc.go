@@ -18,6 +18,10 @@
 //	network error, timeout, reset, refused  Retryable  yes        failure
 //	  connection, broken body
 //	too many redirects                      Permanent  yes        success
+//	redirect to a scheme other than http    Permanent  yes        success
+//	  or https, or to no host
+//	response headers over                   Permanent  yes        success
+//	  MaxResponseHeaderBytes (64 KiB)
 //	address refused by the guard            Permanent  no (1)     ignored
 //	request cannot be built                 Permanent  no         untouched
 //	caller's context done while sending     Retryable  yes        ignored
@@ -90,6 +94,18 @@
 // Config.MaxRequests places; one that spent a rate token and queued more
 // than 50 ms for its place is deferred instead of sent, its token lost:
 // tokens spent early and sent together would exceed the rate.
+//
+// # Redirects
+//
+// Redirects are followed up to Config.MaxRedirects, each target vetted by
+// the guard. A redirect that leaves the origin of the job's URL (scheme,
+// host or port: two ports of one host may be two services of different
+// owners) reaches its target without Referer, which would repeat the
+// previous URL and its query, and without any secret header: the built-in
+// Authorization, Proxy-Authorization, Cookie and Set-Cookie, and those in
+// Config.SecretHeaders. net/http itself drops only its own list, and only
+// when the host name changes. Once a chain has left the origin, the
+// secrets stay dropped even if it comes back.
 //
 // Error texts never contain header values, and URLs in them lose their
 // userinfo: tokens often hide in both.
