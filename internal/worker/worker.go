@@ -19,7 +19,7 @@ import (
 // Sender sends one attempt of a job, or a callback POST.
 type Sender interface {
 	Send(ctx context.Context, j *job.Job) sender.Outcome
-	Post(ctx context.Context, url string, body []byte, idempotencyKey string) sender.Outcome
+	Post(ctx context.Context, cb sender.Callback) sender.Outcome
 }
 
 // Config is the retry policy and identity of a worker.
@@ -28,7 +28,16 @@ type Config struct {
 	MaxAttempts int
 	Backoff     sender.Backoff
 	MaxJobAge   time.Duration
+	// MaxCallbackDefer bounds how long a callback may wait for its host's
+	// limits to admit it (waits that spend no try); past it, the callback
+	// fails. Default DefaultMaxCallbackDefer.
+	MaxCallbackDefer time.Duration
 }
+
+// DefaultMaxCallbackDefer is as long as the host limits defer one refused
+// request at most (hostlimit.DefaultMaxDefer), so that a callback is never
+// given up on before its host has had one turn.
+const DefaultMaxCallbackDefer = 2 * time.Minute
 
 // Observer is told what the worker does, for metrics. Every method must be
 // cheap and safe for concurrent use; nil fields are skipped.
@@ -56,6 +65,9 @@ type Worker struct {
 func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = 1
+	}
+	if cfg.MaxCallbackDefer <= 0 {
+		cfg.MaxCallbackDefer = DefaultMaxCallbackDefer
 	}
 	return &Worker{cfg: cfg, send: s, log: log, obs: obs, now: time.Now, rnd: rand.Float64}
 }
@@ -209,21 +221,26 @@ func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Re
 	return queue.Decision{Action: queue.AckWithResult, Result: r}
 }
 
-// callback POSTs the result through the same sender (guard, breaker,
-// classification), retrying retryable failures with the job's backoff
-// policy. It runs before the result is stored so its outcome is part of the
-// record; the retries are bounded (attempts, and each wait capped at
-// maxCallbackWait) because the job holds its slot meanwhile.
+// callback POSTs the result through the same sender (guard, host limits,
+// breaker, classification), retrying retryable failures with the job's
+// backoff policy. It runs before the result is stored so its outcome is
+// part of the record; the retries are bounded (attempts, and each wait
+// capped at maxCallbackWait) because the job holds its slot meanwhile. A
+// POST its host's limits turn away waits as long as they ask, spending no
+// try, as a job's deferral spends no attempt; those waits together are
+// bounded by MaxCallbackDefer, so every callback ends.
 func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.CallbackResult {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return &job.CallbackResult{Error: err.Error()}
 	}
+	cb := sender.Callback{URL: j.Callback, Body: body, Key: j.CallbackKey(), Batch: j.Batch, BatchRate: j.Rate}
 	cr := &job.CallbackResult{}
+	deferUntil := w.now().Add(w.cfg.MaxCallbackDefer)
 	// Tries bound the loop even when an open breaker defers every try
 	// without a request.
-	for try := 1; ; try++ {
-		o := w.send.Post(ctx, j.Callback, body, j.CallbackKey())
+	for try := 1; ; {
+		o := w.send.Post(ctx, cb)
 		if o.Attempted {
 			cr.Attempts++
 		}
@@ -231,17 +248,36 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 		if o.Err != nil {
 			cr.Error = o.Err.Error()
 		}
-		if o.Class == sender.Succeeded || o.Class == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if o.Class == sender.Succeeded || o.Class == sender.Permanent || ctx.Err() != nil {
 			return cr
 		}
-		delay := o.RetryAfter
-		if delay <= 0 {
-			delay = w.cfg.Backoff.Delay(try, w.rnd)
+		var wait time.Duration
+		if held(&o) {
+			if wait = max(o.RetryAfter, minCallbackDefer); w.now().Add(wait).After(deferUntil) {
+				cr.Error = fmt.Sprintf("not admitted by its host's limits within %v: %s", w.cfg.MaxCallbackDefer, cr.Error)
+				return cr
+			}
+		} else {
+			if try >= w.cfg.MaxAttempts {
+				return cr
+			}
+			if wait = o.RetryAfter; wait <= 0 {
+				wait = w.cfg.Backoff.Delay(try, w.rnd)
+			}
+			wait, try = min(wait, maxCallbackWait), try+1
 		}
-		if retry.Sleep(ctx, min(delay, maxCallbackWait)) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			return cr
 		}
 	}
+}
+
+// held reports whether o is a request the host limits (or a full worker)
+// turned away before sending anything: Postponed for any reason but an open
+// breaker, whose turn-aways spend tries so that a dead host's callbacks end.
+func held(o *sender.Outcome) bool {
+	var open *sender.BreakerOpenError
+	return o.Class == sender.Postponed && !errors.As(o.Err, &open)
 }
 
 // resendCallback handles a re-driven callback: it POSTs the job's stored
@@ -266,8 +302,12 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) que
 	return queue.Decision{Action: queue.AckWithResult, Result: &r}
 }
 
-// maxCallbackWait caps one wait between callback attempts.
-const maxCallbackWait = 5 * time.Second
+// maxCallbackWait caps one wait between callback attempts;
+// minCallbackDefer keeps a held callback from spinning on a zero wait.
+const (
+	maxCallbackWait  = 5 * time.Second
+	minCallbackDefer = 10 * time.Millisecond
+)
 
 // jobLog adds a job's fields to each event it starts. A logger derived with
 // With() would copy its context for every job, even when nothing is logged

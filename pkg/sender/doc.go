@@ -83,14 +83,16 @@
 // # Host limits
 //
 // Config.Admission, when set, is the one seam to the limits: Admit is
-// asked before each job's request whether it may start now (per-host
-// concurrency and fleet-wide rate limits, see pkg/hostlimit). A job not admitted is
-// Postponed, with the Admission's wait as RetryAfter: nothing is sent and no
-// attempt is spent. An admission is a Permit, which says whether a rate
+// asked before each request, a job's (Send) or a result callback's
+// (Post), whether it may start now (per-host concurrency and fleet-wide
+// rate limits, see pkg/hostlimit): a callback URL comes from the same
+// untrusted file and may aim at the very API the limits protect. A request
+// not admitted is Postponed, with the Admission's wait as RetryAfter:
+// nothing is sent and no attempt is spent. An admission is a Permit, which says whether a rate
 // token was spent and takes the request's Feedback (status, latency,
 // timeout) through Done, so that an adaptive limit can learn each host's
 // capacity; for a 429 without Retry-After, Done answers the retry's delay.
-// Callbacks bypass it. Admitted requests then take one of
+// Admitted requests then take one of
 // Config.MaxRequests places; one that spent a rate token and queued more
 // than 50 ms for its place is deferred instead of sent, its token lost:
 // tokens spent early and sent together would exceed the rate.

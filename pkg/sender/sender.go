@@ -99,9 +99,9 @@ type Config struct {
 
 	Breaker Breaker
 
-	// Admission, if set, is asked before every job's request (not before
-	// callbacks) whether it may start now; a refusal defers the job
-	// without spending an attempt. See Admission.
+	// Admission, if set, is asked before every request, a job's or a
+	// callback's, whether it may start now; a refusal defers it without
+	// spending an attempt. See Admission.
 	Admission Admission
 
 	// MaxRequests bounds the requests in flight at once across every host,
@@ -328,7 +328,7 @@ type request struct {
 	contentType string // implied by the body; a header in headers wins
 	idemKey     string
 	timeout     time.Duration
-	// admit: ask Config.Admission first (jobs, not callbacks).
+	// admit: ask Config.Admission first.
 	admit     bool
 	batch     string
 	batchRate float64
@@ -356,17 +356,34 @@ func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
 	})
 }
 
-// Post sends body as a JSON POST to rawURL (a result callback) with the same
-// guard, breaker and classification as Send. idempotencyKey is sent in the
-// configured idempotency header so receivers can drop repeats.
-func (s *Sender) Post(ctx context.Context, rawURL string, body []byte, idempotencyKey string) Outcome {
+// Callback is a result POST: where to, what, and for which batch.
+type Callback struct {
+	URL  string
+	Body []byte // JSON
+	// Key is sent in the configured idempotency header so receivers can
+	// drop repeats.
+	Key string
+	// Batch and BatchRate are the job's: a batch's rate (enqueue --rate)
+	// bounds its callbacks to a host as it bounds its requests.
+	Batch     string
+	BatchRate float64
+}
+
+// Post sends a result callback as a JSON POST with the same guard, host
+// limits (Admission), breaker and classification as Send: a callback aimed
+// at a host counts against that host's limits like any job's request, and
+// one the limits turn away is Postponed.
+func (s *Sender) Post(ctx context.Context, cb Callback) Outcome {
 	return s.do(ctx, request{
 		method:      http.MethodPost,
-		url:         rawURL,
-		body:        body,
+		url:         cb.URL,
+		body:        cb.Body,
 		contentType: "application/json",
-		idemKey:     idempotencyKey,
+		idemKey:     cb.Key,
 		timeout:     s.cfg.Timeout,
+		admit:       s.cfg.Admission != nil,
+		batch:       cb.Batch,
+		batchRate:   cb.BatchRate,
 	})
 }
 
