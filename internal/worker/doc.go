@@ -27,7 +27,9 @@
 //
 // A job with a callback POSTs its result there before AckWithResult; the
 // callback's outcome is part of the result, and a callback that finally
-// failed gets a dead letter of its own (reason callback_failed).
+// failed gets a dead letter of its own (reason callback_failed). The POST
+// asks the host limits like a job's request; turned away, it waits in the
+// worker as long as they ask, spending no try, within MaxCallbackDefer.
 //
 // A job's tries are JETPOST_MAX_ATTEMPTS: HTTP attempts plus breaker
 // turn-aways, both kept in the consumer's attempts record so they survive
