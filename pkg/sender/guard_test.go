@@ -232,3 +232,18 @@ func TestParseNetworks(t *testing.T) {
 		}
 	}
 }
+
+// BenchmarkCheckAddr is the guard's cost per dial for public addresses,
+// which go through every check.
+func BenchmarkCheckAddr(b *testing.B) {
+	for _, s := range []string{"93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "2002:808:808::1"} {
+		ip := netip.MustParseAddr(s)
+		b.Run(s, func(b *testing.B) {
+			for b.Loop() {
+				if err := checkAddr(ip, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
