@@ -32,12 +32,22 @@ type Config struct {
 	// limits to admit it (waits that spend no try); past it, the callback
 	// fails. Default DefaultMaxCallbackDefer.
 	MaxCallbackDefer time.Duration
+	// MaxCallbacksWaiting is how many callbacks to one host may wait at
+	// once for its limits, each holding its job's handler; a job whose
+	// callback host has that many is deferred before its request.
+	// Default DefaultMaxCallbacksWaiting.
+	MaxCallbacksWaiting int
 }
 
 // DefaultMaxCallbackDefer is as long as the host limits defer one refused
 // request at most (hostlimit.DefaultMaxDefer), so that a callback is never
 // given up on before its host has had one turn.
 const DefaultMaxCallbackDefer = 2 * time.Minute
+
+// DefaultMaxCallbacksWaiting keeps a callback host with a backlog busy
+// (its limits answer the next few at once) while leaving the handlers to
+// other jobs.
+const DefaultMaxCallbacksWaiting = 4
 
 // Observer is told what the worker does, for metrics. Every method must be
 // cheap and safe for concurrent use; nil fields are skipped.
@@ -59,6 +69,8 @@ type Worker struct {
 	obs  Observer
 	now  func() time.Time
 	rnd  func() float64
+	// cbHosts: callbacks waiting for their hosts' limits.
+	cbHosts callbackHosts
 }
 
 // New returns a Worker. obs may be the zero Observer.
@@ -68,6 +80,9 @@ func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
 	}
 	if cfg.MaxCallbackDefer <= 0 {
 		cfg.MaxCallbackDefer = DefaultMaxCallbackDefer
+	}
+	if cfg.MaxCallbacksWaiting <= 0 {
+		cfg.MaxCallbacksWaiting = DefaultMaxCallbacksWaiting
 	}
 	return &Worker{cfg: cfg, send: s, log: log, obs: obs, now: time.Now, rnd: rand.Float64}
 }
@@ -82,6 +97,9 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	j := d.Job
 	host := j.Host()
 	log := jobLog{l: &w.log, j: j, host: host}
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
+	}
 	if j.Kind == job.KindCallback {
 		return w.resendCallback(ctx, log, j)
 	}
@@ -237,6 +255,12 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 	cb := sender.Callback{URL: j.Callback, Body: body, Key: j.CallbackKey(), Batch: j.Batch, BatchRate: j.Rate}
 	cr := &job.CallbackResult{}
 	deferUntil := w.now().Add(w.cfg.MaxCallbackDefer)
+	host, waited := callbackHost(j), false
+	defer func() {
+		if waited {
+			w.cbHosts.done(host)
+		}
+	}()
 	// Tries bound the loop even when an open breaker defers every try
 	// without a request.
 	for try := 1; ; {
@@ -257,6 +281,8 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 				cr.Error = fmt.Sprintf("not admitted by its host's limits within %v: %s", w.cfg.MaxCallbackDefer, cr.Error)
 				return cr
 			}
+			w.cbHosts.wait(host, w.now().Add(wait), !waited)
+			waited = true
 		} else {
 			if try >= w.cfg.MaxAttempts {
 				return cr
@@ -270,6 +296,27 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 			return cr
 		}
 	}
+}
+
+// deferForCallback defers a job, or a re-driven callback, whose callback
+// host has MaxCallbacksWaiting callbacks waiting for its limits already
+// (callbackHosts): it comes back at about the time the latest of them
+// was told, spread over as long again, and spends nothing meanwhile.
+func (w *Worker) deferForCallback(log jobLog, j *job.Job) (queue.Decision, bool) {
+	host := callbackHost(j)
+	if host == "" {
+		return queue.Decision{}, false
+	}
+	wait := w.cbHosts.busy(host, w.cfg.MaxCallbacksWaiting, w.now())
+	if wait == 0 {
+		return queue.Decision{}, false
+	}
+	delay := wait + time.Duration(w.rnd()*float64(wait))
+	if w.obs.Deferred != nil {
+		w.obs.Deferred(host, queue.NakAfter)
+	}
+	log.Debug().Str("callback_host", host).Dur("delay", delay).Msg("deferred: callbacks to its callback's host wait for that host's limits")
+	return queue.Decision{Action: queue.NakAfter, Delay: delay}, true
 }
 
 // held reports whether o is a request the host limits (or a full worker)
