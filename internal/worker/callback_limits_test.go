@@ -4,7 +4,6 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -55,71 +54,48 @@ func TestCallbacksKeepTheirHostsFleetRate(t *testing.T) {
 	}
 }
 
-// A callback host that does not answer holds at most its concurrency limit
-// and a few waiting callbacks of a worker's handlers: the jobs behind them
-// are deferred before their requests, so another batch's jobs flow. The
-// host answers only once that other batch is done; had its callbacks held
-// every handler, the other batch could finish only after they ran into
-// their timeout.
+// Callbacks waiting for their host's rate hold at most a few of a worker's
+// handlers: the jobs behind them are deferred before their requests, so
+// another batch, published after, is done long before them. Held
+// callbacks filling every handler, the other batch would get a handler
+// only as the first batch's callbacks drained, at their host's rate, and
+// finish after nearly all of them. An order of events, not a race
+// against the clock: the first batch needs at least 40 s for its
+// callbacks, the other one half of that to lose.
 func TestWaitingCallbacksLeaveHandlersToOtherBatches(t *testing.T) {
 	ns := natstest.RunServer(t)
 	api := httptest.NewServer(target.New(target.Options{}))
 	defer api.Close()
-	otherDone := make(chan struct{})
-	release := sync.OnceFunc(func() { close(otherDone) })
-	defer release()
-	var timedOut atomic.Int64
-	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		select {
-		case <-otherDone:
-			w.WriteHeader(http.StatusNoContent)
-		case <-r.Context().Done():
-			timedOut.Add(1)
-		}
+	var delivered atomic.Int64
+	hook := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		delivered.Add(1)
+		w.WriteHeader(http.StatusNoContent)
 	}))
 	defer hook.Close()
-	// A rate on some other host turns the limits on; the hook host has
-	// only its (adaptive) concurrency limit. One try: a callback that
-	// times out fails at once, so that a broken build fails fast.
-	startWorkers(t, ns, pipelineOpts{MaxInflight: 8, MaxAttempts: 1, RateLimits: "ratelimited.example.com=1/s"})
+	const n, rate = 200, 5
+	startWorkers(t, ns, pipelineOpts{MaxInflight: 8, RateLimits: fmt.Sprintf("%s=%d/s:1", hook.Listener.Addr(), rate)})
 
 	nc, js := connect(t, ns)
 	defer nc.Close()
-	pub := queue.NewPublisher(js, names, 64, nil)
-	for i := range 40 {
+	pub := queue.NewPublisher(js, names, 256, nil)
+	for i := range n {
 		j := &job.Job{ID: fmt.Sprintf("slow-%d", i), Batch: "slowhooks", Method: "GET", URL: api.URL + "/slow",
 			Callback: hook.URL + "/hook", EnqueuedAt: time.Now().UTC()}
 		if err := pub.Publish(t.Context(), j); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if st := pub.Close(); st.Published != 40 {
-		t.Fatalf("published %d of 40", st.Published)
+	if st := pub.Close(); st.Published != n {
+		t.Fatalf("published %d of %d", st.Published, n)
 	}
-	other := newJobs(40, api.URL+"/other")
+	other := newJobs(n, api.URL+"/other")
 	for i, j := range other {
 		j.ID = fmt.Sprintf("other-%d", i)
 	}
 	enqueueAndWait(t, ns, "other", other)
-	release()
-	if n := timedOut.Load(); n > 0 {
-		t.Fatalf("%d callbacks ran into their timeout before the other batch was done: it waited behind them", n)
-	}
-	var got []job.Result
-	waitFor(t, func() bool {
-		got = got[:0]
-		_, err := queue.ReadResults(t.Context(), js, names, "slowhooks", func(_ uint64, data []byte) error {
-			r, err := job.DecodeResult(data)
-			if err == nil {
-				got = append(got, *r)
-			}
-			return err
-		})
-		return err == nil && len(got) == 40
-	})
-	for _, r := range got {
-		if !r.OK || r.Attempts != 1 || r.Callback == nil || !r.Callback.OK || r.Callback.Attempts != 1 {
-			t.Errorf("job %s: ok=%v attempts=%d callback %+v; want one request, one POST", r.ID, r.OK, r.Attempts, r.Callback)
-		}
+	got := delivered.Load()
+	t.Logf("the other batch was done after %d of the first batch's %d callbacks", got, n)
+	if got > n/2 {
+		t.Fatalf("the other batch was done only after %d of the first batch's %d callbacks: it waited behind them", got, n)
 	}
 }

@@ -97,9 +97,6 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	j := d.Job
 	host := j.Host()
 	log := jobLog{l: &w.log, j: j, host: host}
-	if dec, ok := w.deferForCallback(log, j); ok {
-		return dec
-	}
 	if j.Kind == job.KindCallback {
 		return w.resendCallback(ctx, log, j)
 	}
@@ -109,6 +106,9 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		r.Reason = job.ReasonExpired
 		r.Error = "expired: not done within the maximum job age of " + w.cfg.MaxJobAge.String()
 		return w.complete(ctx, log, j, r)
+	}
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
 	}
 
 	o := w.send.Send(ctx, j)
@@ -332,6 +332,9 @@ func held(o *sender.Outcome) bool {
 // URL. The decision's result says how the callback went; the queue stores
 // no second result for the job, only a new dead letter if it failed again.
 func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) queue.Decision {
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
+	}
 	r := *j.Result
 	// The record as the first POST sent it, before its callback's outcome.
 	r.Callback = nil
