@@ -20,6 +20,8 @@
 //	Postponed by the breaker,    AckWithResult     failed, reason breaker_open
 //	  last try
 //	Postponed by host limits     NakAfter          nothing spent, no slot held
+//	callback host busy (before   NakAfter          nothing spent, no slot held
+//	  the request)
 //	cancelled by shutdown        HandBack          no attempt spent
 //	older than max job age       AckWithResult     failed, reason expired
 //	re-driven callback message   AckWithResult     the stored result, its
