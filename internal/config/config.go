@@ -69,6 +69,8 @@ type Worker struct {
 	MaxResponseBytes int64         `split_words:"true" default:"65536" desc:"response body kept in the result; longer bodies are truncated"`
 	MaxRedirects     int           `split_words:"true" default:"5" desc:"redirects followed per attempt"`
 
+	MaxResponseHeaderBytes int64 `split_words:"true" default:"65536" desc:"response headers read per answer (4096 to 10485760); an answer with more fails as permanent"`
+
 	IdempotencyHeader string `split_words:"true" default:"Idempotency-Key" desc:"header carrying the job id on every request (<id>:callback on its callback POST); empty disables"`
 	AllowedNetworks   string `split_words:"true" desc:"CIDRs that may be reached despite the default refusal of loopback, private and link-local addresses, e.g. 127.0.0.0/8"`
 
@@ -208,6 +210,7 @@ func (c *Worker) Validate() error {
 	check(c.RequestTimeout > 0, "JETPOST_REQUEST_TIMEOUT=%s: must be positive", c.RequestTimeout)
 	check(c.MaxResponseBytes >= 0, "JETPOST_MAX_RESPONSE_BYTES=%d: must not be negative", c.MaxResponseBytes)
 	check(c.MaxRedirects >= 0 && c.MaxRedirects <= 50, "JETPOST_MAX_REDIRECTS=%d: must be 0 to 50", c.MaxRedirects)
+	check(c.MaxResponseHeaderBytes >= 4<<10 && c.MaxResponseHeaderBytes <= 10<<20, "JETPOST_MAX_RESPONSE_HEADER_BYTES=%d: must be 4096 to 10485760", c.MaxResponseHeaderBytes)
 	check(c.BreakerFailures >= 1, "JETPOST_BREAKER_FAILURES=%d: must be at least 1", c.BreakerFailures)
 	check(c.BreakerFailureRatio > 0 && c.BreakerFailureRatio <= 1, "JETPOST_BREAKER_FAILURE_RATIO=%v: must be above 0 and at most 1", c.BreakerFailureRatio)
 	check(c.BreakerWindow >= time.Second, "JETPOST_BREAKER_WINDOW=%s: must be at least 1s", c.BreakerWindow)

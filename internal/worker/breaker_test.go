@@ -26,7 +26,7 @@ type outcomeSender struct{ o sender.Outcome }
 
 func (f outcomeSender) Send(context.Context, *job.Job) sender.Outcome { return f.o }
 
-func (f outcomeSender) Post(context.Context, string, []byte, string) sender.Outcome {
+func (f outcomeSender) Post(context.Context, sender.Callback) sender.Outcome {
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 

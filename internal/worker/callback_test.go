@@ -35,10 +35,10 @@ func (p *postRecorder) Send(context.Context, *job.Job) sender.Outcome {
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
-func (p *postRecorder) Post(_ context.Context, _ string, body []byte, key string) sender.Outcome {
+func (p *postRecorder) Post(_ context.Context, cb sender.Callback) sender.Outcome {
 	var r job.Result
-	_ = json.Unmarshal(body, &r)
-	p.keys, p.posts = append(p.keys, key), append(p.posts, r)
+	_ = json.Unmarshal(cb.Body, &r)
+	p.keys, p.posts = append(p.keys, cb.Key), append(p.posts, r)
 	return p.post
 }
 

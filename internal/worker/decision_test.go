@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"net/netip"
+	"strings"
 	"testing"
 	"time"
 
@@ -25,8 +26,9 @@ type scriptedSender struct {
 	sends []sender.Outcome
 	posts []sender.Outcome
 	sent  int
-	// posted holds the body of every Post, decoded.
-	posted []job.Result
+	// posted holds the body of every Post, decoded; callbacks the rest.
+	posted    []job.Result
+	callbacks []sender.Callback
 }
 
 func (s *scriptedSender) Send(context.Context, *job.Job) sender.Outcome {
@@ -40,12 +42,12 @@ func (s *scriptedSender) Send(context.Context, *job.Job) sender.Outcome {
 	return o
 }
 
-func (s *scriptedSender) Post(_ context.Context, _ string, body []byte, _ string) sender.Outcome {
+func (s *scriptedSender) Post(_ context.Context, cb sender.Callback) sender.Outcome {
 	var r job.Result
-	if err := json.Unmarshal(body, &r); err != nil {
+	if err := json.Unmarshal(cb.Body, &r); err != nil {
 		s.t.Errorf("callback body: %v", err)
 	}
-	s.posted = append(s.posted, r)
+	s.posted, s.callbacks = append(s.posted, r), append(s.callbacks, cb)
 	if len(s.posts) == 0 {
 		s.t.Errorf("unscripted Post (#%d)", len(s.posted))
 		return sender.Outcome{Class: sender.Permanent, Err: errors.New("unscripted")}
@@ -252,6 +254,62 @@ func TestDecisionTable(t *testing.T) {
 		}
 		if b.snd.sent != 0 || len(b.snd.posted) != 1 || b.snd.posted[0].Callback != nil {
 			t.Errorf("sent %d, posted %+v; want only the stored result POSTed, without its old callback", b.snd.sent, b.snd.posted)
+		}
+	})
+	callbackDecisions(t)
+}
+
+// heldByLimits is a POST the host limits turned away for wait.
+func heldByLimits(wait time.Duration) sender.Outcome {
+	return sender.Outcome{Class: sender.Postponed, RetryAfter: wait,
+		Err: fmt.Errorf("not sent: %w", &sender.NotAdmittedError{Host: "hooks.example.com:443", Reason: "rate limit 1/s reached", Wait: wait})}
+}
+
+// Callbacks and the host limits: a POST turned away waits as long as the
+// limits ask and spends no try, within MaxCallbackDefer; an open breaker's
+// turn-aways still spend tries.
+func callbackDecisions(t *testing.T) {
+	t.Run("CallbackHeldByHostLimitsWaitsWithoutSpendingTries", func(t *testing.T) {
+		b := setup(t)
+		b.job.Callback, b.job.Rate = "https://hooks.example.com/cb", 2.5
+		b.snd.sends = []sender.Outcome{{Class: sender.Succeeded, Attempted: true, Status: 200}}
+		// More turn-aways than MaxAttempts (3), then the POST is admitted.
+		for range 2 * b.cfg.MaxAttempts {
+			b.snd.posts = append(b.snd.posts, heldByLimits(time.Millisecond))
+		}
+		b.snd.posts = append(b.snd.posts, sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204})
+		r := acked(t, b, b.handle(t.Context(), queue.Delivery{}), true, "", 1)
+		if cb := r.Callback; cb == nil || !cb.OK || cb.Attempts != 1 || len(b.snd.posted) != 2*b.cfg.MaxAttempts+1 {
+			t.Errorf("callback %+v after %d POSTs; want delivered with one attempt", cb, len(b.snd.posted))
+		}
+		want := sender.Callback{URL: b.job.Callback, Key: "j1:callback", Batch: "b", BatchRate: 2.5}
+		if got := b.snd.callbacks[0]; got.URL != want.URL || got.Key != want.Key || got.Batch != want.Batch || got.BatchRate != want.BatchRate {
+			t.Errorf("callback asked for %+v; want the job's batch and rate: %+v", got, want)
+		}
+	})
+	t.Run("CallbackNotAdmittedInTimeFails", func(t *testing.T) {
+		b := setup(t)
+		b.job.Callback = "https://hooks.example.com/cb"
+		b.snd.sends = []sender.Outcome{{Class: sender.Succeeded, Attempted: true, Status: 200}}
+		// A wait past MaxCallbackDefer is not waited out in vain.
+		b.snd.posts = []sender.Outcome{heldByLimits(worker.DefaultMaxCallbackDefer + time.Second)}
+		r := acked(t, b, b.handle(t.Context(), queue.Delivery{}), true, "", 1)
+		if cb := r.Callback; cb == nil || cb.OK || cb.Attempts != 0 || !strings.Contains(cb.Error, "not admitted by its host's limits within 2m0s") {
+			t.Errorf("callback %+v: want failed, nothing sent, saying why", cb)
+		}
+	})
+	t.Run("CallbackTurnedAwayByBreakerSpendsTries", func(t *testing.T) {
+		b := setup(t)
+		b.job.Callback = "https://hooks.example.com/cb"
+		b.snd.sends = []sender.Outcome{{Class: sender.Succeeded, Attempted: true, Status: 200}}
+		open := sender.Outcome{Class: sender.Postponed, RetryAfter: time.Millisecond,
+			Err: fmt.Errorf("not sent: %w", &sender.BreakerOpenError{Host: "hooks.example.com:443", State: job.BreakerOpen})}
+		for range b.cfg.MaxAttempts {
+			b.snd.posts = append(b.snd.posts, open)
+		}
+		r := acked(t, b, b.handle(t.Context(), queue.Delivery{}), true, "", 1)
+		if cb := r.Callback; cb == nil || cb.OK || cb.Attempts != 0 || len(b.snd.posted) != b.cfg.MaxAttempts {
+			t.Errorf("callback %+v after %d POSTs; want failed after %d tries", cb, len(b.snd.posted), b.cfg.MaxAttempts)
 		}
 	})
 }

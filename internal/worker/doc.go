@@ -20,6 +20,8 @@
 //	Postponed by the breaker,    AckWithResult     failed, reason breaker_open
 //	  last try
 //	Postponed by host limits     NakAfter          nothing spent, no slot held
+//	callback host busy (before   NakAfter          nothing spent, no slot held
+//	  the request)
 //	cancelled by shutdown        HandBack          no attempt spent
 //	older than max job age       AckWithResult     failed, reason expired
 //	re-driven callback message   AckWithResult     the stored result, its
@@ -27,7 +29,12 @@
 //
 // A job with a callback POSTs its result there before AckWithResult; the
 // callback's outcome is part of the result, and a callback that finally
-// failed gets a dead letter of its own (reason callback_failed).
+// failed gets a dead letter of its own (reason callback_failed). The POST
+// asks the host limits like a job's request; turned away, it waits in the
+// worker as long as they ask, spending no try, within MaxCallbackDefer. A
+// job whose callback host has MaxCallbacksWaiting such callbacks already
+// is deferred (NakAfter) before its request, so waiting callbacks never
+// hold more than a few handlers per host.
 //
 // A job's tries are JETPOST_MAX_ATTEMPTS: HTTP attempts plus breaker
 // turn-aways, both kept in the consumer's attempts record so they survive

@@ -19,7 +19,7 @@ import (
 // Sender sends one attempt of a job, or a callback POST.
 type Sender interface {
 	Send(ctx context.Context, j *job.Job) sender.Outcome
-	Post(ctx context.Context, url string, body []byte, idempotencyKey string) sender.Outcome
+	Post(ctx context.Context, cb sender.Callback) sender.Outcome
 }
 
 // Config is the retry policy and identity of a worker.
@@ -28,7 +28,26 @@ type Config struct {
 	MaxAttempts int
 	Backoff     sender.Backoff
 	MaxJobAge   time.Duration
+	// MaxCallbackDefer bounds how long a callback may wait for its host's
+	// limits to admit it (waits that spend no try); past it, the callback
+	// fails. Default DefaultMaxCallbackDefer.
+	MaxCallbackDefer time.Duration
+	// MaxCallbacksWaiting is how many callbacks to one host may wait at
+	// once for its limits, each holding its job's handler; a job whose
+	// callback host has that many is deferred before its request.
+	// Default DefaultMaxCallbacksWaiting.
+	MaxCallbacksWaiting int
 }
+
+// DefaultMaxCallbackDefer is as long as the host limits defer one refused
+// request at most (hostlimit.DefaultMaxDefer), so that a callback is never
+// given up on before its host has had one turn.
+const DefaultMaxCallbackDefer = 2 * time.Minute
+
+// DefaultMaxCallbacksWaiting keeps a callback host with a backlog busy
+// (its limits answer the next few at once) while leaving the handlers to
+// other jobs.
+const DefaultMaxCallbacksWaiting = 4
 
 // Observer is told what the worker does, for metrics. Every method must be
 // cheap and safe for concurrent use; nil fields are skipped.
@@ -50,12 +69,20 @@ type Worker struct {
 	obs  Observer
 	now  func() time.Time
 	rnd  func() float64
+	// cbHosts: callbacks waiting for their hosts' limits.
+	cbHosts callbackHosts
 }
 
 // New returns a Worker. obs may be the zero Observer.
 func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
 	if cfg.MaxAttempts < 1 {
 		cfg.MaxAttempts = 1
+	}
+	if cfg.MaxCallbackDefer <= 0 {
+		cfg.MaxCallbackDefer = DefaultMaxCallbackDefer
+	}
+	if cfg.MaxCallbacksWaiting <= 0 {
+		cfg.MaxCallbacksWaiting = DefaultMaxCallbacksWaiting
 	}
 	return &Worker{cfg: cfg, send: s, log: log, obs: obs, now: time.Now, rnd: rand.Float64}
 }
@@ -79,6 +106,9 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		r.Reason = job.ReasonExpired
 		r.Error = "expired: not done within the maximum job age of " + w.cfg.MaxJobAge.String()
 		return w.complete(ctx, log, j, r)
+	}
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
 	}
 
 	o := w.send.Send(ctx, j)
@@ -209,21 +239,32 @@ func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Re
 	return queue.Decision{Action: queue.AckWithResult, Result: r}
 }
 
-// callback POSTs the result through the same sender (guard, breaker,
-// classification), retrying retryable failures with the job's backoff
-// policy. It runs before the result is stored so its outcome is part of the
-// record; the retries are bounded (attempts, and each wait capped at
-// maxCallbackWait) because the job holds its slot meanwhile.
+// callback POSTs the result through the same sender (guard, host limits,
+// breaker, classification), retrying retryable failures with the job's
+// backoff policy. It runs before the result is stored so its outcome is
+// part of the record; the retries are bounded (attempts, and each wait
+// capped at maxCallbackWait) because the job holds its slot meanwhile. A
+// POST its host's limits turn away waits as long as they ask, spending no
+// try, as a job's deferral spends no attempt; those waits together are
+// bounded by MaxCallbackDefer, so every callback ends.
 func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.CallbackResult {
 	body, err := json.Marshal(r)
 	if err != nil {
 		return &job.CallbackResult{Error: err.Error()}
 	}
+	cb := sender.Callback{URL: j.Callback, Body: body, Key: j.CallbackKey(), Batch: j.Batch, BatchRate: j.Rate}
 	cr := &job.CallbackResult{}
+	deferUntil := w.now().Add(w.cfg.MaxCallbackDefer)
+	host, waited := callbackHost(j), false
+	defer func() {
+		if waited {
+			w.cbHosts.done(host)
+		}
+	}()
 	// Tries bound the loop even when an open breaker defers every try
 	// without a request.
-	for try := 1; ; try++ {
-		o := w.send.Post(ctx, j.Callback, body, j.CallbackKey())
+	for try := 1; ; {
+		o := w.send.Post(ctx, cb)
 		if o.Attempted {
 			cr.Attempts++
 		}
@@ -231,17 +272,59 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 		if o.Err != nil {
 			cr.Error = o.Err.Error()
 		}
-		if o.Class == sender.Succeeded || o.Class == sender.Permanent || try >= w.cfg.MaxAttempts || ctx.Err() != nil {
+		if o.Class == sender.Succeeded || o.Class == sender.Permanent || ctx.Err() != nil {
 			return cr
 		}
-		delay := o.RetryAfter
-		if delay <= 0 {
-			delay = w.cfg.Backoff.Delay(try, w.rnd)
+		var wait time.Duration
+		if held(&o) {
+			if wait = max(o.RetryAfter, minCallbackDefer); w.now().Add(wait).After(deferUntil) {
+				cr.Error = fmt.Sprintf("not admitted by its host's limits within %v: %s", w.cfg.MaxCallbackDefer, cr.Error)
+				return cr
+			}
+			w.cbHosts.wait(host, w.now().Add(wait), !waited)
+			waited = true
+		} else {
+			if try >= w.cfg.MaxAttempts {
+				return cr
+			}
+			if wait = o.RetryAfter; wait <= 0 {
+				wait = w.cfg.Backoff.Delay(try, w.rnd)
+			}
+			wait, try = min(wait, maxCallbackWait), try+1
 		}
-		if retry.Sleep(ctx, min(delay, maxCallbackWait)) != nil {
+		if retry.Sleep(ctx, wait) != nil {
 			return cr
 		}
 	}
+}
+
+// deferForCallback defers a job, or a re-driven callback, whose callback
+// host has MaxCallbacksWaiting callbacks waiting for its limits already
+// (callbackHosts): it comes back at about the time the latest of them
+// was told, spread over as long again, and spends nothing meanwhile.
+func (w *Worker) deferForCallback(log jobLog, j *job.Job) (queue.Decision, bool) {
+	host := callbackHost(j)
+	if host == "" {
+		return queue.Decision{}, false
+	}
+	wait := w.cbHosts.busy(host, w.cfg.MaxCallbacksWaiting, w.now())
+	if wait == 0 {
+		return queue.Decision{}, false
+	}
+	delay := wait + time.Duration(w.rnd()*float64(wait))
+	if w.obs.Deferred != nil {
+		w.obs.Deferred(host, queue.NakAfter)
+	}
+	log.Debug().Str("callback_host", host).Dur("delay", delay).Msg("deferred: callbacks to its callback's host wait for that host's limits")
+	return queue.Decision{Action: queue.NakAfter, Delay: delay}, true
+}
+
+// held reports whether o is a request the host limits (or a full worker)
+// turned away before sending anything: Postponed for any reason but an open
+// breaker, whose turn-aways spend tries so that a dead host's callbacks end.
+func held(o *sender.Outcome) bool {
+	var open *sender.BreakerOpenError
+	return o.Class == sender.Postponed && !errors.As(o.Err, &open)
 }
 
 // resendCallback handles a re-driven callback: it POSTs the job's stored
@@ -249,6 +332,9 @@ func (w *Worker) callback(ctx context.Context, j *job.Job, r *job.Result) *job.C
 // URL. The decision's result says how the callback went; the queue stores
 // no second result for the job, only a new dead letter if it failed again.
 func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) queue.Decision {
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
+	}
 	r := *j.Result
 	// The record as the first POST sent it, before its callback's outcome.
 	r.Callback = nil
@@ -266,8 +352,12 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) que
 	return queue.Decision{Action: queue.AckWithResult, Result: &r}
 }
 
-// maxCallbackWait caps one wait between callback attempts.
-const maxCallbackWait = 5 * time.Second
+// maxCallbackWait caps one wait between callback attempts;
+// minCallbackDefer keeps a held callback from spinning on a zero wait.
+const (
+	maxCallbackWait  = 5 * time.Second
+	minCallbackDefer = 10 * time.Millisecond
+)
 
 // jobLog adds a job's fields to each event it starts. A logger derived with
 // With() would copy its context for every job, even when nothing is logged

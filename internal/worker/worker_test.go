@@ -22,7 +22,7 @@ func (f *fakeSender) Send(context.Context, *job.Job) sender.Outcome {
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
 
-func (f *fakeSender) Post(context.Context, string, []byte, string) sender.Outcome {
+func (f *fakeSender) Post(context.Context, sender.Callback) sender.Outcome {
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
 }
 

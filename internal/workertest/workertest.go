@@ -17,8 +17,10 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/worker"
+	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/sender"
 )
@@ -46,6 +48,11 @@ type Options struct {
 
 	// Backoff between tries; default 5ms doubling to 20ms.
 	Backoff sender.Backoff
+
+	// RateLimits, if set, puts every request, jobs' and callbacks', under
+	// per-host limits as cmd/worker does: these rates (JETPOST_RATE_LIMITS
+	// syntax), shared by the workers through the server's bucket.
+	RateLimits string
 }
 
 // Start runs the workers until the test ends or stop is called.
@@ -120,8 +127,12 @@ func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.S
 	if err := queue.Setup(ctx, js, o.Names, o.Streams); err != nil {
 		return nil, nil, err
 	}
+	adm, waiting, err := limits(ctx, js, o)
+	if err != nil {
+		return nil, nil, err
+	}
 	cons, err := queue.NewConsumer(ctx, js, o.Names, queue.ConsumerConfig{
-		MaxInflight: o.MaxInflight, Prefetch: o.Prefetch, AckWait: o.AckWait,
+		MaxInflight: o.MaxInflight + waiting, Prefetch: o.Prefetch, AckWait: o.AckWait,
 		ShutdownTimeout: 10 * time.Second, Worker: id, Streams: o.Streams, PullWait: 200 * time.Millisecond,
 		Policy: o.Policy,
 	}, zerolog.Nop())
@@ -132,11 +143,16 @@ func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.S
 	if o.RefuseLoopback {
 		allowed = nil
 	}
-	snd, err := sender.New(sender.Config{
+	cfg := sender.Config{
 		Timeout: 10 * time.Second, MaxConnsPerHost: o.MaxInflight, IdempotencyHeader: "Idempotency-Key",
 		AllowedNetworks: allowed,
 		Breaker:         o.Breaker, OnBreakerChange: o.OnBreaker,
-	})
+	}
+	if adm != nil {
+		// The bound targets see: jobs waiting for a host hold no place.
+		cfg.Admission, cfg.MaxRequests = adm, o.MaxInflight
+	}
+	snd, err := sender.New(cfg)
 	if err != nil {
 		return nil, nil, err
 	}
@@ -145,6 +161,29 @@ func build(ctx context.Context, nc *nats.Conn, id string, o *Options) (*worker.S
 		Backoff: o.Backoff, MaxJobAge: cmp.Or(o.MaxJobAge, time.Hour),
 	}, snd, o.Observer, zerolog.Nop())
 	return &worker.Service{Consumer: cons, Worker: w, Log: zerolog.Nop()}, snd, nil
+}
+
+// limits builds the host limits of o.RateLimits, or none, and says how
+// many handlers to add for jobs waiting in them, as cmd/worker does.
+func limits(ctx context.Context, js jetstream.JetStream, o *Options) (sender.Admission, int, error) {
+	if o.RateLimits == "" {
+		return nil, 0, nil
+	}
+	rules, err := hostlimit.ParseRules(o.RateLimits)
+	if err != nil {
+		return nil, 0, err
+	}
+	store, err := fleetrate.Open(ctx, js, fleetrate.Bucket(o.Names.Prefix), 1)
+	if err != nil {
+		return nil, 0, err
+	}
+	workers := o.Workers
+	lim, err := hostlimit.New(hostlimit.Config{MaxInflight: o.MaxInflight, Rates: rules, Buckets: store,
+		MaxWaiting: o.MaxInflight, Peers: func() int { return workers }})
+	if err != nil {
+		return nil, 0, err
+	}
+	return lim, o.MaxInflight, nil
 }
 
 // Names is the subject and stream layout tests use unless they need

@@ -9,13 +9,14 @@ import (
 	"time"
 )
 
-// Admission decides, before a job's request is sent, whether it may start
-// now: per-host concurrency and rate limits live behind it (pkg/hostlimit).
-// Send consults it after the request is built and before the breaker, so a
-// job held back costs no HTTP request, no attempt and no breaker probe.
-// Callbacks (Post) are not subject to it: they go to the job owner's own
-// endpoint, not to the API being protected. It is the sender's one seam to
-// the limits: everything else travels on the Permit.
+// Admission decides, before a request is sent, whether it may start now:
+// per-host concurrency and rate limits live behind it (pkg/hostlimit).
+// Send and Post consult it after the request is built and before the
+// breaker, so a request held back costs no HTTP request, no attempt and no
+// breaker probe. Callbacks are subject to it like jobs: a callback URL
+// comes from the same untrusted file and may name any host, the protected
+// API included. It is the sender's one seam to the limits: everything else
+// travels on the Permit.
 type Admission interface {
 	// Admit asks to start one request. When it returns a nil error the
 	// caller must call the permit's Done exactly once, with what became of
@@ -130,8 +131,8 @@ func (e *NotAdmittedError) Error() string {
 // with an error that names no wait.
 const defaultAdmitWait = time.Second
 
-// start gets r going: it asks the Admission (jobs only), then takes one of
-// the MaxRequests places. It returns the permit (nil for callbacks), to be
+// start gets r going: it asks the Admission, then takes one of the
+// MaxRequests places. It returns the permit (nil without Admission), to be
 // given its feedback, and the function that frees the place; or, when the
 // request may not start, false and the Postponed outcome to return instead.
 func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {

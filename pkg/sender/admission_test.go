@@ -156,15 +156,38 @@ func TestBreakerRefusalAfterAdmissionFreesTheSlot(t *testing.T) {
 	}
 }
 
-func TestCallbacksBypassAdmission(t *testing.T) {
+// A callback asks the host limits like a job, under its job's batch rate:
+// turned away, it is Postponed with the limits' wait and sends nothing;
+// admitted, it is sent and its permit learns how it went.
+func TestCallbacksGoThroughAdmission(t *testing.T) {
 	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
-	adm := &fakeAdmission{refuse: func(AdmitRequest) error { return &NotAdmittedError{Wait: time.Second} }}
+	var refuse atomic.Bool
+	refuse.Store(true)
+	adm := &fakeAdmission{refuse: func(r AdmitRequest) error {
+		if refuse.Load() {
+			return &NotAdmittedError{Host: r.Host, Reason: "rate limit 1/s reached", Wait: 700 * time.Millisecond}
+		}
+		return nil
+	}}
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
-	if o := s.Post(safetyNet(t), srv.URL, []byte(`{}`), "k"); o.Class != Succeeded || hits.Load() != 1 {
-		t.Fatalf("callback %v, %d requests: callbacks must not wait for host limits", o.Class, hits.Load())
+	cb := Callback{URL: srv.URL + "/hook", Body: []byte(`{}`), Key: "k", Batch: "b", BatchRate: 3}
+	o := s.Post(safetyNet(t), cb)
+	var na *NotAdmittedError
+	if o.Class != Postponed || o.Attempted || o.RetryAfter != 700*time.Millisecond || !errors.As(o.Err, &na) || hits.Load() != 0 {
+		t.Fatalf("refused callback: %v attempted=%v after %v (%v), %d requests; want postponed, nothing sent",
+			o.Class, o.Attempted, o.RetryAfter, o.Err, hits.Load())
 	}
-	if len(adm.asked) != 0 {
-		t.Fatal("admission asked about a callback")
+	refuse.Store(false)
+	if o := s.Post(safetyNet(t), cb); o.Class != Succeeded || hits.Load() != 1 {
+		t.Fatalf("admitted callback: %v %v, %d requests", o.Class, o.Err, hits.Load())
+	}
+	u, _ := url.Parse(srv.URL)
+	want := AdmitRequest{Host: "127.0.0.1:" + u.Port(), Batch: "b", BatchRate: 3}
+	if len(adm.asked) != 2 || adm.asked[0] != want || adm.asked[1] != want {
+		t.Errorf("asked %+v; want twice %+v", adm.asked, want)
+	}
+	if len(adm.feedback) != 1 || !adm.feedback[0].Sent || adm.feedback[0].Status != http.StatusOK {
+		t.Errorf("feedback %+v: the admitted callback's permit must learn its answer", adm.feedback)
 	}
 }
 
@@ -190,7 +213,7 @@ func TestMaxRequestsBoundsRequestsInFlight(t *testing.T) {
 	for i := range 5 {
 		wg.Go(func() {
 			if i%2 == 0 {
-				outcomes <- s.Post(ctx, srv.URL+"/callback", []byte(`{}`), "k")
+				outcomes <- s.Post(ctx, Callback{URL: srv.URL + "/callback", Body: []byte(`{}`), Key: "k"})
 				return
 			}
 			outcomes <- s.Send(ctx, newJob(srv.URL+"/job"))
@@ -310,9 +333,9 @@ func TestPermitPacesA429Retry(t *testing.T) {
 	if len(p.paced) != 1 || p.paced[0] != "127.0.0.1:"+u.Port() {
 		t.Errorf("paced hosts %v: want the one 429 without Retry-After, by its admission key", p.paced)
 	}
-	// Callbacks are not paced: they were never admitted.
-	if o := s.Post(ctx, srv.URL+"/429", []byte(`{}`), "k"); o.Class != Retryable || o.RetryAfter != 0 {
-		t.Errorf("callback 429: %v after %v, want a retry left to the caller's backoff", o.Class, o.RetryAfter)
+	// A callback is admitted like a job, and paced alike.
+	if o := s.Post(ctx, Callback{URL: srv.URL + "/429", Body: []byte(`{}`), Key: "k"}); o.Class != Retryable || o.RetryAfter != 1234*time.Millisecond {
+		t.Errorf("callback 429: %v after %v, want a retry at the host's pace", o.Class, o.RetryAfter)
 	}
 }
 

@@ -18,6 +18,11 @@ var (
 	errNeutral = errors.New("says nothing about the host")
 
 	errTooManyRedirects = errors.New("too many redirects")
+	// errUnfollowableRedirect: the Location names a scheme other than
+	// http or https, or no host. The next try would be redirected alike.
+	errUnfollowableRedirect = errors.New("redirect cannot be followed")
+	// errHeaderLimit: the answer's headers exceeded the configured limit.
+	errHeaderLimit = errors.New("response headers too large")
 )
 
 // verdict is the classification of one attempt.
@@ -45,8 +50,8 @@ func (s *Sender) classify(ctx context.Context, status int, err error) verdict {
 			return verdict{class: Retryable, breaker: errNeutral}
 		case errors.As(err, &refused):
 			return verdict{class: Permanent, breaker: errNeutral, refused: true}
-		case errors.Is(err, errTooManyRedirects):
-			return verdict{class: Permanent} // the host answered
+		case errors.Is(err, errTooManyRedirects), errors.Is(err, errUnfollowableRedirect), errors.Is(err, errHeaderLimit):
+			return verdict{class: Permanent} // the host answered; it would again
 		default: // network error, timeout, reset, broken body
 			return verdict{class: Retryable, breaker: errHostFailure}
 		}

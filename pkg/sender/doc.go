@@ -18,6 +18,10 @@
 //	network error, timeout, reset, refused  Retryable  yes        failure
 //	  connection, broken body
 //	too many redirects                      Permanent  yes        success
+//	redirect to a scheme other than http    Permanent  yes        success
+//	  or https, or to no host
+//	response headers over                   Permanent  yes        success
+//	  MaxResponseHeaderBytes (64 KiB)
 //	address refused by the guard            Permanent  no (1)     ignored
 //	request cannot be built                 Permanent  no         untouched
 //	caller's context done while sending     Retryable  yes        ignored
@@ -59,10 +63,16 @@
 // # Address guard
 //
 // Job URLs come from files nobody vetted, so by default the sender will not
-// connect to loopback, private (RFC 1918, fc00::/7), link-local (including
-// the cloud metadata service at 169.254.169.254), CGNAT (100.64.0.0/10),
-// multicast, unspecified or broadcast addresses, nor to their IPv4-mapped or
-// NAT64 forms. The check runs in the dialer's Control hook, on the resolved
+// connect to any address the IANA special-purpose registries mark as not
+// globally reachable: loopback, private (RFC 1918, fc00::/7), link-local
+// (including the cloud metadata service at 169.254.169.254), CGNAT
+// (100.64.0.0/10), multicast, unspecified, broadcast, 0.0.0.0/8,
+// 192.0.0.0/24, the TEST-NETs and 2001:db8::/32, benchmarking
+// (198.18.0.0/15, 2001:2::/48), 240.0.0.0/4, 2001::/23 (Teredo included),
+// and every IPv6 address outside global unicast 2000::/3 (IPv4-compatible
+// ::/96, site-local fec0::/10, local-use NAT64 64:ff9b:1::/48, ...).
+// Addresses that wrap an IPv4 address are judged by it: IPv4-mapped,
+// NAT64 (64:ff9b::/96) and 6to4 (2002::/16). The check runs in the dialer's Control hook, on the resolved
 // address the socket is about to connect to, for every connection including
 // redirect targets: checking the URL's host name up front would be defeated
 // by DNS rebinding or a redirect. There is no proxy support for the same
@@ -73,17 +83,31 @@
 // # Host limits
 //
 // Config.Admission, when set, is the one seam to the limits: Admit is
-// asked before each job's request whether it may start now (per-host
-// concurrency and fleet-wide rate limits, see pkg/hostlimit). A job not admitted is
-// Postponed, with the Admission's wait as RetryAfter: nothing is sent and no
-// attempt is spent. An admission is a Permit, which says whether a rate
+// asked before each request, a job's (Send) or a result callback's
+// (Post), whether it may start now (per-host concurrency and fleet-wide
+// rate limits, see pkg/hostlimit): a callback URL comes from the same
+// untrusted file and may aim at the very API the limits protect. A request
+// not admitted is Postponed, with the Admission's wait as RetryAfter:
+// nothing is sent and no attempt is spent. An admission is a Permit, which says whether a rate
 // token was spent and takes the request's Feedback (status, latency,
 // timeout) through Done, so that an adaptive limit can learn each host's
 // capacity; for a 429 without Retry-After, Done answers the retry's delay.
-// Callbacks bypass it. Admitted requests then take one of
+// Admitted requests then take one of
 // Config.MaxRequests places; one that spent a rate token and queued more
 // than 50 ms for its place is deferred instead of sent, its token lost:
 // tokens spent early and sent together would exceed the rate.
+//
+// # Redirects
+//
+// Redirects are followed up to Config.MaxRedirects, each target vetted by
+// the guard. A redirect that leaves the origin of the job's URL (scheme,
+// host or port: two ports of one host may be two services of different
+// owners) reaches its target without Referer, which would repeat the
+// previous URL and its query, and without any secret header: the built-in
+// Authorization, Proxy-Authorization, Cookie and Set-Cookie, and those in
+// Config.SecretHeaders. net/http itself drops only its own list, and only
+// when the host name changes. Once a chain has left the origin, the
+// secrets stay dropped even if it comes back.
 //
 // Error texts never contain header values, and URLs in them lose their
 // userinfo: tokens often hide in both.

@@ -50,7 +50,10 @@ func checkAddr(ip netip.Addr, allowed []netip.Prefix) error {
 }
 
 // refusedReason names the class of addresses ip belongs to that a job from
-// an untrusted file must not reach, or "" when ip is a public address.
+// an untrusted file must not reach, or "" when ip is a public address. It
+// follows the IANA special-purpose address registries: whatever is not
+// globally reachable is refused, and addresses that wrap an IPv4 address
+// (NAT64, 6to4) are judged by the address they wrap.
 func refusedReason(ip netip.Addr) string {
 	switch {
 	case !ip.IsValid():
@@ -67,23 +70,88 @@ func refusedReason(ip netip.Addr) string {
 		return "link-local" // includes the cloud metadata service 169.254.169.254
 	}
 	if ip.Is4() {
-		b := ip.As4()
-		switch {
-		case b[0] == 0:
-			return "this network, 0.0.0.0/8" // Linux connects 0.x to the local host
-		case b[0] == 100 && b[1]&0xc0 == 64:
-			return "shared address space, 100.64.0.0/10 (CGNAT)"
-		case b == [4]byte{255, 255, 255, 255}:
-			return "broadcast"
-		}
-		return ""
+		return reason4(ip.As4())
 	}
+	return reason6(ip.As16())
+}
+
+// reason4 covers the IPv4 special-purpose ranges netip has no method for.
+func reason4(b [4]byte) string {
+	switch {
+	case b[0] == 0:
+		return "this network, 0.0.0.0/8" // Linux connects 0.x to the local host
+	case b[0] == 100 && b[1]&0xc0 == 64:
+		return "shared address space, 100.64.0.0/10 (CGNAT)"
+	case b[0] == 192 && b[1] == 0 && b[2] == 0:
+		return "IETF protocol assignments, 192.0.0.0/24"
+	case b[0] == 192 && b[1] == 0 && b[2] == 2,
+		b[0] == 198 && b[1] == 51 && b[2] == 100,
+		b[0] == 203 && b[1] == 0 && b[2] == 113:
+		return "documentation (TEST-NET)"
+	case b[0] == 192 && b[1] == 88 && b[2] == 99:
+		return "6to4 relay anycast, 192.88.99.0/24 (deprecated)"
+	case b[0] == 198 && b[1]&0xfe == 18:
+		return "benchmarking, 198.18.0.0/15"
+	case b == [4]byte{255, 255, 255, 255}:
+		return "broadcast"
+	case b[0] >= 240:
+		return "reserved, 240.0.0.0/4"
+	}
+	return ""
+}
+
+// reason6 covers the IPv6 ranges netip has no method for. Only global
+// unicast (2000::/3) is reachable at all; within it, the IETF blocks that
+// are not globally reachable are refused, and 6to4 is judged by the IPv4
+// address it wraps.
+func reason6(b [16]byte) string {
 	// NAT64 (64:ff9b::/96) translates to the embedded IPv4 address on our
 	// own network, so 64:ff9b::a00:1 is as internal as 10.0.0.1.
-	if b := ip.As16(); b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && allZero(b[4:12]) {
-		if r := refusedReason(netip.AddrFrom4([4]byte(b[12:]))); r != "" {
-			return r + " via NAT64"
-		}
+	if b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && allZero(b[4:12]) {
+		return wrapped(netip.AddrFrom4([4]byte(b[12:])), "NAT64")
+	}
+	if b[0]&0xe0 != 0x20 {
+		return reserved6(b)
+	}
+	switch {
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0:
+		return "Teredo, 2001::/32"
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0 && b[3] == 0x02 && b[4] == 0 && b[5] == 0:
+		return "benchmarking, 2001:2::/48"
+	case b[0] == 0x20 && b[1] == 0x01 && b[2]&0xfe == 0:
+		return "IETF protocol assignments, 2001::/23"
+	case b[0] == 0x20 && b[1] == 0x01 && b[2] == 0x0d && b[3] == 0xb8,
+		b[0] == 0x3f && b[1] == 0xff && b[2]&0xf0 == 0:
+		return "documentation, 2001:db8::/32 and 3fff::/20"
+	case b[0] == 0x20 && b[1] == 0x02:
+		return wrapped(netip.AddrFrom4([4]byte(b[2:6])), "6to4")
+	}
+	return ""
+}
+
+// reserved6 names why an address outside 2000::/3 (and not loopback,
+// private, link-local, multicast or unspecified) is refused.
+func reserved6(b [16]byte) string {
+	switch {
+	case allZero(b[:12]):
+		return "IPv4-compatible IPv6, ::/96 (deprecated)"
+	case b[0] == 0x00 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && b[4] == 0 && b[5] == 1:
+		return "local-use NAT64, 64:ff9b:1::/48"
+	case b[0] == 0xfe && b[1]&0xc0 == 0xc0:
+		return "site-local, fec0::/10 (deprecated)"
+	case b[0] == 0x01 && allZero(b[1:8]):
+		return "discard-only, 100::/64"
+	case b[0] == 0x5f && b[1] == 0x00:
+		return "segment routing (SRv6) SIDs, 5f00::/16"
+	}
+	return "reserved, outside global unicast 2000::/3"
+}
+
+// wrapped judges an IPv6 address by the IPv4 address v4 it wraps, through
+// the translation or tunnel named by via.
+func wrapped(v4 netip.Addr, via string) string {
+	if r := refusedReason(v4); r != "" {
+		return r + " via " + via
 	}
 	return ""
 }

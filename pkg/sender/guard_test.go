@@ -33,6 +33,51 @@ func TestCheckAddr(t *testing.T) {
 		"::ffff:10.0.0.1":    "private",
 		"::ffff:169.254.1.1": "link-local",
 		"64:ff9b::a00:1":     "private via NAT64",
+		// Special-purpose ranges of the IANA registries that are not
+		// globally reachable, or that wrap an address that is not.
+		"2002:a00:1::1":       "private via 6to4",
+		"2002:7f00:1::":       "loopback via 6to4",
+		"2002:a9fe:a9fe::1":   "link-local via 6to4",
+		"::a00:1":             "IPv4-compatible",
+		"::808:808":           "IPv4-compatible",
+		"64:ff9b:1::a00:1":    "local-use NAT64",
+		"64:ff9b:1::808:808":  "local-use NAT64",
+		"fec0::1":             "site-local",
+		"feff::1":             "site-local",
+		"198.18.0.1":          "benchmarking",
+		"198.19.255.255":      "benchmarking",
+		"2001:2::1":           "benchmarking",
+		"192.0.0.1":           "IETF protocol",
+		"192.0.0.170":         "IETF protocol",
+		"2001:1::1":           "IETF protocol",
+		"2001:1ff::1":         "IETF protocol",
+		"2001::a00:1":         "Teredo",
+		"2001:0:4136:e378::1": "Teredo",
+		"240.0.0.1":           "reserved, 240.0.0.0/4",
+		"254.255.255.255":     "reserved, 240.0.0.0/4",
+		"192.0.2.1":           "documentation",
+		"198.51.100.7":        "documentation",
+		"203.0.113.9":         "documentation",
+		"2001:db8::1":         "documentation",
+		"3fff::1":             "documentation",
+		"192.88.99.1":         "6to4 relay",
+		"100::1":              "discard-only",
+		"5f00::1":             "SRv6",
+		"4000::1":             "outside global unicast",
+		"::ffff:0:a00:1":      "outside global unicast", // SIIT, ::ffff:0:0:0/96
+		"64:ff9b::c000:201":   "documentation (TEST-NET) via NAT64",
+		"::ffff:198.18.0.1":   "benchmarking",
+		"::ffff:240.0.0.1":    "reserved",
+		"2002:c612:1::1":      "198.18.0.0/15 via 6to4",
+		"2002:6440:1::1":      "CGNAT) via 6to4",
+		"2002:e000:1::1":      "multicast via 6to4",
+		"2002:ffff:ffff::1":   "broadcast via 6to4",
+		"2002:1:203::1":       "this network, 0.0.0.0/8 via 6to4",
+		"2002:c000:0:1::1":    "IETF protocol assignments, 192.0.0.0/24 via 6to4",
+		"64:ff9b::f000:1":     "reserved, 240.0.0.0/4 via NAT64",
+		"64:ff9b::6440:1":     "CGNAT) via NAT64",
+		"2001:1:ffff::1":      "IETF protocol",
+		"fec0::%eth0":         "site-local",
 	}
 	for s, reason := range refused {
 		err := checkAddr(netip.MustParseAddr(s), nil)
@@ -41,7 +86,12 @@ func TestCheckAddr(t *testing.T) {
 			t.Errorf("%s: got %v, want refused (%s)", s, err, reason)
 		}
 	}
-	for _, s := range []string{"8.8.8.8", "1.1.1.1", "100.128.0.1", "100.63.255.255", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808"} {
+	for _, s := range []string{"8.8.8.8", "1.1.1.1", "100.128.0.1", "100.63.255.255", "172.32.0.1", "2606:4700::1111", "::ffff:8.8.8.8", "64:ff9b::808:808",
+		"2002:808:808::1", // 6to4 of a public address
+		"2001:4860:4860::8888",
+		"2001:200::1", // just past 2001::/23
+		"2a00:1450:4001::1", "2620:4f:8000::1", "192.31.196.1", "198.17.255.255", "198.20.0.1",
+		"192.0.1.1", "192.0.3.1", "192.88.98.1", "223.255.255.255", "3ffe::1", "3fff:1000::1"} {
 		if err := checkAddr(netip.MustParseAddr(s), nil); err != nil {
 			t.Errorf("%s: refused: %v", s, err)
 		}
@@ -86,6 +136,13 @@ func TestSendToRefusedAddress(t *testing.T) {
 		"10.0.0.1",
 		"169.254.169.254",
 		"100.64.0.1",
+		"198.18.0.1",          // benchmarking
+		"192.0.0.8",           // IETF protocol assignments
+		"240.0.0.1",           // reserved
+		"[2002:7f00:1::1]",    // 6to4 wrapping 127.0.0.1
+		"[::7f00:1]",          // IPv4-compatible 127.0.0.1
+		"[64:ff9b:1::7f00:1]", // local-use NAT64
+		"[fec0::1]",           // site-local
 	} {
 		u := fmt.Sprintf("http://%s:%d/", host, port)
 		out := s.Send(t.Context(), newJob(u))
@@ -173,5 +230,20 @@ func TestParseNetworks(t *testing.T) {
 		if err == nil || !strings.Contains(err.Error(), fmt.Sprintf("%q", entry)) {
 			t.Errorf("ParseNetworks(%q) = %v; want an error naming %q", bad, err, entry)
 		}
+	}
+}
+
+// BenchmarkCheckAddr is the guard's cost per dial for public addresses,
+// which go through every check.
+func BenchmarkCheckAddr(b *testing.B) {
+	for _, s := range []string{"93.184.215.14", "2606:2800:21f:cb07:6820:80da:af6b:8b2c", "2002:808:808::1"} {
+		ip := netip.MustParseAddr(s)
+		b.Run(s, func(b *testing.B) {
+			for b.Loop() {
+				if err := checkAddr(ip, nil); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

@@ -80,6 +80,10 @@ type Config struct {
 	MaxConnsPerHost  int           // idle connections kept per host; default 64
 	MaxRedirects     int           // default 5; <0 means follow none
 	MaxRetryAfter    time.Duration // cap on Retry-After; default 5m
+	// MaxResponseHeaderBytes bounds the response headers read (net/http
+	// reads up to 10 MiB otherwise); an answer with more fails as
+	// Permanent. Default 64 KiB.
+	MaxResponseHeaderBytes int64
 	// RetryStatuses are the HTTP statuses that are retried; nil means the
 	// default 408, 425, 429 and 500-599. Every other status >= 400 is permanent.
 	RetryStatuses StatusSet
@@ -87,12 +91,17 @@ type Config struct {
 	// drop at-least-once repeats; "" disables it.
 	IdempotencyHeader string
 	UserAgent         string // default "jetpost/1"
+	// SecretHeaders names the headers whose values are secrets besides the
+	// built-in Authorization, Proxy-Authorization, Cookie and Set-Cookie
+	// (job.IsSecretHeader). A redirect that leaves the job's origin drops
+	// them all, and Referer.
+	SecretHeaders []string
 
 	Breaker Breaker
 
-	// Admission, if set, is asked before every job's request (not before
-	// callbacks) whether it may start now; a refusal defers the job
-	// without spending an attempt. See Admission.
+	// Admission, if set, is asked before every request, a job's or a
+	// callback's, whether it may start now; a refusal defers it without
+	// spending an attempt. See Admission.
 	Admission Admission
 
 	// MaxRequests bounds the requests in flight at once across every host,
@@ -134,6 +143,7 @@ const DefaultIdempotencyHeader = "Idempotency-Key"
 const (
 	DefaultTimeout          = 30 * time.Second
 	DefaultMaxResponseBytes = 64 << 10
+	DefaultMaxHeaderBytes   = 64 << 10
 	DefaultMaxConnsPerHost  = 64
 	DefaultMaxRedirects     = 5
 	DefaultMaxRetryAfter    = 5 * time.Minute
@@ -197,6 +207,8 @@ func withDefaults(cfg Config) (Config, error) {
 		return cfg, fmt.Errorf("sender: timeout %v is negative", cfg.Timeout)
 	case cfg.MaxResponseBytes < 0:
 		return cfg, fmt.Errorf("sender: max response bytes %d is negative", cfg.MaxResponseBytes)
+	case cfg.MaxResponseHeaderBytes < 0:
+		return cfg, fmt.Errorf("sender: max response header bytes %d is negative", cfg.MaxResponseHeaderBytes)
 	case cfg.MaxRequests < 0:
 		return cfg, fmt.Errorf("sender: max requests %d is negative", cfg.MaxRequests)
 	case cfg.MaxConnsPerHost < 0:
@@ -224,6 +236,9 @@ func withDefaults(cfg Config) (Config, error) {
 	}
 	if cfg.MaxResponseBytes == 0 {
 		cfg.MaxResponseBytes = DefaultMaxResponseBytes
+	}
+	if cfg.MaxResponseHeaderBytes == 0 {
+		cfg.MaxResponseHeaderBytes = DefaultMaxHeaderBytes
 	}
 	if cfg.MaxConnsPerHost == 0 {
 		cfg.MaxConnsPerHost = DefaultMaxConnsPerHost
@@ -293,6 +308,9 @@ func newTransport(cfg Config) *http.Transport {
 		MaxIdleConnsPerHost: cfg.MaxConnsPerHost,
 		MaxIdleConns:        max(1024, 4*cfg.MaxConnsPerHost),
 		IdleConnTimeout:     90 * time.Second,
+		// A hostile host could otherwise make every attempt read 10 MiB
+		// of headers (net/http's default), which no result keeps.
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
 	}
 }
 
@@ -310,7 +328,7 @@ type request struct {
 	contentType string // implied by the body; a header in headers wins
 	idemKey     string
 	timeout     time.Duration
-	// admit: ask Config.Admission first (jobs, not callbacks).
+	// admit: ask Config.Admission first.
 	admit     bool
 	batch     string
 	batchRate float64
@@ -338,17 +356,34 @@ func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
 	})
 }
 
-// Post sends body as a JSON POST to rawURL (a result callback) with the same
-// guard, breaker and classification as Send. idempotencyKey is sent in the
-// configured idempotency header so receivers can drop repeats.
-func (s *Sender) Post(ctx context.Context, rawURL string, body []byte, idempotencyKey string) Outcome {
+// Callback is a result POST: where to, what, and for which batch.
+type Callback struct {
+	URL  string
+	Body []byte // JSON
+	// Key is sent in the configured idempotency header so receivers can
+	// drop repeats.
+	Key string
+	// Batch and BatchRate are the job's: a batch's rate (enqueue --rate)
+	// bounds its callbacks to a host as it bounds its requests.
+	Batch     string
+	BatchRate float64
+}
+
+// Post sends a result callback as a JSON POST with the same guard, host
+// limits (Admission), breaker and classification as Send: a callback aimed
+// at a host counts against that host's limits like any job's request, and
+// one the limits turn away is Postponed.
+func (s *Sender) Post(ctx context.Context, cb Callback) Outcome {
 	return s.do(ctx, request{
 		method:      http.MethodPost,
-		url:         rawURL,
-		body:        body,
+		url:         cb.URL,
+		body:        cb.Body,
 		contentType: "application/json",
-		idemKey:     idempotencyKey,
+		idemKey:     cb.Key,
 		timeout:     s.cfg.Timeout,
+		admit:       s.cfg.Admission != nil,
+		batch:       cb.Batch,
+		batchRate:   cb.BatchRate,
 	})
 }
 
@@ -395,7 +430,7 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	var out Outcome
 	switch {
 	case err != nil:
-		err = describe(req, redirects, err)
+		err = s.headerLimit(describe(req, redirects, err))
 	default:
 		out.Body, out.BodyTruncated, err = readBody(resp, s.cfg.MaxResponseBytes)
 		if err != nil {
@@ -555,14 +590,67 @@ func (s *Sender) client(redirects *int) http.Client {
 	}
 	return http.Client{
 		Transport: s.transport,
-		CheckRedirect: func(_ *http.Request, via []*http.Request) error {
+		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			*redirects++
 			if len(via) > s.cfg.MaxRedirects {
 				return fmt.Errorf("%w (limit %d)", errTooManyRedirects, max(s.cfg.MaxRedirects, 0))
 			}
+			if u := req.URL; u.Scheme != "http" && u.Scheme != "https" {
+				return fmt.Errorf("%w: scheme %q is not http or https", errUnfollowableRedirect, u.Scheme)
+			} else if u.Hostname() == "" {
+				return fmt.Errorf("%w: it names no host", errUnfollowableRedirect)
+			}
+			if leftOrigin(req, via) {
+				dropSecrets(req.Header, s.cfg.SecretHeaders)
+			}
 			return nil
 		},
 	}
+}
+
+// leftOrigin reports whether a redirect chain, up to and including req,
+// has left the origin (scheme, host and port) of its first request. Once
+// it has, it stays left: a host that redirects back to the first one chose
+// where on it the request lands.
+func leftOrigin(req *http.Request, via []*http.Request) bool {
+	first := origin(via[0].URL)
+	if origin(req.URL) != first {
+		return true
+	}
+	for _, r := range via[1:] {
+		if origin(r.URL) != first {
+			return true
+		}
+	}
+	return false
+}
+
+// origin is a URL's scheme and host key; the port is part of it because
+// two ports of one host may be two services run by different people.
+func origin(u *url.URL) string { return strings.ToLower(u.Scheme) + "://" + job.HostKey(u) }
+
+// dropSecrets removes from h (a redirect's headers, copied by net/http from
+// the first request) Referer, which names the previous URL with its query,
+// and every secret header. net/http itself drops only its own list, and
+// only when the host name changes, not the port.
+func dropSecrets(h http.Header, secret []string) {
+	for k := range h {
+		if strings.EqualFold(k, "Referer") || job.IsSecretHeader(k, secret) {
+			delete(h, k)
+		}
+	}
+}
+
+// headerLimit marks err as an answer whose headers exceeded
+// Config.MaxResponseHeaderBytes. net/http has no typed error for it, in
+// either protocol, only these texts.
+func (s *Sender) headerLimit(err error) error {
+	msg := err.Error()
+	if !strings.Contains(msg, "server response headers exceeded") &&
+		!strings.Contains(msg, "response header list larger than advertised limit") {
+		return err
+	}
+	return fmt.Errorf("%w (%w: over %d bytes, JETPOST_MAX_RESPONSE_HEADER_BYTES)", err, errHeaderLimit, s.cfg.MaxResponseHeaderBytes)
 }
 
 // whose says whose context ended an attempt's err: the caller's (ctx) or

@@ -320,7 +320,7 @@ func TestIdempotencyHeaderConfig(t *testing.T) {
 func TestPost(t *testing.T) {
 	srv := echoServer(t)
 	s := newSender(t, Config{AllowedNetworks: loopback(), IdempotencyHeader: DefaultIdempotencyHeader})
-	out := s.Post(t.Context(), srv.URL+"/cb", []byte(`{"ok":true}`), "job-1/result")
+	out := s.Post(t.Context(), Callback{URL: srv.URL + "/cb", Body: []byte(`{"ok":true}`), Key: "job-1/result"})
 	if out.Class != Succeeded || !out.Attempted {
 		t.Fatalf("post: %v %v", out.Class, out.Err)
 	}

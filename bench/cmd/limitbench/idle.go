@@ -54,7 +54,7 @@ func (b *bench) idle(ctx context.Context, adaptive string, gap time.Duration) ([
 			}
 		}
 		b.logf("idle, adaptive=%s: batch %q of %d jobs ...", adaptive, name, n)
-		if runs[i], err = publishAndWait(ctx, js, name, turl, n, 0); err != nil {
+		if runs[i], err = publishAndWait(ctx, js, name, turl, n, 0, ""); err != nil {
 			return runs, err
 		}
 		if runs[i].ok != n {

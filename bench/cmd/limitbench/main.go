@@ -6,6 +6,9 @@
 //   - fleet: a fleet-wide rate limit (JETPOST_RATE_LIMITS) with 1 and with
 //     3 workers; the rate the target saw against the limit;
 //   - batch: the same with the limit given per batch (enqueue --rate);
+//   - callback: the fleet-wide limit on the host that receives the jobs'
+//     result callbacks (the jobs themselves go to an unlimited host), with
+//     3 workers: the rate that host saw;
 //   - adaptive: a target that answers 429 above 30 concurrent requests,
 //     each taking 50 ms (capacity 600/s), one worker with
 //     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default);
@@ -20,7 +23,7 @@
 //
 // Usage:
 //
-//	go run ./bench/cmd/limitbench [-scenario fleet,batch,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
+//	go run ./bench/cmd/limitbench [-scenario fleet,batch,callback,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
 //
 // ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
@@ -80,7 +83,7 @@ type options struct {
 func run(ctx context.Context, args []string) error {
 	var o options
 	fs := flag.NewFlagSet("limitbench", flag.ContinueOnError)
-	sc := fs.String("scenario", "fleet,batch,adaptive,fixed,oracle", "scenarios to run")
+	sc := fs.String("scenario", "fleet,batch,callback,adaptive,fixed,oracle", "scenarios to run")
 	fs.BoolVar(&o.quick, "quick", false, "fewer jobs (a smoke run, not figures)")
 	fs.IntVar(&o.repeat, "repeat", 1, "runs of each capacity scenario (adaptive, fixed, oracle, idle); the table shows the median run and lists them all")
 	fs.BoolVar(&o.write, "write", false, "write the table into BENCHMARKS.md between the limitbench markers")
@@ -149,16 +152,18 @@ func (b *bench) scenario(ctx context.Context, name string, o options) (rows []ro
 		return nil, idle, err
 	case "fleet":
 		for _, workers := range []int{1, 3} {
-			if r, err = b.rate(ctx, workers, false); err != nil {
+			if r, err = b.rate(ctx, workers, rateHost); err != nil {
 				return nil, "", err
 			}
 			rows = append(rows, r)
 		}
 		return rows, "", nil
 	case "fleet1":
-		r, err = b.rate(ctx, 1, false)
+		r, err = b.rate(ctx, 1, rateHost)
 	case "batch":
-		r, err = b.rate(ctx, 3, true)
+		r, err = b.rate(ctx, 3, rateBatch)
+	case "callback":
+		r, err = b.rate(ctx, 3, rateCallback)
 	case "adaptive", "fixed", "oracle":
 		r, err = b.repeatCapacity(ctx, name, o.repeat)
 	default:
@@ -181,9 +186,19 @@ var names = queue.NewNames("jetpost")
 
 func (b *bench) logf(format string, a ...any) { fmt.Fprintf(os.Stderr, format+"\n", a...) }
 
+// rateKind is what a rate scenario limits.
+type rateKind int
+
+const (
+	rateHost     rateKind = iota // JETPOST_RATE_LIMITS on the jobs' host
+	rateBatch                    // enqueue --rate
+	rateCallback                 // JETPOST_RATE_LIMITS on the callbacks' host
+)
+
 // rate runs a fleet-wide rate limit of 200/s (burst 20) with workers
-// worker processes: as a host rule, or per batch (enqueue --rate).
-func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, error) {
+// worker processes: as a host rule, per batch (enqueue --rate), or as a
+// host rule on the host the callbacks go to.
+func (b *bench) rate(ctx context.Context, workers int, kind rateKind) (row, error) {
 	const limit, burst = 200, 20
 	n := 6000
 	if b.quick {
@@ -202,14 +217,27 @@ func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, erro
 	if workers > 1 {
 		name += "s"
 	}
-	if perBatch {
+	jobURL, callback := turl, ""
+	switch kind {
+	case rateBatch:
 		batchRate = limit
 		name = fmt.Sprintf("batch rate (enqueue --rate), %d workers", workers)
-	} else {
+	case rateCallback:
+		// The jobs go to a host without limits; their callbacks to the
+		// recorded one.
+		api, apiURL, err := serve(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+		if err != nil {
+			return row{}, err
+		}
+		defer api.Close()
+		jobURL, callback = apiURL, turl+"/hook"
+		name = fmt.Sprintf("callbacks, fleet rate on their host, %d workers", workers)
+		fallthrough
+	default:
 		env = append(env, fmt.Sprintf("JETPOST_RATE_LIMITS=%s=%d/s:%d", strings.TrimPrefix(turl, "http://"), limit, burst))
 	}
 	b.logf("%s: %d jobs at %d/s ...", name, n, limit)
-	res, err := b.batch(ctx, natsURL, workers, env, turl, n, batchRate)
+	res, err := b.batch(ctx, natsURL, workers, env, jobURL, n, batchRate, callback)
 	if err != nil {
 		return row{}, err
 	}
@@ -232,11 +260,16 @@ func (b *bench) rate(ctx context.Context, workers int, perBatch bool) (row, erro
 	}
 	byWorker := res.perWorker()
 	rule := fmt.Sprintf("`JETPOST_RATE_LIMITS=HOST=%d/s:%d`", limit, burst)
-	if perBatch {
+	outcome := fmt.Sprintf("%d ok, %d failed, attempts max %d", res.ok, res.failed, res.maxAttempts)
+	switch kind {
+	case rateBatch:
 		rule = fmt.Sprintf("`enqueue --rate %d/s` (job field `rate`)", limit)
+	case rateCallback:
+		rule = fmt.Sprintf("`JETPOST_RATE_LIMITS=HOOKHOST=%d/s:%d`", limit, burst)
+		outcome += fmt.Sprintf("; callbacks %d ok, %d failed, POSTs max %d", res.cbOK, res.cbFailed, res.cbMaxAttempts)
 	}
-	return row{text: fmt.Sprintf("| %s | %s | %d | %d | %.1f/s (%+.1f%%) | %d–%d | %s | %d ok, %d failed, attempts max %d |",
-		name, rule, n, len(arr), got, 100*(got-limit)/limit, lo, hi, byWorker, res.ok, res.failed, res.maxAttempts)}, nil
+	return row{text: fmt.Sprintf("| %s | %s | %d | %d | %.1f/s (%+.1f%%) | %d–%d | %s | %s |",
+		name, rule, n, len(arr), got, 100*(got-limit)/limit, lo, hi, byWorker, outcome)}, nil
 }
 
 // capacity runs the adaptive-concurrency scenario of issue 8 (429 above 30
@@ -293,7 +326,7 @@ func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
 		name = "oracle: a fixed pool of exactly the capacity, `JETPOST_MAX_INFLIGHT=30 JETPOST_ADAPTIVE_CONCURRENCY=false`"
 	}
 	b.logf("%s: %d jobs ...", name, n)
-	res, err := b.batch(ctx, natsURL, 1, env, turl, n, 0)
+	res, err := b.batch(ctx, natsURL, 1, env, turl, n, 0, "")
 	if err != nil {
 		return row{}, err
 	}
@@ -318,8 +351,22 @@ func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
 
 type batchResult struct {
 	ok, failed, maxAttempts int
-	byWorker                map[string]int
-	wall                    time.Duration
+	// Of the jobs' callbacks, when they had one.
+	cbOK, cbFailed, cbMaxAttempts int
+	byWorker                      map[string]int
+	wall                          time.Duration
+}
+
+func (r *batchResult) countCallback(cb *job.CallbackResult) {
+	switch {
+	case cb == nil:
+		return
+	case cb.OK:
+		r.cbOK++
+	default:
+		r.cbFailed++
+	}
+	r.cbMaxAttempts = max(r.cbMaxAttempts, cb.Attempts)
 }
 
 func (r batchResult) perWorker() string {
@@ -336,8 +383,9 @@ func (r batchResult) perWorker() string {
 }
 
 // batch starts workers, publishes n jobs for turl as enqueue does (rate:
-// as enqueue --rate sets it), and reads back every result.
-func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []string, turl string, n int, rate float64) (batchResult, error) {
+// as enqueue --rate sets it; callback, if not empty, the jobs' callback
+// URL), and reads back every result.
+func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []string, turl string, n int, rate float64, callback string) (batchResult, error) {
 	stop, err := b.startWorkers(ctx, natsURL, workers, env)
 	if err != nil {
 		return batchResult{}, err
@@ -348,7 +396,7 @@ func (b *bench) batch(ctx context.Context, natsURL string, workers int, env []st
 		return batchResult{}, err
 	}
 	defer closeJS()
-	return publishAndWait(ctx, js, "bench", turl, n, rate)
+	return publishAndWait(ctx, js, "bench", turl, n, rate, callback)
 }
 
 // startWorkers starts worker processes; stop ends them.
@@ -413,13 +461,13 @@ func connect(ctx context.Context, natsURL string) (jetstream.JetStream, func(), 
 
 // publishAndWait publishes n jobs of batch for turl and reads back every
 // result.
-func publishAndWait(ctx context.Context, js jetstream.JetStream, batch, turl string, n int, rate float64) (batchResult, error) {
+func publishAndWait(ctx context.Context, js jetstream.JetStream, batch, turl string, n int, rate float64, callback string) (batchResult, error) {
 	var res batchResult
 	start := time.Now()
 	pub := queue.NewPublisher(js, names, 4096, nil)
 	for i := range n {
 		j := &job.Job{ID: fmt.Sprintf("%s-%06d", batch, i), Batch: batch, Method: "GET",
-			URL: fmt.Sprintf("%s/items/%d", turl, i), EnqueuedAt: start.UTC(), Rate: rate}
+			URL: fmt.Sprintf("%s/items/%d", turl, i), EnqueuedAt: start.UTC(), Rate: rate, Callback: callback}
 		if err := pub.Publish(ctx, j); err != nil {
 			return res, err
 		}
@@ -455,6 +503,7 @@ func publishAndWait(ctx context.Context, js jetstream.JetStream, batch, turl str
 		}
 		res.maxAttempts = max(res.maxAttempts, r.Attempts)
 		res.byWorker[r.Worker]++
+		res.countCallback(r.Callback)
 	}
 	res.wall = time.Since(start)
 	return res, nil

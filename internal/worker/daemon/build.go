@@ -238,6 +238,9 @@ func newSender(cfg *config.Worker, limits *hostlimit.Limiter, onBreaker func(hos
 		Admission:         limits,
 		// The bound targets see: jobs waiting for a host hold no place.
 		MaxRequests: cfg.MaxInflight,
+		// Dropped on redirects that leave a job's origin.
+		SecretHeaders:          cfg.SecretHeaders(),
+		MaxResponseHeaderBytes: cfg.MaxResponseHeaderBytes,
 		Breaker: sender.Breaker{
 			Failures:         cfg.BreakerFailures,
 			FailureRatio:     cfg.BreakerFailureRatio,
