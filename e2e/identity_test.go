@@ -133,3 +133,54 @@ func wantResult(t *testing.T, r *job.Result, batch, body string) {
 		t.Errorf("result %+v; want ok, batch %s, body %q", r, batch, body)
 	}
 }
+
+// With JETPOST_IDENTITY_KEY set, credentials are part of a job's identity:
+// team B's {"id":"1"} with the very request team A sent, but B's own
+// token, is another job — sent with B's token, answered to B — never A's
+// result handed to B. The same file again still sends nothing.
+func TestIdentityKeyKeepsCredentialsApart(t *testing.T) {
+	ns := natstest.RunServer(t)
+	var mu sync.Mutex
+	sent := 0
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		sent++
+		mu.Unlock()
+		fmt.Fprintf(w, "orders of %s", r.Header.Get("Authorization"))
+	}))
+	t.Cleanup(srv.Close)
+	dir := t.TempDir()
+	env := []string{"JETPOST_IDENTITY_KEY=0123456789abcdef0123456789abcdef"}
+	files := map[string]string{}
+	for _, team := range []string{"A", "B"} {
+		files[team] = filepath.Join(dir, team+".jsonl")
+		writeFile(t, files[team], `{"id":"1","url":"`+srv.URL+`/me/orders","headers":{"Authorization":"Bearer token-`+team+`"}}`+"\n")
+	}
+	// Both queued before any worker runs, so the dedup window holds A's
+	// job when B's comes.
+	if code, _, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--batch", "teamA", files["A"]); code != 0 {
+		t.Fatalf("team A: exit %d: %s", code, stderr)
+	}
+	outB := filepath.Join(dir, "b.out")
+	b := start(t, "enqueue", env, "--nats", ns.ClientURL(), "--batch", "teamB", "--wait", "--out", outB, files["B"])
+	if line := waitMatch(b, publishedLine); !strings.HasPrefix(line, "batch teamB: 1 published") {
+		t.Fatalf("team B's job was not published as a job of its own: %s", line)
+	}
+	start(t, "worker", workerEnv(ns.ClientURL(), env...))
+	if code := b.wait(); code != 0 {
+		t.Fatalf("team B: exit %d: %s", code, b.output())
+	}
+	wantResult(t, readResults(t, outB)["1"], "teamB", "orders of Bearer token-B")
+
+	outA := filepath.Join(dir, "a.again")
+	code, _, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--wait", "--out", outA, files["A"])
+	if code != 0 || !strings.Contains(stderr, "1 completed by an earlier run and not sent again") {
+		t.Errorf("team A's file again: exit %d: %s", code, stderr)
+	}
+	wantResult(t, readResults(t, outA)["1"], "teamA", "orders of Bearer token-A")
+	mu.Lock()
+	defer mu.Unlock()
+	if sent != 2 {
+		t.Errorf("target answered %d requests; want 2 (one per team)", sent)
+	}
+}

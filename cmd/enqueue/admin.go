@@ -66,6 +66,7 @@ func (a *admin) parse(args []string) ([]string, error) {
 	}
 	a.names = queue.NewNames(a.cfg.SubjectPrefix)
 	a.names.SecretHeaders = a.cfg.SecretHeaders() // a re-drive's message id holds the job's identity
+	a.names.IdentityKey = []byte(a.cfg.IdentityKey)
 	return pos, nil
 }
 

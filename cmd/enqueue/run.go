@@ -162,7 +162,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	sum, err := enqueue.Run(ctx, enqueue.Options{
 		Inputs: ins, Batch: o.batch, Rate: o.rate, SkipInvalid: o.skipInvalid, Force: o.force, Window: o.window,
 		Wait: o.wait, OutPath: o.out, Progress: progressMode(o.quiet, stderr),
-		Names:   queue.Names{Prefix: cfg.SubjectPrefix, SecretHeaders: cfg.SecretHeaders()},
+		Names:   queue.Names{Prefix: cfg.SubjectPrefix, SecretHeaders: cfg.SecretHeaders(), IdentityKey: []byte(cfg.IdentityKey)},
 		Streams: queue.StreamConfig{Replicas: cfg.Replicas, DedupWindow: cfg.DedupWindow, ResultsMaxAge: cfg.ResultsMaxAge},
 		Connect: func() (*nats.Conn, error) {
 			nc, err := natsconn.Connect(natsURL, cfg, "jetpost-enqueue", false, log)

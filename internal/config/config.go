@@ -39,7 +39,8 @@ type Common struct {
 	ReplyPrefixes string        `split_words:"true" desc:"NATS subject prefixes (comma-separated) a job's reply_to may name, e.g. replies,acme.out; > allows any subject. Empty: reply_to is refused. $ subjects, _INBOX and this deployment's own subjects are refused whatever it says"`
 	MaxTimeout    time.Duration `split_words:"true" default:"5m" desc:"ceiling of a job's per-attempt timeout (at most 24h); a job asking for more is refused by enqueue and by workers"`
 
-	RedactHeaders string `split_words:"true" desc:"more header names (comma-separated) whose values are secrets, redacted wherever jobs are shown as Authorization, Proxy-Authorization, Cookie and Set-Cookie always are, e.g. X-Api-Key"`
+	RedactHeaders string `split_words:"true" desc:"more header names (comma-separated) whose values are secrets, redacted wherever jobs are shown as Authorization, Proxy-Authorization, Cookie and Set-Cookie always are, e.g. X-Api-Key. Job identity never hashes their values in the clear: enqueue and every worker must have the same list"`
+	IdentityKey   string `split_words:"true" desc:"secret (at least 16 bytes, e.g. openssl rand -hex 32) shared by enqueue and every worker: when set, a job's credentials (secret headers, userinfo, secret parameters) are part of its identity through an HMAC keyed with it, so the same id and request with other credentials is another job. Set it when tenants share a deployment. Empty: credentials are left out and a rotated token is the same job"`
 
 	LogLevel  string `split_words:"true" default:"info" desc:"debug, info, warn or error"`
 	LogFormat string `split_words:"true" default:"auto" desc:"json, console, or auto (console on a terminal, json otherwise)"`
@@ -166,6 +167,9 @@ func (c *Common) Validate() error {
 	}
 	if _, err := c.Policy(); err != nil {
 		errs = append(errs, err)
+	}
+	if c.IdentityKey != "" && len(c.IdentityKey) < 16 {
+		errs = append(errs, fmt.Errorf("JETPOST_IDENTITY_KEY: %d bytes is too short to keep credentials from being guessed; use at least 16 (e.g. openssl rand -hex 32)", len(c.IdentityKey)))
 	}
 	switch c.LogLevel {
 	case "debug", "info", "warn", "error":

@@ -18,6 +18,8 @@ type Input struct {
 	// SecretHeaders are left out of derived ids and fingerprints, as
 	// queue.Names.SecretHeaders (Run sets them from Options.Names).
 	SecretHeaders []string
+	// IdentityKey is queue.Names.IdentityKey (job.Fingerprint).
+	IdentityKey []byte
 	// Policy is what the deployment lets a job ask for (reply_to, timeout):
 	// a line asking more is invalid, FILE:LINE, as workers would refuse it.
 	Policy job.Policy
@@ -225,7 +227,7 @@ func Prepare(ins []*Input, setup func(*job.Job)) (*Validation, error) {
 			err := in.EachAt(func(j *job.Job, line int) error {
 				// Hashed here, on the decoding goroutine: the encoder
 				// is the busier one.
-				fp := j.Fingerprint(in.SecretHeaders)
+				fp := j.Fingerprint(in.SecretHeaders, in.IdentityKey)
 				if err := across.claim(j.ID, fp, file); err != nil {
 					bad(&job.LineError{File: file, Line: line, Err: err})
 					return nil

@@ -83,6 +83,7 @@ func prepareRun(o Options, start time.Time) (*Validation, time.Duration, error) 
 	enqueuedAt := start.UTC()
 	for _, in := range o.Inputs {
 		in.SecretHeaders = o.Names.SecretHeaders
+		in.IdentityKey = o.Names.IdentityKey
 	}
 	v, err := Prepare(o.Inputs, func(j *job.Job) {
 		j.Batch = o.Batch

@@ -95,7 +95,7 @@ func TestDeadLetterOf(t *testing.T) {
 		Headers: map[string]string{"Authorization": "Bearer s3cret"}, Data: []byte(`{"a":1}`),
 		Callback: "https://hooks.example.com/cb", Source: "f.jsonl:2"}
 	msg, _ := job.Encode(j)
-	fp := j.Fingerprint(nil)
+	fp := j.Fingerprint(nil, nil)
 	jobDedup := "b/j1/" + fp.String()
 	failedCB := &job.CallbackResult{Status: 503, Attempts: 3, Error: "503 Service Unavailable"}
 	tests := []struct {

@@ -129,5 +129,5 @@ func TestDoneMarkerSaysWhetherAnythingWasSent(t *testing.T) {
 
 // fpOf is a made-up request fingerprint for test job i.
 func fpOf(i int) job.Fingerprint {
-	return (&job.Job{Method: "GET", URL: fmt.Sprintf("https://example.com/%d", i)}).Fingerprint(nil)
+	return (&job.Job{Method: "GET", URL: fmt.Sprintf("https://example.com/%d", i)}).Fingerprint(nil, nil)
 }

@@ -17,6 +17,10 @@ type Names struct {
 	// Like Prefix, enqueue and every worker must agree on them: the keys
 	// of completion markers and the de-duplication ids depend on them.
 	SecretHeaders []string
+	// IdentityKey (JETPOST_IDENTITY_KEY), when set, makes credentials part
+	// of a job's identity through a keyed digest (job.Fingerprint); enqueue
+	// and every worker must share it too.
+	IdentityKey []byte
 }
 
 // NewNames returns the names for prefix ("jetpost" by default).
@@ -80,7 +84,9 @@ func (n Names) doneDirectGet(apiPrefix string) string {
 
 // Fingerprint is the fingerprint of j's request, as every part of one
 // deployment computes it.
-func (n Names) Fingerprint(j *job.Job) job.Fingerprint { return j.Fingerprint(n.SecretHeaders) }
+func (n Names) Fingerprint(j *job.Job) job.Fingerprint {
+	return j.Fingerprint(n.SecretHeaders, n.IdentityKey)
+}
 
 // DoneKey is the key of j's completion marker.
 func (n Names) DoneKey(j *job.Job) DoneKey { return DoneKeyOf(j.ID, n.Fingerprint(j)) }

@@ -1,6 +1,7 @@
 package job
 
 import (
+	"crypto/hmac"
 	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
@@ -11,10 +12,10 @@ import (
 	"strings"
 )
 
-// Fingerprint identifies the request a job sends, computed without its
-// secret material: a job's identity is its id and this fingerprint, so the
-// same id with another request is another job, and rotating a credential
-// leaves a job the one it was.
+// Fingerprint identifies the request a job sends: a job's identity is its
+// id and this fingerprint, so the same id with another request is another
+// job. Secret material enters it only through a digest keyed with the
+// deployment's identity key (JETPOST_IDENTITY_KEY), never in the clear.
 type Fingerprint [16]byte
 
 // String is the fingerprint as 32 lower-case hex digits.
@@ -25,30 +26,73 @@ func (f Fingerprint) String() string { return hex.EncodeToString(f[:]) }
 const fingerprintVersion = "jetpost-fingerprint-1"
 
 // Fingerprint hashes what the job makes a worker do: method, URL, headers,
-// body, callback and reply_to. Secrets are left out, so the fingerprint (in
-// message ids and completion markers) gives nothing away and a rotated
-// token is the same job: userinfo and secret query parameters of the URLs
-// (RedactURL) and the values of the built-in secret headers and of
-// secretHeaders (IsSecretHeader), whose presence still counts. A secret in
+// body, callback and reply_to. Secrets are not hashed in the clear, so the
+// fingerprint (in message ids and completion markers) gives nothing away:
+// userinfo and secret query parameters of the URLs (RedactURL) and the
+// values of the built-in secret headers and of secretHeaders
+// (IsSecretHeader), whose presence still counts. Without a key they are
+// left out, and a rotated token is the same job. With a key (at least 16
+// bytes, shared by enqueue and every worker) an HMAC of them is hashed
+// too: the same request with other credentials is another job, so a job
+// of one tenant can never be taken for another's, and nobody without the
+// key can test guesses of a credential against a fingerprint. A secret in
 // the path or the body is not recognised. The per-attempt timeout, the
 // batch and the run are not part of the request.
-func (j *Job) Fingerprint(secretHeaders []string) Fingerprint {
+func (j *Job) Fingerprint(secretHeaders []string, key []byte) Fingerprint {
 	// One buffer hashed once: cheaper than feeding a hash.Hash field by
 	// field (every result and marker of a worker computes it).
 	var buf [1024]byte // most jobs fit: no allocation for the buffer
 	b := buf[:0]
 	b = field(b, fingerprintVersion)
 	b = field(b, j.Method)
-	b = field(b, RedactURL(j.URL))
+	u, cb := RedactURL(j.URL), RedactURL(j.Callback)
+	b = field(b, u)
 	b = headerFields(b, j.Headers, secretHeaders)
 	body, ctype := j.Body()
 	b = binary.AppendUvarint(b, uint64(len(body)))
 	b = append(b, body...)
 	b = field(b, ctype)
-	b = field(b, RedactURL(j.Callback))
+	b = field(b, cb)
 	b = field(b, j.ReplyTo)
+	if len(key) > 0 && (u != j.URL || cb != j.Callback || hasSecretHeader(j.Headers, secretHeaders)) {
+		b = append(b, j.credentialDigest(secretHeaders, key)...)
+	}
 	sum := sha256.Sum256(b)
 	return Fingerprint(sum[:len(Fingerprint{})])
+}
+
+// credentialDigest is an HMAC, under the deployment's identity key, of a
+// job's secret material: its URLs whole (userinfo and secret parameters
+// are in them) and its secret headers, sorted by name.
+func (j *Job) credentialDigest(secretHeaders []string, key []byte) []byte {
+	mac := hmac.New(sha256.New, key)
+	var b []byte
+	b = field(b, j.URL)
+	b = field(b, j.Callback)
+	names := make([]string, 0, 4)
+	for k := range j.Headers {
+		if IsSecretHeader(k, secretHeaders) {
+			names = append(names, k)
+		}
+	}
+	slices.SortFunc(names, func(a, b string) int {
+		return strings.Compare(http.CanonicalHeaderKey(a), http.CanonicalHeaderKey(b))
+	})
+	for _, k := range names {
+		b = field(b, http.CanonicalHeaderKey(k))
+		b = field(b, j.Headers[k])
+	}
+	mac.Write(b)
+	return mac.Sum(nil)
+}
+
+func hasSecretHeader(headers map[string]string, secretHeaders []string) bool {
+	for k := range headers {
+		if IsSecretHeader(k, secretHeaders) {
+			return true
+		}
+	}
+	return false
 }
 
 // headerFields appends the headers sorted by canonical name (HTTP names

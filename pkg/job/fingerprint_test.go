@@ -91,14 +91,14 @@ func mustJob(t *testing.T, line string) *Job {
 
 func TestFingerprintSameRequest(t *testing.T) {
 	base := mustJob(t, `{"id":"1","method":"POST","url":"https://u:p@a.example/x?token=t1&q=1","headers":{"Authorization":"a","X-Key":"k1","Accept":"x"},"data":{"n":1},"callback":"https://cb.example/?sig=1","reply_to":"r.1","timeout":"5s"}`)
-	want := base.Fingerprint([]string{"X-Key"})
+	want := base.Fingerprint([]string{"X-Key"}, nil)
 	for _, same := range []string{
 		// other secrets, header name case, field order, timeout
 		`{"timeout":"9s","id":"1","method":"POST","url":"https://v:q@a.example/x?token=t2&q=1","headers":{"authorization":"b","x-key":"k2","accept":"x"},"data":{"n":1},"callback":"https://cb.example/?sig=2","reply_to":"r.1"}`,
 		// another id: the fingerprint is the request's alone
 		`{"id":"2","method":"POST","url":"https://u:p@a.example/x?token=t1&q=1","headers":{"Authorization":"a","X-Key":"k1","Accept":"x"},"data":{"n":1},"callback":"https://cb.example/?sig=1","reply_to":"r.1"}`,
 	} {
-		if got := mustJob(t, same).Fingerprint([]string{"X-Key"}); got != want {
+		if got := mustJob(t, same).Fingerprint([]string{"X-Key"}, nil); got != want {
 			t.Errorf("%s: fingerprint %s, want %s", same, got, want)
 		}
 	}
@@ -120,7 +120,7 @@ func TestFingerprintOtherRequest(t *testing.T) {
 	}
 	seen := map[Fingerprint]string{}
 	for _, l := range lines {
-		f := mustJob(t, l).Fingerprint(nil)
+		f := mustJob(t, l).Fingerprint(nil, nil)
 		if prev, ok := seen[f]; ok {
 			t.Errorf("%s and %s have one fingerprint", prev, l)
 		}
@@ -133,11 +133,49 @@ func TestFingerprintOtherRequest(t *testing.T) {
 func TestFingerprintConfiguredSecret(t *testing.T) {
 	a := mustJob(t, `{"id":"1","url":"https://a.example/x","headers":{"X-Api-Key":"1"}}`)
 	b := mustJob(t, `{"id":"1","url":"https://a.example/x","headers":{"X-Api-Key":"2"}}`)
-	if a.Fingerprint(nil) == b.Fingerprint(nil) {
+	if a.Fingerprint(nil, nil) == b.Fingerprint(nil, nil) {
 		t.Error("X-Api-Key is not secret unless configured: the fingerprints should differ")
 	}
-	if a.Fingerprint([]string{"x-api-key"}) != b.Fingerprint([]string{"x-api-key"}) {
+	if a.Fingerprint([]string{"x-api-key"}, nil) != b.Fingerprint([]string{"x-api-key"}, nil) {
 		t.Error("a configured secret header changed the fingerprint")
+	}
+}
+
+// With an identity key, credentials are part of the identity through a
+// keyed digest: each credential of the same request (header, userinfo,
+// secret parameter) makes another fingerprint, another key makes other
+// fingerprints, and a request with no secret keeps the fingerprint it has
+// without a key, so setting the key leaves those jobs the same.
+func TestFingerprintKeyedCredentials(t *testing.T) {
+	key, other := []byte("0123456789abcdef"), []byte("fedcba9876543210")
+	secret := []string{"X-Key"}
+	lines := []string{
+		`{"id":"1","url":"https://a.example/x","headers":{"Authorization":"Bearer A"}}`,
+		`{"id":"1","url":"https://a.example/x","headers":{"Authorization":"Bearer B"}}`,
+		`{"id":"1","url":"https://a.example/x","headers":{"Authorization":"Bearer A","X-Key":"1"}}`,
+		`{"id":"1","url":"https://a.example/x","headers":{"Authorization":"Bearer A","X-Key":"2"}}`,
+		`{"id":"1","url":"https://u:p@a.example/x","headers":{"Authorization":"Bearer A"}}`,
+		`{"id":"1","url":"https://a.example/x?token=1","headers":{"Authorization":"Bearer A"}}`,
+		`{"id":"1","url":"https://a.example/x?token=2","headers":{"Authorization":"Bearer A"}}`,
+	}
+	seen := map[Fingerprint]string{}
+	for _, l := range lines {
+		j := mustJob(t, l)
+		f := j.Fingerprint(secret, key)
+		if prev, ok := seen[f]; ok {
+			t.Errorf("%s and %s have one keyed fingerprint", prev, l)
+		}
+		seen[f] = l
+		if j.Fingerprint(secret, other) == f {
+			t.Errorf("%s: another key gave the same fingerprint", l)
+		}
+		if j.Fingerprint(secret, key) != f {
+			t.Errorf("%s: the keyed fingerprint is not stable", l)
+		}
+	}
+	plain := mustJob(t, `{"id":"1","url":"https://a.example/x?q=1","headers":{"Accept":"x"}}`)
+	if plain.Fingerprint(secret, key) != plain.Fingerprint(secret, nil) {
+		t.Error("a request without secrets changed fingerprint when the key was set")
 	}
 }
 
@@ -147,6 +185,6 @@ func BenchmarkFingerprint(b *testing.B) {
 		Data:    []byte(`{"name":"item","qty":3,"tags":["a","b"]}`), Callback: "https://cb.example/hook"}
 	b.ReportAllocs()
 	for b.Loop() {
-		_ = j.Fingerprint(nil)
+		_ = j.Fingerprint(nil, nil)
 	}
 }

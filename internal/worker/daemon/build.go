@@ -156,6 +156,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
 	names := queue.NewNames(cfg.SubjectPrefix)
 	names.SecretHeaders = cfg.SecretHeaders() // job identity leaves them out, as enqueue does
+	names.IdentityKey = []byte(cfg.IdentityKey)
 	streams := queue.StreamConfig{
 		Replicas:      cfg.Replicas,
 		DedupWindow:   cfg.DedupWindow,
