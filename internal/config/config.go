@@ -83,7 +83,7 @@ type Worker struct {
 
 	HostMaxInflight     int    `split_words:"true" default:"0" desc:"requests in flight per host from one worker: the fixed limit, or the ceiling of the adaptive one; 0, or a value above JETPOST_MAX_INFLIGHT, means JETPOST_MAX_INFLIGHT"`
 	AdaptiveConcurrency bool   `split_words:"true" default:"true" desc:"learn each host's concurrency limit between 1 and JETPOST_HOST_MAX_INFLIGHT: grow while answers succeed at a steady latency, shrink on 429, 503, timeouts and rising latency; false keeps it fixed at JETPOST_HOST_MAX_INFLIGHT"`
-	RateLimits          string `split_words:"true" desc:"fleet-wide request rates per host, shared by every worker through NATS: HOST[:PORT]=N/s[:BURST], comma-separated; *.DOMAIN matches subdomains, e.g. api.example.com=100/s:20,*.example.org=10/s"`
+	RateLimits          string `split_words:"true" desc:"fleet-wide request rates per host, shared by every worker through NATS: HOST[:PORT]=N/s[:BURST] (or N/m, N/h, N/d; at least 1/d, a burst earned back within a day), comma-separated; *.DOMAIN matches subdomains, e.g. api.example.com=100/s:20,*.example.org=10/s"`
 
 	ShutdownTimeout time.Duration `split_words:"true" default:"30s" desc:"on SIGTERM, how long requests in flight may finish before they are cancelled and handed back"`
 }

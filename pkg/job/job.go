@@ -157,6 +157,9 @@ const (
 	MaxHeaderLen = 16 << 10 // name + value of one header
 	MaxBatchLen  = 64
 	MaxRate      = 1000000 // requests per second of a per-batch rate
+	// MinRate is the slowest per-batch rate, one request a day: the
+	// limiters keep no state longer (hostlimit.MinRate).
+	MinRate = 1.0 / (24 * 60 * 60)
 )
 
 // Validate reports the first reason the job cannot be sent. It is used for
@@ -208,8 +211,8 @@ func (j *Job) Validate() error {
 	if j.Timeout < 0 {
 		return errors.New("timeout is negative")
 	}
-	if !(j.Rate >= 0 && j.Rate <= MaxRate) { // also refuses NaN
-		return fmt.Errorf("rate %v is out of range [0, %d] requests per second", j.Rate, MaxRate)
+	if !(j.Rate == 0 || j.Rate >= MinRate && j.Rate <= MaxRate) { // also refuses NaN
+		return fmt.Errorf("rate %v is out of range: 0 (none) or 1/d (%.3g) to %d requests per second", j.Rate, MinRate, MaxRate)
 	}
 	if len(j.Data) > 0 && !json.Valid(j.Data) {
 		return errors.New("data is not valid JSON")

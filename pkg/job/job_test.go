@@ -297,3 +297,15 @@ func TestHostKey(t *testing.T) {
 		}
 	}
 }
+
+// A per-batch rate slower than the limiters can keep (a job published
+// straight onto the jobs subject can carry any number) is refused, not
+// turned into no limit or a day's pace without a word.
+func TestValidateRateBounds(t *testing.T) {
+	for rate, ok := range map[float64]bool{0: true, MinRate: true, 0.5: true, MaxRate: true, 1e-11: false, MinRate / 2: false, -1: false, MaxRate * 2: false} {
+		j := &Job{ID: "1", Method: "GET", URL: "https://a.example/", Rate: rate}
+		if err := j.Validate(); (err == nil) != ok {
+			t.Errorf("rate %v: Validate() = %v, want ok=%v", rate, err, ok)
+		}
+	}
+}
