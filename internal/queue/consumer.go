@@ -10,6 +10,8 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // ConsumerConfig bounds how much work one worker process holds.
@@ -34,6 +36,10 @@ type ConsumerConfig struct {
 	Worker string
 	// Streams is used to create the attempts bucket.
 	Streams StreamConfig
+	// Rescue tunes the rescue of deliveries lost with a consumer leader.
+	Rescue RescueConfig
+	// Now is the clock of deferral due times; nil is time.Now.
+	Now func() time.Time
 }
 
 // Consumer pulls jobs from the shared durable consumer with a bounded window
@@ -45,10 +51,14 @@ type Consumer struct {
 	log   zerolog.Logger
 	kv    jetstream.KeyValue
 
+	done  *DoneIndex
+
 	mu   sync.Mutex
 	cons jetstream.Consumer
 
 	consuming atomic.Bool
+	holds     *holdings
+	rescuing  atomic.Bool
 }
 
 // NewConsumer creates (or updates) the durable consumer and the attempts
@@ -75,7 +85,16 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.MaxAckPending > 0 && cfg.MaxAckPending < cfg.MaxInflight+cfg.Prefetch {
 		cfg.MaxAckPending = cfg.MaxInflight + cfg.Prefetch
 	}
-	c := &Consumer{js: js, names: n, cfg: cfg, log: log}
+	if cfg.Rescue.Grace <= 0 {
+		cfg.Rescue.Grace = time.Second
+	}
+	if cfg.Rescue.Census <= 0 {
+		cfg.Rescue.Census = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n)}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {
 		return nil, err
@@ -109,6 +128,8 @@ func (c *Consumer) ensureConsumer(ctx context.Context) error {
 	return nil
 }
 
+func (c *Consumer) now() time.Time { return c.cfg.Now() }
+
 func (c *Consumer) consumer() jetstream.Consumer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -131,11 +152,18 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(nil)
 
+	stopCensus, err := c.answerCensus()
+	if err != nil {
+		return err
+	}
+	defer stopCensus()
+
 	window := c.cfg.MaxInflight + c.cfg.Prefetch
 	queue := make(chan *Delivery, window)
 	var outstanding atomic.Int64
 	room := make(chan struct{}, 1)
-	settled := func() {
+	settled := func(d *Delivery) {
+		c.holds.release(d.Seq, d.due)
 		outstanding.Add(-1)
 		select {
 		case room <- struct{}{}:
@@ -162,7 +190,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			// Not started: hand it back at once rather than make it wait out
 			// its ack timer.
 			c.settle(work, d, Decision{Action: HandBack})
-			settled()
+			settled(d)
 			continue
 		}
 		running.Add(1)
@@ -171,7 +199,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			// The slot bounds requests to targets; storing the result and
 			// the ack need only the broker, so they run outside it.
 			c.process(work, d, h, func() { <-slots })
-			settled()
+			settled(d)
 		}()
 	}
 	grace := time.AfterFunc(c.cfg.ShutdownTimeout, func() { cancelWork(ErrShutdownDeadline) })
@@ -189,17 +217,49 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		return
 	}
 	if d.NumDelivered > 1 {
-		rec, err := c.loadAttempts(ctx, d.Seq)
+		finished, err := c.redelivered(ctx, d)
 		if err != nil {
 			release()
 			// Without the count the budget could be overspent; try later.
-			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading attempts failed; deferring job")
+			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading a redelivered job's state failed; deferring job")
 			c.settle(ctx, d, Decision{Action: NakAfter, Delay: time.Second})
 			return
 		}
-		d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+		if finished {
+			release()
+			c.settleFinished(ctx, d)
+			return
+		}
 	}
 	dec := h(ctx, d)
 	release()
 	c.settle(ctx, d, dec)
+}
+
+// redelivered loads what earlier deliveries of d left: its attempt counts,
+// and whether it finished already (its result stored, its ack lost with a
+// server), in one round trip.
+func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool, err error) {
+	var call *DoneCall
+	if d.Job.Kind != job.KindCallback { // a callback message leaves no marker
+		call = c.done.Lookup([]DoneKey{DoneKeyOf(d.Job.ID)})
+		defer call.Cancel()
+	}
+	rec, err := c.loadAttempts(ctx, d.Seq)
+	if err != nil {
+		return false, fmt.Errorf("reading attempts: %w", err)
+	}
+	d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+	if call == nil {
+		return false, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, markerWait)
+	defer cancel()
+	m, err := call.Wait(wctx)
+	if err != nil {
+		return false, err
+	}
+	// The marker names the job message it settled: a job enqueued again
+	// is another message and is sent again.
+	return len(m) == 1 && m[0] != nil && m[0].JobSeq == d.Seq, nil
 }

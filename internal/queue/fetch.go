@@ -51,6 +51,11 @@ func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outsta
 			_ = retry.Sleep(ctx, brokerPause(failures))
 			continue
 		}
+		if failures > 0 {
+			// Pulls failed, most often because the consumer's leader was
+			// lost or changed: deliveries may have gone with it.
+			c.rescueSoon(ctx)
+		}
 		failures = 0
 		c.consuming.Store(true)
 	}
@@ -66,6 +71,7 @@ func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 		d.Seq = md.Sequence.Stream
 	}
 	d.Job, d.decodeErr = job.Decode(msg.Data())
+	c.holds.hold(d.Seq)
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d
 }
