@@ -179,6 +179,9 @@ func (c *Consumer) rescueSoon(ctx context.Context) {
 // worker at a time rescues: two would each NAK the other's rescued jobs,
 // and a job redelivered twice may be sent twice.
 func (c *Consumer) rescue(ctx context.Context) (int, error) {
+	// Within the lock's lifetime, or another worker could take it over.
+	ctx, cancel := context.WithTimeout(ctx, rescueLockTTL)
+	defer cancel()
 	unlock, err := c.lockRescue(ctx)
 	if err != nil || unlock == nil {
 		return 0, err
