@@ -50,7 +50,6 @@ type Consumer struct {
 	cfg   ConsumerConfig
 	log   zerolog.Logger
 	kv    jetstream.KeyValue
-
 	done  *DoneIndex
 
 	mu   sync.Mutex
