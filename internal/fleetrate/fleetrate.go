@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
@@ -44,9 +45,11 @@ const stateTTL = time.Hour
 const maxTries = 16
 
 // Store is hostlimit.Buckets in a JetStream key-value bucket, shared by
-// every worker of a fleet. It is safe for concurrent use.
+// every worker of a fleet. It is safe for concurrent use. While the bucket
+// cannot be set up, Update fails and rate-limited hosts get nothing (see
+// the package comment); the bucket is retried in the background (Run).
 type Store struct {
-	kv jetstream.KeyValue
+	aux *queue.AuxBucket
 
 	// last caches the entries this process wrote: under little contention
 	// the next lease is one Update round trip instead of Get and Update. A
@@ -61,20 +64,31 @@ type entry struct {
 	rev   uint64
 }
 
-// Open creates (or reuses) the bucket. Replicas follows the streams'.
-func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// BucketConfig is the rate bucket's shape; replicas follow the streams'.
+func BucketConfig(bucket string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "jetpost: state of the fleet-wide rate limits per host (GCRA theoretical arrival times)",
 		History:     1,
 		TTL:         stateTTL,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    max(1, replicas),
-	})
-	if err != nil {
+	}
+}
+
+// NewStore returns the store on the bucket of BucketConfig; the caller
+// sets it up (TryOnce) and runs its retries (Run).
+func NewStore(aux *queue.AuxBucket) *Store {
+	return &Store{aux: aux, last: map[string]entry{}}
+}
+
+// Open sets the bucket up once and returns its store; an error if it
+// cannot (a worker uses NewStore, which does without it meanwhile).
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
+	aux := queue.NewAuxBucket(js, BucketConfig(bucket), queue.AuxOptions{Replicas: replicas, Log: zerolog.Nop()})
+	if err := aux.TryOnce(ctx); err != nil {
 		return nil, fmt.Errorf("rate limit bucket %s: %w", bucket, err)
 	}
-	return &Store{kv: kv, last: map[string]entry{}}, nil
+	return NewStore(aux), nil
 }
 
 var _ hostlimit.Buckets = (*Store)(nil)
@@ -82,12 +96,16 @@ var _ hostlimit.Buckets = (*Store)(nil)
 // Update implements hostlimit.Buckets with compare-and-swap on the key's
 // revision.
 func (s *Store) Update(ctx context.Context, key string, fn func(cur []byte) ([]byte, error)) error {
+	kv, err := s.aux.KV()
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	e, known := s.last[key]
 	s.mu.Unlock()
 	for try := 0; try < maxTries; try++ {
 		if !known {
-			got, err := s.kv.Get(ctx, key)
+			got, err := kv.Get(ctx, key)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				e = entry{}
@@ -105,9 +123,9 @@ func (s *Store) Update(ctx context.Context, key string, fn func(cur []byte) ([]b
 		}
 		var rev uint64
 		if e.rev == 0 {
-			rev, err = s.kv.Create(ctx, key, next)
+			rev, err = kv.Create(ctx, key, next)
 		} else {
-			rev, err = s.kv.Update(ctx, key, next, e.rev)
+			rev, err = kv.Update(ctx, key, next, e.rev)
 		}
 		if err == nil {
 			s.mu.Lock()
