@@ -93,21 +93,26 @@ type batchRun struct {
 	enq       *proc
 }
 
-// runBatch runs clusterJobs jobs through p (3 workers) and enqueue --wait
-// under batch, calls fail once a third of the results are stored (if
-// set), and checks the outcome: exactly one result per job, and no
-// request sent twice.
-func (c *cluster) runBatch(p *pool, batch string, fail func()) batchRun {
+// runBatch runs clusterJobs jobs through 3 workers of p and enqueue --wait
+// under batch: one worker lays the streams and buckets out, prepare (if
+// set) runs, two more workers start and the batch is enqueued; fail (if
+// set) runs once a third of the results are stored. It checks the outcome:
+// exactly one result per job, and no request sent twice.
+func (c *cluster) runBatch(p *pool, batch string, prepare, fail func()) batchRun {
 	c.t.Helper()
 	tg, tURL := chaosTarget(c.t)
-	enq, out, began := p.startBatch(3, c.deadline, clusterJobs, tURL, batch, c.enqueueEnv())
+	p.spawn().waitLineUntil("consuming jobs", c.deadline)
+	if prepare != nil {
+		prepare()
+	}
+	enq, out, began := p.startBatch(2, c.deadline, clusterJobs, tURL, batch, c.enqueueEnv())
 	r := batchRun{workers: p, enq: enq}
 	var lost time.Time
 	if fail != nil {
 		c.o.until(c.deadline, batch, "a third of the results", func() bool { return c.o.stored(batch) >= clusterJobs/3 })
 		r.before = c.o.stored(batch)
-		fail()
 		lost = time.Now()
+		fail()
 	}
 	if code := exitCode(c.t, enq, c.deadline, func() string { return c.o.state(batch) }); code != 0 {
 		c.t.Fatalf("enqueue exit %d\n%s\n%s", code, enq.output(), c.o.state(batch))
@@ -133,7 +138,7 @@ func baseline(t *testing.T, deadline time.Time) time.Duration {
 	var took time.Duration
 	t.Run("baseline", func(t *testing.T) {
 		c := startCluster(t, deadline)
-		took = c.runBatch(c.pool(), "baseline", nil).elapsed
+		took = c.runBatch(c.pool(), "baseline", nil, nil).elapsed
 	})
 	return took
 }
@@ -145,22 +150,32 @@ func (c *cluster) report(what string, r batchRun, base time.Duration) {
 	c.t.Logf("%d jobs, 3 workers, 3 nodes, R3, ACK_WAIT %s: %s after %d results; batch %.1fs (%.1fs after the loss) against %.1fs without a failure; %s",
 		clusterJobs, clusterAckWait, what, r.before, r.elapsed.Seconds(), r.recovered.Seconds(), base.Seconds(), lastLine(r.enq.output()))
 	c.t.Logf("worker warnings: %v; enqueue warnings: %v; failover: %v", warnings(r.workers.all...), warnings(r.enq),
-		said(r.workers.all, "rescued deliveries", "census after", "its stored result settles"))
+		said(r.workers.all, "rescued deliveries", "its stored result settles"))
+	for _, l := range lines(r.workers.all, "census after") {
+		c.t.Log(l)
+	}
 }
 
 // said counts the processes' log lines that contain each of texts.
 func said(ps []*proc, texts ...string) map[string]int {
 	m := map[string]int{}
+	for _, s := range texts {
+		m[s] = len(lines(ps, s))
+	}
+	return m
+}
+
+// lines returns the processes' log lines that contain text.
+func lines(ps []*proc, text string) []string {
+	var out []string
 	for _, p := range ps {
 		for _, l := range strings.Split(p.output(), "\n") {
-			for _, s := range texts {
-				if strings.Contains(l, s) {
-					m[s]++
-				}
+			if strings.Contains(l, text) {
+				out = append(out, l)
 			}
 		}
 	}
-	return m
+	return out
 }
 
 // leaders names the node leading each stream and bucket, and the shared
@@ -223,6 +238,28 @@ func (c *cluster) moveLeader(asset, node string) {
 	})
 }
 
+// busiestNode is the node leading the most streams, buckets and the
+// consumer, the meta leader's role counted too; it returns how many it
+// leads and every asset's leader.
+func (c *cluster) busiestNode() (string, int, map[string]string) {
+	c.t.Helper()
+	m := c.leadersUntil("its leaders")
+	led := map[string]int{}
+	for _, l := range m {
+		led[l]++
+	}
+	var victim string
+	for _, s := range c.servers {
+		if s.JetStreamIsLeader() {
+			led[s.Name()]++
+		}
+		if victim == "" || led[s.Name()] > led[victim] {
+			victim = s.Name()
+		}
+	}
+	return victim, led[victim], m
+}
+
 // buckets lists the KV buckets' streams among assets.
 func buckets(assets map[string]string) []string {
 	var b []string
@@ -263,8 +300,7 @@ func TestClusterJobsLeaderLoss(t *testing.T) {
 		victim = c.leadersUntil("its leaders")["JETPOST_JOBS"]
 		// The worst case: the consumer's leader goes with the stream's.
 		c.moveLeader("consumer workers", victim)
-		c.stop(victim)
-	})
+	}, func() { c.stop(victim) })
 	after := c.checkLedBySurvivors(victim)
 	c.report(fmt.Sprintf("stopped %s, leader of the jobs stream and its consumer (leaders after: %v)", victim, after), r, base)
 }
@@ -293,8 +329,7 @@ func TestClusterBucketLeadersLoss(t *testing.T) {
 		for _, b := range moved {
 			c.moveLeader(b, victim)
 		}
-		c.stop(victim)
-	})
+	}, func() { c.stop(victim) })
 	if len(moved) < 4 {
 		t.Errorf("only %d buckets on the cluster (%v); want attempts, done, breakers, host limits, rates", len(moved), moved)
 	}
@@ -316,24 +351,8 @@ func TestClusterWorkersStartWhileNodeDown(t *testing.T) {
 	setup := c.pool().spawn()
 	setup.waitLineUntil("consuming jobs", deadline)
 	setup.kill()
-	// The node leading the most, the meta leader's role included.
-	m := c.leadersUntil("its leaders")
-	led := map[string]int{}
-	for _, l := range m {
-		led[l]++
-	}
-	for _, s := range c.servers {
-		if s.JetStreamIsLeader() {
-			led[s.Name()]++
-		}
-	}
-	var victim string
-	for _, s := range c.servers {
-		if victim == "" || led[s.Name()] > led[victim] {
-			victim = s.Name()
-		}
-	}
+	victim, led, m := c.busiestNode()
 	c.stop(victim)
-	r := c.runBatch(c.pool(), "nodedown", nil)
-	c.report(fmt.Sprintf("workers started while %s was down (it led %d of %d assets: %v)", victim, led[victim], len(m), m), r, base)
+	r := c.runBatch(c.pool(), "nodedown", nil, nil)
+	c.report(fmt.Sprintf("workers started while %s was down (it led %d of %d assets: %v)", victim, led, len(m), m), r, base)
 }
