@@ -58,6 +58,10 @@ type Consumer struct {
 	consuming atomic.Bool
 	holds     *holdings
 	rescuing  atomic.Bool
+	// life is Run's context, which rescues started from any path share;
+	// Run waits for them before it returns.
+	life    context.Context
+	rescues sync.WaitGroup
 }
 
 // NewConsumer creates (or updates) the durable consumer and the attempts
@@ -156,6 +160,8 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 		return err
 	}
 	defer stopCensus()
+	c.life = ctx
+	defer c.rescues.Wait()
 
 	window := c.cfg.MaxInflight + c.cfg.Prefetch
 	queue := make(chan *Delivery, window)

@@ -27,8 +27,8 @@ import (
 // RescueConfig tunes the rescue of orphaned deliveries; zero values take
 // the defaults.
 type RescueConfig struct {
-	// Grace is the pause between pulls working again and the census, so
-	// that deliveries still on their way land first. Default 1s.
+	// Grace is the pause between reading the consumer's state and the
+	// census, so that deliveries still on their way land first. Default 1s.
 	Grace time.Duration
 	// Census is how long replies to a census are collected. Default 1s.
 	Census time.Duration
@@ -155,19 +155,19 @@ func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
 	}
 }
 
-// rescueSoon starts a rescue unless one is under way.
-func (c *Consumer) rescueSoon(ctx context.Context) {
-	if !c.rescuing.CompareAndSwap(false, true) {
+// rescueSoon starts a rescue unless one is under way or Run is not running.
+func (c *Consumer) rescueSoon() {
+	ctx := c.life
+	if ctx == nil || ctx.Err() != nil || !c.rescuing.CompareAndSwap(false, true) {
 		return
 	}
+	c.rescues.Add(1)
 	go func() {
+		defer c.rescues.Done()
 		defer c.rescuing.Store(false)
-		if retry.Sleep(ctx, c.cfg.Rescue.Grace) != nil {
-			return
-		}
 		n, err := c.rescue(ctx)
 		switch {
-		case err != nil:
+		case err != nil && ctx.Err() == nil:
 			c.log.Warn().Err(err).Msg("rescuing deliveries lost with a consumer leader failed; they come back after the ack wait")
 		case n > 0:
 			c.log.Info().Int("jobs", n).Msg("rescued deliveries lost with a consumer leader")
@@ -178,6 +178,10 @@ func (c *Consumer) rescueSoon(ctx context.Context) {
 // rescue NAKs the consumer's orphans and returns how many it found. One
 // worker at a time rescues: two would each NAK the other's rescued jobs,
 // and a job redelivered twice may be sent twice.
+//
+// Only deliveries made before the consumer's state is read are candidates,
+// and the census waits a grace period after that read: a job delivered
+// before it has reached its worker by then, unless it was lost.
 func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	// Within the lock's lifetime, or another worker could take it over.
 	ctx, cancel := context.WithTimeout(ctx, rescueLockTTL)
@@ -193,6 +197,9 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	}
 	if info.NumAckPending == 0 {
 		return 0, nil
+	}
+	if err := retry.Sleep(ctx, c.cfg.Rescue.Grace); err != nil {
+		return 0, err
 	}
 	busy, workers, err := c.census(ctx)
 	if err != nil {
@@ -214,21 +221,25 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	if orphans <= 0 {
 		return 0, nil
 	}
-	// A NAK for a sequence that is not pending (acknowledged meanwhile) is
-	// ignored by the server; the delivery sequence only has to be in the
-	// consumer's range.
+	return orphans, c.nakUnheld(ctx, from, to, info.Delivered.Consumer, busy)
+}
+
+// nakUnheld NAKs every sequence from..to that busy does not name. A NAK for
+// a sequence that is not pending (acknowledged meanwhile) is ignored by the
+// server; the delivery sequence only has to be in the consumer's range.
+func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy map[uint64]bool) error {
 	nc := c.js.Conn()
 	prefix := "$JS.ACK." + c.names.JobsStream() + "." + c.names.Consumer() + ".1."
-	dseq := "." + strconv.FormatUint(info.Delivered.Consumer, 10) + ".0.0"
+	suffix := "." + strconv.FormatUint(dseq, 10) + ".0.0"
 	for seq := from; seq <= to; seq++ {
 		if busy[seq] {
 			continue
 		}
-		if err := nc.Publish(prefix+strconv.FormatUint(seq, 10)+dseq, []byte("-NAK")); err != nil {
-			return 0, err
+		if err := nc.Publish(prefix+strconv.FormatUint(seq, 10)+suffix, []byte("-NAK")); err != nil {
+			return err
 		}
 	}
-	return orphans, nc.FlushWithContext(ctx)
+	return nc.FlushWithContext(ctx)
 }
 
 // lockRescue takes the fleet's rescue lock in the attempts bucket, or

@@ -267,6 +267,9 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 		Pause:  brokerPause,
 		OnRetry: func(err error, try int) {
 			c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("ack not confirmed; retrying")
+			// Most often the consumer's leader was lost: deliveries may
+			// have gone with it.
+			c.rescueSoon()
 		},
 	}, func(ctx context.Context) error {
 		if err := d.msg.DoubleAck(ctx); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
