@@ -58,6 +58,8 @@ type Consumer struct {
 	consuming atomic.Bool
 	holds     *holdings
 	rescuing  atomic.Bool
+	// rescueAgain asks the rescue under way to run once more.
+	rescueAgain atomic.Bool
 	// life is Run's context, which rescues started from any path share;
 	// Run waits for them before it returns.
 	life    context.Context

@@ -44,6 +44,9 @@ const (
 	// attempt counts are keyed by number, so it cannot collide.
 	rescueLockKey = "rescue-lock"
 	rescueLockTTL = 30 * time.Second
+	// rescueTries is how often a failing rescue is tried before it is
+	// reported; it is tried until the worker stops.
+	rescueTries = 10
 )
 
 // censusSubject is where workers answer which jobs they hold (core NATS,
@@ -155,27 +158,51 @@ func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
 	}
 }
 
-// rescueSoon starts a rescue unless one is under way or Run is not running.
+// rescueSoon starts a rescue unless Run is not running. A call while one is
+// under way makes it run once more when done: the sign may be of a later
+// leader change than the one it is rescuing from.
 func (c *Consumer) rescueSoon() {
 	ctx := c.life
-	if ctx == nil || ctx.Err() != nil || !c.rescuing.CompareAndSwap(false, true) {
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	c.rescueAgain.Store(true)
+	if !c.rescuing.CompareAndSwap(false, true) {
 		return
 	}
 	c.rescues.Add(1)
 	go func() {
 		defer c.rescues.Done()
 		defer c.rescuing.Store(false)
-		n, err := c.rescue(ctx)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			c.log.Warn().Err(err).Msg("rescuing deliveries lost with a consumer leader failed; they come back after the ack wait")
-		case n > 0:
-			c.log.Info().Int("jobs", n).Msg("rescued deliveries lost with a consumer leader")
+		for c.rescueAgain.Swap(false) && ctx.Err() == nil {
+			c.rescueRetrying(ctx)
 		}
 	}()
 }
 
-// rescue NAKs the consumer's orphans and returns how many it found. One
+// rescueRetrying runs a rescue, trying again while the cluster is still
+// electing leaders.
+func (c *Consumer) rescueRetrying(ctx context.Context) {
+	var n int
+	err := retry.Do(ctx, retry.Policy{
+		PerTry: rescueLockTTL,
+		Pause:  brokerPause,
+		OnRetry: func(err error, try int) {
+			if try == rescueTries {
+				c.log.Warn().Err(err).Msg("rescuing deliveries lost with a consumer leader failed; they come back after the ack wait")
+			}
+		},
+	}, func(ctx context.Context) (err error) {
+		n, err = c.rescue(ctx)
+		return err
+	})
+	if err == nil && n > 0 {
+		c.log.Info().Int("naks", n).Msg("NAKed the jobs no worker holds, lost with a consumer leader")
+	}
+}
+
+// rescue NAKs the consumer's orphans and returns how many NAKs it sent
+// (acknowledged jobs among them are ignored by the server). One
 // worker at a time rescues: two would each NAK the other's rescued jobs,
 // and a job redelivered twice may be sent twice.
 //
@@ -191,7 +218,9 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer unlock()
-	info, err := c.consumer().Info(ctx)
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	info, err := c.consumer().Info(ictx)
+	icancel()
 	if err != nil {
 		return 0, fmt.Errorf("consumer info: %w", err)
 	}
@@ -221,14 +250,15 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	if orphans <= 0 {
 		return 0, nil
 	}
-	return orphans, c.nakUnheld(ctx, from, to, info.Delivered.Consumer, busy)
+	return c.nakUnheld(ctx, from, to, info.Delivered.Consumer, busy)
 }
 
 // nakUnheld NAKs every sequence from..to that busy does not name. A NAK for
 // a sequence that is not pending (acknowledged meanwhile) is ignored by the
 // server; the delivery sequence only has to be in the consumer's range.
-func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy map[uint64]bool) error {
+func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy map[uint64]bool) (int, error) {
 	nc := c.js.Conn()
+	n := 0
 	prefix := "$JS.ACK." + c.names.JobsStream() + "." + c.names.Consumer() + ".1."
 	suffix := "." + strconv.FormatUint(dseq, 10) + ".0.0"
 	for seq := from; seq <= to; seq++ {
@@ -236,10 +266,11 @@ func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy ma
 			continue
 		}
 		if err := nc.Publish(prefix+strconv.FormatUint(seq, 10)+suffix, []byte("-NAK")); err != nil {
-			return err
+			return n, err
 		}
+		n++
 	}
-	return nc.FlushWithContext(ctx)
+	return n, nc.FlushWithContext(ctx)
 }
 
 // lockRescue takes the fleet's rescue lock in the attempts bucket, or
