@@ -35,6 +35,7 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		d.due = c.now().Add(dec.Delay)
 	case HandBack:
 		err = d.msg.Nak()
+		d.due = c.now() // on its way to another worker: no rescue may NAK it again
 	}
 	if err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
