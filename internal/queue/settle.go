@@ -63,14 +63,11 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 	// The marker was published before the ack's round trip, so its answer
 	// is in by now: checking costs no wait and no goroutine.
 	if merr := c.awaitMarker(ctx, marker); merr != nil {
-		if err == nil {
-			c.deliveryEvent(c.log.Warn(), d).Err(merr).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
-			return nil
-		}
-		// The job comes back, and only its marker can tell the redelivery
-		// that it is done: store it, however long that takes.
+		// Lost with a server that stopped, most often. Without it, the
+		// redelivery of a job whose ack was lost too, or the job enqueued
+		// again after the dedup window, would be sent again.
 		if merr = c.storeMarkerDurable(ctx, d, marker); merr != nil {
-			c.deliveryEvent(c.log.Error(), d).Err(merr).Msg("neither the ack nor the completion marker is stored; the job will be sent again")
+			c.deliveryEvent(c.log.Warn(), d).Err(merr).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
 		}
 	}
 	return err
