@@ -54,9 +54,22 @@
 // redeliveries and written only on retries and turn-aways, so the happy
 // path pays nothing for it.
 //
+// Losing a cluster node (rescue.go, settle.go): acks are confirmed with
+// short tries that reach the consumer's next leader, and given up after a
+// minute; a redelivery whose completion marker names its job message (an
+// ack lost with a server) is acked from the stored result, never sent
+// again. A consumer leader that dies or steps down loses the deliveries it
+// had agreed on with its followers but not sent; its successor would hold
+// them until their ack wait. On any sign of that (a pull the server never
+// ended, a failed pull, an unconfirmed ack) one worker at a time (a lock in
+// the attempts bucket) reads the consumer's state, waits a grace period,
+// asks every worker which jobs it holds or has deferred (a core NATS
+// request on <prefix>.fleet.held) and NAKs the other pending ones, which
+// come back at once.
+//
 // Files, one concept each: names.go, setup.go, payload.go, retry.go;
 // the worker side: handler.go (the contract), consumer.go (Run), fetch.go
-// (the fetch loop, keepalives), attempts.go, settle.go, invalid.go; enqueue's
+// (the fetch loop, keepalives), attempts.go, settle.go, rescue.go, invalid.go; enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
 // redrive.go, status.go, breakers.go.

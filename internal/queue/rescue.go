@@ -36,8 +36,13 @@ type RescueConfig struct {
 
 const (
 	// deferredMemory is how long a deferred job stays in this worker's
-	// census answers after it came due: it may be on its way back.
-	deferredMemory = 30 * time.Second
+	// census answers after it came due: it may be on its way back. Past
+	// that, one nobody holds was lost (its NAK went with a leader).
+	deferredMemory = 5 * time.Second
+	// followUp is when a rescue runs once more after a leader change, for
+	// jobs deferred just before it whose NAK was lost: they are spared
+	// until due plus deferredMemory.
+	followUp = 15 * time.Second
 	// maxRescueSpan bounds the sequences one rescue may NAK.
 	maxRescueSpan = 1 << 20
 	// rescueLockKey is the attempts bucket's key for the rescue lock;
@@ -176,6 +181,9 @@ func (c *Consumer) rescueSoon() {
 		defer c.rescuing.Store(false)
 		for c.rescueAgain.Swap(false) && ctx.Err() == nil {
 			c.rescueRetrying(ctx)
+			if !c.rescueAgain.Load() && retry.Sleep(ctx, followUp) == nil {
+				c.rescueRetrying(ctx)
+			}
 		}
 	}()
 }
@@ -214,7 +222,7 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	ctx, cancel := context.WithTimeout(ctx, rescueLockTTL)
 	defer cancel()
 	unlock, err := c.lockRescue(ctx)
-	if err != nil || unlock == nil {
+	if err != nil {
 		return 0, err
 	}
 	defer unlock()
@@ -273,9 +281,12 @@ func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy ma
 	return n, nc.FlushWithContext(ctx)
 }
 
-// lockRescue takes the fleet's rescue lock in the attempts bucket, or
-// returns a nil unlock if another worker holds it. A lock older than
-// rescueLockTTL was left by a worker that died and is taken over.
+// errRescueBusy means another worker is rescuing; this one tries again
+// after it (its census may predate this worker's sign of a leader change).
+var errRescueBusy = errors.New("another worker is rescuing")
+
+// lockRescue takes the fleet's rescue lock in the attempts bucket. A lock
+// older than rescueLockTTL was left by a worker that died and is taken over.
 func (c *Consumer) lockRescue(ctx context.Context) (func(), error) {
 	now := c.now()
 	stamp := []byte(now.UTC().Format(time.RFC3339Nano))
@@ -288,12 +299,12 @@ func (c *Consumer) lockRescue(ctx context.Context) (func(), error) {
 		return nil, err
 	default:
 		if at, perr := time.Parse(time.RFC3339Nano, string(e.Value())); perr == nil && now.Sub(at) < rescueLockTTL {
-			return nil, nil
+			return nil, errRescueBusy
 		}
 		rev, err = c.kv.Update(ctx, rescueLockKey, stamp, e.Revision())
 	}
 	if errors.Is(err, jetstream.ErrKeyExists) {
-		return nil, nil // another worker won the race
+		return nil, errRescueBusy // another worker won the race
 	}
 	if err != nil {
 		return nil, fmt.Errorf("rescue lock: %w", err)

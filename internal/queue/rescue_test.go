@@ -3,6 +3,7 @@ package queue
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"testing"
 	"time"
 
@@ -127,8 +128,8 @@ func TestRescueOneWorkerAtATime(t *testing.T) {
 	if err != nil || unlock == nil {
 		t.Fatalf("lock: %v", err)
 	}
-	if n, err := r.c.rescue(r.ctx); n != 0 || err != nil {
-		t.Fatalf("rescue under another's lock found %d (%v)", n, err)
+	if n, err := r.c.rescue(r.ctx); n != 0 || !errors.Is(err, errRescueBusy) {
+		t.Fatalf("rescue under another's lock sent %d NAKs (%v)", n, err)
 	}
 	unlock()
 	stop, err := r.c.answerCensus()

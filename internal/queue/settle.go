@@ -25,17 +25,15 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		err = c.complete(ctx, d, dec.Result)
 	case NakAfterAttempt:
 		c.recordAttempts(ctx, d, dec)
-		err = d.msg.NakWithDelay(dec.Delay)
-		d.due = c.now().Add(dec.Delay)
+		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
 		}
-		err = d.msg.NakWithDelay(dec.Delay)
-		d.due = c.now().Add(dec.Delay)
+		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
-		err = d.msg.Nak()
-		d.due = c.now() // on its way to another worker: no rescue may NAK it again
+		// On its way to another worker: no rescue may NAK it again.
+		err = c.nakDurable(ctx, d, 0)
 	}
 	if err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
@@ -274,6 +272,31 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 			return err
 		}
 		return nil
+	})
+}
+
+// nakDurable returns a job to JetStream, to come back after delay, and
+// waits for the server to confirm it, like ackDurable: a NAK lost with a
+// consumer leader would leave the job pending until its ack wait. The
+// rescue spares the job until it is due.
+func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Duration) error {
+	d.due = c.now().Add(delay)
+	body := []byte("-NAK")
+	if delay > 0 {
+		body = fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.AckWait, ackRetryLimit))
+	defer cancel()
+	return retry.Do(ctx, retry.Policy{
+		PerTry: ackTry,
+		Pause:  brokerPause,
+		OnRetry: func(err error, try int) {
+			c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("NAK not confirmed; retrying")
+			c.rescueSoon()
+		},
+	}, func(ctx context.Context) error {
+		_, err := c.js.Conn().RequestWithContext(ctx, d.msg.Reply(), body)
+		return err
 	})
 }
 
