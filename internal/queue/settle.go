@@ -32,8 +32,11 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		}
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
-		// On its way to another worker: no rescue may NAK it again.
-		err = c.nakDurable(ctx, d, 0)
+		// One short try: a shutdown does not wait on a broker that is
+		// gone (the job then comes back after its ack wait).
+		hctx, cancel := context.WithTimeout(ctx, ackTry)
+		err = c.nakDurable(hctx, d, 0)
+		cancel()
 	}
 	if err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
