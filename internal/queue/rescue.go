@@ -178,11 +178,17 @@ func (c *Consumer) rescueSoon() {
 	c.rescues.Add(1)
 	go func() {
 		defer c.rescues.Done()
-		defer c.rescuing.Store(false)
-		for c.rescueAgain.Swap(false) && ctx.Err() == nil {
-			c.rescueRetrying(ctx)
-			if !c.rescueAgain.Load() && retry.Sleep(ctx, followUp) == nil {
+		for {
+			for c.rescueAgain.Swap(false) && ctx.Err() == nil {
 				c.rescueRetrying(ctx)
+				if !c.rescueAgain.Load() && retry.Sleep(ctx, followUp) == nil {
+					c.rescueRetrying(ctx)
+				}
+			}
+			c.rescuing.Store(false)
+			// A sign that came as this loop ended found it still running.
+			if !c.rescueAgain.Load() || ctx.Err() != nil || !c.rescuing.CompareAndSwap(false, true) {
+				return
 			}
 		}
 	}()
