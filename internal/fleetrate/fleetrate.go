@@ -7,8 +7,9 @@
 //
 // # When NATS is unreachable
 //
-// A worker that cannot update the bucket sends nothing to rate-limited
-// hosts: their jobs are deferred (about a second at a time, no attempt
+// A worker that cannot update the bucket (NATS unreachable, or the bucket
+// not set up yet: it is retried in the background) sends nothing to
+// rate-limited hosts: their jobs are deferred (about a second at a time, no attempt
 // spent) until the bucket answers again. Tokens a worker already leased
 // (at most a tenth of a second's worth) lapse within a fraction of a
 // second. Hosts without a rate limit keep going as long as the worker can

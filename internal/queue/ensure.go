@@ -98,16 +98,31 @@ func ensure(ctx context.Context, js jetstream.JetStream, s store, want int, time
 		return nil, describe(s, want, err)
 	}
 	have = max(have, 1)
-	if err := call(func(ctx context.Context) error { return s.apply(ctx, have, false) }); err != nil {
-		return nil, describe(s, want, err)
-	}
-	if have >= want {
+	// One update to the shape and max(have, want) replicas: processes
+	// starting together, each with a stale view, then all move the store
+	// up, never one back down.
+	err = call(func(ctx context.Context) error { return s.apply(ctx, max(have, want), false) })
+	if err == nil {
 		return nil, nil
 	}
-	if err := call(func(ctx context.Context) error { return s.apply(ctx, want, false) }); err != nil {
-		return &ReplicaShortfall{Store: s.String(), Stream: s.stream, Have: have, Want: want, Err: err, Hint: raiseHint(s, want)}, nil
+	if have >= want {
+		return nil, describe(s, want, err)
 	}
-	return nil, nil
+	// Raising failed, or its answer was lost. Another process may have
+	// raised it meanwhile: look again rather than apply a stale count.
+	cur, _, err2 := ensureExists(js, s, want, call)
+	if err2 != nil {
+		return nil, describe(s, want, err2)
+	}
+	if cur >= want {
+		return nil, nil
+	}
+	// Too few servers up, or the store offline: keep it usable at the
+	// replicas it has, and say what to run.
+	if err2 := call(func(ctx context.Context) error { return s.apply(ctx, max(cur, 1), false) }); err2 != nil {
+		return nil, describe(s, want, err2)
+	}
+	return &ReplicaShortfall{Store: s.String(), Stream: s.stream, Have: max(cur, 1), Want: want, Err: err, Hint: raiseHint(s, want)}, nil
 }
 
 // ensureExists creates s with want replicas if it is missing, or returns

@@ -165,7 +165,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("setting up streams: creating consumer %s on %s: %w", names.Consumer(), names.JobsStream(), err)
+		return nil, fmt.Errorf("setting up streams: consumer %s on %s: %w", names.Consumer(), names.JobsStream(), err)
 	}
 	auxOpts := func(feature string) queue.AuxOptions {
 		return queue.AuxOptions{Replicas: cfg.Replicas, Pause: o.AuxPause, Feature: feature, Log: o.Log}
