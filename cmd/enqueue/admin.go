@@ -225,7 +225,7 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // runStatus shows where batches stand, which breakers are open, and each
 // worker's limits per host.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdmin("status", "[BATCH] [--json]   jobs open, results, dead letters, consumer lag, open breakers, limits per host", stderr)
+	a := newAdmin("status", "[BATCH] [--json]   jobs open, results, dead letters, consumer lag, open breakers, limits per host, replication", stderr)
 	pos, err := a.parse(args)
 	if err != nil {
 		return err
@@ -239,6 +239,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
+	o.Replication = queue.Replication(ctx, a.js, a.names, a.cfg.Replicas, 5*time.Second)
+	for _, r := range o.Replication {
+		o.Warnings = append(o.Warnings, r.Problems()...)
+	}
+	for _, w := range o.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", w)
+	}
 	// The limits are informational: without them (a permission the
 	// credentials lack, a timeout) the batches and breakers still show.
 	limits, err := hostLimits(ctx, a.js, a.names.Prefix)
@@ -246,6 +253,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintf(stderr, "warning: %v\n", err)
 	}
 	if a.asJSON {
+		// Overview carries replication and warnings too.
 		b, _ := json.Marshal(struct {
 			queue.Overview
 			HostLimits []fleetrate.WorkerLimits `json:"host_limits"`
@@ -272,7 +280,46 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		}
 		_ = tw.Flush()
 	}
-	return printHostLimits(stdout, limits)
+	if err := printHostLimits(stdout, limits); err != nil {
+		return err
+	}
+	return printReplication(stdout, o.Replication, a.cfg.Replicas)
+}
+
+// printReplication lists every stream and bucket with its replicas, leader
+// and followers, so an operator sees what a lost node would take down.
+func printReplication(w io.Writer, rs []queue.StoreReplication, want int) error {
+	fmt.Fprintf(w, "replication (JETPOST_REPLICAS=%d):\n", want)
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "  STREAM\tKIND\tREPLICAS\tLEADER\tFOLLOWERS\tSTATE")
+	for _, r := range rs {
+		reps, leader, followers := fmt.Sprint(r.Replicas), cmp.Or(r.Leader, "-"), "-"
+		var fs []string
+		for _, p := range r.Peers {
+			switch {
+			case p.Offline:
+				fs = append(fs, p.Name+" (offline)")
+			case !p.Current:
+				fs = append(fs, fmt.Sprintf("%s (lagging %d)", p.Name, p.Lag))
+			default:
+				fs = append(fs, p.Name)
+			}
+		}
+		if len(fs) > 0 {
+			followers = strings.Join(fs, ", ")
+		}
+		state := "ok"
+		switch {
+		case r.Missing:
+			reps, state = "-", "not created yet"
+		case r.Error != "":
+			reps, state = "?", clip(oneLine(r.Error), 60)
+		case len(r.Problems()) > 0:
+			state = "WARNING"
+		}
+		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", r.Stream, r.Kind, reps, leader, followers, state)
+	}
+	return tw.Flush()
 }
 
 // hostLimits reads every running worker's limits per host from the board

@@ -171,7 +171,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			}
 			return nc, nil
 		},
-		Stdout: stdout, Stderr: stderr,
+		Stdout: stdout, Stderr: stderr, Log: log,
 	})
 	var inputErr *enqueue.InputError
 	switch {

@@ -32,7 +32,7 @@ type Common struct {
 	NatsTLSKey    string `split_words:"true" desc:"PEM private key of the client certificate"`
 
 	SubjectPrefix string        `split_words:"true" default:"jetpost" desc:"first token of every subject and of the stream names, so tenants can share an account"`
-	Replicas      int           `default:"1" desc:"replicas of each stream (1, 3 or 5; 3 on a 3-node cluster)"`
+	Replicas      int           `default:"1" desc:"replicas of every stream and bucket (1 to 5; 3 on a 3-node cluster): a worker or enqueue that starts raises a store with fewer to it (never lowers one), or warns with the command to run; enqueue status warns about any below it"`
 	DedupWindow   time.Duration `split_words:"true" default:"30m" desc:"how long JetStream remembers job ids to drop re-enqueued duplicates"`
 	ResultsMaxAge time.Duration `split_words:"true" default:"168h" desc:"how long results (and dead letters) are kept"`
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/termsafe"
@@ -37,6 +38,8 @@ type Options struct {
 	Streams  queue.StreamConfig
 	// Connect dials the broker, once the input is known valid.
 	Connect func() (*nats.Conn, error)
+	// Log hears of setup retries and streams below JETPOST_REPLICAS.
+	Log zerolog.Logger
 	// Stdout receives the batch id once published (and results for
 	// OutPath "-"); Stderr input errors, progress and warnings.
 	Stdout, Stderr io.Writer
@@ -156,8 +159,10 @@ func (r *runner) open(ctx context.Context, nc *nats.Conn) error {
 	if err != nil {
 		return err
 	}
-	if err := queue.Setup(ctx, r.js, o.Names, o.Streams); err != nil {
-		return err
+	// Several enqueues and workers may start at once against a slow
+	// cluster: each try is bounded, and each failure says what is missing.
+	if err := queue.EnsureStores(ctx, r.js, o.Names, o.Streams, queue.SetupOptions{Log: o.Log}); err != nil {
+		return fmt.Errorf("setting up streams: %w", err)
 	}
 	if err := r.openDone(ctx); err != nil {
 		return err
@@ -171,7 +176,7 @@ func (r *runner) open(ctx context.Context, nc *nats.Conn) error {
 	r.stopWatch = func() {}
 	if r.col != nil {
 		r.col.OnOutcome = r.prog.Outcome
-		r.breakers, r.stopWatch = watchBreakers(ctx, r.js, o.Names, r.prog.Printf)
+		r.breakers, r.stopWatch = watchBreakers(ctx, r.js, o.Names)
 		r.prog.ShowBreakers(r.breakers)
 	}
 	return nil
@@ -316,15 +321,10 @@ func (r *runner) wait(ctx context.Context, rep *PublishReport, err error) (*Summ
 }
 
 // watchBreakers follows the workers' breaker board for progress and the
-// summary until stop is called; nil (and a no-op stop) if the board cannot
-// be opened, which only costs the information, with a warning.
-func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Names, warnf func(string, ...any)) (w *BreakerWatch, stop func()) {
-	board, err := queue.OpenBreakerBoard(ctx, js, names, 0)
-	if err != nil {
-		warnf("warning: the workers' breaker board cannot be read (%v); open breakers are not shown\n", err)
-		return nil, func() {}
-	}
-	w = NewBreakerWatch(board, 2*time.Second)
+// summary until stop is called. The board is the workers' to create: until
+// one has, it lists nothing.
+func watchBreakers(ctx context.Context, js jetstream.JetStream, names queue.Names) (w *BreakerWatch, stop func()) {
+	w = NewBreakerWatch(queue.ReadBreakerBoard(js, names), 2*time.Second)
 	wctx, cancel := context.WithCancel(ctx)
 	done := make(chan struct{})
 	go func() { defer close(done); w.Run(wctx) }()

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
@@ -38,28 +39,37 @@ type WorkerLimits struct {
 
 // Board shares every worker's per-host limits through a key-value bucket,
 // one entry per worker, so one command can show the whole fleet's limits
-// without scraping each worker.
+// without scraping each worker. It is informational: while its bucket is
+// missing, posts fail quietly and the bucket is retried in the background.
 type Board struct {
-	kv         jetstream.KeyValue
+	kv         func() (jetstream.KeyValue, error)
 	maxPayload func() int64 // the server's, as announced on connect
 	peers      atomic.Int64 // workers on the board at the last look
 }
 
-// OpenBoard creates (or reuses) the board's bucket.
-func OpenBoard(ctx context.Context, js jetstream.JetStream, prefix string, replicas int) (*Board, error) {
-	name := LimitsBucket(prefix)
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
-		Bucket:      name,
+// BoardConfig is the board bucket's shape; replicas follow the streams'.
+func BoardConfig(prefix string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
+		Bucket:      LimitsBucket(prefix),
 		Description: "jetpost: each worker's concurrency limit and rate limit per host",
 		History:     1,
 		TTL:         boardTTL,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    max(1, replicas),
-	})
-	if err != nil {
-		return nil, fmt.Errorf("host limits bucket %s: %w", name, err)
 	}
-	return &Board{kv: kv, maxPayload: js.Conn().MaxPayload}, nil
+}
+
+// NewBoard returns the board on the bucket of BoardConfig.
+func NewBoard(js jetstream.JetStream, aux *queue.AuxBucket) *Board {
+	return &Board{kv: aux.KV, maxPayload: js.Conn().MaxPayload}
+}
+
+// OpenBoard sets the board's bucket up once and returns the board.
+func OpenBoard(ctx context.Context, js jetstream.JetStream, prefix string, replicas int) (*Board, error) {
+	aux := queue.NewAuxBucket(js, BoardConfig(prefix), queue.AuxOptions{Replicas: replicas, Log: zerolog.Nop()})
+	if err := aux.TryOnce(ctx); err != nil {
+		return nil, fmt.Errorf("host limits bucket %s: %w", aux.Name(), err)
+	}
+	return NewBoard(js, aux), nil
 }
 
 // OpenBoardReadOnly binds to the board if it exists, for readers such as
@@ -69,7 +79,7 @@ func OpenBoardReadOnly(ctx context.Context, js jetstream.JetStream, prefix strin
 	if err != nil {
 		return nil, err
 	}
-	return &Board{kv: kv, maxPayload: js.Conn().MaxPayload}, nil
+	return &Board{kv: func() (jetstream.KeyValue, error) { return kv, nil }, maxPayload: js.Conn().MaxPayload}, nil
 }
 
 // Post replaces worker's report with hosts: the busiest MaxBoardHosts, and
@@ -88,14 +98,22 @@ func (b *Board) Post(ctx context.Context, worker string, hosts []hostlimit.HostS
 			hosts = hosts[:len(hosts)/2]
 			continue
 		}
-		_, err = b.kv.Put(ctx, boardKey(worker), data)
+		kv, err := b.kv()
+		if err != nil {
+			return err
+		}
+		_, err = kv.Put(ctx, boardKey(worker), data)
 		return err
 	}
 }
 
 // Withdraw removes worker's report.
 func (b *Board) Withdraw(ctx context.Context, worker string) error {
-	err := b.kv.Delete(ctx, boardKey(worker))
+	kv, err := b.kv()
+	if err != nil {
+		return nil // never posted
+	}
+	err = kv.Delete(ctx, boardKey(worker))
 	if errors.Is(err, jetstream.ErrKeyNotFound) {
 		return nil
 	}
@@ -104,14 +122,18 @@ func (b *Board) Withdraw(ctx context.Context, worker string) error {
 
 // List returns every live report, by worker.
 func (b *Board) List(ctx context.Context) ([]WorkerLimits, error) {
-	lister, err := b.kv.ListKeys(ctx)
+	kv, err := b.kv()
+	if err != nil {
+		return nil, err
+	}
+	lister, err := kv.ListKeys(ctx)
 	if err != nil {
 		return nil, err
 	}
 	defer func() { _ = lister.Stop() }()
 	var out []WorkerLimits
 	for key := range lister.Keys() {
-		e, err := b.kv.Get(ctx, key)
+		e, err := kv.Get(ctx, key)
 		if errors.Is(err, jetstream.ErrKeyNotFound) {
 			continue
 		}

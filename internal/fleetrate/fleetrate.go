@@ -7,8 +7,9 @@
 //
 // # When NATS is unreachable
 //
-// A worker that cannot update the bucket sends nothing to rate-limited
-// hosts: their jobs are deferred (about a second at a time, no attempt
+// A worker that cannot update the bucket (NATS unreachable, or the bucket
+// not set up yet: it is retried in the background) sends nothing to
+// rate-limited hosts: their jobs are deferred (about a second at a time, no attempt
 // spent) until the bucket answers again. Tokens a worker already leased
 // (at most a tenth of a second's worth) lapse within a fraction of a
 // second. Hosts without a rate limit keep going as long as the worker can
@@ -25,6 +26,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
@@ -46,9 +48,11 @@ const stateTTL = hostlimit.MaxSpan + time.Hour
 const maxTries = 16
 
 // Store is hostlimit.Buckets in a JetStream key-value bucket, shared by
-// every worker of a fleet. It is safe for concurrent use.
+// every worker of a fleet. It is safe for concurrent use. While the bucket
+// cannot be set up, Update fails and rate-limited hosts get nothing (see
+// the package comment); the bucket is retried in the background (Run).
 type Store struct {
-	kv jetstream.KeyValue
+	aux *queue.AuxBucket
 
 	// last caches the entries this process wrote: under little contention
 	// the next lease is one Update round trip instead of Get and Update. A
@@ -63,20 +67,31 @@ type entry struct {
 	rev   uint64
 }
 
-// Open creates (or reuses) the bucket. Replicas follows the streams'.
-func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+// BucketConfig is the rate bucket's shape; replicas follow the streams'.
+func BucketConfig(bucket string) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      bucket,
 		Description: "jetpost: state of the fleet-wide rate limits per host (GCRA theoretical arrival times)",
 		History:     1,
 		TTL:         stateTTL,
 		Storage:     jetstream.MemoryStorage,
-		Replicas:    max(1, replicas),
-	})
-	if err != nil {
+	}
+}
+
+// NewStore returns the store on the bucket of BucketConfig; the caller
+// sets it up (TryOnce) and runs its retries (Run).
+func NewStore(aux *queue.AuxBucket) *Store {
+	return &Store{aux: aux, last: map[string]entry{}}
+}
+
+// Open sets the bucket up once and returns its store; an error if it
+// cannot (a worker uses NewStore, which does without it meanwhile).
+func Open(ctx context.Context, js jetstream.JetStream, bucket string, replicas int) (*Store, error) {
+	aux := queue.NewAuxBucket(js, BucketConfig(bucket), queue.AuxOptions{Replicas: replicas, Log: zerolog.Nop()})
+	if err := aux.TryOnce(ctx); err != nil {
 		return nil, fmt.Errorf("rate limit bucket %s: %w", bucket, err)
 	}
-	return &Store{kv: kv, last: map[string]entry{}}, nil
+	return NewStore(aux), nil
 }
 
 var _ hostlimit.Buckets = (*Store)(nil)
@@ -84,12 +99,16 @@ var _ hostlimit.Buckets = (*Store)(nil)
 // Update implements hostlimit.Buckets with compare-and-swap on the key's
 // revision.
 func (s *Store) Update(ctx context.Context, key string, fn func(cur []byte) ([]byte, error)) error {
+	kv, err := s.aux.KV()
+	if err != nil {
+		return err
+	}
 	s.mu.Lock()
 	e, known := s.last[key]
 	s.mu.Unlock()
 	for try := 0; try < maxTries; try++ {
 		if !known {
-			got, err := s.kv.Get(ctx, key)
+			got, err := kv.Get(ctx, key)
 			switch {
 			case errors.Is(err, jetstream.ErrKeyNotFound):
 				e = entry{}
@@ -107,9 +126,9 @@ func (s *Store) Update(ctx context.Context, key string, fn func(cur []byte) ([]b
 		}
 		var rev uint64
 		if e.rev == 0 {
-			rev, err = s.kv.Create(ctx, key, next)
+			rev, err = kv.Create(ctx, key, next)
 		} else {
-			rev, err = s.kv.Update(ctx, key, next, e.rev)
+			rev, err = kv.Update(ctx, key, next, e.rev)
 		}
 		if err == nil {
 			s.mu.Lock()

@@ -63,52 +63,52 @@ func Port(ns *server.Server) int {
 }
 
 // Cluster starts n clustered JetStream servers on loopback ports and returns
-// them once they have elected a meta leader.
+// them once they have elected a meta leader. Only the first server's route
+// port is picked beforehand (it routes to itself, as JetStream clustering
+// requires a configured route), and picked again if another process took
+// it first; the others bind ports the kernel chooses and route to it, and
+// gossip completes the mesh.
 func Cluster(t testing.TB, n int) []*server.Server {
 	t.Helper()
-	routes := make([]int, n)
-	for i := range routes {
-		routes[i] = freePort(t)
-	}
-	var urls string
-	for i, p := range routes {
-		if i > 0 {
-			urls += ","
-		}
-		urls += fmt.Sprintf("nats-route://127.0.0.1:%d", p)
-	}
 	servers := make([]*server.Server, n)
 	dir := t.TempDir()
+	var seed string
 	for i := range servers {
-		opts := &server.Options{
-			ServerName: fmt.Sprintf("n%d", i+1),
-			Host:       "127.0.0.1",
-			Port:       -1,
-			JetStream:  true,
-			StoreDir:   filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
-			NoLog:      true,
-			NoSigs:     true,
-			Cluster: server.ClusterOpts{
-				Name: "jetpost-test",
-				Host: "127.0.0.1",
-				Port: routes[i],
-			},
-			Routes: server.RoutesFromStr(urls),
-		}
-		ns, err := server.NewServer(opts)
-		if err != nil {
-			t.Fatalf("nats server %d: %v", i+1, err)
-		}
-		ns.Start()
-		servers[i] = ns
-		t.Cleanup(func() {
-			ns.Shutdown()
-			ns.WaitForShutdown()
-		})
-	}
-	for _, ns := range servers {
-		if !ns.ReadyForConnections(30 * time.Second) {
-			t.Fatal("clustered nats server did not become ready")
+		for try := 1; servers[i] == nil; try++ {
+			opts := &server.Options{
+				ServerName: fmt.Sprintf("n%d", i+1),
+				Host:       "127.0.0.1",
+				Port:       -1,
+				JetStream:  true,
+				StoreDir:   filepath.Join(dir, fmt.Sprintf("n%d", i+1)),
+				NoLog:      true,
+				NoSigs:     true,
+				Cluster:    server.ClusterOpts{Name: "jetpost-test", Host: "127.0.0.1", Port: -1},
+			}
+			route := seed
+			if i == 0 {
+				opts.Cluster.Port = freePort(t)
+				route = fmt.Sprintf("nats-route://127.0.0.1:%d", opts.Cluster.Port)
+			}
+			opts.Routes = server.RoutesFromStr(route)
+			ns, err := server.NewServer(opts)
+			if err != nil {
+				t.Fatalf("nats server %d: %v", i+1, err)
+			}
+			ns.Start()
+			if !ns.ReadyForConnections(30 * time.Second) {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+				if try == 3 {
+					t.Fatalf("clustered nats server n%d did not become ready", i+1)
+				}
+				continue
+			}
+			t.Cleanup(func() {
+				ns.Shutdown()
+				ns.WaitForShutdown()
+			})
+			servers[i], seed = ns, route
 		}
 	}
 	// JetStream requests sent before a meta leader exists go unanswered.

@@ -4,30 +4,33 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// attemptsBucket opens (creating if needed) the bucket of attempt counts.
+// attemptsBucket opens the bucket of attempt counts, creating it or
+// bringing it to cfg (EnsureStores made it already in a worker).
 func attemptsBucket(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) (jetstream.KeyValue, error) {
+	var kv jetstream.KeyValue
+	if _, err := ensure(ctx, js, bucketStore(js, attemptsBucketConfig(n, cfg), &kv), cfg.Replicas, DefaultCallTimeout); err != nil {
+		return nil, err
+	}
+	return kv, nil
+}
+
+func attemptsBucketConfig(n Names, cfg StreamConfig) jetstream.KeyValueConfig {
 	ttl := cfg.AttemptsTTL
 	if ttl <= 0 {
 		ttl = 48 * time.Hour
 	}
-	kv, err := js.CreateOrUpdateKeyValue(ctx, jetstream.KeyValueConfig{
+	return jetstream.KeyValueConfig{
 		Bucket:      n.AttemptsBucket(),
 		Description: "jetpost: HTTP attempts spent per job (by stream sequence)",
 		TTL:         ttl,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
-	})
-	if err != nil {
-		return nil, fmt.Errorf("creating bucket %s: %w", n.AttemptsBucket(), err)
 	}
-	return kv, nil
 }
 
 // attemptsRecord is what the attempts bucket keeps per job message: a bare

@@ -39,6 +39,10 @@ type ConsumerConfig struct {
 	// Policy is what a job may ask of the deployment (reply_to, timeout);
 	// a message asking more is invalid. Its SubjectPrefix is the Names'.
 	Policy job.Policy
+	// Rescue tunes the rescue of deliveries lost with a consumer leader.
+	Rescue RescueConfig
+	// Now is the clock of deferral due times; nil is time.Now.
+	Now func() time.Time
 }
 
 // Consumer pulls jobs from the shared durable consumer with a bounded window
@@ -49,11 +53,20 @@ type Consumer struct {
 	cfg   ConsumerConfig
 	log   zerolog.Logger
 	kv    jetstream.KeyValue
+	done  *DoneIndex
 
 	mu   sync.Mutex
 	cons jetstream.Consumer
 
 	consuming atomic.Bool
+	holds     *holdings
+	rescuing  atomic.Bool
+	// rescueAgain asks the rescue under way to run once more.
+	rescueAgain atomic.Bool
+	// life is Run's context, which rescues started from any path share;
+	// Run waits for them before it returns.
+	life    context.Context
+	rescues sync.WaitGroup
 }
 
 // NewConsumer creates (or updates) the durable consumer and the attempts
@@ -81,7 +94,16 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 		cfg.MaxAckPending = cfg.MaxInflight + cfg.Prefetch
 	}
 	cfg.Policy.SubjectPrefix = n.Prefix
-	c := &Consumer{js: js, names: n, cfg: cfg, log: log}
+	if cfg.Rescue.Grace <= 0 {
+		cfg.Rescue.Grace = time.Second
+	}
+	if cfg.Rescue.Census <= 0 {
+		cfg.Rescue.Census = time.Second
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n)}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {
 		return nil, err
@@ -115,6 +137,8 @@ func (c *Consumer) ensureConsumer(ctx context.Context) error {
 	return nil
 }
 
+func (c *Consumer) now() time.Time { return c.cfg.Now() }
+
 func (c *Consumer) consumer() jetstream.Consumer {
 	c.mu.Lock()
 	defer c.mu.Unlock()
@@ -137,11 +161,20 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(nil)
 
+	stopCensus, err := c.answerCensus()
+	if err != nil {
+		return err
+	}
+	defer stopCensus()
+	c.life = ctx
+	defer c.rescues.Wait()
+
 	window := c.cfg.MaxInflight + c.cfg.Prefetch
 	queue := make(chan *Delivery, window)
 	var outstanding atomic.Int64
 	room := make(chan struct{}, 1)
-	settled := func() {
+	settled := func(d *Delivery) {
+		c.holds.release(d.Seq, d.due)
 		outstanding.Add(-1)
 		select {
 		case room <- struct{}{}:
@@ -168,7 +201,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			// Not started: hand it back at once rather than make it wait out
 			// its ack timer.
 			c.settle(work, d, Decision{Action: HandBack})
-			settled()
+			settled(d)
 			continue
 		}
 		running.Add(1)
@@ -177,7 +210,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 			// The slot bounds requests to targets; storing the result and
 			// the ack need only the broker, so they run outside it.
 			c.process(work, d, h, func() { <-slots })
-			settled()
+			settled(d)
 		}()
 	}
 	grace := time.AfterFunc(c.cfg.ShutdownTimeout, func() { cancelWork(ErrShutdownDeadline) })
@@ -195,17 +228,49 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		return
 	}
 	if d.NumDelivered > 1 {
-		rec, err := c.loadAttempts(ctx, d.Seq)
+		finished, err := c.redelivered(ctx, d)
 		if err != nil {
 			release()
 			// Without the count the budget could be overspent; try later.
-			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading attempts failed; deferring job")
+			c.log.Warn().Err(err).Str("job", d.Job.ID).Msg("reading a redelivered job's state failed; deferring job")
 			c.settle(ctx, d, Decision{Action: NakAfter, Delay: time.Second})
 			return
 		}
-		d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+		if finished {
+			release()
+			c.settleFinished(ctx, d)
+			return
+		}
 	}
 	dec := h(ctx, d)
 	release()
 	c.settle(ctx, d, dec)
+}
+
+// redelivered loads what earlier deliveries of d left: its attempt counts,
+// and whether it finished already (its result stored, its ack lost with a
+// server), in one round trip.
+func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool, err error) {
+	var call *DoneCall
+	if d.Job.Kind != job.KindCallback { // a callback message leaves no marker
+		call = c.done.Lookup([]DoneKey{c.names.DoneKey(d.Job)})
+		defer call.Cancel()
+	}
+	rec, err := c.loadAttempts(ctx, d.Seq)
+	if err != nil {
+		return false, fmt.Errorf("reading attempts: %w", err)
+	}
+	d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+	if call == nil {
+		return false, nil
+	}
+	wctx, cancel := context.WithTimeout(ctx, markerWait)
+	defer cancel()
+	m, err := call.Wait(wctx)
+	if err != nil {
+		return false, err
+	}
+	// The marker names the job message it settled: a job enqueued again
+	// is another message and is sent again.
+	return len(m) == 1 && m[0] != nil && m[0].JobSeq == d.Seq, nil
 }

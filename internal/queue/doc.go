@@ -12,10 +12,17 @@
 //	JETPOST_DLQ        jetpost.dlq.<batch>      finally failed and undecodable jobs
 //	JETPOST_DONE       KV, by job id hash       completion markers (TTL: results max age)
 //	JETPOST_ATTEMPTS   KV, by stream sequence   attempts and breaker turn-aways per job
-//	JETPOST_BREAKERS   KV, by host and worker   breakers that are not closed
+//	JETPOST_BREAKERS   KV, by host and worker   breakers that are not closed (auxiliary)
+//	JETPOST_RATES      KV, by host              fleet-wide rate limit state (fleetrate; auxiliary)
+//	JETPOST_HOSTLIMITS KV, by worker            posted host limits (fleetrate; auxiliary)
 //
-// Setup creates the streams and the done bucket, idempotently, so whichever
-// process starts first lays them out. Publisher and BulkPublisher publish
+// EnsureStores creates the streams and the done (and, for workers,
+// attempts) bucket, or brings them to their shape and JETPOST_REPLICAS
+// (raised, never lowered), idempotently and with every call bounded, so
+// processes starting together against a slow cluster all come up
+// (ensure.go). The breakers, rates and host limits buckets are auxiliary
+// (AuxBucket, aux.go): a worker starts without them and keeps trying them
+// in the background. Replication reports where each store stands. Publisher and BulkPublisher publish
 // asynchronously with a bounded window of unacknowledged publishes and
 // Nats-Msg-Id = job id, so a file enqueued twice creates no second job
 // within the dedup window.
@@ -57,11 +64,25 @@
 // redeliveries and written only on retries and turn-aways, so the happy
 // path pays nothing for it.
 //
-// Files, one concept each: names.go, setup.go, payload.go, retry.go;
+// Losing a cluster node (rescue.go, settle.go): acks are confirmed with
+// short tries that reach the consumer's next leader, and given up after a
+// minute; a redelivery whose completion marker names its job message (an
+// ack lost with a server) is acked from the stored result, never sent
+// again. A consumer leader that dies or steps down loses the deliveries it
+// had agreed on with its followers but not sent; its successor would hold
+// them until their ack wait. On any sign of that (a pull the server never
+// ended, a failed pull, an unconfirmed ack) one worker at a time (a lock in
+// the attempts bucket) reads the consumer's state, waits a grace period,
+// asks every worker which jobs it holds or has deferred (a core NATS
+// request on <prefix>.fleet.held) and NAKs the other pending ones, which
+// come back at once.
+//
+// Files, one concept each: names.go, setup.go, ensure.go, aux.go,
+// payload.go, retry.go;
 // the worker side: handler.go (the contract), consumer.go (Run), fetch.go
 // (the fetch loop, keepalives), inbound.go (what a message on the jobs
-// subject may claim), attempts.go, settle.go, invalid.go; enqueue's
+// subject may claim), attempts.go, settle.go, rescue.go, invalid.go; enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
-// redrive.go, status.go, breakers.go.
+// redrive.go, status.go, replication.go, breakers.go.
 package queue

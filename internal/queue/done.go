@@ -73,6 +73,10 @@ type DoneMarker struct {
 	// Run is the job's re-drive count in that run; a job sent again takes
 	// the next one, so its result is not taken for a duplicate.
 	Run int `json:"run,omitempty"`
+	// JobSeq is the job message's sequence in the jobs stream: a
+	// redelivery of that message whose ack was lost finds it and is
+	// settled without being sent again.
+	JobSeq uint64 `json:"job_seq,omitempty"`
 	// At is when the marker was stored (the server's time stamp), not part
 	// of the value.
 	At time.Time `json:"-"`

@@ -28,13 +28,20 @@ func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outsta
 			}
 			continue
 		}
+		began, got := time.Now(), 0
 		batch, err := c.consumer().Fetch(int(free), jetstream.FetchMaxWait(c.cfg.PullWait))
 		if err == nil {
 			for msg := range batch.Messages() {
 				outstanding.Add(1)
+				got++
 				queue <- c.accept(msg)
 			}
 			err = batch.Error()
+		}
+		if err == nil && got == 0 && time.Since(began) > c.cfg.PullWait+time.Second {
+			// The server ends every pull by its expiry; only the client's
+			// own timer ended this one: the consumer's leader went away.
+			c.rescueSoon()
 		}
 		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
 			c.consuming.Store(false)
@@ -49,6 +56,11 @@ func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outsta
 			}
 			_ = retry.Sleep(ctx, brokerPause(failures))
 			continue
+		}
+		if failures > 0 {
+			// Pulls failed, most often because the consumer's leader was
+			// lost or changed: deliveries may have gone with it.
+			c.rescueSoon()
 		}
 		failures = 0
 		c.consuming.Store(true)
@@ -67,6 +79,7 @@ func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 		stored = md.Timestamp
 	}
 	d.Job, d.decodeErr = c.inbound(msg, stored)
+	c.holds.hold(d.Seq)
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d
 }

@@ -65,6 +65,7 @@ type Delivery struct {
 	msg       jetstream.Msg
 	decodeErr error
 	keepalive *keepalive
+	due       time.Time // when a deferred delivery comes back
 }
 
 // Handler decides what to do with a delivery. ctx is cancelled only when a

@@ -155,3 +155,31 @@ func (n Names) redriveMsgID(j *job.Job, dlSeq uint64) string {
 	}
 	return RunMsgID(j.ID, n.Fingerprint(j), j.Batch, j.Redrive)
 }
+
+// StoreName is one stream or bucket jetpost keeps.
+type StoreName struct {
+	Kind   string `json:"kind"`   // "stream" or "bucket"
+	Name   string `json:"name"`   // JETPOST_JOBS, JETPOST_BREAKERS…
+	Stream string `json:"stream"` // the JetStream stream holding it (KV_<bucket> for a bucket)
+	// Essential: jobs cannot be processed without it. The others serve
+	// features a worker degrades (breaker board, limits board, shared rate
+	// limits, which then send nothing to rate-limited hosts).
+	Essential bool `json:"essential"`
+}
+
+// Stores lists every stream and bucket jetpost keeps, essential first.
+func (n Names) Stores() []StoreName {
+	bucket := func(name string, essential bool) StoreName {
+		return StoreName{Kind: "bucket", Name: name, Stream: "KV_" + name, Essential: essential}
+	}
+	return []StoreName{
+		{Kind: "stream", Name: n.JobsStream(), Stream: n.JobsStream(), Essential: true},
+		{Kind: "stream", Name: n.ResultsStream(), Stream: n.ResultsStream(), Essential: true},
+		{Kind: "stream", Name: n.DLQStream(), Stream: n.DLQStream(), Essential: true},
+		bucket(n.DoneBucket(), true),
+		bucket(n.AttemptsBucket(), true),
+		bucket(n.BreakersBucket(), false),
+		bucket(n.RatesBucket(), false),
+		bucket(n.HostLimitsBucket(), false),
+	}
+}

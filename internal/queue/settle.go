@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strconv"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -24,14 +25,18 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		err = c.complete(ctx, d, dec.Result)
 	case NakAfterAttempt:
 		c.recordAttempts(ctx, d, dec)
-		err = d.msg.NakWithDelay(dec.Delay)
+		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
 		}
-		err = d.msg.NakWithDelay(dec.Delay)
+		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
-		err = d.msg.Nak()
+		// One short try: a shutdown does not wait on a broker that is
+		// gone (the job then comes back after its ack wait).
+		hctx, cancel := context.WithTimeout(ctx, ackTry)
+		err = c.nakDurable(hctx, d, 0)
+		cancel()
 	}
 	if err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
@@ -60,8 +65,26 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 	err = c.ackDurable(ctx, d)
 	// The marker was published before the ack's round trip, so its answer
 	// is in by now: checking costs no wait and no goroutine.
-	c.awaitMarker(ctx, d, marker)
+	if merr := c.awaitMarker(ctx, marker); merr != nil {
+		// Lost with a server that stopped, most often. Without it, the
+		// redelivery of a job whose ack was lost too, or the job enqueued
+		// again after the dedup window, would be sent again.
+		if merr = c.storeMarkerDurable(ctx, d, marker); merr != nil {
+			c.deliveryEvent(c.log.Warn(), d).Err(merr).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
+		}
+	}
 	return err
+}
+
+// settleFinished acknowledges a redelivered job whose result is stored:
+// an earlier delivery finished it and its ack was lost (with a server that
+// stopped, or given up on). Nothing is sent again.
+func (c *Consumer) settleFinished(ctx context.Context, d *Delivery) {
+	defer d.keepalive.stop()
+	c.deliveryEvent(c.log.Info(), d).Msg("job already finished; its stored result settles this redelivery")
+	if err := c.ackDurable(ctx, d); err != nil {
+		c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("acknowledging a finished job failed; it will be redelivered")
+	}
 }
 
 // deliveryEvent adds a delivery's fields to an event; only the rare paths
@@ -82,7 +105,7 @@ func (c *Consumer) deliveryEvent(ev *zerolog.Event, d *Delivery) *zerolog.Event 
 // a dead letter stored first would then sit beside an ok result, and a
 // re-drive would send the job once more. So a reader that sees a failed
 // result may find its dead letter a moment later.
-func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) (jetstream.PubAckFuture, error) {
+func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) (*pendingMarker, error) {
 	data, err := job.EncodeResultWithin(r, c.payloadLimit())
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
@@ -112,53 +135,66 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	return marker, nil
 }
 
-// storeMarker publishes the job's completion marker asynchronously and
-// returns its pending ack, or nil if it could not be sent. Waiting here
-// would add a round trip to every job; a lost marker costs only the
-// protection of a re-run after the dedup window.
-func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) jetstream.PubAckFuture {
+// pendingMarker is a completion marker published without waiting.
+type pendingMarker struct {
+	subject string
+	value   []byte
+	ack     jetstream.PubAckFuture // nil if it could not be sent
+}
+
+// storeMarker publishes the job's completion marker asynchronously.
+// Waiting here would add a round trip to every job; a lost marker costs
+// only the protection of a re-run after the dedup window, unless the ack
+// is lost too (complete).
+func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) *pendingMarker {
 	value, err := json.Marshal(DoneMarker{
 		ID: r.ID, FP: fp, Batch: r.Batch, Seq: resultSeq,
-		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: d.Job.Redrive,
+		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: d.Job.Redrive, JobSeq: d.Seq,
 	})
-	var f jetstream.PubAckFuture
-	if err == nil {
-		f, err = c.js.PublishMsgAsync(&nats.Msg{Subject: c.names.doneSubject(DoneKeyOf(r.ID, fp)), Data: value})
-	}
 	if err != nil {
-		c.log.Warn().Err(err).Str("job", r.ID).Msg("completion marker not stored")
-		return nil
+		return nil // plain fields: cannot happen
 	}
-	return f
+	m := &pendingMarker{subject: c.names.doneSubject(DoneKeyOf(r.ID, fp)), value: value}
+	m.ack, _ = c.js.PublishMsgAsync(&nats.Msg{Subject: m.subject, Data: value})
+	return m
 }
 
 // markerWait bounds how long settling waits for a marker's ack that did not
 // come with the job's own ack.
 const markerWait = 5 * time.Second
 
-// awaitMarker reports a completion marker the broker did not store.
-func (c *Consumer) awaitMarker(ctx context.Context, d *Delivery, f jetstream.PubAckFuture) {
-	if f == nil {
-		return
+// awaitMarker returns why a completion marker was not stored, or nil.
+func (c *Consumer) awaitMarker(ctx context.Context, m *pendingMarker) error {
+	if m == nil {
+		return nil
+	}
+	if m.ack == nil {
+		return errors.New("not sent")
 	}
 	select {
-	case <-f.Ok():
-		return // the usual case, with no timer to arm
+	case <-m.ack.Ok():
+		return nil // the usual case, with no timer to arm
 	default:
 	}
 	t := time.NewTimer(markerWait)
 	defer t.Stop()
-	var err error
 	select {
-	case <-f.Ok():
-		return
-	case err = <-f.Err():
+	case <-m.ack.Ok():
+		return nil
+	case err := <-m.ack.Err():
+		return err
 	case <-ctx.Done():
-		return
+		return ctx.Err()
 	case <-t.C:
-		err = errors.New("no answer within " + markerWait.String())
+		return errors.New("no answer within " + markerWait.String())
 	}
-	c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
+}
+
+// storeMarkerDurable stores a marker whose asynchronous publish failed,
+// retrying while the broker is unreachable.
+func (c *Consumer) storeMarkerDurable(ctx context.Context, d *Delivery, m *pendingMarker) error {
+	_, err := c.publishDurable(ctx, m.subject, "done/"+strconv.FormatUint(d.Seq, 10), m.value)
+	return err
 }
 
 // storeDeadLetter stores the dead letter the settled delivery leaves, if
@@ -219,12 +255,23 @@ func (c *Consumer) publishDurable(ctx context.Context, subject, msgID string, da
 // is dropped, and the job would be sent to its target again after its ack
 // wait. The confirmation costs a reply per job, not a slot: settling runs
 // after the job's request slot is released.
+//
+// Each try is short: an ack sent to a consumer leader that died is never
+// answered, and the retry reaches its successor. The tries stop after
+// ackRetryLimit (or the ack wait, if shorter): by then the job is due to
+// come back anyway, and its stored result settles the redelivery, while a
+// worker retrying forever would keep its window full and stop pulling.
 func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
+	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.AckWait, ackRetryLimit))
+	defer cancel()
 	return retry.Do(ctx, retry.Policy{
-		PerTry: 5 * time.Second,
+		PerTry: ackTry,
 		Pause:  brokerPause,
 		OnRetry: func(err error, try int) {
 			c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("ack not confirmed; retrying")
+			// Most often the consumer's leader was lost: deliveries may
+			// have gone with it.
+			c.rescueSoon()
 		},
 	}, func(ctx context.Context) error {
 		if err := d.msg.DoubleAck(ctx); !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
@@ -233,3 +280,33 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 		return nil
 	})
 }
+
+// nakDurable returns a job to JetStream, to come back after delay, and
+// waits for the server to confirm it, like ackDurable: a NAK lost with a
+// consumer leader would leave the job pending until its ack wait. The
+// rescue spares the job until it is due.
+func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Duration) error {
+	d.due = c.now().Add(delay)
+	body := []byte("-NAK")
+	if delay > 0 {
+		body = fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
+	}
+	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.AckWait, ackRetryLimit))
+	defer cancel()
+	return retry.Do(ctx, retry.Policy{
+		PerTry: ackTry,
+		Pause:  brokerPause,
+		OnRetry: func(err error, try int) {
+			c.log.Warn().Err(err).Int("try", try).Uint64("seq", d.Seq).Msg("NAK not confirmed; retrying")
+			c.rescueSoon()
+		},
+	}, func(ctx context.Context) error {
+		_, err := c.js.Conn().RequestWithContext(ctx, d.msg.Reply(), body)
+		return err
+	})
+}
+
+const (
+	ackTry        = 2 * time.Second
+	ackRetryLimit = time.Minute
+)

@@ -3,16 +3,20 @@ package queue
 import (
 	"context"
 	"errors"
-	"fmt"
-	"slices"
+	"math/rand/v2"
 	"time"
 
 	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/pkg/retry"
 )
 
 // StreamConfig is the shape of the streams and buckets, shared by every
 // process that creates them.
 type StreamConfig struct {
+	// Replicas is JETPOST_REPLICAS: every stream and bucket is created
+	// with it, and raised to it if it has fewer (never lowered).
 	Replicas      int
 	DedupWindow   time.Duration // jobs: re-enqueued ids within it are dropped
 	ResultsMaxAge time.Duration // results, dead letters and completion markers
@@ -26,21 +30,97 @@ type StreamConfig struct {
 // delay), so a job whose ack was lost cannot store a second result.
 const resultsDedupWindow = 30 * time.Minute
 
-// Setup creates the streams and the done bucket, or updates them to cfg,
-// idempotently: whichever process starts first does it and the others find
-// them ready. NewConsumer creates the attempts bucket, OpenBreakerBoard the
-// breakers bucket.
-func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
-	if cfg.Replicas < 1 {
-		cfg.Replicas = 1
+// SetupOptions say how EnsureStores tries.
+type SetupOptions struct {
+	// CallTimeout bounds each JetStream call (DefaultCallTimeout if 0).
+	CallTimeout time.Duration
+	// Attempts: the attempts bucket too, which only workers use.
+	Attempts bool
+	// Pause is the wait after failed pass n (from 1); nil: setupPause.
+	Pause func(n int) time.Duration
+	Log   zerolog.Logger
+}
+
+// setupPause spreads processes started together: they must not collide
+// again on every try.
+func setupPause(n int) time.Duration {
+	return retry.Linear(n, 250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)
+}
+
+// EnsureStores brings the streams and buckets a job needs to their shape
+// and JETPOST_REPLICAS, trying again until they are all there or ctx ends.
+// A store set up stays set up across tries, each failure names the store
+// and why, and a store left with fewer replicas than asked is a warning,
+// not a failure (it works meanwhile).
+func EnsureStores(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig, o SetupOptions) error {
+	stores := essentialStores(js, n, cfg, o.Attempts)
+	pause := o.Pause
+	if pause == nil {
+		pause = setupPause
 	}
-	streams := []jetstream.StreamConfig{{
+	done := 0
+	return retry.Do(ctx, retry.Policy{
+		// Each call is bounded on its own; a pass may take one per store.
+		PerTry: time.Duration(3*len(stores)) * max(o.CallTimeout, DefaultCallTimeout),
+		Pause:  pause,
+		Final:  IsSetupFinal,
+		OnRetry: func(err error, try int) {
+			o.Log.Warn().Err(err).Int("try", try).Int("ready", done).Int("of", len(stores)).
+				Msg("setting up streams and buckets failed; retrying")
+		},
+	}, func(ctx context.Context) error {
+		for ; done < len(stores); done++ {
+			short, err := ensure(ctx, js, stores[done], cfg.Replicas, o.CallTimeout)
+			if err != nil {
+				return err
+			}
+			if short != nil {
+				o.Log.Warn().Str("store", short.Store).Int("replicas", short.Have).Int("want", short.Want).
+					Err(short.Err).Msg(short.Error())
+			}
+		}
+		return nil
+	})
+}
+
+// Setup is one pass of EnsureStores without the attempts bucket: the
+// streams and the done bucket, created or brought to cfg.
+func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
+	for _, s := range essentialStores(js, n, cfg, false) {
+		if _, err := ensure(ctx, js, s, cfg.Replicas, DefaultCallTimeout); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// SetupDone creates the done bucket, or brings it to cfg.
+func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
+	_, err := ensure(ctx, js, bucketStore(js, doneBucketConfig(n, cfg), nil), cfg.Replicas, DefaultCallTimeout)
+	return err
+}
+
+// essentialStores are what a job needs: the three streams, the done
+// bucket and, for workers, the attempts bucket.
+func essentialStores(js jetstream.JetStream, n Names, cfg StreamConfig, attempts bool) []store {
+	var out []store
+	for _, sc := range streamConfigs(n, cfg) {
+		out = append(out, streamStore(js, sc))
+	}
+	out = append(out, bucketStore(js, doneBucketConfig(n, cfg), nil))
+	if attempts {
+		out = append(out, bucketStore(js, attemptsBucketConfig(n, cfg), nil))
+	}
+	return out
+}
+
+func streamConfigs(n Names, cfg StreamConfig) []jetstream.StreamConfig {
+	return []jetstream.StreamConfig{{
 		Name:        n.JobsStream(),
 		Description: "jetpost jobs waiting or in progress",
 		Subjects:    []string{n.JobSubject(anyBatch)},
 		Retention:   jetstream.WorkQueuePolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 		Duplicates:  cfg.DedupWindow,
 	}, {
 		Name:        n.ResultsStream(),
@@ -48,7 +128,6 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 		Subjects:    []string{n.ResultSubject(anyBatch)},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 		MaxAge:      cfg.ResultsMaxAge,
 		Duplicates:  min(resultsDedupWindow, cfg.ResultsMaxAge),
 	}, {
@@ -57,61 +136,20 @@ func Setup(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfi
 		Subjects:    []string{n.DLQSubject(anyBatch)},
 		Retention:   jetstream.LimitsPolicy,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 		MaxAge:      cfg.ResultsMaxAge,
 		Duplicates:  min(resultsDedupWindow, cfg.ResultsMaxAge),
 	}}
-	for _, sc := range streams {
-		if err := ensureStream(ctx, js, sc); err != nil {
-			return fmt.Errorf("creating stream %s: %w", sc.Name, err)
-		}
-	}
-	return SetupDone(ctx, js, n, cfg)
 }
 
-// ensureStream creates sc, or updates the stream to it, unless it is so
-// already: a process that may only look at the streams (a producer, see
-// README "Security") then needs no right to change them.
-func ensureStream(ctx context.Context, js jetstream.JetStream, sc jetstream.StreamConfig) error {
-	if s, err := js.Stream(ctx, sc.Name); err == nil && streamIs(s.CachedInfo().Config, sc) {
-		return nil
-	}
-	_, err := js.CreateOrUpdateStream(ctx, sc)
-	return err
-}
-
-// streamIs compares what Setup sets; the server fills in the rest.
-func streamIs(have, want jetstream.StreamConfig) bool {
-	return slices.Equal(have.Subjects, want.Subjects) && have.Retention == want.Retention &&
-		have.Storage == want.Storage && have.Replicas == want.Replicas && have.Duplicates == want.Duplicates &&
-		have.MaxAge == want.MaxAge && have.Description == want.Description
-}
-
-// SetupDone creates the done bucket, or updates its TTL, idempotently. The
-// TTL is the results' max age: a marker is of no use once its result is gone.
-func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamConfig) error {
-	if cfg.Replicas < 1 {
-		cfg.Replicas = 1
-	}
-	kvc := jetstream.KeyValueConfig{
+// doneBucketConfig: the TTL is the results' max age, as a marker is of no
+// use once its result is gone.
+func doneBucketConfig(n Names, cfg StreamConfig) jetstream.KeyValueConfig {
+	return jetstream.KeyValueConfig{
 		Bucket:      n.DoneBucket(),
 		Description: "jetpost: completed jobs (by job id hash) and where their results are",
 		TTL:         cfg.ResultsMaxAge,
 		Storage:     jetstream.FileStorage,
-		Replicas:    cfg.Replicas,
 	}
-	// As for the streams: a bucket already so is left alone.
-	if s, err := js.Stream(ctx, "KV_"+kvc.Bucket); err == nil {
-		have := s.CachedInfo().Config
-		if have.MaxAge == kvc.TTL && have.Replicas == kvc.Replicas && have.Storage == kvc.Storage && have.Description == kvc.Description {
-			return nil
-		}
-	}
-	_, err := js.CreateOrUpdateKeyValue(ctx, kvc)
-	if err != nil {
-		return fmt.Errorf("creating bucket %s: %w", n.DoneBucket(), err)
-	}
-	return nil
 }
 
 // IsNotFound reports whether err means a stream or consumer is missing, as

@@ -31,9 +31,15 @@ type Overview struct {
 	// PullsWaiting counts workers' pull requests waiting for jobs.
 	PullsWaiting int            `json:"pulls_waiting"`
 	Breakers     []BreakerEntry `json:"breakers"`
+	// Replication is each stream's and bucket's (Replication), when asked.
+	Replication []StoreReplication `json:"replication,omitempty"`
+	// Warnings are what could not be read, and stores below
+	// JETPOST_REPLICAS or with a replica down.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
-// Status gathers the overview; batch "" means every batch.
+// Status gathers the overview; batch "" means every batch. What cannot be
+// read is a warning in the overview, not an error.
 func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) (Overview, error) {
 	var o Overview
 	tok := anyBatch
@@ -61,12 +67,14 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) 
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
-		if err != nil {
-			return o, fmt.Errorf("stream %s: %w", src.stream, err)
+		var info *jetstream.StreamInfo
+		if err == nil {
+			info, err = st.Info(ctx, jetstream.WithSubjectFilter(src.subject))
 		}
-		info, err := st.Info(ctx, jetstream.WithSubjectFilter(src.subject))
 		if err != nil {
-			return o, fmt.Errorf("stream %s: %w", src.stream, err)
+			// A stream offline during an outage must not hide the others.
+			o.Warnings = append(o.Warnings, fmt.Sprintf("stream %s: %v; its counts are missing", src.stream, err))
+			continue
 		}
 		for subj, c := range info.State.Subjects {
 			parts := strings.SplitN(subj, ".", 3)
@@ -90,12 +98,10 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string) 
 			o.PullsWaiting = ci.NumWaiting
 		}
 	}
-	board, err := OpenBreakerBoard(ctx, js, n, 0)
-	if err == nil {
-		o.Breakers, err = board.List(ctx)
-	}
-	if err != nil {
-		return o, err
+	// The board is auxiliary: without it the batches still show.
+	var err error
+	if o.Breakers, err = ReadBreakerBoard(js, n).List(ctx); err != nil {
+		o.Warnings = append(o.Warnings, fmt.Sprintf("breaker board %s: %v; open breakers are not shown", n.BreakersBucket(), err))
 	}
 	return o, nil
 }

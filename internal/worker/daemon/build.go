@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -39,11 +40,16 @@ type Options struct {
 	// profiling benchmark times them on the production wiring.
 	WrapJetStream func(jetstream.JetStream) jetstream.JetStream
 	WrapSender    func(worker.Sender) worker.Sender
+	// SetupPause and AuxPause, if set, replace the pauses between tries
+	// of setting up the streams and the auxiliary buckets (tests).
+	SetupPause, AuxPause func(n int) time.Duration
 }
 
 // Build sets up the streams, the consumer and the buckets, retrying while
 // the server does not answer until ctx ends, and wires a worker around
-// them. cfg must have passed validation (config.LoadWorker). Run the
+// them. The auxiliary buckets (breaker board, limits board, rate state) are
+// not waited for: the worker degrades those features and its Service keeps
+// trying them. cfg must have passed validation (config.LoadWorker). Run the
 // returned Service to consume; it stops when its context is cancelled.
 func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*worker.Service, error) {
 	var js jetstream.JetStream
@@ -54,7 +60,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 	if o.WrapJetStream != nil {
 		js = o.WrapJetStream(js)
 	}
-	st, err := openStores(ctx, js, cfg, o.Log)
+	st, err := openStores(ctx, js, cfg, o)
 	if err != nil {
 		return nil, err
 	}
@@ -104,7 +110,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		Worker:     w,
 		HTTPAddr:   cfg.HTTPAddr,
 		Metrics:    mx.Handler(),
-		Background: []func(context.Context) error{breakers.Run, postLimits, closeSender},
+		Background: append([]func(context.Context) error{breakers.Run, postLimits, closeSender}, st.auxRuns()...),
 		Log:        log,
 		Listening: func(addr string) {
 			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
@@ -119,41 +125,20 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 }
 
 // stores are the worker's JetStream parts: the consumer and the buckets of
-// breaker states, fleet-wide rate buckets and posted host limits.
+// breaker states, fleet-wide rate buckets and posted host limits. Only the
+// consumer's are essential; the others are auxiliary (queue.AuxBucket).
 type stores struct {
 	consumer *queue.Consumer
 	breakers *queue.BreakerBoard
 	rates    *fleetrate.Store
 	limits   *fleetrate.Board
+	aux      []*queue.AuxBucket // retried in the background until set up
 }
 
-// openStores keeps trying until the server answers or ctx ends: it may
-// still be starting or electing leaders.
-func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
-	var st *stores
-	// Short tries with jitter: a JetStream request sent before a fresh
-	// cluster has a meta leader is never answered, and workers started
-	// together must not collide again on every try.
-	err := retry.Do(ctx, retry.Policy{
-		PerTry: 2 * time.Second,
-		Pause: func(n int) time.Duration {
-			return retry.Linear(n, 250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)
-		},
-		OnRetry: func(err error, n int) {
-			log.Warn().Err(err).Int("try", n).Msg("setting up streams failed; retrying")
-		},
-	}, func(ctx context.Context) error {
-		var err error
-		st, err = openStoresOnce(ctx, js, cfg, log)
-		return err
-	})
-	if err != nil {
-		return nil, fmt.Errorf("setting up streams: %w", err)
-	}
-	return st, nil
-}
-
-func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, log zerolog.Logger) (*stores, error) {
+// openStores sets up what a job needs, trying until the server answers or
+// ctx ends (it may still be starting or electing leaders), then tries the
+// auxiliary buckets once: a worker starts without them.
+func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker, o Options) (*stores, error) {
 	names := queue.NewNames(cfg.SubjectPrefix)
 	names.SecretHeaders = cfg.SecretHeaders() // job identity leaves them out, as enqueue does
 	names.IdentityKey = []byte(cfg.IdentityKey)
@@ -163,15 +148,55 @@ func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Wor
 		ResultsMaxAge: cfg.ResultsMaxAge,
 		AttemptsTTL:   cfg.MaxJobAge + time.Hour,
 	}
-	if err := queue.Setup(ctx, js, names, streams); err != nil {
-		return nil, err
+	setup := queue.SetupOptions{Attempts: true, Log: o.Log, Pause: o.SetupPause}
+	if err := queue.EnsureStores(ctx, js, names, streams, setup); err != nil {
+		return nil, fmt.Errorf("setting up streams: %w", err)
 	}
 	policy, err := cfg.Policy()
 	if err != nil {
 		return nil, err
 	}
 	var st stores
-	st.consumer, err = queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
+	err = retry.Do(ctx, retry.Policy{
+		PerTry: 2 * queue.DefaultCallTimeout,
+		Pause: func(n int) time.Duration {
+			return retry.Linear(n, 250*time.Millisecond, 3*time.Second) + rand.N(500*time.Millisecond)
+		},
+		OnRetry: func(err error, n int) {
+			o.Log.Warn().Err(err).Int("try", n).Msg("setting up streams failed; retrying")
+		},
+	}, func(ctx context.Context) error {
+		var err error
+		st.consumer, err = newConsumer(ctx, js, names, cfg, streams, policy, o.Log)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("setting up streams: consumer %s on %s: %w", names.Consumer(), names.JobsStream(), err)
+	}
+	auxOpts := func(feature string) queue.AuxOptions {
+		return queue.AuxOptions{Replicas: cfg.Replicas, Pause: o.AuxPause, Feature: feature, Log: o.Log}
+	}
+	breakers := queue.NewAuxBucket(js, queue.BreakerBucketConfig(names, 0),
+		auxOpts("breaker states are not shared: enqueue status and progress do not show them"))
+	rates := queue.NewAuxBucket(js, fleetrate.BucketConfig(fleetrate.Bucket(cfg.SubjectPrefix)),
+		auxOpts("shared rate limits: nothing is sent to rate-limited hosts until it is back"))
+	limits := queue.NewAuxBucket(js, fleetrate.BoardConfig(cfg.SubjectPrefix),
+		auxOpts("host limits are not posted: enqueue status does not show them"))
+	st.aux = []*queue.AuxBucket{breakers, rates, limits}
+	st.breakers, st.rates, st.limits = queue.NewBreakerBoard(breakers), fleetrate.NewStore(rates), fleetrate.NewBoard(js, limits)
+	// One bounded try each, at once: on a healthy cluster they are ready
+	// when the first job comes; otherwise Run keeps trying.
+	var wg sync.WaitGroup
+	for _, a := range st.aux {
+		wg.Add(1)
+		go func() { defer wg.Done(); _ = a.TryOnce(ctx) }()
+	}
+	wg.Wait()
+	return &st, nil
+}
+
+func newConsumer(ctx context.Context, js jetstream.JetStream, names queue.Names, cfg *config.Worker, streams queue.StreamConfig, policy job.Policy, log zerolog.Logger) (*queue.Consumer, error) {
+	return queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
 		// A handler for each request in flight and each job waiting for
 		// its host's capacity (HostWaiting).
 		MaxInflight:     cfg.MaxInflight + cfg.HostWaiting(),
@@ -187,21 +212,15 @@ func openStoresOnce(ctx context.Context, js jetstream.JetStream, cfg *config.Wor
 		// adaptive limit (BENCHMARKS.md).
 		PullWait: 200 * time.Millisecond,
 	}, log)
-	if err != nil {
-		return nil, err
+}
+
+// auxRuns keeps trying the auxiliary buckets not set up yet.
+func (st *stores) auxRuns() []func(context.Context) error {
+	out := make([]func(context.Context) error, len(st.aux))
+	for i, a := range st.aux {
+		out[i] = a.Run
 	}
-	// The buckets too: on a cluster they are created in the same election
-	// window as the streams.
-	if st.breakers, err = queue.OpenBreakerBoard(ctx, js, names, 0); err != nil {
-		return nil, err
-	}
-	if st.rates, err = fleetrate.Open(ctx, js, fleetrate.Bucket(cfg.SubjectPrefix), cfg.Replicas); err != nil {
-		return nil, err
-	}
-	if st.limits, err = fleetrate.OpenBoard(ctx, js, cfg.SubjectPrefix, cfg.Replicas); err != nil {
-		return nil, err
-	}
-	return &st, nil
+	return out
 }
 
 // hostLimits builds the per-host limits: adaptive (or fixed) concurrency,

@@ -93,7 +93,7 @@ func TestBuildStopsRetryingWhenCancelled(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	// Cancelled in the pause after the first failed try: no try may follow.
-	log := zerolog.New(cancelOn{"setting up streams failed; retrying", cancel})
+	log := zerolog.New(cancelOn{"failed; retrying", cancel})
 	var tries atomic.Int32
 	wrap := func(js jetstream.JetStream) jetstream.JetStream { return countingJS{js, &tries} }
 	if _, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: log, WrapJetStream: wrap}); err == nil || !strings.Contains(err.Error(), "setting up streams") {
@@ -117,15 +117,16 @@ func (c cancelOn) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// countingJS counts the tries to create a stream.
+// countingJS counts the tries to set a stream up (each begins by looking
+// it up).
 type countingJS struct {
 	jetstream.JetStream
 	n *atomic.Int32
 }
 
-func (c countingJS) CreateOrUpdateStream(ctx context.Context, cfg jetstream.StreamConfig) (jetstream.Stream, error) {
+func (c countingJS) Stream(ctx context.Context, name string) (jetstream.Stream, error) {
 	c.n.Add(1)
-	return c.JetStream.CreateOrUpdateStream(ctx, cfg)
+	return c.JetStream.Stream(ctx, name)
 }
 
 func publish(t *testing.T, nc *nats.Conn, j *job.Job) {

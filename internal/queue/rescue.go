@@ -1,0 +1,323 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+
+	"github.com/jetpost/jetpost/pkg/retry"
+)
+
+// Orphans. A replicated consumer's leader sends a delivery only once its
+// followers agree it was made; a leader that dies or steps down in between
+// takes the message with it, and its successor counts the job as delivered
+// to someone. Left alone, JetStream would send it again only after the
+// ack wait. So after a leader change one worker at a time rescues them: it
+// asks every worker which jobs it holds or has deferred (the census), and
+// NAKs every other job between the consumer's ack floor and its last
+// delivery, which JetStream then redelivers at once.
+
+// RescueConfig tunes the rescue of orphaned deliveries; zero values take
+// the defaults.
+type RescueConfig struct {
+	// Grace is the pause between reading the consumer's state and the
+	// census, so that deliveries still on their way land first. Default 1s.
+	Grace time.Duration
+	// Census is how long replies to a census are collected. Default 1s.
+	Census time.Duration
+}
+
+const (
+	// deferredMemory is how long a deferred job stays in this worker's
+	// census answers after it came due: it may be on its way back. Past
+	// that, one nobody holds was lost (its NAK went with a leader).
+	deferredMemory = 5 * time.Second
+	// followUp is when a rescue runs once more after a leader change, for
+	// jobs deferred just before it whose NAK was lost: they are spared
+	// until due plus deferredMemory.
+	followUp = 15 * time.Second
+	// maxRescueSpan bounds the sequences one rescue may NAK.
+	maxRescueSpan = 1 << 20
+	// rescueLockKey is the attempts bucket's key for the rescue lock;
+	// attempt counts are keyed by number, so it cannot collide.
+	rescueLockKey = "rescue-lock"
+	rescueLockTTL = 30 * time.Second
+	// rescueTries is how often a failing rescue is tried before it is
+	// reported; it is tried until the worker stops.
+	rescueTries = 10
+)
+
+// censusSubject is where workers answer which jobs they hold (core NATS,
+// not captured by any stream).
+func (n Names) censusSubject() string { return n.Prefix + ".fleet.held" }
+
+// censusReply is one worker's answer.
+type censusReply struct {
+	Worker string   `json:"worker"`
+	Busy   []uint64 `json:"busy"` // stream sequences held or deferred
+}
+
+// holdings are the job messages this worker is responsible for: fetched
+// and not yet settled, or deferred (NAKed with a delay) until a due time.
+type holdings struct {
+	mu       sync.Mutex
+	held     map[uint64]struct{}
+	deferred map[uint64]time.Time
+}
+
+func newHoldings() *holdings {
+	return &holdings{held: map[uint64]struct{}{}, deferred: map[uint64]time.Time{}}
+}
+
+func (h *holdings) hold(seq uint64) {
+	h.mu.Lock()
+	h.held[seq] = struct{}{}
+	delete(h.deferred, seq)
+	h.mu.Unlock()
+}
+
+// release ends a hold; due, if not zero, is when a deferred job comes back.
+func (h *holdings) release(seq uint64, due time.Time) {
+	h.mu.Lock()
+	delete(h.held, seq)
+	if !due.IsZero() {
+		h.deferred[seq] = due
+	}
+	h.mu.Unlock()
+}
+
+// busy lists what the census must spare, forgetting deferrals long due.
+func (h *holdings) busy(now time.Time) []uint64 {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	out := make([]uint64, 0, len(h.held)+len(h.deferred))
+	for seq := range h.held {
+		out = append(out, seq)
+	}
+	for seq, due := range h.deferred {
+		if now.Sub(due) > deferredMemory {
+			delete(h.deferred, seq)
+			continue
+		}
+		out = append(out, seq)
+	}
+	return out
+}
+
+// answerCensus replies to census requests until the returned stop is called.
+func (c *Consumer) answerCensus() (stop func(), err error) {
+	sub, err := c.js.Conn().Subscribe(c.names.censusSubject(), func(m *nats.Msg) {
+		b, err := json.Marshal(censusReply{Worker: c.cfg.Worker, Busy: c.holds.busy(c.now())})
+		if err == nil {
+			err = m.Respond(b)
+		}
+		if err != nil {
+			c.log.Warn().Err(err).Msg("answering a census of held jobs failed")
+		}
+	})
+	if err != nil {
+		return nil, fmt.Errorf("subscribing to %s: %w", c.names.censusSubject(), err)
+	}
+	return func() { _ = sub.Unsubscribe() }, nil
+}
+
+// census collects every worker's busy sequences for the configured window.
+func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
+	nc := c.js.Conn()
+	inbox := nc.NewRespInbox()
+	replies := make(chan *nats.Msg, 256)
+	sub, err := nc.ChanSubscribe(inbox, replies)
+	if err != nil {
+		return nil, 0, err
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+	if err := nc.PublishRequest(c.names.censusSubject(), inbox, nil); err != nil {
+		return nil, 0, err
+	}
+	busy, workers := map[uint64]bool{}, 0
+	window := time.NewTimer(c.cfg.Rescue.Census)
+	defer window.Stop()
+	for {
+		select {
+		case m := <-replies:
+			var r censusReply
+			if json.Unmarshal(m.Data, &r) != nil {
+				continue
+			}
+			workers++
+			for _, seq := range r.Busy {
+				busy[seq] = true
+			}
+		case <-window.C:
+			return busy, workers, nil
+		case <-ctx.Done():
+			return nil, 0, ctx.Err()
+		}
+	}
+}
+
+// rescueSoon starts a rescue unless Run is not running. A call while one is
+// under way makes it run once more when done: the sign may be of a later
+// leader change than the one it is rescuing from.
+func (c *Consumer) rescueSoon() {
+	ctx := c.life
+	if ctx == nil || ctx.Err() != nil {
+		return
+	}
+	c.rescueAgain.Store(true)
+	if !c.rescuing.CompareAndSwap(false, true) {
+		return
+	}
+	c.rescues.Add(1)
+	go func() {
+		defer c.rescues.Done()
+		for {
+			for c.rescueAgain.Swap(false) && ctx.Err() == nil {
+				c.rescueRetrying(ctx)
+				if !c.rescueAgain.Load() && retry.Sleep(ctx, followUp) == nil {
+					c.rescueRetrying(ctx)
+				}
+			}
+			c.rescuing.Store(false)
+			// A sign that came as this loop ended found it still running.
+			if !c.rescueAgain.Load() || ctx.Err() != nil || !c.rescuing.CompareAndSwap(false, true) {
+				return
+			}
+		}
+	}()
+}
+
+// rescueRetrying runs a rescue, trying again while the cluster is still
+// electing leaders.
+func (c *Consumer) rescueRetrying(ctx context.Context) {
+	var n int
+	err := retry.Do(ctx, retry.Policy{
+		PerTry: rescueLockTTL,
+		Pause:  brokerPause,
+		OnRetry: func(err error, try int) {
+			if try == rescueTries {
+				c.log.Warn().Err(err).Msg("rescuing deliveries lost with a consumer leader failed; they come back after the ack wait")
+			}
+		},
+	}, func(ctx context.Context) (err error) {
+		n, err = c.rescue(ctx)
+		return err
+	})
+	if err == nil && n > 0 {
+		c.log.Info().Int("naks", n).Msg("NAKed the jobs no worker holds, lost with a consumer leader")
+	}
+}
+
+// rescue NAKs the consumer's orphans and returns how many NAKs it sent
+// (acknowledged jobs among them are ignored by the server). One
+// worker at a time rescues: two would each NAK the other's rescued jobs,
+// and a job redelivered twice may be sent twice.
+//
+// Only deliveries made before the consumer's state is read are candidates,
+// and the census waits a grace period after that read: a job delivered
+// before it has reached its worker by then, unless it was lost.
+func (c *Consumer) rescue(ctx context.Context) (int, error) {
+	// Within the lock's lifetime, or another worker could take it over.
+	ctx, cancel := context.WithTimeout(ctx, rescueLockTTL)
+	defer cancel()
+	unlock, err := c.lockRescue(ctx)
+	if err != nil {
+		return 0, err
+	}
+	defer unlock()
+	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+	info, err := c.consumer().Info(ictx)
+	icancel()
+	if err != nil {
+		return 0, fmt.Errorf("consumer info: %w", err)
+	}
+	if info.NumAckPending == 0 {
+		return 0, nil
+	}
+	if err := retry.Sleep(ctx, c.cfg.Rescue.Grace); err != nil {
+		return 0, err
+	}
+	busy, workers, err := c.census(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("census of held jobs: %w", err)
+	}
+	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
+	if to >= from && to-from >= maxRescueSpan {
+		from = to - maxRescueSpan + 1
+	}
+	spared := 0
+	for seq := range busy {
+		if seq >= from && seq <= to {
+			spared++
+		}
+	}
+	orphans := info.NumAckPending - spared
+	c.log.Info().Int("workers", workers).Int("pending", info.NumAckPending).Int("held_or_deferred", spared).
+		Uint64("from", from).Uint64("to", to).Msg("census after a consumer leader change")
+	if orphans <= 0 {
+		return 0, nil
+	}
+	return c.nakUnheld(ctx, from, to, info.Delivered.Consumer, busy)
+}
+
+// nakUnheld NAKs every sequence from..to that busy does not name. A NAK for
+// a sequence that is not pending (acknowledged meanwhile) is ignored by the
+// server; the delivery sequence only has to be in the consumer's range.
+func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy map[uint64]bool) (int, error) {
+	nc := c.js.Conn()
+	n := 0
+	prefix := "$JS.ACK." + c.names.JobsStream() + "." + c.names.Consumer() + ".1."
+	suffix := "." + strconv.FormatUint(dseq, 10) + ".0.0"
+	for seq := from; seq <= to; seq++ {
+		if busy[seq] {
+			continue
+		}
+		if err := nc.Publish(prefix+strconv.FormatUint(seq, 10)+suffix, []byte("-NAK")); err != nil {
+			return n, err
+		}
+		n++
+	}
+	return n, nc.FlushWithContext(ctx)
+}
+
+// errRescueBusy means another worker is rescuing; this one tries again
+// after it (its census may predate this worker's sign of a leader change).
+var errRescueBusy = errors.New("another worker is rescuing")
+
+// lockRescue takes the fleet's rescue lock in the attempts bucket. A lock
+// older than rescueLockTTL was left by a worker that died and is taken over.
+func (c *Consumer) lockRescue(ctx context.Context) (func(), error) {
+	now := c.now()
+	stamp := []byte(now.UTC().Format(time.RFC3339Nano))
+	var rev uint64
+	e, err := c.kv.Get(ctx, rescueLockKey)
+	switch {
+	case errors.Is(err, jetstream.ErrKeyNotFound):
+		rev, err = c.kv.Create(ctx, rescueLockKey, stamp)
+	case err != nil:
+		return nil, err
+	default:
+		if at, perr := time.Parse(time.RFC3339Nano, string(e.Value())); perr == nil && now.Sub(at) < rescueLockTTL {
+			return nil, errRescueBusy
+		}
+		rev, err = c.kv.Update(ctx, rescueLockKey, stamp, e.Revision())
+	}
+	if errors.Is(err, jetstream.ErrKeyExists) {
+		return nil, errRescueBusy // another worker won the race
+	}
+	if err != nil {
+		return nil, fmt.Errorf("rescue lock: %w", err)
+	}
+	return func() {
+		ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+		defer cancel()
+		_ = c.kv.Delete(ctx, rescueLockKey, jetstream.LastRevision(rev))
+	}, nil
+}

@@ -1,0 +1,215 @@
+package queue
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"testing"
+	"time"
+
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
+
+	"github.com/jetpost/jetpost/internal/leakcheck"
+	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/pkg/job"
+)
+
+// failoverRig is a real server with jetpost's streams, a consumer whose ack
+// wait no test waits out, and a raw handle on the shared durable consumer
+// that plays the deliveries a lost leader took with it.
+type failoverRig struct {
+	t    *testing.T
+	ctx  context.Context
+	js   jetstream.JetStream
+	c    *Consumer
+	raw  jetstream.Consumer
+	seqs map[string]uint64 // job id → stream sequence
+}
+
+func newFailoverRig(t *testing.T, ids ...string) *failoverRig {
+	t.Helper()
+	leakcheck.AtEnd(t)
+	ns := natstest.RunServer(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &failoverRig{t: t, ctx: t.Context(), js: js, seqs: map[string]uint64{}}
+	n := NewNames("jetpost")
+	sc := StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+	if err := Setup(r.ctx, js, n, sc); err != nil {
+		t.Fatal(err)
+	}
+	r.c, err = NewConsumer(r.ctx, js, n, ConsumerConfig{MaxInflight: 4, AckWait: 10 * time.Minute, Streams: sc}, zerolog.Nop())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r.raw, err = js.Consumer(r.ctx, n.JobsStream(), n.Consumer()); err != nil {
+		t.Fatal(err)
+	}
+	for _, id := range ids {
+		data, err := job.Encode(&job.Job{ID: id, Batch: "b", Method: "GET", URL: "http://127.0.0.1:1/" + id})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ack, err := js.Publish(r.ctx, n.JobSubject("b"), data)
+		if err != nil {
+			t.Fatal(err)
+		}
+		r.seqs[id] = ack.Sequence
+	}
+	return r
+}
+
+// fetch pulls up to n deliveries and returns them by job id with their
+// delivery counts.
+func (r *failoverRig) fetch(n int, wait time.Duration) map[string]uint64 {
+	r.t.Helper()
+	batch, err := r.raw.Fetch(n, jetstream.FetchMaxWait(wait))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	got := map[string]uint64{}
+	for m := range batch.Messages() {
+		j, err := job.Decode(m.Data())
+		md, merr := m.Metadata()
+		if err != nil || merr != nil {
+			r.t.Fatalf("delivery: %v %v", err, merr)
+		}
+		got[j.ID] = md.NumDelivered
+	}
+	return got
+}
+
+// A consumer leader lost deliveries: three jobs are pending, one held by a
+// worker, one deferred by it, one received by nobody. The rescue NAKs the
+// orphan alone, which comes back at once, not after the 10-minute ack wait.
+func TestRescueNaksOnlyOrphans(t *testing.T) {
+	r := newFailoverRig(t, "held", "deferred", "orphan")
+	if got := r.fetch(3, 5*time.Second); len(got) != 3 {
+		t.Fatalf("first deliveries: %v", got)
+	}
+	r.c.holds.hold(r.seqs["held"])
+	r.c.holds.hold(r.seqs["deferred"])
+	r.c.holds.release(r.seqs["deferred"], time.Now().Add(time.Hour))
+	stop, err := r.c.answerCensus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+
+	n, err := r.c.rescue(r.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("rescue found %d orphans (%v), want 1", n, err)
+	}
+	// The two others stay pending for ten minutes: a pull that gets the
+	// orphan and waits a moment for more cannot see them.
+	got := r.fetch(3, 500*time.Millisecond)
+	if len(got) != 1 || got["orphan"] != 2 {
+		t.Fatalf("after the rescue got %v, want the orphan alone, delivered a second time", got)
+	}
+}
+
+// Another worker rescues (it holds the lock): this one leaves the orphans
+// alone rather than NAK a job the other may have redelivered already.
+func TestRescueOneWorkerAtATime(t *testing.T) {
+	r := newFailoverRig(t, "orphan")
+	if got := r.fetch(1, 5*time.Second); len(got) != 1 {
+		t.Fatalf("first delivery: %v", got)
+	}
+	unlock, err := r.c.lockRescue(r.ctx)
+	if err != nil || unlock == nil {
+		t.Fatalf("lock: %v", err)
+	}
+	if n, err := r.c.rescue(r.ctx); n != 0 || !errors.Is(err, errRescueBusy) {
+		t.Fatalf("rescue under another's lock sent %d NAKs (%v)", n, err)
+	}
+	unlock()
+	stop, err := r.c.answerCensus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if n, err := r.c.rescue(r.ctx); n != 1 || err != nil {
+		t.Fatalf("rescue after the lock was freed found %d (%v)", n, err)
+	}
+}
+
+// A job finished, its result and completion marker stored, and its ack
+// lost with a server: the redelivery is settled by the stored result, and
+// the handler (the request) never runs again.
+func TestRedeliveredFinishedJobIsNotSentAgain(t *testing.T) {
+	r := newFailoverRig(t, "finished", "other-run")
+	first := r.fetch(2, 5*time.Second)
+	if len(first) != 2 {
+		t.Fatalf("first deliveries: %v", first)
+	}
+	names := NewNames("jetpost")
+	for id, seq := range map[string]uint64{"finished": r.seqs["finished"], "other-run": r.seqs["other-run"] + 100} {
+		j := &job.Job{ID: id, Batch: "b", Method: "GET", URL: "http://127.0.0.1:1/" + id} // as the rig published it
+		fp := names.Fingerprint(j)
+		value, _ := json.Marshal(DoneMarker{ID: id, FP: fp, Batch: "b", Seq: 1, OK: true, Attempts: 1, JobSeq: seq})
+		if _, err := r.js.Publish(r.ctx, names.doneSubject(names.DoneKey(j)), value); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// Both come back (as after their ack wait): one finished, one whose
+	// marker is another message's.
+	for id := range first {
+		subj := "$JS.ACK.JETPOST_JOBS.workers.1." + itoa(r.seqs[id]) + ".1.0.0"
+		if err := r.js.Conn().Publish(subj, []byte("-NAK")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	handled := make(chan string, 2)
+	done := make(chan error, 1)
+	go func() {
+		done <- r.c.Run(ctx, func(_ context.Context, d *Delivery) Decision {
+			handled <- d.Job.ID
+			return Decision{Action: AckWithResult, Result: &job.Result{ID: d.Job.ID, Batch: "b", OK: true}}
+		})
+	}()
+	if id := <-handled; id != "other-run" {
+		t.Errorf("handler ran for %s", id)
+	}
+	waitEmpty(t, r.js)
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case id := <-handled:
+		t.Errorf("handler ran for %s", id)
+	default:
+	}
+}
+
+// waitEmpty waits until every job is acknowledged (a work queue drops
+// acknowledged messages).
+func waitEmpty(t *testing.T, js jetstream.JetStream) {
+	t.Helper()
+	for {
+		s, err := js.Stream(t.Context(), "JETPOST_JOBS")
+		if err != nil {
+			t.Fatal(err)
+		}
+		if s.CachedInfo().State.Msgs == 0 {
+			return
+		}
+		select {
+		case <-t.Context().Done():
+			t.Fatal("jobs never acknowledged")
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func itoa(n uint64) string { b, _ := json.Marshal(n); return string(b) }
