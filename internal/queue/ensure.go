@@ -36,6 +36,9 @@ type store struct {
 	// only look at the stores (a producer, README "Security") needs no
 	// right to change them.
 	is func(have jetstream.StreamConfig) bool
+	// bind, if set, opens a store left as it is for its user (apply does
+	// it otherwise).
+	bind func(ctx context.Context) error
 }
 
 func (s store) String() string { return s.kind + " " + s.name }
@@ -62,7 +65,17 @@ func bucketStore(js jetstream.JetStream, kc jetstream.KeyValueConfig, bound *jet
 	is := func(have jetstream.StreamConfig) bool {
 		return have.MaxAge == kc.TTL && have.Storage == kc.Storage && have.Description == kc.Description
 	}
-	return store{kind: "bucket", name: kc.Bucket, stream: "KV_" + kc.Bucket, is: is, apply: func(ctx context.Context, r int, create bool) error {
+	var bind func(context.Context) error
+	if bound != nil {
+		bind = func(ctx context.Context) error {
+			kv, err := js.KeyValue(ctx, kc.Bucket)
+			if err == nil {
+				*bound = kv
+			}
+			return err
+		}
+	}
+	return store{kind: "bucket", name: kc.Bucket, stream: "KV_" + kc.Bucket, is: is, bind: bind, apply: func(ctx context.Context, r int, create bool) error {
 		kc.Replicas = r
 		var kv jetstream.KeyValue
 		var err error
@@ -113,7 +126,10 @@ func ensure(ctx context.Context, js jetstream.JetStream, s store, want int, time
 	}
 	have := max(haveCfg.Replicas, 1)
 	if have >= want && s.is(haveCfg) {
-		return nil, nil
+		if s.bind == nil {
+			return nil, nil
+		}
+		return nil, describe(s, want, call(s.bind))
 	}
 	// One update to the shape and max(have, want) replicas: processes
 	// starting together, each with a stale view, then all move the store
