@@ -512,6 +512,8 @@ const (
 	fieldURL      = "url"
 	fieldHeaders  = "headers"
 	fieldData     = "data"
+	fieldJSON     = "json"
+	fieldParams   = "params"
 	fieldCallback = "callback"
 	fieldReplyTo  = "reply_to"
 	fieldTimeout  = "timeout"
@@ -519,7 +521,7 @@ const (
 
 func isField(name string) bool {
 	switch name {
-	case fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldCallback, fieldReplyTo, fieldTimeout:
+	case fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldJSON, fieldParams, fieldCallback, fieldReplyTo, fieldTimeout:
 		return true
 	}
 	return false
@@ -559,10 +561,15 @@ func jobFromFields(fields map[string]any, raw []byte) (*Job, error) {
 			return nil, err
 		}
 	}
-	if v := fields[fieldData]; v != nil {
-		// The bytes as written, not a re-encoding: an API may sign or
-		// compare the body byte for byte.
-		j.Data = bytes.Clone(rawField(raw, fieldData))
+	// The bytes as written, not a re-encoding: an API may sign or compare
+	// the body byte for byte, and form and query pairs keep their order.
+	for _, f := range [...]struct {
+		name string
+		dst  *json.RawMessage
+	}{{fieldData, &j.Data}, {fieldJSON, &j.JSON}, {fieldParams, &j.Params}} {
+		if fields[f.name] != nil {
+			*f.dst = bytes.Clone(rawField(raw, f.name))
+		}
 	}
 	if v := fields[fieldCallback]; v != nil {
 		if j.Callback, err = stringField(fieldCallback, v); err != nil {
@@ -630,7 +637,7 @@ func fieldHint(name string) string {
 	}
 	lower := strings.ToLower(name)
 	best, bestDist := "", 3
-	for _, f := range []string{fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldCallback, fieldReplyTo, fieldTimeout} {
+	for _, f := range []string{fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldJSON, fieldParams, fieldCallback, fieldReplyTo, fieldTimeout} {
 		// Short names are too close to everything to guess from.
 		limit := 2
 		if len(f) <= 3 {

@@ -244,7 +244,7 @@ func TestLineError(t *testing.T) {
 
 func TestDecoderFields(t *testing.T) {
 	in := `{"id":"x1","method":"post","url":"https://api.example.com/v1?q=1","headers":{"Authorization":"Bearer t","X-Empty":""},` +
-		`"data":{"b":[1,2.50,"<&>"],"a":null},"callback":"https://cb.example.com/done","reply_to":"my.results","timeout":"1m30s"}` + "\n" +
+		`"json":{"b":[1,2.50,"<&>"],"a":null},"callback":"https://cb.example.com/done","reply_to":"my.results","timeout":"1m30s"}` + "\n" +
 		`{"url":"http://a/","timeout":2.5,"data":"plain text","method":null,"headers":{},"callback":null,"id":null}`
 	jobs, errs := decodeString(t, "f.jsonl", in)
 	if len(errs) != 0 {
@@ -257,9 +257,9 @@ func TestDecoderFields(t *testing.T) {
 		time.Duration(j.Timeout) != 90*time.Second {
 		t.Errorf("first job = %+v", j)
 	}
-	// Data is kept byte for byte: key order, number spelling, no escaping.
-	if got, want := string(j.Data), `{"b":[1,2.50,"<&>"],"a":null}`; got != want {
-		t.Errorf("Data = %s, want %s", got, want)
+	// JSON is kept byte for byte: key order, number spelling, no escaping.
+	if got, want := string(j.JSON), `{"b":[1,2.50,"<&>"],"a":null}`; got != want {
+		t.Errorf("JSON = %s, want %s", got, want)
 	}
 	if j.Batch != "" || !j.EnqueuedAt.IsZero() {
 		t.Errorf("decoder set Batch or EnqueuedAt: %+v", j)
@@ -616,7 +616,8 @@ func TestFieldHint(t *testing.T) {
 		"timout":   `did you mean "timeout"?`,
 		"uri":      `did you mean "url"?`,
 		"body":     "",
-		"params":   "",
+		"param":    `did you mean "params"?`,
+		"jsn":      `did you mean "json"?`,
 		"x":        "",
 	} {
 		if got := fieldHint(name); got != want {
