@@ -266,6 +266,9 @@ func validateURL(field, raw string) error {
 	if len(raw) > MaxURLLen {
 		return fmt.Errorf("%s is %d bytes, limit %d", field, len(raw), MaxURLLen)
 	}
+	if hint := schemeHint(raw); hint != "" {
+		return fmt.Errorf("%s %s has no scheme: write %s", field, quote(RedactURL(raw)), hint)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%s %s is not a URL: %w", field, quote(RedactURL(raw)), errors.Unwrap(err))
@@ -282,6 +285,29 @@ func validateURL(field, raw string) error {
 		return fmt.Errorf("%s host is %d bytes, limit %d", field, n, MaxHostLen)
 	}
 	return nil
+}
+
+// schemeHint suggests the absolute URLs meant by raw when it names a host
+// without a scheme ("api.example.com/x", "localhost:8080", "//host/x"),
+// or "" when it does not look like one.
+func schemeHint(raw string) string {
+	if strings.Contains(raw, "://") {
+		return ""
+	}
+	rest := strings.TrimPrefix(raw, "//")
+	host, _, _ := strings.Cut(rest, "/")
+	host, _, _ = strings.Cut(host, "?")
+	if h, port, ok := strings.Cut(host, ":"); ok {
+		if _, err := strconv.Atoi(port); err != nil {
+			return ""
+		}
+		host = h
+	}
+	if host == "" || !(strings.Contains(host, ".") || host == "localhost") {
+		return ""
+	}
+	u := RedactURL("https://" + rest)
+	return fmt.Sprintf("%q (or %q)", u, "http://"+strings.TrimPrefix(u, "https://"))
 }
 
 // quote quotes a user-supplied string for a message, shortened so that one
