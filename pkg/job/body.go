@@ -298,3 +298,27 @@ func quoteWith(b *strings.Builder, s, safe string) {
 		}
 	}
 }
+
+// RedactParams returns params for display with the values of secret names
+// (IsSecretParam, as in URLs) replaced by Redacted; params without one, or
+// that are not an object, come back unchanged.
+func RedactParams(params json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if !present(params) || json.Unmarshal(params, &m) != nil {
+		return params
+	}
+	changed := false
+	for k := range m {
+		if IsSecretParam(k) {
+			m[k], changed = json.RawMessage(`"`+Redacted+`"`), true
+		}
+	}
+	if !changed {
+		return params
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return params
+	}
+	return out
+}

@@ -176,3 +176,16 @@ func TestDerivedIDRedactsSecretParams(t *testing.T) {
 		t.Errorf("ids %q and %q: another q is the same line", jobs[0].ID, jobs[2].ID)
 	}
 }
+
+func TestRedactParams(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"q": "x", "api_key": "s3cret", "token": ["a"]}`: `{"api_key":"REDACTED","q":"x","token":"REDACTED"}`,
+		`{"q": "x"}`: `{"q": "x"}`,
+		`null`:       `null`,
+		`[1]`:        `[1]`,
+	} {
+		if got := string(RedactParams(json.RawMessage(in))); got != want {
+			t.Errorf("RedactParams(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
