@@ -113,6 +113,9 @@ func (j *Job) validateBody() error {
 		if err := formPairs(j.Params, fieldParams, nil); err != nil {
 			return err
 		}
+		if n := len(j.RequestURL()); n > MaxURLLen {
+			return fmt.Errorf("url with params is %d bytes, limit %d", n, MaxURLLen)
+		}
 	}
 	return nil
 }

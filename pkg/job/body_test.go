@@ -83,6 +83,7 @@ func TestBodyFieldsRefused(t *testing.T) {
 		{`{` + u + `,"params":"a=1"}`, "params: must be an object of query parameters, got a string"},
 		{`{` + u + `,"params":{"on":true}}`, `params: "on" is a boolean`},
 		{`{` + u + `,"params":{"p":1,"p":2}}`, `params: "p" is given twice`},
+		{`{` + u + `,"params":{"p":"` + strings.Repeat("é", MaxURLLen/6) + `"}}`, "url with params is 8202 bytes, limit 8192"},
 	}
 	for _, tt := range tests {
 		_, errs := decodeString(t, "in.jsonl", tt.line)
