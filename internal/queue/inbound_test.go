@@ -14,7 +14,7 @@ import (
 // and HTML-escaped it (issue 14, point 7).
 func TestDeadLetterAndRedriveKeepDataBytes(t *testing.T) {
 	const data = "{\"sig\": \"<&>\",\n  \"n\" : 1.50}"
-	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x", Data: json.RawMessage(data), EnqueuedAt: time.Unix(1764240000, 0).UTC()}
+	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x", JSON: json.RawMessage(data), EnqueuedAt: time.Unix(1764240000, 0).UTC()}
 	msg, err := job.Encode(j)
 	if err != nil {
 		t.Fatal(err)
