@@ -2,8 +2,8 @@ package logging
 
 import (
 	"bytes"
-	"errors"
 	"encoding/json"
+	"errors"
 	"strings"
 	"testing"
 	"unicode"
