@@ -73,7 +73,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return nil, err
 	}
 	defer r.close()
-	fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.Batch, v.Valid, validated.Seconds())
+	if o.Progress != ProgressQuiet {
+		fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.Batch, v.Valid, validated.Seconds())
+	}
 	return r.run(ctx)
 }
 
@@ -284,11 +286,14 @@ func (r *runner) reportPublish(rep *PublishReport) {
 	if rep.LookupErr != nil {
 		r.prog.Printf("warning: looking up completed jobs failed (%v); jobs were published without it, so those completed more than the dedup window (%s) ago are sent again\n", rep.LookupErr, r.o.Streams.DedupWindow)
 	}
-	for _, note := range rep.RerunNotes() {
-		r.prog.Printf("%s\n", note)
-	}
 	if rep.RetireErr != nil {
 		r.prog.Printf("warning: %v; `enqueue redrive` of those batches would send the jobs sent again once more\n", rep.RetireErr)
+	}
+	if r.o.Progress == ProgressQuiet {
+		return // what follows informs; errors and warnings came first
+	}
+	for _, note := range rep.RerunNotes() {
+		r.prog.Printf("%s\n", note)
 	}
 	r.prog.Printf("%s\n", rep.Line(r.o.Batch))
 }
