@@ -71,13 +71,17 @@ type options struct {
 func subcommand(name string) func(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
 	switch name {
 	case "show":
-		return func(_ context.Context, args []string, stdin io.Reader, stdout, _ io.Writer) error { return runShow(args, stdin, stdout) }
+		return func(_ context.Context, args []string, stdin io.Reader, stdout, _ io.Writer) error {
+			return runShow(args, stdin, stdout)
+		}
 	case "results":
 		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runResults(ctx, args, stdout, stderr)
 		}
 	case "dlq":
-		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error { return runDLQ(ctx, args, stdout, stderr) }
+		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runDLQ(ctx, args, stdout, stderr)
+		}
 	case "redrive":
 		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runRedrive(ctx, args, stdout, stderr)

@@ -289,13 +289,17 @@ func (r *runner) reportPublish(rep *PublishReport) {
 	if rep.RetireErr != nil {
 		r.prog.Printf("warning: %v; `enqueue redrive` of those batches would send the jobs sent again once more\n", rep.RetireErr)
 	}
-	if r.o.Progress == ProgressQuiet {
-		return // what follows informs; errors and warnings came first
+	// Quiet leaves out what only informs: the line stays when it counts
+	// jobs not published.
+	quiet := r.o.Progress == ProgressQuiet
+	if !quiet {
+		for _, note := range rep.RerunNotes() {
+			r.prog.Printf("%s\n", note)
+		}
 	}
-	for _, note := range rep.RerunNotes() {
-		r.prog.Printf("%s\n", note)
+	if !quiet || len(rep.Failed) > 0 {
+		r.prog.Printf("%s\n", rep.Line(r.o.Batch))
 	}
-	r.prog.Printf("%s\n", rep.Line(r.o.Batch))
 }
 
 // wait completes the summary once collecting ended with err.
