@@ -13,6 +13,7 @@ import (
 	"github.com/jetpost/jetpost/internal/leakcheck"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/target"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // Options that cannot go together are a usage error before anything
@@ -111,6 +112,18 @@ func TestQuiet(t *testing.T) {
 	r := runCmd(t, nil, "--nats", url, "--batch", "quiet", "--wait", "--quiet", ok)
 	if r.code() != 0 || r.stderr != "" || r.stdout != "quiet\n" {
 		t.Errorf("--quiet: exit %d (%v), stdout %q, stderr %q", r.code(), r.err, r.stdout, r.stderr)
+	}
+	// With --out -, stdout is JSON Lines of results only.
+	fresh := write(t, "fresh.jsonl", jobLines(5, srv.URL+"/ok", "o"))
+	r = runCmd(t, nil, "--nats", url, "--batch", "quiet-out", "--wait", "--quiet", "--out", "-", fresh)
+	lines := strings.Split(strings.TrimSuffix(r.stdout, "\n"), "\n")
+	if r.code() != 0 || r.stderr != "" || len(lines) != 5 {
+		t.Errorf("--out -: exit %d (%v), stdout %q, stderr %q", r.code(), r.err, r.stdout, r.stderr)
+	}
+	for _, l := range lines {
+		if res, err := job.DecodeResult([]byte(l)); err != nil || res.Batch != "quiet-out" {
+			t.Errorf("--out - line %q: %v", l, err)
+		}
 	}
 	failing := write(t, "fail.jsonl", `{"id":"nf","url":"`+srv.URL+`/x?status=404"}`+"\n")
 	r = runCmd(t, nil, "--nats", url, "--batch", "quiet-fail", "--wait", "--quiet", failing)

@@ -45,8 +45,8 @@ BATCH, for failed ones) sends it again. A job whose earlier run failed before
 sending anything (refused, breaker open, expired, cancelled) is sent again.
 
 Standard output carries the batch id (once published), or with --wait --json
-one JSON document (the batch id in it), or with --out - the results; all
-else goes to standard error.
+one JSON document (the batch id in it), or with --out - the results alone
+(JSON Lines, each naming its batch); all else goes to standard error.
 
 Flags:
 `

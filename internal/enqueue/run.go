@@ -37,8 +37,8 @@ type Options struct {
 	Streams  queue.StreamConfig
 	// Connect dials the broker, once the input is known valid.
 	Connect func() (*nats.Conn, error)
-	// Stdout receives the batch id once published (and results for
-	// OutPath "-"); Stderr input errors, progress and warnings.
+	// Stdout receives the batch id once published, or for OutPath "-"
+	// the results alone; Stderr input errors, progress and warnings.
 	Stdout, Stderr io.Writer
 }
 
@@ -266,7 +266,9 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		}
 		return nil, err
 	}
-	fmt.Fprintln(o.Stdout, o.Batch)
+	if o.OutPath != "-" { // there stdout is JSON Lines, each result naming its batch
+		fmt.Fprintln(o.Stdout, o.Batch)
+	}
 	if r.col == nil {
 		return nil, nil
 	}
