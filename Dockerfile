@@ -4,8 +4,10 @@ WORKDIR /src
 COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
-# ./cmd/... is what ships: worker, enqueue and demotarget (benchmarks live in bench/).
-RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/ ./cmd/...
+# What ships, as make build: worker, enqueue and demotarget (the compose
+# stack's target); VERSION (make up passes git describe) is what --version says.
+ARG VERSION=devel
+RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w -X main.buildVersion=${VERSION}" -o /out/ ./cmd/worker ./cmd/enqueue ./cmd/demotarget
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/ /usr/local/bin/

@@ -255,7 +255,7 @@ func (p *pool) spawn() *proc {
 // startBatch starts workers workers, the first alone (on a fresh cluster,
 // concurrent creations of the same stream leave all but one unanswered
 // until their timeout), waits until each consumes, then runs enqueue
-// --wait --quiet for n jobs aimed at tURL. enqEnv and enqArgs say how
+// --wait for n jobs aimed at tURL. enqEnv and enqArgs say how
 // enqueue reaches NATS. It returns the enqueue process, its --out file and
 // when it started.
 func (p *pool) startBatch(workers int, deadline time.Time, n int, tURL, batch string, enqEnv []string, enqArgs ...string) (*proc, string, time.Time) {
@@ -270,7 +270,8 @@ func (p *pool) startBatch(workers int, deadline time.Time, n int, tURL, batch st
 	file := writeJobs(p.t, n, tURL)
 	out := filepath.Join(p.t.TempDir(), "results.jsonl")
 	began := time.Now()
-	args := append(enqArgs, "--batch", batch, "--wait", "--out", out, "--quiet", file)
+	// Not --quiet: tests wait for its "N published" line.
+	args := append(enqArgs, "--batch", batch, "--wait", "--out", out, file)
 	return start(p.t, "enqueue", enqEnv, args...), out, began
 }
 

@@ -60,7 +60,7 @@ func (a *admin) parse(args []string) ([]string, error) {
 		}
 		return nil, err
 	}
-	a.cfg, a.nc, a.js, err = connectAdmin(a.natsURL)
+	a.cfg, a.nc, a.js, err = connectAdmin(a.natsURL, a.fs.Output())
 	if err != nil {
 		return nil, err
 	}
@@ -71,8 +71,8 @@ func (a *admin) parse(args []string) ([]string, error) {
 }
 
 // parseInterspersed parses flags that may come before, between or after
-// the positional arguments, which it returns. A bad flag is a usage error;
-// -h is flag.ErrHelp.
+// the positional arguments, which it returns; after "--" every argument is
+// positional. A bad flag is a usage error; -h is flag.ErrHelp.
 func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 	var pos []string
 	for {
@@ -82,20 +82,24 @@ func parseInterspersed(fs *flag.FlagSet, args []string) ([]string, error) {
 			}
 			return nil, &exitError{code: exitUsage}
 		}
-		if fs.NArg() == 0 {
+		rest := fs.Args()
+		if used := len(args) - len(rest); used > 0 && args[used-1] == "--" {
+			return append(pos, rest...), nil
+		}
+		if len(rest) == 0 {
 			return pos, nil
 		}
-		pos = append(pos, fs.Arg(0))
-		args = fs.Args()[1:]
+		pos = append(pos, rest[0])
+		args = rest[1:]
 	}
 }
 
 // connectAdmin loads the configuration and connects quietly, for the
 // subcommands that read the broker's state.
-func connectAdmin(natsURL string) (*config.Common, *nats.Conn, jetstream.JetStream, error) {
-	cfg, err := config.LoadCommon()
+func connectAdmin(natsURL string, stderr io.Writer) (*config.Common, *nats.Conn, jetstream.JetStream, error) {
+	cfg, err := loadConfig(stderr)
 	if err != nil {
-		return nil, nil, nil, &exitError{exitUsage, err}
+		return nil, nil, nil, err
 	}
 	nc, err := natsconn.Connect(natsconn.URL(natsURL, cfg), cfg, "jetpost-enqueue", false, zerolog.Nop())
 	if err != nil {
@@ -107,6 +111,15 @@ func connectAdmin(natsURL string) (*config.Common, *nats.Conn, jetstream.JetStre
 		return nil, nil, nil, &exitError{exitBroker, err}
 	}
 	return cfg, nc, js, nil
+}
+
+// checkBatch refuses a batch id that is not one or that nothing is stored
+// for.
+func (a *admin) checkBatch(ctx context.Context, batch string) error {
+	if !job.ValidBatch(batch) {
+		return &exitError{exitUsage, fmt.Errorf("batch %q: use 1 to 64 characters of [A-Za-z0-9_-]", batch)}
+	}
+	return checkBatchKnown(ctx, a.js, a.names, batch, a.cfg.ResultsMaxAge)
 }
 
 func (a *admin) close() {
@@ -129,6 +142,9 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	batch := ""
 	if len(pos) == 1 {
 		batch = pos[0]
+		if err := a.checkBatch(ctx, batch); err != nil {
+			return err
+		}
 	}
 	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 	if !a.asJSON {
@@ -210,6 +226,9 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if len(pos) != 1 || !job.ValidBatch(pos[0]) {
 		return &exitError{exitUsage, errors.New("give exactly one valid batch id")}
 	}
+	if err := a.checkBatch(ctx, pos[0]); err != nil {
+		return err
+	}
 	rep, err := queue.Redrive(ctx, a.js, a.names, pos[0])
 	for _, s := range rep.Skipped {
 		fmt.Fprintln(stderr, "skipped:", oneLine(s))
@@ -231,9 +250,15 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	defer a.close()
+	if len(pos) > 1 {
+		return &exitError{exitUsage, errors.New("give at most one batch")}
+	}
 	batch := ""
-	if len(pos) > 0 {
+	if len(pos) == 1 {
 		batch = pos[0]
+		if err := a.checkBatch(ctx, batch); err != nil {
+			return err
+		}
 	}
 	o, err := queue.Status(ctx, a.js, a.names, batch)
 	if err != nil {

@@ -3,7 +3,8 @@
 //
 // Exit status: 0 every job ok (or published, without --wait); 1 some job
 // finally failed; 2 bad usage or invalid input (nothing published); 3 the
-// broker could not be reached or refused jobs.
+// broker could not be reached or refused jobs; 4 (status, results, dlq,
+// redrive) no such batch.
 package main
 
 import (
@@ -16,6 +17,11 @@ import (
 
 	"github.com/jetpost/jetpost/internal/termsafe"
 )
+
+// buildVersion is set at link time (-ldflags "-X main.buildVersion=...";
+// the Makefile and the image use git describe); --version falls back to the
+// build information without it.
+var buildVersion string
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
@@ -39,6 +45,9 @@ const (
 	exitFailedJobs = 1
 	exitUsage      = 2
 	exitBroker     = 3
+	// exitUnknownBatch: no job, result or dead letter was ever stored for
+	// the batch named (within the streams' retention).
+	exitUnknownBatch = 4
 )
 
 // exitError carries the exit status out of run.

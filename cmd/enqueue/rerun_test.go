@@ -39,7 +39,7 @@ func TestRunRerunSaysWhatItDidAndResultsAreLatest(t *testing.T) {
 	if r := runCmd(t, nil, "--nats", url, "--batch", "rr1", "--wait", "--quiet", file); r.code() != exitFailedJobs {
 		t.Fatalf("first run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
 	}
-	r := runCmd(t, nil, "--nats", url, "--batch", "rr2", "--quiet", file)
+	r := runCmd(t, nil, "--nats", url, "--batch", "rr2", file)
 	if r.code() != 0 || r.stdout != "rr2\n" {
 		t.Fatalf("re-run: exit %d (%v), stdout %q\n%s", r.code(), r.err, r.stdout, r.stderr)
 	}

@@ -26,8 +26,9 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	fs.SetOutput(stderr)
 	natsURL := fs.String("nats", "", natsconn.URLFlagHelp)
 	out := fs.String("out", "-", "write the results to this file (- for standard output)")
+	quiet := fs.Bool("quiet", false, "print nothing but errors (the results still go where --out says)")
 	fs.Usage = func() {
-		fmt.Fprintln(stderr, "Usage: enqueue results BATCH [--out FILE|-] [--nats URL]")
+		fmt.Fprintln(stderr, "Usage: enqueue results BATCH [--out FILE|-] [--quiet] [--nats URL]")
 		fmt.Fprintln(stderr, "\nWrites the results stored for BATCH as JSON Lines, in the order they were stored,")
 		fmt.Fprintln(stderr, "one per job: the latest (a re-drive supersedes a job's earlier result).")
 		fs.PrintDefaults()
@@ -47,14 +48,25 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	if !job.ValidBatch(batch) {
 		return &exitError{exitUsage, fmt.Errorf("batch %q: use 1 to 64 characters of [A-Za-z0-9_-]", batch)}
 	}
-	cfg, nc, js, err := connectAdmin(*natsURL)
+	cfg, nc, js, err := connectAdmin(*natsURL, stderr)
 	if err != nil {
 		return err
 	}
 	defer nc.Close()
-	st, err := writeResults(ctx, js, queue.NewNames(cfg.SubjectPrefix), batch, *out, stdout)
+	names := queue.NewNames(cfg.SubjectPrefix)
+	// A batch with results is known from the results stream alone; for
+	// one without, an account that may read nothing else (examples/
+	// nats-permissions.conf) gets the note below instead of an answer.
+	known, knownErr := batchStored(ctx, js, names, batch)
+	if knownErr == nil && !known {
+		return unknownBatch(batch, cfg.ResultsMaxAge)
+	}
+	st, err := writeResults(ctx, js, names, batch, *out, stdout)
 	if err != nil {
 		return err
+	}
+	if *quiet {
+		return nil
 	}
 	var superseded string
 	if st.Superseded > 0 {
@@ -66,7 +78,7 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 		fmt.Fprintf(stderr, "batch %s: %d results%s\n", batch, st.Results, superseded)
 	}
 	if st.Results == 0 {
-		fmt.Fprintf(stderr, "(no results stored for batch %s: unknown batch, not finished any job yet, or older than JETPOST_RESULTS_MAX_AGE=%s)\n", batch, cfg.ResultsMaxAge)
+		fmt.Fprintf(stderr, "(no results stored for batch %s: its jobs are still open, or their results are older than JETPOST_RESULTS_MAX_AGE=%s)\n", batch, cfg.ResultsMaxAge)
 	}
 	return nil
 }

@@ -121,14 +121,23 @@ func streamMsgs(t *testing.T, ns *server.Server, stream string) uint64 {
 	return info.State.Msgs
 }
 
+// summaryOf decodes what --wait --json printed: one JSON document, the
+// batch id inside, and nothing else on stdout.
 func summaryOf(t *testing.T, stdout string) *enqueue.Summary {
 	t.Helper()
-	lines := strings.Split(strings.TrimSpace(stdout), "\n")
-	s := new(enqueue.Summary)
-	if err := json.Unmarshal([]byte(lines[len(lines)-1]), s); err != nil {
-		t.Fatalf("last stdout line is not the JSON summary: %v\n%s", err, stdout)
+	var doc struct {
+		Batch string `json:"batch"`
+		*enqueue.Summary
 	}
-	return s
+	doc.Summary = new(enqueue.Summary)
+	dec := json.NewDecoder(strings.NewReader(stdout))
+	if err := dec.Decode(&doc); err != nil || dec.More() || !strings.HasSuffix(stdout, "}\n") || strings.Count(stdout, "\n") != 1 {
+		t.Fatalf("stdout is not one JSON document (%v):\n%s", err, stdout)
+	}
+	if !job.ValidBatch(doc.Batch) {
+		t.Fatalf("the JSON document has no batch id: %s", stdout)
+	}
+	return doc.Summary
 }
 
 func TestRunWaitWritesResultsAndSummary(t *testing.T) {
@@ -150,7 +159,7 @@ func TestRunWaitWritesResultsAndSummary(t *testing.T) {
 	if r.code() != exitFailedJobs {
 		t.Fatalf("exit %d (%v), want %d: one job failed\n%s", r.code(), r.err, exitFailedJobs, r.stderr)
 	}
-	if !strings.HasPrefix(r.stdout, "sum\n") {
+	if !strings.HasPrefix(r.stdout, `{"batch":"sum",`) {
 		t.Errorf("stdout does not start with the batch id: %q", r.stdout)
 	}
 	s := summaryOf(t, r.stdout)
@@ -240,7 +249,7 @@ func TestRunRerunResultsAndForce(t *testing.T) {
 	}
 	nc.Close()
 
-	r := runCmd(t, nil, "--nats", url, "--batch", "r2", "--wait", "--json", "--quiet", file)
+	r := runCmd(t, nil, "--nats", url, "--batch", "r2", "--wait", "--json", file)
 	if r.code() != 0 {
 		t.Fatalf("re-run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
 	}
@@ -268,7 +277,7 @@ func TestRunRerunResultsAndForce(t *testing.T) {
 		t.Errorf("results to stdout: exit %d, %d lines", r.code(), strings.Count(r.stdout, "\n"))
 	}
 	r = runCmd(t, nil, "results", "--nats", url, "nothing-here")
-	if r.code() != 0 || r.stdout != "" || !strings.Contains(r.stderr, "0 results") {
+	if r.code() != exitUnknownBatch || r.stdout != "" || !strings.Contains(r.err.Error(), "unknown batch nothing-here") {
 		t.Errorf("results of an unknown batch: exit %d, stdout %q, stderr %s", r.code(), r.stdout, r.stderr)
 	}
 

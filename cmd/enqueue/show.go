@@ -2,7 +2,9 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"cmp"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -39,9 +41,9 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		if len(strings.TrimSpace(sc.Text())) == 0 {
 			continue
 		}
-		r, err := job.DecodeResult(sc.Bytes())
+		r, err := decodeShownResult(sc.Bytes())
 		if err != nil {
-			return &exitError{exitUsage, fmt.Errorf("%s:%d: %w", args[0], line, err)}
+			return &exitError{exitUsage, fmt.Errorf("%s is not a results file: line %d %w; enqueue show reads the JSON Lines that enqueue --wait --out and enqueue results write", args[0], line, err)}
 		}
 		detail := r.Error
 		if detail == "" {
@@ -74,6 +76,35 @@ func runShow(args []string, stdin io.Reader, stdout io.Writer) error {
 		return err
 	}
 	return tw.Flush()
+}
+
+// decodeShownResult decodes a line of a results file, or says what the line
+// is instead (the mistake is usually giving show the job file).
+func decodeShownResult(b []byte) (*job.Result, error) {
+	if bytes.HasPrefix(b, []byte{0x1f, 0x8b}) {
+		return nil, errors.New("is gzip-compressed data (decompress it: zcat FILE | enqueue show -)")
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal(b, &keys); err != nil {
+		if t := bytes.TrimSpace(b); len(t) > 0 && t[0] == '[' {
+			return nil, errors.New("is a JSON array (a job file?), not a JSON object per line")
+		}
+		return nil, errors.New("is not a JSON object")
+	}
+	_, hasOK := keys["ok"]
+	_, hasAttempts := keys["attempts"]
+	_, hasID := keys["id"]
+	if !hasOK || !hasAttempts || !hasID {
+		if _, ok := keys["url"]; ok {
+			return nil, errors.New("is a job (a request to send), not its result")
+		}
+		return nil, errors.New(`is not a result record (a result has "id", "ok" and "attempts")`)
+	}
+	r, err := job.DecodeResult(b)
+	if err != nil {
+		return nil, fmt.Errorf("is not a valid result record (%w)", err)
+	}
+	return r, nil
 }
 
 // oneLine makes text from a record fit a table cell: white space runs

@@ -13,6 +13,11 @@ import (
 	"syscall"
 )
 
+// buildVersion is set at link time (-ldflags "-X main.buildVersion=...";
+// the Makefile and the image use git describe); --version falls back to the
+// build information without it.
+var buildVersion string
+
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	err := run(ctx, os.Args[1:], os.Stdout, os.Stderr)

@@ -9,10 +9,11 @@ import (
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/internal/version"
 	"github.com/jetpost/jetpost/internal/worker/daemon"
 )
 
-const help = `Usage: worker [-h]
+const help = `Usage: worker [-h] [--version]
 
 worker pulls jetpost jobs from NATS JetStream, sends each HTTP request with a
 bounded number in flight through a per-host circuit breaker, retries through
@@ -27,6 +28,7 @@ Environment:
 func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fs := flag.NewFlagSet("worker", flag.ContinueOnError)
 	fs.SetOutput(stderr)
+	showVersion := fs.Bool("version", false, "print the version and exit")
 	fs.Usage = func() {
 		fmt.Fprint(stdout, help)
 		_ = config.Usage(stdout, &config.Worker{})
@@ -36,6 +38,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 			return nil
 		}
 		return &usageError{err}
+	}
+	if *showVersion {
+		fmt.Fprintln(stdout, version.Of("worker", buildVersion))
+		return nil
 	}
 	if fs.NArg() > 0 {
 		return &usageError{fmt.Errorf("unexpected arguments %q; configuration is by JETPOST_* variables (see worker -h)", fs.Args())}
@@ -50,6 +56,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	id := cfg.ID()
 	log = log.With().Str("worker", id).Logger()
+	config.WarnUnknown(func(msg string) { log.Warn().Msg(msg) })
 
 	url := cfg.NatsURL
 	if url == "" {

@@ -112,23 +112,13 @@ func load[T any, P interface {
 	Validate() error
 }]() (*T, error) {
 	var c T
-	if err := envconfig.Process(Prefix, &c); err != nil {
-		return nil, readable(err)
+	if err := process(&c, os.LookupEnv); err != nil {
+		return nil, err
 	}
 	if err := P(&c).Validate(); err != nil {
 		return nil, err
 	}
 	return &c, nil
-}
-
-// readable turns envconfig's parse error into one line that names the
-// variable and the value.
-func readable(err error) error {
-	var pe *envconfig.ParseError
-	if errors.As(err, &pe) {
-		return fmt.Errorf("%s=%q: cannot parse as %s: %w", pe.KeyName, pe.Value, pe.TypeName, errors.Unwrap(pe.Err))
-	}
-	return err
 }
 
 // Validate checks the shared settings.

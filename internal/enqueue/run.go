@@ -40,8 +40,8 @@ type Options struct {
 	Connect func() (*nats.Conn, error)
 	// Log hears of setup retries and streams below JETPOST_REPLICAS.
 	Log zerolog.Logger
-	// Stdout receives the batch id once published (and results for
-	// OutPath "-"); Stderr input errors, progress and warnings.
+	// Stdout receives the batch id once published, or for OutPath "-"
+	// the results alone; Stderr input errors, progress and warnings.
 	Stdout, Stderr io.Writer
 }
 
@@ -76,7 +76,9 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 		return nil, err
 	}
 	defer r.close()
-	fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.Batch, v.Valid, validated.Seconds())
+	if o.Progress != ProgressQuiet {
+		fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.Batch, v.Valid, validated.Seconds())
+	}
 	return r.run(ctx)
 }
 
@@ -269,7 +271,9 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		}
 		return nil, err
 	}
-	fmt.Fprintln(o.Stdout, o.Batch)
+	if o.OutPath != "-" { // there stdout is JSON Lines, each result naming its batch
+		fmt.Fprintln(o.Stdout, o.Batch)
+	}
 	if r.col == nil {
 		return nil, nil
 	}
@@ -289,13 +293,20 @@ func (r *runner) reportPublish(rep *PublishReport) {
 	if rep.LookupErr != nil {
 		r.prog.Printf("warning: looking up completed jobs failed (%v); jobs were published without it, so those completed more than the dedup window (%s) ago are sent again\n", rep.LookupErr, r.o.Streams.DedupWindow)
 	}
-	for _, note := range rep.RerunNotes() {
-		r.prog.Printf("%s\n", note)
-	}
 	if rep.RetireErr != nil {
 		r.prog.Printf("warning: %v; `enqueue redrive` of those batches would send the jobs sent again once more\n", rep.RetireErr)
 	}
-	r.prog.Printf("%s\n", rep.Line(r.o.Batch))
+	// Quiet leaves out what only informs: the line stays when it counts
+	// jobs not published.
+	quiet := r.o.Progress == ProgressQuiet
+	if !quiet {
+		for _, note := range rep.RerunNotes() {
+			r.prog.Printf("%s\n", note)
+		}
+	}
+	if !quiet || len(rep.Failed) > 0 {
+		r.prog.Printf("%s\n", rep.Line(r.o.Batch))
+	}
 }
 
 // wait completes the summary once collecting ended with err.

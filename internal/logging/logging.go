@@ -1,6 +1,8 @@
 // Package logging builds the zerolog logger both commands use: JSON for
 // machines, console output for people, chosen by JETPOST_LOG_FORMAT or by
-// whether the output is a terminal.
+// whether the output is a terminal. The console format is coloured only on
+// a terminal and without NO_COLOR (https://no-color.org), so a log file
+// never holds escape codes.
 package logging
 
 import (
@@ -30,7 +32,8 @@ func New(w io.Writer, level, format string) (zerolog.Logger, error) {
 		// The console writer quotes string fields itself, not the message
 		// or values of other types.
 		plain := func(i any) string { return termsafe.String(fmt.Sprintf("%s", i)) }
-		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, FormatMessage: plain, FormatFieldValue: plain}
+		out = zerolog.ConsoleWriter{Out: w, TimeFormat: time.TimeOnly, FormatMessage: plain, FormatFieldValue: plain,
+			NoColor: !Colour(IsTerminal(w), os.LookupEnv)}
 	}
 	return zerolog.New(out).Level(lvl).With().Timestamp().Logger(), nil
 }
@@ -52,6 +55,13 @@ func (s safeJSON) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	return len(p), nil
+}
+
+// Colour reports whether console output may be coloured: on a terminal,
+// unless NO_COLOR is set to anything but "".
+func Colour(terminal bool, lookup func(string) (string, bool)) bool {
+	noColor, _ := lookup("NO_COLOR")
+	return terminal && noColor == ""
 }
 
 // IsTerminal reports whether w is a terminal.

@@ -3,13 +3,11 @@ package logging
 import (
 	"bytes"
 	"encoding/json"
-	"regexp"
+	"errors"
 	"strings"
 	"testing"
 	"unicode"
 )
-
-var colour = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 // Log lines in either format show text from jobs and servers escaped: the
 // JSON one still decodes to the same values.
@@ -22,8 +20,7 @@ func TestLogLinesAreTerminalSafe(t *testing.T) {
 			t.Fatal(err)
 		}
 		log.Info().Str("job", hostile).Strs("ids", []string{hostile}).Msg("sent " + hostile)
-		// The console writer's own colours are its business.
-		out := colour.ReplaceAllString(buf.String(), "")
+		out := buf.String()
 		if !strings.HasSuffix(out, "\n") || strings.Count(out, "\n") != 1 {
 			t.Errorf("%s: not one line: %q", format, out)
 		}
@@ -38,6 +35,35 @@ func TestLogLinesAreTerminalSafe(t *testing.T) {
 			if err := json.Unmarshal(buf.Bytes(), &v); err != nil || v.Job != hostile || v.Msg != "sent "+hostile {
 				t.Errorf("json log line decodes to %+v (%v)", v, err)
 			}
+		}
+	}
+}
+
+// Written to anything but a terminal (a file, a pipe), the console format
+// has no colour codes; on a terminal NO_COLOR turns them off.
+func TestConsoleToAFileIsPlain(t *testing.T) {
+	var buf bytes.Buffer
+	log, err := New(&buf, "info", "console")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log.Warn().Str("host", "api.example.com").Err(errors.New("boom")).Msg("breaker open")
+	if strings.ContainsRune(buf.String(), '\x1b') || !strings.Contains(buf.String(), "WRN breaker open") {
+		t.Errorf("console log to a buffer: %q", buf.String())
+	}
+	env := func(v string, set bool) func(string) (string, bool) {
+		return func(string) (string, bool) { return v, set }
+	}
+	for _, tc := range []struct {
+		terminal bool
+		lookup   func(string) (string, bool)
+		want     bool
+	}{
+		{true, env("", false), true}, {true, env("", true), true}, {true, env("1", true), false}, {false, env("", false), false},
+	} {
+		if got := Colour(tc.terminal, tc.lookup); got != tc.want {
+			v, set := tc.lookup("NO_COLOR")
+			t.Errorf("Colour(terminal %v, NO_COLOR %q set %v) = %v", tc.terminal, v, set, got)
 		}
 	}
 }

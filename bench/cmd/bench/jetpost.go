@@ -95,7 +95,8 @@ type enqueueRun struct {
 }
 
 func (b *bench) startEnqueue(natsURL, file, batch string, wait bool) (*proc, error) {
-	args := []string{"--quiet", "--batch", batch}
+	// Not --quiet: the stage lines below time startup and publishing.
+	args := []string{"--batch", batch}
 	if wait {
 		args = append(args, "--wait")
 	}
@@ -111,10 +112,10 @@ func finishEnqueue(ctx context.Context, p *proc) (enqueueRun, error) {
 	if p.cmd.ProcessState != nil {
 		r.exit = p.cmd.ProcessState.ExitCode()
 	}
-	if t := p.lineAt("jobs"); !t.IsZero() {
+	if t := p.lineAt("jobs (validated in"); !t.IsZero() {
 		r.startup = t.Sub(p.start)
 	}
-	if t := p.lineAt("published"); !t.IsZero() {
+	if t := p.lineAt(" published in "); !t.IsZero() {
 		r.publish = t.Sub(p.start)
 	}
 	if err != nil && r.exit != 1 {

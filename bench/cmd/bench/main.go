@@ -4,7 +4,7 @@
 // It builds cmd/worker, cmd/enqueue and cmd/demotarget into a temporary
 // directory, starts an embedded NATS server (JetStream, random port,
 // temporary store) inside its own process, runs the demo target and the
-// workers as separate processes, and times `enqueue --wait --quiet` for
+// workers as separate processes, and times `enqueue --wait` for
 // each scenario of issue 6 and the isolation figures of issue 3. The raw
 // baseline is a plain net/http client in this process, same target, same
 // concurrency, no queue. The markdown table goes to standard output and,
