@@ -194,6 +194,10 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		c.poison(ctx, d)
 		return
 	}
+	if c.ranBefore(ctx, d) {
+		release()
+		return
+	}
 	if d.NumDelivered > 1 {
 		rec, err := c.loadAttempts(ctx, d.Seq)
 		if err != nil {
