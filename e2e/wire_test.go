@@ -145,8 +145,12 @@ func TestHandPublishedMessages(t *testing.T) {
 	if ack := pub("raw", `{"id":"dup","url":"`+url+`/dup"}`, "dup"); !ack.Duplicate {
 		t.Errorf("second publish with the same Nats-Msg-Id stored: %+v", ack)
 	}
+	if ack := pub("raw", `{"id":"dup","url":"`+url+`/dup-changed"}`, "dup"); !ack.Duplicate {
+		t.Errorf("a changed request under the same Nats-Msg-Id within the window stored: %+v", ack)
+	}
 	pub("raw", `{"id":"twice","url":"`+url+`/twice"}`, "")
 	pub("raw", `{"id":"twice","url":"`+url+`/twice"}`, "")
+	pub("a.b", `{"id":"deep","url":"`+url+`/deep"}`, "")
 	drained(t, js, 4)
 	// Published again once they ran: another Nats-Msg-Id (as after the
 	// dedup window) or none; the completion markers catch both.
@@ -194,6 +198,12 @@ func TestHandPublishedMessages(t *testing.T) {
 		if !strings.Contains(string(b), `"reason":"invalid"`) {
 			t.Errorf("dead letter %s", b)
 		}
+	}
+	if r := records(t, js, "JETPOST_RESULTS", "jetpost.results.invalid", schemas.Result, 1); !strings.Contains(string(r[0]), `"reason":"invalid"`) {
+		t.Errorf("message on a subject with no valid batch: result %s", r[0])
+	}
+	if count("GET /deep") != 0 || count("GET /dup-changed") != 0 {
+		t.Error("a refused or dropped message was sent")
 	}
 	if n := stored(t, js, "JETPOST_RESULTS", "jetpost.results.other"); n != 0 {
 		t.Errorf("%d results on the batch the body named", n)
