@@ -172,7 +172,7 @@ func writeJobs(t *testing.T, n int, url string) string {
 	path := filepath.Join(t.TempDir(), "jobs.jsonl")
 	var b bytes.Buffer
 	for i := range n {
-		fmt.Fprintf(&b, `{"id":"job-%05d","method":"POST","url":"%s/items/%d","data":{"n":%d}}`+"\n", i, url, i, i)
+		fmt.Fprintf(&b, `{"id":"job-%05d","method":"POST","url":"%s/items/%d","json":{"n":%d}}`+"\n", i, url, i, i)
 	}
 	if err := os.WriteFile(path, b.Bytes(), 0o644); err != nil {
 		t.Fatal(err)

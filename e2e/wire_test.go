@@ -223,6 +223,7 @@ func TestEnqueuedMessagesMatchSchema(t *testing.T) {
 		`,"method":"delete"`,
 		`,"id":"with-data","method":"POST","data":{"a":[1,2.50,"<x>"]},"headers":{"X-A":"b"}`,
 		`,"id":"text","method":"PUT","data":"plain text","timeout":"2s"`,
+		`,"id":"json","method":"POST","json":{"sig": "<&>",  "n" : 1.50},"params":{"q":"a b","p":[1,2]}`,
 		`,"id":"cb","timeout":3,"callback":"` + url + `/hook","reply_to":"replies.e2e"`,
 		`,"id":"patch","method":"PATCH"`,
 	} {

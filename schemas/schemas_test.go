@@ -65,7 +65,9 @@ func TestSchemaAndWorkerAgree(t *testing.T) {
 		`{"id":"o-1","method":"post","url":"http://api.example.com:8080/o?x=1","headers":{"Content-Type":"text/plain","X-T":"a\tb"},"data":"hi"}`,
 		`{"id":"o-2","batch":"b-1","url":"https://api.example.com/o","data":{"n":1.50,"s":"<&>"},"timeout":"1m30s","enqueued_at":"2026-12-05T19:00:00.123Z"}`,
 		`{"id":"o-3","url":"https://api.example.com/o","timeout":2.5,"callback":"https://cb.example.com/r","reply_to":"replies.team-a","rate":10,"source":"f.jsonl:3","redrive":1}`,
-		`{"id":"o-4","url":"https://api.example.com/o","data":[1,2,3],"kind":""}`,
+		`{"id":"o-4","url":"https://api.example.com/o","json":[1, 2.50,"<&>"],"kind":""}`,
+		`{"id":"o-6","method":"POST","url":"https://api.example.com/o?a=1","data":{"name":"x y","n":[1,"2"]},"params":{"q":"a&b","page":2}}`,
+		`{"id":"o-7","url":"https://api.example.com/o","json":"text","params":{}}`,
 		`{"id":"o-5","kind":"callback","callback":"https://cb.example.com/r","result":{"id":"o-5","batch":"b-1","ok":true,"status":200,"attempts":1,"error":"","body":"","body_truncated":false,"duration_ms":3,"worker":"w","finished_at":"2026-12-05T19:00:00Z"}}`,
 	}
 	policy := job.Policy{ReplyPrefixes: []string{"replies"}}
@@ -99,6 +101,11 @@ func TestSchemaAndWorkerAgree(t *testing.T) {
 		`{"url":"https://api.example.com/x","reply_to":"a..b"}`,
 		`{"url":"https://api.example.com/x","enqueued_at":"yesterday"}`,
 		`["https://api.example.com/x"]`,
+		`{"url":"https://api.example.com/x","data":"a","json":{}}`,
+		`{"url":"https://api.example.com/x","data":[1,2]}`,
+		`{"url":"https://api.example.com/x","data":{"a":true}}`,
+		`{"url":"https://api.example.com/x","params":"a=1"}`,
+		`{"url":"https://api.example.com/x","params":{"a":{"b":1}}}`,
 	}
 	for _, m := range refused {
 		if err := v.Validate(JobMessage, []byte(m)); err == nil {

@@ -93,7 +93,7 @@ func TestDirectlyPublishedJobsHeldToTheBoundary(t *testing.T) {
 	}
 	const data = `{"sig": "<&>",  "n" : 1.50}`
 	ctx := context.Background()
-	for _, m := range append(invalid, msg("good", "teamA", `,"reply_to":"replies.teamA","data":`+data)) {
+	for _, m := range append(invalid, msg("good", "teamA", `,"reply_to":"replies.teamA","json":`+data)) {
 		if _, err := js.Publish(ctx, names.JobSubject("teamA"), []byte(m)); err != nil {
 			t.Fatal(err)
 		}

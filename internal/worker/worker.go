@@ -204,7 +204,7 @@ func (w *Worker) spent(r *job.Result, turned int) {
 // made in this delivery.
 func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result {
 	r := &job.Result{
-		ID: j.ID, Batch: j.Batch, Method: j.Method, URL: job.RedactURL(j.URL), Source: j.Source,
+		ID: j.ID, Batch: j.Batch, Method: j.Method, URL: job.RedactURL(j.RequestURL()), Source: j.Source,
 		Attempts: attempts, Worker: w.cfg.ID, FinishedAt: w.now().UTC(),
 	}
 	if o != nil {

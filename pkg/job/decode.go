@@ -69,6 +69,8 @@ type Decoder struct {
 	secretHeaders []string
 
 	entryLine int // where the entry last decoded starts
+	// sawEntry: a non-blank line was read; only the first can tell CSV.
+	sawEntry bool
 }
 
 // NewDecoder returns a Decoder for r; file names it in errors.
@@ -169,6 +171,11 @@ func (d *Decoder) nextLine() (*Job, error) {
 		if isBlank(line) {
 			continue
 		}
+		if !d.sawEntry && looksLikeCSV(d.file, line) {
+			// One message for the file: every line would fail alike.
+			return nil, d.broken(lineNo, errors.New(`this looks like CSV; jetpost reads JSON Lines (one object per line, e.g. {"url": "https://example.com/"}) or a JSON array of such objects`))
+		}
+		d.sawEntry = true
 		j, err := d.decodeEntry(line, lineNo, col, false)
 		if err != nil {
 			return nil, d.lineError(lineNo, err)
@@ -279,6 +286,21 @@ func (d *Decoder) nextElement() (*Job, error) {
 		}
 		return j, nil
 	}
+}
+
+// looksLikeCSV reports whether the first line of a JSON Lines input is
+// rather a CSV (or TSV) header or row: not an object, with separators, or
+// in a file named so.
+func looksLikeCSV(file string, line []byte) bool {
+	line = bytes.TrimSpace(line)
+	if len(line) == 0 || line[0] == '{' || json.Valid(line) {
+		return false
+	}
+	ext := strings.ToLower(file)
+	if strings.HasSuffix(ext, ".csv") || strings.HasSuffix(ext, ".tsv") {
+		return true
+	}
+	return bytes.ContainsAny(line, ",;\t")
 }
 
 // broken reports a JSON array that cannot be resynchronised and ends the
@@ -512,6 +534,8 @@ const (
 	fieldURL      = "url"
 	fieldHeaders  = "headers"
 	fieldData     = "data"
+	fieldJSON     = "json"
+	fieldParams   = "params"
 	fieldCallback = "callback"
 	fieldReplyTo  = "reply_to"
 	fieldTimeout  = "timeout"
@@ -519,7 +543,7 @@ const (
 
 func isField(name string) bool {
 	switch name {
-	case fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldCallback, fieldReplyTo, fieldTimeout:
+	case fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldJSON, fieldParams, fieldCallback, fieldReplyTo, fieldTimeout:
 		return true
 	}
 	return false
@@ -559,10 +583,15 @@ func jobFromFields(fields map[string]any, raw []byte) (*Job, error) {
 			return nil, err
 		}
 	}
-	if v := fields[fieldData]; v != nil {
-		// The bytes as written, not a re-encoding: an API may sign or
-		// compare the body byte for byte.
-		j.Data = bytes.Clone(rawField(raw, fieldData))
+	// The bytes as written, not a re-encoding: an API may sign or compare
+	// the body byte for byte, and form and query pairs keep their order.
+	for _, f := range [...]struct {
+		name string
+		dst  *json.RawMessage
+	}{{fieldData, &j.Data}, {fieldJSON, &j.JSON}, {fieldParams, &j.Params}} {
+		if fields[f.name] != nil {
+			*f.dst = bytes.Clone(rawField(raw, f.name))
+		}
 	}
 	if v := fields[fieldCallback]; v != nil {
 		if j.Callback, err = stringField(fieldCallback, v); err != nil {
@@ -624,13 +653,20 @@ func fieldHint(name string) string {
 	switch name {
 	case "batch", "enqueued_at":
 		return "set by enqueue, not by the file"
+	case "body", "payload", "form":
+		return `a body is "data" (text, or an object sent as a form) or "json"`
+	case "query", "query_params":
+		return `query parameters are "params" (an object) or part of "url"`
+	}
+	if hint, ok := aiohttpHints[name]; ok {
+		return "aiohttp's " + name + "= is not a job field; " + hint
 	}
 	if len(name) > 32 {
 		return ""
 	}
 	lower := strings.ToLower(name)
 	best, bestDist := "", 3
-	for _, f := range []string{fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldCallback, fieldReplyTo, fieldTimeout} {
+	for _, f := range []string{fieldID, fieldMethod, fieldURL, fieldHeaders, fieldData, fieldJSON, fieldParams, fieldCallback, fieldReplyTo, fieldTimeout} {
 		// Short names are too close to everything to guess from.
 		limit := 2
 		if len(f) <= 3 {
@@ -644,6 +680,34 @@ func fieldHint(name string) string {
 		return ""
 	}
 	return fmt.Sprintf("did you mean %q?", best)
+}
+
+// aiohttpHints says what to write instead of the keyword arguments of
+// aiohttp's request() that are not job fields, for files and scripts
+// written for aiohttp.
+var aiohttpHints = map[string]string{
+	"auth":              `set an "Authorization" header in "headers" (e.g. "Basic " + base64 of "user:password")`,
+	"cookies":           `set a "Cookie" header in "headers" ("name=value; other=value")`,
+	"allow_redirects":   "redirects are the deployment's: JETPOST_MAX_REDIRECTS (0 turns them off)",
+	"max_redirects":     "redirects are the deployment's: JETPOST_MAX_REDIRECTS",
+	"proxy":             "not supported: workers connect to the target directly",
+	"proxy_auth":        "not supported: workers connect to the target directly",
+	"proxy_headers":     "not supported: workers connect to the target directly",
+	"ssl":               "not supported per job: TLS certificates are always verified against the system's roots",
+	"verify_ssl":        "not supported per job: TLS certificates are always verified against the system's roots",
+	"ssl_context":       "not supported per job: TLS certificates are always verified against the system's roots",
+	"fingerprint":       "not supported per job: TLS certificates are always verified against the system's roots",
+	"server_hostname":   "not supported: the TLS server name is the URL's host",
+	"compress":          `not supported: send the body as it should arrive, with a "Content-Encoding" header if it is compressed`,
+	"chunked":           "not needed: jetpost sends the body with a Content-Length",
+	"expect100":         `set an "Expect: 100-continue" header in "headers"`,
+	"raise_for_status":  "not needed: a non-2xx answer already fails the job (retried for 408, 425, 429 and 5xx)",
+	"read_until_eof":    "not needed: the response body is read to its end (results keep its start)",
+	"read_bufsize":      "not needed: jetpost sizes its buffers",
+	"auto_decompress":   "not needed: a compressed response is decompressed",
+	"skip_auto_headers": `not supported: set the header you want in "headers" instead`,
+	"trace_request_ctx": "not supported: each job has its result, and workers export /metrics",
+	"version":           "not supported: the HTTP version is negotiated (HTTP/2 over TLS where the server offers it)",
 }
 
 // editDistance is the optimal string alignment distance: insertions,

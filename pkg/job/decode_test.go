@@ -102,6 +102,28 @@ func TestDecoderMalformed(t *testing.T) {
 			[]string{`f.jsonl:1: url "/path?q=1" must be an absolute http or https URL`}, 0},
 		{"missing URL", "", `{"method":"POST"}`,
 			[]string{"f.jsonl:1: url is missing"}, 0},
+		{"URL without a scheme", "", `{"url":"api.example.com/v1?q=1"}`,
+			[]string{`f.jsonl:1: url "api.example.com/v1?q=1" has no scheme: write "https://api.example.com/v1?q=1" (or "http://api.example.com/v1?q=1")`}, 0},
+		{"host and port without a scheme", "", `{"url":"127.0.0.1:8088/x"}` + "\n" + `{"url":"localhost:8080"}` + "\n" + `{"url":"//cdn.example.com/a"}`,
+			[]string{`f.jsonl:1: url "127.0.0.1:8088/x" has no scheme: write "https://127.0.0.1:8088/x" (or "http://127.0.0.1:8088/x")`,
+				`f.jsonl:2: url "localhost:8080" has no scheme: write "https://localhost:8080"`,
+				`f.jsonl:3: url "//cdn.example.com/a" has no scheme: write "https://cdn.example.com/a"`}, 0},
+		{"callback without a scheme, secret redacted", "", `{"url":"http://a/","callback":"hooks.example.com/cb?token=s3cret"}`,
+			[]string{`f.jsonl:1: callback "hooks.example.com/cb?token=REDACTED" has no scheme: write "https://hooks.example.com/cb?token=REDACTED"`}, 0},
+		{"CSV file: one message", "orders.csv", "id,method,url\n1,GET,http://a/\n2,GET,http://b/\n3,GET,http://c/\n",
+			[]string{`orders.csv:1: this looks like CSV; jetpost reads JSON Lines (one object per line, e.g. {"url": "https://example.com/"}) or a JSON array of such objects`}, 0},
+		{"CSV without the name", "", "\nurl;method\nhttp://a/;GET\nhttp://b/;GET\n",
+			[]string{`f.jsonl:2: this looks like CSV`}, 0},
+		{"one-column CSV named so", "urls.csv", "http://a/\nhttp://b/\n",
+			[]string{`urls.csv:1: this looks like CSV`}, 0},
+		{"commas on a later line are not CSV", "", `{"url":"http://a/"}` + "\n" + `a,b` + "\n" + `c,d`,
+			[]string{"f.jsonl:2: invalid JSON at column 1", "f.jsonl:3: invalid JSON at column 1"}, 1},
+		{"aiohttp keywords", "", `{"url":"http://a/","auth":["u","p"],"cookies":{"s":"1"},"allow_redirects":false}`,
+			[]string{`f.jsonl:1: unknown fields "allow_redirects" (aiohttp's allow_redirects= is not a job field; redirects are the deployment's: JETPOST_MAX_REDIRECTS (0 turns them off)),` +
+				` "auth" (aiohttp's auth= is not a job field; set an "Authorization" header in "headers" (e.g. "Basic " + base64 of "user:password")),` +
+				` "cookies" (aiohttp's cookies= is not a job field; set a "Cookie" header in "headers" ("name=value; other=value"))`}, 0},
+		{"more aiohttp keywords", "", `{"url":"http://a/","proxy":"http://p:3128","ssl":false,"raise_for_status":true}`,
+			[]string{`"proxy" (aiohttp's proxy= is not a job field; not supported: workers connect to the target directly)`}, 0},
 		{"null URL", "", `{"url":null}`,
 			[]string{"f.jsonl:1: url is missing"}, 0},
 		{"URL without host", "", `{"url":"http:///x"}`,
@@ -244,7 +266,7 @@ func TestLineError(t *testing.T) {
 
 func TestDecoderFields(t *testing.T) {
 	in := `{"id":"x1","method":"post","url":"https://api.example.com/v1?q=1","headers":{"Authorization":"Bearer t","X-Empty":""},` +
-		`"data":{"b":[1,2.50,"<&>"],"a":null},"callback":"https://cb.example.com/done","reply_to":"my.results","timeout":"1m30s"}` + "\n" +
+		`"json":{"b":[1,2.50,"<&>"],"a":null},"callback":"https://cb.example.com/done","reply_to":"my.results","timeout":"1m30s"}` + "\n" +
 		`{"url":"http://a/","timeout":2.5,"data":"plain text","method":null,"headers":{},"callback":null,"id":null}`
 	jobs, errs := decodeString(t, "f.jsonl", in)
 	if len(errs) != 0 {
@@ -257,9 +279,9 @@ func TestDecoderFields(t *testing.T) {
 		time.Duration(j.Timeout) != 90*time.Second {
 		t.Errorf("first job = %+v", j)
 	}
-	// Data is kept byte for byte: key order, number spelling, no escaping.
-	if got, want := string(j.Data), `{"b":[1,2.50,"<&>"],"a":null}`; got != want {
-		t.Errorf("Data = %s, want %s", got, want)
+	// JSON is kept byte for byte: key order, number spelling, no escaping.
+	if got, want := string(j.JSON), `{"b":[1,2.50,"<&>"],"a":null}`; got != want {
+		t.Errorf("JSON = %s, want %s", got, want)
 	}
 	if j.Batch != "" || !j.EnqueuedAt.IsZero() {
 		t.Errorf("decoder set Batch or EnqueuedAt: %+v", j)
@@ -615,8 +637,10 @@ func TestFieldHint(t *testing.T) {
 		"reply-to": `did you mean "reply_to"?`,
 		"timout":   `did you mean "timeout"?`,
 		"uri":      `did you mean "url"?`,
-		"body":     "",
-		"params":   "",
+		"body":     `a body is "data" (text, or an object sent as a form) or "json"`,
+		"cookies":  `aiohttp's cookies= is not a job field; set a "Cookie" header in "headers" ("name=value; other=value")`,
+		"param":    `did you mean "params"?`,
+		"jsn":      `did you mean "json"?`,
 		"x":        "",
 	} {
 		if got := fieldHint(name); got != want {

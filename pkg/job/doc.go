@@ -21,11 +21,24 @@
 // elements stops decoding, as the next element cannot be found.
 //
 // An entry must be an object of the fields in DESIGN.md ("id", "method",
-// "url", "headers", "data", "callback", "reply_to", "timeout"); an unknown
-// field is an error rather than ignored, so that a misspelt one is not
-// silently lost, and null counts as absent. Batch and EnqueuedAt are left to
-// the enqueuer. "data" is kept as the bytes written, and Encode puts them
-// on the wire unchanged.
+// "url", "headers", "data", "json", "params", "callback", "reply_to",
+// "timeout"); an unknown field is an error rather than ignored, so that a
+// misspelt one is not silently lost (aiohttp keywords that are not fields
+// say what to use instead), and null counts as absent. Batch and EnqueuedAt
+// are left to the enqueuer. A first line that is not JSON but has
+// separators (or a .csv/.tsv file) is one "looks like CSV" error for the
+// whole file.
+//
+// # Bodies and query parameters
+//
+// "data", "json" and "params" mean what aiohttp's request(data=, json=,
+// params=) makes of them (Body, RequestURL): a data string is sent as its
+// text, a data object form-encoded as urlencode(doseq=True) does, json as
+// the bytes written, params appended to the URL's query as yarl's
+// extend_query does. All three are kept as the bytes written and Encode
+// puts them on the wire unchanged, so the worker sends what the file said.
+// What aiohttp would send in a Python spelling ("True") or refuse is refused
+// by Validate (formPairs lists the rules).
 //
 // # Wire
 //

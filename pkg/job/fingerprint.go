@@ -45,7 +45,10 @@ func (j *Job) Fingerprint(secretHeaders []string, key []byte) Fingerprint {
 	b := buf[:0]
 	b = field(b, fingerprintVersion)
 	b = field(b, j.Method)
-	u, cb := RedactURL(j.URL), RedactURL(j.Callback)
+	// The URL as sent, params merged: {"url":"…?a=1"} and
+	// {"url":"…","params":{"a":1}} are one request.
+	target := j.RequestURL()
+	u, cb := RedactURL(target), RedactURL(j.Callback)
 	b = field(b, u)
 	b = headerFields(b, j.Headers, secretHeaders)
 	body, ctype := j.Body()
@@ -54,20 +57,21 @@ func (j *Job) Fingerprint(secretHeaders []string, key []byte) Fingerprint {
 	b = field(b, ctype)
 	b = field(b, cb)
 	b = field(b, j.ReplyTo)
-	if len(key) > 0 && (u != j.URL || cb != j.Callback || hasSecretHeader(j.Headers, secretHeaders)) {
-		b = append(b, j.credentialDigest(secretHeaders, key)...)
+	if len(key) > 0 && (u != target || cb != j.Callback || hasSecretHeader(j.Headers, secretHeaders)) {
+		b = append(b, j.credentialDigest(target, secretHeaders, key)...)
 	}
 	sum := sha256.Sum256(b)
 	return Fingerprint(sum[:len(Fingerprint{})])
 }
 
 // credentialDigest is an HMAC, under the deployment's identity key, of a
-// job's secret material: its URLs whole (userinfo and secret parameters
-// are in them) and its secret headers, sorted by name.
-func (j *Job) credentialDigest(secretHeaders []string, key []byte) []byte {
+// job's secret material: its URLs whole (target is the URL as sent;
+// userinfo and secret parameters are in them) and its secret headers,
+// sorted by name.
+func (j *Job) credentialDigest(target string, secretHeaders []string, key []byte) []byte {
 	mac := hmac.New(sha256.New, key)
 	var b []byte
-	b = field(b, j.URL)
+	b = field(b, target)
 	b = field(b, j.Callback)
 	names := make([]string, 0, 4)
 	for k := range j.Headers {
@@ -153,6 +157,11 @@ func identityFields(fields map[string]any, secretHeaders []string) map[string]an
 			set(fieldHeaders, red)
 		}
 	}
+	if ps, ok := fields[fieldParams].(map[string]any); ok {
+		if red, changed := redactParamFields(ps); changed {
+			set(fieldParams, red)
+		}
+	}
 	if out == nil {
 		return fields
 	}
@@ -171,6 +180,21 @@ func redactHeaderFields(hs map[string]any, secret []string) (map[string]any, boo
 			out = maps.Clone(hs)
 		}
 		out[k] = Redacted
+	}
+	return out, out != nil
+}
+
+// redactParamFields returns params with the values of secret names
+// (IsSecretParam, as in URLs) replaced, and whether there were any.
+func redactParamFields(ps map[string]any) (map[string]any, bool) {
+	var out map[string]any
+	for k := range ps {
+		if IsSecretParam(k) {
+			if out == nil {
+				out = maps.Clone(ps)
+			}
+			out[k] = Redacted
+		}
 	}
 	return out, out != nil
 }

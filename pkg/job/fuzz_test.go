@@ -173,8 +173,9 @@ func FuzzResultRoundTrip(f *testing.F) {
 // verdict. A difference would be a request nobody wrote.
 func FuzzEnqueueDecodesInWorker(f *testing.F) {
 	for _, s := range []string{
-		`{"url":"http://a/","data":{"sig": "<&>",  "n" : 1.50}}`,
-		"[\n {\"id\":\"x\",\"method\":\"post\",\"url\":\"https://a.example/p?q=1\",\"headers\":{\"A\":\"b\"},\n  \"data\": [1,\n 2],\"callback\":\"http://cb/\",\"reply_to\":\"r.s\",\"timeout\":\"5s\"}\n]",
+		`{"url":"http://a/","json":{"sig": "<&>",  "n" : 1.50}}`,
+		`{"url":"http://a/?z=1&","data":{"sig": "<&>",  "n" : [1.50, "é"]},"params":{"a b":["/?#", 1e3]}}`,
+		"[\n {\"id\":\"x\",\"method\":\"post\",\"url\":\"https://a.example/p?q=1\",\"headers\":{\"A\":\"b\"},\n  \"json\": [1,\n 2],\"callback\":\"http://cb/\",\"reply_to\":\"r.s\",\"timeout\":\"5s\"}\n]",
 		`{"url":"http://a/","data":"line\u2028\u003c","timeout":2.5,"reply_to":"jetpost.results.b"}`,
 		`{"url":"http://a/","data":"\ud800","timeout":"299.999999999s"}`,
 	} {
@@ -193,7 +194,7 @@ func FuzzEnqueueDecodesInWorker(f *testing.F) {
 			if err != nil {
 				t.Fatalf("enqueue cannot encode accepted job %+v: %v", j, err)
 			}
-			w, err := Decode(wire)
+			w, err := DecodeMessage(wire, "b", nil)
 			if err != nil {
 				t.Fatalf("worker refuses %s: %v", wire, err)
 			}
@@ -205,8 +206,8 @@ func FuzzEnqueueDecodesInWorker(f *testing.F) {
 			}
 			wb, wct := w.Body()
 			jb, jct := j.Body()
-			if !bytes.Equal(wb, jb) || wct != jct {
-				t.Errorf("worker sends %q (%s), enqueue read %q (%s)", wb, wct, jb, jct)
+			if !bytes.Equal(wb, jb) || wct != jct || w.RequestURL() != j.RequestURL() {
+				t.Errorf("worker sends %s %q (%s), enqueue read %s %q (%s)", w.RequestURL(), wb, wct, j.RequestURL(), jb, jct)
 			}
 			want, have := *j, *w
 			want.EnqueuedAt, have.EnqueuedAt = time.Time{}, time.Time{}

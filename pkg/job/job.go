@@ -1,7 +1,6 @@
 package job
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -24,11 +23,16 @@ type Job struct {
 	Method  string            `json:"method"`
 	URL     string            `json:"url"`
 	Headers map[string]string `json:"headers,omitempty"`
-	// Data is the request body exactly as the input gave it: a JSON string is
-	// sent as its text, any other JSON value as the bytes written (white
-	// space and escapes included). Encode keeps them: the wire carries what
-	// the user wrote, byte for byte.
+	// Data, JSON and Params are aiohttp's data=, json= and params=, each
+	// kept as the bytes the input gave (Encode puts them on the wire
+	// unchanged). Data is a string, sent as its text, or an object, sent
+	// form-encoded; JSON is any value, sent byte for byte as written (white
+	// space and escapes included); at most one of the two is set. Params is
+	// an object whose names and values are appended to URL's query
+	// (RequestURL). Body and RequestURL say what is sent.
 	Data     json.RawMessage `json:"data,omitempty"`
+	JSON     json.RawMessage `json:"json,omitempty"`
+	Params   json.RawMessage `json:"params,omitempty"`
 	Callback string          `json:"callback,omitempty"`
 	ReplyTo  string          `json:"reply_to,omitempty"`
 	Timeout  Duration        `json:"timeout,omitempty"`
@@ -104,23 +108,6 @@ func SourceOf(file string, line int) string {
 		name = ellipsis + name
 	}
 	return name + suffix
-}
-
-// Body returns the bytes to send and the Content-Type they imply ("" when the
-// body is a plain string or there is none). A header set by the job wins over
-// the implied type; that decision is the sender's.
-func (j *Job) Body() (body []byte, contentType string) {
-	data := bytes.TrimSpace(j.Data)
-	if len(data) == 0 || bytes.Equal(data, []byte("null")) {
-		return nil, ""
-	}
-	if data[0] == '"' {
-		var s string
-		if err := json.Unmarshal(data, &s); err == nil {
-			return []byte(s), ""
-		}
-	}
-	return data, "application/json"
 }
 
 // Host returns the host the job talks to, as HostKey spells it.
@@ -214,8 +201,8 @@ func (j *Job) Validate() error {
 	if !(j.Rate == 0 || j.Rate >= MinRate && j.Rate <= MaxRate) { // also refuses NaN
 		return fmt.Errorf("rate %v is out of range: 0 (none) or 1/d (%.3g) to %d requests per second", j.Rate, MinRate, MaxRate)
 	}
-	if len(j.Data) > 0 && !json.Valid(j.Data) {
-		return errors.New("data is not valid JSON")
+	if err := j.validateBody(); err != nil {
+		return err
 	}
 	// Source is shown on terminals: held to the rules of ids.
 	if len(j.Source) > MaxSourceLen || !utf8.ValidString(j.Source) || strings.IndexFunc(j.Source, isCTL) >= 0 {
@@ -279,6 +266,9 @@ func validateURL(field, raw string) error {
 	if len(raw) > MaxURLLen {
 		return fmt.Errorf("%s is %d bytes, limit %d", field, len(raw), MaxURLLen)
 	}
+	if hint := schemeHint(raw); hint != "" {
+		return fmt.Errorf("%s %s has no scheme: write %s", field, quote(RedactURL(raw)), hint)
+	}
 	u, err := url.Parse(raw)
 	if err != nil {
 		return fmt.Errorf("%s %s is not a URL: %w", field, quote(RedactURL(raw)), errors.Unwrap(err))
@@ -295,6 +285,29 @@ func validateURL(field, raw string) error {
 		return fmt.Errorf("%s host is %d bytes, limit %d", field, n, MaxHostLen)
 	}
 	return nil
+}
+
+// schemeHint suggests the absolute URLs meant by raw when it names a host
+// without a scheme ("api.example.com/x", "localhost:8080", "//host/x"),
+// or "" when it does not look like one.
+func schemeHint(raw string) string {
+	if strings.Contains(raw, "://") {
+		return ""
+	}
+	rest := strings.TrimPrefix(raw, "//")
+	host, _, _ := strings.Cut(rest, "/")
+	host, _, _ = strings.Cut(host, "?")
+	if h, port, ok := strings.Cut(host, ":"); ok {
+		if _, err := strconv.Atoi(port); err != nil {
+			return ""
+		}
+		host = h
+	}
+	if host == "" || !(strings.Contains(host, ".") || host == "localhost") {
+		return ""
+	}
+	u := RedactURL("https://" + rest)
+	return fmt.Sprintf("%q (or %q)", u, "http://"+strings.TrimPrefix(u, "https://"))
 }
 
 // quote quotes a user-supplied string for a message, shortened so that one
@@ -381,22 +394,29 @@ func ValidBatch(id string) bool {
 	return true
 }
 
-// Encode is the wire encoding of a job. Data goes out as the bytes the job
-// holds, not re-encoded: what the file said is what the worker sends.
+// Encode is the wire encoding of a job. Data, JSON and Params go out as the
+// bytes the job holds, not re-encoded: what the file said is what the
+// worker sends.
 func Encode(j *Job) ([]byte, error) {
-	if len(j.Data) == 0 {
-		return json.Marshal(j)
-	}
-	if !json.Valid(j.Data) {
-		return nil, fmt.Errorf("encoding job %s: data is not valid JSON", quote(j.ID))
-	}
 	rest := *j
-	rest.Data = nil
+	rest.Data, rest.JSON, rest.Params = nil, nil, nil
 	b, err := json.Marshal(&rest)
 	if err != nil {
 		return nil, err
 	}
-	return WithRawField(b, "data", j.Data), nil
+	for _, f := range [...]struct {
+		name string
+		raw  json.RawMessage
+	}{{fieldData, j.Data}, {fieldJSON, j.JSON}, {fieldParams, j.Params}} {
+		if len(f.raw) == 0 {
+			continue
+		}
+		if !json.Valid(f.raw) {
+			return nil, fmt.Errorf("encoding job %s: %s is not valid JSON", quote(j.ID), f.name)
+		}
+		b = WithRawField(b, f.name, f.raw)
+	}
+	return b, nil
 }
 
 // Decode parses and validates a job from the wire. Anything that fails here is

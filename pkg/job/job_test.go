@@ -12,25 +12,32 @@ func TestBody(t *testing.T) {
 	tests := []struct {
 		name     string
 		data     string // raw JSON; "" for absent
+		json     string // raw JSON; "" for absent
 		wantBody string
 		wantNil  bool
 		wantType string
 	}{
-		{name: "absent", data: "", wantNil: true},
-		{name: "null", data: "null", wantNil: true},
-		{name: "string sent as is", data: `"a=1&b=2"`, wantBody: "a=1&b=2"},
-		{name: "string escapes decoded", data: `"line1\nline2 \u00e9 \"q\""`, wantBody: "line1\nline2 é \"q\""},
-		{name: "empty string", data: `""`, wantBody: ""},
-		{name: "object as JSON", data: `{"b":1, "a":[true,null]}`, wantBody: `{"b":1, "a":[true,null]}`, wantType: "application/json"},
-		{name: "array as JSON", data: `[1,2]`, wantBody: `[1,2]`, wantType: "application/json"},
-		{name: "number as JSON", data: `12.50`, wantBody: `12.50`, wantType: "application/json"},
-		{name: "boolean as JSON", data: `false`, wantBody: `false`, wantType: "application/json"},
+		{name: "absent", wantNil: true},
+		{name: "null", data: "null", json: "null", wantNil: true},
+		{name: "string sent as is", data: `"a=1&b=2"`, wantBody: "a=1&b=2", wantType: TypeText},
+		{name: "string escapes decoded", data: `"line1\nline2 \u00e9 \"q\""`, wantBody: "line1\nline2 é \"q\"", wantType: TypeText},
+		{name: "empty string", data: `""`, wantBody: "", wantType: TypeText},
+		{name: "object form-encoded", data: `{"b":1, "a":["x y","&"]}`, wantBody: "b=1&a=x+y&a=%26", wantType: TypeForm},
+		{name: "empty object", data: `{}`, wantBody: "", wantType: TypeForm},
+		{name: "json object as written", json: `{"b":1, "a":[true,null]}`, wantBody: `{"b":1, "a":[true,null]}`, wantType: TypeJSON},
+		{name: "json array", json: `[1,2]`, wantBody: `[1,2]`, wantType: TypeJSON},
+		{name: "json number", json: `12.50`, wantBody: `12.50`, wantType: TypeJSON},
+		{name: "json boolean", json: `false`, wantBody: `false`, wantType: TypeJSON},
+		{name: "json string is a JSON body", json: `"<a>"`, wantBody: `"<a>"`, wantType: TypeJSON},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			j := &Job{}
 			if tt.data != "" {
 				j.Data = json.RawMessage(tt.data)
+			}
+			if tt.json != "" {
+				j.JSON = json.RawMessage(tt.json)
 			}
 			body, ct := j.Body()
 			if tt.wantNil {
@@ -46,19 +53,21 @@ func TestBody(t *testing.T) {
 	}
 }
 
-// What a file says about data is what Body sends.
+// What a file says about data and json is what Body sends.
 func TestBodyFromDecoder(t *testing.T) {
 	in := `{"url":"http://a/","data":"k=v"}` + "\n" +
 		`{"url":"http://a/","data":{"z":1,"a":"<tag>"}}` + "\n" +
+		`{"url":"http://a/","json":{"z":1,"a":"<tag>"}}` + "\n" +
 		`{"url":"http://a/","data":null}` + "\n" +
 		`{"url":"http://a/"}`
 	jobs, errs := decodeString(t, "f", in)
-	if len(errs) != 0 || len(jobs) != 4 {
+	if len(errs) != 0 || len(jobs) != 5 {
 		t.Fatalf("jobs %d errs %v", len(jobs), errs)
 	}
 	want := []struct{ body, ct string }{
-		{"k=v", ""},
-		{`{"z":1,"a":"<tag>"}`, "application/json"},
+		{"k=v", TypeText},
+		{"z=1&a=%3Ctag%3E", TypeForm},
+		{`{"z":1,"a":"<tag>"}`, TypeJSON},
 		{"", ""},
 		{"", ""},
 	}

@@ -105,14 +105,14 @@ func TestParseReplyPrefixes(t *testing.T) {
 	}
 }
 
-// Issue 14, point 7: data written as JSON was compacted and HTML-escaped on
+// Issue 14, point 7: a JSON body was compacted and HTML-escaped on
 // the wire ("<" became "\u003c"), so an API that signs or compares the
 // body byte for byte saw another body. The worker sends what the file says.
 func TestDataSentByteForByte(t *testing.T) {
 	const lineData = `{"b": [1, 2.50, "<&>"],  "a" : "\u00e9\/"}`
 	const arrayData = "{\n    \"k\": \"v <x>\"\n  }"
-	in := "[\n" + `  {"url":"http://a/","data":` + lineData + "},\n" +
-		`  {"url":"http://a/","data":` + arrayData + "}\n]"
+	in := "[\n" + `  {"url":"http://a/","json":` + lineData + "},\n" +
+		`  {"url":"http://a/","json":` + arrayData + "}\n]"
 	jobs, errs := decodeString(t, "f", in)
 	if len(errs) != 0 || len(jobs) != 2 {
 		t.Fatalf("jobs %d errs %v", len(jobs), errs)
@@ -124,8 +124,8 @@ func TestDataSentByteForByte(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if !strings.Contains(string(wire), `"data":`+want) {
-			t.Errorf("wire form %s does not carry the data as written", wire)
+		if !strings.Contains(string(wire), `"json":`+want) {
+			t.Errorf("wire form %s does not carry the json as written", wire)
 		}
 		got, err := Decode(wire)
 		if err != nil {

@@ -344,7 +344,7 @@ func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
 	}
 	return s.do(ctx, request{
 		method:      j.Method,
-		url:         j.URL,
+		url:         j.RequestURL(),
 		headers:     j.Headers,
 		body:        body,
 		contentType: ctype,
