@@ -73,6 +73,7 @@ func TestNodeExample(t *testing.T) {
 	runNode(t, node, dir, env, "produce.mjs", "from-node", file)
 	out := runNode(t, node, dir, env, "consume.mjs", "from-node", "3")
 	ids := map[string]bool{}
+	var results []job.Result
 	for i, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		checkSchema(t, schemas.Result, []byte(line), fmt.Sprintf("consume.mjs line %d", i+1))
 		var r job.Result
@@ -80,9 +81,15 @@ func TestNodeExample(t *testing.T) {
 			t.Errorf("result %s: %v", line, err)
 		}
 		ids[r.ID] = true
+		results = append(results, r)
 	}
 	if len(ids) != 3 || !ids["node-1"] || !ids["node-2"] {
 		t.Errorf("results for %v, want node-1, node-2 and a derived id", ids)
+	}
+	for _, r := range results {
+		if r.ID == "node-2" && r.Body != `POST /orders {"sku":"A-100","qty":2}` {
+			t.Errorf("node-2 sent %q", r.Body)
+		}
 	}
 	if count("GET /orders/17") != 1 || count("POST /orders") != 1 || count("GET /inventory") != 1 {
 		t.Errorf("target saw %d, %d, %d requests; want one each", count("GET /orders/17"), count("POST /orders"), count("GET /inventory"))
