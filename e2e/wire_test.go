@@ -191,7 +191,7 @@ func TestHandPublishedMessages(t *testing.T) {
 	if n := count("GET /twice"); n < 1 || n > 2 {
 		t.Errorf("published twice at once without Nats-Msg-Id: sent %d times, want 1 or 2 (as documented)", n)
 	}
-	if len(invalid) != 2 || !strings.Contains(invalid[0].Error+invalid[1].Error, `names batch "other"`) {
+	if len(invalid) != 2 || invalid[0].ID != "" || invalid[1].ID != "" || !strings.Contains(invalid[0].Error+invalid[1].Error, `names batch "other"`) {
 		t.Errorf("invalid results %+v", invalid)
 	}
 	for _, b := range records(t, js, "JETPOST_DLQ", "jetpost.dlq.raw", schemas.DeadLetter, 2) {

@@ -14,7 +14,7 @@ import (
 // and HTML-escaped it (issue 14, point 7).
 func TestDeadLetterAndRedriveKeepDataBytes(t *testing.T) {
 	const data = "{\"sig\": \"<&>\",\n  \"n\" : 1.50}"
-	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x", Data: json.RawMessage(data), EnqueuedAt: time.Unix(1764240000, 0).UTC()}
+	j := &job.Job{ID: "j1", Batch: "b", Method: "POST", URL: "https://api.example.com/x", JSON: json.RawMessage(data), EnqueuedAt: time.Unix(1764240000, 0).UTC()}
 	msg, err := job.Encode(j)
 	if err != nil {
 		t.Fatal(err)
@@ -31,7 +31,7 @@ func TestDeadLetterAndRedriveKeepDataBytes(t *testing.T) {
 	if string(dl.Job) != string(msg) || dl.Result.Error != r.Error || dl.StreamSeq != 3 {
 		t.Fatalf("dead letter %s does not keep the job message %s as it was", b, msg)
 	}
-	again, err := redriven(StoredDeadLetter{DeadLetter: dl, Seq: 1}, time.Now())
+	again, err := redriven(StoredDeadLetter{DeadLetter: dl, Seq: 1}, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}
