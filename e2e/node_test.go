@@ -101,6 +101,9 @@ func TestNodeExample(t *testing.T) {
 	if all := runNode(t, node, dir, env, "consume.mjs", "from-node"); strings.Count(all, "\n") != 3 {
 		t.Errorf("after publishing again, stored results:\n%s\nwant 3", all)
 	}
+	if none := runNode(t, node, dir, env, "consume.mjs", "no-such-batch"); none != "" {
+		t.Errorf("results of a batch with none: %q", none)
+	}
 	// The id-less job had no Nats-Msg-Id: its completion marker caught it.
 	if count("GET /orders/17") != 1 || count("GET /inventory") != 1 {
 		t.Errorf("published again: target saw GET /orders/17 %d, GET /inventory %d times; want 1 each", count("GET /orders/17"), count("GET /inventory"))

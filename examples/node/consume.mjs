@@ -9,7 +9,7 @@
 // the server; a service that must resume where it stopped would use a
 // durable consumer on the same subject instead.
 import { connect } from "@nats-io/transport-node";
-import { jetstream } from "@nats-io/jetstream";
+import { jetstream, jetstreamManager } from "@nats-io/jetstream";
 
 const [batch, count] = process.argv.slice(2);
 if (!batch) {
@@ -21,10 +21,16 @@ const stream = prefix.toUpperCase().replaceAll("-", "_") + "_RESULTS";
 const nc = await connect({ servers: process.env.NATS_URL || "nats://127.0.0.1:4222" });
 const js = jetstream(nc);
 
-const consumer = await js.consumers.get(stream, { filter_subjects: [`${prefix}.results.${batch}`] });
-// Without COUNT: what is stored now (an ordered consumer starts at the
-// first result, so its pending count is every stored one).
-const want = count === undefined ? (await consumer.info()).num_pending : Number(count);
+const subject = `${prefix}.results.${batch}`;
+// Without COUNT: as many as are stored now. Stream info is all a results
+// reader needs to be allowed (examples/nats-permissions.conf, user results).
+let want = Number(count);
+if (count === undefined) {
+  const jsm = await jetstreamManager(nc, { checkAPI: false });
+  const info = await jsm.streams.info(stream, { subjects_filter: subject });
+  want = info.state.subjects?.[subject] ?? 0;
+}
+const consumer = await js.consumers.get(stream, { filter_subjects: [subject] });
 let seen = 0, failed = 0;
 if (want > 0) {
   const messages = await consumer.consume();
