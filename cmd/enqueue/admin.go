@@ -186,7 +186,7 @@ func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLette
 	var j job.Job
 	if err := json.Unmarshal(dl.Job, &j); err == nil {
 		j.Headers = job.RedactHeaders(j.Headers, secret)
-		j.URL, j.Callback = job.RedactURL(j.URL), job.RedactURL(j.Callback)
+		j.URL, j.Callback, j.Params = job.RedactURL(j.URL), job.RedactURL(j.Callback), job.RedactParams(j.Params)
 		if b, err := json.Marshal(&j); err == nil {
 			out.Job = b
 		}

@@ -16,7 +16,7 @@ func BenchmarkPrepare100k(b *testing.B) {
 	const n = 100_000
 	var sb strings.Builder
 	for i := range n {
-		fmt.Fprintf(&sb, `{"id":"order-%07d","method":"POST","url":"https://api.example.com/orders/%d","headers":{"Authorization":"Bearer abc123"},"data":{"sku":"A-%d","qty":%d}}`+"\n", i, i, i%100, i%7+1)
+		fmt.Fprintf(&sb, `{"id":"order-%07d","method":"POST","url":"https://api.example.com/orders/%d","headers":{"Authorization":"Bearer abc123"},"json":{"sku":"A-%d","qty":%d}}`+"\n", i, i, i%100, i%7+1)
 	}
 	path := filepath.Join(b.TempDir(), "100k.jsonl")
 	if err := os.WriteFile(path, []byte(sb.String()), 0o644); err != nil {

@@ -9,15 +9,16 @@ import (
 )
 
 // benchInput is 1,000 lines like real files: most without an id, some
-// repeated, bodies of a few hundred bytes.
+// repeated, bodies of a few hundred bytes (JSON bodies and forms), some
+// params.
 func benchInput() []byte {
 	var b bytes.Buffer
 	for i := range 1000 {
 		switch {
 		case i%10 == 0:
-			fmt.Fprintf(&b, `{"id":"order-%d","method":"POST","url":"https://api.example.com/v2/orders","headers":{"Authorization":"Bearer abcdef0123456789","Content-Type":"application/json"},"data":{"order":%d,"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"},"timeout":"20s"}`+"\n", i, i)
+			fmt.Fprintf(&b, `{"id":"order-%d","method":"POST","url":"https://api.example.com/v2/orders","headers":{"Authorization":"Bearer abcdef0123456789","Content-Type":"application/json"},"json":{"order":%d,"items":[{"sku":"A-1","qty":2},{"sku":"B-7","qty":1}],"note":"leave at the door"},"timeout":"20s"}`+"\n", i, i)
 		case i%7 == 0:
-			b.WriteString(`{"url":"https://status.example.com/ping"}` + "\n")
+			b.WriteString(`{"url":"https://status.example.com/ping","params":{"v":2,"probe":"jetpost"}}` + "\n")
 		default:
 			fmt.Fprintf(&b, `{"method":"PUT","url":"https://api.example.com/v2/items/%d","headers":{"Authorization":"Bearer abcdef0123456789"},"data":{"name":"item %d","price":12.50,"tags":["a","b","c"]},"callback":"https://hooks.example.com/jetpost","reply_to":"acme.results"}`+"\n", i, i)
 		}
@@ -110,5 +111,19 @@ func BenchmarkEncodeResult(b *testing.B) {
 			b.Fatal(err)
 		}
 		b.SetBytes(int64(len(out)))
+	}
+}
+
+// BenchmarkRequestOfFormJob is what a worker computes per attempt of a job
+// with a form body and params: the body and the URL as sent.
+func BenchmarkRequestOfFormJob(b *testing.B) {
+	j := benchJob()
+	j.JSON, j.Data = nil, []byte(`{"name":"item 17","price":12.50,"tags":["a","b","c"],"note":"leave at the door"}`)
+	b.ReportAllocs()
+	for b.Loop() {
+		body, _ := j.Body()
+		if len(body) == 0 || len(j.RequestURL()) == 0 {
+			b.Fatal("empty")
+		}
 	}
 }

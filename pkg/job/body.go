@@ -5,9 +5,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
+	"slices"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Content types jetpost implies for a body, as aiohttp does; a
@@ -40,9 +41,8 @@ func (j *Job) Body() (body []byte, contentType string) {
 			return []byte(s), TypeText
 		}
 	default:
-		pairs, err := formPairs(j.Data, fieldData)
-		if err == nil {
-			return []byte(encodePairs(pairs, quoteForm)), TypeForm
+		if form, err := encodeForm(j.Data, fieldData, quoteForm); err == nil {
+			return []byte(form), TypeForm
 		}
 	}
 	return nil, ""
@@ -56,11 +56,11 @@ func (j *Job) RequestURL() string {
 	if !present(j.Params) {
 		return j.URL
 	}
-	pairs, err := formPairs(j.Params, fieldParams)
-	if err != nil || len(pairs) == 0 {
+	query, err := encodeForm(j.Params, fieldParams, quoteQuery)
+	if err != nil || query == "" {
 		return j.URL
 	}
-	return appendQuery(j.URL, encodePairs(pairs, quoteQuery))
+	return appendQuery(j.URL, query)
 }
 
 // appendQuery appends an encoded query to raw, before any fragment.
@@ -96,7 +96,7 @@ func (j *Job) validateBody() error {
 		switch c := bytes.TrimSpace(j.Data)[0]; c {
 		case '"':
 		case '{':
-			if _, err := formPairs(j.Data, fieldData); err != nil {
+			if err := formPairs(j.Data, fieldData, nil); err != nil {
 				return fmt.Errorf(`%w; to send this object as a JSON body, name it "json" instead of "data"`, err)
 			}
 		default:
@@ -110,8 +110,11 @@ func (j *Job) validateBody() error {
 		if c := bytes.TrimSpace(j.Params)[0]; c != '{' {
 			return fmt.Errorf("params: must be an object of query parameters, got %s", rawKind(c))
 		}
-		if _, err := formPairs(j.Params, fieldParams); err != nil {
+		if err := formPairs(j.Params, fieldParams, nil); err != nil {
 			return err
+		}
+		if n := len(j.RequestURL()); n > MaxURLLen {
+			return fmt.Errorf("url with params is %d bytes, limit %d", n, MaxURLLen)
 		}
 	}
 	return nil
@@ -134,88 +137,155 @@ func rawKind(c byte) string {
 	return "a number"
 }
 
-// formPairs reads a data or params object as the name=value pairs aiohttp
-// sends, in the order written. A value is a string, a number (written as
-// Python's str() writes it: 7, 1.5, 1e+16) or an array of those, which
-// repeats the name per element (urlencode's doseq, yarl's sequences).
-// Refused, where aiohttp would send Python spellings ("True", "None", a
-// dict's keys) or raise: booleans, null, objects, nested arrays, numbers
-// beyond float64; and a name given twice, which JSON readers resolve
-// differently (an array says it unambiguously).
-func formPairs(raw json.RawMessage, field string) ([][2]string, error) {
-	dec := json.NewDecoder(bytes.NewReader(raw))
-	dec.UseNumber()
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, fmt.Errorf("%s: must be an object", field)
+// formPairs calls emit (if not nil) with each name=value pair aiohttp
+// sends for a data or params object, in the order written. A value is a
+// string, a number (written as Python's str() writes it: 7, 1.5, 1e+16) or
+// an array of those, which repeats the name per element (urlencode's
+// doseq, yarl's sequences). Refused, where aiohttp would send Python
+// spellings ("True", "None", a dict's keys) or raise: booleans, null,
+// objects, nested arrays, numbers beyond float64; and a name given twice,
+// which JSON readers resolve differently (an array says it unambiguously).
+// It scans raw in place: it runs for every job on both sides of the wire.
+func formPairs(raw json.RawMessage, field string, emit func(name, value string)) error {
+	raw = bytes.TrimSpace(raw)
+	if len(raw) == 0 || raw[0] != '{' || !json.Valid(raw) {
+		return fmt.Errorf("%s: must be an object", field)
 	}
-	var pairs [][2]string
-	seen := make(map[string]bool)
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
+	var seen names
+	i := skipSpaces(raw, 1)
+	for i < len(raw) && raw[i] == '"' {
+		end := valueEnd(raw, i)
+		name := unquote(raw[i:end])
+		if seen.add(name) {
+			return fmt.Errorf(`%s: %s is given twice; for a repeated name give a list, {%q: ["a", "b"]}`, field, quote(name), name)
 		}
-		name := t.(string) // an object's tokens alternate name, value
-		if seen[name] {
-			return nil, fmt.Errorf(`%s: %s is given twice; for a repeated name give a list, {%q: ["a", "b"]}`, field, quote(name), name)
+		i = skipSpaces(raw, skipSpaces(raw, end)+1) // past ':'
+		end = valueEnd(raw, i)
+		if err := memberPairs(raw[i:end], field, name, emit); err != nil {
+			return err
 		}
-		seen[name] = true
-		if pairs, err = appendValue(dec, pairs, field, name); err != nil {
-			return nil, err
+		if i = skipSpaces(raw, end); i < len(raw) && raw[i] == ',' {
+			i = skipSpaces(raw, i+1)
 		}
 	}
-	return pairs, nil
+	return nil
 }
 
-// appendValue appends the pairs of one member's value.
-func appendValue(dec *json.Decoder, pairs [][2]string, field, name string) ([][2]string, error) {
-	t, err := dec.Token()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", field, err)
+// memberPairs emits the pairs of one member whose value is v.
+func memberPairs(v []byte, field, name string, emit func(name, value string)) error {
+	if v[0] != '[' {
+		return scalarPair(v, field, name, emit)
 	}
-	if t != json.Delim('[') {
-		s, err := formValue(t, field, name)
-		return append(pairs, [2]string{name, s}), err
-	}
-	for dec.More() {
-		t, err := dec.Token()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", field, err)
+	for i := skipSpaces(v, 1); i < len(v) && v[i] != ']'; {
+		end := valueEnd(v, i)
+		if v[i] == '[' {
+			return fmt.Errorf("%s: %s is an array inside an array; values are strings, numbers or a list of them", field, quote(name))
 		}
-		s, err := formValue(t, field, name)
-		if err != nil {
-			return nil, err
+		if err := scalarPair(v[i:end], field, name, emit); err != nil {
+			return err
 		}
-		pairs = append(pairs, [2]string{name, s})
+		if i = skipSpaces(v, end); i < len(v) && v[i] == ',' {
+			i = skipSpaces(v, i+1)
+		}
 	}
-	_, err = dec.Token() // ']'
-	if err != nil && err != io.EOF {
-		return nil, fmt.Errorf("%s: %w", field, err)
-	}
-	return pairs, nil
+	return nil
 }
 
-// formValue is the text of one scalar token.
-func formValue(t json.Token, field, name string) (string, error) {
-	switch v := t.(type) {
-	case string:
-		return v, nil
-	case json.Number:
-		s, err := pyNumber(string(v))
-		if err != nil {
-			return "", fmt.Errorf("%s: %s: %w", field, quote(name), err)
+// scalarPair emits name with the text of the scalar v.
+func scalarPair(v []byte, field, name string, emit func(name, value string)) error {
+	var s string
+	switch v[0] {
+	case '"':
+		if emit == nil {
+			return nil // any string will do: no need for its text
 		}
-		return s, nil
-	case bool:
-		return "", fmt.Errorf(`%s: %s is a boolean, which aiohttp would send as Python spells it ("True"); write the string the server expects, e.g. "true"`, field, quote(name))
-	case nil:
-		return "", fmt.Errorf("%s: %s is null; leave the name out, or write the string the server expects", field, quote(name))
+		s = unquote(v)
+	case 't', 'f':
+		return fmt.Errorf(`%s: %s is a boolean, which aiohttp would send as Python spells it ("True"); write the string the server expects, e.g. "true"`, field, quote(name))
+	case 'n':
+		return fmt.Errorf("%s: %s is null; leave the name out, or write the string the server expects", field, quote(name))
+	case '{':
+		return fmt.Errorf("%s: %s is an object; values are strings, numbers or a list of them", field, quote(name))
+	default:
+		var err error
+		if emit == nil {
+			err = checkNumber(v)
+		} else {
+			s, err = pyNumber(string(v))
+		}
+		if err != nil {
+			return fmt.Errorf("%s: %s: %w", field, quote(name), err)
+		}
 	}
-	what := "an object"
-	if t == json.Delim('[') {
-		what = "an array inside an array"
+	if emit != nil {
+		emit(name, s)
 	}
-	return "", fmt.Errorf("%s: %s is %s; values are strings, numbers or a list of them", field, quote(name), what)
+	return nil
+}
+
+// unquote returns the text of a valid JSON string literal, without a
+// decoder for the common case of no escapes.
+func unquote(q []byte) string {
+	inner := q[1 : len(q)-1]
+	if bytes.IndexByte(inner, '\\') < 0 && utf8.Valid(inner) {
+		return string(inner)
+	}
+	var s string
+	_ = json.Unmarshal(q, &s) // valid: checked by the caller
+	return s
+}
+
+// names finds a repeated name: a scan while there are few, a map beyond.
+type names struct {
+	list []string
+	set  map[string]struct{}
+}
+
+// add records name and reports whether it was there already.
+func (n *names) add(name string) bool {
+	if n.set == nil && len(n.list) < 16 {
+		if slices.Contains(n.list, name) {
+			return true
+		}
+		n.list = append(n.list, name)
+		return false
+	}
+	if n.set == nil {
+		n.set = make(map[string]struct{}, 2*len(n.list))
+		for _, s := range n.list {
+			n.set[s] = struct{}{}
+		}
+	}
+	if _, ok := n.set[name]; ok {
+		return true
+	}
+	n.set[name] = struct{}{}
+	return false
+}
+
+// encodeForm is the query-string form of the pairs of raw, each part
+// quoted by q.
+func encodeForm(raw json.RawMessage, field string, q func(*strings.Builder, string)) (string, error) {
+	var b strings.Builder
+	err := formPairs(raw, field, func(name, value string) {
+		if b.Len() > 0 {
+			b.WriteByte('&')
+		}
+		q(&b, name)
+		b.WriteByte('=')
+		q(&b, value)
+	})
+	return b.String(), err
+}
+
+// checkNumber is pyNumber's verdict without its text.
+func checkNumber(v []byte) error {
+	if bytes.ContainsAny(v, ".eE") {
+		if _, err := strconv.ParseFloat(string(v), 64); err != nil {
+			return fmt.Errorf("number %s is beyond a 64-bit float", shorten(string(v)))
+		}
+	}
+	return nil
 }
 
 // pyNumber writes a JSON number as Python's str() writes what json.loads
@@ -228,10 +298,10 @@ func pyNumber(num string) (string, error) {
 		}
 		return num, nil
 	}
-	f, err := strconv.ParseFloat(num, 64)
-	if err != nil {
-		return "", fmt.Errorf("number %s is beyond a 64-bit float", shorten(num))
+	if err := checkNumber([]byte(num)); err != nil {
+		return "", err
 	}
+	f, _ := strconv.ParseFloat(num, 64)
 	sign := ""
 	if f < 0 || f == 0 && strings.HasPrefix(num, "-") {
 		sign, f = "-", -f
@@ -260,20 +330,6 @@ func pyNumber(num string) (string, error) {
 	return sign + digits[:point] + "." + digits[point:], nil
 }
 
-// encodePairs joins pairs as name=value&…, each part quoted by q.
-func encodePairs(pairs [][2]string, q func(*strings.Builder, string)) string {
-	var b strings.Builder
-	for i, p := range pairs {
-		if i > 0 {
-			b.WriteByte('&')
-		}
-		q(&b, p[0])
-		b.WriteByte('=')
-		q(&b, p[1])
-	}
-	return b.String()
-}
-
 // quoteForm is Python's urllib.parse.quote_plus, which aiohttp's form
 // encoding uses: letters, digits and "_.-~" as they are, space as "+".
 func quoteForm(b *strings.Builder, s string) { quoteWith(b, s, "_.-~") }
@@ -297,4 +353,28 @@ func quoteWith(b *strings.Builder, s, safe string) {
 			b.WriteByte(hex[c&15])
 		}
 	}
+}
+
+// RedactParams returns params for display with the values of secret names
+// (IsSecretParam, as in URLs) replaced by Redacted; params without one, or
+// that are not an object, come back unchanged.
+func RedactParams(params json.RawMessage) json.RawMessage {
+	var m map[string]json.RawMessage
+	if !present(params) || json.Unmarshal(params, &m) != nil {
+		return params
+	}
+	changed := false
+	for k := range m {
+		if IsSecretParam(k) {
+			m[k], changed = json.RawMessage(`"`+Redacted+`"`), true
+		}
+	}
+	if !changed {
+		return params
+	}
+	out, err := json.Marshal(m)
+	if err != nil {
+		return params
+	}
+	return out
 }

@@ -83,6 +83,7 @@ func TestBodyFieldsRefused(t *testing.T) {
 		{`{` + u + `,"params":"a=1"}`, "params: must be an object of query parameters, got a string"},
 		{`{` + u + `,"params":{"on":true}}`, `params: "on" is a boolean`},
 		{`{` + u + `,"params":{"p":1,"p":2}}`, `params: "p" is given twice`},
+		{`{` + u + `,"params":{"p":"` + strings.Repeat("é", MaxURLLen/6) + `"}}`, "url with params is 8202 bytes, limit 8192"},
 	}
 	for _, tt := range tests {
 		_, errs := decodeString(t, "in.jsonl", tt.line)
@@ -174,5 +175,18 @@ func TestDerivedIDRedactsSecretParams(t *testing.T) {
 	}
 	if strings.HasPrefix(jobs[2].ID, jobs[0].ID) {
 		t.Errorf("ids %q and %q: another q is the same line", jobs[0].ID, jobs[2].ID)
+	}
+}
+
+func TestRedactParams(t *testing.T) {
+	for in, want := range map[string]string{
+		`{"q": "x", "api_key": "s3cret", "token": ["a"]}`: `{"api_key":"REDACTED","q":"x","token":"REDACTED"}`,
+		`{"q": "x"}`: `{"q": "x"}`,
+		`null`:       `null`,
+		`[1]`:        `[1]`,
+	} {
+		if got := string(RedactParams(json.RawMessage(in))); got != want {
+			t.Errorf("RedactParams(%s) = %s, want %s", in, got, want)
+		}
 	}
 }

@@ -279,16 +279,21 @@ func TestRequestBodyAndHeaders(t *testing.T) {
 	j.Method = http.MethodPost
 	j.Data = json.RawMessage(`"plain text"`)
 	e := sendEcho(t, s, j)
-	if e.Method != "POST" || e.Body != "plain text" || e.ContentType != "" {
+	if e.Method != "POST" || e.Body != "plain text" || e.ContentType != job.TypeText {
 		t.Errorf("string data: %+v", e)
 	}
 	if e.Idem != "job-1" || e.UA != "jetpost/1" {
 		t.Errorf("idempotency key %q, user agent %q", e.Idem, e.UA)
 	}
 
-	j.Data = json.RawMessage(`{"a": 1}`)
-	if e := sendEcho(t, s, j); e.Body != `{"a": 1}` || e.ContentType != "application/json" {
-		t.Errorf("JSON data: %+v", e)
+	j.Data = json.RawMessage(`{"a": 1, "b": ["x y", "é"]}`)
+	if e := sendEcho(t, s, j); e.Body != `a=1&b=x+y&b=%C3%A9` || e.ContentType != job.TypeForm {
+		t.Errorf("form data: %+v", e)
+	}
+
+	j.Data, j.JSON = nil, json.RawMessage(`{"a": 1}`)
+	if e := sendEcho(t, s, j); e.Body != `{"a": 1}` || e.ContentType != job.TypeJSON {
+		t.Errorf("JSON body: %+v", e)
 	}
 
 	// The job's own headers win, whatever their case.
@@ -300,6 +305,23 @@ func TestRequestBodyAndHeaders(t *testing.T) {
 	}
 	if e := sendEcho(t, s, j); e.ContentType != "text/plain" || e.Idem != "mine" || e.UA != "custom/2" || e.Host != "example.test" {
 		t.Errorf("job headers: %+v", e)
+	}
+}
+
+// A job's params are sent in the query, after the URL's own, as the
+// request URI the target reads.
+func TestParamsInTheRequestURI(t *testing.T) {
+	uris := make(chan string, 1)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { uris <- r.RequestURI }))
+	t.Cleanup(srv.Close)
+	s := newSender(t, Config{AllowedNetworks: loopback()})
+	j := newJob(srv.URL + "/s?a=%7e#frag")
+	j.Params = json.RawMessage(`{"q": "x y", "n": [1, 2.0]}`)
+	if out := s.Send(t.Context(), j); out.Class != Succeeded {
+		t.Fatalf("send: %v %v", out.Class, out.Err)
+	}
+	if got, want := <-uris, "/s?a=%7e&q=x+y&n=1&n=2.0"; got != want {
+		t.Errorf("request URI %s, want %s", got, want)
 	}
 }
 

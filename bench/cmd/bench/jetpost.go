@@ -25,7 +25,7 @@ func writeJobs(dir, name, idPrefix, baseURL string, n int) (string, error) {
 	b.Grow(n * (len(baseURL) + 80))
 	for i := range n {
 		s := strconv.Itoa(i)
-		fmt.Fprintf(&b, `{"id":"%s-%06d","method":"POST","url":"%s/items/%s","data":{"n":%s}}`+"\n", idPrefix, i, baseURL, s, s)
+		fmt.Fprintf(&b, `{"id":"%s-%06d","method":"POST","url":"%s/items/%s","json":{"n":%s}}`+"\n", idPrefix, i, baseURL, s, s)
 	}
 	return path, os.WriteFile(path, []byte(b.String()), 0o644)
 }
