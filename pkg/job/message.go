@@ -5,7 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"time"
+	"strconv"
 	"unicode/utf8"
 )
 
@@ -30,15 +30,57 @@ func isWireOnly(name string) bool {
 	return false
 }
 
-// wireFields are the wire-only fields as the message holds them.
-type wireFields struct {
-	Batch      string    `json:"batch"`
-	EnqueuedAt time.Time `json:"enqueued_at"`
-	Redrive    int       `json:"redrive"`
-	Rate       float64   `json:"rate"`
-	Source     string    `json:"source"`
-	Kind       string    `json:"kind"`
-	Result     *Result   `json:"result"`
+// wireFields reads the wire-only fields of a message decoded with
+// UseNumber (obj is the message, for the bytes of "result"). Types are
+// held to what encoding/json would accept for Job's fields; null counts as
+// absent, as in a file entry.
+func wireFields(all map[string]any, obj []byte) (*Job, error) {
+	var w Job
+	var err error
+	str := func(name string, dst *string) {
+		if v := all[name]; v != nil && err == nil {
+			*dst, err = stringField(name, v)
+		}
+	}
+	str(wireBatch, &w.Batch)
+	str(wireSource, &w.Source)
+	str(wireKind, &w.Kind)
+	var at string
+	str(wireEnqueuedAt, &at)
+	if err == nil && at != "" {
+		if e := w.EnqueuedAt.UnmarshalText([]byte(at)); e != nil {
+			err = fmt.Errorf("%s: %w", wireEnqueuedAt, e)
+		}
+	}
+	if err == nil {
+		err = numberField(all, wireRedrive, func(n json.Number) (e error) { w.Redrive, e = strconv.Atoi(string(n)); return e })
+	}
+	if err == nil {
+		err = numberField(all, wireRate, func(n json.Number) (e error) { w.Rate, e = n.Float64(); return e })
+	}
+	if err == nil && all[wireResult] != nil {
+		w.Result = new(Result)
+		if e := json.Unmarshal(rawField(obj, wireResult), w.Result); e != nil {
+			err = fmt.Errorf("%s: %w", wireResult, e)
+		}
+	}
+	return &w, err
+}
+
+// numberField passes the number of field name, if set, to set.
+func numberField(all map[string]any, name string, set func(json.Number) error) error {
+	v := all[name]
+	if v == nil {
+		return nil
+	}
+	n, ok := v.(json.Number)
+	if !ok {
+		return fmt.Errorf("%s: must be a number, got %s", name, kindOf(v))
+	}
+	if err := set(n); err != nil {
+		return fmt.Errorf("%s: %s: %w", name, quote(string(n)), err)
+	}
+	return nil
 }
 
 // DecodeMessage decodes a job message delivered on the job subject of
@@ -70,8 +112,8 @@ func DecodeMessage(b []byte, batch string, secretHeaders []string) (*Job, error)
 	if !isBlank(b[dec.InputOffset():]) {
 		return nil, errors.New("decoding job: unexpected data after the JSON object")
 	}
-	var w wireFields
-	if err := json.Unmarshal(b, &w); err != nil {
+	w, err := wireFields(all, b)
+	if err != nil {
 		return nil, fmt.Errorf("decoding job: %w", err)
 	}
 	fields := make(map[string]any, len(all))
