@@ -21,6 +21,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/schemas"
 )
 
 var binDir string
@@ -179,7 +180,8 @@ func writeJobs(t *testing.T, n int, url string) string {
 	return path
 }
 
-// readResults parses an --out file and fails on a second result per id.
+// readResults parses an --out file and fails on a second result per id
+// or a record that does not match the result schema.
 func readResults(t *testing.T, path string) map[string]*job.Result {
 	t.Helper()
 	data, err := os.ReadFile(path)
@@ -195,6 +197,7 @@ func readResults(t *testing.T, path string) map[string]*job.Result {
 		if err := json.Unmarshal(line, &r); err != nil {
 			t.Fatalf("%s:%d: %v", path, i+1, err)
 		}
+		checkSchema(t, schemas.Result, line, fmt.Sprintf("%s:%d", path, i+1))
 		if _, dup := res[r.ID]; dup {
 			t.Errorf("second result for %s in %s", r.ID, path)
 		}

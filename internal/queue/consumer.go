@@ -227,6 +227,10 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		c.poison(ctx, d)
 		return
 	}
+	if c.ranBefore(ctx, d) {
+		release()
+		return
+	}
 	if d.NumDelivered > 1 {
 		finished, err := c.redelivered(ctx, d)
 		if err != nil {

@@ -57,7 +57,10 @@
 // window, and return the earlier results. A job's identity, in every dedup
 // id and marker key, is its id and its request's fingerprint (Names.
 // Fingerprint, without secrets): the same id with another request is
-// another job.
+// another job. enqueue looks markers up before it publishes; a message from
+// another producer (without enqueue's Nats-Msg-Id) is looked up by the
+// worker before its request (republished.go), so publishing it again after
+// the dedup window, or without a Nats-Msg-Id, does not send it twice.
 //
 // Attempts are kept by stream sequence because JetStream's delivery count
 // also counts deferrals and hand-backs. The bucket is read only on
@@ -81,7 +84,8 @@
 // payload.go, retry.go;
 // the worker side: handler.go (the contract), consumer.go (Run), fetch.go
 // (the fetch loop, keepalives), inbound.go (what a message on the jobs
-// subject may claim), attempts.go, settle.go, rescue.go, invalid.go; enqueue's
+// subject may claim), republished.go, attempts.go, settle.go, rescue.go,
+// invalid.go; enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
 // redrive.go, status.go, replication.go, breakers.go.

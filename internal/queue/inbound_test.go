@@ -31,7 +31,7 @@ func TestDeadLetterAndRedriveKeepDataBytes(t *testing.T) {
 	if string(dl.Job) != string(msg) || dl.Result.Error != r.Error || dl.StreamSeq != 3 {
 		t.Fatalf("dead letter %s does not keep the job message %s as it was", b, msg)
 	}
-	again, err := redriven(StoredDeadLetter{DeadLetter: dl, Seq: 1}, time.Now())
+	again, err := redriven(StoredDeadLetter{DeadLetter: dl, Seq: 1}, time.Now(), nil)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -48,7 +48,7 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): %s", dl.Seq, dl.Result.ID, dl.JobOmitted))
 			continue
 		}
-		j, err := redriven(dl, now)
+		j, err := redriven(dl, now, n.SecretHeaders)
 		if err != nil {
 			rep.Skipped = append(rep.Skipped, fmt.Sprintf("dead letter %d (%s): not a valid job: %v", dl.Seq, dl.Result.ID, err))
 			continue
@@ -75,12 +75,14 @@ func Redrive(ctx context.Context, js jetstream.JetStream, n Names, batch string)
 	return rep, nil
 }
 
-// redriven is the message that re-drives dl, validated as a worker will.
-// A callback message keeps its job's run number, on which the callback's
-// idempotency key depends: a re-sent callback is the same callback.
-func redriven(dl StoredDeadLetter, now time.Time) (*job.Job, error) {
+// redriven is the message that re-drives dl, validated as a worker will
+// (a job another producer published keeps the defaults and the derived id
+// a worker gave it; secretHeaders as for Names). A callback message keeps
+// its job's run number, on which the callback's idempotency key depends: a
+// re-sent callback is the same callback.
+func redriven(dl StoredDeadLetter, now time.Time, secretHeaders []string) (*job.Job, error) {
 	if dl.Reason != job.ReasonCallbackFailed {
-		j, err := job.Decode(dl.Job)
+		j, err := job.DecodeMessage(dl.Job, dl.Result.Batch, secretHeaders)
 		if err != nil {
 			return nil, err
 		}

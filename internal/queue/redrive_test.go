@@ -16,7 +16,7 @@ func TestRedriven(t *testing.T) {
 		Source: "f.jsonl:2", Redrive: 1, EnqueuedAt: now.Add(-time.Hour)}
 	msg, _ := job.Encode(j)
 	failed := StoredDeadLetter{DeadLetter: DeadLetter{Reason: job.ReasonExhausted, Job: msg, Result: job.Result{ID: "j1", Batch: "b", Reason: job.ReasonExhausted}}}
-	got, err := redriven(failed, now)
+	got, err := redriven(failed, now, nil)
 	if err != nil || got.Kind != "" || got.Redrive != 2 || !got.EnqueuedAt.Equal(now) {
 		t.Fatalf("job re-drive: %+v, %v", got, err)
 	}
@@ -25,7 +25,7 @@ func TestRedriven(t *testing.T) {
 		Callback: &job.CallbackResult{Status: 503, Attempts: 3, Error: "503"}}
 	cmsg, _ := job.Encode(j.CallbackMessage(nil))
 	cb := StoredDeadLetter{DeadLetter: DeadLetter{Reason: job.ReasonCallbackFailed, Job: cmsg, Result: stored}}
-	got, err = redriven(cb, now)
+	got, err = redriven(cb, now, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -36,8 +36,21 @@ func TestRedriven(t *testing.T) {
 		t.Errorf("the callback message must carry the stored result without its callback outcome: %+v", got.Result)
 	}
 
+	// Another producer's message, kept as it was published: no batch, no
+	// method, no id. It re-drives as the job the worker ran.
+	hand := []byte(`{"url":"https://api.example.com/y"}`)
+	ran, err := job.DecodeMessage(hand, "b", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed.Job, failed.Result = hand, job.Result{ID: ran.ID, Batch: "b", Reason: job.ReasonPermanent}
+	got, err = redriven(failed, now, nil)
+	if err != nil || got.ID != ran.ID || got.Batch != "b" || got.Method != "GET" || got.Redrive != 1 {
+		t.Errorf("hand-published job re-drive: %+v, %v", got, err)
+	}
+
 	cb.Job = []byte(`{"id":"j1","batch":"b","kind":"callback"}`)
-	if _, err := redriven(cb, now); err == nil {
+	if _, err := redriven(cb, now, nil); err == nil {
 		t.Error("a callback message without a callback URL was accepted")
 	}
 }

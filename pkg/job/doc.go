@@ -40,6 +40,16 @@
 // What aiohttp would send in a Python spelling ("True") or refuse is refused
 // by Validate (formPairs lists the rules).
 //
+// # Wire
+//
+// A job message on the jobs subject is an entry's fields plus those only
+// the wire has (batch, enqueued_at, source, rate, redrive, kind, result).
+// DecodeMessage holds a message from any producer to the rules of a file
+// entry (the same defaults, normalisation, errors and limits), takes the
+// batch from the subject and derives a missing id as the Decoder would
+// for the first entry of that content. The schemas/ directory of the
+// repository describes the format for other languages.
+//
 // # Policy
 //
 // A valid job may still ask more than a deployment allows: a reply_to

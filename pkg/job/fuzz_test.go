@@ -194,7 +194,7 @@ func FuzzEnqueueDecodesInWorker(f *testing.F) {
 			if err != nil {
 				t.Fatalf("enqueue cannot encode accepted job %+v: %v", j, err)
 			}
-			w, err := Decode(wire)
+			w, err := DecodeMessage(wire, "b", nil)
 			if err != nil {
 				t.Fatalf("worker refuses %s: %v", wire, err)
 			}
