@@ -79,12 +79,24 @@ func (c *TestCluster) Start(i int) {
 	c.Servers[i] = ns
 }
 
-// Stop shuts node i down.
+// Stop shuts node i down; a node that does not stop within a minute fails
+// the test rather than hang it.
 func (c *TestCluster) Stop(i int) {
-	if ns := c.Servers[i]; ns != nil {
+	ns := c.Servers[i]
+	if ns == nil {
+		return
+	}
+	c.Servers[i] = nil
+	stopped := make(chan struct{})
+	go func() {
 		ns.Shutdown()
 		ns.WaitForShutdown()
-		c.Servers[i] = nil
+		close(stopped)
+	}()
+	select {
+	case <-stopped:
+	case <-time.After(time.Minute):
+		c.t.Errorf("nats server %s did not shut down within a minute", c.opts[i].ServerName)
 	}
 }
 

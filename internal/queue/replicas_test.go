@@ -90,13 +90,21 @@ func TestAuxBucketWarnsOnceAndRecovers(t *testing.T) {
 	if err := js.DeleteStream(ctx, "BLOCKER"); err != nil {
 		t.Fatal(err)
 	}
-	next <- struct{}{}
-	<-aux.Bound()
+	// The next try succeeds; on a loaded machine one may still fail (a
+	// call timing out), and is followed by another.
+	for bound := false; !bound; {
+		next <- struct{}{}
+		select {
+		case <-aux.Bound():
+			bound = true
+		case <-paused:
+		}
+	}
 	if err := <-done; err != nil {
 		t.Fatalf("Run: %v", err)
 	}
-	if w := logs.count("auxiliary bucket unavailable"); w != 5 {
-		t.Fatalf("%d failed tries logged, want 5:\n%s", w, logs.b.String())
+	if w := logs.count("auxiliary bucket unavailable"); w < 5 {
+		t.Fatalf("%d failed tries logged, want at least 5:\n%s", w, logs.b.String())
 	}
 	if w := logs.count(`"level":"warn"`); w != 1 {
 		t.Errorf("%d warnings, want exactly 1:\n%s", w, logs.b.String())
