@@ -672,7 +672,7 @@ func fieldHint(name string) string {
 		if len(f) <= 3 {
 			limit = 1
 		}
-		if dist := editDistance(lower, f); dist <= limit && dist < bestDist {
+		if dist := EditDistance(lower, f); dist <= limit && dist < bestDist {
 			best, bestDist = f, dist
 		}
 	}
@@ -710,10 +710,11 @@ var aiohttpHints = map[string]string{
 	"version":           "not supported: the HTTP version is negotiated (HTTP/2 over TLS where the server offers it)",
 }
 
-// editDistance is the optimal string alignment distance: insertions,
+// EditDistance is the optimal string alignment distance: insertions,
 // deletions, substitutions and swaps of neighbours each count one, so
-// "headres" is one away from "headers".
-func editDistance(a, b string) int {
+// "headres" is one away from "headers". Job fields and environment
+// variable names both suggest the closest known name with it.
+func EditDistance(a, b string) int {
 	prev2 := make([]int, len(b)+1)
 	prev := make([]int, len(b)+1)
 	cur := make([]int, len(b)+1)
