@@ -257,7 +257,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool, err error) {
 	var call *DoneCall
 	if d.Job.Kind != job.KindCallback { // a callback message leaves no marker
-		call = c.done.Lookup([]DoneKey{c.names.DoneKey(d.Job)})
+		call = c.done.Lookup([]DoneKey{DoneKeyOf(d.Job.ID, d.fp)})
 		defer call.Cancel()
 	}
 	rec, err := c.loadAttempts(ctx, d.Seq)

@@ -79,6 +79,9 @@ func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 		stored = md.Timestamp
 	}
 	d.Job, d.decodeErr = c.inbound(msg, stored)
+	if d.decodeErr == nil {
+		d.fp = c.names.Fingerprint(d.Job)
+	}
 	c.holds.hold(d.Seq)
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d

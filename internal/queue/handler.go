@@ -64,6 +64,10 @@ type Delivery struct {
 
 	msg       jetstream.Msg
 	decodeErr error
+	// fp is the job's fingerprint, computed once when the job is decoded:
+	// the lookups before the request and the result, marker and dead
+	// letter after it are all keyed by it.
+	fp        job.Fingerprint
 	keepalive *keepalive
 	due       time.Time // when a deferred delivery comes back
 }

@@ -19,12 +19,15 @@ import (
 // request or a new result: its result stands, as for a file enqueued
 // again. A failed lookup defers the job rather than risk sending it twice.
 func (c *Consumer) ranBefore(ctx context.Context, d *Delivery) bool {
-	fp := c.names.Fingerprint(d.Job)
-	own := JobMsgID(d.Job.ID, fp)
-	if id := d.msg.Headers().Get(jetstream.MsgIDHeader); id == own || strings.HasPrefix(id, own+"/") || d.Job.Kind != "" {
+	if d.Job.Kind != "" {
 		return false
 	}
-	markers, err := NewDoneIndex(c.js, c.names).Lookup([]DoneKey{DoneKeyOf(d.Job.ID, fp)}).Wait(ctx)
+	fp := d.fp
+	own := JobMsgID(d.Job.ID, fp)
+	if id := d.msg.Headers().Get(jetstream.MsgIDHeader); id == own || strings.HasPrefix(id, own+"/") {
+		return false
+	}
+	markers, err := c.done.Lookup([]DoneKey{DoneKeyOf(d.Job.ID, fp)}).Wait(ctx)
 	if err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("looking up the completion marker of a job published by another producer failed; deferring it")
 		c.settle(ctx, d, Decision{Action: NakAfter, Delay: time.Second})

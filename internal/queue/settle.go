@@ -110,7 +110,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 	if err != nil {
 		return nil, fmt.Errorf("encoding result: %w", err)
 	}
-	fp := c.names.Fingerprint(d.Job) // computed once: result, marker and dead letter are keyed by it
+	fp := d.fp
 	ack, err := c.publishDurable(ctx, c.names.ResultSubject(r.Batch), ResultID(d.Job, fp), data)
 	if err != nil {
 		return nil, fmt.Errorf("storing result: %w", err)
