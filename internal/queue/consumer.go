@@ -227,8 +227,16 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		c.poison(ctx, d)
 		return
 	}
-	if c.ranBefore(ctx, d) {
+	// A job another producer published again after it ran: its result
+	// stands. Settled after the slot is freed, as every ack is.
+	if ran, err := c.ranBefore(ctx, d); err != nil || ran {
 		release()
+		if err != nil {
+			c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("looking up the completion marker of a job published by another producer failed; deferring it")
+			c.settle(ctx, d, Decision{Action: NakAfter, Delay: time.Second})
+			return
+		}
+		c.settleFinished(ctx, d)
 		return
 	}
 	if d.NumDelivered > 1 {

@@ -10,6 +10,8 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/pkg/job"
+
 	"github.com/jetpost/jetpost/pkg/retry"
 )
 
@@ -79,7 +81,7 @@ func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
 		stored = md.Timestamp
 	}
 	d.Job, d.decodeErr = c.inbound(msg, stored)
-	if d.decodeErr == nil {
+	if d.decodeErr == nil && d.Job.Kind != job.KindCallback { // a callback message is keyed by its job's result
 		d.fp = c.names.Fingerprint(d.Job)
 	}
 	c.holds.hold(d.Seq)

@@ -70,6 +70,10 @@ type holdings struct {
 	mu       sync.Mutex
 	held     map[uint64]struct{}
 	deferred map[uint64]time.Time
+	// sweepAt is the size of deferred at which release forgets deferrals
+	// long due: most come back to another worker, and without a rescue
+	// (busy) nothing else would ever drop them.
+	sweepAt int
 }
 
 func newHoldings() *holdings {
@@ -89,23 +93,33 @@ func (h *holdings) release(seq uint64, due time.Time) {
 	delete(h.held, seq)
 	if !due.IsZero() {
 		h.deferred[seq] = due
+		if len(h.deferred) > h.sweepAt {
+			h.forgetDue(time.Now())
+			h.sweepAt = 2*len(h.deferred) + 1024
+		}
 	}
 	h.mu.Unlock()
+}
+
+// forgetDue drops deferrals long due. h.mu is held.
+func (h *holdings) forgetDue(now time.Time) {
+	for seq, due := range h.deferred {
+		if now.Sub(due) > deferredMemory {
+			delete(h.deferred, seq)
+		}
+	}
 }
 
 // busy lists what the census must spare, forgetting deferrals long due.
 func (h *holdings) busy(now time.Time) []uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	h.forgetDue(now)
 	out := make([]uint64, 0, len(h.held)+len(h.deferred))
 	for seq := range h.held {
 		out = append(out, seq)
 	}
-	for seq, due := range h.deferred {
-		if now.Sub(due) > deferredMemory {
-			delete(h.deferred, seq)
-			continue
-		}
+	for seq := range h.deferred {
 		out = append(out, seq)
 	}
 	return out
