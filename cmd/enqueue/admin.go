@@ -269,13 +269,13 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		o.Warnings = append(o.Warnings, r.Problems()...)
 	}
 	for _, w := range o.Warnings {
-		fmt.Fprintf(stderr, "warning: %s\n", w)
+		fmt.Fprintf(stderr, "warning: %s\n", termsafe.Lines(w))
 	}
 	// The limits are informational: without them (a permission the
 	// credentials lack, a timeout) the batches and breakers still show.
 	limits, err := hostLimits(ctx, a.js, a.names.Prefix)
 	if err != nil {
-		fmt.Fprintf(stderr, "warning: %v\n", err)
+		fmt.Fprintf(stderr, "warning: %s\n", termsafe.Lines(err.Error()))
 	}
 	if a.asJSON {
 		// Overview carries replication and warnings too.
@@ -318,16 +318,16 @@ func printReplication(w io.Writer, rs []queue.StoreReplication, want int) error 
 	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "  STREAM\tKIND\tREPLICAS\tLEADER\tFOLLOWERS\tSTATE")
 	for _, r := range rs {
-		reps, leader, followers := fmt.Sprint(r.Replicas), cmp.Or(r.Leader, "-"), "-"
+		reps, leader, followers := fmt.Sprint(r.Replicas), cmp.Or(termsafe.String(r.Leader), "-"), "-"
 		var fs []string
 		for _, p := range r.Peers {
 			switch {
 			case p.Offline:
-				fs = append(fs, p.Name+" (offline)")
+				fs = append(fs, termsafe.String(p.Name)+" (offline)")
 			case !p.Current:
-				fs = append(fs, fmt.Sprintf("%s (lagging %d)", p.Name, p.Lag))
+				fs = append(fs, fmt.Sprintf("%s (lagging %d)", termsafe.String(p.Name), p.Lag))
 			default:
-				fs = append(fs, p.Name)
+				fs = append(fs, termsafe.String(p.Name))
 			}
 		}
 		if len(fs) > 0 {

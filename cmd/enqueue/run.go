@@ -237,6 +237,8 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		defer debug.SetGCPercent(debug.SetGCPercent(50))
 	}
 	natsURL := natsconn.URL(o.natsURL, cfg)
+	// With --json, standard output holds the one document: the batch id
+	// goes inside it, not on a line of its own.
 	runStdout := stdout
 	if o.jsonSummary {
 		runStdout = io.Discard
@@ -244,8 +246,6 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	sum, err := enqueue.Run(ctx, enqueue.Options{
 		Inputs: ins, Batch: o.batch, Rate: o.rate, SkipInvalid: o.skipInvalid, Force: o.force, Window: o.window,
 		Wait: o.wait, OutPath: o.out, Progress: progressMode(o.quiet, stderr),
-		// With --json, standard output holds the one document: the batch
-		// id goes inside it, not on a line of its own.
 		Names:   queue.Names{Prefix: cfg.SubjectPrefix, SecretHeaders: cfg.SecretHeaders(), IdentityKey: []byte(cfg.IdentityKey)},
 		Streams: queue.StreamConfig{Replicas: cfg.Replicas, DedupWindow: cfg.DedupWindow, ResultsMaxAge: cfg.ResultsMaxAge},
 		Connect: func() (*nats.Conn, error) {

@@ -164,12 +164,12 @@ func (rep *PublishReport) onAck(key func(string) uint64, rs *resends, prog *Prog
 // sent something refuses its job.
 func (rep *PublishReport) publishChunk(ctx context.Context, pub *queue.BulkPublisher, c *chunk, found markers, subject string, o PublishOptions, rs *resends) error {
 	for i, rec := range c.jobs {
-		if lm := found.legacyOf(i, rec.id); lm != nil && !lm.SentNothing() && found.of(i, rec) == nil {
+		marker := found.of(i, rec)
+		if lm := found.legacyOf(i, rec.id); lm != nil && !lm.SentNothing() && marker == nil {
 			rep.refuseLegacy(rec, lm)
 			o.Progress.published()
 			continue
 		}
-		marker := found.of(i, rec)
 		if marker != nil && !marker.SentNothing() {
 			rep.skipCompletedEarlier(marker, o.Key, rec.data)
 			o.Progress.completedEarlier()
