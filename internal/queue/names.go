@@ -177,6 +177,7 @@ func (n Names) Stores() []StoreName {
 		{Kind: "stream", Name: n.ResultsStream(), Stream: n.ResultsStream(), Essential: true},
 		{Kind: "stream", Name: n.DLQStream(), Stream: n.DLQStream(), Essential: true},
 		bucket(n.DoneBucket(), true),
+		bucket(n.BatchesBucket(), true),
 		bucket(n.AttemptsBucket(), true),
 		bucket(n.BreakersBucket(), false),
 		bucket(n.RatesBucket(), false),

@@ -100,14 +100,14 @@ func SetupDone(ctx context.Context, js jetstream.JetStream, n Names, cfg StreamC
 	return err
 }
 
-// essentialStores are what a job needs: the three streams, the done
-// bucket and, for workers, the attempts bucket.
+// essentialStores are what a job needs: the three streams, the done and
+// batches buckets and, for workers, the attempts bucket.
 func essentialStores(js jetstream.JetStream, n Names, cfg StreamConfig, attempts bool) []store {
 	var out []store
 	for _, sc := range streamConfigs(n, cfg) {
 		out = append(out, streamStore(js, sc))
 	}
-	out = append(out, bucketStore(js, doneBucketConfig(n, cfg), nil))
+	out = append(out, bucketStore(js, doneBucketConfig(n, cfg), nil), bucketStore(js, batchesBucketConfig(n), nil))
 	if attempts {
 		out = append(out, bucketStore(js, attemptsBucketConfig(n, cfg), nil))
 	}
