@@ -67,7 +67,7 @@ func TestStatusShowsReplicationAndWarnsBelowReplicas(t *testing.T) {
 	if b := got["KV_JETPOST_BREAKERS"]; !b.Missing {
 		t.Errorf("KV_JETPOST_BREAKERS in --json: %+v, want missing", b)
 	}
-	if len(o.Warnings) != 4 { // the three streams and the done bucket
-		t.Errorf("warnings %q, want one per store below JETPOST_REPLICAS (4)", o.Warnings)
+	if len(o.Warnings) != 5 { // the three streams, the done and the batches bucket
+		t.Errorf("warnings %q, want one per store below JETPOST_REPLICAS (5)", o.Warnings)
 	}
 }
