@@ -67,10 +67,10 @@ type sched struct {
 	wake     chan struct{}
 	// handlers counts every goroutine holding a delivery; pulls every
 	// pull under way.
-	handlers sync.WaitGroup
-	pulls    sync.WaitGroup
+	handlers   sync.WaitGroup
+	pulls      sync.WaitGroup
 	work       context.Context // settling's context (ends after the grace)
-	creating   chan struct{} // bounds the lane consumers created at once
+	creating   chan struct{}   // bounds the lane consumers created at once
 	lastForget time.Time
 	// pullCtx ends the cold pulls when Run stops.
 	pullCtx   context.Context
