@@ -135,7 +135,9 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 		}
 		c.places--
 		l.running++
+		l.placed++
 		l.sent++
+		d.placed = true
 		c.handlers.Add(1)
 		go c.runPlaced(work, l, d, h)
 	}
@@ -162,6 +164,9 @@ func (c *Consumer) settled(d *Delivery) {
 	c.mu.Lock()
 	l := d.lane
 	l.out--
+	if d.placed {
+		l.placed--
+	}
 	if d.drain {
 		c.drainOut--
 	} else {

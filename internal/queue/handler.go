@@ -82,6 +82,8 @@ type Delivery struct {
 	// checked: looked up with its burst (checkEarly); finished: its
 	// completion marker names it.
 	checked, finished bool
+	// placed: given a request place (it may have sent its request).
+	placed bool
 	// drain: fetched for a cancelled lane, outside the request window.
 	drain bool
 }

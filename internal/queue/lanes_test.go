@@ -425,3 +425,135 @@ func TestOddSubjectIsInvalid(t *testing.T) {
 		t.Errorf("results %+v, want one invalid", rs)
 	}
 }
+
+// fetchRaw pulls every job of n from cons and returns their sequences by
+// job id, leaving them unacknowledged.
+func (r *laneRig) fetchRaw(cons jetstream.Consumer, n int) map[string]uint64 {
+	r.t.Helper()
+	batch, err := cons.Fetch(n, jetstream.FetchMaxWait(5*time.Second))
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	seqs := map[string]uint64{}
+	for m := range batch.Messages() {
+		j, err := job.Decode(m.Data())
+		md, merr := m.Metadata()
+		if err != nil || merr != nil {
+			r.t.Fatalf("delivery: %v %v", err, merr)
+		}
+		seqs[j.ID] = md.Sequence.Stream
+	}
+	if len(seqs) != n {
+		r.t.Fatalf("fetched %d of %d", len(seqs), n)
+	}
+	return seqs
+}
+
+// finished stores the completion marker an earlier delivery of the job
+// message seq left when its result was stored and its ack lost.
+func (r *laneRig) finished(j *job.Job, seq uint64) {
+	r.t.Helper()
+	fp := r.n.Fingerprint(j)
+	value, _ := json.Marshal(DoneMarker{ID: j.ID, FP: fp, Batch: j.Batch, Seq: 1, OK: true, Attempts: 1, JobSeq: seq})
+	if _, err := r.js.Publish(r.ctx, r.n.doneSubject(r.n.DoneKey(j)), value); err != nil {
+		r.t.Fatal(err)
+	}
+}
+
+// handledOnce runs a consumer until the stream is empty and returns how
+// often each job reached the handler.
+func (r *laneRig) handledOnce(c *Consumer) map[string]int {
+	var mu sync.Mutex
+	calls := map[string]int{}
+	r.run(c, func(_ context.Context, d *Delivery) Decision {
+		mu.Lock()
+		calls[d.Job.ID]++
+		mu.Unlock()
+		return okResult(d)
+	})
+	return calls
+}
+
+// Workers of the version before lanes shared one consumer. The new worker
+// deletes it at start; its unacknowledged deliveries, two of them finished
+// (result stored, ack lost), come back through the batch's lane at once,
+// not after the old ack wait, and the finished ones are not sent again.
+func TestSharedConsumerMigration(t *testing.T) {
+	r := newLaneRig(t)
+	old, err := r.js.CreateConsumer(r.ctx, r.n.JobsStream(), jetstream.ConsumerConfig{
+		Durable: r.n.Consumer(), FilterSubject: r.n.JobSubject(anyBatch), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Hour, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.publish("m", 4)
+	seqs := r.fetchRaw(old, 4)
+	r.finished(laneJob("m", 0), seqs["m-0000"])
+	r.finished(laneJob("m", 1), seqs["m-0001"])
+
+	calls := r.handledOnce(r.consumer(2, 2))
+	if len(calls) != 2 || calls["m-0002"] != 1 || calls["m-0003"] != 1 {
+		t.Errorf("handled %v, want m-0002 and m-0003 once each", calls)
+	}
+	if _, err := r.js.Consumer(r.ctx, r.n.JobsStream(), r.n.Consumer()); !IsNotFound(err) {
+		t.Errorf("the shared consumer is still there (%v)", err)
+	}
+}
+
+// A batch's consumer is deleted (a cancel, or its inactivity) while a
+// finished job's ack was lost; the consumer made again delivers that job
+// for the first time, but it was stored before the consumer was created:
+// its marker is looked up and it is not sent again.
+func TestRecreatedLaneDoesNotResendFinished(t *testing.T) {
+	r := newLaneRig(t)
+	name := r.n.BatchConsumer(r.n.JobSubject("r"))
+	first, err := r.js.CreateConsumer(r.ctx, r.n.JobsStream(), jetstream.ConsumerConfig{
+		Durable: name, FilterSubject: r.n.JobSubject("r"), AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: time.Hour, MaxDeliver: -1,
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r.publish("r", 3)
+	seqs := r.fetchRaw(first, 3)
+	r.finished(laneJob("r", 0), seqs["r-0000"])
+	if err := r.js.DeleteConsumer(r.ctx, r.n.JobsStream(), name); err != nil {
+		t.Fatal(err)
+	}
+	calls := r.handledOnce(r.consumer(1, 1))
+	if len(calls) != 2 || calls["r-0000"] != 0 {
+		t.Errorf("handled %v, want r-0001 and r-0002 alone", calls)
+	}
+}
+
+// A finished batch's entry is deleted once it is older than the linger;
+// a paused batch's stays.
+func TestFinishedBatchIsForgotten(t *testing.T) {
+	r := newLaneRig(t)
+	r.setState("done", BatchRunning)
+	r.setState("held", BatchPaused)
+	r.publish("live", 1)
+	c := r.consumer(1, 1)
+	c.cfg.Now = func() time.Time { return time.Now().Add(lingerDone + time.Minute) }
+	ctx, cancel := context.WithCancel(r.ctx)
+	done := make(chan error, 1)
+	go func() { done <- c.Run(ctx, func(_ context.Context, d *Delivery) Decision { return okResult(d) }) }()
+	deadline := time.Now().Add(time.Minute) // a liveness guard, not a timing
+	for {
+		if _, rev, err := r.batches.Get(r.ctx, "done"); err == nil && rev == 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the finished batch's entry was never forgotten")
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatal(err)
+	}
+	if _, rev, err := r.batches.Get(r.ctx, "held"); err != nil || rev == 0 {
+		t.Errorf("the paused batch's entry is gone (%v)", err)
+	}
+}
