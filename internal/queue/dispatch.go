@@ -347,3 +347,29 @@ func (c *Consumer) unreadyLocked(l *lane) {
 		heap.Remove(&c.ready, l.at)
 	}
 }
+
+// LaneStat is what a worker does for one batch now.
+type LaneStat struct {
+	Batch   string
+	Weight  int
+	State   BatchState
+	Share   float64 // of this worker's places, while the active lanes stay
+	Running int     // given a place, not settled
+	Ready   int     // fetched, waiting for a place
+}
+
+// Lanes describes every lane, for metrics.
+func (c *Consumer) Lanes() []LaneStat {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sum := c.activeWeightLocked()
+	out := make([]LaneStat, 0, len(c.lanes))
+	for _, l := range c.lanes {
+		s := LaneStat{Batch: l.batch, Weight: l.ctl.Weight, State: l.ctl.State, Running: l.placed, Ready: len(l.ready)}
+		if l.active() && sum > 0 {
+			s.Share = float64(l.ctl.Weight) / float64(sum)
+		}
+		out = append(out, s)
+	}
+	return out
+}
