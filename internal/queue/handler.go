@@ -82,7 +82,7 @@ type Delivery struct {
 	// checked: looked up with its burst (checkEarly); finished: its
 	// completion marker names it.
 	checked, finished bool
-	fixed BatchState // DeliveryOf's
+	fixed             BatchState // DeliveryOf's
 	// placed: given a request place (it may have sent its request).
 	placed bool
 	// drain: fetched for a cancelled lane, outside the request window.
