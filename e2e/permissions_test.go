@@ -136,7 +136,7 @@ func TestNATSPermissionsForFourRoles(t *testing.T) {
 			"pub $KV.JETPOST_DONE.x", "pub $JS.API.STREAM.PURGE.JETPOST_RESULTS",
 			"pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x", "pub $JS.API.STREAM.INFO.JETPOST_DLQ"},
 		"worker": {"pub jetpost.jobs.perm", "pub $JS.API.STREAM.PURGE.JETPOST_JOBS", "pub $JS.API.STREAM.DELETE.JETPOST_RESULTS",
-			"pub $JS.API.CONSUMER.PAUSE.JETPOST_JOBS.batch_perm", "pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x.other.subject",
+			"pub $JS.API.STREAM.PURGE.KV_JETPOST_BATCHES", "pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x.other.subject",
 			"pub other.subject"},
 	}
 	for role, steps := range forbidden {
