@@ -33,7 +33,7 @@ const (
 	// known to be running (the limits board is empty or unreadable).
 	DefaultFenceWindow = time.Second
 	// DefaultFenceMax bounds the wait for workers known to be running.
-	DefaultFenceMax = 5 * time.Second
+	DefaultFenceMax = 3 * time.Second
 	// DefaultFenceGrace: replies are collected at least this long, for
 	// workers not on the board yet.
 	DefaultFenceGrace = 100 * time.Millisecond
