@@ -192,5 +192,6 @@ func controlLine(rep *queue.ControlReport) string {
 	case "resume":
 		return fmt.Sprintf("batch %s resumed%s (priority %s): %d open jobs to run; %s", rep.Batch, already, rep.Priority, rep.Open, workers)
 	}
-	return fmt.Sprintf("batch %s cancelled%s: nothing more of it is sent; %d open jobs end with a cancelled result; %s", rep.Batch, already, rep.Open, workers)
+	return fmt.Sprintf("batch %s cancelled%s: nothing more of it is sent; %d jobs were open, each not running then ends with a cancelled result; %s",
+		rep.Batch, already, rep.Open, workers)
 }

@@ -117,7 +117,7 @@ func TestControlCommands(t *testing.T) {
 		{[]string{"pause", "ctl"}, "batch ctl paused (it was paused already): 5 open jobs held"},
 		{[]string{"status", "ctl"}, "paused"},
 		{[]string{"resume", "ctl"}, "batch ctl resumed (priority high): 5 open jobs to run; 1 workers confirmed"},
-		{[]string{"cancel", "ctl"}, "batch ctl cancelled: nothing more of it is sent; 5 open jobs end with a cancelled result; 1 workers confirmed"},
+		{[]string{"cancel", "ctl"}, "batch ctl cancelled: nothing more of it is sent; 5 jobs were open, each not running then ends with a cancelled result; 1 workers confirmed"},
 	}
 	for _, s := range steps {
 		r := runCmd(t, nil, append(s.args, "--nats", url)...)

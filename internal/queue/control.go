@@ -240,7 +240,10 @@ func (c *Control) Pause(ctx context.Context, batch string) (*ControlReport, erro
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
-	return rep, c.fenceOnce(ctx, rep)
+	if err := c.fenceOnce(ctx, rep); err != nil {
+		return rep, err
+	}
+	return rep, c.countOpen(ctx, rep)
 }
 
 // Resume lets batch run again (a cancelled one too: its jobs already
@@ -257,7 +260,10 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return rep, err
 	}
-	return rep, c.fenceOnce(ctx, rep)
+	if err := c.fenceOnce(ctx, rep); err != nil {
+		return rep, err
+	}
+	return rep, c.countOpen(ctx, rep)
 }
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
@@ -272,10 +278,7 @@ func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
 func (c *Control) fenceOnce(ctx context.Context, rep *ControlReport) error {
 	f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, c.Fence)
 	rep.Fence, rep.Fences = f, rep.Fences+1
-	if err != nil {
-		return err
-	}
-	return c.countOpen(ctx, rep)
+	return err
 }
 
 func (c *Control) countOpen(ctx context.Context, rep *ControlReport) error {
@@ -321,10 +324,25 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
+	// The jobs open now end with a cancelled result, but for those running.
+	if err := c.countOpen(ctx, rep); err != nil {
+		return rep, err
+	}
 	bound := c.Fence.after(cmp.Or(opts.Timeout, DefaultCancelTimeout))
+	fence, missing := c.Fence, []string(nil)
 	for {
-		if err := c.fenceOnce(ctx, rep); err != nil {
+		f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, fence)
+		rep.Fence, rep.Fences = f, rep.Fences+1
+		if err != nil {
 			return rep, err
+		}
+		// Later fences wait for the workers that answered, not again for
+		// those that did not (stopped, most likely).
+		if rep.Fences == 1 && len(fence.Expect) > 0 {
+			missing, fence.Expect = f.Missing, nil
+			for _, r := range f.Replies {
+				fence.Expect = append(fence.Expect, r.Worker)
+			}
 		}
 		if rep.Fence.Running == 0 {
 			break
@@ -345,6 +363,7 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 			break
 		}
 	}
+	rep.Fence.Missing = append(rep.Fence.Missing, missing...)
 	_, err = c.consumerCall(ctx, "deleting consumer "+rep.Consumer, func(ctx context.Context) error {
 		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 	})
