@@ -230,6 +230,7 @@ func applyControl(bs []BatchStatus, entries map[string]BatchControl) {
 		}
 	}
 }
+
 // PendingJobs reports, for each stream sequence, whether that job message
 // is still in the jobs stream (waiting, in progress or waiting for a
 // retry): a work queue drops a job once it is acknowledged.
