@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -26,7 +27,7 @@ type controlRig struct {
 	batch string
 }
 
-func newControlRig(t *testing.T, batch string, open int) *controlRig {
+func newControlRig(t testing.TB, batch string, open int) *controlRig {
 	t.Helper()
 	ns := natstest.RunServer(t)
 	js := jsFor(t, ns.ClientURL())
@@ -54,7 +55,7 @@ func newControlRig(t *testing.T, batch string, open int) *controlRig {
 }
 
 // consumer creates batch's consumer as a worker does.
-func (r *controlRig) consumer(t *testing.T, batch string) jetstream.Consumer {
+func (r *controlRig) consumer(t testing.TB, batch string) jetstream.Consumer {
 	t.Helper()
 	c, err := r.jobs.CreateOrUpdateConsumer(r.ctx, jetstream.ConsumerConfig{
 		Durable: r.n.BatchConsumer(r.n.JobSubject(batch)), FilterSubject: r.n.JobSubject(batch),
@@ -338,5 +339,33 @@ func TestStatusShowsBatchControl(t *testing.T) {
 	}
 	if o.RateWindowMS != 2000 || o.Unacked != 1 {
 		t.Errorf("rate window %dms, unacked %d; want 2000 and 1", o.RateWindowMS, o.Unacked)
+	}
+}
+
+// BenchmarkStatusThousandBatches: enqueue status with 1,000 active batches,
+// each with an entry, a job open and its consumer (rates not measured: that
+// adds the one-second window).
+func BenchmarkStatusThousandBatches(b *testing.B) {
+	r := newControlRig(b, "b0000", 1)
+	for i := 1; i < 1000; i++ {
+		batch := fmt.Sprintf("b%04d", i)
+		if _, _, err := r.bs.Update(r.ctx, batch, func(*queue.BatchControl) {}); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.js.Publish(r.ctx, r.n.JobSubject(batch), []byte(`{}`)); err != nil {
+			b.Fatal(err)
+		}
+		if _, err := r.jobs.CreateOrUpdateConsumer(r.ctx, jetstream.ConsumerConfig{
+			Durable: r.n.BatchConsumer(r.n.JobSubject(batch)), FilterSubject: r.n.JobSubject(batch), AckPolicy: jetstream.AckExplicitPolicy,
+		}); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	for b.Loop() {
+		o, err := queue.Status(r.ctx, r.js, r.n, "")
+		if err != nil || len(o.Batches) != 1000 {
+			b.Fatalf("%d batches, %v", len(o.Batches), err)
+		}
 	}
 }
