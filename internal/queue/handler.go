@@ -79,6 +79,9 @@ type Delivery struct {
 	// pending is how many of the lane's jobs the server had not delivered
 	// yet when it sent this one.
 	pending uint64
+	// checked: looked up with its burst (checkEarly); finished: its
+	// completion marker names it.
+	checked, finished bool
 	// drain: fetched for a cancelled lane, outside the request window.
 	drain bool
 }
