@@ -110,10 +110,12 @@ func TestNATSPermissionsForFourRoles(t *testing.T) {
 		t.Errorf("%d results, want %d", len(res), n)
 	}
 	for _, args := range [][]string{{"status"}, {"status", "perm", "--json"}, {"pause", "perm"}, {"resume", "perm"}, {"cancel", "perm", "--wait"}} {
+		began := time.Now()
 		code, stdout, stderr := runEnqueue(t, roleEnv("admin"), append(args, "--nats", url)...)
 		if code != 0 {
 			t.Fatalf("admin: enqueue %s exit %d: %s%s\nviolations:\n%s", args, code, stdout, stderr, denied.all())
 		}
+		t.Logf("admin: enqueue %s took %.2fs", args, time.Since(began).Seconds())
 	}
 	// The producer reads the batch's entry: a cancelled batch is refused.
 	if code, _, stderr := runEnqueue(t, append(roleEnv("producer"), "JETPOST_REPLY_PREFIXES=replies"), "--nats", url, "--batch", "perm", file); code != 5 {

@@ -292,10 +292,10 @@ func (o *Overview) consumers(ctx context.Context, js jetstream.JetStream, n Name
 
 // rates measures each batch's results per second: the results stream's
 // per-subject counts, read again after so.RateWindow. Only when some batch
-// is active: a quiet system answers at once.
+// has jobs open: a quiet system answers at once.
 func (o *Overview) rates(ctx context.Context, js jetstream.JetStream, n Names, tok string, first map[string]uint64, so StatusOptions) {
-	active := slices.ContainsFunc(o.Batches, func(b BatchStatus) bool { return b.Active })
-	if so.RateWindow <= 0 || first == nil || !active {
+	open := slices.ContainsFunc(o.Batches, func(b BatchStatus) bool { return b.Open > 0 })
+	if so.RateWindow <= 0 || first == nil || !open {
 		return
 	}
 	now := so.Now
