@@ -135,6 +135,9 @@ func (a *admin) reportControl(ctx context.Context, rep *queue.ControlReport, cf 
 		fmt.Fprintf(stderr, "warning: workers %s did not confirm within the fence (stopped, or cut off? each applies the new state when its watch of %s catches up)\n",
 			termsafe.String(strings.Join(rep.Fence.Missing, ", ")), a.names.BatchesBucket())
 	}
+	if rep.Fence.Confirmed() == 0 {
+		fmt.Fprintf(stderr, "warning: no worker answered (none running?): the state is stored, and workers apply it when they start\n")
+	}
 	if !a.asJSON {
 		fmt.Fprintln(stdout, controlLine(rep))
 	}

@@ -107,6 +107,13 @@ func TestControlCommands(t *testing.T) {
 	if r := runCmd(t, nil, file, "--priority", "urgent", "--nats", url); r.code() != exitUsage {
 		t.Errorf("--priority urgent: exit %d, want %d", r.code(), exitUsage)
 	}
+	// No worker running: the state is stored all the same, and said so.
+	for _, action := range []string{"pause", "resume"} {
+		r := runCmd(t, nil, action, "ctl", "--nats", url)
+		if r.code() != 0 || !strings.Contains(r.stderr, "warning: no worker answered") || !strings.Contains(r.stdout, "0 workers confirmed") {
+			t.Fatalf("%s without workers: exit %d (%v)\n%s%s", action, r.code(), r.err, r.stdout, r.stderr)
+		}
+	}
 	fences := respondFences(t, nc, bs)
 
 	steps := []struct {
@@ -140,6 +147,11 @@ func TestControlCommands(t *testing.T) {
 	r = runCmd(t, nil, more, "--batch", "ctl", "--nats", url)
 	if r.code() != exitCancelled || !strings.Contains(r.errText(), "batch ctl is cancelled: nothing was published") {
 		t.Errorf("enqueue into a cancelled batch: exit %d (%v); want %d", r.code(), r.err, exitCancelled)
+	}
+	r = runCmd(t, nil, "status", "--nats", url)
+	if header := "BATCH  STATE      PRIORITY  SHARE  OPEN  IN FLIGHT  RESULTS/S  RESULTS  CANCELLED  DEAD LETTERS"; !strings.Contains(r.stdout, header) ||
+		!strings.Contains(r.stdout, "ctl    cancelled  high      -      5") {
+		t.Errorf("status table:\n%s", r.stdout)
 	}
 	for _, args := range [][]string{{"pause", "nope"}, {"resume", "nope"}, {"cancel", "nope"}} {
 		if r := runCmd(t, nil, append(args, "--nats", url)...); r.code() != exitUnknownBatch {
