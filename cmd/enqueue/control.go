@@ -131,6 +131,9 @@ type controlOutput struct {
 // timed-out cancel into its exit status.
 func (a *admin) reportControl(ctx context.Context, rep *queue.ControlReport, cf controlFlags, start time.Time, stdout, stderr io.Writer) error {
 	out := controlOutput{ControlReport: rep}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", termsafe.Lines(w))
+	}
 	if len(rep.Fence.Missing) > 0 {
 		fmt.Fprintf(stderr, "warning: workers %s did not confirm within the fence (stopped, or cut off? each applies the new state when its watch of %s catches up)\n",
 			termsafe.String(strings.Join(rep.Fence.Missing, ", ")), a.names.BatchesBucket())

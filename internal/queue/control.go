@@ -202,6 +202,8 @@ type ControlReport struct {
 	Fences int `json:"fences"`
 	// TimedOut: cancel stopped waiting for running jobs at its bound.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// Warnings say what failed on the way without undoing the change.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // setState writes state into batch's entry and returns the report so far.
@@ -217,17 +219,23 @@ func (c *Control) setState(ctx context.Context, batch, action string, state Batc
 	}, nil
 }
 
-// consumerCall runs a call on the batch's consumer; a consumer that does
-// not exist is no error (found is false).
-func (c *Control) consumerCall(ctx context.Context, what string, call func(ctx context.Context) error) (found bool, err error) {
+// consumerCall runs a call on the batch's consumer. A consumer that does
+// not exist is no error (found is false). Another failure (a server without
+// consumer pause, a right the credentials lack) is a warning in the report,
+// saying what the batch does without the call: the entry and the fence do
+// the work, the consumer's state only backs them up.
+func (c *Control) consumerCall(ctx context.Context, rep *ControlReport, what, without string, call func(ctx context.Context) error) (found bool, err error) {
 	err = call(ctx)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return false, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
 	}
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", what, err)
-	}
-	return true, nil
+	rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: %v; %s", what, rep.Consumer, err, without))
+	return false, nil
 }
 
 // Pause stops new sends of batch across the fleet: requests in flight
@@ -253,7 +261,7 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return nil, err
 	}
-	rep.ConsumerFound, err = c.consumerCall(ctx, "resuming consumer "+rep.Consumer, func(ctx context.Context) error {
+	rep.ConsumerFound, err = c.consumerCall(ctx, rep, "resuming consumer", "workers resume it when they see the batch run", func(ctx context.Context) error {
 		_, err := c.js.ResumeConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 		return err
 	})
@@ -268,7 +276,7 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
 	var err error
-	rep.ConsumerFound, err = c.consumerCall(ctx, "pausing consumer "+rep.Consumer, func(ctx context.Context) error {
+	rep.ConsumerFound, err = c.consumerCall(ctx, rep, "pausing consumer", "the workers hold the batch by its state alone", func(ctx context.Context) error {
 		_, err := c.js.PauseConsumer(ctx, c.names.JobsStream(), rep.Consumer, time.Now().Add(pauseForever))
 		return err
 	})
@@ -364,7 +372,7 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 		}
 	}
 	rep.Fence.Missing = append(rep.Fence.Missing, missing...)
-	_, err = c.consumerCall(ctx, "deleting consumer "+rep.Consumer, func(ctx context.Context) error {
+	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
 		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 	})
 	return rep, err
