@@ -336,46 +336,48 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
+	if err := c.fenceUntilIdle(ctx, rep, opts); err != nil {
+		return rep, err
+	}
+	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
+		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
+	})
+	return rep, err
+}
+
+// fenceUntilIdle fences until no answering worker runs one of the batch's
+// jobs, or until opts.Timeout (rep.TimedOut). Later fences wait for the
+// workers that answered the first, not again for those that did not
+// (stopped, most likely); those stay in the report's Missing.
+func (c *Control) fenceUntilIdle(ctx context.Context, rep *ControlReport, opts CancelOptions) error {
 	bound := c.Fence.after(cmp.Or(opts.Timeout, DefaultCancelTimeout))
 	fence, missing := c.Fence, []string(nil)
+	defer func() { rep.Fence.Missing = append(rep.Fence.Missing, missing...) }()
 	for {
 		f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, fence)
 		rep.Fence, rep.Fences = f, rep.Fences+1
-		if err != nil {
-			return rep, err
+		if err != nil || f.Running == 0 {
+			return err
 		}
-		// Later fences wait for the workers that answered, not again for
-		// those that did not (stopped, most likely).
 		if rep.Fences == 1 && len(fence.Expect) > 0 {
 			missing, fence.Expect = f.Missing, nil
 			for _, r := range f.Replies {
 				fence.Expect = append(fence.Expect, r.Worker)
 			}
 		}
-		if rep.Fence.Running == 0 {
-			break
-		}
 		if opts.OnWait != nil {
-			opts.OnWait(rep.Fence)
+			opts.OnWait(f)
 		}
 		select {
 		case <-bound:
 			rep.TimedOut = true
+			return nil
 		default:
-			err = c.sleep(ctx, cmp.Or(c.CancelPoll, 250*time.Millisecond))
 		}
-		if err != nil {
-			return rep, err
-		}
-		if rep.TimedOut {
-			break
+		if err := c.sleep(ctx, cmp.Or(c.CancelPoll, 250*time.Millisecond)); err != nil {
+			return err
 		}
 	}
-	rep.Fence.Missing = append(rep.Fence.Missing, missing...)
-	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
-		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
-	})
-	return rep, err
 }
 
 func (c *Control) sleep(ctx context.Context, d time.Duration) error {
