@@ -50,15 +50,12 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return &exitError{exitUsage, errors.New("give exactly one valid batch id")}
 	}
 	batch := pos[0]
-	ctl, err := queue.NewControl(ctx, a.js, a.names)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return unknownBatch(batch, a.cfg.ResultsMaxAge)
+	if err := a.checkBatch(ctx, batch); err != nil {
+		return err
 	}
+	ctl, err := queue.NewControl(ctx, a.js, a.names)
 	if err != nil {
 		return &exitError{exitBroker, err}
-	}
-	if err := a.checkControlled(ctx, ctl, batch); err != nil {
-		return err
 	}
 	ctl.Fence.Expect = freshWorkers(ctx, a.js, a.names.Prefix, time.Now())
 	start := time.Now()
@@ -77,19 +74,6 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return &exitError{exitBroker, fmt.Errorf("%s %s: %w", action, batch, err)}
 	}
 	return a.reportControl(ctx, rep, cf, start, stdout, stderr)
-}
-
-// checkControlled fails with exit status 4 for a batch with neither an
-// entry nor anything stored.
-func (a *admin) checkControlled(ctx context.Context, ctl *queue.Control, batch string) error {
-	_, rev, err := ctl.Batches().Get(ctx, batch)
-	if err != nil {
-		return &exitError{exitBroker, err}
-	}
-	if rev != 0 {
-		return nil
-	}
-	return checkBatchKnown(ctx, a.js, a.names, batch, a.cfg.ResultsMaxAge)
 }
 
 // freshWorkers names the workers that posted on the limits board

@@ -153,6 +153,16 @@ func TestControlCommands(t *testing.T) {
 		!strings.Contains(r.stdout, "ctl    cancelled  high      -      5") {
 		t.Errorf("status table:\n%s", r.stdout)
 	}
+	// A batch known by its entry alone (its jobs all completed by earlier
+	// runs, say) is no unknown batch.
+	if _, _, err := bs.Update(context.Background(), "entryonly", func(*queue.BatchControl) {}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status", "entryonly"}, {"pause", "entryonly"}} {
+		if r := runCmd(t, nil, append(args, "--nats", url)...); r.code() != 0 {
+			t.Errorf("%v: exit %d (%v)\n%s", args, r.code(), r.err, r.stderr)
+		}
+	}
 	for _, args := range [][]string{{"pause", "nope"}, {"resume", "nope"}, {"cancel", "nope"}} {
 		if r := runCmd(t, nil, append(args, "--nats", url)...); r.code() != exitUnknownBatch {
 			t.Errorf("%v: exit %d (%v), want %d", args, r.code(), r.err, exitUnknownBatch)

@@ -176,6 +176,20 @@ func openBatchesReadOnly(ctx context.Context, js jetstream.JetStream, n Names) (
 	return &Batches{kv: kv, now: time.Now}, nil
 }
 
+// BatchEntry reads batch's entry without creating the bucket: ok is false
+// when the batch has none (or the bucket does not exist yet).
+func BatchEntry(ctx context.Context, js jetstream.JetStream, n Names, batch string) (c BatchControl, ok bool, err error) {
+	b, err := openBatchesReadOnly(ctx, js, n)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return DefaultBatchControl(batch), false, nil
+	}
+	if err != nil {
+		return BatchControl{}, false, err
+	}
+	c, rev, err := b.Get(ctx, batch)
+	return c, rev != 0, err
+}
+
 // Batches is the bucket the control writes.
 func (c *Control) Batches() *Batches { return c.batches }
 
