@@ -54,6 +54,9 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return err
 	}
 	ctl, err := queue.NewControl(ctx, a.js, a.names)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		err = fmt.Errorf("%w: workers of a version with batch control create it (start one)", err)
+	}
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
