@@ -119,19 +119,7 @@ func (a *admin) checkBatch(ctx context.Context, batch string) error {
 	if !job.ValidBatch(batch) {
 		return &exitError{exitUsage, fmt.Errorf("batch %q: use 1 to 64 characters of [A-Za-z0-9_-]", batch)}
 	}
-	known, err := batchStored(ctx, a.js, a.names, batch)
-	if err != nil {
-		return &exitError{exitBroker, err}
-	}
-	if known {
-		return nil
-	}
-	// Asked only now: credentials without the bucket still see the
-	// streams.
-	if _, ok, err := queue.BatchEntry(ctx, a.js, a.names, batch); err == nil && ok {
-		return nil
-	}
-	return unknownBatch(batch, a.cfg.ResultsMaxAge)
+	return checkBatchKnown(ctx, a.js, a.names, batch, a.cfg.ResultsMaxAge)
 }
 
 func (a *admin) close() {
