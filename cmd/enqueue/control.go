@@ -69,8 +69,13 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 	case "resume":
 		rep, err = ctl.Resume(ctx, batch)
 	default:
+		said := ""
 		rep, err = ctl.Cancel(ctx, batch, queue.CancelOptions{Timeout: cf.timeout, OnWait: func(f queue.FenceResult) {
-			fmt.Fprintf(stderr, "batch %s: waiting for %d requests in flight to finish (%s)\n", batch, f.Running, runningOn(f))
+			// Said again only when it changes: a fence every 250ms.
+			if line := fmt.Sprintf("batch %s: waiting for %d requests in flight to finish (%s)", batch, f.Running, runningOn(f)); line != said {
+				fmt.Fprintln(stderr, line)
+				said = line
+			}
 		}})
 	}
 	if err != nil {
