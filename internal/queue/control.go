@@ -282,10 +282,11 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return rep, err
 	}
-	if err := c.fenceOnce(ctx, rep); err != nil {
+	// The jobs open as it resumes are those to run.
+	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
-	return rep, c.countOpen(ctx, rep)
+	return rep, c.fenceOnce(ctx, rep)
 }
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
