@@ -284,5 +284,5 @@ func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool,
 	}
 	// The marker names the job message it settled: a job enqueued again
 	// is another message and is sent again.
-	return len(m) == 1 && m[0] != nil && m[0].JobSeq == d.Seq, nil
+	return len(m) == 1 && m[0].settled(d), nil
 }

@@ -77,9 +77,20 @@ type DoneMarker struct {
 	// redelivery of that message whose ack was lost finds it and is
 	// settled without being sent again.
 	JobSeq uint64 `json:"job_seq,omitempty"`
+	// JobTime is the job message's time stamp in the jobs stream (Unix
+	// nanoseconds): with JobSeq it names one message even when the stream
+	// was deleted and created again and its sequences start over. Zero in
+	// markers from before it: those match by JobSeq alone.
+	JobTime int64 `json:"job_time,omitempty"`
 	// At is when the marker was stored (the server's time stamp), not part
 	// of the value.
 	At time.Time `json:"-"`
+}
+
+// settled reports whether m is the marker of delivery d's own job message
+// (its ack was lost), not of another message of the same job.
+func (m *DoneMarker) settled(d *Delivery) bool {
+	return m != nil && m.JobSeq == d.Seq && (m.JobTime == 0 || d.stored.IsZero() || m.JobTime == d.stored.UnixNano())
 }
 
 // Legacy reports whether the marker was written before markers carried the
@@ -287,4 +298,12 @@ func (x *DoneIndex) marker(m *nats.Msg) (DoneKey, *DoneMarker, bool) {
 	}
 	dm.At, _ = time.Parse(time.RFC3339Nano, m.Header.Get(jetstream.TimeStampHeaer)) // zero if absent
 	return k, &dm, true
+}
+
+// unixNanos is t in Unix nanoseconds, 0 for the zero time.
+func unixNanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
 }

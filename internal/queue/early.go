@@ -60,7 +60,7 @@ func (c *Consumer) checkEarly(ctx context.Context, ds []*Delivery) {
 		d.Attempts, d.TurnedAway, d.checked = rec.Attempts, rec.TurnedAway, true
 	}
 	for i, m := range markers {
-		if m != nil && m.JobSeq == keyed[i].Seq {
+		if m.settled(keyed[i]) {
 			keyed[i].finished = true
 		}
 	}

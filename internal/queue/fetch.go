@@ -195,6 +195,7 @@ func (c *Consumer) accept(l *lane, msg jetstream.Msg) *Delivery {
 		d.Seq = md.Sequence.Stream
 		d.pending = md.NumPending
 		stored = md.Timestamp
+		d.stored = stored
 		d.early = stored.Before(l.created.Add(earlySkew))
 	}
 	d.Job, d.decodeErr = c.inbound(msg, stored)

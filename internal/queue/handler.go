@@ -76,6 +76,8 @@ type Delivery struct {
 	// early: stored before its lane's consumer was created, so an
 	// earlier consumer of the subject may have delivered it already.
 	early bool
+	// stored is when the job message was stored in the jobs stream.
+	stored time.Time
 	// pending is how many of the lane's jobs the server had not delivered
 	// yet when it sent this one.
 	pending uint64

@@ -152,7 +152,7 @@ type pendingMarker struct {
 func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) *pendingMarker {
 	value, err := json.Marshal(DoneMarker{
 		ID: r.ID, FP: fp, Batch: r.Batch, Seq: resultSeq,
-		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: d.Job.Redrive, JobSeq: d.Seq,
+		OK: r.OK, Attempts: r.Attempts, Reason: r.Reason, Run: d.Job.Redrive, JobSeq: d.Seq, JobTime: unixNanos(d.stored),
 	})
 	if err != nil {
 		return nil // plain fields: cannot happen
