@@ -134,6 +134,7 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 			heap.Fix(&c.ready, 0)
 		}
 		c.places--
+		d.halt = l.halt
 		l.running++
 		l.placed++
 		l.sent++

@@ -82,6 +82,7 @@ func (c *Consumer) applyLocked(l *lane, ctl BatchControl) {
 	if from == ctl.State || c.stopping {
 		return
 	}
+	l.setHalt()
 	if l.cancelPull != nil {
 		l.cancelPull() // a long pull of the old state
 	}

@@ -84,7 +84,9 @@ type Delivery struct {
 	// checked: looked up with its burst (checkEarly); finished: its
 	// completion marker names it.
 	checked, finished bool
-	fixed             BatchState // DeliveryOf's
+	fixed             BatchState        // DeliveryOf's
+	state             func() BatchState // DeliveryHalting's
+	halt              context.Context
 	// placed: given a request place (it may have sent its request).
 	placed bool
 	// drain: fetched for a cancelled lane, outside the request window.
@@ -96,12 +98,27 @@ type Delivery struct {
 // checks it right before each request. A Delivery made by hand is running.
 func (d *Delivery) BatchState() BatchState {
 	if d.c == nil || d.lane == nil {
+		if d.state != nil {
+			return d.state()
+		}
 		if d.fixed != "" {
 			return d.fixed
 		}
 		return BatchRunning
 	}
 	return d.c.control(d.lane.batch).State
+}
+
+// Halt ends when the delivery's batch stops running (paused or cancelled)
+// after the job was given its request place: a wait for the host's
+// admission ends with it, and the job is not sent. Nil when there is none.
+func (d *Delivery) Halt() context.Context { return d.halt }
+
+// DeliveryHalting is a delivery of j, not from a stream, whose batch's
+// state is what state says and whose Halt is halt: for handlers' tests
+// outside this package.
+func DeliveryHalting(j *job.Job, halt context.Context, state func() BatchState) *Delivery {
+	return &Delivery{Job: j, halt: halt, state: state}
 }
 
 // DeliveryOf is a delivery of j, not from a stream, whose batch is in

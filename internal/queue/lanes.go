@@ -53,6 +53,10 @@ type lane struct {
 	created time.Time          // the consumer's creation (the server's clock)
 
 	ctl  BatchControl // weight and state applied
+	// halt ends when the lane leaves running: a job of it still waiting
+	// for its host's admission is then not sent (Delivery.Halt).
+	halt     context.Context
+	haltStop context.CancelFunc
 	pass uint64
 	at   int  // index in the ready heap, -1 when not in it
 	idle bool // nothing fetched since it was last cold: no credit kept
@@ -176,8 +180,26 @@ func (c *Consumer) newLaneLocked(subject string) *lane {
 	batch := c.names.batchOfJob(subject)
 	l := &lane{subject: subject, batch: batch, name: c.names.BatchConsumer(subject), id: c.nextID, at: -1, idle: true}
 	l.ctl = c.control(batch)
+	l.setHalt()
 	c.lanes[subject] = l
 	return l
+}
+
+// setHalt gives the lane a halt context that is live while it runs and
+// ended otherwise.
+func (l *lane) setHalt() {
+	if l.ctl.State == BatchRunning {
+		if l.halt == nil || l.halt.Err() != nil {
+			l.halt, l.haltStop = context.WithCancel(context.Background())
+		}
+		return
+	}
+	if l.haltStop != nil {
+		l.haltStop()
+		return
+	}
+	l.halt, l.haltStop = context.WithCancel(context.Background())
+	l.haltStop()
 }
 
 // createLaneLocked creates (or finds) the lane's consumer in the

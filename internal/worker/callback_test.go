@@ -30,7 +30,7 @@ type postRecorder struct {
 	post  sender.Outcome
 }
 
-func (p *postRecorder) Send(context.Context, *job.Job) sender.Outcome {
+func (p *postRecorder) SendUntil(context.Context, *job.Job, context.Context) sender.Outcome {
 	p.sent++
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }

@@ -31,7 +31,7 @@ type scriptedSender struct {
 	callbacks []sender.Callback
 }
 
-func (s *scriptedSender) Send(context.Context, *job.Job) sender.Outcome {
+func (s *scriptedSender) SendUntil(context.Context, *job.Job, context.Context) sender.Outcome {
 	s.sent++
 	if len(s.sends) == 0 {
 		s.t.Errorf("unscripted Send (#%d)", s.sent)

@@ -18,7 +18,10 @@ import (
 
 // Sender sends one attempt of a job, or a callback POST.
 type Sender interface {
-	Send(ctx context.Context, j *job.Job) sender.Outcome
+	// SendUntil is one attempt; halt, when it ends before the request
+	// starts (its batch was paused or cancelled while the job waited for
+	// its host), stops it with sender.ErrHalted.
+	SendUntil(ctx context.Context, j *job.Job, halt context.Context) sender.Outcome
 	Post(ctx context.Context, cb sender.Callback) sender.Outcome
 }
 
@@ -116,7 +119,13 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	if dec, ok := w.batchStopped(log, d); ok {
 		return dec
 	}
-	o := w.send.Send(ctx, j)
+	o := w.send.SendUntil(ctx, j, d.Halt())
+	if o.Class == sender.Postponed && errors.Is(o.Err, sender.ErrHalted) {
+		if dec, ok := w.batchStopped(log, d); ok {
+			return dec
+		}
+		return queue.Decision{Action: queue.HandBack} // running again already
+	}
 	if w.obs.Sent != nil && o.Attempted {
 		w.obs.Sent(j.Batch)
 	}

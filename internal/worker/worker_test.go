@@ -2,6 +2,7 @@ package worker_test
 
 import (
 	"context"
+	"fmt"
 	"testing"
 	"time"
 
@@ -17,7 +18,7 @@ import (
 // happen; the broker is never faked.
 type fakeSender struct{ sent int }
 
-func (f *fakeSender) Send(context.Context, *job.Job) sender.Outcome {
+func (f *fakeSender) SendUntil(context.Context, *job.Job, context.Context) sender.Outcome {
 	f.sent++
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 200}
 }
@@ -65,5 +66,46 @@ func TestBatchStateCheckedBeforeTheRequest(t *testing.T) {
 	}
 	if dec := w.Handle(t.Context(), queue.DeliveryOf(j, queue.BatchRunning)); !dec.Result.OK || fs.sent != 1 {
 		t.Errorf("running: %+v, sent %d", dec.Result, fs.sent)
+	}
+}
+
+// haltingSender stands for a sender whose request waited for its host's
+// admission while the batch was paused or cancelled: it ends the halt
+// context (the state changes) and answers as SendUntil then does.
+type haltingSender struct {
+	fakeSender
+	stop func()
+}
+
+func (h *haltingSender) SendUntil(_ context.Context, _ *job.Job, halt context.Context) sender.Outcome {
+	h.stop()
+	if halt == nil || halt.Err() == nil {
+		return sender.Outcome{Class: sender.Succeeded, Status: 200, Attempted: true}
+	}
+	return sender.Outcome{Class: sender.Postponed, Err: fmt.Errorf("not sent: %w", sender.ErrHalted)}
+}
+
+// TestBatchStoppedWhileWaitingForItsHost: a job that passed the check
+// before its request and then waited for its host's admission is not sent
+// when its batch is paused (handed back, no attempt spent) or cancelled
+// (a cancelled result) meanwhile.
+func TestBatchStoppedWhileWaitingForItsHost(t *testing.T) {
+	for _, to := range []queue.BatchState{queue.BatchPaused, queue.BatchCancelled} {
+		state := queue.BatchRunning
+		halt, stop := context.WithCancel(context.Background())
+		hs := &haltingSender{stop: func() { state = to; stop() }}
+		w := worker.New(worker.Config{ID: "w", MaxAttempts: 5}, hs, worker.Observer{}, zerolog.Nop())
+		j := &job.Job{ID: "j", Batch: "b", Method: "GET", URL: "https://example.com/"}
+		dec := w.Handle(t.Context(), queue.DeliveryHalting(j, halt, func() queue.BatchState { return state }))
+		switch to {
+		case queue.BatchPaused:
+			if dec.Action != queue.HandBack {
+				t.Errorf("paused while waiting: %+v, want a hand-back", dec)
+			}
+		case queue.BatchCancelled:
+			if r := dec.Result; dec.Action != queue.AckWithResult || r == nil || r.Reason != job.ReasonCancelled || r.Attempts != 0 {
+				t.Errorf("cancelled while waiting: %+v %+v, want a cancelled result", dec, dec.Result)
+			}
+		}
 	}
 }

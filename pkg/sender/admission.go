@@ -136,6 +136,25 @@ const defaultAdmitWait = time.Second
 // given its feedback, and the function that frees the place; or, when the
 // request may not start, false and the Postponed outcome to return instead.
 func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {
+	if r.halt != nil {
+		if r.halt.Err() != nil {
+			return nil, nil, Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", ErrHalted)}, false
+		}
+		hctx, cancel := context.WithCancelCause(ctx)
+		defer cancel(nil)
+		unhook := context.AfterFunc(r.halt, func() { cancel(ErrHalted) })
+		defer unhook()
+		permit, free, o, ok := s.startWaiting(hctx, r, host)
+		if !ok && ctx.Err() == nil && context.Cause(hctx) == ErrHalted {
+			o = Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", ErrHalted)}
+		}
+		return permit, free, o, ok
+	}
+	return s.startWaiting(ctx, r, host)
+}
+
+// startWaiting is start without the halt: it waits while ctx lives.
+func (s *Sender) startWaiting(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {
 	var permit *Permit
 	if r.admit {
 		var o Outcome

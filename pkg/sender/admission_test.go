@@ -410,3 +410,34 @@ func TestPermitDoneOnce(t *testing.T) {
 		t.Fatalf("nil permit answered %v", d)
 	}
 }
+
+// blockingAdmission holds every request until its context ends, as a host
+// at its limit does; entered is told when one waits.
+type blockingAdmission struct{ entered chan struct{} }
+
+func (b blockingAdmission) Admit(ctx context.Context, _ AdmitRequest) (*Permit, error) {
+	b.entered <- struct{}{}
+	<-ctx.Done()
+	return nil, context.Cause(ctx)
+}
+
+// TestHaltEndsTheWaitForAdmission: a request waiting for its host's
+// admission when its halt context ends (its batch paused or cancelled) is
+// not sent, and says why; without a halt the same wait goes on.
+func TestHaltEndsTheWaitForAdmission(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) {})
+	adm := blockingAdmission{entered: make(chan struct{}, 1)}
+	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm})
+	halt, stop := context.WithCancel(context.Background())
+	go func() { <-adm.entered; stop() }()
+	o := s.SendUntil(safetyNet(t), newJob(srv.URL+"/x"), halt)
+	if o.Class != Postponed || o.Attempted || !errors.Is(o.Err, ErrHalted) {
+		t.Fatalf("outcome %v attempted=%v err %v; want postponed, not attempted, ErrHalted", o.Class, o.Attempted, o.Err)
+	}
+	if o := s.SendUntil(safetyNet(t), newJob(srv.URL+"/x"), halt); !errors.Is(o.Err, ErrHalted) {
+		t.Fatalf("already halted: %v, want ErrHalted without asking", o.Err)
+	}
+	if hits.Load() != 0 {
+		t.Fatalf("target received %d requests", hits.Load())
+	}
+}

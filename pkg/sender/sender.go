@@ -332,11 +332,23 @@ type request struct {
 	admit     bool
 	batch     string
 	batchRate float64
+	// halt, if not nil, ends the waits before the request (SendUntil).
+	halt context.Context
 }
 
 // Send makes one attempt at delivering j. It never retries; the Outcome says
 // whether and when the caller should.
-func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
+func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome { return s.SendUntil(ctx, j, nil) }
+
+// ErrHalted is why a request did not start: the halt context given to
+// SendUntil ended while it waited for admission or a place.
+var ErrHalted = errors.New("its batch stopped before the request started")
+
+// SendUntil is Send, but halt, when it ends while the request waits for
+// its host's admission or a request place, ends that wait: the request is
+// not sent and the Outcome is Postponed with ErrHalted. A request that
+// started is not cut short. halt may be nil.
+func (s *Sender) SendUntil(ctx context.Context, j *job.Job, halt context.Context) Outcome {
 	body, ctype := j.Body()
 	timeout := s.cfg.Timeout
 	if j.Timeout > 0 {
@@ -353,6 +365,7 @@ func (s *Sender) Send(ctx context.Context, j *job.Job) Outcome {
 		admit:       s.cfg.Admission != nil,
 		batch:       j.Batch,
 		batchRate:   j.Rate,
+		halt:        halt,
 	})
 }
 

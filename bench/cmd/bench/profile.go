@@ -436,10 +436,10 @@ type timedSender struct {
 	tl *timeline
 }
 
-func (s *timedSender) Send(ctx context.Context, j *job.Job) sender.Outcome {
+func (s *timedSender) SendUntil(ctx context.Context, j *job.Job, halt context.Context) sender.Outcome {
 	r := s.tl.byJob(j.ID)
 	t0 := time.Now()
-	o := s.Sender.Send(ctx, j)
+	o := s.Sender.SendUntil(ctx, j, halt)
 	if r != nil {
 		r.sendStart, r.sendEnd = t0, time.Now()
 	}
