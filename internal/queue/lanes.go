@@ -52,14 +52,14 @@ type lane struct {
 	cons    jetstream.Consumer // nil while it is being created
 	created time.Time          // the consumer's creation (the server's clock)
 
-	ctl  BatchControl // weight and state applied
+	ctl BatchControl // weight and state applied
 	// halt ends when the lane leaves running: a job of it still waiting
 	// for its host's admission is then not sent (Delivery.Halt).
 	halt     context.Context
 	haltStop context.CancelFunc
-	pass uint64
-	at   int  // index in the ready heap, -1 when not in it
-	idle bool // nothing fetched since it was last cold: no credit kept
+	pass     uint64
+	at       int  // index in the ready heap, -1 when not in it
+	idle     bool // nothing fetched since it was last cold: no credit kept
 
 	ready   []*Delivery // fetched, not started
 	out     int         // fetched and not settled

@@ -24,7 +24,9 @@ import (
 // the worker's decisions, no request made.
 type outcomeSender struct{ o sender.Outcome }
 
-func (f outcomeSender) SendUntil(context.Context, *job.Job, context.Context) sender.Outcome { return f.o }
+func (f outcomeSender) SendUntil(context.Context, *job.Job, context.Context) sender.Outcome {
+	return f.o
+}
 
 func (f outcomeSender) Post(context.Context, sender.Callback) sender.Outcome {
 	return sender.Outcome{Class: sender.Succeeded, Attempted: true, Status: 204}
