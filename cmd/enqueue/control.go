@@ -137,7 +137,7 @@ func (a *admin) reportControl(ctx context.Context, rep *queue.ControlReport, cf 
 		fmt.Fprintln(stdout, controlLine(rep))
 	}
 	if rep.TimedOut {
-		return a.printControlJSON(out, stdout, &exitError{exitBroker, fmt.Errorf("cancel %s: %d requests still in flight after %s (%s); the batch is cancelled and nothing else of it is sent, they store their results when they finish",
+		return a.printControlJSON(out, stdout, &exitError{exitBroker, fmt.Errorf("cancel %s: %d requests still in flight after %s (%s); the batch is cancelled and nothing else of it is sent, they store their results when they finish, and jobs waiting out a retry delay are cancelled when it ends",
 			rep.Batch, rep.Fence.Running, cf.timeout, runningOn(rep.Fence))})
 	}
 	if cf.wait {

@@ -255,6 +255,13 @@ func (c *Control) consumerCall(ctx context.Context, rep *ControlReport, what, wi
 // Pause stops new sends of batch across the fleet: requests in flight
 // finish, jobs fetched but not started are handed back.
 func (c *Control) Pause(ctx context.Context, batch string) (*ControlReport, error) {
+	// A cancelled batch stays cancelled: pausing it would stop the drain
+	// of its cancelled jobs, and a later resume would send them.
+	if cur, _, err := c.batches.Get(ctx, batch); err != nil {
+		return nil, err
+	} else if cur.State == BatchCancelled {
+		return nil, fmt.Errorf("batch %s is cancelled: pausing it would keep its open jobs from their cancelled results (enqueue resume %s runs them again)", batch, batch)
+	}
 	rep, err := c.setState(ctx, batch, "pause", BatchPaused)
 	if err != nil {
 		return nil, err
@@ -262,6 +269,7 @@ func (c *Control) Pause(ctx context.Context, batch string) (*ControlReport, erro
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
+	c.settleRace(ctx, rep)
 	if err := c.fenceOnce(ctx, rep); err != nil {
 		return rep, err
 	}
@@ -282,11 +290,40 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return rep, err
 	}
+	c.settleRace(ctx, rep)
 	// The jobs open as it resumes are those to run.
 	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
 	return rep, c.fenceOnce(ctx, rep)
+}
+
+// settleRace brings the batch's consumer to the entry's latest state when
+// another pause or resume wrote the entry after this one: their consumer
+// calls may have landed in the other order, leaving a running batch's
+// consumer paused.
+func (c *Control) settleRace(ctx context.Context, rep *ControlReport) {
+	cur, rev, err := c.batches.Get(ctx, rep.Batch)
+	if err != nil || rev == rep.Revision {
+		return
+	}
+	if cur.State == BatchPaused {
+		_ = c.pauseConsumer(ctx, &ControlReport{Batch: rep.Batch, Consumer: rep.Consumer})
+		return
+	}
+	c.unpause(rep)
+}
+
+// unpause resumes the batch's consumer, even when ctx has ended (a cancel
+// interrupted half way must not leave it paused: workers drain a cancelled
+// batch through it).
+func (c *Control) unpause(rep *ControlReport) {
+	ctx, cancel := context.WithTimeout(context.Background(), DefaultCallTimeout)
+	defer cancel()
+	_, _ = c.consumerCall(ctx, rep, "resuming consumer", "workers resume it when they next see the batch", func(ctx context.Context) error {
+		_, err := c.js.ResumeConsumer(ctx, c.names.JobsStream(), rep.Consumer)
+		return err
+	})
 }
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
@@ -344,6 +381,14 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err != nil {
 		return nil, err
 	}
+	deleted := false
+	defer func() {
+		if !deleted {
+			// Workers drain the cancelled batch through its consumer;
+			// jobs still running stay with their workers.
+			c.unpause(rep)
+		}
+	}()
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
@@ -351,10 +396,12 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
-	if err := c.fenceUntilIdle(ctx, rep, opts); err != nil {
+	if err := c.fenceUntilIdle(ctx, rep, opts); err != nil || rep.TimedOut {
+		// A job still running would be delivered again by a new consumer
+		// and stored as cancelled before its real result: keep this one.
 		return rep, err
 	}
-	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
+	deleted, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
 		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 	})
 	return rep, err

@@ -95,9 +95,11 @@ func (c *Consumer) applyLocked(l *lane, ctl BatchControl) {
 		c.spawnLocked(c.work, d, fate)
 	}
 	l.cold, l.idle = false, true
-	if from == BatchPaused && l.cons != nil {
+	if ctl.State != BatchPaused && l.cons != nil {
 		// enqueue resumes the server's pause too; resuming again is
-		// harmless, and covers a resume that stopped half way.
+		// harmless, and covers a resume that stopped half way, or a
+		// cancel that paused the consumer and never deleted it (its
+		// cancelled jobs must still be drained).
 		name := l.name
 		c.handlers.Add(1)
 		go func() {

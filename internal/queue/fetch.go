@@ -105,9 +105,16 @@ func (c *Consumer) receive(l *lane, msgs <-chan jetstream.Msg, kind pullKind) (g
 func (c *Consumer) offer(l *lane, d *Delivery, kind pullKind) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if kind == pullHot {
+	if kind == pullHot && l.asked > 0 {
 		l.asked--
 		c.reserved--
+		if d.pending == 0 {
+			// The consumer has nothing more to deliver: the rest of this
+			// pull's reservation would hold places from the other lanes
+			// until the pull expires.
+			c.reserved -= l.asked
+			l.asked = 0
+		}
 	}
 	l.out++
 	d.drain = l.ctl.State == BatchCancelled && !c.stopping
@@ -145,19 +152,24 @@ func (c *Consumer) pullDone(l *lane, kind pullKind, got int, pending uint64, err
 		l.cancelPull = nil
 	}
 	if err != nil {
-		c.consuming.Store(false)
-		l.failures++
-		c.retryLocked(l, brokerPause(l.failures))
-		c.log.Warn().Err(err).Str("batch", l.batch).Int("failures", l.failures).Msg("pulling jobs failed; retrying")
 		if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
 			// The server lost the consumer (a cancel deleted it, it
 			// expired, or the server restarted without its store):
-			// create it again.
+			// create it again. Its successor delivers every job again,
+			// so there is nothing for a rescue to find.
+			c.log.Debug().Err(err).Str("batch", l.batch).Msg("a batch's consumer is gone; creating it again")
+			l.failures = 0
 			l.cons = nil
 			if !l.gone && !c.stopping {
 				c.createLaneLocked(c.pullCtx, l)
 			}
+			c.dropIfDoneLocked(l)
+			return
 		}
+		c.consuming.Store(false)
+		l.failures++
+		c.retryLocked(l, brokerPause(l.failures))
+		c.log.Warn().Err(err).Str("batch", l.batch).Int("failures", l.failures).Msg("pulling jobs failed; retrying")
 		c.dropIfDoneLocked(l)
 		return
 	}

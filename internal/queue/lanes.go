@@ -209,16 +209,15 @@ func (c *Consumer) createLaneLocked(ctx context.Context, l *lane) {
 	c.handlers.Add(1)
 	go func() {
 		defer c.handlers.Done()
-		select {
-		case c.creating <- struct{}{}:
-		case <-ctx.Done():
-		}
 		var cons jetstream.Consumer
 		var created time.Time
-		err := ctx.Err()
-		if err == nil {
+		var err error
+		select {
+		case c.creating <- struct{}{}:
 			cons, created, err = c.laneConsumer(ctx, l)
 			<-c.creating
+		case <-ctx.Done():
+			err = ctx.Err()
 		}
 		c.mu.Lock()
 		l.creating = false
@@ -271,9 +270,11 @@ func (c *Consumer) laneConsumer(ctx context.Context, l *lane) (jetstream.Consume
 		return nil, time.Time{}, err
 	}
 	info := cons.CachedInfo()
-	if state == BatchCancelled && info.Paused {
+	// The state read before may be stale: a resume that came while the
+	// consumer was created paused found no consumer to resume.
+	if state = c.control(l.batch).State; state != BatchPaused && info.Paused {
 		if _, err := c.stream.ResumeConsumer(ctx, l.name); err != nil {
-			c.log.Warn().Err(err).Str("batch", l.batch).Msg("resuming a cancelled batch's paused consumer failed")
+			c.log.Warn().Err(err).Str("batch", l.batch).Str("state", string(state)).Msg("resuming a batch's paused consumer failed")
 		}
 	}
 	return cons, info.Created, nil
@@ -305,8 +306,21 @@ func (c *Consumer) dropIfDoneLocked(l *lane) {
 func (c *Consumer) retire(cons jetstream.Consumer, l *lane) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultCallTimeout)
 	defer cancel()
-	info, err := cons.Info(ctx)
-	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+	if info, err := cons.Info(ctx); err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+		return
+	}
+	// Paused first, then looked at again: a job published between a look
+	// and the delete would be delivered, and then delivered again by the
+	// next consumer while its first request is under way.
+	if _, err := c.stream.PauseConsumer(ctx, l.name, farFuture); err != nil {
+		return
+	}
+	if info, err := cons.Info(ctx); err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
+		if c.control(l.batch).State != BatchPaused {
+			if _, err := c.stream.ResumeConsumer(ctx, l.name); err != nil {
+				c.log.Warn().Err(err).Str("consumer", l.name).Msg("resuming a batch's consumer after a look before deleting it failed; workers resume it when they next see it")
+			}
+		}
 		return
 	}
 	if err := c.stream.DeleteConsumer(ctx, l.name); err != nil && !IsNotFound(err) {

@@ -105,6 +105,11 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	if j.Kind == job.KindCallback {
 		return w.resendCallback(ctx, log, d)
 	}
+	// First: a stopped batch sends nothing, not even an expired job's
+	// callback.
+	if dec, ok := w.batchStopped(log, d); ok {
+		return dec
+	}
 
 	if w.cfg.MaxJobAge > 0 && !j.EnqueuedAt.IsZero() && w.now().Sub(j.EnqueuedAt) > w.cfg.MaxJobAge {
 		r := w.result(j, d.Attempts, nil)
@@ -115,7 +120,8 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	if dec, ok := w.deferForCallback(log, j); ok {
 		return dec
 	}
-
+	// Again right before the request: the batch may have stopped while the
+	// job waited for its callback host.
 	if dec, ok := w.batchStopped(log, d); ok {
 		return dec
 	}
@@ -189,6 +195,13 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 // pulled until the batch resumes); one of a cancelled batch ends with a
 // cancelled result, sending nothing, not even its callback.
 func (w *Worker) batchStopped(log jobLog, d *queue.Delivery) (queue.Decision, bool) {
+	if h := d.Halt(); h != nil {
+		select {
+		case <-h.Done():
+		default:
+			return queue.Decision{}, false // running since its place was given: no lock taken
+		}
+	}
 	switch d.BatchState() {
 	case queue.BatchPaused:
 		log.Debug().Msg("batch paused: handed back before its request")
@@ -370,16 +383,16 @@ func held(o *sender.Outcome) bool {
 // no second result for the job, only a new dead letter if it failed again.
 func (w *Worker) resendCallback(ctx context.Context, log jobLog, d *queue.Delivery) queue.Decision {
 	j := d.Job
-	if dec, ok := w.deferForCallback(log, j); ok {
-		return dec
-	}
-	switch d.BatchState() {
+	switch d.BatchState() { // first: a stopped batch is deferred for no host
 	case queue.BatchPaused:
 		return queue.Decision{Action: queue.HandBack}
 	case queue.BatchCancelled:
 		r := *j.Result
 		r.Callback = &job.CallbackResult{Error: "cancelled: its batch was cancelled before the callback was sent again"}
 		return queue.Decision{Action: queue.AckWithResult, Result: &r}
+	}
+	if dec, ok := w.deferForCallback(log, j); ok {
+		return dec
 	}
 	r := *j.Result
 	// The record as the first POST sent it, before its callback's outcome.
