@@ -137,7 +137,6 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 		d.halt = l.halt
 		l.running++
 		l.placed++
-		l.sent++
 		d.placed = true
 		c.handlers.Add(1)
 		go c.runPlaced(work, l, d, h)
@@ -241,7 +240,7 @@ func (c *Consumer) planPullsLocked() {
 			hot = append(hot, l)
 		}
 	}
-	if len(hot) > 1 {
+	if len(hot) > 1 && window-c.out-c.reserved > 0 { // no room: nothing to order
 		slices.SortFunc(hot, func(a, b *lane) int {
 			if a.pass != b.pass {
 				return cmpU64(a.pass, b.pass)

@@ -66,7 +66,6 @@ type lane struct {
 	running int         // in a request place
 	placed  int         // given a place and not settled yet
 	asked   int         // still expected from the hot pull under way
-	sent    uint64      // places given
 
 	pulling    bool
 	cancelPull context.CancelFunc // of a cold pull under way
