@@ -1,0 +1,234 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"time"
+)
+
+// The fairness scenario (issue 15): batches share the workers. One worker
+// and one target; a small batch alone (the yardstick), the same small
+// batch enqueued while a large one drains, and many small batches enqueued
+// at once. Times come from the results stream (when each result was
+// stored) and from the enqueue processes (start, exit).
+
+const (
+	fairLat      = 50 * time.Millisecond
+	fairInflight = 40
+	// fairLead is how long the large batch runs alone before the small one
+	// is enqueued: long enough to measure its rate alone.
+	fairLead = 3 * time.Second
+)
+
+// fairBatch is one batch of the scenario: its enqueue --wait process and
+// the results stored for it.
+type fairBatch struct {
+	enq enqueueRun
+	res resultStats
+}
+
+// firstResult is how long after enqueue started its first result was stored.
+func (f fairBatch) firstResult() time.Duration { return f.res.first.Sub(f.enq.p.start) }
+
+// fairEnv is one fairness run's broker, worker and target.
+type fairEnv struct {
+	b   *bench
+	br  *broker
+	tgt *demoTarget
+}
+
+func (b *bench) fairness(ctx context.Context) error {
+	nLarge, nSmall := b.scaled(20000, 2000), 200
+	nMany, manyJobs := b.scaled(100, 20), 50
+	tgt, err := startTarget(ctx, b.binDir, "-latency", fairLat.String())
+	if err != nil {
+		return err
+	}
+	defer tgt.stop()
+	br, err := startBroker(b.tmp)
+	if err != nil {
+		return err
+	}
+	defer br.stop()
+	ws, err := b.startWorkers(ctx, br.URL, 1, inflightEnv(fairInflight))
+	defer stopWorkers(ws)
+	if err != nil {
+		return err
+	}
+	e := &fairEnv{b: b, br: br, tgt: tgt}
+	b.logf("fairness: %d jobs alone, then behind %d, then %d batches of %d at once; %v, 1 worker × %d", nSmall, nLarge, nMany, manyJobs, fairLat, fairInflight)
+	alone, err := e.run(ctx, "fair-alone", nSmall)
+	if err != nil {
+		return err
+	}
+	large, small, err := e.behind(ctx, nLarge, nSmall)
+	if err != nil {
+		return err
+	}
+	many, err := e.many(ctx, nMany, manyJobs)
+	if err != nil {
+		return err
+	}
+	b.fairnessRows(nLarge, nSmall, alone, large, small)
+	b.manyRows(nMany, manyJobs, many)
+	return nil
+}
+
+// run enqueues n jobs of batch and waits for their results.
+func (e *fairEnv) run(ctx context.Context, batch string, n int) (fairBatch, error) {
+	p, err := e.start(batch, n)
+	if err != nil {
+		return fairBatch{}, err
+	}
+	return e.finish(ctx, p, batch, n)
+}
+
+func (e *fairEnv) start(batch string, n int) (*proc, error) {
+	file, err := writeJobs(e.b.tmp, batch, batch, e.tgt.url, n)
+	if err != nil {
+		return nil, err
+	}
+	return e.b.startEnqueue(e.br.URL, file, batch, true)
+}
+
+func (e *fairEnv) finish(ctx context.Context, p *proc, batch string, n int) (fairBatch, error) {
+	// FIFO dispatch makes a small batch behind 20,000 jobs wait about 25 s.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	var f fairBatch
+	var err error
+	if f.enq, err = finishEnqueue(wctx, p); err != nil {
+		return f, err
+	}
+	if f.res, err = e.br.readResults(ctx, batch, true); err != nil {
+		return f, err
+	}
+	if f.res.stored != uint64(n) || f.res.ok != n {
+		return f, fmt.Errorf("%s: %d results stored, %d ok, for %d jobs", batch, f.res.stored, f.res.ok, n)
+	}
+	return f, nil
+}
+
+// behind runs a large batch, and a small one enqueued fairLead later.
+func (e *fairEnv) behind(ctx context.Context, nLarge, nSmall int) (large, small fairBatch, err error) {
+	lp, err := e.start("fair-large", nLarge)
+	if err != nil {
+		return large, small, err
+	}
+	select {
+	case <-time.After(fairLead):
+	case <-ctx.Done():
+		return large, small, ctx.Err()
+	}
+	if small, err = e.run(ctx, "fair-small", nSmall); err != nil {
+		return large, small, err
+	}
+	large, err = e.finish(ctx, lp, "fair-large", nLarge)
+	return large, small, err
+}
+
+// many enqueues n batches of jobs each at once, as n processes.
+func (e *fairEnv) many(ctx context.Context, n, jobs int) ([]fairBatch, error) {
+	ps := make([]*proc, n)
+	for i := range n {
+		var err error
+		if ps[i], err = e.start(fmt.Sprintf("fair-many%03d", i), jobs); err != nil {
+			return nil, err
+		}
+	}
+	out := make([]fairBatch, n)
+	var errs []error
+	for i, p := range ps {
+		var err error
+		out[i], err = e.finish(ctx, p, fmt.Sprintf("fair-many%03d", i), jobs)
+		errs = append(errs, err)
+	}
+	return out, errors.Join(errs...)
+}
+
+// countBetween counts the times in [from, to].
+func countBetween(times []time.Time, from, to time.Time) int {
+	n := 0
+	for _, t := range times {
+		if !t.Before(from) && !t.After(to) {
+			n++
+		}
+	}
+	return n
+}
+
+// rateBetween is results per second in [from, to].
+func rateBetween(times []time.Time, from, to time.Time) float64 {
+	d := to.Sub(from).Seconds()
+	if d <= 0 {
+		return 0
+	}
+	return float64(countBetween(times, from, to)) / d
+}
+
+// fairnessRows reports the small batch behind the large one against
+// alone, and the large batch's rate beside it against alone.
+func (b *bench) fairnessRows(nLarge, nSmall int, alone, large, small fairBatch) {
+	scen := fmt.Sprintf("fairness: %s jobs enqueued %v after %s, %v, 1 worker × %d", thousands(nSmall), fairLead, thousands(nLarge), fairLat, fairInflight)
+	shape := fmt.Sprintf("1×%d, %v", fairInflight, fairLat)
+	ratio := small.enq.wall.Seconds() / alone.enq.wall.Seconds()
+	// The large batch alone: from a second after its first result to the
+	// small batch's enqueue; beside it: while the small batch's results came.
+	lt := large.res.times
+	aloneRate := rateBetween(lt, large.res.first.Add(time.Second), small.enq.p.start)
+	besideRate := rateBetween(lt, small.res.first, small.res.last)
+	share := besideRate / aloneRate
+	win := small.res.last.Sub(small.res.first).Seconds()
+	total := float64(countBetween(lt, small.res.first, small.res.last)+nSmall) / win / aloneRate
+	idealLarge := time.Duration(nLarge+nSmall) * fairLat / fairInflight
+	b.addFair("fairness: small alone", shape, alone, fmt.Sprintf("first result after %s", ms(alone.firstResult())))
+	b.addFair("fairness: small behind large", shape, small, fmt.Sprintf("first result after %s; %.2f × alone", ms(small.firstResult()), ratio))
+	b.addFair("fairness: large", shape, large, fmt.Sprintf("%.0f jobs/s alone, %.0f beside the small batch (%.3f); wall %.3f × ideal (N+n)·L/P",
+		aloneRate, besideRate, share, large.enq.wall.Seconds()/idealLarge.Seconds()))
+	b.logf("  small alone %s, behind %s (%.2f ×), first result %s vs %s; large %.0f jobs/s alone, %.0f beside (%.3f), all %.3f",
+		ms(alone.enq.wall), ms(small.enq.wall), ratio, ms(small.firstResult()), ms(alone.firstResult()), aloneRate, besideRate, share, total)
+	b.rows = append(b.rows, row{
+		scenario: scen, figure: "small batch's wall time behind the large one ÷ alone (2 batches of equal weight: 2 × is fair)",
+		measured: fmt.Sprintf("**%.2f ×** (%s vs %s)", ratio, ms(small.enq.wall), ms(alone.enq.wall)),
+		goal:     "≤ 3 ×", verdict: verdict(ratio <= 3, fmt.Sprintf("%.1f ×", ratio)),
+	}, row{
+		scenario: scen, figure: "small batch's first result after enqueue started, behind the large one (alone)",
+		measured: fmt.Sprintf("**%s** (%s)", ms(small.firstResult()), ms(alone.firstResult())),
+		goal:     "≤ 1.5 s", verdict: verdict(small.firstResult() <= 1500*time.Millisecond, ms(small.firstResult())),
+	}, row{
+		scenario: scen, figure: "large batch's jobs/s while the small one ran ÷ alone (its fair share: 0.5)",
+		measured: fmt.Sprintf("**%.3f** (%.0f vs %.0f jobs/s; both batches together %.3f of alone)", share, besideRate, aloneRate, total),
+		goal:     "≥ 0.45 (90 % of its share), both ≥ 0.9",
+		verdict:  verdict(share >= 0.45 && total >= 0.9, fmt.Sprintf("%.3f, both %.3f", share, total)),
+	})
+}
+
+func (b *bench) addFair(name, shape string, f fairBatch, note string) {
+	b.details = append(b.details, detail{
+		name: name, n: int(f.res.stored), shape: shape, wall: f.enq.wall, rate: float64(f.res.stored) / f.enq.wall.Seconds(),
+		workerCPU: -1, enqCPU: f.enq.cpu, natsCPU: -1, tgtCPU: -1, note: note,
+	})
+}
+
+// manyRows reports n batches enqueued at once: when each got its first
+// result and finished.
+func (b *bench) manyRows(n, jobs int, many []fairBatch) {
+	var first, done []time.Duration
+	for _, f := range many {
+		first = append(first, f.firstResult())
+		done = append(done, f.enq.wall)
+	}
+	sort.Slice(first, func(i, j int) bool { return first[i] < first[j] })
+	sort.Slice(done, func(i, j int) bool { return done[i] < done[j] })
+	ideal := time.Duration(n*jobs) * fairLat / fairInflight
+	b.logf("  %d batches at once: first result median %s, max %s; done median %s, max %s (all jobs ideally %s)",
+		n, ms(first[n/2]), ms(first[n-1]), ms(done[n/2]), ms(done[n-1]), ms(ideal))
+	b.rows = append(b.rows, row{
+		scenario: fmt.Sprintf("fairness: %d batches of %d jobs enqueued at once (%d processes), %v, 1 worker × %d", n, jobs, n, fairLat, fairInflight),
+		figure:   fmt.Sprintf("time to each batch's first result, median / max; each batch done, median / max (every job ideally done after %s)", ms(ideal)),
+		measured: fmt.Sprintf("first **%s / %s**; done %s / %s", ms(first[n/2]), ms(first[n-1]), ms(done[n/2]), ms(done[n-1])),
+		goal:     "max first ≤ 1.5 s", verdict: verdict(first[n-1] <= 1500*time.Millisecond, ms(first[n-1])),
+	})
+}
