@@ -244,7 +244,7 @@ func runRedrive(ctx context.Context, args []string, stdout, stderr io.Writer) er
 // runStatus shows where batches stand, which breakers are open, and each
 // worker's limits per host.
 func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) error {
-	a := newAdmin("status", "[BATCH] [--json]   jobs open, results, dead letters, consumer lag, open breakers, limits per host, replication", stderr)
+	a := newAdmin("status", "[BATCH] [--json]   each batch's state, priority, share, jobs open, in flight, rate, results, dead letters; consumer lag, open breakers, limits per host, replication", stderr)
 	pos, err := a.parse(args)
 	if err != nil {
 		return err
@@ -260,7 +260,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 			return err
 		}
 	}
-	o, err := queue.Status(ctx, a.js, a.names, batch)
+	o, err := queue.Status(ctx, a.js, a.names, batch, queue.StatusOptions{RateWindow: statusRateWindow})
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
@@ -286,19 +286,14 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 		return nil
 	}
-	tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "BATCH\tOPEN\tRESULTS\tDEAD LETTERS")
-	for _, b := range o.Batches {
-		fmt.Fprintf(tw, "%s\t%d\t%d\t%d\n", oneLine(b.Batch), b.Open, b.Results, b.DeadLetters)
-	}
-	_ = tw.Flush()
-	fmt.Fprintf(stdout, "\nconsumer: %d not yet delivered (lag), %d delivered and unsettled (in flight or waiting to retry), %d pull requests waiting\n",
+	printBatches(stdout, o)
+	fmt.Fprintf(stdout, "\nconsumers: %d not yet delivered (lag), %d delivered and unsettled (in flight or waiting to retry), %d pull requests waiting\n",
 		o.Lag, o.Unacked, o.PullsWaiting)
 	if len(o.Breakers) == 0 {
 		fmt.Fprintln(stdout, "breakers: all closed")
 	} else {
 		fmt.Fprintln(stdout, "breakers not closed:")
-		tw = tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
+		tw := tabwriter.NewWriter(stdout, 1, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "  HOST\tSTATE\tWORKER\tSINCE")
 		for _, b := range o.Breakers {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", oneLine(b.Host), oneLine(string(b.State)), oneLine(b.Worker), b.Since.Format("15:04:05"))
@@ -309,6 +304,32 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 		return err
 	}
 	return printReplication(stdout, o.Replication, a.cfg.Replicas)
+}
+
+// statusRateWindow is how far apart status reads the results stream's
+// per-subject counts to measure each batch's rate.
+const statusRateWindow = time.Second
+
+// printBatches is the table of batches: state and share first, then what
+// is open, moving and stored.
+func printBatches(w io.Writer, o queue.Overview) {
+	tw := tabwriter.NewWriter(w, 1, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "BATCH\tSTATE\tPRIORITY\tSHARE\tOPEN\tIN FLIGHT\tRESULTS/S\tRESULTS\tCANCELLED\tDEAD LETTERS")
+	for _, b := range o.Batches {
+		share, cancelled := "-", "-"
+		if b.Share > 0 {
+			share = fmt.Sprintf("%.0f%%", 100*b.Share)
+		}
+		if b.Cancelled != nil {
+			cancelled = fmt.Sprint(*b.Cancelled)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%d\t%s\t%d\n", oneLine(b.Batch), oneLine(b.State), oneLine(b.Priority), share,
+			b.Open, b.InFlight, b.Rate, b.Results, cancelled, b.DeadLetters)
+	}
+	_ = tw.Flush()
+	if o.RateWindowMS > 0 {
+		fmt.Fprintf(w, "results/s: measured over %.1fs (the results stream's count per batch, read twice)\n", float64(o.RateWindowMS)/1000)
+	}
 }
 
 // printReplication lists every stream and bucket with its replicas, leader

@@ -2,9 +2,10 @@
 // them as jetpost jobs; with --wait it collects their results.
 //
 // Exit status: 0 every job ok (or published, without --wait); 1 some job
-// finally failed; 2 bad usage or invalid input (nothing published); 3 the
-// broker could not be reached or refused jobs; 4 (status, results, dlq,
-// redrive) no such batch.
+// finally failed or was cancelled; 2 bad usage or invalid input (nothing
+// published); 3 the broker could not be reached or refused jobs, or cancel
+// timed out; 4 (status, results, dlq, redrive, pause, resume, cancel) no
+// such batch; 5 the batch is cancelled (nothing published).
 package main
 
 import (
@@ -48,6 +49,8 @@ const (
 	// exitUnknownBatch: no job, result or dead letter was ever stored for
 	// the batch named (within the streams' retention).
 	exitUnknownBatch = 4
+	// exitCancelled: enqueue into a cancelled batch, refused.
+	exitCancelled = 5
 )
 
 // exitError carries the exit status out of run.

@@ -33,6 +33,11 @@ const usage = `Usage: enqueue [flags] FILE... | -
        enqueue dlq [BATCH] [--json]   list dead letters (secret headers redacted)
        enqueue redrive BATCH          re-publish a batch's dead letters: failed jobs as fresh
                                       jobs, failed callbacks as callbacks only
+       enqueue pause BATCH [--json]   stop sending the batch's jobs, fleet-wide (requests in flight finish)
+       enqueue resume BATCH [--json]  send them again (a cancelled batch's open jobs too)
+       enqueue cancel BATCH [--wait] [--timeout D] [--json]
+                                      end every open job with a cancelled result; nothing of
+                                      the batch is sent once it returns
        enqueue --version
 
 Flags go before or after the subcommand and the files (-- ends them).
@@ -63,6 +68,7 @@ type options struct {
 	force       bool
 	window      int
 	rate        float64 // the batch's own fleet-wide limit per host, carried by each job
+	priority    int     // the batch's weight; 0: kept (normal for a new batch)
 	version     bool
 }
 
@@ -89,6 +95,10 @@ func subcommand(name string) func(ctx context.Context, args []string, stdin io.R
 	case "status":
 		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
 			return runStatus(ctx, args, stdout, stderr)
+		}
+	case "pause", "resume", "cancel":
+		return func(ctx context.Context, args []string, _ io.Reader, stdout, stderr io.Writer) error {
+			return runControl(ctx, name, args, stdout, stderr)
 		}
 	}
 	return nil
@@ -141,6 +151,7 @@ func newFlagSet(o *options, stderr io.Writer) *flag.FlagSet {
 	fs.BoolVar(&o.skipInvalid, "skip-invalid", false, "publish the valid lines and report the invalid ones")
 	fs.BoolVar(&o.jsonSummary, "json", false, "with --wait: print one JSON document on standard output (the batch id and the summary) and nothing else there")
 	fs.Func("rate", "limit this batch to N requests per second to each host, across all workers (N/s, N/m, N/h or N/d; at least 1/d)", func(v string) (err error) { o.rate, err = hostlimit.ParseBatchRate(v); return err })
+	fs.Func("priority", "the batch's share of the workers against other batches: high (16), normal (4, the default), low (1) or a weight from 1 to 100; a batch enqueued again keeps its priority unless given", func(v string) (err error) { o.priority, err = queue.ParsePriority(v); return err })
 	fs.BoolVar(&o.force, "force", false, "send every job again, even those completed by an earlier run or enqueued within the dedup window")
 	fs.IntVar(&o.window, "window", enqueue.DefaultWindow, "publishes awaiting the broker's ack at once")
 	fs.StringVar(&o.cpuProfile, "cpuprofile", "", "write a CPU profile (pprof) of the run to this file")
@@ -244,7 +255,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		runStdout = io.Discard
 	}
 	sum, err := enqueue.Run(ctx, enqueue.Options{
-		Inputs: ins, Batch: o.batch, Rate: o.rate, SkipInvalid: o.skipInvalid, Force: o.force, Window: o.window,
+		Inputs: ins, Batch: o.batch, Rate: o.rate, Priority: o.priority, SkipInvalid: o.skipInvalid, Force: o.force, Window: o.window,
 		Wait: o.wait, OutPath: o.out, Progress: progressMode(o.quiet, stderr),
 		Names:   queue.Names{Prefix: cfg.SubjectPrefix, SecretHeaders: cfg.SecretHeaders(), IdentityKey: []byte(cfg.IdentityKey)},
 		Streams: queue.StreamConfig{Replicas: cfg.Replicas, DedupWindow: cfg.DedupWindow, ResultsMaxAge: cfg.ResultsMaxAge},
@@ -258,19 +269,27 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 		Stdout: runStdout, Stderr: stderr, Log: log,
 	})
 	var inputErr *enqueue.InputError
+	var cancelled *enqueue.CancelledError
 	switch {
 	case errors.As(err, &inputErr):
 		return &exitError{exitUsage, inputErr.Err}
+	case errors.As(err, &cancelled):
+		return &exitError{exitCancelled, err}
 	case err != nil:
 		return &exitError{exitBroker, err}
 	case sum == nil:
 		return nil
 	}
 	printSummary(o, sum, stdout, stderr)
-	if sum.Failed > 0 || sum.Missing > 0 {
+	if !allOK(sum) {
 		return &exitError{code: exitFailedJobs}
 	}
 	return nil
+}
+
+// allOK: every job has an ok result (exit status 0).
+func allOK(sum *enqueue.Summary) bool {
+	return sum.Failed == 0 && sum.Missing == 0 && sum.Cancelled == 0
 }
 
 func progressMode(quiet bool, stderr io.Writer) enqueue.ProgressMode {
@@ -308,7 +327,7 @@ func printSummary(o *options, sum *enqueue.Summary, stdout, stderr io.Writer) {
 		fmt.Fprintln(stdout, string(termsafe.JSON(b)))
 		return
 	}
-	if o.quiet && sum.Failed == 0 && sum.Missing == 0 {
+	if o.quiet && allOK(sum) {
 		return
 	}
 	fmt.Fprintln(stderr, "batch "+o.batch+": "+sum.String())

@@ -10,6 +10,7 @@ import (
 	"github.com/schollz/progressbar/v3"
 
 	"github.com/jetpost/jetpost/internal/termsafe"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // ProgressMode is how progress is shown.
@@ -35,6 +36,7 @@ type Progress struct {
 	wait  bool // the bar follows results; otherwise publishes
 
 	pub, done, ok, failed atomic.Int64
+	cancelled             atomic.Int64
 	breakers              *BreakerWatch // nil: not shown
 
 	drawMu   sync.Mutex // the bar and printed lines share the terminal
@@ -129,17 +131,26 @@ func (p *Progress) Outcome(ok bool) {
 	}
 }
 
+// Result counts one result: ok, failed, or cancelled (reason cancelled).
+func (p *Progress) Result(ok bool, reason string) {
+	if p != nil && !ok && reason == string(job.ReasonCancelled) {
+		p.cancelled.Add(1)
+		return
+	}
+	p.Outcome(ok)
+}
+
 // counts is one consistent reading of the counters.
-type counts struct{ pub, done, ok, failed int64 }
+type counts struct{ pub, done, ok, failed, cancelled int64 }
 
 func (p *Progress) read() counts {
-	return counts{p.pub.Load(), p.done.Load(), p.ok.Load(), p.failed.Load()}
+	return counts{p.pub.Load(), p.done.Load(), p.ok.Load(), p.failed.Load(), p.cancelled.Load()}
 }
 
 // current is what the bar measures.
 func (p *Progress) current(c counts) int64 {
 	if p.wait {
-		return c.ok + c.failed
+		return c.ok + c.failed + c.cancelled
 	}
 	return c.pub + c.done
 }
@@ -151,6 +162,9 @@ func (p *Progress) status(c counts) string {
 	}
 	if p.wait {
 		s += fmt.Sprintf(", ok %d, failed %d", c.ok, c.failed)
+		if c.cancelled > 0 {
+			s += fmt.Sprintf(", cancelled %d", c.cancelled)
+		}
 	}
 	if b := p.breakers.Line(); b != "" {
 		s += "; " + b

@@ -23,12 +23,15 @@ import (
 // Options is one enqueue run: what the command line and the configuration
 // decided.
 type Options struct {
-	Inputs      []*Input
-	Batch       string
-	Rate        float64 // the batch's own fleet-wide limit per host; 0: none
-	SkipInvalid bool    // publish the valid jobs when some are invalid
-	Force       bool    // send every job again
-	Window      int     // publishes awaiting the broker's ack at once
+	Inputs []*Input
+	Batch  string
+	Rate   float64 // the batch's own fleet-wide limit per host; 0: none
+	// Priority is the batch's weight (queue.ParsePriority); 0 keeps the
+	// weight of a batch that has an entry already, else normal.
+	Priority    int
+	SkipInvalid bool // publish the valid jobs when some are invalid
+	Force       bool // send every job again
+	Window      int  // publishes awaiting the broker's ack at once
 	// Wait collects every job's result; OutPath, with Wait, writes them as
 	// JSON Lines to a file ("-": Stdout).
 	Wait     bool
@@ -43,6 +46,14 @@ type Options struct {
 	// Stdout receives the batch id once published, or for OutPath "-"
 	// the results alone; Stderr input errors, progress and warnings.
 	Stdout, Stderr io.Writer
+}
+
+// CancelledError is a run refused because its batch is cancelled: nothing
+// was published.
+type CancelledError struct{ Batch string }
+
+func (e *CancelledError) Error() string {
+	return fmt.Sprintf("batch %s is cancelled: nothing was published (its open jobs end with a cancelled result); enqueue into another batch, or run `enqueue resume %s` first to enqueue into it again", e.Batch, e.Batch)
 }
 
 // InputError is a run that failed on its input or options: nothing was
@@ -77,7 +88,11 @@ func Run(ctx context.Context, o Options) (*Summary, error) {
 	}
 	defer r.close()
 	if o.Progress != ProgressQuiet {
-		fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (validated in %.1fs)\n", o.Batch, v.Valid, validated.Seconds())
+		fmt.Fprintf(o.Stderr, "batch %s: publishing %d jobs (priority %s; validated in %.1fs)\n", o.Batch, v.Valid,
+			queue.PriorityName(r.control.Weight), validated.Seconds())
+	}
+	if r.control.State == queue.BatchPaused {
+		fmt.Fprintf(o.Stderr, "batch %s is paused: its jobs wait until `enqueue resume %s`\n", o.Batch, o.Batch)
 	}
 	return r.run(ctx)
 }
@@ -149,6 +164,39 @@ type runner struct {
 	prog       *Progress
 	breakers   *BreakerWatch
 	stopWatch  func()
+	control    queue.BatchControl // the batch's entry, written before publishing
+}
+
+// enterBatch writes the batch's entry before any job is published, so that
+// workers see the batch (and its weight) at once: a new batch runs, an
+// existing running or paused one keeps its state (and its weight unless
+// Priority is given), a cancelled one is refused.
+func (r *runner) enterBatch(ctx context.Context) error {
+	bs, err := queue.OpenBatches(ctx, r.js, r.o.Names, r.o.Streams)
+	if err != nil {
+		return err
+	}
+	// Read first: a refused run must not touch the entry (its time marks
+	// the cancel).
+	cur, _, err := bs.Get(ctx, r.o.Batch)
+	if err != nil {
+		return err
+	}
+	if cur.State == queue.BatchCancelled {
+		return &CancelledError{Batch: r.o.Batch}
+	}
+	r.control, _, err = bs.Update(ctx, r.o.Batch, func(c *queue.BatchControl) {
+		if r.o.Priority > 0 {
+			c.Weight = r.o.Priority
+		}
+	})
+	if err != nil {
+		return err
+	}
+	if r.control.State == queue.BatchCancelled { // cancelled meanwhile
+		return &CancelledError{Batch: r.o.Batch}
+	}
+	return nil
 }
 
 // open sets the streams up and, with Wait, the collector and its output.
@@ -166,6 +214,9 @@ func (r *runner) open(ctx context.Context, nc *nats.Conn) error {
 	if err := queue.EnsureStores(ctx, r.js, o.Names, o.Streams, queue.SetupOptions{Log: o.Log}); err != nil {
 		return fmt.Errorf("setting up streams: %w", err)
 	}
+	if err := r.enterBatch(ctx); err != nil {
+		return err
+	}
 	if err := r.openDone(ctx); err != nil {
 		return err
 	}
@@ -177,7 +228,7 @@ func (r *runner) open(ctx context.Context, nc *nats.Conn) error {
 	r.prog = NewProgress(o.Stderr, o.Progress, r.v.Valid, o.Wait)
 	r.stopWatch = func() {}
 	if r.col != nil {
-		r.col.OnOutcome = r.prog.Outcome
+		r.col.OnOutcome = r.prog.Result
 		r.breakers, r.stopWatch = watchBreakers(ctx, r.js, o.Names)
 		r.prog.ShowBreakers(r.breakers)
 	}
@@ -323,6 +374,7 @@ func (r *runner) wait(ctx context.Context, rep *PublishReport, err error) (*Summ
 	}
 	s := &r.col.Summary
 	s.EarlierRuns, s.SentAgain = rep.EarlierRuns, rep.Resent
+	s.Priority, s.Weight = queue.PriorityName(r.control.Weight), r.control.Weight
 	s.Finish(time.Since(r.start))
 	if err := r.breakers.Poll(ctx); err != nil {
 		r.prog.Printf("warning: reading the workers' breaker board failed (%v); open breakers may be missing below\n", err)

@@ -56,7 +56,7 @@ type Collector struct {
 	OnResult func(r *job.Result)
 	// OnOutcome, if set, is called with each counted result's outcome
 	// (progress); it needs no full decode.
-	OnOutcome func(ok bool)
+	OnOutcome func(ok bool, reason string)
 }
 
 // NewCollector returns an empty Collector.
@@ -260,7 +260,7 @@ func (c *Collector) add(r *counted, raw []byte, src source) bool {
 		c.outMu.Unlock()
 	}
 	if c.OnOutcome != nil {
-		c.OnOutcome(r.OK)
+		c.OnOutcome(r.OK, r.Reason)
 	}
 	if c.OnResult != nil {
 		if full, err := job.DecodeResult(raw); err == nil {
@@ -427,6 +427,12 @@ type Summary struct {
 	OK       int            `json:"ok"`
 	Failed   int            `json:"failed"`
 	ByReason map[string]int `json:"failed_by_reason,omitempty"`
+	// Cancelled counts jobs ended by `enqueue cancel` before they were
+	// sent (reason cancelled): neither ok nor failed.
+	Cancelled int `json:"cancelled"`
+	// Priority and Weight are the batch's (set by Run).
+	Priority string `json:"priority,omitempty"`
+	Weight   int    `json:"weight,omitempty"`
 	// CompletedEarlier counts results of jobs completed by an earlier run, returned
 	// instead of sending the jobs again.
 	CompletedEarlier int `json:"from_earlier_runs"`
@@ -491,9 +497,12 @@ func (s *Summary) add(r *counted, earlier bool) {
 	if r.Attempts > 1 {
 		s.Retries += r.Attempts - 1
 	}
-	if r.OK {
+	switch {
+	case r.OK:
 		s.OK++
-	} else {
+	case r.Reason == string(job.ReasonCancelled):
+		s.Cancelled++
+	default:
 		s.Failed++
 		reason := string(r.Reason)
 		if reason == "" {
@@ -558,6 +567,9 @@ func (s *Summary) String() string {
 		}
 		b.WriteString(")")
 	}
+	if s.Cancelled > 0 {
+		fmt.Fprintf(&b, ", %d cancelled (never sent: `enqueue cancel`)", s.Cancelled)
+	}
 	if s.CompletedEarlier > 0 {
 		fmt.Fprintf(&b, "; %d completed by an earlier run", s.CompletedEarlier)
 	}
@@ -572,5 +584,8 @@ func (s *Summary) String() string {
 	}
 	fmt.Fprintf(&b, "; %d retries; latency p50 %dms p95 %dms p99 %dms; %.1fs, %.1f jobs/s",
 		s.Retries, s.P50MS, s.P95MS, s.P99MS, float64(s.WallMS)/1000, s.PerSec)
+	if s.Weight != 0 && s.Weight != queue.WeightNormal {
+		fmt.Fprintf(&b, "; priority %s", s.Priority)
+	}
 	return b.String()
 }
