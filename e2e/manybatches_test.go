@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -254,7 +255,10 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 }
 
 // checkBatchStateCleaned: once every batch is done, the workers delete the
-// per-batch consumers, and the batches bucket keeps no entry of them.
+// per-batch consumers and forget the batches' entries. An entry is kept for
+// a linger after its batch's last job (so late jobs of a cancelled batch
+// are still cancelled); the entries are aged a day here instead of waiting
+// it out, and the workers' next sweep must take every one.
 func checkBatchStateCleaned(t *testing.T, js jetstream.JetStream, jobs jetstream.Stream, n queue.Names) {
 	t.Helper()
 	ctx := context.Background()
@@ -266,15 +270,52 @@ func checkBatchStateCleaned(t *testing.T, js jetstream.JetStream, jobs jetstream
 	if err != nil {
 		t.Fatal(err)
 	}
+	if aged := ageEntries(t, kv, 24*time.Hour); aged != manyBatches {
+		t.Errorf("%d batch entries once all were done, want %d (one per batch, until it lingered)", aged, manyBatches)
+	}
 	waitFor(t, "the batches bucket to empty", func() (bool, string) {
-		keys, err := kv.ListKeys(ctx)
-		if err != nil {
-			return false, err.Error()
-		}
-		left := 0
-		for range keys.Keys() {
-			left++
-		}
+		left := len(bucketKeys(t, kv))
 		return left == 0, fmt.Sprintf("%d entries", left)
 	})
+}
+
+// ageEntries moves every entry's last change back by d (compare and set:
+// an entry changed or deleted meanwhile is left as it is) and says how
+// many there were.
+func ageEntries(t *testing.T, kv jetstream.KeyValue, d time.Duration) int {
+	t.Helper()
+	ctx := context.Background()
+	keys := bucketKeys(t, kv)
+	for _, k := range keys {
+		e, err := kv.Get(ctx, k)
+		if errors.Is(err, jetstream.ErrKeyNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		var c queue.BatchControl
+		if err := json.Unmarshal(e.Value(), &c); err != nil {
+			t.Fatalf("entry %s: %v", k, err)
+		}
+		c.Updated = c.Updated.Add(-d)
+		v, _ := json.Marshal(c)
+		if _, err := kv.Update(ctx, k, v, e.Revision()); err != nil {
+			t.Logf("entry %s not aged: %v", k, err)
+		}
+	}
+	return len(keys)
+}
+
+func bucketKeys(t *testing.T, kv jetstream.KeyValue) []string {
+	t.Helper()
+	lister, err := kv.ListKeys(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	for k := range lister.Keys() {
+		keys = append(keys, k)
+	}
+	return keys
 }
