@@ -41,22 +41,35 @@ type ConsumerConfig struct {
 	Policy job.Policy
 	// Rescue tunes the rescue of deliveries lost with a consumer leader.
 	Rescue RescueConfig
+	// Discover is how often the stream is asked which batches have jobs
+	// (it is also asked at once when the batches bucket changes, and
+	// watched more lightly in between). Default 1s.
+	Discover time.Duration
 	// Now is the clock of deferral due times; nil is time.Now.
 	Now func() time.Time
 }
 
-// Consumer pulls jobs from the shared durable consumer with a bounded window
-// and settles every delivery according to its handler's decision.
+// Consumer takes jobs from one durable consumer per batch (a lane, see
+// lanes.go) and shares this worker's request places between the batches
+// with jobs ready by weight (dispatch.go); it settles every delivery
+// according to its handler's decision.
 type Consumer struct {
-	js    jetstream.JetStream
-	names Names
-	cfg   ConsumerConfig
-	log   zerolog.Logger
-	kv    jetstream.KeyValue
-	done  *DoneIndex
+	js      jetstream.JetStream
+	stream  jetstream.Stream
+	names   Names
+	cfg     ConsumerConfig
+	log     zerolog.Logger
+	kv      jetstream.KeyValue
+	done    *DoneIndex
+	batches *Batches
 
-	mu   sync.Mutex
-	cons jetstream.Consumer
+	// mu guards the lanes and the scheduler's state (dispatch.go).
+	mu sync.Mutex
+	sched
+	// ctl guards view and fenced (fence.go).
+	ctl    sync.Mutex
+	view   *BatchView
+	fenced map[string]entryAt
 
 	consuming atomic.Bool
 	holds     *holdings
@@ -69,8 +82,10 @@ type Consumer struct {
 	rescues sync.WaitGroup
 }
 
-// NewConsumer creates (or updates) the durable consumer and the attempts
-// bucket. The streams must exist (Setup).
+// NewConsumer opens the attempts and batches buckets and deletes the
+// consumer every worker shared before batches had lanes of their own (a
+// work-queue stream refuses a lane overlapping it). The streams must exist
+// (Setup); lanes are created as batches appear.
 func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg ConsumerConfig, log zerolog.Logger) (*Consumer, error) {
 	if cfg.MaxInflight < 1 {
 		return nil, errors.New("queue: MaxInflight must be at least 1")
@@ -100,53 +115,36 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.Rescue.Census <= 0 {
 		cfg.Rescue.Census = time.Second
 	}
+	if cfg.Discover <= 0 {
+		cfg.Discover = time.Second
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n)}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n), fenced: map[string]entryAt{}}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {
 		return nil, err
 	}
 	c.kv = kv
-	if err := c.ensureConsumer(ctx); err != nil {
+	if c.batches, err = OpenBatches(ctx, js, n, cfg.Streams); err != nil {
 		return nil, err
+	}
+	if c.stream, err = js.Stream(ctx, n.JobsStream()); err != nil {
+		return nil, fmt.Errorf("opening %s: %w", n.JobsStream(), err)
+	}
+	if err := c.stream.DeleteConsumer(ctx, n.Consumer()); err == nil {
+		log.Info().Str("consumer", n.Consumer()).Msg("deleted the consumer workers shared before batches had their own; its unacknowledged jobs come back through their batches' consumers")
+	} else if !IsNotFound(err) {
+		return nil, fmt.Errorf("deleting the shared consumer %s: %w", n.Consumer(), err)
 	}
 	return c, nil
 }
 
-func (c *Consumer) ensureConsumer(ctx context.Context) error {
-	cons, err := c.js.CreateOrUpdateConsumer(ctx, c.names.JobsStream(), jetstream.ConsumerConfig{
-		Durable:       c.names.Consumer(),
-		Description:   "jetpost workers",
-		FilterSubject: c.names.JobSubject(anyBatch),
-		AckPolicy:     jetstream.AckExplicitPolicy,
-		AckWait:       c.cfg.AckWait,
-		// Deferrals and hand-backs are deliveries too; the attempt budget
-		// and the maximum job age end a job, not a delivery count.
-		MaxDeliver:    -1,
-		MaxAckPending: c.cfg.MaxAckPending,
-		DeliverPolicy: jetstream.DeliverAllPolicy,
-	})
-	if err != nil {
-		return fmt.Errorf("creating consumer %s on %s: %w", c.names.Consumer(), c.names.JobsStream(), err)
-	}
-	c.mu.Lock()
-	c.cons = cons
-	c.mu.Unlock()
-	return nil
-}
-
 func (c *Consumer) now() time.Time { return c.cfg.Now() }
 
-func (c *Consumer) consumer() jetstream.Consumer {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.cons
-}
-
-// Consuming reports whether Run is pulling and the last pull worked; it
-// feeds readiness.
+// Consuming reports whether Run is taking jobs and the last look for
+// batches and the last pulls worked; it feeds readiness.
 func (c *Consumer) Consuming() bool { return c.consuming.Load() }
 
 // ErrShutdownDeadline is the cause given to handler contexts cancelled
@@ -161,60 +159,39 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	work, cancelWork := context.WithCancelCause(context.WithoutCancel(ctx))
 	defer cancelWork(nil)
 
+	view, err := c.batches.Watch(ctx)
+	if err != nil {
+		return err
+	}
+	c.ctl.Lock()
+	c.view = view
+	c.ctl.Unlock()
 	stopCensus, err := c.answerCensus()
 	if err != nil {
 		return err
 	}
 	defer stopCensus()
+	stopFences, err := c.answerFences(work)
+	if err != nil {
+		return err
+	}
+	defer stopFences()
 	c.life = ctx
 	defer c.rescues.Wait()
 
-	window := c.cfg.MaxInflight + c.cfg.Prefetch
-	queue := make(chan *Delivery, window)
-	var outstanding atomic.Int64
-	room := make(chan struct{}, 1)
-	settled := func(d *Delivery) {
-		c.holds.release(d.Seq, d.due)
-		outstanding.Add(-1)
-		select {
-		case room <- struct{}{}:
-		default:
-		}
-	}
-
+	c.startSched(work)
+	var finding sync.WaitGroup
+	finding.Add(1)
 	go func() {
-		defer close(queue)
-		defer c.consuming.Store(false)
-		c.fetchLoop(ctx, queue, &outstanding, room, window)
+		defer finding.Done()
+		c.discoverLoop(ctx)
 	}()
+	c.dispatchLoop(ctx, work, h)
+	finding.Wait()
+	c.consuming.Store(false)
 
-	slots := make(chan struct{}, c.cfg.MaxInflight)
-	var running sync.WaitGroup
-	for d := range queue {
-		if ctx.Err() == nil {
-			select {
-			case slots <- struct{}{}:
-			case <-ctx.Done():
-			}
-		}
-		if ctx.Err() != nil {
-			// Not started: hand it back at once rather than make it wait out
-			// its ack timer.
-			c.settle(work, d, Decision{Action: HandBack})
-			settled(d)
-			continue
-		}
-		running.Add(1)
-		go func() {
-			defer running.Done()
-			// The slot bounds requests to targets; storing the result and
-			// the ack need only the broker, so they run outside it.
-			c.process(work, d, h, func() { <-slots })
-			settled(d)
-		}()
-	}
 	grace := time.AfterFunc(c.cfg.ShutdownTimeout, func() { cancelWork(ErrShutdownDeadline) })
-	running.Wait()
+	c.handlers.Wait()
 	grace.Stop()
 	return nil
 }
@@ -239,7 +216,10 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		c.settleFinished(ctx, d)
 		return
 	}
-	if d.NumDelivered > 1 {
+	// A delivery stored before its lane's consumer was created may have
+	// been delivered by an earlier consumer of the subject (the shared one
+	// of older workers, or one deleted by a cancel or for inactivity).
+	if d.NumDelivered > 1 || d.early {
 		finished, err := c.redelivered(ctx, d)
 		if err != nil {
 			release()

@@ -180,18 +180,14 @@ func (b *consumerBundle) deadLetters(batch string) []queue.StoredDeadLetter {
 	return dls
 }
 
-// unsettled reports the consumer's messages not yet acknowledged or
-// terminated, delivered or not.
+// unsettled reports the job messages not yet acknowledged or terminated,
+// delivered or not (a work queue drops settled messages).
 func (b *consumerBundle) unsettled() (uint64, error) {
-	c, err := b.js.Consumer(b.ctx, b.names.JobsStream(), b.names.Consumer())
+	s, err := b.js.Stream(b.ctx, b.names.JobsStream())
 	if err != nil {
 		return 0, err
 	}
-	info, err := c.Info(b.ctx)
-	if err != nil {
-		return 0, err
-	}
-	return info.NumPending + uint64(info.NumAckPending), nil
+	return s.CachedInfo().State.Msgs, nil
 }
 
 // mustBeSettled fails the test unless every message is settled.

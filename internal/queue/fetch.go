@@ -4,87 +4,171 @@ import (
 	"context"
 	"errors"
 	"sync"
-	"sync/atomic"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/pkg/job"
-
-	"github.com/jetpost/jetpost/pkg/retry"
 )
 
-// fetchLoop keeps the window full: it pulls as many messages as there is
-// room for, in one request, once at least half the prefetch window is free,
-// so pulls are batched and a refill arrives before the slots run dry.
-func (c *Consumer) fetchLoop(ctx context.Context, queue chan<- *Delivery, outstanding *atomic.Int64, room <-chan struct{}, window int) {
-	refill := int64(max(1, c.cfg.Prefetch/2))
-	failures := 0
-	for ctx.Err() == nil {
-		free := int64(window) - outstanding.Load()
-		if free < refill {
-			select {
-			case <-room:
-			case <-ctx.Done():
-			}
-			continue
-		}
-		began, got := time.Now(), 0
-		batch, err := c.consumer().Fetch(int(free), jetstream.FetchMaxWait(c.cfg.PullWait))
-		if err == nil {
-			for msg := range batch.Messages() {
-				outstanding.Add(1)
-				got++
-				queue <- c.accept(msg)
-			}
-			err = batch.Error()
-		}
-		if err == nil && got == 0 && time.Since(began) > c.cfg.PullWait+time.Second {
-			// The server ends every pull by its expiry; only the client's
-			// own timer ended this one: the consumer's leader went away.
-			c.rescueSoon()
-		}
-		if err != nil && !errors.Is(err, nats.ErrTimeout) && !errors.Is(err, jetstream.ErrNoMessages) {
-			c.consuming.Store(false)
-			failures++
-			c.log.Warn().Err(err).Int("failures", failures).Msg("pulling jobs failed; retrying")
-			if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-				// The server lost the consumer (restarted without its
-				// store, or someone deleted it): create it again.
-				if err := c.ensureConsumer(ctx); err != nil {
-					c.log.Warn().Err(err).Msg("re-creating consumer failed")
-				}
-			}
-			_ = retry.Sleep(ctx, brokerPause(failures))
-			continue
-		}
-		if failures > 0 {
-			// Pulls failed, most often because the consumer's leader was
-			// lost or changed: deliveries may have gone with it.
-			c.rescueSoon()
-		}
-		failures = 0
-		c.consuming.Store(true)
+// coldWait is how long a cold pull waits for one job: long, since a lane
+// may wait this long for a turn when more than maxColdPulls are cold, but
+// within a shutdown's patience (it is cancelled then anyway).
+func (c *Consumer) coldWait() time.Duration {
+	return min(max(10*c.cfg.PullWait, time.Second), 5*time.Second)
+}
+
+// startPullLocked starts one pull of n jobs for the lane.
+func (c *Consumer) startPullLocked(l *lane, n int, kind pullKind) {
+	l.pulling = true
+	ctx, cancel := c.pullCtx, context.CancelFunc(func() {})
+	switch kind {
+	case pullHot:
+		l.asked = n
+		c.reserved += n
+	case pullCold:
+		c.cold++
+		ctx, cancel = context.WithTimeout(c.pullCtx, c.coldWait())
+		l.cancelPull = cancel
 	}
+	c.pulls.Add(1)
+	go c.pull(ctx, cancel, l, l.cons, n, kind)
+}
+
+// pull fetches up to n jobs from the lane's consumer and offers each as it
+// arrives. A pull the server never ended, failed pulls, and the first pull
+// that works after failures start a rescue (rescue.go).
+func (c *Consumer) pull(ctx context.Context, cancel context.CancelFunc, l *lane, cons jetstream.Consumer, n int, kind pullKind) {
+	defer c.pulls.Done()
+	defer cancel()
+	opt := jetstream.FetchMaxWait(c.cfg.PullWait)
+	if kind == pullCold {
+		opt = jetstream.FetchContext(ctx)
+	}
+	began, got, pending := time.Now(), 0, uint64(0)
+	batch, err := cons.Fetch(n, opt)
+	if err == nil {
+		for msg := range batch.Messages() {
+			d := c.accept(l, msg)
+			got++
+			pending = d.pending
+			c.offer(l, d, kind)
+		}
+		err = batch.Error()
+	}
+	if kind != pullCold && err == nil && got == 0 && time.Since(began) > c.cfg.PullWait+time.Second {
+		// The server ends every pull by its expiry; only the client's
+		// own timer ended this one: the consumer's leader went away.
+		c.rescueSoon()
+	}
+	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
+		err = nil
+	}
+	c.pullDone(l, kind, got, pending, err)
+}
+
+// offer makes a fetched delivery the lane's: ready for a place, handed
+// back (paused, or stopping) or cancelled.
+func (c *Consumer) offer(l *lane, d *Delivery, kind pullKind) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if kind == pullHot {
+		l.asked--
+		c.reserved--
+	}
+	l.out++
+	d.drain = l.ctl.State == BatchCancelled && !c.stopping
+	if d.drain {
+		c.drainOut++
+	} else {
+		c.out++
+	}
+	switch {
+	case c.stopping || l.ctl.State == BatchPaused:
+		c.spawnLocked(c.work, d, handBack)
+	case d.drain:
+		c.spawnLocked(c.work, d, cancelIt)
+	default:
+		l.ready = append(l.ready, d)
+		c.readyLocked(l)
+		c.signal()
+	}
+}
+
+// pullDone ends a pull: a lane whose pull found nothing to deliver at once
+// turns cold (one long pull at a time, outside the window); a failed one
+// waits, and a lost consumer is created again.
+func (c *Consumer) pullDone(l *lane, kind pullKind, got int, pending uint64, err error) {
+	c.mu.Lock()
+	defer c.signal()
+	defer c.mu.Unlock()
+	l.pulling = false
+	switch kind {
+	case pullHot:
+		c.reserved -= l.asked
+		l.asked = 0
+	case pullCold:
+		c.cold--
+		l.cancelPull = nil
+	}
+	if err != nil {
+		c.consuming.Store(false)
+		l.failures++
+		c.retryLocked(l, brokerPause(l.failures))
+		c.log.Warn().Err(err).Str("batch", l.batch).Int("failures", l.failures).Msg("pulling jobs failed; retrying")
+		if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
+			// The server lost the consumer (a cancel deleted it, it
+			// expired, or the server restarted without its store):
+			// create it again.
+			l.cons = nil
+			if !l.gone && !c.stopping {
+				c.createLaneLocked(c.pullCtx, l)
+			}
+		}
+		c.dropIfDoneLocked(l)
+		return
+	}
+	if l.failures > 0 {
+		// Pulls failed, most often because the consumer's leader was lost
+		// or changed: deliveries may have gone with it.
+		c.rescueSoon()
+	}
+	l.failures = 0
+	c.consuming.Store(true)
+	// Nothing delivered, or the last job delivered said none is left
+	// undelivered: what remains is pending elsewhere or deferred.
+	l.cold = got == 0 || pending == 0
+	if l.cold && len(l.ready) == 0 {
+		l.idle = true
+	}
+	c.dropIfDoneLocked(l)
+}
+
+// retryLocked keeps the lane from pulling for pause, and wakes the loop
+// once it may again.
+func (c *Consumer) retryLocked(l *lane, pause time.Duration) {
+	l.retryAt = time.Now().Add(pause)
+	time.AfterFunc(pause, c.signal)
 }
 
 // accept wraps a fetched message and starts keeping it alive: its ack timer
 // runs from the moment the server sent it, whether it waits for a slot or
 // runs a long request.
-func (c *Consumer) accept(msg jetstream.Msg) *Delivery {
-	d := &Delivery{msg: msg}
+func (c *Consumer) accept(l *lane, msg jetstream.Msg) *Delivery {
+	d := &Delivery{msg: msg, lane: l, c: c}
 	var stored time.Time
 	if md, err := msg.Metadata(); err == nil {
 		d.NumDelivered = md.NumDelivered
 		d.Seq = md.Sequence.Stream
+		d.pending = md.NumPending
 		stored = md.Timestamp
+		d.early = stored.Before(l.created.Add(earlySkew))
 	}
 	d.Job, d.decodeErr = c.inbound(msg, stored)
 	if d.decodeErr == nil && d.Job.Kind != job.KindCallback { // a callback message is keyed by its job's result
 		d.fp = c.names.Fingerprint(d.Job)
 	}
-	c.holds.hold(d.Seq)
+	c.holds.hold(d.Seq, l.name)
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d
 }

@@ -70,6 +70,27 @@ type Delivery struct {
 	fp        job.Fingerprint
 	keepalive *keepalive
 	due       time.Time // when a deferred delivery comes back
+	// lane is the batch consumer it came from; c answers BatchState.
+	lane *lane
+	c    *Consumer
+	// early: stored before its lane's consumer was created, so an
+	// earlier consumer of the subject may have delivered it already.
+	early bool
+	// pending is how many of the lane's jobs the server had not delivered
+	// yet when it sent this one.
+	pending uint64
+	// drain: fetched for a cancelled lane, outside the request window.
+	drain bool
+}
+
+// BatchState is the current state of the delivery's batch, as this worker
+// knows it now (the batches view, or a fence that came first): a handler
+// checks it right before each request. A Delivery made by hand is running.
+func (d *Delivery) BatchState() BatchState {
+	if d.c == nil || d.lane == nil {
+		return BatchRunning
+	}
+	return d.c.control(d.lane.batch).State
 }
 
 // Handler decides what to do with a delivery. ctx is cancelled only when a

@@ -58,31 +58,38 @@ const (
 // not captured by any stream).
 func (n Names) censusSubject() string { return n.Prefix + ".fleet.held" }
 
-// censusReply is one worker's answer.
+// censusReply is one worker's answer: the stream sequences it holds or
+// has deferred, by lane consumer.
 type censusReply struct {
-	Worker string   `json:"worker"`
-	Busy   []uint64 `json:"busy"` // stream sequences held or deferred
+	Worker string              `json:"worker"`
+	Busy   map[string][]uint64 `json:"busy"`
 }
 
 // holdings are the job messages this worker is responsible for: fetched
-// and not yet settled, or deferred (NAKed with a delay) until a due time.
+// and not yet settled, or deferred (NAKed with a delay) until a due time,
+// each with the lane consumer it came from.
 type holdings struct {
 	mu       sync.Mutex
-	held     map[uint64]struct{}
-	deferred map[uint64]time.Time
+	held     map[uint64]string
+	deferred map[uint64]deferral
 	// sweepAt is the size of deferred at which release forgets deferrals
 	// long due: most come back to another worker, and without a rescue
 	// (busy) nothing else would ever drop them.
 	sweepAt int
 }
 
-func newHoldings() *holdings {
-	return &holdings{held: map[uint64]struct{}{}, deferred: map[uint64]time.Time{}}
+type deferral struct {
+	due  time.Time
+	lane string
 }
 
-func (h *holdings) hold(seq uint64) {
+func newHoldings() *holdings {
+	return &holdings{held: map[uint64]string{}, deferred: map[uint64]deferral{}}
+}
+
+func (h *holdings) hold(seq uint64, lane string) {
 	h.mu.Lock()
-	h.held[seq] = struct{}{}
+	h.held[seq] = lane
 	delete(h.deferred, seq)
 	h.mu.Unlock()
 }
@@ -90,9 +97,10 @@ func (h *holdings) hold(seq uint64) {
 // release ends a hold; due, if not zero, is when a deferred job comes back.
 func (h *holdings) release(seq uint64, due time.Time) {
 	h.mu.Lock()
+	lane := h.held[seq]
 	delete(h.held, seq)
 	if !due.IsZero() {
-		h.deferred[seq] = due
+		h.deferred[seq] = deferral{due, lane}
 		if len(h.deferred) > h.sweepAt {
 			h.forgetDue(time.Now())
 			h.sweepAt = 2*len(h.deferred) + 1024
@@ -103,24 +111,25 @@ func (h *holdings) release(seq uint64, due time.Time) {
 
 // forgetDue drops deferrals long due. h.mu is held.
 func (h *holdings) forgetDue(now time.Time) {
-	for seq, due := range h.deferred {
-		if now.Sub(due) > deferredMemory {
+	for seq, d := range h.deferred {
+		if now.Sub(d.due) > deferredMemory {
 			delete(h.deferred, seq)
 		}
 	}
 }
 
-// busy lists what the census must spare, forgetting deferrals long due.
-func (h *holdings) busy(now time.Time) []uint64 {
+// busy lists what the census must spare, by lane, forgetting deferrals
+// long due.
+func (h *holdings) busy(now time.Time) map[string][]uint64 {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	h.forgetDue(now)
-	out := make([]uint64, 0, len(h.held)+len(h.deferred))
-	for seq := range h.held {
-		out = append(out, seq)
+	out := map[string][]uint64{}
+	for seq, lane := range h.held {
+		out[lane] = append(out[lane], seq)
 	}
-	for seq := range h.deferred {
-		out = append(out, seq)
+	for seq, d := range h.deferred {
+		out[d.lane] = append(out[d.lane], seq)
 	}
 	return out
 }
@@ -142,8 +151,9 @@ func (c *Consumer) answerCensus() (stop func(), err error) {
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
-// census collects every worker's busy sequences for the configured window.
-func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
+// census collects every worker's busy sequences, by lane, for the
+// configured window.
+func (c *Consumer) census(ctx context.Context) (map[string]map[uint64]bool, int, error) {
 	nc := c.js.Conn()
 	inbox := nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 256)
@@ -155,7 +165,7 @@ func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
 	if err := nc.PublishRequest(c.names.censusSubject(), inbox, nil); err != nil {
 		return nil, 0, err
 	}
-	busy, workers := map[uint64]bool{}, 0
+	busy, workers := map[string]map[uint64]bool{}, 0
 	window := time.NewTimer(c.cfg.Rescue.Census)
 	defer window.Stop()
 	for {
@@ -166,8 +176,13 @@ func (c *Consumer) census(ctx context.Context) (map[uint64]bool, int, error) {
 				continue
 			}
 			workers++
-			for _, seq := range r.Busy {
-				busy[seq] = true
+			for lane, seqs := range r.Busy {
+				if busy[lane] == nil {
+					busy[lane] = map[uint64]bool{}
+				}
+				for _, seq := range seqs {
+					busy[lane][seq] = true
+				}
 			}
 		case <-window.C:
 			return busy, workers, nil
@@ -229,14 +244,14 @@ func (c *Consumer) rescueRetrying(ctx context.Context) {
 	}
 }
 
-// rescue NAKs the consumer's orphans and returns how many NAKs it sent
-// (acknowledged jobs among them are ignored by the server). One
-// worker at a time rescues: two would each NAK the other's rescued jobs,
-// and a job redelivered twice may be sent twice.
+// rescue NAKs the orphans of every lane with jobs pending and returns how
+// many NAKs it sent (acknowledged jobs among them are ignored by the
+// server). One worker at a time rescues: two would each NAK the other's
+// rescued jobs, and a job redelivered twice may be sent twice.
 //
-// Only deliveries made before the consumer's state is read are candidates,
-// and the census waits a grace period after that read: a job delivered
-// before it has reached its worker by then, unless it was lost.
+// Only deliveries made before the consumers' states are read are
+// candidates, and the census waits a grace period after that read: a job
+// delivered before it has reached its worker by then, unless it was lost.
 func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	// Within the lock's lifetime, or another worker could take it over.
 	ctx, cancel := context.WithTimeout(ctx, rescueLockTTL)
@@ -246,14 +261,9 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 		return 0, err
 	}
 	defer unlock()
-	ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
-	info, err := c.consumer().Info(ictx)
-	icancel()
-	if err != nil {
-		return 0, fmt.Errorf("consumer info: %w", err)
-	}
-	if info.NumAckPending == 0 {
-		return 0, nil
+	pending, err := c.pendingLanes(ctx)
+	if err != nil || len(pending) == 0 {
+		return 0, err
 	}
 	if err := retry.Sleep(ctx, c.cfg.Rescue.Grace); err != nil {
 		return 0, err
@@ -262,32 +272,69 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	if err != nil {
 		return 0, fmt.Errorf("census of held jobs: %w", err)
 	}
-	from, to := info.AckFloor.Stream+1, info.Delivered.Stream
-	if to >= from && to-from >= maxRescueSpan {
-		from = to - maxRescueSpan + 1
-	}
-	spared := 0
-	for seq := range busy {
-		if seq >= from && seq <= to {
-			spared++
+	total := 0
+	for name, info := range pending {
+		from, to := info.AckFloor.Stream+1, info.Delivered.Stream
+		if to >= from && to-from >= maxRescueSpan {
+			from = to - maxRescueSpan + 1
+		}
+		spared := 0
+		for seq := range busy[name] {
+			if seq >= from && seq <= to {
+				spared++
+			}
+		}
+		c.log.Info().Str("consumer", name).Int("workers", workers).Int("pending", info.NumAckPending).Int("held_or_deferred", spared).
+			Uint64("from", from).Uint64("to", to).Msg("census after a consumer leader change")
+		if info.NumAckPending-spared <= 0 {
+			continue
+		}
+		n, err := c.nakUnheld(ctx, name, from, to, info.Delivered.Consumer, busy[name])
+		total += n
+		if err != nil {
+			return total, err
 		}
 	}
-	orphans := info.NumAckPending - spared
-	c.log.Info().Int("workers", workers).Int("pending", info.NumAckPending).Int("held_or_deferred", spared).
-		Uint64("from", from).Uint64("to", to).Msg("census after a consumer leader change")
-	if orphans <= 0 {
-		return 0, nil
-	}
-	return c.nakUnheld(ctx, from, to, info.Delivered.Consumer, busy)
+	return total, nil
 }
 
-// nakUnheld NAKs every sequence from..to that busy does not name. A NAK for
-// a sequence that is not pending (acknowledged meanwhile) is ignored by the
-// server; the delivery sequence only has to be in the consumer's range.
-func (c *Consumer) nakUnheld(ctx context.Context, from, to, dseq uint64, busy map[uint64]bool) (int, error) {
+// pendingLanes reads the state of every lane's consumer and returns those
+// with deliveries pending, by consumer name.
+func (c *Consumer) pendingLanes(ctx context.Context) (map[string]*jetstream.ConsumerInfo, error) {
+	c.mu.Lock()
+	var conss []jetstream.Consumer
+	for _, l := range c.lanes {
+		if l.cons != nil {
+			conss = append(conss, l.cons)
+		}
+	}
+	c.mu.Unlock()
+	out := map[string]*jetstream.ConsumerInfo{}
+	for _, cons := range conss {
+		ictx, icancel := context.WithTimeout(ctx, 5*time.Second)
+		info, err := cons.Info(ictx)
+		icancel()
+		if IsNotFound(err) {
+			continue
+		}
+		if err != nil {
+			return nil, fmt.Errorf("consumer info: %w", err)
+		}
+		if info.NumAckPending > 0 {
+			out[info.Name] = info
+		}
+	}
+	return out, nil
+}
+
+// nakUnheld NAKs every sequence from..to that busy does not name on the
+// lane consumer name. A NAK for a sequence that is not pending there
+// (acknowledged meanwhile, or another batch's) is ignored by the server;
+// the delivery sequence only has to be in the consumer's range.
+func (c *Consumer) nakUnheld(ctx context.Context, name string, from, to, dseq uint64, busy map[uint64]bool) (int, error) {
 	nc := c.js.Conn()
 	n := 0
-	prefix := "$JS.ACK." + c.names.JobsStream() + "." + c.names.Consumer() + ".1."
+	prefix := "$JS.ACK." + c.names.JobsStream() + "." + name + ".1."
 	suffix := "." + strconv.FormatUint(dseq, 10) + ".0.0"
 	for seq := from; seq <= to; seq++ {
 		if busy[seq] {

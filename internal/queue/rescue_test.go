@@ -17,8 +17,8 @@ import (
 )
 
 // failoverRig is a real server with jetpost's streams, a consumer whose ack
-// wait no test waits out, and a raw handle on the shared durable consumer
-// that plays the deliveries a lost leader took with it.
+// wait no test waits out, and a raw handle on batch b's lane consumer that
+// plays the deliveries a lost leader took with it.
 type failoverRig struct {
 	t    *testing.T
 	ctx  context.Context
@@ -51,7 +51,15 @@ func newFailoverRig(t *testing.T, ids ...string) *failoverRig {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if r.raw, err = js.Consumer(r.ctx, n.JobsStream(), n.Consumer()); err != nil {
+	// Batch b's lane, as Run's discovery would make it.
+	r.c.startSched(r.ctx)
+	r.c.mu.Lock()
+	l := r.c.newLaneLocked(n.JobSubject("b"))
+	r.c.mu.Unlock()
+	if l.cons, l.created, err = r.c.laneConsumer(r.ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if r.raw, err = js.Consumer(r.ctx, n.JobsStream(), n.BatchConsumer(n.JobSubject("b"))); err != nil {
 		t.Fatal(err)
 	}
 	for _, id := range ids {
@@ -99,8 +107,8 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 	if got := r.fetch(3, 5*time.Second); len(got) != 3 {
 		t.Fatalf("first deliveries: %v", got)
 	}
-	r.c.holds.hold(r.seqs["held"])
-	r.c.holds.hold(r.seqs["deferred"])
+	r.c.holds.hold(r.seqs["held"], "batch_b")
+	r.c.holds.hold(r.seqs["deferred"], "batch_b")
 	r.c.holds.release(r.seqs["deferred"], time.Now().Add(time.Hour))
 	stop, err := r.c.answerCensus()
 	if err != nil {
@@ -166,7 +174,7 @@ func TestRedeliveredFinishedJobIsNotSentAgain(t *testing.T) {
 	// Both come back (as after their ack wait): one finished, one whose
 	// marker is another message's.
 	for id := range first {
-		subj := "$JS.ACK.JETPOST_JOBS.workers.1." + itoa(r.seqs[id]) + ".1.0.0"
+		subj := "$JS.ACK.JETPOST_JOBS.batch_b.1." + itoa(r.seqs[id]) + ".1.0.0"
 		if err := r.js.Conn().Publish(subj, []byte("-NAK")); err != nil {
 			t.Fatal(err)
 		}

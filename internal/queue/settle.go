@@ -116,14 +116,17 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	marker := c.storeMarker(d, r, fp, ack.Sequence) // a duplicate's ack carries the original's sequence
-	if err := c.storeDeadLetter(ctx, d, r, fp); err != nil {
-		if !r.OK {
-			return nil, err
+	// A cancelled job failed on purpose: no dead letter to re-drive.
+	if r.Reason != job.ReasonCancelled {
+		if err := c.storeDeadLetter(ctx, d, r, fp); err != nil {
+			if !r.OK {
+				return nil, err
+			}
+			// The job succeeded and its result is stored: leaving it
+			// unacked for want of its callback's dead letter would send
+			// the request again, which is worse than losing the letter.
+			c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing the failed callback's dead letter failed; the job's result is stored")
 		}
-		// The job succeeded and its result is stored: leaving it unacked
-		// for want of its callback's dead letter would send the request
-		// again, which is worse than losing the letter.
-		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing the failed callback's dead letter failed; the job's result is stored")
 	}
 	if d.Job.ReplyTo != "" {
 		// A copy for whoever asked; core NATS, best effort: the stored

@@ -59,6 +59,8 @@ type Observer struct {
 	Deferred func(host string, a queue.Action)
 	// InFlight is told +1 when a job starts and -1 when its decision is made.
 	InFlight func(delta int)
+	// Sent is told the batch of every request sent to a job's target.
+	Sent func(batch string)
 }
 
 // Worker decides, for each delivery, what to send and what happens next.
@@ -98,7 +100,7 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	host := j.Host()
 	log := jobLog{l: &w.log, j: j, host: host}
 	if j.Kind == job.KindCallback {
-		return w.resendCallback(ctx, log, j)
+		return w.resendCallback(ctx, log, d)
 	}
 
 	if w.cfg.MaxJobAge > 0 && !j.EnqueuedAt.IsZero() && w.now().Sub(j.EnqueuedAt) > w.cfg.MaxJobAge {
@@ -111,7 +113,13 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		return dec
 	}
 
+	if dec, ok := w.batchStopped(log, d); ok {
+		return dec
+	}
 	o := w.send.Send(ctx, j)
+	if w.obs.Sent != nil && o.Attempted {
+		w.obs.Sent(j.Batch)
+	}
 	if ctx.Err() != nil && o.Class != sender.Succeeded {
 		// Shutdown cut the request short: hand the job back unspent; it is
 		// not the target's failure.
@@ -165,6 +173,26 @@ func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 		log.Debug().Int("attempts", attempts).Int("status", o.Status).Err(o.Err).Dur("delay", delay).Msg("retrying later")
 		return queue.Decision{Action: queue.NakAfterAttempt, Delay: delay, Attempts: attempts, TurnedAway: d.TurnedAway}
 	}
+}
+
+// batchStopped is the check right before a request: a job of a paused
+// batch is handed back without spending an attempt (its lane is not
+// pulled until the batch resumes); one of a cancelled batch ends with a
+// cancelled result, sending nothing, not even its callback.
+func (w *Worker) batchStopped(log jobLog, d *queue.Delivery) (queue.Decision, bool) {
+	switch d.BatchState() {
+	case queue.BatchPaused:
+		log.Debug().Msg("batch paused: handed back before its request")
+		return queue.Decision{Action: queue.HandBack}, true
+	case queue.BatchCancelled:
+		r := queue.CancelledResult(d.Job, d.Attempts, w.cfg.ID, w.now())
+		if w.obs.Finished != nil {
+			w.obs.Finished(r)
+		}
+		log.Debug().Msg("batch cancelled: settled before its request")
+		return queue.Decision{Action: queue.AckWithResult, Result: r}, true
+	}
+	return queue.Decision{}, false
 }
 
 // turnedAway decides for a job its host's open breaker refused. The
@@ -331,9 +359,18 @@ func held(o *sender.Outcome) bool {
 // result again, with the callback's own key, and sends nothing to the job's
 // URL. The decision's result says how the callback went; the queue stores
 // no second result for the job, only a new dead letter if it failed again.
-func (w *Worker) resendCallback(ctx context.Context, log jobLog, j *job.Job) queue.Decision {
+func (w *Worker) resendCallback(ctx context.Context, log jobLog, d *queue.Delivery) queue.Decision {
+	j := d.Job
 	if dec, ok := w.deferForCallback(log, j); ok {
 		return dec
+	}
+	switch d.BatchState() {
+	case queue.BatchPaused:
+		return queue.Decision{Action: queue.HandBack}
+	case queue.BatchCancelled:
+		r := *j.Result
+		r.Callback = &job.CallbackResult{Error: "cancelled: its batch was cancelled before the callback was sent again"}
+		return queue.Decision{Action: queue.AckWithResult, Result: &r}
 	}
 	r := *j.Result
 	// The record as the first POST sent it, before its callback's outcome.
