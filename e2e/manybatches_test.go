@@ -166,13 +166,15 @@ func checkManyResults(t *testing.T, js jetstream.JetStream, n queue.Names) {
 		t.Fatal(err)
 	}
 	const want = manyBatches * manyJobs
-	waitFor(t, "every result", func() (bool, string) {
+	if !waitFor(t, "every result", 3*time.Minute, func() (bool, string) {
 		info, err := results.Info(ctx)
 		if err != nil {
 			return false, err.Error()
 		}
 		return info.State.Msgs >= want, fmt.Sprintf("%d of %d results stored", info.State.Msgs, want)
-	})
+	}) {
+		t.FailNow()
+	}
 	cons, err := results.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{})
 	if err != nil {
 		t.Fatal(err)
@@ -235,20 +237,21 @@ func batchConsumers(t *testing.T, jobs jetstream.Stream) []string {
 	return out
 }
 
-// waitFor polls cond, a fact about the broker, until it holds; the bound
-// only ends a broken test.
-func waitFor(t *testing.T, what string, cond func() (bool, string)) {
+// waitFor polls cond, a fact about the broker, until it holds or limit
+// passes (then the test has failed: false); limit only ends a broken test.
+func waitFor(t *testing.T, what string, limit time.Duration, cond func() (bool, string)) bool {
 	t.Helper()
-	deadline := time.Now().Add(3 * time.Minute)
+	deadline := time.Now().Add(limit)
 	tick := time.NewTicker(100 * time.Millisecond)
 	defer tick.Stop()
 	for {
 		ok, state := cond()
 		if ok {
-			return
+			return true
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("waiting for %s: still %s after 3 minutes", what, state)
+			t.Errorf("waiting for %s: still %s after %v", what, state, limit)
+			return false
 		}
 		<-tick.C
 	}
@@ -262,10 +265,6 @@ func waitFor(t *testing.T, what string, cond func() (bool, string)) {
 func checkBatchStateCleaned(t *testing.T, js jetstream.JetStream, jobs jetstream.Stream, n queue.Names) {
 	t.Helper()
 	ctx := context.Background()
-	waitFor(t, "the batch consumers to go", func() (bool, string) {
-		left := batchConsumers(t, jobs)
-		return len(left) == 0, fmt.Sprintf("%d batch consumers", len(left))
-	})
 	kv, err := js.KeyValue(ctx, n.BatchesBucket())
 	if err != nil {
 		t.Fatal(err)
@@ -273,10 +272,27 @@ func checkBatchStateCleaned(t *testing.T, js jetstream.JetStream, jobs jetstream
 	if aged := ageEntries(t, kv, 24*time.Hour); aged != manyBatches {
 		t.Errorf("%d batch entries once all were done, want %d (one per batch, until it lingered)", aged, manyBatches)
 	}
-	waitFor(t, "the batches bucket to empty", func() (bool, string) {
+	waitFor(t, "the batches bucket to empty", 3*time.Minute, func() (bool, string) {
 		left := len(bucketKeys(t, kv))
 		return left == 0, fmt.Sprintf("%d entries", left)
 	})
+	// Workers drop a lane within a discovery of its last job; the bound
+	// only ends a broken test.
+	if !waitFor(t, "the batch consumers to go", time.Minute, func() (bool, string) {
+		left := batchConsumers(t, jobs)
+		return len(left) == 0, fmt.Sprintf("%d batch consumers", len(left))
+	}) {
+		for _, name := range batchConsumers(t, jobs) {
+			c, err := jobs.Consumer(ctx, name)
+			if err != nil {
+				t.Errorf("left: %s: %v", name, err)
+				continue
+			}
+			ci := c.CachedInfo()
+			t.Errorf("left: %s created %v: pending %d, ack pending %d, waiting pulls %d, inactive threshold %v",
+				name, ci.Created.Format(time.StampMilli), ci.NumPending, ci.NumAckPending, ci.NumWaiting, ci.Config.InactiveThreshold)
+		}
+	}
 }
 
 // ageEntries moves every entry's last change back by d (compare and set:
