@@ -72,9 +72,11 @@ func TestThousandConcurrentSmallBatches(t *testing.T) {
 		t.Fatalf("%d batches with jobs waiting once all were published, want %d", len(info.State.Subjects), manyBatches)
 	}
 	t.Logf("all %d batches published and waiting; %d batch consumers so far", manyBatches, len(batchConsumers(t, jobs)))
+	released := time.Now()
 	release()
 
 	checkManyResults(t, js, n)
+	t.Logf("every result stored %v after the target let requests through", time.Since(released).Round(time.Millisecond))
 	if st := tg.Stats(); st.Requests != manyBatches*manyJobs || st.Duplicates != 0 {
 		t.Errorf("target saw %d requests (%d duplicates) for %d jobs", st.Requests, st.Duplicates, manyBatches*manyJobs)
 	}
