@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/nats-io/nats-server/v2/server"
+	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/internal/natstest"
 )
@@ -178,8 +179,24 @@ func lines(ps []*proc, text string) []string {
 	return out
 }
 
-// leaders names the node leading each stream and bucket, and the shared
-// consumer ("consumer workers").
+// createLane creates batch's consumer before its jobs are published, as
+// the workers would on finding them (they use the one they find), so that
+// a test can place its leader first.
+func (o *observer) createLane(batch string) {
+	o.t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	o.lane = "batch_" + batch
+	if _, err := o.js.CreateConsumer(ctx, "JETPOST_JOBS", jetstream.ConsumerConfig{
+		Durable: o.lane, FilterSubject: "jetpost.jobs." + batch, AckPolicy: jetstream.AckExplicitPolicy,
+		AckWait: clusterAckWait, MaxDeliver: -1, MaxAckPending: 1_000_000, InactiveThreshold: time.Hour,
+	}); err != nil {
+		o.t.Fatal(err)
+	}
+}
+
+// leaders names the node leading each stream and bucket, and the batch's
+// consumer ("batch consumer") once createLane made it.
 func (o *observer) leaders() (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -197,12 +214,15 @@ func (o *observer) leaders() (map[string]string, error) {
 	if err := names.Err(); err != nil {
 		return nil, err
 	}
-	c, err := o.js.Consumer(ctx, "JETPOST_JOBS", "workers")
+	if o.lane == "" {
+		return m, nil
+	}
+	c, err := o.js.Consumer(ctx, "JETPOST_JOBS", o.lane)
 	if err != nil {
 		return nil, err
 	}
 	if ci := c.CachedInfo().Cluster; ci != nil && ci.Leader != "" {
-		m["consumer workers"] = ci.Leader
+		m["batch consumer"] = ci.Leader
 	}
 	return m, nil
 }
@@ -214,18 +234,18 @@ func (c *cluster) leadersUntil(what string) map[string]string {
 	c.o.until(c.deadline, what, "the cluster to report "+what, func() bool {
 		var err error
 		m, err = c.o.leaders()
-		return err == nil && m["JETPOST_JOBS"] != "" && m["consumer workers"] != ""
+		return err == nil && m["JETPOST_JOBS"] != "" && (c.o.lane == "" || m["batch consumer"] != "")
 	})
 	return m
 }
 
 // moveLeader asks asset's leader to step down in favour of node, and waits
-// until node leads it. asset is a stream name or "consumer workers".
+// until node leads it. asset is a stream name or "batch consumer".
 func (c *cluster) moveLeader(asset, node string) {
 	c.t.Helper()
 	api := "$JS.API.STREAM.LEADER.STEPDOWN." + asset
-	if asset == "consumer workers" {
-		api = "$JS.API.CONSUMER.LEADER.STEPDOWN.JETPOST_JOBS.workers"
+	if asset == "batch consumer" {
+		api = "$JS.API.CONSUMER.LEADER.STEPDOWN.JETPOST_JOBS." + c.o.lane
 	}
 	req, _ := json.Marshal(map[string]any{"placement": map[string]string{"preferred": node}})
 	c.o.until(c.deadline, asset, asset+" led by "+node, func() bool {
@@ -284,7 +304,7 @@ func (c *cluster) checkLedBySurvivors(victim string) map[string]string {
 	return after
 }
 
-// (i) The node leading the jobs stream and the shared consumer stops
+// (i) The node leading the jobs stream and the batch's consumer stops
 // mid-batch: acks, result publishes and pulls in flight to it are resolved
 // against the new leaders within seconds, not after the ack wait, and no
 // job is sent twice.
@@ -297,9 +317,10 @@ func TestClusterJobsLeaderLoss(t *testing.T) {
 	c := startCluster(t, deadline)
 	var victim string
 	r := c.runBatch(c.pool(), "jobsleader", func() {
+		c.o.createLane("jobsleader")
 		victim = c.leadersUntil("its leaders")["JETPOST_JOBS"]
 		// The worst case: the consumer's leader goes with the stream's.
-		c.moveLeader("consumer workers", victim)
+		c.moveLeader("batch consumer", victim)
 	}, func() { c.stop(victim) })
 	after := c.checkLedBySurvivors(victim)
 	c.report(fmt.Sprintf("stopped %s, leader of the jobs stream and its consumer (leaders after: %v)", victim, after), r, base)
@@ -318,9 +339,10 @@ func TestClusterBucketLeadersLoss(t *testing.T) {
 	var victim string
 	var moved []string
 	r := c.runBatch(c.pool(), "bucketleaders", func() {
+		c.o.createLane("bucketleaders")
 		m := c.leadersUntil("its leaders")
 		for _, s := range c.servers {
-			if s.Name() != m["JETPOST_JOBS"] && s.Name() != m["consumer workers"] {
+			if s.Name() != m["JETPOST_JOBS"] && s.Name() != m["batch consumer"] {
 				victim = s.Name()
 				break
 			}

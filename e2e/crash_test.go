@@ -55,6 +55,8 @@ type observer struct {
 	t  *testing.T
 	nc *nats.Conn
 	js jetstream.JetStream
+	// lane is the batch consumer whose leader the cluster tests watch.
+	lane string
 }
 
 func newObserver(t *testing.T, url string) *observer {
@@ -108,7 +110,7 @@ func (o *observer) stored(batch string) uint64 {
 	return n
 }
 
-// state describes the jobs stream and the shared consumer, for failure
+// state describes the jobs stream and the batch's consumer, for failure
 // messages.
 func (o *observer) state(batch string) string {
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
@@ -119,7 +121,7 @@ func (o *observer) state(batch string) string {
 		fmt.Fprintf(&b, "; jobs stream: %v", err)
 	} else {
 		fmt.Fprintf(&b, "; jobs stream: %d messages", s.CachedInfo().State.Msgs)
-		if c, err := s.Consumer(ctx, "workers"); err != nil {
+		if c, err := s.Consumer(ctx, "batch_"+batch); err != nil {
 			fmt.Fprintf(&b, "; consumer: %v", err)
 		} else {
 			ci := c.CachedInfo()

@@ -37,12 +37,18 @@ type Metrics struct {
 
 	mu    sync.Mutex
 	hosts map[string]struct{}
+
+	batchLabels *batchLabels
+	batchSent   *prometheus.CounterVec
 }
 
 // New registers every metric. reconnects, if set, is read at scrape time
 // for jetpost_nats_reconnects_total.
 func New(reconnects func() uint64) *Metrics {
-	m := &Metrics{reg: prometheus.NewRegistry(), hosts: map[string]struct{}{}}
+	m := &Metrics{reg: prometheus.NewRegistry(), hosts: map[string]struct{}{}, batchLabels: &batchLabels{own: map[string]bool{}}}
+	m.batchSent = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Name: "jetpost_batch_sent_total", Help: "Requests sent to jobs' targets, by batch (at most 20 batch values while active, the rest _other).",
+	}, []string{"batch"})
 	m.jobs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "jetpost_jobs_total", Help: "Jobs finished, by outcome (ok or the failure reason).",
 	}, []string{"outcome"})
@@ -65,7 +71,7 @@ func New(reconnects func() uint64) *Metrics {
 	m.deadLetter = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed, and jobs whose callback finally failed, copied to the dead-letter stream (a re-driven callback failing again is not counted).",
 	})
-	m.reg.MustRegister(m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
+	m.reg.MustRegister(m.batchSent, m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if reconnects != nil {
 		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
@@ -119,6 +125,7 @@ func (m *Metrics) Observer() worker.Observer {
 			m.deferred.WithLabelValues(a.String()).Inc()
 		},
 		InFlight: func(delta int) { m.inflight.Add(float64(delta)) },
+		Sent:     func(batch string) { m.batchSent.WithLabelValues(m.batchLabels.label(batch)).Inc() },
 	}
 }
 

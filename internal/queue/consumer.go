@@ -219,7 +219,12 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 	// A delivery stored before its lane's consumer was created may have
 	// been delivered by an earlier consumer of the subject (the shared one
 	// of older workers, or one deleted by a cancel or for inactivity).
-	if d.NumDelivered > 1 || d.early {
+	if d.checked && d.finished {
+		release()
+		c.settleFinished(ctx, d)
+		return
+	}
+	if !d.checked && (d.NumDelivered > 1 || d.early) {
 		finished, err := c.redelivered(ctx, d)
 		if err != nil {
 			release()

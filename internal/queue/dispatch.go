@@ -135,7 +135,9 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 		}
 		c.places--
 		l.running++
+		l.placed++
 		l.sent++
+		d.placed = true
 		c.handlers.Add(1)
 		go c.runPlaced(work, l, d, h)
 	}
@@ -162,6 +164,9 @@ func (c *Consumer) settled(d *Delivery) {
 	c.mu.Lock()
 	l := d.lane
 	l.out--
+	if d.placed {
+		l.placed--
+	}
 	if d.drain {
 		c.drainOut--
 	} else {
@@ -341,4 +346,30 @@ func (c *Consumer) unreadyLocked(l *lane) {
 	if l.at >= 0 {
 		heap.Remove(&c.ready, l.at)
 	}
+}
+
+// LaneStat is what a worker does for one batch now.
+type LaneStat struct {
+	Batch   string
+	Weight  int
+	State   BatchState
+	Share   float64 // of this worker's places, while the active lanes stay
+	Running int     // given a place, not settled
+	Ready   int     // fetched, waiting for a place
+}
+
+// Lanes describes every lane, for metrics.
+func (c *Consumer) Lanes() []LaneStat {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	sum := c.activeWeightLocked()
+	out := make([]LaneStat, 0, len(c.lanes))
+	for _, l := range c.lanes {
+		s := LaneStat{Batch: l.batch, Weight: l.ctl.Weight, State: l.ctl.State, Running: l.placed, Ready: len(l.ready)}
+		if l.active() && sum > 0 {
+			s.Share = float64(l.ctl.Weight) / float64(sum)
+		}
+		out = append(out, s)
+	}
+	return out
 }

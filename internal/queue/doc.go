@@ -27,14 +27,56 @@
 // Nats-Msg-Id = job id, so a file enqueued twice creates no second job
 // within the dedup window.
 //
-// Consumer is the worker side. All workers share one durable pull consumer.
-// Each process pulls with Fetch into a window of MaxInflight running plus
-// Prefetch waiting messages, and refills it in one request once half the
-// prefetch is free. It does not use the library's buffered iterators on
+// Consumer is the worker side. Each batch's jobs are taken through a
+// durable pull consumer of their own, a lane (lanes.go): filter = the
+// batch's subject, explicit acks, MaxDeliver -1, InactiveThreshold as the
+// backstop cleanup. Workers find the batches with jobs from the stream's
+// subject counts (every second, at once when the batches bucket changes or
+// the subject count moves), drop a lane whose subject is empty and delete
+// its consumer once nothing is pending on it. The consumer the workers of
+// earlier versions shared is deleted at start (a work-queue stream refuses
+// overlapping consumers): stop old workers before starting new ones.
+//
+// Fair share (dispatch.go): every request place (MaxInflight) that frees
+// goes to the lane with jobs ready and the smallest virtual time (stride
+// scheduling, each place adding 1/weight); a lane back from idle starts at
+// the current minimum, so idling earns no credit, and a lone batch gets
+// every place. Pulls follow the shares: the window of MaxInflight running
+// plus Prefetch waiting is split by weight, each lane refilling its part
+// once half the prefetch's worth is free (exactly the former single
+// consumer's rhythm for a lone batch). A lane whose pull found nothing to
+// deliver at once turns cold: one long pull of one job (coldWait), at most
+// maxColdPulls at a time, outside the window, so a thousand idle lanes cost
+// a bounded number of pulls per second and a deferred job coming due still
+// arrives at once. It does not use the library's buffered iterators on
 // purpose: a message's ack timer starts when the server sends it, so every
-// fetched message must be ours, kept alive with InProgress while it waits or
-// runs. Otherwise a slow target makes buffered messages expire and be sent
-// twice.
+// fetched message must be ours, kept alive with InProgress while it waits
+// or runs. Otherwise a slow target makes buffered messages expire and be
+// sent twice.
+//
+// Batch states (fence.go), from the batches bucket's view or at once from
+// a fence request (<prefix>.fleet.batch, which enqueue pause, resume and
+// cancel send): a paused lane is not pulled and its fetched jobs are
+// handed back (its consumer is paused on the server too); a cancelled lane
+// is drained outside the places, each job settled with a result of reason
+// cancelled through the normal path (marker, one result, ack; no dead
+// letter); a worker checks its batch's state again right before each
+// request (Delivery.BatchState). A fence reply says how many of the
+// batch's jobs the worker still has in a place.
+//
+// Trade-offs. One consumer per active batch is one Raft group per batch in
+// a cluster, created on the batch's first discovery (a few milliseconds,
+// more on a cluster) and deleted when it drains: cheap for a thousand
+// active batches, not for a million. It buys JetStream's own per-batch ack
+// state, redelivery, pause and MaxAckPending, which a worker-side split of
+// one consumer cannot give (a batch's buffered jobs would hold everyone's
+// window). Priority groups pin or overflow between clients, not between
+// subjects, so they do not share by batch. Stride scheduling is exact to
+// one place over any stretch and costs a heap operation per dispatch;
+// lottery scheduling is only fair on average. A consumer made again (after
+// a cancel, or its inactivity) may deliver jobs an earlier one delivered:
+// a job stored before its lane's consumer was created is looked up like a
+// redelivery (early.go, a direct get per burst of jobs).
 //
 // A handler's Decision maps to exactly one settlement (settle.go):
 //
@@ -75,17 +117,20 @@
 // had agreed on with its followers but not sent; its successor would hold
 // them until their ack wait. On any sign of that (a pull the server never
 // ended, a failed pull, an unconfirmed ack) one worker at a time (a lock in
-// the attempts bucket) reads the consumer's state, waits a grace period,
-// asks every worker which jobs it holds or has deferred (a core NATS
-// request on <prefix>.fleet.held) and NAKs the other pending ones, which
-// come back at once.
+// the attempts bucket) reads the state of every lane's consumer with jobs
+// pending, waits a grace period, asks every worker which jobs it holds or
+// has deferred, by lane (a core NATS request on <prefix>.fleet.held), and
+// NAKs the other pending ones on their lane's consumer, which come back at
+// once.
 //
 // Files, one concept each: names.go, setup.go, ensure.go, aux.go,
 // payload.go, retry.go;
-// the worker side: handler.go (the contract), consumer.go (Run), fetch.go
-// (the fetch loop, keepalives), inbound.go (what a message on the jobs
+// the worker side: handler.go (the contract), consumer.go (Run), lanes.go
+// (a consumer per batch, discovery), dispatch.go (fair places and pulls),
+// fetch.go (pulls, keepalives), early.go (lookups of jobs that may have
+// run), fence.go (batch states), inbound.go (what a message on the jobs
 // subject may claim), republished.go, attempts.go, settle.go, rescue.go,
-// invalid.go; enqueue's
+// invalid.go; batches.go (weights and states); enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
 // redrive.go, status.go, replication.go, breakers.go.

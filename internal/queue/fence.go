@@ -139,12 +139,14 @@ func (c *Consumer) answerFence(ctx context.Context, m *nats.Msg) {
 		c.mu.Lock()
 		held, running := 0, 0
 		if l := c.lanes[subject]; l != nil {
-			held, running = l.out-l.running, l.running
+			held, running = l.out-l.placed, l.placed
 		}
 		c.mu.Unlock()
-		// Deliveries still settling (handed back, cancelled, or a
-		// finished job's result) send nothing more; wait a little for
-		// them so the reply is complete, never for the running ones.
+		// Deliveries not placed (handed back, cancelled) send nothing;
+		// wait a little for them to settle so the reply is complete.
+		// Placed ones, until settled, are Running: their requests may
+		// be under way, and their acks must reach the consumer before
+		// a cancel deletes it.
 		if held == 0 || time.Now().After(deadline) || ctx.Err() != nil {
 			b, _ := json.Marshal(batchFenceReply{Worker: c.cfg.Worker, Revision: rev, Running: running})
 			if err := m.Respond(b); err != nil {

@@ -48,12 +48,7 @@ func (c *Consumer) pull(ctx context.Context, cancel context.CancelFunc, l *lane,
 	began, got, pending := time.Now(), 0, uint64(0)
 	batch, err := cons.Fetch(n, opt)
 	if err == nil {
-		for msg := range batch.Messages() {
-			d := c.accept(l, msg)
-			got++
-			pending = d.pending
-			c.offer(l, d, kind)
-		}
+		got, pending = c.receive(l, batch.Messages(), kind)
 		err = batch.Error()
 	}
 	if kind != pullCold && err == nil && got == 0 && time.Since(began) > c.cfg.PullWait+time.Second {
@@ -65,6 +60,44 @@ func (c *Consumer) pull(ctx context.Context, cancel context.CancelFunc, l *lane,
 		err = nil
 	}
 	c.pullDone(l, kind, got, pending, err)
+}
+
+// receive offers a pull's deliveries as they arrive; those that must be
+// looked up first wait for the burst they came in (checkEarly). It returns
+// how many came and the undelivered count the last one carried.
+func (c *Consumer) receive(l *lane, msgs <-chan jetstream.Msg, kind pullKind) (got int, pending uint64) {
+	var early []*Delivery
+	flush := func() {
+		c.checkEarly(c.work, early)
+		for _, d := range early {
+			c.offer(l, d, kind)
+		}
+		early = early[:0]
+	}
+	for {
+		var msg jetstream.Msg
+		var ok bool
+		select {
+		case msg, ok = <-msgs:
+		default:
+			flush() // the burst is in
+			msg, ok = <-msgs
+		}
+		if !ok {
+			flush()
+			return got, pending
+		}
+		d := c.accept(l, msg)
+		got++
+		pending = d.pending
+		if !d.needsCheck() {
+			c.offer(l, d, kind)
+			continue
+		}
+		if early = append(early, d); len(early) == MaxDoneLookup {
+			flush()
+		}
+	}
 }
 
 // offer makes a fetched delivery the lane's: ready for a place, handed

@@ -79,6 +79,12 @@ type Delivery struct {
 	// pending is how many of the lane's jobs the server had not delivered
 	// yet when it sent this one.
 	pending uint64
+	// checked: looked up with its burst (checkEarly); finished: its
+	// completion marker names it.
+	checked, finished bool
+	fixed             BatchState // DeliveryOf's
+	// placed: given a request place (it may have sent its request).
+	placed bool
 	// drain: fetched for a cancelled lane, outside the request window.
 	drain bool
 }
@@ -88,9 +94,18 @@ type Delivery struct {
 // checks it right before each request. A Delivery made by hand is running.
 func (d *Delivery) BatchState() BatchState {
 	if d.c == nil || d.lane == nil {
+		if d.fixed != "" {
+			return d.fixed
+		}
 		return BatchRunning
 	}
 	return d.c.control(d.lane.batch).State
+}
+
+// DeliveryOf is a delivery of j, not from a stream, whose batch is in
+// state: for handlers' tests outside this package.
+func DeliveryOf(j *job.Job, state BatchState) *Delivery {
+	return &Delivery{Job: j, fixed: state}
 }
 
 // Handler decides what to do with a delivery. ctx is cancelled only when a

@@ -60,6 +60,7 @@ type lane struct {
 	ready   []*Delivery // fetched, not started
 	out     int         // fetched and not settled
 	running int         // in a request place
+	placed  int         // given a place and not settled yet
 	asked   int         // still expected from the hot pull under way
 	sent    uint64      // places given
 

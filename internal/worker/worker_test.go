@@ -44,3 +44,26 @@ func TestExpiredJobFailsWithoutSending(t *testing.T) {
 		t.Errorf("a fresh job: %+v, sent %d", dec.Result, fs.sent)
 	}
 }
+
+// Right before its request, a job of a paused batch is handed back without
+// spending an attempt, and one of a cancelled batch ends cancelled,
+// sending nothing, not even its callback.
+func TestBatchStateCheckedBeforeTheRequest(t *testing.T) {
+	fs := &fakeSender{}
+	var finished []*job.Result
+	w := worker.New(worker.Config{ID: "w", MaxAttempts: 5}, fs, worker.Observer{Finished: func(r *job.Result) { finished = append(finished, r) }}, zerolog.Nop())
+	j := &job.Job{ID: "j", Batch: "b", Method: "GET", URL: "https://example.com/", Callback: "https://hooks.example.com/"}
+	if dec := w.Handle(t.Context(), queue.DeliveryOf(j, queue.BatchPaused)); dec.Action != queue.HandBack {
+		t.Errorf("paused: %+v, want a hand-back", dec)
+	}
+	dec := w.Handle(t.Context(), queue.DeliveryOf(j, queue.BatchCancelled))
+	if r := dec.Result; dec.Action != queue.AckWithResult || r == nil || r.OK || r.Reason != job.ReasonCancelled || r.Attempts != 0 || r.Callback != nil {
+		t.Errorf("cancelled: %+v %+v, want a cancelled result, no callback", dec, dec.Result)
+	}
+	if fs.sent != 0 || len(finished) != 1 {
+		t.Errorf("sent %d, finished %d; want 0 and the cancelled one", fs.sent, len(finished))
+	}
+	if dec := w.Handle(t.Context(), queue.DeliveryOf(j, queue.BatchRunning)); !dec.Result.OK || fs.sent != 1 {
+		t.Errorf("running: %+v, sent %d", dec.Result, fs.sent)
+	}
+}

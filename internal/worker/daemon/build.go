@@ -81,6 +81,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		return nil, err
 	}
 	mx.WatchQueued(snd.Queued)
+	mx.WatchBatches(st.consumer.Lanes)
 	var s worker.Sender = snd
 	if o.WrapSender != nil {
 		s = o.WrapSender(snd)
@@ -171,7 +172,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 		return err
 	})
 	if err != nil {
-		return nil, fmt.Errorf("setting up streams: consumer %s on %s: %w", names.Consumer(), names.JobsStream(), err)
+		return nil, fmt.Errorf("setting up streams: the consumer side of %s: %w", names.JobsStream(), err)
 	}
 	auxOpts := func(feature string) queue.AuxOptions {
 		return queue.AuxOptions{Replicas: cfg.Replicas, Pause: o.AuxPause, Feature: feature, Log: o.Log}
