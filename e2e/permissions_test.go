@@ -56,12 +56,13 @@ func roleEnv(role string) []string {
 
 // The README's worked example of NATS permissions (examples/nats-
 // permissions.conf, loaded as it is): a worker can do its whole job, a
-// producer can enqueue but not read results or reach KV and the JetStream
-// API beyond what enqueue needs, a results consumer can read results and
-// nothing else. Every role runs without one permission violation, and each
-// forbidden step is one.
-func TestNATSPermissionsForThreeRoles(t *testing.T) {
-	for _, role := range []string{"WORKER", "PRODUCER", "RESULTS"} {
+// producer can enqueue (with a priority) but not read results or reach KV
+// and the JetStream API beyond what enqueue needs, an operator can read
+// the status and pause, resume and cancel a batch but touch no job or
+// result, a results consumer can read results and nothing else. Every role
+// runs without one permission violation, and each forbidden step is one.
+func TestNATSPermissionsForFourRoles(t *testing.T) {
+	for _, role := range []string{"WORKER", "PRODUCER", "RESULTS", "ADMIN"} {
 		t.Setenv("JETPOST_"+role+"_PASSWORD", strings.ToLower(role)+"-pw")
 	}
 	opts, err := server.ProcessConfigFile("../examples/nats-permissions.conf")
@@ -89,7 +90,7 @@ func TestNATSPermissionsForThreeRoles(t *testing.T) {
 	if err := f.Close(); err != nil {
 		t.Fatal(err)
 	}
-	code, _, stderr := runEnqueue(t, append(roleEnv("producer"), "JETPOST_REPLY_PREFIXES=replies"), "--nats", url, "--batch", "perm", file)
+	code, _, stderr := runEnqueue(t, append(roleEnv("producer"), "JETPOST_REPLY_PREFIXES=replies"), "--nats", url, "--batch", "perm", "--priority", "high", file)
 	if code != 0 {
 		t.Fatalf("producer: enqueue exit %d: %s\nviolations:\n%s", code, stderr, denied.all())
 	}
@@ -108,6 +109,18 @@ func TestNATSPermissionsForThreeRoles(t *testing.T) {
 	if len(res) != n {
 		t.Errorf("%d results, want %d", len(res), n)
 	}
+	for _, args := range [][]string{{"status"}, {"status", "perm", "--json"}, {"pause", "perm"}, {"resume", "perm"}, {"cancel", "perm", "--wait"}} {
+		began := time.Now()
+		code, stdout, stderr := runEnqueue(t, roleEnv("admin"), append(args, "--nats", url)...)
+		if code != 0 {
+			t.Fatalf("admin: enqueue %s exit %d: %s%s\nviolations:\n%s", args, code, stdout, stderr, denied.all())
+		}
+		t.Logf("admin: enqueue %s took %.2fs", args, time.Since(began).Seconds())
+	}
+	// The producer reads the batch's entry: a cancelled batch is refused.
+	if code, _, stderr := runEnqueue(t, append(roleEnv("producer"), "JETPOST_REPLY_PREFIXES=replies"), "--nats", url, "--batch", "perm", file); code != 5 {
+		t.Fatalf("producer: enqueue into a cancelled batch: exit %d, want 5: %s", code, stderr)
+	}
 	if v := denied.all(); v != "" {
 		t.Fatalf("permission violations while each role did its job:\n%s", v)
 	}
@@ -116,12 +129,17 @@ func TestNATSPermissionsForThreeRoles(t *testing.T) {
 		"producer": {"sub jetpost.results.>", "pub jetpost.results.perm", "pub jetpost.dlq.perm",
 			"pub $KV.JETPOST_ATTEMPTS.x", "pub $KV.JETPOST_DONE.x", "pub $JS.API.STREAM.PURGE.JETPOST_JOBS",
 			"pub $JS.API.STREAM.UPDATE.JETPOST_RESULTS", "pub $JS.API.CONSUMER.CREATE.JETPOST_RESULTS.x",
-			"pub $JS.API.CONSUMER.MSG.NEXT.JETPOST_JOBS.workers", "pub $JS.API.STREAM.MSG.GET.JETPOST_RESULTS"},
+			"pub $JS.API.CONSUMER.MSG.NEXT.JETPOST_JOBS.workers", "pub $JS.API.STREAM.MSG.GET.JETPOST_RESULTS",
+			"pub $JS.API.CONSUMER.PAUSE.JETPOST_JOBS.batch_perm", "pub jetpost.fleet.batch", "pub $JS.API.STREAM.PURGE.KV_JETPOST_BATCHES"},
+		"admin": {"pub jetpost.jobs.perm", "pub jetpost.results.perm", "sub jetpost.results.>", "sub jetpost.fleet.batch",
+			"pub $KV.JETPOST_DONE.x", "pub $JS.API.STREAM.PURGE.JETPOST_JOBS", "pub $JS.API.STREAM.DELETE.KV_JETPOST_BATCHES",
+			"pub $JS.API.CONSUMER.MSG.NEXT.JETPOST_JOBS.batch_perm", "pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x.jetpost.jobs.perm"},
 		"results": {"pub jetpost.jobs.perm", "pub jetpost.results.perm", "sub jetpost.jobs.>",
 			"pub $KV.JETPOST_DONE.x", "pub $JS.API.STREAM.PURGE.JETPOST_RESULTS",
 			"pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x", "pub $JS.API.STREAM.INFO.JETPOST_DLQ"},
 		"worker": {"pub jetpost.jobs.perm", "pub $JS.API.STREAM.PURGE.JETPOST_JOBS", "pub $JS.API.STREAM.DELETE.JETPOST_RESULTS",
-			"pub $JS.API.CONSUMER.DELETE.JETPOST_JOBS.workers", "pub other.subject"},
+			"pub $JS.API.STREAM.PURGE.KV_JETPOST_BATCHES", "pub $JS.API.CONSUMER.CREATE.JETPOST_JOBS.x.other.subject",
+			"pub other.subject"},
 	}
 	for role, steps := range forbidden {
 		checkRefused(t, url, &denied, role, steps)

@@ -322,6 +322,9 @@ func printBatches(w io.Writer, o queue.Overview) {
 		}
 		if b.Cancelled != nil {
 			cancelled = fmt.Sprint(*b.Cancelled)
+			if b.CancelledPartial {
+				cancelled += "+" // a lower bound: status BATCH counts them all
+			}
 		}
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%d\t%d\t%.1f\t%d\t%s\t%d\n", oneLine(b.Batch), oneLine(b.State), oneLine(b.Priority), share,
 			b.Open, b.InFlight, b.Rate, b.Results, cancelled, b.DeadLetters)

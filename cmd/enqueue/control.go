@@ -131,9 +131,15 @@ type controlOutput struct {
 // timed-out cancel into its exit status.
 func (a *admin) reportControl(ctx context.Context, rep *queue.ControlReport, cf controlFlags, start time.Time, stdout, stderr io.Writer) error {
 	out := controlOutput{ControlReport: rep}
+	for _, w := range rep.Warnings {
+		fmt.Fprintf(stderr, "warning: %s\n", termsafe.Lines(w))
+	}
 	if len(rep.Fence.Missing) > 0 {
 		fmt.Fprintf(stderr, "warning: workers %s did not confirm within the fence (stopped, or cut off? each applies the new state when its watch of %s catches up)\n",
 			termsafe.String(strings.Join(rep.Fence.Missing, ", ")), a.names.BatchesBucket())
+	}
+	if rep.Fence.Confirmed() == 0 {
+		fmt.Fprintf(stderr, "warning: no worker answered (none running?): the state is stored, and workers apply it when they start\n")
 	}
 	if !a.asJSON {
 		fmt.Fprintln(stdout, controlLine(rep))
@@ -192,5 +198,6 @@ func controlLine(rep *queue.ControlReport) string {
 	case "resume":
 		return fmt.Sprintf("batch %s resumed%s (priority %s): %d open jobs to run; %s", rep.Batch, already, rep.Priority, rep.Open, workers)
 	}
-	return fmt.Sprintf("batch %s cancelled%s: nothing more of it is sent; %d open jobs end with a cancelled result; %s", rep.Batch, already, rep.Open, workers)
+	return fmt.Sprintf("batch %s cancelled%s: nothing more of it is sent; %d jobs were open, each not running then ends with a cancelled result; %s",
+		rep.Batch, already, rep.Open, workers)
 }

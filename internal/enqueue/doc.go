@@ -3,6 +3,12 @@
 // publishes and collects; the command keeps flags, configuration, the
 // logger, the connection's options and the printing of the summary.
 //
+// Before publishing, Run writes the batch's entry in the batches bucket
+// (queue.Batches): its weight (Options.Priority, kept from an existing
+// entry when not given) and state, so workers see the batch at once; a
+// cancelled batch is refused (CancelledError) before anything is
+// published. The Summary counts cancelled results apart from failed ones.
+//
 // Two passes keep "validate first" and flat memory together. Prepare reads
 // every input once (files or standard input, gzip told by its magic bytes),
 // validates every entry and spools the valid jobs, already encoded for the

@@ -25,3 +25,20 @@ func TestSummaryCountsFailedCallbacksAndOnlySentLatencies(t *testing.T) {
 		t.Errorf("summary %q does not mention the failed callback", got)
 	}
 }
+
+// Cancelled results are counted apart: neither ok nor failed, and named
+// in the summary line.
+func TestSummaryCountsCancelledApart(t *testing.T) {
+	s := newSummary()
+	s.Add(&job.Result{ID: "a", OK: true, Attempts: 1}, false)
+	s.Add(&job.Result{ID: "b", Reason: job.ReasonCancelled}, false)
+	s.Add(&job.Result{ID: "c", Reason: job.ReasonCancelled}, false)
+	s.Add(&job.Result{ID: "d", Reason: job.ReasonExhausted, Attempts: 3}, false)
+	s.Finish(0)
+	if s.OK != 1 || s.Failed != 1 || s.Cancelled != 2 || s.ByReason[string(job.ReasonCancelled)] != 0 {
+		t.Fatalf("ok %d failed %d cancelled %d by reason %v; want 1, 1, 2 and no cancelled reason among failures", s.OK, s.Failed, s.Cancelled, s.ByReason)
+	}
+	if got := s.String(); !strings.Contains(got, "4 results: 1 ok, 1 failed (exhausted 1), 2 cancelled") {
+		t.Errorf("summary %q", got)
+	}
+}

@@ -33,7 +33,7 @@ const (
 	// known to be running (the limits board is empty or unreadable).
 	DefaultFenceWindow = time.Second
 	// DefaultFenceMax bounds the wait for workers known to be running.
-	DefaultFenceMax = 5 * time.Second
+	DefaultFenceMax = 3 * time.Second
 	// DefaultFenceGrace: replies are collected at least this long, for
 	// workers not on the board yet.
 	DefaultFenceGrace = 100 * time.Millisecond
@@ -202,6 +202,8 @@ type ControlReport struct {
 	Fences int `json:"fences"`
 	// TimedOut: cancel stopped waiting for running jobs at its bound.
 	TimedOut bool `json:"timed_out,omitempty"`
+	// Warnings say what failed on the way without undoing the change.
+	Warnings []string `json:"warnings,omitempty"`
 }
 
 // setState writes state into batch's entry and returns the report so far.
@@ -217,17 +219,23 @@ func (c *Control) setState(ctx context.Context, batch, action string, state Batc
 	}, nil
 }
 
-// consumerCall runs a call on the batch's consumer; a consumer that does
-// not exist is no error (found is false).
-func (c *Control) consumerCall(ctx context.Context, what string, call func(ctx context.Context) error) (found bool, err error) {
+// consumerCall runs a call on the batch's consumer. A consumer that does
+// not exist is no error (found is false). Another failure (a server without
+// consumer pause, a right the credentials lack) is a warning in the report,
+// saying what the batch does without the call: the entry and the fence do
+// the work, the consumer's state only backs them up.
+func (c *Control) consumerCall(ctx context.Context, rep *ControlReport, what, without string, call func(ctx context.Context) error) (found bool, err error) {
 	err = call(ctx)
-	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+	switch {
+	case err == nil:
+		return true, nil
+	case errors.Is(err, jetstream.ErrConsumerNotFound):
 		return false, nil
+	case ctx.Err() != nil:
+		return false, ctx.Err()
 	}
-	if err != nil {
-		return false, fmt.Errorf("%s: %w", what, err)
-	}
-	return true, nil
+	rep.Warnings = append(rep.Warnings, fmt.Sprintf("%s %s: %v; %s", what, rep.Consumer, err, without))
+	return false, nil
 }
 
 // Pause stops new sends of batch across the fleet: requests in flight
@@ -240,7 +248,10 @@ func (c *Control) Pause(ctx context.Context, batch string) (*ControlReport, erro
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
-	return rep, c.fenceOnce(ctx, rep)
+	if err := c.fenceOnce(ctx, rep); err != nil {
+		return rep, err
+	}
+	return rep, c.countOpen(ctx, rep)
 }
 
 // Resume lets batch run again (a cancelled one too: its jobs already
@@ -250,19 +261,22 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return nil, err
 	}
-	rep.ConsumerFound, err = c.consumerCall(ctx, "resuming consumer "+rep.Consumer, func(ctx context.Context) error {
+	rep.ConsumerFound, err = c.consumerCall(ctx, rep, "resuming consumer", "workers resume it when they see the batch run", func(ctx context.Context) error {
 		_, err := c.js.ResumeConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 		return err
 	})
 	if err != nil {
 		return rep, err
 	}
-	return rep, c.fenceOnce(ctx, rep)
+	if err := c.fenceOnce(ctx, rep); err != nil {
+		return rep, err
+	}
+	return rep, c.countOpen(ctx, rep)
 }
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
 	var err error
-	rep.ConsumerFound, err = c.consumerCall(ctx, "pausing consumer "+rep.Consumer, func(ctx context.Context) error {
+	rep.ConsumerFound, err = c.consumerCall(ctx, rep, "pausing consumer", "the workers hold the batch by its state alone", func(ctx context.Context) error {
 		_, err := c.js.PauseConsumer(ctx, c.names.JobsStream(), rep.Consumer, time.Now().Add(pauseForever))
 		return err
 	})
@@ -272,10 +286,7 @@ func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
 func (c *Control) fenceOnce(ctx context.Context, rep *ControlReport) error {
 	f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, c.Fence)
 	rep.Fence, rep.Fences = f, rep.Fences+1
-	if err != nil {
-		return err
-	}
-	return c.countOpen(ctx, rep)
+	return err
 }
 
 func (c *Control) countOpen(ctx context.Context, rep *ControlReport) error {
@@ -321,10 +332,25 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err := c.pauseConsumer(ctx, rep); err != nil {
 		return rep, err
 	}
+	// The jobs open now end with a cancelled result, but for those running.
+	if err := c.countOpen(ctx, rep); err != nil {
+		return rep, err
+	}
 	bound := c.Fence.after(cmp.Or(opts.Timeout, DefaultCancelTimeout))
+	fence, missing := c.Fence, []string(nil)
 	for {
-		if err := c.fenceOnce(ctx, rep); err != nil {
+		f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, fence)
+		rep.Fence, rep.Fences = f, rep.Fences+1
+		if err != nil {
 			return rep, err
+		}
+		// Later fences wait for the workers that answered, not again for
+		// those that did not (stopped, most likely).
+		if rep.Fences == 1 && len(fence.Expect) > 0 {
+			missing, fence.Expect = f.Missing, nil
+			for _, r := range f.Replies {
+				fence.Expect = append(fence.Expect, r.Worker)
+			}
 		}
 		if rep.Fence.Running == 0 {
 			break
@@ -345,7 +371,8 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 			break
 		}
 	}
-	_, err = c.consumerCall(ctx, "deleting consumer "+rep.Consumer, func(ctx context.Context) error {
+	rep.Fence.Missing = append(rep.Fence.Missing, missing...)
+	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
 		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
 	})
 	return rep, err

@@ -69,3 +69,15 @@ func benchResults(b *testing.B, read func(context.Context, jetstream.JetStream, 
 	}
 	b.ReportMetric(float64(results)*float64(b.N)/b.Elapsed().Seconds(), "results/s")
 }
+
+// What counting a cancelled batch's cancelled results costs `enqueue
+// status` (and `cancel --wait`): one ordered read of its results.
+//
+//	go test -run '^$' -bench 'CancelledResults100k' -benchtime 5x ./internal/queue
+func BenchmarkCancelledResults100k(b *testing.B) {
+	from := time.Now().Add(-time.Hour)
+	benchResults(b, func(ctx context.Context, js jetstream.JetStream, n queue.Names) (int, error) {
+		_, err := queue.CancelledResults(ctx, js, n, "big", from)
+		return 100_000, err
+	})
+}

@@ -43,7 +43,11 @@ type BatchStatus struct {
 	Rate float64 `json:"results_per_second"`
 	// Cancelled counts the results of reason cancelled stored since a
 	// cancelled batch was cancelled (read for cancelled batches only).
-	Cancelled *int `json:"cancelled,omitempty"`
+	// CancelledPartial: the overview of every batch stopped reading them
+	// at its budget, so Cancelled is a lower bound (status BATCH reads
+	// them all).
+	Cancelled        *int `json:"cancelled,omitempty"`
+	CancelledPartial bool `json:"cancelled_partial,omitempty"`
 }
 
 // Overview is the state of the whole system as JetStream sees it.
@@ -149,7 +153,11 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string, 
 	applyControl(o.Batches, entries)
 	o.consumers(ctx, js, n, batch)
 	o.rates(ctx, js, n, tok, resultCounts, so)
-	o.cancelledCounts(ctx, js, n, entries)
+	budget := cancelledBudget
+	if batch != "" {
+		budget = 0
+	}
+	o.cancelledCounts(ctx, js, n, entries, budget)
 	// The board is auxiliary: without it the batches still show.
 	if o.Breakers, err = ReadBreakerBoard(js, n).List(ctx); err != nil {
 		o.Warnings = append(o.Warnings, fmt.Sprintf("breaker board %s: %v; open breakers are not shown", n.BreakersBucket(), err))
@@ -230,6 +238,7 @@ func applyControl(bs []BatchStatus, entries map[string]BatchControl) {
 		}
 	}
 }
+
 // PendingJobs reports, for each stream sequence, whether that job message
 // is still in the jobs stream (waiting, in progress or waiting for a
 // retry): a work queue drops a job once it is acknowledged.
@@ -291,10 +300,10 @@ func (o *Overview) consumers(ctx context.Context, js jetstream.JetStream, n Name
 
 // rates measures each batch's results per second: the results stream's
 // per-subject counts, read again after so.RateWindow. Only when some batch
-// is active: a quiet system answers at once.
+// has jobs open: a quiet system answers at once.
 func (o *Overview) rates(ctx context.Context, js jetstream.JetStream, n Names, tok string, first map[string]uint64, so StatusOptions) {
-	active := slices.ContainsFunc(o.Batches, func(b BatchStatus) bool { return b.Active })
-	if so.RateWindow <= 0 || first == nil || !active {
+	open := slices.ContainsFunc(o.Batches, func(b BatchStatus) bool { return b.Open > 0 })
+	if so.RateWindow <= 0 || first == nil || !open {
 		return
 	}
 	now := so.Now
@@ -329,46 +338,65 @@ func (o *Overview) rates(ctx context.Context, js jetstream.JetStream, n Names, t
 // to disagree.
 const cancelledLookBack = time.Minute
 
+// cancelledBudget bounds how many results of each cancelled batch the
+// overview of every batch reads to count the cancelled ones (about a
+// second's worth; BENCHMARKS.md): status stays responsive after a
+// million-job batch is cancelled.
+const cancelledBudget = 100_000
+
 // cancelledCounts counts, for each cancelled batch, its results of reason
-// cancelled stored since it was cancelled.
-func (o *Overview) cancelledCounts(ctx context.Context, js jetstream.JetStream, n Names, entries map[string]BatchControl) {
+// cancelled stored since it was cancelled, reading at most budget results
+// of each (0: all).
+func (o *Overview) cancelledCounts(ctx context.Context, js jetstream.JetStream, n Names, entries map[string]BatchControl, budget int) {
 	for i := range o.Batches {
 		b := &o.Batches[i]
 		c, ok := entries[b.Batch]
 		if !ok || c.State != BatchCancelled || b.Results == 0 {
 			continue
 		}
-		count, err := CancelledResults(ctx, js, n, b.Batch, c.Updated.Add(-cancelledLookBack))
+		count, complete, err := countCancelled(ctx, js, n, b.Batch, c.Updated.Add(-cancelledLookBack), budget)
 		if err != nil {
 			o.Warnings = append(o.Warnings, fmt.Sprintf("counting the cancelled results of batch %s: %v", b.Batch, err))
 			continue
 		}
-		b.Cancelled = &count
+		b.Cancelled, b.CancelledPartial = &count, !complete
 	}
 }
 
 // CancelledResults counts batch's results of reason cancelled stored since
 // from.
 func CancelledResults(ctx context.Context, js jetstream.JetStream, n Names, batch string, from time.Time) (int, error) {
+	count, _, err := countCancelled(ctx, js, n, batch, from, 0)
+	return count, err
+}
+
+// countCancelled is CancelledResults reading at most budget results (0:
+// all); complete is false if it stopped there.
+func countCancelled(ctx context.Context, js jetstream.JetStream, n Names, batch string, from time.Time, budget int) (count int, complete bool, err error) {
 	st, err := js.Stream(ctx, n.ResultsStream())
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	cons, err := st.OrderedConsumer(ctx, jetstream.OrderedConsumerConfig{
 		FilterSubjects: []string{n.ResultSubject(batch)},
 		DeliverPolicy:  jetstream.DeliverByStartTimePolicy, OptStartTime: &from,
 	})
 	if err != nil {
-		return 0, err
+		return 0, false, err
 	}
-	count := 0
+	read, complete := 0, true
 	err = readOrdered(ctx, cons, func(m jetstream.Msg, _ uint64) (bool, error) {
 		if isCancelledResult(m.Data()) {
 			count++
 		}
+		if read++; budget > 0 && read >= budget {
+			md, err := m.Metadata()
+			complete = err == nil && md.NumPending == 0
+			return true, nil
+		}
 		return false, nil
 	})
-	return count, err
+	return count, complete, err
 }
 
 var cancelledReason = []byte(`"cancelled"`)
