@@ -20,7 +20,7 @@ import (
 type fleet struct {
 	natsURL string
 	url     string // the target
-	seen    *arrivals
+	seen    *requestOrder
 	tg      *target.Target
 	// window is how many jobs the workers may hold between them beyond
 	// the order of a fair share: requests in flight, jobs waiting for the
@@ -40,7 +40,7 @@ const (
 func startFleet(t *testing.T) *fleet {
 	t.Helper()
 	ns := natstest.RunServer(t)
-	seen := newArrivals()
+	seen := newRequestOrder()
 	tg := target.New(target.Options{Latency: fairLatency, OnRequest: seen.record})
 	srv := httptest.NewServer(tg)
 	t.Cleanup(srv.Close)

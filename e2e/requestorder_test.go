@@ -19,19 +19,19 @@ type arrival struct {
 	at    time.Time
 }
 
-// arrivals records, in order, every request a target sees; the order is
+// requestOrder records, in order, every request a target sees; the order is
 // what the fairness tests assert on, since a loaded machine stretches time
 // but cannot reorder what one target saw.
-type arrivals struct {
+type requestOrder struct {
 	mu   sync.Mutex
 	seq  []arrival
 	poke chan struct{}
 }
 
-func newArrivals() *arrivals { return &arrivals{poke: make(chan struct{}, 1)} }
+func newRequestOrder() *requestOrder { return &requestOrder{poke: make(chan struct{}, 1)} }
 
 // record is a target.Options.OnRequest hook.
-func (a *arrivals) record(r *http.Request) {
+func (a *requestOrder) record(r *http.Request) {
 	batch, _, _ := strings.Cut(strings.TrimPrefix(r.URL.Path, "/"), "/")
 	a.mu.Lock()
 	a.seq = append(a.seq, arrival{batch, time.Now()})
@@ -42,13 +42,13 @@ func (a *arrivals) record(r *http.Request) {
 	}
 }
 
-func (a *arrivals) snapshot() []arrival {
+func (a *requestOrder) snapshot() []arrival {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	return append([]arrival(nil), a.seq...)
 }
 
-func (a *arrivals) count(batch string) int {
+func (a *requestOrder) count(batch string) int {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	n := 0
@@ -61,7 +61,7 @@ func (a *arrivals) count(batch string) int {
 }
 
 // waitCount blocks until the target saw n requests of batch.
-func (a *arrivals) waitCount(t *testing.T, batch string, n int) {
+func (a *requestOrder) waitCount(t *testing.T, batch string, n int) {
 	t.Helper()
 	timeout := time.After(3 * time.Minute) // bounds a broken test only
 	for a.count(batch) < n {
