@@ -168,7 +168,7 @@ func checkManyResults(t *testing.T, js jetstream.JetStream, n queue.Names) {
 		t.Fatal(err)
 	}
 	const want = manyBatches * manyJobs
-	if !waitFor(t, "every result", 3*time.Minute, func() (bool, string) {
+	if !waitFor(t, "every result", 5*time.Minute, func() (bool, string) {
 		info, err := results.Info(ctx)
 		if err != nil {
 			return false, err.Error()
