@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -196,7 +197,7 @@ func (o *observer) createLane(batch string) {
 }
 
 // leaders names the node leading each stream and bucket, and the batch's
-// consumer ("batch consumer") once createLane made it.
+// consumer ("batch consumer") from createLane until the workers delete it.
 func (o *observer) leaders() (map[string]string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
@@ -218,6 +219,11 @@ func (o *observer) leaders() (map[string]string, error) {
 		return m, nil
 	}
 	c, err := o.js.Consumer(ctx, "JETPOST_JOBS", o.lane)
+	if errors.Is(err, jetstream.ErrConsumerNotFound) {
+		// The workers delete a batch's consumer once it is drained.
+		m["batch consumer"] = "(deleted, drained)"
+		return m, nil
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -133,12 +133,27 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if c.stream, err = js.Stream(ctx, n.JobsStream()); err != nil {
 		return nil, fmt.Errorf("opening %s: %w", n.JobsStream(), err)
 	}
-	if err := c.stream.DeleteConsumer(ctx, n.Consumer()); err == nil {
-		log.Info().Str("consumer", n.Consumer()).Msg("deleted the consumer workers shared before batches had their own; its unacknowledged jobs come back through their batches' consumers")
-	} else if !IsNotFound(err) {
-		return nil, fmt.Errorf("deleting the shared consumer %s: %w", n.Consumer(), err)
-	}
+	c.migrate(ctx)
 	return c, nil
+}
+
+// migrate deletes the consumer workers shared before batches had their
+// own, if it is there: a work-queue stream refuses lanes overlapping it.
+// Failing that is logged, not fatal: lanes then fail to be created, and
+// say why.
+func (c *Consumer) migrate(ctx context.Context) {
+	name := c.names.Consumer()
+	_, err := c.stream.Consumer(ctx, name)
+	if err == nil {
+		err = c.stream.DeleteConsumer(ctx, name)
+		if err == nil {
+			c.log.Info().Str("consumer", name).Msg("deleted the consumer workers shared before batches had their own; its unacknowledged jobs come back through their batches' consumers")
+			return
+		}
+	}
+	if !IsNotFound(err) {
+		c.log.Warn().Err(err).Str("consumer", name).Msg("could not delete the consumer older workers shared (stop them first); batches' consumers cannot be created beside it")
+	}
 }
 
 func (c *Consumer) now() time.Time { return c.cfg.Now() }

@@ -110,7 +110,7 @@ func (c *Consumer) dispatchLoop(ctx, work context.Context, h Handler) {
 			break
 		}
 		c.dispatchLocked(work, h)
-		c.planPullsLocked(ctx)
+		c.planPullsLocked()
 		c.mu.Unlock()
 		select {
 		case <-c.wake:
@@ -214,7 +214,7 @@ func (c *Consumer) spawnLocked(work context.Context, d *Delivery, f laneFate) {
 // planPullsLocked starts the pulls the lanes need: cancelled lanes drain,
 // cold lanes wait long for one job, running lanes refill their quota of
 // the window, smallest pass first when it is short.
-func (c *Consumer) planPullsLocked(ctx context.Context) {
+func (c *Consumer) planPullsLocked() {
 	if c.stopping {
 		return
 	}
@@ -255,7 +255,6 @@ func (c *Consumer) planPullsLocked(ctx context.Context) {
 			c.startPullLocked(l, n, pullHot)
 		}
 	}
-	_ = ctx
 }
 
 func cmpU64(a, b uint64) int {

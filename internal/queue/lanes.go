@@ -277,13 +277,14 @@ func (c *Consumer) dropIfDoneLocked(l *lane) {
 }
 
 // retire deletes a drained lane's consumer. One with jobs pending (a job
-// published since, or another worker's) stays: a worker that finds its
-// subject again uses it.
+// published since) stays: a worker that finds its subject again uses it.
+// Another worker's pull on it fails, and that worker makes it again only if
+// the batch still has jobs.
 func (c *Consumer) retire(cons jetstream.Consumer, l *lane) {
 	ctx, cancel := context.WithTimeout(context.Background(), DefaultCallTimeout)
 	defer cancel()
 	info, err := cons.Info(ctx)
-	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 || info.NumWaiting > 0 {
+	if err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 		return
 	}
 	if err := c.stream.DeleteConsumer(ctx, l.name); err != nil && !IsNotFound(err) {
