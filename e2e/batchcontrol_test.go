@@ -91,6 +91,31 @@ func settled(t *testing.T, deadline time.Time, o *observer, a *arrivals, batch s
 	o.until(deadline, batch, "the requests in flight to finish", func() bool { return a.tg.Stats().InFlight == 0 })
 }
 
+// pauseReport is what the test reads of pause --json.
+type pauseReport struct {
+	State string `json:"state"`
+	Fence struct {
+		Replies []struct {
+			Worker string `json:"worker"`
+		} `json:"replies"`
+		Running int `json:"running"`
+	} `json:"fence"`
+}
+
+// confirmedBy: every one of workers answered the fence.
+func (r pauseReport) confirmedBy(workers []string) bool {
+	seen := map[string]bool{}
+	for _, w := range r.Fence.Replies {
+		seen[w.Worker] = true
+	}
+	for _, w := range workers {
+		if !seen[w] {
+			return false
+		}
+	}
+	return r.State == "paused"
+}
+
 // Pause stops every send of the batch across the fleet once it returns and
 // the requests in flight finish, even with a worker killed -9 (its jobs come
 // back after the ack wait and must stay held); resume completes the batch
@@ -105,21 +130,21 @@ func TestPauseHoldsAndResumeCompletes(t *testing.T) {
 	url := ns.ClientURL()
 	o := newObserver(t, url)
 	a, tURL := newArrivals(t, 30*time.Millisecond)
-	_, enq, out := startControlled(t, deadline, url, tURL, a, o, n, 60, batch)
+	p, enq, out := startControlled(t, deadline, url, tURL, a, o, n, 60, batch)
 
-	paused, stdout := controlCmd(t, url, "pause", batch, "--json")
-	var rep struct {
-		State string `json:"state"`
-		Open  int    `json:"open"`
-		Fence struct {
-			Replies []struct {
-				Worker string `json:"worker"`
-			} `json:"replies"`
-			Running int `json:"running"`
-		} `json:"fence"`
-	}
-	if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep.State != "paused" || len(rep.Fence.Replies) != 2 {
-		t.Fatalf("pause --json: %v: %s; want paused, confirmed by both live workers", err, stdout)
+	// Paused once every live worker confirmed: a worker slow to answer
+	// (a loaded machine) is asked again, as pausing a paused batch is fine.
+	var paused time.Time
+	var rep pauseReport
+	for try := 1; !rep.confirmedBy(p.ids); try++ {
+		if try > 5 {
+			t.Fatalf("pause: the live workers %v never all confirmed: %+v", p.ids, rep)
+		}
+		var stdout string
+		paused, stdout = controlCmd(t, url, "pause", batch, "--json")
+		if err := json.Unmarshal([]byte(stdout), &rep); err != nil || rep.State != "paused" {
+			t.Fatalf("pause --json: %v: %s", err, stdout)
+		}
 	}
 	// Requests the workers had started when they confirmed may reach the
 	// target after pause returned: at most what they reported running.

@@ -113,8 +113,8 @@ func connectAdmin(natsURL string, stderr io.Writer) (*config.Common, *nats.Conn,
 	return cfg, nc, js, nil
 }
 
-// checkBatch refuses a batch id that is not one or that nothing is stored
-// for.
+// checkBatch refuses a batch id that is not one, or that has neither an
+// entry in the batches bucket nor anything stored.
 func (a *admin) checkBatch(ctx context.Context, batch string) error {
 	if !job.ValidBatch(batch) {
 		return &exitError{exitUsage, fmt.Errorf("batch %q: use 1 to 64 characters of [A-Za-z0-9_-]", batch)}

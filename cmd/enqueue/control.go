@@ -50,15 +50,15 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return &exitError{exitUsage, errors.New("give exactly one valid batch id")}
 	}
 	batch := pos[0]
+	if err := a.checkBatch(ctx, batch); err != nil {
+		return err
+	}
 	ctl, err := queue.NewControl(ctx, a.js, a.names)
 	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return unknownBatch(batch, a.cfg.ResultsMaxAge)
+		err = fmt.Errorf("%w: workers of a version with batch control create it (start one)", err)
 	}
 	if err != nil {
 		return &exitError{exitBroker, err}
-	}
-	if err := a.checkControlled(ctx, ctl, batch); err != nil {
-		return err
 	}
 	ctl.Fence.Expect = freshWorkers(ctx, a.js, a.names.Prefix, time.Now())
 	start := time.Now()
@@ -69,27 +69,19 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 	case "resume":
 		rep, err = ctl.Resume(ctx, batch)
 	default:
+		said := ""
 		rep, err = ctl.Cancel(ctx, batch, queue.CancelOptions{Timeout: cf.timeout, OnWait: func(f queue.FenceResult) {
-			fmt.Fprintf(stderr, "batch %s: waiting for %d requests in flight to finish (%s)\n", batch, f.Running, runningOn(f))
+			// Said again only when it changes: a fence every 250ms.
+			if line := fmt.Sprintf("batch %s: waiting for %d requests in flight to finish (%s)", batch, f.Running, runningOn(f)); line != said {
+				fmt.Fprintln(stderr, line)
+				said = line
+			}
 		}})
 	}
 	if err != nil {
 		return &exitError{exitBroker, fmt.Errorf("%s %s: %w", action, batch, err)}
 	}
 	return a.reportControl(ctx, rep, cf, start, stdout, stderr)
-}
-
-// checkControlled fails with exit status 4 for a batch with neither an
-// entry nor anything stored.
-func (a *admin) checkControlled(ctx context.Context, ctl *queue.Control, batch string) error {
-	_, rev, err := ctl.Batches().Get(ctx, batch)
-	if err != nil {
-		return &exitError{exitBroker, err}
-	}
-	if rev != 0 {
-		return nil
-	}
-	return checkBatchKnown(ctx, a.js, a.names, batch, a.cfg.ResultsMaxAge)
 }
 
 // freshWorkers names the workers that posted on the limits board

@@ -153,6 +153,16 @@ func TestControlCommands(t *testing.T) {
 		!strings.Contains(r.stdout, "ctl    cancelled  high      -      5") {
 		t.Errorf("status table:\n%s", r.stdout)
 	}
+	// A batch known by its entry alone (its jobs all completed by earlier
+	// runs, say) is no unknown batch.
+	if _, _, err := bs.Update(context.Background(), "entryonly", func(*queue.BatchControl) {}); err != nil {
+		t.Fatal(err)
+	}
+	for _, args := range [][]string{{"status", "entryonly"}, {"pause", "entryonly"}} {
+		if r := runCmd(t, nil, append(args, "--nats", url)...); r.code() != 0 {
+			t.Errorf("%v: exit %d (%v)\n%s", args, r.code(), r.err, r.stderr)
+		}
+	}
 	for _, args := range [][]string{{"pause", "nope"}, {"resume", "nope"}, {"cancel", "nope"}} {
 		if r := runCmd(t, nil, append(args, "--nats", url)...); r.code() != exitUnknownBatch {
 			t.Errorf("%v: exit %d (%v), want %d", args, r.code(), r.err, exitUnknownBatch)
@@ -181,12 +191,18 @@ func TestCancelWaitJSON(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	// The worker: once asked to apply the cancel, it ends both jobs with
-	// cancelled results.
+	// The worker: asked to apply the cancel, it still runs a request at
+	// the first fence; then it ends both jobs with cancelled results.
+	fences := 0
 	sub, err := nc.Subscribe(testNames.BatchFenceSubject(), func(m *nats.Msg) {
 		ctx := context.Background()
 		c, rev, err := bs.Get(ctx, "cw")
 		if err != nil || c.State != queue.BatchCancelled {
+			return
+		}
+		if fences++; fences == 1 {
+			b, _ := json.Marshal(map[string]any{"worker": "w1", "revision": rev, "running": 1})
+			_ = m.Respond(b)
 			return
 		}
 		for _, id := range []string{"w-0000", "w-0001"} {
@@ -212,7 +228,10 @@ func TestCancelWaitJSON(t *testing.T) {
 	if err := json.Unmarshal([]byte(r.stdout), &out); r.code() != 0 || err != nil {
 		t.Fatalf("cancel --wait --json: exit %d (%v), %v: %q\n%s", r.code(), r.err, err, r.stdout, r.stderr)
 	}
-	if out.State != queue.BatchCancelled || out.Open != 0 || out.Cancelled == nil || *out.Cancelled != 2 || out.Fence.Confirmed() != 1 {
+	if out.State != queue.BatchCancelled || out.Open != 0 || out.Cancelled == nil || *out.Cancelled != 2 || out.Fence.Confirmed() != 1 || out.Fences != 2 {
 		t.Errorf("cancel --wait --json: %s", r.stdout)
+	}
+	if want := "batch cw: waiting for 1 requests in flight to finish (w1: 1)\n"; strings.Count(r.stderr, want) != 1 {
+		t.Errorf("cancel said on stderr:\n%s\nwant once: %s", r.stderr, want)
 	}
 }

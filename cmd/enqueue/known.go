@@ -41,17 +41,22 @@ func batchStored(ctx context.Context, js jetstream.JetStream, names queue.Names,
 }
 
 // checkBatchKnown fails with exit status 4 when nothing is stored for
-// batch, so that a typo in a batch id is not taken for a batch with
-// nothing to show.
+// batch and it has no entry in the batches bucket, so that a typo in a
+// batch id is not taken for a batch with nothing to show.
 func checkBatchKnown(ctx context.Context, js jetstream.JetStream, names queue.Names, batch string, maxAge time.Duration) error {
 	known, err := batchStored(ctx, js, names, batch)
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
-	if !known {
-		return unknownBatch(batch, maxAge)
+	if known {
+		return nil
 	}
-	return nil
+	// Asked only now: credentials without the bucket still see the
+	// streams.
+	if _, ok, err := queue.BatchEntry(ctx, js, names, batch); err == nil && ok {
+		return nil
+	}
+	return unknownBatch(batch, maxAge)
 }
 
 func unknownBatch(batch string, maxAge time.Duration) error {

@@ -176,6 +176,20 @@ func openBatchesReadOnly(ctx context.Context, js jetstream.JetStream, n Names) (
 	return &Batches{kv: kv, now: time.Now}, nil
 }
 
+// BatchEntry reads batch's entry without creating the bucket: ok is false
+// when the batch has none (or the bucket does not exist yet).
+func BatchEntry(ctx context.Context, js jetstream.JetStream, n Names, batch string) (c BatchControl, ok bool, err error) {
+	b, err := openBatchesReadOnly(ctx, js, n)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		return DefaultBatchControl(batch), false, nil
+	}
+	if err != nil {
+		return BatchControl{}, false, err
+	}
+	c, rev, err := b.Get(ctx, batch)
+	return c, rev != 0, err
+}
+
 // Batches is the bucket the control writes.
 func (c *Control) Batches() *Batches { return c.batches }
 
@@ -268,10 +282,11 @@ func (c *Control) Resume(ctx context.Context, batch string) (*ControlReport, err
 	if err != nil {
 		return rep, err
 	}
-	if err := c.fenceOnce(ctx, rep); err != nil {
+	// The jobs open as it resumes are those to run.
+	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
-	return rep, c.countOpen(ctx, rep)
+	return rep, c.fenceOnce(ctx, rep)
 }
 
 func (c *Control) pauseConsumer(ctx context.Context, rep *ControlReport) error {
@@ -336,46 +351,48 @@ func (c *Control) Cancel(ctx context.Context, batch string, opts CancelOptions) 
 	if err := c.countOpen(ctx, rep); err != nil {
 		return rep, err
 	}
+	if err := c.fenceUntilIdle(ctx, rep, opts); err != nil {
+		return rep, err
+	}
+	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
+		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
+	})
+	return rep, err
+}
+
+// fenceUntilIdle fences until no answering worker runs one of the batch's
+// jobs, or until opts.Timeout (rep.TimedOut). Later fences wait for the
+// workers that answered the first, not again for those that did not
+// (stopped, most likely); those stay in the report's Missing.
+func (c *Control) fenceUntilIdle(ctx context.Context, rep *ControlReport, opts CancelOptions) error {
 	bound := c.Fence.after(cmp.Or(opts.Timeout, DefaultCancelTimeout))
 	fence, missing := c.Fence, []string(nil)
+	defer func() { rep.Fence.Missing = append(rep.Fence.Missing, missing...) }()
 	for {
 		f, err := Fence(ctx, c.js.Conn(), c.names, rep.Batch, rep.Revision, fence)
 		rep.Fence, rep.Fences = f, rep.Fences+1
-		if err != nil {
-			return rep, err
+		if err != nil || f.Running == 0 {
+			return err
 		}
-		// Later fences wait for the workers that answered, not again for
-		// those that did not (stopped, most likely).
 		if rep.Fences == 1 && len(fence.Expect) > 0 {
 			missing, fence.Expect = f.Missing, nil
 			for _, r := range f.Replies {
 				fence.Expect = append(fence.Expect, r.Worker)
 			}
 		}
-		if rep.Fence.Running == 0 {
-			break
-		}
 		if opts.OnWait != nil {
-			opts.OnWait(rep.Fence)
+			opts.OnWait(f)
 		}
 		select {
 		case <-bound:
 			rep.TimedOut = true
+			return nil
 		default:
-			err = c.sleep(ctx, cmp.Or(c.CancelPoll, 250*time.Millisecond))
 		}
-		if err != nil {
-			return rep, err
-		}
-		if rep.TimedOut {
-			break
+		if err := c.sleep(ctx, cmp.Or(c.CancelPoll, 250*time.Millisecond)); err != nil {
+			return err
 		}
 	}
-	rep.Fence.Missing = append(rep.Fence.Missing, missing...)
-	_, err = c.consumerCall(ctx, rep, "deleting consumer", "jobs waiting out a retry delay are cancelled when it ends", func(ctx context.Context) error {
-		return c.js.DeleteConsumer(ctx, c.names.JobsStream(), rep.Consumer)
-	})
-	return rep, err
 }
 
 func (c *Control) sleep(ctx context.Context, d time.Duration) error {
