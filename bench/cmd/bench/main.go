@@ -5,7 +5,8 @@
 // directory, starts an embedded NATS server (JetStream, random port,
 // temporary store) inside its own process, runs the demo target and the
 // workers as separate processes, and times `enqueue --wait` for
-// each scenario of issue 6 and the isolation figures of issue 3. The raw
+// each scenario of issue 6, the isolation figures of issue 3 and the fair
+// share between batches of issue 15 (fairness.go). The raw
 // baseline is a plain net/http client in this process, same target, same
 // concurrency, no queue. The markdown table goes to standard output and,
 // between markers this program owns, into BENCHMARKS.md.
@@ -18,7 +19,7 @@
 //
 // Usage:
 //
-//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation]
+//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation,fairness]
 //	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
 //	go run ./bench/cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
 //
@@ -45,7 +46,7 @@ import (
 	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
-var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation"}
+var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation", "fairness"}
 
 type bench struct {
 	root, binDir, tmp string
@@ -204,6 +205,8 @@ func (b *bench) runScenarios(ctx context.Context, chosen []string) error {
 			err = b.memory(ctx)
 		case "isolation":
 			err = b.isolation(ctx)
+		case "fairness":
+			err = b.fairness(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)

@@ -40,6 +40,7 @@ type resultStats struct {
 	first    time.Time
 	last     time.Time
 	attempts int
+	times    []time.Time // when each result was stored, in order (read in full)
 }
 
 // readResults counts a batch's stored results and, when full is set, reads
@@ -114,6 +115,7 @@ func (b *broker) readResults(ctx context.Context, batch string, full bool) (resu
 		}
 	}
 	sort.Slice(times, func(i, j int) bool { return times[i].Before(times[j]) })
+	rs.times = times
 	rs.first, rs.last = times[0], times[len(times)-1]
 	rs.span = rs.last.Sub(rs.first)
 	for i := 1; i < len(times); i++ {
