@@ -72,6 +72,7 @@ type sched struct {
 	work       context.Context // settling's context (ends after the grace)
 	creating   chan struct{}   // bounds the lane consumers created at once
 	lastForget time.Time
+	lastSweep  time.Time
 	// pullCtx ends the cold pulls when Run stops.
 	pullCtx   context.Context
 	stopPulls context.CancelFunc

@@ -6,6 +6,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 
 	"github.com/jetpost/jetpost/pkg/job"
@@ -46,14 +47,27 @@ func (c *Consumer) pull(ctx context.Context, cancel context.CancelFunc, l *lane,
 		opt = jetstream.FetchContext(ctx)
 	}
 	began, got, pending := time.Now(), 0, uint64(0)
-	batch, err := cons.Fetch(n, opt)
+	var batch jetstream.MessageBatch
+	var err error
+	expect := c.cfg.PullWait // the server ends the pull by then
+	if kind == pullHot {
+		// What the lane can deliver now, no wait: a hot pull holds part
+		// of the window, and one on a lane whose jobs are all in other
+		// workers' hands would hold it for nothing. A lane that had
+		// nothing turns cold (one long pull outside the window).
+		batch, err = cons.FetchNoWait(n)
+		expect = 0
+	} else {
+		batch, err = cons.Fetch(n, opt)
+	}
 	if err == nil {
 		got, pending = c.receive(l, batch.Messages(), kind)
 		err = batch.Error()
 	}
-	if kind != pullCold && err == nil && got == 0 && time.Since(began) > c.cfg.PullWait+time.Second {
-		// The server ends every pull by its expiry; only the client's
-		// own timer ended this one: the consumer's leader went away.
+	if kind != pullCold && err == nil && got == 0 && time.Since(began) > expect+900*time.Millisecond {
+		// The server answers every pull by its expiry; only the client's
+		// own timer (a second past it) ended this one: the consumer's
+		// leader went away.
 		c.rescueSoon()
 	}
 	if errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded) {
@@ -152,9 +166,10 @@ func (c *Consumer) pullDone(l *lane, kind pullKind, got int, pending uint64, err
 		l.cancelPull = nil
 	}
 	if err != nil {
-		if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) {
-			// The server lost the consumer (a cancel deleted it, it
-			// expired, or the server restarted without its store):
+		if IsNotFound(err) || errors.Is(err, jetstream.ErrConsumerDeleted) || errors.Is(err, nats.ErrNoResponders) {
+			// The server lost the consumer (a cancel or another worker
+			// deleted it: nobody answers its pulls; it expired, or the
+			// server restarted without its store):
 			// create it again. Its successor delivers every job again,
 			// so there is nothing for a rescue to find.
 			c.log.Debug().Err(err).Str("batch", l.batch).Msg("a batch's consumer is gone; creating it again")

@@ -31,6 +31,11 @@ const (
 	// lingerDone is how long a batch's entry is kept once its last job is
 	// gone: late jobs of a cancelled batch are still cancelled.
 	lingerDone = 10 * time.Minute
+	// sweepAge is how old a batch consumer with nothing to do must be for
+	// the sweep to retire it (a lane may be about to use a new one).
+	sweepAge = 10 * time.Second
+	// sweepEvery spaces the sweeps of batch consumers (one listing each).
+	sweepEvery = 15 * time.Second
 	// forgetEvery spaces the sweeps of finished batches' entries.
 	forgetEvery = time.Minute
 	// maxCreating bounds the lane consumers created at once.
@@ -228,6 +233,9 @@ func (c *Consumer) createLaneLocked(ctx context.Context, l *lane) {
 			c.dropIfDoneLocked(l)
 		} else {
 			l.cons, l.created, l.cold = cons, created, false
+			// Its jobs may have gone while it was made: then it is done
+			// now, and its consumer must not outlive it.
+			c.dropIfDoneLocked(l)
 		}
 		c.mu.Unlock()
 		c.signal()
@@ -311,8 +319,11 @@ func (c *Consumer) retire(cons jetstream.Consumer, l *lane) {
 	// Paused first, then looked at again: a job published between a look
 	// and the delete would be delivered, and then delivered again by the
 	// next consumer while its first request is under way.
+	// If the pause fails (nats-server 2.15 can lose the store directory
+	// of a consumer deleted and made again at once, and then refuses every
+	// update of it), the second look alone has to do.
 	if _, err := c.stream.PauseConsumer(ctx, l.name, farFuture); err != nil {
-		return
+		c.log.Debug().Err(err).Str("consumer", l.name).Msg("pausing a drained batch's consumer before deleting it failed")
 	}
 	if info, err := cons.Info(ctx); err != nil || info.NumPending > 0 || info.NumAckPending > 0 {
 		if c.control(l.batch).State != BatchPaused {
@@ -332,6 +343,10 @@ func (c *Consumer) retire(cons jetstream.Consumer, l *lane) {
 // batch's entry stays.
 func (c *Consumer) forgetFinished(ctx context.Context, subjects map[string]uint64) {
 	now := c.now()
+	if now.Sub(c.lastSweep) >= sweepEvery {
+		c.lastSweep = now
+		c.sweepConsumers(ctx, subjects)
+	}
 	if now.Sub(c.lastForget) < forgetEvery {
 		return
 	}
@@ -342,6 +357,36 @@ func (c *Consumer) forgetFinished(ctx context.Context, subjects map[string]uint6
 		}
 		if err := c.batches.Forget(ctx, batch, e.rev); err != nil {
 			c.log.Debug().Err(err).Str("batch", batch).Msg("forgetting a finished batch failed")
+		}
+	}
+}
+
+// sweepConsumers retires the batch consumers no worker retired: made again
+// by a worker just as another deleted it, or left when a look before the
+// delete saw a job in flight. Without this they would last until their
+// inactive threshold.
+func (c *Consumer) sweepConsumers(ctx context.Context, subjects map[string]uint64) {
+	list := c.stream.ListConsumers(ctx)
+	var idle []*lane
+	for info := range list.Info() {
+		subject := info.Config.FilterSubject
+		if info.Name != c.names.BatchConsumer(subject) || subjects[subject] > 0 ||
+			info.NumPending > 0 || info.NumAckPending > 0 || c.now().Sub(info.Created) < sweepAge {
+			continue
+		}
+		c.mu.Lock()
+		_, active := c.lanes[subject]
+		c.mu.Unlock()
+		if !active {
+			idle = append(idle, &lane{subject: subject, batch: c.names.batchOfJob(subject), name: info.Name})
+		}
+	}
+	if err := list.Err(); err != nil {
+		c.log.Debug().Err(err).Msg("listing batch consumers failed")
+	}
+	for _, l := range idle {
+		if cons, err := c.stream.Consumer(ctx, l.name); err == nil {
+			c.retire(cons, l)
 		}
 	}
 }
