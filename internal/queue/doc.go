@@ -33,7 +33,10 @@
 // backstop cleanup. Workers find the batches with jobs from the stream's
 // subject counts (every second, at once when the batches bucket changes or
 // the subject count moves), drop a lane whose subject is empty and delete
-// its consumer once nothing is pending on it. The consumer the workers of
+// its consumer once nothing is pending on it (paused, then looked at again,
+// so a job published meanwhile is not delivered twice); every 15 s a sweep
+// retires the batch consumers no lane owns that have nothing to do (one
+// made again just as another worker deleted it). The consumer the workers of
 // earlier versions shared is deleted at start (a work-queue stream refuses
 // overlapping consumers): stop old workers before starting new ones.
 //
@@ -44,8 +47,10 @@
 // every place. Pulls follow the shares: the window of MaxInflight running
 // plus Prefetch waiting is split by weight, each lane refilling its part
 // once half the prefetch's worth is free (exactly the former single
-// consumer's rhythm for a lone batch). A lane whose pull found nothing to
-// deliver at once turns cold: one long pull of one job (coldWait), at most
+// consumer's rhythm for a lone batch). Such a pull takes what the lane can
+// deliver at once (no wait): one on a lane whose jobs are all in other
+// workers' hands would hold its part of the window for nothing until it
+// expired. A lane whose pull found nothing to deliver at once turns cold: one long pull of one job (coldWait), at most
 // maxColdPulls at a time, outside the window, so a thousand idle lanes cost
 // a bounded number of pulls per second and a deferred job coming due still
 // arrives at once. It does not use the library's buffered iterators on
