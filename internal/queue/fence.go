@@ -209,11 +209,18 @@ func CancelledResult(j *job.Job, attempts int, worker string, now time.Time) *jo
 // re-driven callback is not posted: it gets a new dead letter, from which
 // it can be re-driven again.
 func (c *Consumer) cancelHandler(_ context.Context, d *Delivery) Decision {
-	now := c.now()
+	return CancelledDecision(d, c.cfg.Worker, c.now())
+}
+
+// CancelledDecision settles a delivery of a cancelled batch without a
+// request: a job's cancelled result, or a re-driven callback's result as it
+// stands with a callback that was not sent again. The queue's drain and the
+// worker's check before a request both decide with it.
+func CancelledDecision(d *Delivery, worker string, now time.Time) Decision {
 	if d.Job.Kind == job.KindCallback {
 		r := *d.Job.Result
 		r.Callback = &job.CallbackResult{Error: "cancelled: its batch was cancelled before the callback was sent again"}
 		return Decision{Action: AckWithResult, Result: &r}
 	}
-	return Decision{Action: AckWithResult, Result: CancelledResult(d.Job, d.Attempts, c.cfg.Worker, now)}
+	return Decision{Action: AckWithResult, Result: CancelledResult(d.Job, d.Attempts, worker, now)}
 }

@@ -13,8 +13,6 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/jetpost/jetpost/internal/leakcheck"
-	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -30,17 +28,8 @@ type laneRig struct {
 
 func newLaneRig(t *testing.T) *laneRig {
 	t.Helper()
-	leakcheck.AtEnd(t)
-	ns := natstest.RunServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := serverJS(t)
+	var err error
 	r := &laneRig{t: t, ctx: t.Context(), js: js, n: NewNames("jetpost"),
 		sc: StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}}
 	if err := Setup(r.ctx, js, r.n, r.sc); err != nil {

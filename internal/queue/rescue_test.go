@@ -7,12 +7,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
-	"github.com/jetpost/jetpost/internal/leakcheck"
-	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -30,17 +27,8 @@ type failoverRig struct {
 
 func newFailoverRig(t *testing.T, ids ...string) *failoverRig {
 	t.Helper()
-	leakcheck.AtEnd(t)
-	ns := natstest.RunServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := serverJS(t)
+	var err error
 	r := &failoverRig{t: t, ctx: t.Context(), js: js, seqs: map[string]uint64{}}
 	n := NewNames("jetpost")
 	sc := StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}

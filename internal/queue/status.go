@@ -109,6 +109,7 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string, 
 		return s
 	}
 	var resultCounts map[string]uint64
+	var firstAt time.Time
 	for _, src := range []struct {
 		stream, subject string
 		add             func(*BatchStatus, uint64)
@@ -127,7 +128,7 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string, 
 			continue
 		}
 		if src.stream == n.ResultsStream() {
-			resultCounts = counts
+			resultCounts, firstAt = counts, so.now()
 		}
 		for subj, c := range counts {
 			parts := strings.SplitN(subj, ".", 3)
@@ -152,7 +153,7 @@ func Status(ctx context.Context, js jetstream.JetStream, n Names, batch string, 
 	sort.Slice(o.Batches, func(i, j int) bool { return o.Batches[i].Batch < o.Batches[j].Batch })
 	applyControl(o.Batches, entries)
 	o.consumers(ctx, js, n, batch)
-	o.rates(ctx, js, n, tok, resultCounts, so)
+	o.rates(ctx, js, n, tok, resultCounts, firstAt, so)
 	budget := cancelledBudget
 	if batch != "" {
 		budget = 0
@@ -298,28 +299,33 @@ func (o *Overview) consumers(ctx context.Context, js jetstream.JetStream, n Name
 	}
 }
 
+func (so StatusOptions) now() time.Time {
+	if so.Now == nil {
+		return time.Now()
+	}
+	return so.Now()
+}
+
 // rates measures each batch's results per second: the results stream's
 // per-subject counts, read again after so.RateWindow. Only when some batch
 // has jobs open: a quiet system answers at once.
-func (o *Overview) rates(ctx context.Context, js jetstream.JetStream, n Names, tok string, first map[string]uint64, so StatusOptions) {
+func (o *Overview) rates(ctx context.Context, js jetstream.JetStream, n Names, tok string, first map[string]uint64, t0 time.Time, so StatusOptions) {
 	open := slices.ContainsFunc(o.Batches, func(b BatchStatus) bool { return b.Open > 0 })
 	if so.RateWindow <= 0 || first == nil || !open {
 		return
-	}
-	now := so.Now
-	if now == nil {
-		now = time.Now
 	}
 	sleep := so.Sleep
 	if sleep == nil {
 		sleep = retry.Sleep
 	}
-	t0 := now()
-	if sleep(ctx, so.RateWindow) != nil {
+	// The window runs from the first read, not from here: reading the
+	// bucket and the consumers in between (90 ms with 1,000 batches)
+	// would otherwise count as results of a shorter window.
+	if sleep(ctx, so.RateWindow-so.now().Sub(t0)) != nil {
 		return
 	}
 	second, err := subjectCounts(ctx, js, n.ResultsStream(), n.ResultSubject(tok))
-	elapsed := now().Sub(t0)
+	elapsed := so.now().Sub(t0)
 	if err != nil || elapsed <= 0 {
 		return
 	}

@@ -207,12 +207,12 @@ func (w *Worker) batchStopped(log jobLog, d *queue.Delivery) (queue.Decision, bo
 		log.Debug().Msg("batch paused: handed back before its request")
 		return queue.Decision{Action: queue.HandBack}, true
 	case queue.BatchCancelled:
-		r := queue.CancelledResult(d.Job, d.Attempts, w.cfg.ID, w.now())
+		dec := queue.CancelledDecision(d, w.cfg.ID, w.now())
 		if w.obs.Finished != nil {
-			w.obs.Finished(r)
+			w.obs.Finished(dec.Result)
 		}
 		log.Debug().Msg("batch cancelled: settled before its request")
-		return queue.Decision{Action: queue.AckWithResult, Result: r}, true
+		return dec, true
 	}
 	return queue.Decision{}, false
 }
@@ -387,9 +387,7 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, d *queue.Delive
 	case queue.BatchPaused:
 		return queue.Decision{Action: queue.HandBack}
 	case queue.BatchCancelled:
-		r := *j.Result
-		r.Callback = &job.CallbackResult{Error: "cancelled: its batch was cancelled before the callback was sent again"}
-		return queue.Decision{Action: queue.AckWithResult, Result: &r}
+		return queue.CancelledDecision(d, w.cfg.ID, w.now())
 	}
 	if dec, ok := w.deferForCallback(log, j); ok {
 		return dec
