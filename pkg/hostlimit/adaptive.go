@@ -1,6 +1,7 @@
 package hostlimit
 
 import (
+	"net/http"
 	"time"
 
 	"github.com/jetpost/jetpost/pkg/sender"
@@ -36,6 +37,14 @@ type adaptive struct {
 	slowStart bool
 	lastCut   time.Time
 	lastMax   float64 // the limit when the host last pushed back
+	// gain scales the additive increase (1, down to minGain): halved when
+	// the host pushed back again within answersPerCut good answers, doubled
+	// after as many without a push-back. Several workers sharing a host each
+	// add their increase to the host's load, so the host would push back
+	// several times as often; each one's gain falls until cuts are as rare
+	// as for one worker, whatever their number (which none of them knows).
+	gain float64
+	good int // good answers since the last cut
 
 	// short is a fast moving average of latency (about the last 20
 	// answers); base is the lowest it has been lately: the host's latency
@@ -48,6 +57,12 @@ type adaptive struct {
 }
 
 const (
+	// answersPerCut is how many good answers one cycle of the sawtooth
+	// should last at least (a 429 per 200 answers: 0.5%); minGain bounds how
+	// slowly the limit creeps.
+	answersPerCut = 200
+	minGain       = 1.0 / 16
+
 	// nearMax and nearMaxGrowth: within ±5% of the limit at which the host
 	// last pushed back, grow at a quarter of the usual pace (as TCP BIC and
 	// CUBIC flatten near the last maximum). Beyond it the host has more
@@ -70,7 +85,7 @@ const (
 func newAdaptive(initial, maxLimit int, backoff, tolerance float64) *adaptive {
 	return &adaptive{
 		limit: float64(initial), min: 1, max: float64(maxLimit),
-		backoff: backoff, tolerance: tolerance, slowStart: true,
+		backoff: backoff, tolerance: tolerance, slowStart: true, gain: 1,
 	}
 }
 
@@ -87,13 +102,21 @@ func (a *adaptive) latency(def time.Duration) time.Duration {
 }
 
 // observe learns from one finished request that started at start with
-// inflight requests (itself included) outstanding to the host.
-func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight int, now time.Time) {
+// inflight requests (itself included) outstanding to the host; busy are
+// still outstanding now that it is done.
+func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight, busy int, now time.Time) {
 	if !fb.Sent || fb.Canceled {
 		return
 	}
 	if fb.Overloaded() {
-		a.cut(start, now)
+		if !a.cut(start, now) && fb.Status == http.StatusTooManyRequests {
+			// Refused again within the round trip after a cut: the host
+			// is full with what is in flight now, and a request sent in
+			// this one's place would be refused at once too (a host
+			// answering 429 instantly would see a storm of them until the
+			// round trip ends). Wait for a good answer first.
+			a.limit = max(a.min, min(a.limit, float64(busy)))
+		}
 		return
 	}
 	if fb.Failed || fb.Status >= 500 {
@@ -105,30 +128,54 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight int, no
 		a.cut(start, now)
 		return
 	}
+	a.good++
+	if a.good%answersPerCut == 0 {
+		a.gain = min(1, 2*a.gain)
+	}
 	if float64(inflight)*2 < a.limit {
 		return
 	}
+	a.grow()
+}
+
+// grow raises the limit after a good answer that tested it.
+func (a *adaptive) grow() {
+	// Near: within ±5% of it, and at least ±1 (a small limit's 5% is
+	// less than one request).
+	near := max(a.lastMax*nearMax, 1)
 	switch {
 	case a.slowStart:
 		a.limit++
-	case a.limit > a.lastMax*(1-nearMax) && a.limit < a.lastMax*(1+nearMax):
+	case a.limit >= a.lastMax+near:
+		// Past where the host last pushed back: it has more room than
+		// before (a worker sharing it left), so the usual pace resumes.
+		a.gain = 1
+		a.limit += 1 / a.limit
+	case a.limit > a.lastMax-near:
 		// Close to where the host last pushed back: probe slowly, so the
 		// refusal that ends each cycle comes once in many round trips.
-		a.limit += nearMaxGrowth / a.limit
+		a.limit += a.gain * nearMaxGrowth / a.limit
 	default:
 		a.limit += 1 / a.limit
 	}
 	a.limit = min(a.limit, a.max)
 }
 
-func (a *adaptive) cut(start, now time.Time) {
+// cut shrinks the limit for an overload signal about a request sent at
+// start, unless it was sent before the last cut; it reports whether it did.
+func (a *adaptive) cut(start, now time.Time) bool {
 	if start.Before(a.lastCut) {
-		return
+		return false
 	}
+	if !a.slowStart && a.good < answersPerCut {
+		a.gain = max(minGain, a.gain/2)
+	}
+	a.good = 0
 	a.slowStart = false
 	a.lastMax = a.limit
 	a.limit = max(a.min, a.limit*a.backoff)
 	a.lastCut = now
+	return true
 }
 
 func (a *adaptive) sample(lat float64, now time.Time) {
@@ -145,6 +192,16 @@ func (a *adaptive) sample(lat float64, now time.Time) {
 		a.prevBase, a.base, a.baseSince = a.base, a.short, now
 	}
 	a.base = min(a.base, a.short)
+}
+
+// holdTime is how long the slot of a request refused at once stays taken:
+// about one of the host's requests' latency, by which one of them will have
+// finished; latencyGuess until the host's latency is known.
+func (a *adaptive) holdTime() time.Duration {
+	if lat := a.baseLatency(); lat > 0 {
+		return lat
+	}
+	return latencyGuess
 }
 
 // baseLatency is the host's latency without our queue (0 until enough

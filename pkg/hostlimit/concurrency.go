@@ -34,7 +34,8 @@ const (
 // acquireSlot reserves one of h's slots, waiting for one in the buffer if
 // it may, or returns the refusal. l.mu is held on entry and on return.
 func (l *Limiter) acquireSlot(ctx context.Context, h *hostState, now time.Time) error {
-	if h.inflight < h.limit() && len(h.waiters) == 0 {
+	l.grantWaiters(h, now) // slots held after a 429 may be due back
+	if h.room(now) && len(h.waiters) == 0 {
 		h.occupy(now)
 		return nil
 	}
@@ -84,6 +85,9 @@ func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, 
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err == nil {
+		l.grantWaiters(h, l.cfg.Now()) // slots held after a 429 may be due back
+	}
 	select {
 	case <-w:
 		// Handed a slot just as the wait ended: take it, unless the
@@ -119,7 +123,7 @@ func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
 // grantWaiters hands free slots of h to its waiters, first come first
 // served. l.mu is held.
 func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
-	for len(h.waiters) > 0 && h.inflight < h.limit() {
+	for len(h.waiters) > 0 && h.room(now) {
 		w := h.waiters[0]
 		h.waiters = slices.Delete(h.waiters, 0, 1)
 		l.waiting--

@@ -21,6 +21,14 @@ type hostState struct {
 	// waiters are requests waiting in Admit for a slot, first come first
 	// served; release hands its slot to the first.
 	waiters []chan struct{}
+	// held are the slots of requests the host answered 429, each kept
+	// until its time (a latency after the answer) under an adaptive limit:
+	// the host was full, and a request sent in the freed slot before any
+	// of the host's requests can have finished would be refused as well.
+	// A host that refuses at once would otherwise see a storm of requests
+	// (one per slot per millisecond) that no cut can stop: the limit does
+	// not fall below 1, nor more than once per round trip.
+	held []time.Time
 	// owedSince is when the host last answered or went from idle to busy,
 	// whichever is later: with requests in flight, the host's latency is at
 	// least the time since, which is how a host that hangs is noticed
@@ -51,6 +59,15 @@ func (h *hostState) occupy(now time.Time) {
 		h.owedSince = now
 	}
 	h.inflight++
+}
+
+// room reports whether h has a free slot now, its held slots that are
+// due given back.
+func (h *hostState) room(now time.Time) bool {
+	if len(h.held) > 0 {
+		h.held = slices.DeleteFunc(h.held, func(t time.Time) bool { return !now.Before(t) })
+	}
+	return h.inflight+len(h.held) < h.limit()
 }
 
 func (h *hostState) limit() int {

@@ -172,7 +172,7 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 		// Tokens first, then the slot: a request waiting for a token must
 		// not hold one of the host's slots meanwhile. But a request that
 		// will find no slot must not spend a token either.
-		if h.inflight >= h.limit() || len(h.waiters) > 0 {
+		if !h.room(now) || len(h.waiters) > 0 {
 			if _, ok := l.mayWait(h, now); !ok {
 				err := l.refuseConcurrency(h, now)
 				l.mu.Unlock()
@@ -216,12 +216,15 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	case !fb.Sent || fb.Canceled:
 	case fb.Status == http.StatusTooManyRequests:
 		h.refusedInARow++
+		if h.fixed == 0 {
+			h.held = append(h.held, now.Add(h.conc.holdTime()))
+		}
 	case fb.Status > 0 && fb.Status < 400:
 		h.refusedInARow = 0
 	}
 	// With a fixed limit the adaptive state still learns the latency, for
 	// scheduling refused jobs; its own limit is not used.
-	h.conc.observe(fb, start, inflight, now)
+	h.conc.observe(fb, start, inflight, h.inflight, now)
 	l.grantWaiters(h, now)
 	if !fb.WantPace {
 		return 0

@@ -1,0 +1,193 @@
+package hostlimit
+
+import (
+	"container/heap"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jetpost/jetpost/pkg/job"
+	"github.com/jetpost/jetpost/pkg/sender"
+)
+
+// What a capped API's 429 carries, as the sender reports it to the
+// limiter: without Retry-After the sender asks the permit for the host's
+// pace (Feedback.WantPace); with one, in seconds or as an HTTP date, the
+// retry waits what the host asked and the limiter is not asked.
+var retryAfterKinds = []struct {
+	name     string
+	wantPace bool
+}{{"none", true}, {"seconds", false}, {"date", false}}
+
+// fleetSim is simulate for several workers, each with its own Limiter and
+// an endless backlog, sharing one host: whenever an answer arrives, each
+// worker starts as many requests as its limiter admits (jobs keep coming
+// back to every worker).
+type fleetSim struct {
+	t        *testing.T
+	clock    *fakeClock
+	host     hostModel
+	wantPace bool
+	ls       []*Limiter
+	q        pendingHeap
+	byStatus map[int]int
+	limits   [][]int // each worker's limit after each of its answers
+	owner    map[*sender.Permit]int
+}
+
+const fleetHost = "api.example.com:443"
+
+func (s *fleetSim) fill(w int) {
+	for {
+		permit, err := s.ls[w].Admit(context.Background(), sender.AdmitRequest{Host: fleetHost})
+		if err != nil {
+			var na *sender.NotAdmittedError
+			if !errors.As(err, &na) || na.Wait <= 0 {
+				s.t.Fatalf("refusal %v: want a NotAdmittedError with a wait", err)
+			}
+			return
+		}
+		status, lat, _ := s.host.arrive(s.clock.now())
+		heap.Push(&s.q, pending{at: s.clock.now().Add(lat), status: status, latency: lat, release: permit})
+		s.owner[permit] = w
+	}
+}
+
+func (s *fleetSim) run(d time.Duration) {
+	for w := range s.ls {
+		s.fill(w)
+	}
+	end := s.clock.now().Add(d)
+	for s.q.Len() > 0 {
+		p := heap.Pop(&s.q).(pending)
+		if p.at.After(end) {
+			return
+		}
+		s.clock.t = p.at
+		s.host.done(p.status)
+		w := s.owner[p.release]
+		delete(s.owner, p.release)
+		p.release.Done(sender.Feedback{Sent: true, Status: p.status, Latency: p.latency,
+			WantPace: p.status == http.StatusTooManyRequests && s.wantPace})
+		s.byStatus[p.status]++
+		s.limits[w] = append(s.limits[w], hostLimit(s.ls[w], fleetHost))
+		for w := range s.ls {
+			s.fill(w)
+		}
+	}
+}
+
+func runFleet(t *testing.T, workers int, wantPace bool, d time.Duration) *fleetSim {
+	t.Helper()
+	clock := newClock()
+	s := &fleetSim{t: t, clock: clock, host: &refuseAbove{capacity: 30, latency: 50 * time.Millisecond},
+		wantPace: wantPace, byStatus: map[int]int{}, limits: make([][]int, workers), owner: map[*sender.Permit]int{}}
+	for range workers {
+		l, err := New(Config{MaxInflight: 200, Now: clock.now})
+		if err != nil {
+			t.Fatal(err)
+		}
+		s.ls = append(s.ls, l)
+	}
+	s.run(d)
+	return s
+}
+
+// TestA429TeachesTheLimitWithOrWithoutRetryAfter: issue 17's capped API
+// (429 above 30 concurrent requests, 50 ms each, capacity 600/s) with one
+// worker and with three sharing it, its 429s without Retry-After, with
+// seconds and with an HTTP date. Every variant must get at least 0.9 of
+// the capacity with at most 2% of requests answered 429, and a 429 must
+// teach the limits the same whatever it carries.
+func TestA429TeachesTheLimitWithOrWithoutRetryAfter(t *testing.T) {
+	const d = 60 * time.Second
+	for _, workers := range []int{1, 3} {
+		var first [][]int
+		for _, ra := range retryAfterKinds {
+			t.Run(fmt.Sprintf("%d workers, Retry-After %s", workers, ra.name), func(t *testing.T) {
+				s := runFleet(t, workers, ra.wantPace, d)
+				ok, refused := s.byStatus[200], s.byStatus[429]
+				rate := float64(ok) / d.Seconds()
+				share := float64(refused) / float64(ok+refused)
+				final := make([]int, workers)
+				for w := range final {
+					final[w] = s.limits[w][len(s.limits[w])-1]
+				}
+				t.Logf("ok %d (%.0f/s, %.2f of 600), 429 %d (%.2f%%), final limits %v", ok, rate, rate/600, refused, 100*share, final)
+				if rate < 0.9*600 {
+					t.Errorf("throughput %.0f/s, want at least 540/s", rate)
+				}
+				if share > 0.02 {
+					t.Errorf("%.2f%% of requests answered 429, want at most 2%%", 100*share)
+				}
+				if first == nil {
+					first = s.limits
+				} else if !slices.EqualFunc(first, s.limits, slices.Equal) {
+					t.Errorf("the limits learned differ from those learned from 429s without Retry-After")
+				}
+			})
+		}
+	}
+}
+
+// TestRetryAfterShrinksTheLimitTheSameWay: through a real sender to a real
+// server, a 429 cuts the host's adaptive limit by the same factor whether
+// it carries no Retry-After, seconds, or an HTTP date; only the retry's
+// delay differs (the host's own, or for none the worker's backoff while
+// the host's pace is unknown).
+func TestRetryAfterShrinksTheLimitTheSameWay(t *testing.T) {
+	future := time.Now().Add(time.Hour).UTC().Format(http.TimeFormat)
+	kinds := map[string]struct {
+		header   string
+		min, max time.Duration // the outcome's RetryAfter
+	}{
+		"none":    {"", 0, 0},
+		"seconds": {"1", time.Second, time.Second},
+		"date":    {future, 58 * time.Minute, time.Hour},
+	}
+	for name, k := range kinds {
+		t.Run(name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+				if k.header != "" {
+					w.Header().Set("Retry-After", k.header)
+				}
+				w.WriteHeader(http.StatusTooManyRequests)
+			}))
+			defer srv.Close()
+			clock := newClock()
+			l, err := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
+			if err != nil {
+				t.Fatal(err)
+			}
+			s, err := sender.New(sender.Config{Admission: l, MaxRetryAfter: 2 * time.Hour,
+				AllowedNetworks: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // a liveness guard
+			defer cancel()
+			var limits []int
+			for i := range 3 {
+				o := s.Send(ctx, &job.Job{ID: fmt.Sprint("job-", i), Batch: "b", Method: http.MethodGet, URL: srv.URL})
+				if o.Class != sender.Retryable || o.Status != http.StatusTooManyRequests {
+					t.Fatalf("outcome %v status %d (%v): want a retryable 429", o.Class, o.Status, o.Err)
+				}
+				if o.RetryAfter < k.min || o.RetryAfter > k.max {
+					t.Fatalf("retry after %v, want %v to %v", o.RetryAfter, k.min, k.max)
+				}
+				limits = append(limits, hostLimit(l, strings.TrimPrefix(srv.URL, "http://")))
+			}
+			// 10 × 0.9 per 429: 9, 8.1, 7.29.
+			if want := []int{9, 8, 7}; !slices.Equal(limits, want) {
+				t.Fatalf("limits after each 429: %v, want %v", limits, want)
+			}
+		})
+	}
+}
