@@ -15,20 +15,28 @@ import (
 //     answer at first (slow start: doubling every round trip, so a fast host
 //     is found within a few round trips), then by 1/limit per answer (about
 //     one per round trip), so the limit creeps towards the edge instead of
-//     jumping over it; near the limit where the host last pushed back, at a
-//     quarter of that pace.
+//     jumping over it; near the limit where the host last pushed back
+//     (±5%, at least ±1), at a quarter of that pace times a gain that
+//     halves while the host pushes back within 20 round trips of the last
+//     time, and doubles back after as many without.
 //   - Shrink multiplicatively (×Backoff) on 429, 503 or a timeout, and when
 //     the recent latency rises above Tolerance × the host's baseline
 //     latency, and by more than 10 ms (queueing at the host, before it
 //     starts refusing; smaller rises are noise). At most
 //     once per round trip: answers to requests sent before the last cut
 //     were sent under the old limit and say nothing about the new one.
+//     A 429 within that round trip holds the limit to what is still in
+//     flight, and every 429 holds its slot for a latency (hostState.held).
 //   - Don't grow while the host is not the bottleneck (fewer than half the
 //     limit in flight): a limit that is never reached has not been tested.
 //
 // Against a host that refuses above C concurrent requests with flat
 // latency, the limit saws between about Backoff×C and C+1, spending one
-// refused request per cycle of several round trips.
+// refused request per cycle of several round trips. Several workers
+// sharing the host each probe it; without the gain, the host refused
+// several times as often (5% of requests with three workers, in the fleet
+// simulation of fleet429_test.go), and without the holds a host that
+// refuses at once saw a storm of requests.
 type adaptive struct {
 	limit     float64
 	min, max  float64
@@ -37,14 +45,15 @@ type adaptive struct {
 	slowStart bool
 	lastCut   time.Time
 	lastMax   float64 // the limit when the host last pushed back
-	// gain scales the additive increase (1, down to minGain): halved when
-	// the host pushed back again within answersPerCut good answers, doubled
-	// after as many without a push-back. Several workers sharing a host each
-	// add their increase to the host's load, so the host would push back
-	// several times as often; each one's gain falls until cuts are as rare
-	// as for one worker, whatever their number (which none of them knows).
-	gain float64
-	good int // good answers since the last cut
+	// gain scales the growth near lastMax (1, down to minGain): halved when
+	// the host pushed back again within cycle(), doubled after as long
+	// without. Workers sharing a host each add their growth to its load, so
+	// it would push back as many times as often; each one's gain falls until
+	// cuts are about as rare as for one worker, whatever their number (which
+	// none of them knows). Far from lastMax the pace is the usual one, so a
+	// worker that was cut far down, or finds room others left, is not slowed.
+	gain   float64
+	gainAt time.Time // when gain last rose
 
 	// short is a fast moving average of latency (about the last 20
 	// answers); base is the lowest it has been lately: the host's latency
@@ -57,11 +66,11 @@ type adaptive struct {
 }
 
 const (
-	// answersPerCut is how many good answers one cycle of the sawtooth
-	// should last at least (a 429 per 200 answers: 0.5%); minGain bounds how
-	// slowly the limit creeps.
-	answersPerCut = 200
-	minGain       = 1.0 / 16
+	// cycleRoundTrips is how many of the host's latencies one cycle of the
+	// sawtooth should last at least (with a limit of 10, one 429 in about
+	// 200 requests); minGain bounds how slowly the limit creeps.
+	cycleRoundTrips = 20
+	minGain         = 1.0 / 16
 
 	// nearMax and nearMaxGrowth: within ±5% of the limit at which the host
 	// last pushed back, grow at a quarter of the usual pace (as TCP BIC and
@@ -128,9 +137,8 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight, busy i
 		a.cut(start, now)
 		return
 	}
-	a.good++
-	if a.good%answersPerCut == 0 {
-		a.gain = min(1, 2*a.gain)
+	if cycle := a.cycle(); cycle > 0 && now.Sub(a.lastCut) >= cycle && now.Sub(a.gainAt) >= cycle {
+		a.gain, a.gainAt = min(1, 2*a.gain), now
 	}
 	if float64(inflight)*2 < a.limit {
 		return
@@ -167,10 +175,9 @@ func (a *adaptive) cut(start, now time.Time) bool {
 	if start.Before(a.lastCut) {
 		return false
 	}
-	if !a.slowStart && a.good < answersPerCut {
+	if cycle := a.cycle(); !a.slowStart && now.Sub(a.lastCut) < cycle {
 		a.gain = max(minGain, a.gain/2)
 	}
-	a.good = 0
 	a.slowStart = false
 	a.lastMax = a.limit
 	a.limit = max(a.min, a.limit*a.backoff)
@@ -192,6 +199,12 @@ func (a *adaptive) sample(lat float64, now time.Time) {
 		a.prevBase, a.base, a.baseSince = a.base, a.short, now
 	}
 	a.base = min(a.base, a.short)
+}
+
+// cycle is the shortest a cycle of the sawtooth should last (see gain):
+// cycleRoundTrips of the host's latency; 0 while that is unknown.
+func (a *adaptive) cycle() time.Duration {
+	return cycleRoundTrips * a.baseLatency()
 }
 
 // holdTime is how long the slot of a request refused at once stays taken:

@@ -141,14 +141,24 @@ func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
 // delayed NAKs, and JetStream's work, to about one per job. It also returns
 // the latency the pace was taken from. l.mu is held.
 func (l *Limiter) concurrencyWait(h *hostState, now time.Time) (wait, lat time.Duration) {
-	stalled := h.stalled(now)
-	lat = h.conc.baseLatency()
-	if lat == 0 {
+	lat, limit, known := l.linePace(h, now)
+	if !known {
 		// Too few answers to know the host's pace (its first round trips):
 		// come back soon and be scheduled then, rather than parked for
 		// long on a guess. A host that hangs makes the waits grow.
-		lat = max(latencyGuess, stalled)
 		return min(l.jitter(lat), l.cfg.MaxDefer), lat
+	}
+	return l.schedule(&h.cursor, now, lineSpacing(lat, limit)), lat
+}
+
+// linePace is the latency and the limit that h's line of refused jobs is
+// paced on; known is false while the host's latency is not (lat is then a
+// guess). l.mu is held.
+func (l *Limiter) linePace(h *hostState, now time.Time) (lat time.Duration, limit float64, known bool) {
+	stalled := h.stalled(now)
+	lat = h.conc.baseLatency()
+	if lat == 0 {
+		return max(latencyGuess, stalled), 0, false
 	}
 	// The pace is taken optimistically, at the host's best lately (its
 	// baseline latency, the higher of its limit now and where it last
@@ -157,7 +167,7 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) (wait, lat time.D
 	// idle; jobs that come back too early are only parked again. A host
 	// that stops answering slows the pace down.
 	lat = max(lat, stalled)
-	limit := float64(h.limit())
+	limit = float64(h.limit())
 	if h.fixed == 0 {
 		limit = max(limit, h.conc.lastMax)
 		if h.conc.slowStart {
@@ -170,7 +180,13 @@ func (l *Limiter) concurrencyWait(h *hostState, now time.Time) (wait, lat time.D
 			limit = h.conc.max
 		}
 	}
-	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency)), lat
+	return lat, limit, true
+}
+
+// lineSpacing is the spacing of a line of refused jobs for a host that
+// answers in lat with limit requests in flight.
+func lineSpacing(lat time.Duration, limit float64) time.Duration {
+	return time.Duration(float64(lat) / limit / overbookConcurrency)
 }
 
 // pace books a place in h's line of refused jobs for a job that h

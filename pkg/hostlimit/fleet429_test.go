@@ -78,8 +78,8 @@ func (s *fleetSim) run(d time.Duration) {
 			WantPace: p.status == http.StatusTooManyRequests && s.wantPace})
 		s.byStatus[p.status]++
 		s.limits[w] = append(s.limits[w], hostLimit(s.ls[w], fleetHost))
-		for w := range s.ls {
-			s.fill(w)
+		for i := range s.ls {
+			s.fill((w + i) % len(s.ls)) // the worker that got the answer first
 		}
 	}
 }
@@ -189,5 +189,57 @@ func TestRetryAfterShrinksTheLimitTheSameWay(t *testing.T) {
 				t.Fatalf("limits after each 429: %v, want %v", limits, want)
 			}
 		})
+	}
+}
+
+// TestWorkersShareOneLineOfRefusedJobs: with several workers (Peers), the
+// jobs a host's concurrency limits refuse are lined up on one line in
+// Buckets, whichever worker refused them, spaced for the sum of the
+// workers' limits; each worker reserves places in blocks.
+func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
+	clock := newClock()
+	shared := &MemBuckets{}
+	peers := 1
+	a := sender.AdmitRequest{Host: fleetHost}
+	var ls []*Limiter
+	var held []*sender.Permit // ls[1]'s
+	for range 3 {
+		// MaxInflight 4 keeps each limit in slow start: lined up for 4.
+		l, err := New(Config{MaxInflight: 4, InitialLimit: 4, Buckets: shared, Now: clock.now, Peers: func() int { return peers }})
+		if err != nil {
+			t.Fatal(err)
+		}
+		roundTrips(t, l, clock, a, 25, 40*time.Millisecond) // learn the latency, alone
+		ls = append(ls, l)
+	}
+	for i, l := range ls {
+		for range 4 {
+			rel, _ := admit(t, l, a)
+			if i == 1 {
+				held = append(held, rel)
+			}
+		}
+	}
+	peers = 3
+	// Each worker's block is spaced for the limits of the workers that
+	// booked places lately, itself included: 4, then 8, then 12.
+	s4, s8, s12 := lineSpacing(40*time.Millisecond, 4), lineSpacing(40*time.Millisecond, 8), lineSpacing(40*time.Millisecond, 12)
+	var waits []time.Duration
+	for _, l := range []*Limiter{ls[0], ls[1], ls[2], ls[0]} {
+		_, na := admit(t, l, a)
+		if na == nil {
+			t.Fatal("admitted beyond the limit")
+		}
+		waits = append(waits, na.Wait)
+	}
+	// ls[0] reserves the line's first 16 places, ls[1] the next 16, ls[2]
+	// the 16 after those; ls[0] then hands out its second.
+	want := []time.Duration{s4, 16*s4 + s8, 16*s4 + 16*s8 + s12, 2 * s4}
+	if !slices.Equal(waits, want) {
+		t.Fatalf("waits %v, want %v (one line, blocks of %d)", waits, want, parkBlock)
+	}
+	// A 429 that asks for a pace takes the worker's next place on it.
+	if d := held[0].Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond, WantPace: true}); d != 16*s4+2*s8 {
+		t.Fatalf("pace %v for a 429, want %v (ls[1]'s next place)", d, 16*s4+2*s8)
 	}
 }

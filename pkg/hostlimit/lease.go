@@ -52,6 +52,7 @@ type bucket struct {
 	// of refused jobs not yet handed out; cursor is the fallback schedule.
 	parkNext time.Time
 	parkLeft int
+	spacing  time.Duration // between parkNext's places, on a fleet's line (fleetWait)
 	cursor   time.Time
 	lastUsed time.Time
 	// parking admits one reservation on the shared schedule at a time.
@@ -253,6 +254,13 @@ func (l *Limiter) rateWait(ctx context.Context, b *bucket, now, until time.Time)
 	spacing := time.Duration(float64(b.rate.Interval()) / overbookRate)
 	// Never sooner than the next token can be there.
 	earliest := max(until.Sub(now), b.rate.Interval())
+	return l.sharedWait(ctx, b, now, spacing, earliest)
+}
+
+// sharedWait books a place for a refused job on b's schedule shared by the
+// fleet (parkKey(b.key) in Buckets), spaced by spacing, none sooner than
+// earliest from now nor before b.emptyUntil; see rateWait.
+func (l *Limiter) sharedWait(ctx context.Context, b *bucket, now time.Time, spacing, earliest time.Duration) time.Duration {
 	var notBefore time.Time
 	reserved := func() (time.Duration, bool) {
 		l.mu.Lock()

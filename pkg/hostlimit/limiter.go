@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -94,6 +95,7 @@ type Limiter struct {
 	calls   int
 	swept   time.Time
 	rnd     *rand.Rand
+	id      string // this process, on the fleet's lines of refused jobs
 }
 
 // New validates cfg and applies its defaults.
@@ -140,11 +142,13 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	return &Limiter{
 		cfg:     cfg,
 		hosts:   map[string]*hostState{},
 		buckets: map[string]*bucket{},
-		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		rnd:     rnd,
+		id:      strconv.FormatUint(rnd.Uint64(), 36),
 	}, nil
 }
 
@@ -176,7 +180,7 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 			if _, ok := l.mayWait(h, now); !ok {
 				err := l.refuseConcurrency(h, now)
 				l.mu.Unlock()
-				return nil, err
+				return nil, l.lineUp(ctx, h, err)
 			}
 		}
 		l.mu.Unlock()
@@ -192,7 +196,7 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 	// is lost with the refusal. That takes a race at the limit's edge.
 	if err := l.acquireSlot(ctx, h, l.cfg.Now()); err != nil {
 		l.mu.Unlock()
-		return nil, err
+		return nil, l.lineUp(ctx, h, err)
 	}
 	h.admitted++
 	inflight := h.inflight
@@ -208,6 +212,18 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 // pace it returns the retry's delay (see pace).
 func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inflight int) time.Duration {
 	now := l.cfg.Now()
+	wait := l.settle(h, fb, start, inflight, now)
+	if wait > 0 && l.peers() > 1 {
+		if w, ok := l.fleetWait(context.Background(), h, now); ok {
+			return w
+		}
+	}
+	return wait
+}
+
+// settle is release under l.mu: it frees the slot, learns, and returns the
+// place in this worker's own line for a 429 that asks for a pace.
+func (l *Limiter) settle(h *hostState, fb sender.Feedback, start time.Time, inflight int, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h.inflight--
