@@ -254,13 +254,6 @@ func (l *Limiter) rateWait(ctx context.Context, b *bucket, now, until time.Time)
 	spacing := time.Duration(float64(b.rate.Interval()) / overbookRate)
 	// Never sooner than the next token can be there.
 	earliest := max(until.Sub(now), b.rate.Interval())
-	return l.sharedWait(ctx, b, now, spacing, earliest)
-}
-
-// sharedWait books a place for a refused job on b's schedule shared by the
-// fleet (parkKey(b.key) in Buckets), spaced by spacing, none sooner than
-// earliest from now nor before b.emptyUntil; see rateWait.
-func (l *Limiter) sharedWait(ctx context.Context, b *bucket, now time.Time, spacing, earliest time.Duration) time.Duration {
 	var notBefore time.Time
 	reserved := func() (time.Duration, bool) {
 		l.mu.Lock()

@@ -10,8 +10,10 @@
 //     result callbacks (the jobs themselves go to an unlimited host), with
 //     3 workers: the rate that host saw;
 //   - adaptive: a target that answers 429 above 30 concurrent requests,
-//     each taking 50 ms (capacity 600/s), one worker with
-//     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default);
+//     each taking 50 ms (capacity 600/s), workers with
+//     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default): its
+//     429s without Retry-After, with "Retry-After: 1" and with an HTTP date
+//     (-retry-after), one worker and three sharing the target (-workers);
 //   - fixed: the same target and worker with a fixed pool of 200
 //     (JETPOST_ADAPTIVE_CONCURRENCY=false), as the seed scripts did;
 //   - oracle: a fixed pool of exactly the target's capacity (30): the most
@@ -24,8 +26,11 @@
 // Usage:
 //
 //	go run ./bench/cmd/limitbench [-scenario fleet,batch,callback,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
+//	    [-retry-after none,seconds,date] [-workers 1,3] [-worker PATH]
 //
-// ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
+// ("fleet1" runs only the one-worker half of "fleet".) -worker runs a worker
+// binary built elsewhere (another commit, for before/after figures) instead
+// of building ./cmd/worker. -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
 // Markdown table; -write also puts it into BENCHMARKS.md between the
 // limitbench markers (the rest of the file is left alone).
