@@ -243,3 +243,44 @@ func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
 		t.Fatalf("pace %v for a 429, want %v (ls[1]'s next place)", d, 16*s4+2*s8)
 	}
 }
+
+// TestA429HoldsItsSlotForALatency: a request refused with 429 keeps its
+// slot for one of the host's latencies (a request sent in its place at once
+// would be refused too), and a further 429 within the round trip after the
+// cut holds the limit to what is still in flight.
+func TestA429HoldsItsSlotForALatency(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
+	a := sender.AdmitRequest{Host: fleetHost}
+	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
+	var rels []*sender.Permit
+	for range 10 {
+		rel, na := admit(t, l, a)
+		if na != nil {
+			t.Fatalf("refused below the limit: %v", na)
+		}
+		rels = append(rels, rel)
+	}
+	refused := sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond}
+	ok := sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond}
+	rels[0].Done(refused) // the cut: 10 × 0.9
+	if got := hostLimit(l, a.Host); got != 9 {
+		t.Fatalf("limit %d after a 429, want 9", got)
+	}
+	rels[1].Done(ok) // 8 in flight, 1 held
+	if _, na := admit(t, l, a); na == nil {
+		t.Fatal("admitted into the slot of a request refused a moment ago")
+	}
+	clock.advance(40 * time.Millisecond)
+	rel, na := admit(t, l, a)
+	if na != nil {
+		t.Fatalf("refused once the hold is over (8 of 9 in flight): %v", na)
+	}
+	rels = append(rels, rel)
+	// Sent before the cut: no second cut, but the limit is held to the 8
+	// still in flight.
+	rels[2].Done(refused)
+	if got := hostLimit(l, a.Host); got != 8 {
+		t.Fatalf("limit %d after a second 429 in the round trip, want the 8 in flight", got)
+	}
+}
