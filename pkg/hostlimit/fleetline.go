@@ -39,6 +39,11 @@ type lineShare struct {
 // (the last 35 s of a 12,000-job batch ran at a fifth of the capacity).
 const lineShareTTL = 30 * time.Second
 
+// lineTimeout bounds a reservation on a fleet's line: a refusal that used to
+// cost no round trip must not hold its caller long; this worker's own line
+// will do meanwhile.
+const lineTimeout = 250 * time.Millisecond
+
 // lineKey names the shared line of the jobs host's concurrency limits
 // refused.
 func lineKey(host string) string { return parkKey("c." + escapeKey(host)) }
@@ -72,7 +77,7 @@ func (l *Limiter) fleetWait(ctx context.Context, h *hostState, now time.Time) (t
 	if wait, ok := l.reservedPlace(b, now); ok {
 		return wait, true
 	}
-	bctx, cancel := context.WithTimeout(ctx, l.cfg.BucketTimeout)
+	bctx, cancel := context.WithTimeout(ctx, min(l.cfg.BucketTimeout, lineTimeout))
 	defer cancel()
 	select {
 	case b.parking <- struct{}{}:
