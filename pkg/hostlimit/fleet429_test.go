@@ -284,3 +284,23 @@ func TestA429HoldsItsSlotForALatency(t *testing.T) {
 		t.Fatalf("limit %d after a second 429 in the round trip, want the 8 in flight", got)
 	}
 }
+
+// TestFleetLineFallsBackToTheWorkersOwn: while Buckets cannot be reached, a
+// worker sharing a host lines its refused jobs up on its own line, as a
+// lone worker does.
+func TestFleetLineFallsBackToTheWorkersOwn(t *testing.T) {
+	clock := newClock()
+	a := sender.AdmitRequest{Host: fleetHost}
+	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now, Peers: func() int { return 3 },
+		Buckets: failingBuckets{errors.New("nats: connection closed")}})
+	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
+	for range 4 {
+		admit(t, l, a)
+	}
+	step := lineSpacing(40*time.Millisecond, 4)
+	for i := 1; i <= 3; i++ {
+		if _, na := admit(t, l, a); na == nil || na.Wait != time.Duration(i)*step {
+			t.Fatalf("refusal %d: %v, want a wait of %v (its own line)", i, na, time.Duration(i)*step)
+		}
+	}
+}
