@@ -213,11 +213,8 @@ func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
 		ls = append(ls, l)
 	}
 	for i, l := range ls {
-		for range 4 {
-			rel, _ := admit(t, l, a)
-			if i == 1 {
-				held = append(held, rel)
-			}
+		if rels := admitN(t, l, a, 4); i == 1 {
+			held = rels
 		}
 	}
 	peers = 3
@@ -253,14 +250,7 @@ func TestA429HoldsItsSlotForALatency(t *testing.T) {
 	l, _ := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
 	a := sender.AdmitRequest{Host: fleetHost}
 	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
-	var rels []*sender.Permit
-	for range 10 {
-		rel, na := admit(t, l, a)
-		if na != nil {
-			t.Fatalf("refused below the limit: %v", na)
-		}
-		rels = append(rels, rel)
-	}
+	rels := admitN(t, l, a, 10)
 	refused := sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond}
 	ok := sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond}
 	rels[0].Done(refused) // the cut: 10 × 0.9
@@ -294,13 +284,25 @@ func TestFleetLineFallsBackToTheWorkersOwn(t *testing.T) {
 	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now, Peers: func() int { return 3 },
 		Buckets: failingBuckets{errors.New("nats: connection closed")}})
 	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
-	for range 4 {
-		admit(t, l, a)
-	}
+	admitN(t, l, a, 4)
 	step := lineSpacing(40*time.Millisecond, 4)
 	for i := 1; i <= 3; i++ {
 		if _, na := admit(t, l, a); na == nil || na.Wait != time.Duration(i)*step {
 			t.Fatalf("refusal %d: %v, want a wait of %v (its own line)", i, na, time.Duration(i)*step)
 		}
 	}
+}
+
+// admitN admits n requests, each of which must be let through.
+func admitN(t *testing.T, l *Limiter, a sender.AdmitRequest, n int) []*sender.Permit {
+	t.Helper()
+	var rels []*sender.Permit
+	for range n {
+		rel, na := admit(t, l, a)
+		if na != nil {
+			t.Fatalf("refused below the limit: %v", na)
+		}
+		rels = append(rels, rel)
+	}
+	return rels
 }
