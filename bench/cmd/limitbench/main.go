@@ -547,6 +547,10 @@ const notes = `Reading the figures:
   pulls with a 200 ms wait.
 - The fixed pool of 200 fails a third to a half of its jobs outright: they
   spend all 5 attempts on 429s.
+- With Retry-After the limit learns as without; only the retried jobs wait
+  what the target asked (1 s), which can delay the batch's last result.
+  Three workers share the target's capacity and one line of parked jobs
+  (see "A 429 teaches the limit, with or without Retry-After").
 
 `
 
