@@ -306,3 +306,42 @@ func admitN(t *testing.T, l *Limiter, a sender.AdmitRequest, n int) []*sender.Pe
 	}
 	return rels
 }
+
+// TestFleetLineBlocksFollowTheRefusals: places of a reserved block that
+// pass unused are holes in the fleet's line, so a worker that refuses
+// fewer jobs than its blocks hold reserves smaller ones (down to one), and
+// larger ones again (up to parkBlock) while it uses them all.
+func TestFleetLineBlocksFollowTheRefusals(t *testing.T) {
+	clock := newClock()
+	a := sender.AdmitRequest{Host: fleetHost}
+	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now, Peers: func() int { return 3 }})
+	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
+	rels := admitN(t, l, a, 4)
+	step := lineSpacing(40*time.Millisecond, 4)
+	block := func() int { return l.buckets[lineKey(fleetHost)].block }
+	var blocks []int
+	for i := range 5 {
+		if _, na := admit(t, l, a); na == nil { // reserves a block, uses one place
+			t.Fatal("admitted beyond the limit")
+		}
+		blocks = append(blocks, block())
+		clock.advance(time.Duration(parkBlock+1) * step) // the rest pass unused
+		// An answer, so that the host does not look stalled, and a request
+		// in its place.
+		rels[i%4].Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
+		rels[i%4] = admitN(t, l, a, 1)[0]
+	}
+	for range 40 { // uses every place
+		admit(t, l, a)
+	}
+	blocks = append(blocks, block())
+	// (The round trips that taught the latency left some block already.)
+	for i := 1; i < 5; i++ {
+		if blocks[i] != max(1, blocks[i-1]/2) {
+			t.Fatalf("blocks %v: each should halve, down to 1, while its places pass unused", blocks[:5])
+		}
+	}
+	if blocks[4] != 1 || blocks[5] != parkBlock {
+		t.Fatalf("blocks %v: want 1 after places passed unused, %d once all are used", blocks, parkBlock)
+	}
+}

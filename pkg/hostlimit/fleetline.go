@@ -63,9 +63,15 @@ func (l *Limiter) lineUp(ctx context.Context, h *hostState, err error) error {
 }
 
 // fleetWait books a place on the fleet's line of h's refused jobs. As for
-// rate limits (rateWait), a worker reserves parkBlock places in one round
-// trip and hands them out itself. ok is false when the host's pace is not
-// known yet or the line cannot be reached.
+// rate limits (rateWait), a worker reserves places in blocks, one round trip
+// per block, and hands them out itself; but a block's places that pass
+// unused are holes in the line, which moves on as if they had been used:
+// with a worker refusing 50 jobs a second and blocks of 16, the line ran
+// seconds ahead within a minute and the host's jobs came back at a
+// fraction of its capacity. So a block is halved (down to one place) when
+// the last one's places passed unused, and doubled (up to parkBlock) when
+// they were all handed out before the last of them was due. ok is false when the host's pace is not known
+// yet or the line cannot be reached.
 func (l *Limiter) fleetWait(ctx context.Context, h *hostState, now time.Time) (time.Duration, bool) {
 	l.mu.Lock()
 	b := l.bucket(lineKey(h.key), Rate{}, now)
@@ -89,6 +95,17 @@ func (l *Limiter) fleetWait(ctx context.Context, h *hostState, now time.Time) (t
 	if wait, ok := l.reservedPlace(b, now); ok {
 		return wait, true
 	}
+	l.mu.Lock()
+	switch {
+	case b.block == 0:
+		b.block = parkBlock
+	case b.parkLeft > 0:
+		b.block = max(1, b.block/2)
+	case now.Before(b.blockEnd): // all handed out before the last one's time
+		b.block = min(parkBlock, 2*b.block)
+	}
+	n := b.block
+	l.mu.Unlock()
 	var first int64
 	var spacing time.Duration
 	last := now.Add(l.cfg.MaxDefer).UnixNano()
@@ -100,14 +117,15 @@ func (l *Limiter) fleetWait(ctx context.Context, h *hostState, now time.Time) (t
 		spacing = line.book(l.id, limit, lat, now)
 		start := min(max(line.Next, now.UnixNano()), last)
 		first = start + int64(spacing)
-		line.Next = start + parkBlock*int64(spacing)
+		line.Next = start + int64(n)*int64(spacing)
 		return json.Marshal(line)
 	})
 	if err != nil {
 		return 0, false
 	}
 	l.mu.Lock()
-	b.parkNext, b.parkLeft, b.spacing = time.Unix(0, first).Add(spacing), parkBlock-1, spacing
+	b.parkNext, b.parkLeft, b.spacing = time.Unix(0, first).Add(spacing), n-1, spacing
+	b.blockEnd = time.Unix(0, first).Add(time.Duration(n-1) * spacing)
 	l.mu.Unlock()
 	return min(time.Unix(0, first).Sub(now), l.cfg.MaxDefer), true
 }
@@ -136,7 +154,7 @@ func (line *fleetLine) book(id string, limit float64, lat time.Duration, now tim
 func (l *Limiter) reservedPlace(b *bucket, now time.Time) (time.Duration, bool) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	if b.parkLeft == 0 || b.parkNext.Before(now) {
+	if b.parkLeft == 0 || !b.parkNext.After(now) {
 		return 0, false
 	}
 	wait := b.parkNext.Sub(now)

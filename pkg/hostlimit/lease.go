@@ -53,6 +53,8 @@ type bucket struct {
 	parkNext time.Time
 	parkLeft int
 	spacing  time.Duration // between parkNext's places, on a fleet's line (fleetWait)
+	block    int           // places a fleet's line reservation takes (fleetWait)
+	blockEnd time.Time     // the last of them
 	cursor   time.Time
 	lastUsed time.Time
 	// parking admits one reservation on the shared schedule at a time.
