@@ -24,8 +24,10 @@
 // the fleet, in Buckets, paced for the sum of the workers' limits: a parked
 // job comes back to whichever worker pulls it, and lines of each worker's
 // own drained at different speeds, the slowest one last, at a fraction of
-// the host's capacity. A worker reserves 16 places per round trip, and
-// falls back to its own line while Buckets cannot be reached.
+// the host's capacity. A worker reserves up to 16 places per round trip,
+// as many as it hands out in their time (places that pass unused would be
+// holes in the line), and falls back to its own line while Buckets cannot
+// be reached.
 //
 // The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
 // as JETPOST_MAX_INFLIGHT in cmd/worker, at most 256). A request whose slot is due
