@@ -223,11 +223,11 @@ func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
 	s4, s8, s12 := lineSpacing(40*time.Millisecond, 4), lineSpacing(40*time.Millisecond, 8), lineSpacing(40*time.Millisecond, 12)
 	var waits []time.Duration
 	for _, l := range []*Limiter{ls[0], ls[1], ls[2], ls[0]} {
-		_, na := admit(t, l, a)
-		if na == nil {
-			t.Fatal("admitted beyond the limit")
+		wait, ok := l.fleetWait(context.Background(), l.hosts[fleetHost], clock.now())
+		if !ok {
+			t.Fatal("no place on the fleet's line")
 		}
-		waits = append(waits, na.Wait)
+		waits = append(waits, wait)
 	}
 	// ls[0] reserves the line's first 16 places, ls[1] the next 16, ls[2]
 	// the 16 after those; ls[0] then hands out its second.
@@ -235,43 +235,15 @@ func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
 	if !slices.Equal(waits, want) {
 		t.Fatalf("waits %v, want %v (one line, blocks of %d)", waits, want, parkBlock)
 	}
-	// A 429 that asks for a pace takes the worker's next place on it.
-	if d := held[0].Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond, WantPace: true}); d != 16*s4+2*s8 {
-		t.Fatalf("pace %v for a 429, want %v (ls[1]'s next place)", d, 16*s4+2*s8)
+	// A refusal takes the sooner of its place on the fleet's line (ls[0]'s
+	// third, 3×s4) and on the worker's own (s4: its first).
+	if _, na := admit(t, ls[0], a); na == nil || na.Wait != s4 {
+		t.Fatalf("refusal %v, want a wait of %v (its own line's first place)", na, s4)
 	}
-}
-
-// TestA429HoldsItsSlotForALatency: a request refused with 429 keeps its
-// slot for one of the host's latencies (a request sent in its place at once
-// would be refused too), and a further 429 within the round trip after the
-// cut holds the limit to what is still in flight.
-func TestA429HoldsItsSlotForALatency(t *testing.T) {
-	clock := newClock()
-	l, _ := New(Config{MaxInflight: 10, InitialLimit: 10, Now: clock.now})
-	a := sender.AdmitRequest{Host: fleetHost}
-	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
-	rels := admitN(t, l, a, 10)
-	refused := sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond}
-	ok := sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond}
-	rels[0].Done(refused) // the cut: 10 × 0.9
-	if got := hostLimit(l, a.Host); got != 9 {
-		t.Fatalf("limit %d after a 429, want 9", got)
-	}
-	rels[1].Done(ok) // 8 in flight, 1 held
-	if _, na := admit(t, l, a); na == nil {
-		t.Fatal("admitted into the slot of a request refused a moment ago")
-	}
-	clock.advance(40 * time.Millisecond)
-	rel, na := admit(t, l, a)
-	if na != nil {
-		t.Fatalf("refused once the hold is over (8 of 9 in flight): %v", na)
-	}
-	rels = append(rels, rel)
-	// Sent before the cut: no second cut, but the limit is held to the 8
-	// still in flight.
-	rels[2].Done(refused)
-	if got := hostLimit(l, a.Host); got != 8 {
-		t.Fatalf("limit %d after a second 429 in the round trip, want the 8 in flight", got)
+	// A 429 that asks for a pace alike: ls[1]'s own line is at s4, the
+	// fleet's next place for it later.
+	if d := held[0].Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond, WantPace: true}); d != s4 {
+		t.Fatalf("pace %v for a 429, want %v", d, s4)
 	}
 }
 

@@ -49,14 +49,18 @@ const lineTimeout = 250 * time.Millisecond
 func lineKey(host string) string { return parkKey("c." + escapeKey(host)) }
 
 // lineUp moves a job that h's concurrency limit refused (err) to the fleet's
-// line, when workers share the host and the line can be reached: else it
-// keeps the place in this worker's own line that err already tells.
+// line, when workers share the host, the line can be reached and its place
+// comes sooner: else it keeps the place in this worker's own line that err
+// already tells. Never later than the worker's own line: a line shared by
+// the fleet also carries the others' mistakes (a worker that saw the host
+// stall spaces its block for the stall), and a job back too early is only
+// parked again.
 func (l *Limiter) lineUp(ctx context.Context, h *hostState, err error) error {
 	var na *sender.NotAdmittedError
 	if l.peers() < 2 || !errors.As(err, &na) {
 		return err
 	}
-	if wait, ok := l.fleetWait(ctx, h, l.cfg.Now()); ok {
+	if wait, ok := l.fleetWait(ctx, h, l.cfg.Now()); ok && wait < na.Wait {
 		na.Wait = wait
 	}
 	return err

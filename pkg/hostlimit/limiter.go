@@ -214,8 +214,8 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	now := l.cfg.Now()
 	wait := l.settle(h, fb, start, inflight, now)
 	if wait > 0 && l.peers() > 1 {
-		if w, ok := l.fleetWait(context.Background(), h, now); ok {
-			return w
+		if w, ok := l.fleetWait(context.Background(), h, now); ok && w < wait {
+			return w // as lineUp
 		}
 	}
 	return wait
