@@ -24,7 +24,9 @@
 // the fleet, in Buckets, paced for the sum of the workers' limits: a parked
 // job comes back to whichever worker pulls it, and lines of each worker's
 // own drained at different speeds, the slowest one last, at a fraction of
-// the host's capacity. A worker reserves up to 16 places per round trip,
+// the host's capacity. A job takes the sooner of its places on that line
+// and on its worker's own: the shared line also carries the others'
+// mistakes, and a job back too early is only parked again. A worker reserves up to 16 places per round trip,
 // as many as it hands out in their time (places that pass unused would be
 // holes in the line), and falls back to its own line while Buckets cannot
 // be reached.
