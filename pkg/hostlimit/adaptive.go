@@ -54,6 +54,13 @@ type adaptive struct {
 	// worker that was cut far down, or finds room others left, is not slowed.
 	gain   float64
 	gainAt time.Time // when gain last rose
+	// peak is the highest limit grown to since peakSince, prevPeak the
+	// window's before: what the host took lately, whatever cuts came
+	// since (a worker starved of CPU reads queueing into its latencies and
+	// cuts its limit down to 1, and must not pace its line of refused jobs
+	// on that).
+	peak, prevPeak float64
+	peakSince      time.Time
 
 	// short is a fast moving average of latency (about the last 20
 	// answers); base is the lowest it has been lately: the host's latency
@@ -84,6 +91,8 @@ const (
 	minSamples = 20
 	// baseWindow is how long a baseline latency is remembered.
 	baseWindow = 30 * time.Second
+	// peakWindow is how long the highest limit is remembered, for pacing.
+	peakWindow = 10 * time.Second
 	// minLatencyRise: a rise in latency smaller than this is not taken for
 	// queueing, whatever the ratio. A host answering in 300 µs is "twice as
 	// slow" after one garbage collection or a busy scheduler; cutting its
@@ -144,7 +153,24 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight, busy i
 		return
 	}
 	a.grow()
+	if !a.slowStart {
+		// Slow start overshoots the host by up to half: not a limit it took.
+		a.notePeak(now)
+	}
 }
+
+// notePeak keeps the highest limit lately, over two rotating windows (as
+// the baseline latency).
+func (a *adaptive) notePeak(now time.Time) {
+	if now.Sub(a.peakSince) > peakWindow {
+		a.prevPeak, a.peak, a.peakSince = a.peak, 0, now
+	}
+	a.peak = max(a.peak, a.limit)
+}
+
+// recentPeak is the highest limit grown to in the last one or two
+// peakWindows.
+func (a *adaptive) recentPeak() float64 { return max(a.peak, a.prevPeak) }
 
 // grow raises the limit after a good answer that tested it.
 func (a *adaptive) grow() {

@@ -161,27 +161,34 @@ func (l *Limiter) linePace(h *hostState, now time.Time) (lat time.Duration, limi
 		return max(latencyGuess, stalled), 0, false
 	}
 	// The pace is taken optimistically, at the host's best lately (its
-	// baseline latency, the higher of its limit now and where it last
-	// pushed back): jobs parked on a pessimistic guess after a hiccup would
-	// come back too slowly for a host that recovered, and leave its slots
-	// idle; jobs that come back too early are only parked again. A host
-	// that stops answering slows the pace down.
-	lat = max(lat, stalled)
-	limit = float64(h.limit())
-	if h.fixed == 0 {
-		limit = max(limit, h.conc.lastMax)
-		if h.conc.slowStart {
-			// Still doubling every round trip, with no sign yet of where
-			// it stops: the pace may be anything up to the ceiling. Jobs
-			// lined up for today's limit would come back a round trip per
-			// doubling too late: a host answering in 1 s, its limit on the
-			// way from 20 to 1,000, had 5,000 jobs parked up to two
-			// minutes out and sent 40 a second.
-			limit = h.conc.max
-		}
+	// baseline latency, ownPace's limit, the fleet's average limit when
+	// workers share the host): jobs parked on a pessimistic guess after a
+	// hiccup would come back too slowly for a host that recovered, and
+	// leave its slots idle; jobs that come back too early are only parked
+	// again. A host that stops answering (for twice its latency and
+	// stallPace) slows the pace down; a shorter stall is as often this
+	// process starved of CPU, and the line's end, pushed out by it, stayed
+	// out after the stall (three workers on a loaded machine: jobs parked
+	// two minutes out, a 100 s tail at 10 jobs/s).
+	if stalled > max(2*lat, stallPace) {
+		lat = stalled
 	}
-	return lat, limit, true
+	limit = h.ownPace()
+	if h.fixed == 0 && h.conc.slowStart {
+		// Still doubling every round trip, with no sign yet of where
+		// it stops: the pace may be anything up to the ceiling. Jobs
+		// lined up for today's limit would come back a round trip per
+		// doubling too late: a host answering in 1 s, its limit on the
+		// way from 20 to 1,000, had 5,000 jobs parked up to two
+		// minutes out and sent 40 a second.
+		limit = h.conc.max
+	}
+	return lat, max(limit, l.fleetAvg(h, now)), true
 }
+
+// stallPace: a host that owes an answer for longer than this (and twice
+// its latency) is taken to be slow, for the pace of its line.
+const stallPace = time.Second
 
 // lineSpacing is the spacing of a line of refused jobs for a host that
 // answers in lat with limit requests in flight.

@@ -192,68 +192,95 @@ func TestRetryAfterShrinksTheLimitTheSameWay(t *testing.T) {
 	}
 }
 
-// TestWorkersShareOneLineOfRefusedJobs: with several workers (Peers), the
-// jobs a host's concurrency limits refuse are lined up on one line in
-// Buckets, whichever worker refused them, spaced for the sum of the
-// workers' limits; each worker reserves places in blocks.
-func TestWorkersShareOneLineOfRefusedJobs(t *testing.T) {
+// TestWorkersPaceTheirLinesOnTheFleetsAverage: with several workers
+// (Peers), each posts its limit for a host in Buckets (on a refusal, at
+// most once a second) and paces its own line of refused jobs on the higher
+// of its limit and the fleet's average, read at its last post.
+func TestWorkersPaceTheirLinesOnTheFleetsAverage(t *testing.T) {
 	clock := newClock()
-	shared := &MemBuckets{}
-	peers := 1
+	shared := &countingBuckets{Buckets: &MemBuckets{}}
 	a := sender.AdmitRequest{Host: fleetHost}
 	var ls []*Limiter
-	var held []*sender.Permit // ls[1]'s
-	for range 3 {
-		// MaxInflight 4 keeps each limit in slow start: lined up for 4.
-		l, err := New(Config{MaxInflight: 4, InitialLimit: 4, Buckets: shared, Now: clock.now, Peers: func() int { return peers }})
+	peers := 1                             // alone while they learn the latency
+	for _, limit := range []int{8, 2, 2} { // fixed limits: their average is 4
+		l, err := New(Config{MaxInflight: limit, Fixed: true, Buckets: shared, Now: clock.now, Peers: func() int { return peers }})
 		if err != nil {
 			t.Fatal(err)
 		}
-		roundTrips(t, l, clock, a, 25, 40*time.Millisecond) // learn the latency, alone
+		roundTrips(t, l, clock, a, 25, 40*time.Millisecond) // learn the latency
 		ls = append(ls, l)
 	}
-	for i, l := range ls {
-		if rels := admitN(t, l, a, 4); i == 1 {
-			held = rels
-		}
+	for i, limit := range []int{8, 2, 2} {
+		admitN(t, ls[i], a, limit)
 	}
 	peers = 3
-	// Each worker's block is spaced for the limits of the workers that
-	// booked places lately, itself included: 4, then 8, then 12.
-	s4, s8, s12 := lineSpacing(40*time.Millisecond, 4), lineSpacing(40*time.Millisecond, 8), lineSpacing(40*time.Millisecond, 12)
-	var waits []time.Duration
-	for _, l := range []*Limiter{ls[0], ls[1], ls[2], ls[0]} {
-		wait, ok := l.fleetWait(context.Background(), l.hosts[fleetHost], clock.now())
-		if !ok {
-			t.Fatal("no place on the fleet's line")
+	lat := 40 * time.Millisecond
+	// Each first refusal is paced on what the worker knew (its own limit),
+	// and posts it.
+	for i, own := range []float64{8, 2, 2} {
+		if _, na := admit(t, ls[i], a); na == nil || na.Wait != lineSpacing(lat, own) {
+			t.Fatalf("worker %d's first refusal: %v, want a wait of %v", i, na, lineSpacing(lat, own))
 		}
-		waits = append(waits, wait)
 	}
-	// ls[0] reserves the line's first 16 places, ls[1] the next 16, ls[2]
-	// the 16 after those; ls[0] then hands out its second.
-	want := []time.Duration{s4, 16*s4 + s8, 16*s4 + 16*s8 + s12, 2 * s4}
-	if !slices.Equal(waits, want) {
-		t.Fatalf("waits %v, want %v (one line, blocks of %d)", waits, want, parkBlock)
+	// Averages read: 8 by the first, 5 by the second, 4 by the third.
+	for i, want := range []float64{8, 5, 4} {
+		if _, na := admit(t, ls[i], a); na == nil || na.Wait != lineSpacing(lat, []float64{8, 2, 2}[i])+lineSpacing(lat, want) {
+			t.Fatalf("worker %d's second refusal: %v, want its line paced on %v", i, na, want)
+		}
 	}
-	// A refusal takes the sooner of its place on the fleet's line (ls[0]'s
-	// third, 3×s4) and on the worker's own (s4: its first).
-	if _, na := admit(t, ls[0], a); na == nil || na.Wait != s4 {
-		t.Fatalf("refusal %v, want a wait of %v (its own line's first place)", na, s4)
+	if shared.updates != 3 {
+		t.Fatalf("%d posts, want one per worker within a second", shared.updates)
 	}
-	// A 429 that asks for a pace alike: ls[1]'s own line is at s4, the
-	// fleet's next place for it later.
-	if d := held[0].Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond, WantPace: true}); d != s4 {
-		t.Fatalf("pace %v for a 429, want %v", d, s4)
+	// A second on, the first posts again and reads 4; an average older
+	// than shareTTL is not used.
+	clock.advance(shareEvery)
+	admit(t, ls[0], a)
+	if got := ls[0].hosts[fleetHost].share.avg; got != 4 || shared.updates != 4 {
+		t.Fatalf("average %v after %d posts, want 4 after 4", got, shared.updates)
+	}
+	ls[1].mu.Lock()
+	if got := ls[1].fleetAvg(ls[1].hosts[fleetHost], clock.now().Add(shareTTL)); got != 0 {
+		t.Errorf("a stale average %v was used", got)
+	}
+	ls[1].mu.Unlock()
+}
+
+// TestALoneWorkerPostsNothing: a worker alone on a host (Peers 1) paces
+// its line on its own limit, with no round trip to Buckets.
+func TestALoneWorkerPostsNothing(t *testing.T) {
+	clock := newClock()
+	shared := &countingBuckets{Buckets: &MemBuckets{}}
+	a := sender.AdmitRequest{Host: fleetHost}
+	l, _ := New(Config{MaxInflight: 4, Fixed: true, Buckets: shared, Now: clock.now})
+	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
+	admitN(t, l, a, 4)
+	for range 3 {
+		admit(t, l, a)
+		clock.advance(shareEvery)
+	}
+	if shared.updates != 0 {
+		t.Fatalf("%d posts by a lone worker, want none", shared.updates)
 	}
 }
 
+// countingBuckets counts the round trips to the Buckets it wraps.
+type countingBuckets struct {
+	Buckets
+	updates int
+}
+
+func (c *countingBuckets) Update(ctx context.Context, key string, fn func([]byte) ([]byte, error)) error {
+	c.updates++
+	return c.Buckets.Update(ctx, key, fn)
+}
+
 // TestFleetLineFallsBackToTheWorkersOwn: while Buckets cannot be reached, a
-// worker sharing a host lines its refused jobs up on its own line, as a
-// lone worker does.
+// worker sharing a host paces its line on its own limit, as a lone worker
+// does.
 func TestFleetLineFallsBackToTheWorkersOwn(t *testing.T) {
 	clock := newClock()
 	a := sender.AdmitRequest{Host: fleetHost}
-	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now, Peers: func() int { return 3 },
+	l, _ := New(Config{MaxInflight: 4, Fixed: true, Now: clock.now, Peers: func() int { return 3 },
 		Buckets: failingBuckets{errors.New("nats: connection closed")}})
 	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
 	admitN(t, l, a, 4)
@@ -277,43 +304,4 @@ func admitN(t *testing.T, l *Limiter, a sender.AdmitRequest, n int) []*sender.Pe
 		rels = append(rels, rel)
 	}
 	return rels
-}
-
-// TestFleetLineBlocksFollowTheRefusals: places of a reserved block that
-// pass unused are holes in the fleet's line, so a worker that refuses
-// fewer jobs than its blocks hold reserves smaller ones (down to one), and
-// larger ones again (up to parkBlock) while it uses them all.
-func TestFleetLineBlocksFollowTheRefusals(t *testing.T) {
-	clock := newClock()
-	a := sender.AdmitRequest{Host: fleetHost}
-	l, _ := New(Config{MaxInflight: 4, InitialLimit: 4, Now: clock.now, Peers: func() int { return 3 }})
-	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
-	rels := admitN(t, l, a, 4)
-	step := lineSpacing(40*time.Millisecond, 4)
-	block := func() int { return l.buckets[lineKey(fleetHost)].block }
-	var blocks []int
-	for i := range 5 {
-		if _, na := admit(t, l, a); na == nil { // reserves a block, uses one place
-			t.Fatal("admitted beyond the limit")
-		}
-		blocks = append(blocks, block())
-		clock.advance(time.Duration(parkBlock+1) * step) // the rest pass unused
-		// An answer, so that the host does not look stalled, and a request
-		// in its place.
-		rels[i%4].Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
-		rels[i%4] = admitN(t, l, a, 1)[0]
-	}
-	for range 40 { // uses every place
-		admit(t, l, a)
-	}
-	blocks = append(blocks, block())
-	// (The round trips that taught the latency left some block already.)
-	for i := 1; i < 5; i++ {
-		if blocks[i] != max(1, blocks[i-1]/2) {
-			t.Fatalf("blocks %v: each should halve, down to 1, while its places pass unused", blocks[:5])
-		}
-	}
-	if blocks[4] != 1 || blocks[5] != parkBlock {
-		t.Fatalf("blocks %v: want 1 after places passed unused, %d once all are used", blocks, parkBlock)
-	}
 }

@@ -18,6 +18,7 @@ type hostState struct {
 	rate     Rate
 	hasRate  bool
 	cursor   time.Time // the end of the line of jobs refused for concurrency
+	share    fleetShare
 	// waiters are requests waiting in Admit for a slot, first come first
 	// served; release hands its slot to the first.
 	waiters []chan struct{}
@@ -68,6 +69,18 @@ func (h *hostState) room(now time.Time) bool {
 		h.held = slices.DeleteFunc(h.held, func(t time.Time) bool { return !now.Before(t) })
 	}
 	return h.inflight+len(h.held) < h.limit()
+}
+
+// ownPace is the limit this worker's line of h's refused jobs is paced on,
+// as far as its own answers tell: the host's best lately, the highest of
+// its limit now, where the host last pushed back and the highest it held
+// lately (see linePace).
+func (h *hostState) ownPace() float64 {
+	limit := float64(h.limit())
+	if h.fixed == 0 {
+		limit = max(limit, h.conc.lastMax, h.conc.recentPeak())
+	}
+	return limit
 }
 
 func (h *hostState) limit() int {

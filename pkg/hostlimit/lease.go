@@ -52,9 +52,6 @@ type bucket struct {
 	// of refused jobs not yet handed out; cursor is the fallback schedule.
 	parkNext time.Time
 	parkLeft int
-	spacing  time.Duration // between parkNext's places, on a fleet's line (fleetWait)
-	block    int           // places a fleet's line reservation takes (fleetWait)
-	blockEnd time.Time     // the last of them
 	cursor   time.Time
 	lastUsed time.Time
 	// parking admits one reservation on the shared schedule at a time.

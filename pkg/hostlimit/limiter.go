@@ -95,7 +95,7 @@ type Limiter struct {
 	calls   int
 	swept   time.Time
 	rnd     *rand.Rand
-	id      string // this process, on the fleet's lines of refused jobs
+	id      string // this process, in the fleet's record of limits (fleetShares)
 }
 
 // New validates cfg and applies its defaults.
@@ -180,7 +180,8 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 			if _, ok := l.mayWait(h, now); !ok {
 				err := l.refuseConcurrency(h, now)
 				l.mu.Unlock()
-				return nil, l.lineUp(ctx, h, err)
+				l.postShare(ctx, h)
+				return nil, err
 			}
 		}
 		l.mu.Unlock()
@@ -196,7 +197,8 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 	// is lost with the refusal. That takes a race at the limit's edge.
 	if err := l.acquireSlot(ctx, h, l.cfg.Now()); err != nil {
 		l.mu.Unlock()
-		return nil, l.lineUp(ctx, h, err)
+		l.postShare(ctx, h)
+		return nil, err
 	}
 	h.admitted++
 	inflight := h.inflight
@@ -212,18 +214,6 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 // pace it returns the retry's delay (see pace).
 func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inflight int) time.Duration {
 	now := l.cfg.Now()
-	wait := l.settle(h, fb, start, inflight, now)
-	if wait > 0 && l.peers() > 1 {
-		if w, ok := l.fleetWait(context.Background(), h, now); ok && w < wait {
-			return w // as lineUp
-		}
-	}
-	return wait
-}
-
-// settle is release under l.mu: it frees the slot, learns, and returns the
-// place in this worker's own line for a 429 that asks for a pace.
-func (l *Limiter) settle(h *hostState, fb sender.Feedback, start time.Time, inflight int, now time.Time) time.Duration {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	h.inflight--

@@ -370,6 +370,18 @@ func (b *bench) startWorkers(ctx context.Context, natsURL string, workers int, e
 			stops = append(stops, watchMetrics(addr))
 		}
 		cmd.Stderr = os.Stderr
+		if dir := os.Getenv("LIMITBENCH_WORKER_LOGS"); dir != "" {
+			// Every deferral with its delay, per worker: where a run's tail
+			// was parked, and by whom.
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("w%d.log", i+1)))
+			if err != nil {
+				stop()
+				return nil, err
+			}
+			stops = append(stops, func() { f.Close() })
+			cmd.Env = append(cmd.Env, "JETPOST_LOG_LEVEL=debug")
+			cmd.Stderr = f
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			stop()
