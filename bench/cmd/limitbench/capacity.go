@@ -3,12 +3,15 @@ package main
 import (
 	"context"
 	"fmt"
+	"math"
 	"net/http"
 	"os"
 	"sort"
 	"strconv"
 	"strings"
 	"time"
+
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
 // capSpec is one capacity run against the target that answers 429 above
@@ -101,6 +104,10 @@ func (b *bench) repeatCapacity(ctx context.Context, s capSpec, n int) (row, erro
 		tps = append(tps, fmt.Sprintf("%.0f", r.jobsPerSec))
 		lo, hi = min(lo, r.pct429), max(hi, r.pct429)
 	}
+	for _, r := range runs {
+		med.sum.RunsCapacity = append(med.sum.RunsCapacity, round2(r.jobsPerSec/600))
+		med.sum.RunsPct429 = append(med.sum.RunsPct429, round2(r.pct429))
+	}
 	med.runs = fmt.Sprintf("%s, %d runs: %s jobs/s (the table shows the median); %.2f–%.2f %% of requests answered 429",
 		med.name, len(runs), strings.Join(tps, ", "), lo, hi)
 	return med, nil
@@ -130,11 +137,16 @@ func (b *bench) capacity(ctx context.Context, s capSpec) (row, error) {
 	jobsPerSec := float64(res.ok) / span.Seconds()
 	pct := 100 * float64(st[429]) / float64(total)
 	b.logf("  %.0f jobs/s (%.2f × 600), %.2f%% 429, %d ok, %d failed, results per worker %s", jobsPerSec, jobsPerSec/600, pct, res.ok, res.failed, res.perWorker())
-	return row{capacity: true, name: s.key(), jobsPerSec: jobsPerSec, pct429: pct,
+	sum := &summary{Scenario: s.mode, RetryAfter: s.retryAfter, Workers: s.workers, Jobs: n,
+		JobsPerSec: round2(jobsPerSec), Capacity: round2(jobsPerSec / 600), Requests: total, Pct429: round2(pct),
+		OK: res.ok, Failed: res.failed, WallSec: round2(res.wall.Seconds()), Load: benchkit.LoadAvg()}
+	return row{capacity: true, name: s.key(), jobsPerSec: jobsPerSec, pct429: pct, sum: sum,
 		text: fmt.Sprintf("| %s | %d | %.0f jobs/s (%.2f × 600) | %d requests, %d × 429 (%.2f%%) | %d | %d ok, %d failed; per worker %s | %.1fs |",
 			name, n, jobsPerSec, jobsPerSec/600, total, st[429], pct, tg.peak.Load(),
 			res.ok, res.failed, res.perWorker(), res.wall.Seconds())}, nil
 }
+
+func round2(v float64) float64 { return math.Round(v*100) / 100 }
 
 // setRetryAfter puts on a 429 what the target was told to say.
 func setRetryAfter(h http.Header, kind string, now time.Time) {

@@ -26,7 +26,7 @@
 // Usage:
 //
 //	go run ./bench/cmd/limitbench [-scenario fleet,batch,callback,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
-//	    [-retry-after none,seconds,date] [-workers 1,3] [-worker PATH]
+//	    [-retry-after none,seconds,date] [-workers 1,3] [-worker PATH] [-json]
 //
 // ("fleet1" runs only the one-worker half of "fleet".) -worker runs a worker
 // binary built elsewhere (another commit, for before/after figures) instead
@@ -34,6 +34,12 @@
 // capacity scenario N times and reports the median run. It prints a
 // Markdown table; -write also puts it into BENCHMARKS.md between the
 // limitbench markers (the rest of the file is left alone).
+// -json prints instead one JSON object per line for each capacity case
+// (scenario, retry_after, workers, jobs, jobs_per_sec, capacity_fraction,
+// requests, pct_429, ok, failed, wall_s, load, and with -repeat every run's
+// capacity_fraction and pct_429): the rate scenarios print nothing then.
+// LIMITBENCH_WORKER_LOGS=DIR keeps each worker's debug log (every deferral
+// with its delay) in DIR/wN.log.
 // LIMITBENCH_DEBUG=1 prints, to standard error, the target's arrivals per
 // 250 ms of each run and the first worker's host gauges every 250 ms.
 package main
@@ -88,6 +94,7 @@ type options struct {
 	retryAfter []string
 	workers    []int
 	worker     string // a worker binary built elsewhere (another commit), instead of ./cmd/worker
+	json       bool   // one line of JSON per capacity case instead of the Markdown table
 }
 
 func run(ctx context.Context, args []string) error {
@@ -102,6 +109,7 @@ func run(ctx context.Context, args []string) error {
 	ra := fs.String("retry-after", "none,seconds,date", "the adaptive scenario's 429s: without Retry-After (none), with Retry-After: 1 (seconds), with an HTTP date (date)")
 	fs.StringVar(&o.worker, "worker", "", "run this worker binary (say, one built from another commit) instead of building ./cmd/worker")
 	workers := fs.String("workers", "1,3", "the adaptive scenario's worker processes sharing the target")
+	fs.BoolVar(&o.json, "json", false, "print one line of JSON per capacity case (adaptive, fixed, oracle) instead of the Markdown table")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -156,7 +164,13 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	}
 	table := b.table(rows)
-	fmt.Print(table)
+	if o.json {
+		if err := writeSummaries(os.Stdout, rows); err != nil {
+			return err
+		}
+	} else {
+		fmt.Print(table)
+	}
 	if o.write {
 		return writeSection(md, table, beginMarker, endMarker, "## Host limits: fleet-wide rate and adaptive concurrency")
 	}
@@ -488,6 +502,7 @@ type row struct {
 	name               string
 	jobsPerSec, pct429 float64
 	runs               string
+	sum                *summary // for -json
 }
 
 func (b *bench) table(rows []row) string {
