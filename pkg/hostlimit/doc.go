@@ -19,17 +19,19 @@
 // state cannot be reached), a
 // little faster so that a free slot rarely waits for a job, so a backlog of
 // thousands of jobs for one host is parked about once each rather than
-// spinning through the worker. When several workers share a host
-// (Config.Peers above 1), its refused jobs are lined up on one line for
-// the fleet, in Buckets, paced for the sum of the workers' limits: a parked
-// job comes back to whichever worker pulls it, and lines of each worker's
-// own drained at different speeds, the slowest one last, at a fraction of
-// the host's capacity. A job takes the sooner of its places on that line
-// and on its worker's own: the shared line also carries the others'
-// mistakes, and a job back too early is only parked again. A worker reserves up to 16 places per round trip,
-// as many as it hands out in their time (places that pass unused would be
-// holes in the line), and falls back to its own line while Buckets cannot
-// be reached.
+// spinning through the worker. A line is paced on the host's best lately
+// (its baseline latency; the highest of its limit now, where it last pushed
+// back and the highest limit lately): a stall shorter than a second is as
+// often this process starved of CPU as the host slowing down, and a line
+// stretched by it, or by a limit that such a stall cut down, would hold
+// the jobs parked on it back long after. When several workers share a host
+// (Config.Peers above 1), a parked job comes back to whichever worker
+// pulls it; the workers pull alike, so each line must drain at the fleet's
+// pace divided among them: each worker posts its limit for the host in
+// Buckets (on a refusal, at most once a second) and paces its own line on
+// the higher of its limit and the workers' average. Lines paced on each
+// worker's own limit drained at different speeds, the slowest last, at a
+// fraction of the host's capacity.
 //
 // The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
 // as JETPOST_MAX_INFLIGHT in cmd/worker, at most 256). A request whose slot is due

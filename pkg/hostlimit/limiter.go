@@ -45,7 +45,9 @@ type Config struct {
 	// Peers, if set, tells how many worker processes share the rate limits
 	// (this one included): token leases are sized for this process's share
 	// of the rate, and so is the fallback schedule of refused jobs while the
-	// fleet's shared one cannot be reached. Nil: 1.
+	// fleet's shared one cannot be reached. Above 1, the workers also post
+	// their concurrency limits for the hosts they refuse jobs for, and pace
+	// their lines of refused jobs on the fleet's average. Nil: 1.
 	Peers func() int
 
 	// MaxWaiting is how many requests may wait in Admit at once, for a
