@@ -576,8 +576,9 @@ const notes = `Reading the figures:
   spend all 5 attempts on 429s.
 - With Retry-After the limit learns as without; only the retried jobs wait
   what the target asked (1 s), which can delay the batch's last result.
-  Three workers share the target's capacity and one line of parked jobs
-  (see "A 429 teaches the limit, with or without Retry-After").
+  Three workers share the target's capacity, and pace their lines of
+  parked jobs on the fleet's average limit (see "A 429 teaches the limit,
+  with or without Retry-After").
 
 `
 
