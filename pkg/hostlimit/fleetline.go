@@ -3,6 +3,7 @@ package hostlimit
 import (
 	"context"
 	"encoding/json"
+	"slices"
 	"time"
 )
 
@@ -106,13 +107,20 @@ func (s *fleetShares) post(id string, limit float64, now time.Time) float64 {
 		s.Limits = map[string]lineShare{}
 	}
 	s.Limits[id] = lineShare{Limit: limit, At: now.UnixNano()}
-	var total float64
+	limits := make([]float64, 0, len(s.Limits))
 	for w, sh := range s.Limits {
 		if now.UnixNano()-sh.At > int64(shareTTL) {
 			delete(s.Limits, w)
 			continue
 		}
-		total += sh.Limit
+		limits = append(limits, sh.Limit)
 	}
-	return total / float64(len(s.Limits))
+	// Summed in order, so that the same limits give the same average to
+	// the last bit, whatever the map's order.
+	slices.Sort(limits)
+	var total float64
+	for _, v := range limits {
+		total += v
+	}
+	return total / float64(len(limits))
 }
