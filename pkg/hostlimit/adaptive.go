@@ -126,6 +126,7 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight, busy i
 	if !fb.Sent || fb.Canceled {
 		return
 	}
+	a.rotatePeak(now)
 	if fb.Overloaded() {
 		if !a.cut(start, now) && fb.Status == http.StatusTooManyRequests {
 			// Refused again within the round trip after a cut: the host
@@ -155,17 +156,17 @@ func (a *adaptive) observe(fb sender.Feedback, start time.Time, inflight, busy i
 	a.grow()
 	if !a.slowStart {
 		// Slow start overshoots the host by up to half: not a limit it took.
-		a.notePeak(now)
+		a.peak = max(a.peak, a.limit)
 	}
 }
 
-// notePeak keeps the highest limit lately, over two rotating windows (as
-// the baseline latency).
-func (a *adaptive) notePeak(now time.Time) {
+// rotatePeak starts a new window of the highest limit when the current one
+// is peakWindow old, so that the peak is the highest of the last 10–20 s
+// (as the baseline latency's two windows).
+func (a *adaptive) rotatePeak(now time.Time) {
 	if now.Sub(a.peakSince) > peakWindow {
 		a.prevPeak, a.peak, a.peakSince = a.peak, 0, now
 	}
-	a.peak = max(a.peak, a.limit)
 }
 
 // recentPeak is the highest limit grown to in the last one or two

@@ -169,7 +169,7 @@ func (l *Limiter) linePace(h *hostState, now time.Time) (lat time.Duration, limi
 	// stallPace) slows the pace down; a shorter stall is as often this
 	// process starved of CPU, and the line's end, pushed out by it, stayed
 	// out after the stall (three workers on a loaded machine: jobs parked
-	// two minutes out, a 100 s tail at 10 jobs/s).
+	// two minutes out, a 70 s tail at 10 jobs/s).
 	if stalled > max(2*lat, stallPace) {
 		lat = stalled
 	}

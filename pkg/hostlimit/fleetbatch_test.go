@@ -184,3 +184,48 @@ func TestABatchEndsWithTheFleet(t *testing.T) {
 		})
 	}
 }
+
+// TestAShortStallDoesNotStretchTheLine: a host that owes an answer for
+// less than a second (and twice its latency) keeps its line's pace; one
+// that owes it longer slows the line down.
+func TestAShortStallDoesNotStretchTheLine(t *testing.T) {
+	clock := newClock()
+	a := sender.AdmitRequest{Host: fleetHost}
+	l, _ := New(Config{MaxInflight: 4, Fixed: true, Now: clock.now})
+	roundTrips(t, l, clock, a, 25, 40*time.Millisecond)
+	admitN(t, l, a, 4)
+	clock.advance(300 * time.Millisecond) // starved, or the host slow for a moment
+	step := lineSpacing(40*time.Millisecond, 4)
+	if _, na := admit(t, l, a); na == nil || na.Wait != step {
+		t.Fatalf("refusal after a 300 ms stall: %v, want a wait of %v", na, step)
+	}
+	clock.advance(2 * time.Second)
+	if _, na := admit(t, l, a); na == nil || na.Wait != lineSpacing(2300*time.Millisecond, 4) {
+		t.Fatalf("refusal after a 2.3 s stall: %v, want a wait of %v", na, lineSpacing(2300*time.Millisecond, 4))
+	}
+}
+
+// TestALineKeepsThePaceOfTheLimitsPeak: a limit cut far down by a run of
+// slow answers (a worker starved of CPU reads them so) does not slow its
+// line down: the line is paced on the highest limit of the last seconds.
+func TestALineKeepsThePaceOfTheLimitsPeak(t *testing.T) {
+	clock := newClock()
+	a := sender.AdmitRequest{Host: fleetHost}
+	l, _ := New(Config{MaxInflight: 40, InitialLimit: 10, Now: clock.now})
+	roundTrips(t, l, clock, a, 5, 40*time.Millisecond) // slow start to the ceiling
+	rel, _ := admit(t, l, a)
+	clock.advance(time.Millisecond)
+	rel.Done(sender.Feedback{Sent: true, Status: 429, Latency: time.Millisecond}) // ends slow start: 36
+	clock.advance(40 * time.Millisecond)
+	roundTrips(t, l, clock, a, 10, 40*time.Millisecond) // the peak: 36 or more
+	for range 40 {
+		roundTrips(t, l, clock, a, 1, 400*time.Millisecond) // slow answers: a cut per round trip
+	}
+	if got := hostLimit(l, fleetHost); got > 2 {
+		t.Fatalf("limit %d after 40 slow round trips, want it cut to 1 or 2", got)
+	}
+	admitN(t, l, a, hostLimit(l, fleetHost))
+	if _, na := admit(t, l, a); na == nil || na.Wait > lineSpacing(40*time.Millisecond, 36) {
+		t.Fatalf("refusal %v: want a line paced on the peak (36 or more), at most %v apart", na, lineSpacing(40*time.Millisecond, 36))
+	}
+}
