@@ -34,7 +34,8 @@ const (
 // acquireSlot reserves one of h's slots, waiting for one in the buffer if
 // it may, or returns the refusal. l.mu is held on entry and on return.
 func (l *Limiter) acquireSlot(ctx context.Context, h *hostState, now time.Time) error {
-	if h.inflight < h.limit() && len(h.waiters) == 0 {
+	l.grantWaiters(h, now) // slots held after a 429 may be due back
+	if h.room(now) && len(h.waiters) == 0 {
 		h.occupy(now)
 		return nil
 	}
@@ -84,6 +85,9 @@ func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, 
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if err == nil {
+		l.grantWaiters(h, l.cfg.Now()) // slots held after a 429 may be due back
+	}
 	select {
 	case <-w:
 		// Handed a slot just as the wait ended: take it, unless the
@@ -119,7 +123,7 @@ func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
 // grantWaiters hands free slots of h to its waiters, first come first
 // served. l.mu is held.
 func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
-	for len(h.waiters) > 0 && h.inflight < h.limit() {
+	for len(h.waiters) > 0 && h.room(now) {
 		w := h.waiters[0]
 		h.waiters = slices.Delete(h.waiters, 0, 1)
 		l.waiting--
@@ -137,36 +141,59 @@ func (l *Limiter) grantWaiters(h *hostState, now time.Time) {
 // delayed NAKs, and JetStream's work, to about one per job. It also returns
 // the latency the pace was taken from. l.mu is held.
 func (l *Limiter) concurrencyWait(h *hostState, now time.Time) (wait, lat time.Duration) {
-	stalled := h.stalled(now)
-	lat = h.conc.baseLatency()
-	if lat == 0 {
+	lat, limit, known := l.linePace(h, now)
+	if !known {
 		// Too few answers to know the host's pace (its first round trips):
 		// come back soon and be scheduled then, rather than parked for
 		// long on a guess. A host that hangs makes the waits grow.
-		lat = max(latencyGuess, stalled)
 		return min(l.jitter(lat), l.cfg.MaxDefer), lat
 	}
-	// The pace is taken optimistically, at the host's best lately (its
-	// baseline latency, the higher of its limit now and where it last
-	// pushed back): jobs parked on a pessimistic guess after a hiccup would
-	// come back too slowly for a host that recovered, and leave its slots
-	// idle; jobs that come back too early are only parked again. A host
-	// that stops answering slows the pace down.
-	lat = max(lat, stalled)
-	limit := float64(h.limit())
-	if h.fixed == 0 {
-		limit = max(limit, h.conc.lastMax)
-		if h.conc.slowStart {
-			// Still doubling every round trip, with no sign yet of where
-			// it stops: the pace may be anything up to the ceiling. Jobs
-			// lined up for today's limit would come back a round trip per
-			// doubling too late: a host answering in 1 s, its limit on the
-			// way from 20 to 1,000, had 5,000 jobs parked up to two
-			// minutes out and sent 40 a second.
-			limit = h.conc.max
-		}
+	return l.schedule(&h.cursor, now, lineSpacing(lat, limit)), lat
+}
+
+// linePace is the latency and the limit that h's line of refused jobs is
+// paced on; known is false while the host's latency is not (lat is then a
+// guess). l.mu is held.
+func (l *Limiter) linePace(h *hostState, now time.Time) (lat time.Duration, limit float64, known bool) {
+	stalled := h.stalled(now)
+	lat = h.conc.baseLatency()
+	if lat == 0 {
+		return max(latencyGuess, stalled), 0, false
 	}
-	return l.schedule(&h.cursor, now, time.Duration(float64(lat)/limit/overbookConcurrency)), lat
+	// The pace is taken optimistically, at the host's best lately (its
+	// baseline latency, ownPace's limit, the fleet's average limit when
+	// workers share the host): jobs parked on a pessimistic guess after a
+	// hiccup would come back too slowly for a host that recovered, and
+	// leave its slots idle; jobs that come back too early are only parked
+	// again. A host that stops answering (for twice its latency and
+	// stallPace) slows the pace down; a shorter stall is as often this
+	// process starved of CPU, and the line's end, pushed out by it, stayed
+	// out after the stall (three workers on a loaded machine: jobs parked
+	// two minutes out, a 70 s tail at 10 jobs/s).
+	if stalled > max(2*lat, stallPace) {
+		lat = stalled
+	}
+	limit = h.ownPace()
+	if h.fixed == 0 && h.conc.slowStart {
+		// Still doubling every round trip, with no sign yet of where
+		// it stops: the pace may be anything up to the ceiling. Jobs
+		// lined up for today's limit would come back a round trip per
+		// doubling too late: a host answering in 1 s, its limit on the
+		// way from 20 to 1,000, had 5,000 jobs parked up to two
+		// minutes out and sent 40 a second.
+		limit = h.conc.max
+	}
+	return lat, max(limit, l.fleetAvg(h, now)), true
+}
+
+// stallPace: a host that owes an answer for longer than this (and twice
+// its latency) is taken to be slow, for the pace of its line.
+const stallPace = time.Second
+
+// lineSpacing is the spacing of a line of refused jobs for a host that
+// answers in lat with limit requests in flight.
+func lineSpacing(lat time.Duration, limit float64) time.Duration {
+	return time.Duration(float64(lat) / limit / overbookConcurrency)
 }
 
 // pace books a place in h's line of refused jobs for a job that h

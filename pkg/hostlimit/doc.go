@@ -19,7 +19,19 @@
 // state cannot be reached), a
 // little faster so that a free slot rarely waits for a job, so a backlog of
 // thousands of jobs for one host is parked about once each rather than
-// spinning through the worker.
+// spinning through the worker. A line is paced on the host's best lately
+// (its baseline latency; the highest of its limit now, where it last pushed
+// back and the highest limit lately): a stall shorter than a second is as
+// often this process starved of CPU as the host slowing down, and a line
+// stretched by it, or by a limit that such a stall cut down, would hold
+// the jobs parked on it back long after. When several workers share a host
+// (Config.Peers above 1), a parked job comes back to whichever worker
+// pulls it; the workers pull alike, so each line must drain at the fleet's
+// pace divided among them: each worker posts its limit for the host in
+// Buckets (on a refusal, at most once a second) and paces its own line on
+// the higher of its limit and the workers' average. Lines paced on each
+// worker's own limit drained at different speeds, the slowest last, at a
+// fraction of the host's capacity.
 //
 // The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
 // as JETPOST_MAX_INFLIGHT in cmd/worker, at most 256). A request whose slot is due
@@ -47,7 +59,15 @@
 // refused jobs reaches further ahead than MaxDefer. A host idle for
 // IdleAfter is forgotten and starts afresh.
 //
-// # A 429 is paced, not backed off
+// # A 429 is paced, not backed off, and teaches the limit alike
+//
+// A 429 cuts the host's adaptive limit the same way whether it carries
+// Retry-After (in seconds or as an HTTP date) or not: the limit learns from
+// the refusal, the retry waits what the host asked for. The refused
+// request's slot stays taken for one of the host's latencies, and a 429
+// within the round trip after a cut holds the limit to what is still in
+// flight: a host that refuses at once would otherwise be sent a request
+// per freed slot per millisecond.
 //
 // A job whose host answers 429 without Retry-After spends its attempt, as
 // any retry does, but its retry is booked in the host's line of refused
@@ -74,7 +94,12 @@
 // trip. It is the loss-based AIMD of TCP Reno and Netflix's AIMDLimit, with
 // the delay signal of TCP Vegas and Netflix's gradient limiters as an
 // early brake. The limit is per worker process; several workers against
-// one host each find their share, as TCP flows on one link do.
+// one host each find their share, as TCP flows on one link do. Near where
+// the host last pushed back, the limit grows at a quarter of the usual
+// pace, times a gain that halves while the host pushes back again within
+// 20 of its latencies and doubles back after as long without: each worker
+// adds its growth to the host's load, so three workers pushed it over three
+// times as often (5% of requests refused, against 0.5% for one).
 //
 // # Fleet-wide rate limits
 //

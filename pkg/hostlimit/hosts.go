@@ -18,9 +18,18 @@ type hostState struct {
 	rate     Rate
 	hasRate  bool
 	cursor   time.Time // the end of the line of jobs refused for concurrency
+	share    fleetShare
 	// waiters are requests waiting in Admit for a slot, first come first
 	// served; release hands its slot to the first.
 	waiters []chan struct{}
+	// held are the slots of requests the host answered 429, each kept
+	// until its time (a latency after the answer) under an adaptive limit:
+	// the host was full, and a request sent in the freed slot before any
+	// of the host's requests can have finished would be refused as well.
+	// A host that refuses at once would otherwise see a storm of requests
+	// (one per slot per millisecond) that no cut can stop: the limit does
+	// not fall below 1, nor more than once per round trip.
+	held []time.Time
 	// owedSince is when the host last answered or went from idle to busy,
 	// whichever is later: with requests in flight, the host's latency is at
 	// least the time since, which is how a host that hangs is noticed
@@ -51,6 +60,27 @@ func (h *hostState) occupy(now time.Time) {
 		h.owedSince = now
 	}
 	h.inflight++
+}
+
+// room reports whether h has a free slot now, its held slots that are
+// due given back.
+func (h *hostState) room(now time.Time) bool {
+	if len(h.held) > 0 {
+		h.held = slices.DeleteFunc(h.held, func(t time.Time) bool { return !now.Before(t) })
+	}
+	return h.inflight+len(h.held) < h.limit()
+}
+
+// ownPace is the limit this worker's line of h's refused jobs is paced on,
+// as far as its own answers tell: the host's best lately, the highest of
+// its limit now, where the host last pushed back and the highest it held
+// lately (see linePace).
+func (h *hostState) ownPace() float64 {
+	limit := float64(h.limit())
+	if h.fixed == 0 {
+		limit = max(limit, h.conc.lastMax, h.conc.recentPeak())
+	}
+	return limit
 }
 
 func (h *hostState) limit() int {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"sync"
 	"time"
 
@@ -44,7 +45,9 @@ type Config struct {
 	// Peers, if set, tells how many worker processes share the rate limits
 	// (this one included): token leases are sized for this process's share
 	// of the rate, and so is the fallback schedule of refused jobs while the
-	// fleet's shared one cannot be reached. Nil: 1.
+	// fleet's shared one cannot be reached. Above 1, the workers also post
+	// their concurrency limits for the hosts they refuse jobs for, and pace
+	// their lines of refused jobs on the fleet's average. Nil: 1.
 	Peers func() int
 
 	// MaxWaiting is how many requests may wait in Admit at once, for a
@@ -94,6 +97,7 @@ type Limiter struct {
 	calls   int
 	swept   time.Time
 	rnd     *rand.Rand
+	id      string // this process, in the fleet's record of limits (fleetShares)
 }
 
 // New validates cfg and applies its defaults.
@@ -140,11 +144,13 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
+	rnd := rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64()))
 	return &Limiter{
 		cfg:     cfg,
 		hosts:   map[string]*hostState{},
 		buckets: map[string]*bucket{},
-		rnd:     rand.New(rand.NewPCG(rand.Uint64(), rand.Uint64())),
+		rnd:     rnd,
+		id:      strconv.FormatUint(rnd.Uint64(), 36),
 	}, nil
 }
 
@@ -172,10 +178,11 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 		// Tokens first, then the slot: a request waiting for a token must
 		// not hold one of the host's slots meanwhile. But a request that
 		// will find no slot must not spend a token either.
-		if h.inflight >= h.limit() || len(h.waiters) > 0 {
+		if !h.room(now) || len(h.waiters) > 0 {
 			if _, ok := l.mayWait(h, now); !ok {
 				err := l.refuseConcurrency(h, now)
 				l.mu.Unlock()
+				l.postShare(ctx, h)
 				return nil, err
 			}
 		}
@@ -192,6 +199,7 @@ func (l *Limiter) Admit(ctx context.Context, r sender.AdmitRequest) (*sender.Per
 	// is lost with the refusal. That takes a race at the limit's edge.
 	if err := l.acquireSlot(ctx, h, l.cfg.Now()); err != nil {
 		l.mu.Unlock()
+		l.postShare(ctx, h)
 		return nil, err
 	}
 	h.admitted++
@@ -216,12 +224,15 @@ func (l *Limiter) release(h *hostState, fb sender.Feedback, start time.Time, inf
 	case !fb.Sent || fb.Canceled:
 	case fb.Status == http.StatusTooManyRequests:
 		h.refusedInARow++
+		if h.fixed == 0 {
+			h.held = append(h.held, now.Add(h.conc.holdTime()))
+		}
 	case fb.Status > 0 && fb.Status < 400:
 		h.refusedInARow = 0
 	}
 	// With a fixed limit the adaptive state still learns the latency, for
 	// scheduling refused jobs; its own limit is not used.
-	h.conc.observe(fb, start, inflight, now)
+	h.conc.observe(fb, start, inflight, h.inflight, now)
 	l.grantWaiters(h, now)
 	if !fb.WantPace {
 		return 0

@@ -437,11 +437,14 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 	}
 
 	// A run of 429s is a host out of quota, not of concurrency: back off.
+	// (A refused request's slot is held for a latency: each request below
+	// comes after that.)
 	for _, rel := range rels[2:] {
 		rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
 	}
 	var last time.Duration
 	for range maxPacedRefusals + 1 {
+		clock.advance(40 * time.Millisecond)
 		rel, na := admit(t, l, a)
 		if na != nil {
 			t.Fatalf("refused with nothing in flight: %v", na)
@@ -451,6 +454,7 @@ func TestPaceBooksA429InTheHostsLine(t *testing.T) {
 	if last != 0 {
 		t.Fatalf("pace after %d 429s in a row: %v, want 0 (the worker's backoff)", maxPacedRefusals+1, last)
 	}
+	clock.advance(40 * time.Millisecond)
 	rel, _ := admit(t, l, a)
 	rel.Done(sender.Feedback{Sent: true, Status: 200, Latency: 40 * time.Millisecond})
 	rel, _ = admit(t, l, a)

@@ -10,8 +10,10 @@
 //     result callbacks (the jobs themselves go to an unlimited host), with
 //     3 workers: the rate that host saw;
 //   - adaptive: a target that answers 429 above 30 concurrent requests,
-//     each taking 50 ms (capacity 600/s), one worker with
-//     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default);
+//     each taking 50 ms (capacity 600/s), workers with
+//     JETPOST_MAX_INFLIGHT=200 and adaptive concurrency (the default): its
+//     429s without Retry-After, with "Retry-After: 1" and with an HTTP date
+//     (-retry-after), one worker and three sharing the target (-workers);
 //   - fixed: the same target and worker with a fixed pool of 200
 //     (JETPOST_ADAPTIVE_CONCURRENCY=false), as the seed scripts did;
 //   - oracle: a fixed pool of exactly the target's capacity (30): the most
@@ -24,11 +26,20 @@
 // Usage:
 //
 //	go run ./bench/cmd/limitbench [-scenario fleet,batch,callback,adaptive,fixed,oracle,idle] [-repeat N] [-quick] [-gap D] [-write]
+//	    [-retry-after none,seconds,date] [-workers 1,3] [-worker PATH] [-json]
 //
-// ("fleet1" runs only the one-worker half of "fleet".) -repeat N runs each
+// ("fleet1" runs only the one-worker half of "fleet".) -worker runs a worker
+// binary built elsewhere (another commit, for before/after figures) instead
+// of building ./cmd/worker. -repeat N runs each
 // capacity scenario N times and reports the median run. It prints a
 // Markdown table; -write also puts it into BENCHMARKS.md between the
 // limitbench markers (the rest of the file is left alone).
+// -json prints instead one JSON object per line for each capacity case
+// (scenario, retry_after, workers, jobs, jobs_per_sec, capacity_fraction,
+// requests, pct_429, ok, failed, wall_s, load, and with -repeat every run's
+// capacity_fraction and pct_429): the rate scenarios print nothing then.
+// LIMITBENCH_WORKER_LOGS=DIR keeps each worker's debug log (every deferral
+// with its delay) in DIR/wN.log.
 // LIMITBENCH_DEBUG=1 prints, to standard error, the target's arrivals per
 // 250 ms of each run and the first worker's host gauges every 250 ms.
 package main
@@ -78,6 +89,12 @@ type options struct {
 	write     bool
 	md        string
 	gap       time.Duration
+	// The adaptive scenario's variants: what the target's 429s carry, and
+	// how many workers share it.
+	retryAfter []string
+	workers    []int
+	worker     string // a worker binary built elsewhere (another commit), instead of ./cmd/worker
+	json       bool   // one line of JSON per capacity case instead of the Markdown table
 }
 
 func run(ctx context.Context, args []string) error {
@@ -89,10 +106,17 @@ func run(ctx context.Context, args []string) error {
 	fs.BoolVar(&o.write, "write", false, "write the table into BENCHMARKS.md between the limitbench markers")
 	fs.StringVar(&o.md, "md", "BENCHMARKS.md", "file -write updates")
 	fs.DurationVar(&o.gap, "gap", 20*time.Second, "the idle scenario's gap between its two batches")
+	ra := fs.String("retry-after", "none,seconds,date", "the adaptive scenario's 429s: without Retry-After (none), with Retry-After: 1 (seconds), with an HTTP date (date)")
+	fs.StringVar(&o.worker, "worker", "", "run this worker binary (say, one built from another commit) instead of building ./cmd/worker")
+	workers := fs.String("workers", "1,3", "the adaptive scenario's worker processes sharing the target")
+	fs.BoolVar(&o.json, "json", false, "print one line of JSON per capacity case (adaptive, fixed, oracle) instead of the Markdown table")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	o.scenarios = strings.Split(*sc, ",")
+	if err := o.parseAdaptive(*ra, *workers); err != nil {
+		return err
+	}
 
 	root, err := benchkit.ModuleRoot()
 	if err != nil {
@@ -103,11 +127,15 @@ func run(ctx context.Context, args []string) error {
 		return err
 	}
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "bin")
-	if err := benchkit.Build(ctx, root, bin, "./cmd/worker"); err != nil {
-		return err
+	worker := o.worker
+	if worker == "" {
+		bin := filepath.Join(tmp, "bin")
+		if err := benchkit.Build(ctx, root, bin, "./cmd/worker"); err != nil {
+			return err
+		}
+		worker = filepath.Join(bin, "worker")
 	}
-	b := &bench{bin: bin, tmp: tmp, quick: o.quick, loadBefore: benchkit.LoadAvg()}
+	b := &bench{worker: worker, tmp: tmp, quick: o.quick, loadBefore: benchkit.LoadAvg()}
 	if o.repeat > 1 {
 		b.repeatFlag = fmt.Sprintf(" -repeat %d", o.repeat)
 	}
@@ -136,7 +164,13 @@ func run(ctx context.Context, args []string) error {
 		return nil
 	}
 	table := b.table(rows)
-	fmt.Print(table)
+	if o.json {
+		if err := writeSummaries(os.Stdout, rows); err != nil {
+			return err
+		}
+	} else {
+		fmt.Print(table)
+	}
 	if o.write {
 		return writeSection(md, table, beginMarker, endMarker, "## Host limits: fleet-wide rate and adaptive concurrency")
 	}
@@ -165,7 +199,13 @@ func (b *bench) scenario(ctx context.Context, name string, o options) (rows []ro
 	case "callback":
 		r, err = b.rate(ctx, 3, rateCallback)
 	case "adaptive", "fixed", "oracle":
-		r, err = b.repeatCapacity(ctx, name, o.repeat)
+		for _, s := range capacitySpecs(name, o) {
+			if r, err = b.repeatCapacity(ctx, s, o.repeat); err != nil {
+				return nil, "", err
+			}
+			rows = append(rows, r)
+		}
+		return rows, "", nil
 	default:
 		return nil, "", fmt.Errorf("unknown scenario %q", name)
 	}
@@ -176,10 +216,10 @@ func (b *bench) scenario(ctx context.Context, name string, o options) (rows []ro
 }
 
 type bench struct {
-	bin, tmp   string
-	repeatFlag string // " -repeat N", as the table's command line says
-	quick      bool
-	loadBefore string
+	worker, tmp string // the worker binary; a scratch directory
+	repeatFlag  string // " -repeat N", as the table's command line says
+	quick       bool
+	loadBefore  string
 }
 
 var names = queue.NewNames("jetpost")
@@ -248,16 +288,7 @@ func (b *bench) rate(ctx context.Context, workers int, kind rateKind) (row, erro
 	span := arr[len(arr)-1].Sub(arr[0])
 	got := float64(len(arr)-1) / span.Seconds()
 	lo, hi := windows(arr, time.Second)
-	if os.Getenv("LIMITBENCH_DEBUG") != "" {
-		counts := map[int]int{}
-		for _, a := range arr {
-			counts[int(a.Sub(arr[0])/(250*time.Millisecond))]++
-		}
-		for i := 0; i <= int(span/(250*time.Millisecond)); i++ {
-			fmt.Fprintf(os.Stderr, "%d ", counts[i])
-		}
-		fmt.Fprintln(os.Stderr)
-	}
+	printArrivals(arr)
 	byWorker := res.perWorker()
 	rule := fmt.Sprintf("`JETPOST_RATE_LIMITS=HOST=%d/s:%d`", limit, burst)
 	outcome := fmt.Sprintf("%d ok, %d failed, attempts max %d", res.ok, res.failed, res.maxAttempts)
@@ -270,83 +301,6 @@ func (b *bench) rate(ctx context.Context, workers int, kind rateKind) (row, erro
 	}
 	return row{text: fmt.Sprintf("| %s | %s | %d | %d | %.1f/s (%+.1f%%) | %d–%d | %s | %s |",
 		name, rule, n, len(arr), got, 100*(got-limit)/limit, lo, hi, byWorker, outcome)}, nil
-}
-
-// capacity runs the adaptive-concurrency scenario of issue 8 (429 above 30
-// concurrent, 50 ms each) with mode "adaptive", the seed scripts' fixed
-// pool of 200 ("fixed"), or an oracle that knows the capacity and runs a
-// fixed pool of exactly 30 ("oracle": the most this machine's pipeline
-// gets out of the target).
-// repeatCapacity runs a capacity scenario n times: the row is the median
-// run by throughput, and lists every run's throughput and share of 429s.
-func (b *bench) repeatCapacity(ctx context.Context, mode string, n int) (row, error) {
-	var runs []row
-	for range max(1, n) {
-		r, err := b.capacity(ctx, mode)
-		if err != nil {
-			return row{}, err
-		}
-		runs = append(runs, r)
-	}
-	if len(runs) == 1 {
-		return runs[0], nil
-	}
-	sort.Slice(runs, func(i, j int) bool { return runs[i].jobsPerSec < runs[j].jobsPerSec })
-	med := runs[len(runs)/2]
-	var tps []string
-	lo, hi := runs[0].pct429, runs[0].pct429
-	for _, r := range runs {
-		tps = append(tps, fmt.Sprintf("%.0f", r.jobsPerSec))
-		lo, hi = min(lo, r.pct429), max(hi, r.pct429)
-	}
-	med.runs = fmt.Sprintf("%s, %d runs: %s jobs/s (the table shows the median); %.2f–%.2f %% of requests answered 429",
-		med.name, len(runs), strings.Join(tps, ", "), lo, hi)
-	return med, nil
-}
-
-func (b *bench) capacity(ctx context.Context, mode string) (row, error) {
-	n := 12000
-	if b.quick {
-		n = 2000
-	}
-	tg := &recorder{capacity: 30, latency: 50 * time.Millisecond}
-	turl, natsURL, stop, err := b.stage(tg)
-	if err != nil {
-		return row{}, err
-	}
-	defer stop()
-	env := []string{"JETPOST_MAX_INFLIGHT=200", "JETPOST_ADAPTIVE_CONCURRENCY=true"}
-	name := "adaptive concurrency (the default), `JETPOST_MAX_INFLIGHT=200`"
-	switch mode {
-	case "fixed":
-		env = []string{"JETPOST_MAX_INFLIGHT=200", "JETPOST_ADAPTIVE_CONCURRENCY=false"}
-		name = "fixed pool of 200: `JETPOST_MAX_INFLIGHT=200 JETPOST_ADAPTIVE_CONCURRENCY=false`"
-	case "oracle":
-		env = []string{"JETPOST_MAX_INFLIGHT=30", "JETPOST_ADAPTIVE_CONCURRENCY=false"}
-		name = "oracle: a fixed pool of exactly the capacity, `JETPOST_MAX_INFLIGHT=30 JETPOST_ADAPTIVE_CONCURRENCY=false`"
-	}
-	b.logf("%s: %d jobs ...", name, n)
-	res, err := b.batch(ctx, natsURL, 1, env, turl, n, 0, "")
-	if err != nil {
-		return row{}, err
-	}
-	arr, st := tg.snapshot()
-	total := st[200] + st[429]
-	if os.Getenv("LIMITBENCH_DEBUG") != "" {
-		counts := map[int]int{}
-		for _, a := range arr {
-			counts[int(a.Sub(arr[0])/(250*time.Millisecond))]++
-		}
-		for i := 0; i <= int(arr[len(arr)-1].Sub(arr[0])/(250*time.Millisecond)); i++ {
-			fmt.Fprintf(os.Stderr, "%d ", counts[i])
-		}
-		fmt.Fprintln(os.Stderr)
-	}
-	span := tg.lastOK().Sub(arr[0])
-	jobsPerSec := float64(res.ok) / span.Seconds()
-	return row{capacity: true, name: mode, jobsPerSec: jobsPerSec, pct429: 100 * float64(st[429]) / float64(total), text: fmt.Sprintf("| %s | %d | %.0f jobs/s (%.2f × 540) | %d requests, %d × 429 (%.2f%%) | %d | %d ok, %d failed | %.1fs |",
-		name, n, jobsPerSec, jobsPerSec/540, total, st[429], 100*float64(st[429])/float64(total), tg.peak.Load(),
-		res.ok, res.failed, res.wall.Seconds())}, nil
 }
 
 type batchResult struct {
@@ -418,7 +372,7 @@ func (b *bench) startWorkers(ctx context.Context, natsURL string, workers int, e
 	}
 	debug := os.Getenv("LIMITBENCH_DEBUG") != ""
 	for i := range workers {
-		cmd := exec.CommandContext(ctx, filepath.Join(b.bin, "worker"))
+		cmd := exec.CommandContext(ctx, b.worker)
 		cmd.Env = append(append(append([]string(nil), base...), env...), fmt.Sprintf("JETPOST_WORKER_ID=w%d", i+1))
 		if debug && i == 0 {
 			addr, err := benchkit.FreeAddr()
@@ -430,6 +384,18 @@ func (b *bench) startWorkers(ctx context.Context, natsURL string, workers int, e
 			stops = append(stops, watchMetrics(addr))
 		}
 		cmd.Stderr = os.Stderr
+		if dir := os.Getenv("LIMITBENCH_WORKER_LOGS"); dir != "" {
+			// Every deferral with its delay, per worker: where a run's tail
+			// was parked, and by whom.
+			f, err := os.Create(filepath.Join(dir, fmt.Sprintf("w%d.log", i+1)))
+			if err != nil {
+				stop()
+				return nil, err
+			}
+			stops = append(stops, func() { f.Close() })
+			cmd.Env = append(cmd.Env, "JETPOST_LOG_LEVEL=debug")
+			cmd.Stderr = f
+		}
 		cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
 		if err := cmd.Start(); err != nil {
 			stop()
@@ -536,6 +502,7 @@ type row struct {
 	name               string
 	jobsPerSec, pct429 float64
 	runs               string
+	sum                *summary // for -json
 }
 
 func (b *bench) table(rows []row) string {
@@ -563,8 +530,8 @@ func (b *bench) table(rows []row) string {
 		sb.WriteString("\n")
 	}
 	if len(capacity) > 0 {
-		sb.WriteString("Adaptive concurrency against a target that answers 429 at once above 30 concurrent requests and takes 50 ms otherwise (capacity 30 ÷ 0.05 s = 600 jobs/s; the goal is ≥ 0.9 × 600 = 540 jobs/s with ≤ 2% of requests answered 429). One worker, `JETPOST_MAX_INFLIGHT=200`, default retry policy. Jobs/s = jobs ok ÷ (last 200 − first request at the target).\n\n")
-		sb.WriteString("| worker | jobs | throughput | requests, 429s | peak concurrency at target | results | wall time, publish to last result |\n|---|---|---|---|---|---|---|\n")
+		sb.WriteString("Adaptive concurrency against a target that answers 429 at once above 30 concurrent requests and takes 50 ms otherwise (capacity 30 ÷ 0.05 s = 600 jobs/s; the goal is ≥ 0.9 × 600 = 540 jobs/s with ≤ 2% of requests answered 429). Each worker `JETPOST_MAX_INFLIGHT=200` (several share the target), default retry policy; the target's 429s carry no `Retry-After`, `Retry-After: 1`, or an HTTP date 0.5–1.5 s ahead (whole seconds). Jobs/s = jobs ok ÷ (last 200 − first request at the target).\n\n")
+		sb.WriteString("| scenario | jobs | throughput | requests, 429s | peak concurrency at target | results | wall time, publish to last result |\n|---|---|---|---|---|---|---|\n")
 		for _, r := range capacity {
 			sb.WriteString(r + "\n")
 		}
@@ -607,6 +574,11 @@ const notes = `Reading the figures:
   pulls with a 200 ms wait.
 - The fixed pool of 200 fails a third to a half of its jobs outright: they
   spend all 5 attempts on 429s.
+- With Retry-After the limit learns as without; only the retried jobs wait
+  what the target asked (1 s), which can delay the batch's last result.
+  Three workers share the target's capacity, and pace their lines of
+  parked jobs on the fleet's average limit (see "A 429 teaches the limit,
+  with or without Retry-After").
 
 `
 
@@ -641,8 +613,9 @@ func writeSection(path, table, beginMarker, endMarker, heading string) error {
 // recorder is the target: it notes each request's arrival and answer, and
 // with capacity > 0 answers 429 at once above capacity concurrent requests.
 type recorder struct {
-	capacity int64
-	latency  time.Duration
+	capacity   int64
+	latency    time.Duration
+	retryAfter string // what a 429 carries: retryAfterNone, retryAfterSeconds, retryAfterDate
 
 	inflight atomic.Int64
 	peak     atomic.Int64
@@ -660,6 +633,7 @@ func (rc *recorder) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	status := http.StatusOK
 	if rc.capacity > 0 && n > rc.capacity {
 		status = http.StatusTooManyRequests
+		setRetryAfter(w.Header(), rc.retryAfter, now)
 	} else if rc.latency > 0 {
 		t := time.NewTimer(rc.latency)
 		select {
