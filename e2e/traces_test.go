@@ -10,6 +10,8 @@ import (
 	"sync"
 	"testing"
 
+	tracepb "go.opentelemetry.io/proto/otlp/trace/v1"
+
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/tracing/otlptest"
 )
@@ -89,16 +91,20 @@ func TestTracesEndToEnd(t *testing.T) {
 	if res := readResults(t, out); len(res) != 3 || res["retry"].Attempts != 2 || res["ok"].Callback == nil || !res["ok"].Callback.OK {
 		t.Fatalf("results %+v", res)
 	}
-	// run + 4 deliveries + 5 requests (ok, its callback, retry twice,
-	// own) + the callback's span.
-	spans := rcv.Wait(t, "every span", func(s []otlptest.Span) bool { return len(s) >= 11 })
+	// The run, 4 deliveries that sent (a host's limits may defer others
+	// before their request), 5 requests (ok, its callback, retry twice,
+	// own) and the callback's span.
+	spans := rcv.Wait(t, "every span", func(s []otlptest.Span) bool {
+		return len(otlptest.Named(s, "send ")) == 1 && len(filter(s, sent)) == 4 && len(filter(s, isClient)) == 5 &&
+			len(otlptest.Named(s, "callback")) == 1
+	})
 
 	run := only(t, spans, func(s otlptest.Span) bool { return s.Name == "send jetpost.jobs.{batch}" })
 	if run.TraceID != ciTrace || run.ParentID != ciSpan || run.Service != "jetpost-enqueue" || run.Attrs["jetpost.published"] != "3" {
 		t.Errorf("run span %+v: want a child of TRACEPARENT that published 3", run)
 	}
 	process := func(id string) []otlptest.Span {
-		return otlptest.Named(filter(spans, func(s otlptest.Span) bool { return s.Attrs["jetpost.job.id"] == id }), "process ")
+		return filter(spans, func(s otlptest.Span) bool { return sent(s) && s.Attrs["jetpost.job.id"] == id })
 	}
 	for _, id := range []string{"ok", "retry", "own"} {
 		for _, d := range process(id) {
@@ -176,6 +182,15 @@ func TestTracesOffSendsNoTraceparent(t *testing.T) {
 		t.Errorf("/own received %q, want the job's own traceparent unchanged", got)
 	}
 }
+
+// sent: a delivery span whose delivery sent a request (complete or
+// retry), not one deferred before it.
+func sent(s otlptest.Span) bool {
+	d := s.Attrs["jetpost.decision"]
+	return strings.HasPrefix(s.Name, "process ") && (d == "complete" || d == "retry")
+}
+
+func isClient(s otlptest.Span) bool { return s.Kind == tracepb.Span_SPAN_KIND_CLIENT }
 
 func filter(spans []otlptest.Span, keep func(otlptest.Span) bool) []otlptest.Span {
 	var out []otlptest.Span
