@@ -21,6 +21,7 @@ import (
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/termsafe"
+	"github.com/jetpost/jetpost/internal/tracing"
 	"github.com/jetpost/jetpost/internal/version"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
@@ -229,6 +230,13 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 	if err != nil {
 		return &exitError{exitUsage, err}
 	}
+	tracer, stopTracing, err := tracing.Start(ctx, "jetpost-enqueue", buildVersion, stderr, func(err error) {
+		log.Warn().Err(err).Msg("exporting traces failed")
+	})
+	if err != nil {
+		return &exitError{exitUsage, err}
+	}
+	defer stopTracing()
 	ins, err := enqueue.OpenInputs(files, stdin)
 	if err != nil {
 		return &exitError{exitUsage, err}
@@ -266,7 +274,7 @@ func runEnqueue(ctx context.Context, args []string, stdin io.Reader, stdout, std
 			}
 			return nc, nil
 		},
-		Stdout: runStdout, Stderr: stderr, Log: log,
+		Stdout: runStdout, Stderr: stderr, Log: log, Tracer: tracer,
 	})
 	var inputErr *enqueue.InputError
 	var cancelled *enqueue.CancelledError

@@ -9,6 +9,7 @@ import (
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/logging"
 	"github.com/jetpost/jetpost/internal/natsconn"
+	"github.com/jetpost/jetpost/internal/tracing"
 	"github.com/jetpost/jetpost/internal/version"
 	"github.com/jetpost/jetpost/internal/worker/daemon"
 )
@@ -75,7 +76,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer nc.Close()
-	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: log})
+	tracer, stopTracing, err := tracing.Start(ctx, "jetpost-worker", buildVersion, stderr, func(err error) {
+		log.Warn().Err(err).Msg("exporting traces failed")
+	})
+	if err != nil {
+		return &usageError{err}
+	}
+	defer stopTracing() // after the last delivery's spans end
+	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: log, Tracer: tracer})
 	if err != nil {
 		return err
 	}

@@ -43,6 +43,8 @@ type PublishOptions struct {
 	// elsewhere; Collector.Collect reads it from there.
 	Key      func(id string) uint64
 	Progress *Progress
+	// Headers go on every job message (the run's trace context).
+	Headers map[string]string
 }
 
 // PublishReport is what the second pass did.
@@ -221,6 +223,7 @@ func Publish(ctx context.Context, js jetstream.JetStream, sp *Spool, o PublishOp
 
 	rs := newResends()
 	pub := queue.NewBulkPublisher(ctx, js, o.Window, rep.onAck(o.Key, rs, o.Progress))
+	pub.SetHeaders(o.Headers)
 	subject := o.Names.JobSubject(o.Batch)
 	var pubErr error
 	for c := range chunks {

@@ -17,6 +17,7 @@ import (
 
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/termsafe"
+	"github.com/jetpost/jetpost/internal/tracing"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -43,6 +44,8 @@ type Options struct {
 	Connect func() (*nats.Conn, error)
 	// Log hears of setup retries and streams below JETPOST_REPLICAS.
 	Log zerolog.Logger
+	// Tracer, if set, traces the run and gives its jobs its context.
+	Tracer *tracing.Tracer
 	// Stdout receives the batch id once published, or for OutPath "-"
 	// the results alone; Stderr input errors, progress and warnings.
 	Stdout, Stderr io.Writer
@@ -311,10 +314,12 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		key = r.col.Key
 		go func() { collected <- r.col.Collect(wctx, r.js, o.Names, o.Batch, r.done, published) }()
 	}
-	rep, err := Publish(ctx, r.js, r.v.Spool, PublishOptions{
+	pctx, headers, endTrace := r.startTrace(ctx)
+	rep, err := Publish(pctx, r.js, r.v.Spool, PublishOptions{
 		Batch: o.Batch, Names: o.Names, Window: o.Window, Done: r.done, Legacy: r.legacy, ForceToken: r.forceToken,
-		Key: key, Progress: r.prog,
+		Key: key, Progress: r.prog, Headers: headers,
 	})
+	endTrace(rep, err)
 	r.reportPublish(rep)
 	if err != nil || len(rep.Failed) > 0 {
 		if err == nil {

@@ -1,6 +1,7 @@
 package queue
 
 import (
+	"cmp"
 	"context"
 	"encoding/json"
 	"errors"
@@ -39,13 +40,15 @@ func attemptsBucketConfig(n Names, cfg StreamConfig) jetstream.KeyValueConfig {
 type attemptsRecord struct {
 	Attempts   int `json:"attempts"`
 	TurnedAway int `json:"turned_away,omitempty"`
+	// Trace: the traceparent of the delivery that recorded it (tracing).
+	Trace string `json:"trace,omitempty"`
 }
 
 func (r attemptsRecord) encode() []byte {
-	if r.TurnedAway == 0 {
+	if r.TurnedAway == 0 && r.Trace == "" {
 		return []byte(strconv.Itoa(r.Attempts))
 	}
-	b, _ := json.Marshal(r) // two ints: cannot fail
+	b, _ := json.Marshal(r) // ints and a string: cannot fail
 	return b
 }
 
@@ -75,7 +78,7 @@ func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (attemptsRecord
 // Counts never go down, so a decision that leaves one out keeps the
 // delivery's.
 func (c *Consumer) recordAttempts(ctx context.Context, d *Delivery, dec Decision) {
-	rec := attemptsRecord{Attempts: max(dec.Attempts, d.Attempts), TurnedAway: max(dec.TurnedAway, d.TurnedAway)}
+	rec := attemptsRecord{Attempts: max(dec.Attempts, d.Attempts), TurnedAway: max(dec.TurnedAway, d.TurnedAway), Trace: cmp.Or(d.Trace, d.PrevTrace)}
 	if _, err := c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), rec.encode()); err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("recording attempts failed")
 	}

@@ -46,6 +46,7 @@ type BulkPublisher struct {
 	pending chan bulkPending
 	done    chan struct{}
 	onAck   func(BulkAck)
+	headers nats.Header // SetHeaders': on every message
 }
 
 type bulkPending struct {
@@ -98,6 +99,7 @@ func (p *BulkPublisher) Publish(ctx context.Context, m *BulkMsg) error {
 // send publishes, waiting out stalls.
 func (p *BulkPublisher) send(ctx context.Context, m *BulkMsg) (jetstream.PubAckFuture, error) {
 	msg := m.natsMsg()
+	p.addHeaders(msg)
 	for {
 		f, err := p.js.PublishMsgAsync(msg)
 		if !errors.Is(err, jetstream.ErrTooManyStalledMsgs) {

@@ -272,7 +272,7 @@ func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool,
 	if err != nil {
 		return false, fmt.Errorf("reading attempts: %w", err)
 	}
-	d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+	d.Attempts, d.TurnedAway, d.PrevTrace = rec.Attempts, rec.TurnedAway, rec.Trace
 	if call == nil {
 		return false, nil
 	}

@@ -11,7 +11,7 @@
 //	JETPOST_RESULTS    jetpost.results.<batch>  one result per job and run, kept for a max age
 //	JETPOST_DLQ        jetpost.dlq.<batch>      finally failed and undecodable jobs
 //	JETPOST_DONE       KV, by job id hash       completion markers (TTL: results max age)
-//	JETPOST_ATTEMPTS   KV, by stream sequence   attempts and breaker turn-aways per job
+//	JETPOST_ATTEMPTS   KV, by stream sequence   attempts and breaker turn-aways per job (and, traced, the last delivery's traceparent)
 //	JETPOST_BREAKERS   KV, by host and worker   breakers that are not closed (auxiliary)
 //	JETPOST_RATES      KV, by host              fleet-wide rate limit state (fleetrate; auxiliary)
 //	JETPOST_HOSTLIMITS KV, by worker            posted host limits (fleetrate; auxiliary)

@@ -57,7 +57,7 @@ func (c *Consumer) checkEarly(ctx context.Context, ds []*Delivery) {
 	}
 	for _, d := range ds {
 		rec := counts[d.Seq]
-		d.Attempts, d.TurnedAway, d.checked = rec.Attempts, rec.TurnedAway, true
+		d.Attempts, d.TurnedAway, d.PrevTrace, d.checked = rec.Attempts, rec.TurnedAway, rec.Trace, true
 	}
 	for i, m := range markers {
 		if m.settled(keyed[i]) {

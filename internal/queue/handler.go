@@ -61,6 +61,10 @@ type Delivery struct {
 	// NumDelivered counts deliveries, including deferrals and hand-backs.
 	NumDelivered uint64
 	Seq          uint64 // stream sequence: the job message's identity in the stream
+	// PrevTrace is the traceparent of the delivery that last spent an
+	// attempt or a try (attempts record); Trace, set by a tracing handler,
+	// is this delivery's, recorded in its place.
+	PrevTrace, Trace string
 
 	msg       jetstream.Msg
 	decodeErr error

@@ -47,6 +47,11 @@
 // needs (Sender, Consumer), so tests can substitute pure logic. The
 // integration tests still run the real queue against a real server.
 //
+// With Config.Tracer set, each delivery runs inside a span (tracing.go):
+// the request's and the callback's spans are its children, and its context
+// goes into the attempts record (Delivery.Trace) for the next delivery's
+// link. Without one, Handle pays a nil check.
+//
 // Service runs consumption, the background reporters (open breakers, host
 // limits) and the operations endpoint (/healthz, /readyz, /metrics) as one
 // errgroup: the first to fail stops the others. On

@@ -11,6 +11,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/tracing"
 	"github.com/jetpost/jetpost/pkg/job"
 	"github.com/jetpost/jetpost/pkg/retry"
 	"github.com/jetpost/jetpost/pkg/sender"
@@ -40,6 +41,8 @@ type Config struct {
 	// callback host has that many is deferred before its request.
 	// Default DefaultMaxCallbacksWaiting.
 	MaxCallbacksWaiting int
+	// Tracer, if set, traces each delivery and callback; nil: off.
+	Tracer *tracing.Tracer
 }
 
 // DefaultMaxCallbackDefer is as long as the host limits defer one refused
@@ -95,6 +98,13 @@ func New(cfg Config, s Sender, obs Observer, log zerolog.Logger) *Worker {
 // Handle is a queue.Handler: one HTTP attempt, then the one decision that
 // follows from its outcome.
 func (w *Worker) Handle(ctx context.Context, d *queue.Delivery) queue.Decision {
+	if w.cfg.Tracer != nil {
+		return w.handleTraced(ctx, d)
+	}
+	return w.handle(ctx, d)
+}
+
+func (w *Worker) handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 	if w.obs.InFlight != nil {
 		w.obs.InFlight(1)
 		defer w.obs.InFlight(-1)
@@ -276,7 +286,7 @@ func (w *Worker) result(j *job.Job, attempts int, o *sender.Outcome) *job.Result
 // (queue), from which it alone can be re-driven.
 func (w *Worker) complete(ctx context.Context, log jobLog, j *job.Job, r *job.Result) queue.Decision {
 	if j.Callback != "" {
-		r.Callback = w.callback(ctx, j, r)
+		r.Callback = w.tracedCallback(ctx, j, r)
 	}
 	if w.obs.Finished != nil {
 		w.obs.Finished(r)
@@ -395,7 +405,7 @@ func (w *Worker) resendCallback(ctx context.Context, log jobLog, d *queue.Delive
 	r := *j.Result
 	// The record as the first POST sent it, before its callback's outcome.
 	r.Callback = nil
-	cr := w.callback(ctx, j, &r)
+	cr := w.tracedCallback(ctx, j, &r)
 	if !cr.OK && ctx.Err() != nil {
 		return queue.Decision{Action: queue.HandBack}
 	}

@@ -121,6 +121,10 @@ type Config struct {
 	// keep it short and do not call Send or Post from it (BreakerStates is
 	// safe to call).
 	OnBreakerChange func(host string, from, to job.BreakerState)
+
+	// WrapTransport, if set, wraps the transport every request goes
+	// through (tracing: a client span and traceparent per request).
+	WrapTransport func(http.RoundTripper) http.RoundTripper
 }
 
 // Breaker configures the per-host circuit breakers. A breaker opens on a
@@ -171,6 +175,7 @@ const (
 type Sender struct {
 	cfg       Config
 	transport *http.Transport
+	rt        http.RoundTripper // transport, wrapped (Config.WrapTransport)
 	breakers  breakers
 	// places bounds the requests in flight (Config.MaxRequests); nil:
 	// unbounded.
@@ -194,6 +199,10 @@ func New(cfg Config) (*Sender, error) {
 		breakers:  breakers{settings: cfg.Breaker, onChange: cfg.OnBreakerChange},
 		rnd:       rand.Float64,
 		tokenAge:  maxTokenAge,
+	}
+	s.rt = s.transport
+	if cfg.WrapTransport != nil {
+		s.rt = cfg.WrapTransport(s.transport)
 	}
 	if cfg.MaxRequests > 0 {
 		s.places = make(chan struct{}, cfg.MaxRequests)
@@ -597,12 +606,12 @@ func because(err error, reasons ...error) error {
 func (s *Sender) client(redirects *int) http.Client {
 	if s.cfg.MaxRedirects < 0 {
 		return http.Client{
-			Transport:     s.transport,
+			Transport:     s.rt,
 			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
 		}
 	}
 	return http.Client{
-		Transport: s.transport,
+		Transport: s.rt,
 		CheckRedirect: func(req *http.Request, via []*http.Request) error {
 			*redirects++
 			if len(via) > s.cfg.MaxRedirects {

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/http"
 	"strings"
 	"sync"
 	"time"
@@ -25,6 +26,7 @@ import (
 	"github.com/jetpost/jetpost/internal/hostmetrics"
 	"github.com/jetpost/jetpost/internal/metrics"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/tracing"
 	"github.com/jetpost/jetpost/internal/worker"
 	"github.com/jetpost/jetpost/pkg/hostlimit"
 	"github.com/jetpost/jetpost/pkg/job"
@@ -43,6 +45,8 @@ type Options struct {
 	// SetupPause and AuxPause, if set, replace the pauses between tries
 	// of setting up the streams and the auxiliary buckets (tests).
 	SetupPause, AuxPause func(n int) time.Duration
+	// Tracer, if set, traces deliveries, requests and callbacks.
+	Tracer *tracing.Tracer
 }
 
 // Build sets up the streams, the consumer and the buckets, retrying while
@@ -72,7 +76,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
 	mx.Registry().MustRegister(hostmetrics.New(limits.Snapshot))
 	breakers := worker.NewBreakerReporter(st.breakers, id, log)
-	snd, err := newSender(cfg, limits, func(host string, from, to job.BreakerState) {
+	snd, err := newSender(cfg, limits, o.Tracer, func(host string, from, to job.BreakerState) {
 		mx.BreakerChanged(host, from, to)
 		breakers.Changed(host, from, to)
 		log.Warn().Str("host", host).Stringer("from", from).Stringer("to", to).Msg("circuit breaker changed state")
@@ -91,6 +95,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		MaxAttempts: cfg.MaxAttempts,
 		Backoff:     sender.Backoff{Base: cfg.BackoffBase, Cap: cfg.BackoffMax},
 		MaxJobAge:   cfg.MaxJobAge,
+		Tracer:      o.Tracer,
 	}, s, mx.Observer(), log)
 
 	postLimits := func(ctx context.Context) error {
@@ -241,13 +246,18 @@ func hostLimits(cfg *config.Worker, st *stores) (*hostlimit.Limiter, error) {
 	})
 }
 
-func newSender(cfg *config.Worker, limits *hostlimit.Limiter, onBreaker func(host string, from, to job.BreakerState)) (*sender.Sender, error) {
+func newSender(cfg *config.Worker, limits *hostlimit.Limiter, tracer *tracing.Tracer, onBreaker func(host string, from, to job.BreakerState)) (*sender.Sender, error) {
 	retry, err1 := cfg.RetryStatusSet()
 	allowed, err2 := cfg.AllowedPrefixes()
 	if err := errors.Join(err1, err2); err != nil {
 		return nil, err
 	}
+	var wrap func(http.RoundTripper) http.RoundTripper
+	if tracer != nil {
+		wrap = tracer.Transport
+	}
 	return sender.New(sender.Config{
+		WrapTransport:     wrap,
 		Timeout:           cfg.RequestTimeout,
 		MaxResponseBytes:  cfg.MaxResponseBytes,
 		MaxConnsPerHost:   cfg.MaxInflight,
