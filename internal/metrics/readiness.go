@@ -44,7 +44,7 @@ func (rc *readinessCollector) Collect(ch chan<- prometheus.Metric) {
 	pending, ready := map[string]float64{}, map[string]float64{}
 	for _, l := range rc.r.Lanes(context.Background()) {
 		undelivered += l.ReadyUndelivered()
-		held += l.ReadyFetched()
+		held += l.ReadyHeld()
 		lbl := rc.labels.label(l.Batch)
 		pending[lbl] += float64(l.Undelivered)
 		ready[lbl] += l.ReadyUndelivered()

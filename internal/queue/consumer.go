@@ -256,7 +256,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		}
 	}
 	dec := h(ctx, d)
-	d.lane.seen.decided(dec.Action)
+	d.lane.seen.decided(dec, c.now)
 	release()
 	c.settle(ctx, d, dec)
 }

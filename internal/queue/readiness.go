@@ -18,7 +18,9 @@ import (
 // Undelivered jobs whose host refuses (breaker open, host or rate limit)
 // are not ready, but nothing says which they are before they are fetched:
 // they are estimated by the share of the lane's recent decisions that were
-// deferrals without an attempt (NakAfter).
+// deferrals without an attempt (NakAfter) for the host's sake, not for
+// want of this worker's own room (Decision.OwnCapacity). Jobs deferred for
+// want of room are ready: each worker counts its own until they are due.
 
 const (
 	// readinessStale is how old a lane's undelivered count may be before a
@@ -49,16 +51,36 @@ type readiness struct {
 	base    uint64    // decisions when the share's window began
 	share   float64   // refused share of the last full window
 	full    bool      // share is of a full window
+
+	// parked holds the due times of the lane's jobs this worker deferred
+	// for want of its own room (Decision.OwnCapacity): ready, but waiting
+	// in JetStream, where no count shows them.
+	mu     sync.Mutex
+	parked []time.Time
 }
 
 // decided records a handler's decision on one of the lane's jobs.
-func (r *readiness) decided(a Action) {
-	switch a {
-	case NakAfter:
+func (r *readiness) decided(dec Decision, now func() time.Time) {
+	switch {
+	case dec.Action == NakAfter && !dec.OwnCapacity:
 		r.decisions.Add(refusedOne)
-	case AckWithResult, NakAfterAttempt:
+	case dec.Action == NakAfter:
+		r.decisions.Add(decidedOne)
+		r.mu.Lock()
+		r.parked = append(r.parked, now().Add(dec.Delay))
+		r.mu.Unlock()
+	case dec.Action != HandBack:
 		r.decisions.Add(decidedOne)
 	}
+}
+
+// parkedNow counts the jobs deferred for want of room that are not due
+// yet, forgetting the others.
+func (r *readiness) parkedNow(now time.Time) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.parked = slices.DeleteFunc(r.parked, func(due time.Time) bool { return !due.After(now) })
+	return len(r.parked)
 }
 
 // saw records the lane's undelivered count.
@@ -102,6 +124,10 @@ type LaneReadiness struct {
 	// Fetched is how many this worker fetched and has not started
 	// (waiting for one of its places). 0 unless the batch is running.
 	Fetched int
+	// Parked is how many this worker deferred for want of its own room
+	// (its request places, a host limit at its ceiling) that are not due
+	// yet: ready jobs waiting in JetStream. 0 unless the batch is running.
+	Parked int
 	// RefusedShare is the share of this worker's recent decisions on the
 	// batch's jobs that deferred them because their host refused (breaker
 	// open, host or rate limit).
@@ -114,9 +140,10 @@ func (r LaneReadiness) ReadyUndelivered() float64 {
 	return float64(r.Undelivered) * (1 - r.RefusedShare)
 }
 
-// ReadyFetched estimates the fetched jobs whose host would take them now.
-func (r LaneReadiness) ReadyFetched() float64 {
-	return float64(r.Fetched) * (1 - r.RefusedShare)
+// ReadyHeld estimates the jobs this worker holds or parked whose host
+// would take them now.
+func (r LaneReadiness) ReadyHeld() float64 {
+	return float64(r.Fetched)*(1-r.RefusedShare) + float64(r.Parked)
 }
 
 // Readiness reads every lane's readiness. Lanes whose undelivered count is
@@ -124,13 +151,15 @@ func (r LaneReadiness) ReadyFetched() float64 {
 // maxReadinessInfos per reading, oldest first, bounded by ctx).
 func (c *Consumer) Readiness(ctx context.Context) []LaneReadiness {
 	c.refreshPending(ctx)
+	now := c.now()
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	out := make([]LaneReadiness, 0, len(c.lanes))
 	for _, l := range c.lanes {
 		r := LaneReadiness{Batch: l.batch, State: l.ctl.State, RefusedShare: l.seen.refusedShare()}
+		parked := l.seen.parkedNow(now)
 		if l.ctl.State == BatchRunning && l.cons != nil && !l.gone {
-			r.Undelivered, r.Fetched = l.seen.pending, len(l.ready)
+			r.Undelivered, r.Fetched, r.Parked = l.seen.pending, len(l.ready), parked
 		}
 		out = append(out, r)
 	}
