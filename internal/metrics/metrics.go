@@ -1,6 +1,10 @@
 // Package metrics exposes a worker's activity in Prometheus format. It owns
 // its registry (no global state) and plugs into the worker through the
 // worker.Observer hooks, so the worker does not depend on Prometheus.
+// Figures read at scrape time come from the queue and the sender
+// (WatchBatches, WatchReadiness: the autoscaling signal, WatchHealth).
+// Descs lists every registered metric: deploy's test checks the dashboard
+// and alert rules against it.
 package metrics
 
 import (

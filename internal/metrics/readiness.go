@@ -70,7 +70,7 @@ func (m *Metrics) WatchReadiness(r Readiness) {
 		undelivered: prometheus.NewDesc("jetpost_ready_undelivered",
 			"Jobs of running batches not delivered to any worker yet, less the estimated share whose host refuses (breaker open, host or rate limit): the stream's figure, the same on every worker; aggregate with max, not sum.", nil, nil),
 		held: prometheus.NewDesc("jetpost_ready_held",
-			"Jobs in this worker's hands ready to send, waiting only for a request place (fetched and not started, less the share whose host refuses; or admitted by their host and queued for a place); aggregate with sum.", nil, nil),
+			"Jobs in this worker's hands ready to send, waiting only for a request place (fetched and not started, less the share whose host refuses; admitted by their host and queued for a place), and those it deferred for want of its own room until due; aggregate with sum.", nil, nil),
 		sending: prometheus.NewDesc("jetpost_requests_in_flight",
 			"Requests this worker has in flight (taking one of its JETPOST_MAX_INFLIGHT places); aggregate with sum.", nil, nil),
 		batchPending: prometheus.NewDesc("jetpost_batch_undelivered",
