@@ -29,6 +29,8 @@ const (
 	// maxReadinessInfos bounds the consumer infos one reading asks for;
 	// the others wait for the next reading.
 	maxReadinessInfos = 16
+	// readinessInfoWait bounds them, well within a scrape's timeout.
+	readinessInfoWait = 2 * time.Second
 	// shareWindow is how many decisions the refused share is taken over:
 	// a reading with fewer since the last window keeps the last share.
 	shareWindow = 20
@@ -185,7 +187,7 @@ func (c *Consumer) refreshPending(ctx context.Context) {
 	c.mu.Unlock()
 	slices.SortFunc(due, func(a, b stale) int { return a.at.Compare(b.at) })
 	due = due[:min(len(due), maxReadinessInfos)]
-	ctx, cancel := context.WithTimeout(ctx, DefaultCallTimeout)
+	ctx, cancel := context.WithTimeout(ctx, readinessInfoWait)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, s := range due {

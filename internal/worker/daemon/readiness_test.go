@@ -68,22 +68,30 @@ func runBuilt(t *testing.T, url string, env map[string]string) *metrics.Metrics 
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
+	t.Cleanup(nc.Close)
 	var mx *metrics.Metrics
-	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: zerolog.Nop(), Metrics: func(m *metrics.Metrics) { mx = m }})
+	svc, err := daemon.Build(context.Background(), cfg, nc, daemon.Options{Log: zerolog.Nop(), Metrics: func(m *metrics.Metrics) { mx = m }})
 	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- svc.Run(ctx) }()
-	t.Cleanup(func() {
-		cancel()
-		if err := <-done; err != nil {
-			t.Errorf("worker: %v", err)
-		}
-		nc.Close()
-	})
+	runService(t, svc)
 	return mx
+}
+
+// saturatedWorker starts a server, a target that holds every request, and
+// a worker with two request places; it returns the worker's metrics, a
+// connection to the server and the target.
+func saturatedWorker(t *testing.T) (*metrics.Metrics, *nats.Conn, *holdingTarget) {
+	ns := natstest.RunServer(t)
+	tgt := newHoldingTarget(t)
+	mx := runBuilt(t, ns.ClientURL(), map[string]string{"JETPOST_MAX_INFLIGHT": "2"})
+	t.Cleanup(tgt.releaseAll) // first: the worker waits for its requests when it stops
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	return mx, nc, tgt
 }
 
 // metricValue sums a metric's samples, those of one batch if batch is set.
@@ -161,15 +169,7 @@ func consumerCounts(t *testing.T, nc *nats.Conn, batch string) (pending, ackPend
 // backlog: the jobs it could send with more workers. It never counts the
 // requests in flight.
 func TestReadinessShowsTheBacklogOfASaturatedWorker(t *testing.T) {
-	ns := natstest.RunServer(t)
-	tgt := newHoldingTarget(t)
-	mx := runBuilt(t, ns.ClientURL(), map[string]string{"JETPOST_MAX_INFLIGHT": "2"})
-	defer tgt.releaseAll()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	mx, nc, tgt := saturatedWorker(t)
 	const n = 100
 	publishJobs(t, nc, "busy", tgt.URL, n)
 	waitFor(t, func() bool { return tgt.inflight.Load() == 2 })
@@ -238,15 +238,7 @@ func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
 // A paused batch's jobs are not ready, however many its consumer holds;
 // once resumed, its backlog shows.
 func TestReadinessOfAPausedBatchIsZero(t *testing.T) {
-	ns := natstest.RunServer(t)
-	tgt := newHoldingTarget(t)
-	mx := runBuilt(t, ns.ClientURL(), map[string]string{"JETPOST_MAX_INFLIGHT": "2"})
-	defer tgt.releaseAll()
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer nc.Close()
+	mx, nc, tgt := saturatedWorker(t)
 	js, err := jetstream.New(nc)
 	if err != nil {
 		t.Fatal(err)
