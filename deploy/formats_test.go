@@ -189,6 +189,23 @@ func checkDuration(t *testing.T, where, d string) {
 	}
 }
 
+// The scrape configuration loads the rules and scrapes a job named as the
+// rules and the ScaledObject expect.
+func TestScrapeConfigMatchesTheRules(t *testing.T) {
+	var cfg struct {
+		RuleFiles     []string `yaml:"rule_files"`
+		ScrapeConfigs []struct {
+			JobName string `yaml:"job_name"`
+		} `yaml:"scrape_configs"`
+	}
+	if err := yaml.Unmarshal(readFile(t, "prometheus/prometheus.yml"), &cfg); err != nil {
+		t.Fatal(err)
+	}
+	if len(cfg.RuleFiles) != 1 || cfg.RuleFiles[0] != "alerts.yml" || len(cfg.ScrapeConfigs) != 1 || cfg.ScrapeConfigs[0].JobName != "jetpost" {
+		t.Errorf("prometheus/prometheus.yml: rule files %v, scrape configs %+v: want alerts.yml and job jetpost", cfg.RuleFiles, cfg.ScrapeConfigs)
+	}
+}
+
 // The ScaledObject's fields this test relies on.
 type scaledObject struct {
 	APIVersion string `yaml:"apiVersion"`
