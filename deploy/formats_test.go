@@ -152,7 +152,7 @@ func ruleExprs(t *testing.T, b []byte) []expr {
 		checkDuration(t, "group "+g.Name+" interval", g.Interval)
 		for _, r := range g.Rules {
 			where := "prometheus/alerts.yml alert " + r.Alert
-			if r.Alert == "" || r.Record != "" || alerts[r.Alert] || !model.LabelName(r.Alert).IsValidLegacy() {
+			if r.Alert == "" || r.Record != "" || alerts[r.Alert] || !model.LegacyValidation.IsValidLabelName(r.Alert) {
 				t.Errorf("%s (group %s): want an alert rule with a unique, valid name", where, g.Name)
 			}
 			alerts[r.Alert] = true
@@ -161,7 +161,7 @@ func ruleExprs(t *testing.T, b []byte) []expr {
 				t.Errorf("%s: severity %q, want critical, warning or info", where, r.Labels["severity"])
 			}
 			for k := range r.Labels {
-				if !model.LabelName(k).IsValidLegacy() {
+				if !model.LegacyValidation.IsValidLabelName(k) {
 					t.Errorf("%s: label name %q is not valid", where, k)
 				}
 			}
