@@ -104,7 +104,7 @@ func stateValue(s queue.BatchState) float64 {
 // as _other), read from lanes at scrape time: jobs in a request place, the
 // share of this worker's places and the state.
 func (m *Metrics) WatchBatches(lanes func() []queue.LaneStat) {
-	m.reg.MustRegister(&batchCollector{
+	m.Register(&batchCollector{
 		lanes: lanes, labels: m.batchLabels, sent: m.batchSent,
 		running: prometheus.NewDesc("jetpost_batch_running", "Jobs of the batch in one of this worker's request places.", []string{"batch"}, nil),
 		share:   prometheus.NewDesc("jetpost_batch_share", "The batch's share of this worker's request places: its weight over the active batches' (0 when it has nothing ready or is not running).", []string{"batch"}, nil),

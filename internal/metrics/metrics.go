@@ -1,6 +1,10 @@
 // Package metrics exposes a worker's activity in Prometheus format. It owns
 // its registry (no global state) and plugs into the worker through the
 // worker.Observer hooks, so the worker does not depend on Prometheus.
+// Figures read at scrape time come from the queue and the sender
+// (WatchBatches, WatchReadiness: the autoscaling signal, WatchHealth).
+// Descs lists every registered metric: deploy's test checks the dashboard
+// and alert rules against it.
 package metrics
 
 import (
@@ -40,6 +44,9 @@ type Metrics struct {
 
 	batchLabels *batchLabels
 	batchSent   *prometheus.CounterVec
+
+	// registered lists every collector, so Descs can name every metric.
+	registered []prometheus.Collector
 }
 
 // New registers every metric. reconnects, if set, is read at scrape time
@@ -71,10 +78,10 @@ func New(reconnects func() uint64) *Metrics {
 	m.deadLetter = prometheus.NewCounter(prometheus.CounterOpts{
 		Name: "jetpost_dead_letters_total", Help: "Jobs that finally failed, and jobs whose callback finally failed, copied to the dead-letter stream (a re-driven callback failing again is not counted).",
 	})
-	m.reg.MustRegister(m.batchSent, m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
+	m.Register(m.batchSent, m.jobs, m.attempts, m.latency, m.inflight, m.deferred, m.breaker, m.deadLetter,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	if reconnects != nil {
-		m.reg.MustRegister(prometheus.NewCounterFunc(prometheus.CounterOpts{
+		m.Register(prometheus.NewCounterFunc(prometheus.CounterOpts{
 			Name: "jetpost_nats_reconnects_total", Help: "Reconnections to NATS since the worker started.",
 		}, func() float64 { return float64(reconnects()) }))
 	}
@@ -86,7 +93,7 @@ func New(reconnects func() uint64) *Metrics {
 // one of the worker's JETPOST_MAX_INFLIGHT places. Above zero the worker
 // sends as much as it may; more would take more workers or a higher bound.
 func (m *Metrics) WatchQueued(queued func() int) {
-	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
+	m.Register(prometheus.NewGaugeFunc(prometheus.GaugeOpts{
 		Name: "jetpost_requests_queued",
 		Help: "Requests admitted for their host but waiting for one of the worker's JETPOST_MAX_INFLIGHT places.",
 	}, func() float64 { return float64(queued()) }))

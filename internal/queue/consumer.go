@@ -72,6 +72,7 @@ type Consumer struct {
 	fenced map[string]entryAt
 
 	consuming atomic.Bool
+	failed    failures
 	holds     *holdings
 	rescuing  atomic.Bool
 	// rescueAgain asks the rescue under way to run once more.
@@ -255,6 +256,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		}
 	}
 	dec := h(ctx, d)
+	d.lane.seen.decided(dec, c.now)
 	release()
 	c.settle(ctx, d, dec)
 }

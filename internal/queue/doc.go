@@ -135,7 +135,8 @@
 // fetch.go (pulls, keepalives), early.go (lookups of jobs that may have
 // run), fence.go (batch states), inbound.go (what a message on the jobs
 // subject may claim), republished.go, attempts.go, settle.go, rescue.go,
-// invalid.go; batches.go (weights and states); enqueue's
+// invalid.go, readiness.go (jobs ready to send now, for autoscaling),
+// failures.go (settling failures, for alerts); batches.go (weights and states); enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
 // redrive.go, status.go, replication.go, breakers.go.

@@ -195,6 +195,7 @@ func (c *Consumer) pullDone(l *lane, kind pullKind, got int, pending uint64, err
 	}
 	l.failures = 0
 	c.consuming.Store(true)
+	l.seen.pulled(got, pending, c.now())
 	// Nothing delivered, or the last job delivered said none is left
 	// undelivered: what remains is pending elsewhere or deferred.
 	l.cold = got == 0 || pending == 0

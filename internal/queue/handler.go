@@ -48,6 +48,10 @@ type Decision struct {
 	// Attempts on NakAfterAttempt, and on a NakAfter that raises it.
 	TurnedAway int
 	Result     *job.Result // AckWithResult
+	// OwnCapacity: a NakAfter for want of this worker's own room (its
+	// request places, a host limit at its ceiling), not because the host
+	// refused; the autoscaling signal counts such jobs as ready.
+	OwnCapacity bool
 }
 
 // Delivery is one job handed to a handler.

@@ -80,6 +80,8 @@ type lane struct {
 	count      uint64 // messages in the stream at the last discovery
 	gone       bool   // the stream has none of its messages
 	creating   bool
+
+	seen readiness // its jobs ready to send now (readiness.go)
 }
 
 func (l *lane) pop() *Delivery {
@@ -233,6 +235,7 @@ func (c *Consumer) createLaneLocked(ctx context.Context, l *lane) {
 			c.dropIfDoneLocked(l)
 		} else {
 			l.cons, l.created, l.cold = cons, created, false
+			l.sawCreated(cons, c.now())
 			// Its jobs may have gone while it was made: then it is done
 			// now, and its consumer must not outlive it.
 			c.dropIfDoneLocked(l)

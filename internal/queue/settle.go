@@ -39,6 +39,7 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		cancel()
 	}
 	if err != nil {
+		c.failed.settling.Add(1)
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Str("action", dec.Action.String()).Msg("settling job failed; it will be redelivered after its ack wait")
 	}
 }
@@ -52,6 +53,7 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 		// A callback message's dead letter is keyed by its sequence: no
 		// fingerprint needed.
 		if err := c.storeDeadLetter(ctx, d, r, job.Fingerprint{}); err != nil {
+			c.failed.results.Add(1)
 			c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing a re-driven callback's failure failed; it will be redelivered")
 			return nil
 		}
@@ -59,6 +61,7 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 	}
 	marker, err := c.storeResult(ctx, d, r)
 	if err != nil {
+		c.failed.results.Add(1)
 		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing result failed; job will be redelivered")
 		return nil
 	}

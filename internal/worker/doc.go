@@ -20,6 +20,10 @@
 //	Postponed by the breaker,    AckWithResult     failed, reason breaker_open
 //	  last try
 //	Postponed by host limits     NakAfter          nothing spent, no slot held
+//	                                               (OwnCapacity when a limit
+//	                                               at its ceiling or a full
+//	                                               worker held it: ready
+//	                                               for the autoscaling signal)
 //	callback host busy (before   NakAfter          nothing spent, no slot held
 //	  the request)
 //	cancelled by shutdown        HandBack          no attempt spent

@@ -181,7 +181,7 @@ func (w *Worker) handle(ctx context.Context, d *queue.Delivery) queue.Decision {
 			w.obs.Deferred(host, queue.NakAfter)
 		}
 		log.Debug().Dur("delay", o.RetryAfter).Err(o.Err).Msg("deferred: nothing sent (host limit reached or no free place)")
-		return queue.Decision{Action: queue.NakAfter, Delay: o.RetryAfter}
+		return queue.Decision{Action: queue.NakAfter, Delay: o.RetryAfter, OwnCapacity: sender.OwnCapacity(o.Err)}
 	default: // sender.Retryable
 		if tries := attempts + d.TurnedAway; tries >= w.cfg.MaxAttempts {
 			r := w.result(j, attempts, &o)

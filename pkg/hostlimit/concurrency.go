@@ -116,7 +116,7 @@ func (l *Limiter) awaitSlot(ctx context.Context, h *hostState, w chan struct{}, 
 func (l *Limiter) refuseConcurrency(h *hostState, now time.Time) error {
 	h.refused++
 	wait, lat := l.concurrencyWait(h, now)
-	return &sender.NotAdmittedError{Host: h.key, Wait: wait,
+	return &sender.NotAdmittedError{Host: h.key, Wait: wait, AtCeiling: h.limit() >= l.cfg.MaxInflight,
 		Reason: fmt.Sprintf("concurrency limit %d reached; paced on a latency of %v", h.limit(), lat)}
 }
 

@@ -121,6 +121,9 @@ type NotAdmittedError struct {
 	Host   string
 	Reason string // e.g. "concurrency limit 30 reached"
 	Wait   time.Duration
+	// AtCeiling: a concurrency limit at its configured ceiling refused, a
+	// bound of this process rather than a sign the host is at capacity.
+	AtCeiling bool
 }
 
 func (e *NotAdmittedError) Error() string {
@@ -179,7 +182,7 @@ func (s *Sender) startWaiting(ctx context.Context, r request, host string) (*Per
 		permit.Done(Feedback{})
 		free()
 		return nil, nil, Outcome{Class: Postponed, RetryAfter: defaultAdmitWait,
-			Err: fmt.Errorf("not sent: waited %v for one of %d places with a rate token", waited.Round(time.Millisecond), s.cfg.MaxRequests)}, false
+			Err: fmt.Errorf("not sent: %w", &noPlaceError{waited, s.cfg.MaxRequests})}, false
 	}
 	return permit, free, Outcome{}, true
 }

@@ -47,6 +47,9 @@ type Options struct {
 	SetupPause, AuxPause func(n int) time.Duration
 	// Tracer, if set, traces deliveries, requests and callbacks.
 	Tracer *tracing.Tracer
+	// Metrics, if set, is given the worker's metrics once they are all
+	// registered (the dashboards' test reads their names).
+	Metrics func(*metrics.Metrics)
 }
 
 // Build sets up the streams, the consumer and the buckets, retrying while
@@ -74,7 +77,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 	}
 	id, log := cfg.ID(), o.Log
 	mx := metrics.New(func() uint64 { return nc.Stats().Reconnects })
-	mx.Registry().MustRegister(hostmetrics.New(limits.Snapshot))
+	mx.Register(hostmetrics.New(limits.Snapshot))
 	breakers := worker.NewBreakerReporter(st.breakers, id, log)
 	snd, err := newSender(cfg, limits, o.Tracer, func(host string, from, to job.BreakerState) {
 		mx.BreakerChanged(host, from, to)
@@ -86,6 +89,17 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 	}
 	mx.WatchQueued(snd.Queued)
 	mx.WatchBatches(st.consumer.Lanes)
+	mx.WatchReadiness(metrics.Readiness{Lanes: st.consumer.Readiness, Queued: snd.Queued, Sending: snd.Sending})
+	ready := func() string {
+		if st := nc.Status(); st != nats.CONNECTED {
+			return "NATS connection is " + strings.ToLower(st.String())
+		}
+		return ""
+	}
+	mx.WatchHealth(func() bool { return ready() == "" && st.consumer.Consuming() }, st.consumer.ResultStoreFailures, st.consumer.SettleFailures)
+	if o.Metrics != nil {
+		o.Metrics(mx)
+	}
 	var s worker.Sender = snd
 	if o.WrapSender != nil {
 		s = o.WrapSender(snd)
@@ -121,12 +135,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		Listening: func(addr string) {
 			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
 		},
-		Ready: func() string {
-			if st := nc.Status(); st != nats.CONNECTED {
-				return "NATS connection is " + strings.ToLower(st.String())
-			}
-			return ""
-		},
+		Ready: ready,
 	}, nil
 }
 
