@@ -43,6 +43,9 @@ type Options struct {
 	// SetupPause and AuxPause, if set, replace the pauses between tries
 	// of setting up the streams and the auxiliary buckets (tests).
 	SetupPause, AuxPause func(n int) time.Duration
+	// ConsoleConn, if set, is the console's own connection (a NATS user
+	// with the rights its actions need); otherwise it uses the worker's.
+	ConsoleConn *nats.Conn
 }
 
 // Build sets up the streams, the consumer and the buckets, retrying while
@@ -104,6 +107,10 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		snd.Close()
 		return nil
 	}
+	con, err := newConsole(cfg, nc, st.names, o)
+	if err != nil {
+		return nil, err
+	}
 	log.Info().Int("max_inflight", cfg.MaxInflight).Int("prefetch", cfg.EffectivePrefetch()).
 		Str("nats", nc.ConnectedUrlRedacted()).Str("prefix", cfg.SubjectPrefix).Msg("worker started")
 	return &worker.Service{
@@ -111,10 +118,11 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		Worker:     w,
 		HTTPAddr:   cfg.HTTPAddr,
 		Metrics:    mx.Handler(),
+		Console:    con,
 		Background: append([]func(context.Context) error{breakers.Run, postLimits, closeSender}, st.auxRuns()...),
 		Log:        log,
 		Listening: func(addr string) {
-			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
+			log.Info().Str("addr", addr).Bool("console_actions", cfg.ConsoleToken != "").Msg("serving /healthz, /readyz and /metrics, and the console at /")
 		},
 		Ready: func() string {
 			if st := nc.Status(); st != nats.CONNECTED {
@@ -129,6 +137,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 // breaker states, fleet-wide rate buckets and posted host limits. Only the
 // consumer's are essential; the others are auxiliary (queue.AuxBucket).
 type stores struct {
+	names    queue.Names
 	consumer *queue.Consumer
 	breakers *queue.BreakerBoard
 	rates    *fleetrate.Store
@@ -157,7 +166,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 	if err != nil {
 		return nil, err
 	}
-	var st stores
+	st := stores{names: names}
 	err = retry.Do(ctx, retry.Policy{
 		PerTry: 2 * queue.DefaultCallTimeout,
 		Pause: func(n int) time.Duration {
