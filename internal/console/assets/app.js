@@ -52,7 +52,9 @@
     const done = b.total > 0 ? b.results / b.total : 1;
     const p = el("td", null, { "data-field": "progress", class: "progress" });
     const bar = el("progress", null, { max: "1", value: String(done), "aria-label": "progress of " + b.batch });
-    p.append(bar, el("span", num(b.results) + " / " + num(b.total) + " (" + Math.floor(100 * done) + "%)"));
+    const inner = el("div");
+    inner.append(bar, el("span", num(b.results) + " / " + num(b.total) + " (" + Math.floor(100 * done) + "%)"));
+    p.append(inner);
     p.dataset.value = String(done);
     tr.append(p);
     tr.append(cell("open", num(b.open), b.open, "n"));
@@ -68,13 +70,15 @@
   }
 
   function actionsCell(b) {
-    const td = el("td", null, { class: "acts" });
+    const cellEl = el("td", null, { class: "acts" });
+    const td = el("div");
+    cellEl.append(td);
     if (b.dead_letters > 0) {
       const d = el("button", "Dead letters", { type: "button", "data-dlq": b.batch });
       d.addEventListener("click", () => showDLQ(b.batch));
       td.append(d);
     }
-    if (!unlocked()) return td;
+    if (!unlocked()) return cellEl;
     const add = (action, label) => {
       const btn = el("button", label, { type: "button", class: "act", "data-action": action, "aria-label": label + " batch " + b.batch });
       btn.addEventListener("click", () => act(action, b.batch, btn));
@@ -83,7 +87,7 @@
     if (b.state === "running" || b.state === "done") add("pause", "Pause");
     if (b.state === "paused" || b.state === "cancelled") add("resume", "Resume");
     if (b.state !== "cancelled") add("cancel", "Cancel");
-    return td;
+    return cellEl;
   }
 
   function hostRow(h) {
@@ -104,7 +108,7 @@
     document.body.dataset.actions = s.actions ? "on" : "off";
     $("#actions-off").hidden = s.actions;
     $("#auth").hidden = !s.actions;
-    $("#token").hidden = $("#unlock").hidden = !!token();
+    $("#token").hidden = $("#unlock").hidden = $("#auth label").hidden = !!token();
     $("#lock").hidden = !token();
     const at = new Date(s.at);
     $("#live").textContent = "live: updated " + at.toLocaleTimeString() + " by worker " + s.worker;
@@ -158,7 +162,7 @@
     say(action + " " + batch + "…", false, { state: "pending", action: action, batch: batch });
     try {
       const r = await post("/api/batches/" + encodeURIComponent(batch) + "/" + action);
-      say(controlText(r), false, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0) });
+      say(controlText(r), false, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0), missing: String(((r.fence && r.fence.missing) || []).length) });
     } catch (e) {
       say(action + " " + batch + " failed: " + e.message, true, { state: "failed", action: action, batch: batch });
     } finally {
