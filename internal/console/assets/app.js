@@ -70,24 +70,24 @@
   }
 
   function actionsCell(b) {
-    const cellEl = el("td", null, { class: "acts" });
-    const td = el("div");
-    cellEl.append(td);
+    const td = el("td", null, { class: "acts" });
+    const box = el("div");
+    td.append(box);
     if (b.dead_letters > 0) {
       const d = el("button", "Dead letters", { type: "button", "data-dlq": b.batch });
       d.addEventListener("click", () => showDLQ(b.batch));
-      td.append(d);
+      box.append(d);
     }
-    if (!unlocked()) return cellEl;
+    if (!unlocked()) return td;
     const add = (action, label) => {
       const btn = el("button", label, { type: "button", class: "act", "data-action": action, "aria-label": label + " batch " + b.batch });
       btn.addEventListener("click", () => act(action, b.batch, btn));
-      td.append(btn);
+      box.append(btn);
     };
     if (b.state === "running" || b.state === "done") add("pause", "Pause");
     if (b.state === "paused" || b.state === "cancelled") add("resume", "Resume");
     if (b.state !== "cancelled") add("cancel", "Cancel");
-    return cellEl;
+    return td;
   }
 
   function hostRow(h) {
