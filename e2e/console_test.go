@@ -81,14 +81,11 @@ func pageRow(t *testing.T, ctx context.Context, deadline time.Time, selector str
 	return evaluate(t, ctx, deadline, "reading "+selector, chromedp.Evaluate[map[string]string](fmt.Sprintf(rowJS, selector)))
 }
 
-// artifact writes a file the test keeps: under $JETPOST_ARTIFACTS, or
-// ./artifacts at the repository's root.
+// artifact writes a file the test keeps, in artifacts/ at the
+// repository's root (ignored by git).
 func artifact(t *testing.T, name string, data []byte) {
 	t.Helper()
-	dir := os.Getenv("JETPOST_ARTIFACTS")
-	if dir == "" {
-		dir = filepath.Join("..", "artifacts")
-	}
+	dir := filepath.Join("..", "artifacts")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		t.Fatal(err)
 	}

@@ -56,7 +56,7 @@ type Worker struct {
 	HTTPAddr       string `split_words:"true" desc:"address for /healthz, /readyz, /metrics and the console at /, e.g. :9090; empty disables"`
 
 	ConsoleToken         string `split_words:"true" desc:"secret (at least 16 bytes, e.g. openssl rand -hex 32) that enables the console's actions (pause, resume, cancel, re-drive), sent as Authorization: Bearer; empty: the console is read-only"`
-	ConsoleNatsUser      string `split_words:"true" desc:"NATS user the console reads and acts as (with JETPOST_CONSOLE_NATS_PASSWORD), e.g. one with the admin rights of examples/nats-permissions.conf; empty: the worker's own connection"`
+	ConsoleNatsUser      string `split_words:"true" desc:"NATS user the console reads and acts as (with JETPOST_CONSOLE_NATS_PASSWORD), e.g. the console user of examples/nats-permissions.conf; empty: the worker's own connection, whose rights must then cover what the console reads and does"`
 	ConsoleNatsPassword  string `split_words:"true" desc:"password of JETPOST_CONSOLE_NATS_USER"`
 	ConsoleNatsCredsFile string `split_words:"true" desc:"NATS credentials (.creds) file the console reads and acts with, instead of JETPOST_CONSOLE_NATS_USER"`
 
