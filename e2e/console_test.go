@@ -133,7 +133,9 @@ func TestConsoleInABrowser(t *testing.T) {
 		chromedp.WaitVisible(chromedp.CSS(`tr[data-host]`)))
 	start(t, "enqueue", nil, "--nats", url, "--batch", batch, writeJobs(t, n, tURL))
 	o.until(deadline, batch, "100 requests at the target", func() bool { return a.count() >= 100 })
-	inBrowser(t, ctx, deadline, "showing the batch", chromedp.WaitVisible(chromedp.CSS(row)))
+	// Live: the batch's rate and ETA come without a reload.
+	inBrowser(t, ctx, deadline, "showing the batch moving", chromedp.WaitVisible(chromedp.CSS(row+` td[data-field="eta"]:not([data-value=""])`)))
+	artifact(t, "console-running.png", evaluate(t, ctx, deadline, "screenshot", chromedp.FullScreenshot(100)))
 	buttons := evaluate(t, ctx, deadline, "counting action buttons", chromedp.Evaluate[int](`document.querySelectorAll("button[data-action]").length`))
 	if buttons != 0 {
 		t.Errorf("%d action buttons before the token was given, want none", buttons)
