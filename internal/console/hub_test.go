@@ -89,7 +89,11 @@ func TestHubSlowViewerSkipsTicks(t *testing.T) {
 	}
 	// The publish that reached fast holds the lock until it reached all.
 	h.mu.Lock()
-	h.mu.Unlock() //nolint:staticcheck // an empty critical section is the point
+	last := h.last
+	h.mu.Unlock()
+	if got := lagOf(t, last); got != 4 {
+		t.Errorf("the hub's latest snapshot is read %d, want 4", got)
+	}
 	if got := lagOf(t, <-slow); got != 4 {
 		t.Errorf("the slow viewer's next snapshot is read %d, want the latest (4)", got)
 	}
