@@ -94,15 +94,13 @@ func (c *Console) action(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusNotFound, "no such action: use pause, resume, cancel or redrive")
 		return
 	}
-	ev := c.cfg.Log.Info().Str("batch", batch).Str("action", action).Str("from", r.RemoteAddr)
 	if err != nil {
-		ev = c.cfg.Log.Warn().Err(err).Str("batch", batch).Str("action", action)
+		c.cfg.Log.Warn().Err(err).Str("batch", batch).Str("action", action).Msg("console action failed")
 		httpError(w, statusOf(err), action+" "+batch+": "+err.Error())
+		return
 	}
-	ev.Msg("console action")
-	if err == nil {
-		writeJSON(w, rep)
-	}
+	c.cfg.Log.Info().Str("batch", batch).Str("action", action).Str("from", r.RemoteAddr).Msg("console action")
+	writeJSON(w, rep)
 }
 
 func statusOf(err error) int {

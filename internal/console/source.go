@@ -11,6 +11,7 @@ import (
 	"github.com/jetpost/jetpost/internal/dlqview"
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // Source is what the page shows, read from where the state lives.
@@ -39,19 +40,20 @@ func (s *natsSource) Board(ctx context.Context) ([]fleetrate.WorkerLimits, error
 // errUnknownBatch: nothing is stored for the batch and it has no entry.
 var errUnknownBatch = errors.New("unknown batch: no jobs, results or dead letters are stored for it")
 
-// known reports whether batch has anything stored or an entry, so that
-// an action on a typo does not create a batch.
+// known reports whether batch has an entry or anything stored, as
+// enqueue checks, so that an action on a typo does not create a batch.
 func (s *natsSource) known(ctx context.Context, batch string) error {
-	o, err := queue.Status(ctx, s.js, s.names, batch)
+	if _, ok, err := queue.BatchEntry(ctx, s.js, s.names, batch); err == nil && ok {
+		return nil
+	}
+	stored, err := queue.BatchStored(ctx, s.js, s.names, batch)
 	if err != nil {
 		return err
 	}
-	for _, b := range o.Batches {
-		if b.Batch == batch && (b.Active || b.Results > 0 || b.DeadLetters > 0) {
-			return nil
-		}
+	if !stored {
+		return errUnknownBatch
 	}
-	return errUnknownBatch
+	return nil
 }
 
 // control pauses, resumes or cancels batch, with the fence waiting for
@@ -82,6 +84,10 @@ func (s *natsSource) redrive(ctx context.Context, batch string) (queue.RedriveRe
 	return queue.Redrive(ctx, s.js, s.names, batch)
 }
 
+// maxBody bounds each dead letter's response body in a listing: 200 of
+// them at the worker's 64 KB would make a page of megabytes.
+const maxBody = 1024
+
 // errEnough stops a listing at its limit.
 var errEnough = errors.New("enough")
 
@@ -93,7 +99,11 @@ func (s *natsSource) deadLetters(ctx context.Context, batch string, limit int) (
 			more = true
 			return errEnough
 		}
-		out = append(out, dlqview.Redact(dl, s.secret))
+		shown := dlqview.Redact(dl, s.secret)
+		if r := &shown.Result; len(r.Body) > maxBody {
+			r.Body, r.BodyTruncated = job.Cut(r.Body, maxBody), true
+		}
+		out = append(out, shown)
 		return nil
 	})
 	if errors.Is(err, errEnough) || errors.Is(err, jetstream.ErrStreamNotFound) {
