@@ -48,8 +48,9 @@
 // integration tests still run the real queue against a real server.
 //
 // Service runs consumption, the background reporters (open breakers, host
-// limits) and the operations endpoint (/healthz, /readyz, /metrics) as one
-// errgroup: the first to fail stops the others. On
+// limits) and the operations endpoint (/healthz, /readyz, /metrics, and
+// the console at / when one is given) as one errgroup: the first to fail
+// stops the others. On
 // cancellation the consumer stops pulling, hands back what has not started,
 // and gives running requests the shutdown grace period.
 //
