@@ -140,7 +140,7 @@ func TestConsoleInABrowser(t *testing.T) {
 	if buttons != 0 {
 		t.Errorf("%d action buttons before the token was given, want none", buttons)
 	}
-	paused, running := pauseFromPage(t, ctx, deadline, row, token)
+	paused, running := pauseFromPage(t, ctx, deadline, "http://"+addrs[0], batch, token, len(p.live))
 	// Watching for three ack waits (2s) is an observation window: a
 	// correct fleet sends nothing in it, however slow the machine.
 	for end := time.Now().Add(3 * 2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -163,35 +163,48 @@ func TestConsoleInABrowser(t *testing.T) {
 }
 
 // pauseFromPage unlocks the actions with the token and clicks the batch's
-// pause until every live worker confirmed it (a loaded machine may miss a
-// fence); it returns when the page said the pause returned and how many
-// requests the workers still ran then.
-func pauseFromPage(t *testing.T, ctx context.Context, deadline time.Time, row, token string) (time.Time, int) {
+// pause; it returns when the page said the pause returned and how many
+// requests the workers still ran then. A loaded machine may keep a worker
+// from answering the fence in time: then the pause is asked again through
+// the console's API (the button is gone from a paused batch) until every
+// live worker confirmed it, as pausing a paused batch is fine.
+func pauseFromPage(t *testing.T, ctx context.Context, deadline time.Time, base, batch, token string, workers int) (time.Time, int) {
+	row := fmt.Sprintf("tr[data-batch=%q]", batch)
 	t.Helper()
 	inBrowser(t, ctx, deadline, "unlocking actions",
 		chromedp.SendKeys(chromedp.CSS("#token"), token),
 		chromedp.Click(chromedp.CSS("#unlock")),
 		chromedp.WaitVisible(chromedp.CSS(row+` button[data-action="pause"]`)))
-	for try := 1; ; try++ {
-		inBrowser(t, ctx, deadline, "clicking pause",
-			chromedp.Click(chromedp.CSS(row+` button[data-action="pause"]`)),
-			chromedp.WaitVisible(chromedp.CSS(`#message[data-state="done"][data-action="pause"], #message[data-state="failed"]`)))
-		returned := time.Now()
-		msg := evaluate(t, ctx, deadline, "reading the answer", chromedp.Evaluate[map[string]string](`({...document.querySelector("#message").dataset, text: document.querySelector("#message").textContent})`))
-		if msg["state"] != "done" {
-			t.Fatalf("pause from the page failed: %s", msg["text"])
-		}
-		t.Logf("the page said: %s", msg["text"])
-		if msg["missing"] == "0" {
-			running, _ := strconv.Atoi(msg["running"])
-			return returned, running
-		}
-		if try == 5 {
-			t.Fatalf("the live workers never all confirmed the pause: %v", msg)
-		}
-		// The row is drawn again on each snapshot; wait for a fresh button.
-		inBrowser(t, ctx, deadline, "waiting for the pause button", chromedp.WaitVisible(chromedp.CSS(row+` button[data-action="pause"]`)))
+	inBrowser(t, ctx, deadline, "clicking pause",
+		chromedp.Click(chromedp.CSS(row+` button[data-action="pause"]`)),
+		chromedp.WaitVisible(chromedp.CSS(`#message[data-state="done"][data-action="pause"], #message[data-state="failed"]`)))
+	returned := time.Now()
+	msg := evaluate(t, ctx, deadline, "reading the answer", chromedp.Evaluate[map[string]string](`({...document.querySelector("#message").dataset, text: document.querySelector("#message").textContent})`))
+	if msg["state"] != "done" {
+		t.Fatalf("pause from the page failed: %s", msg["text"])
 	}
+	t.Logf("the page said: %s", msg["text"])
+	running, _ := strconv.Atoi(msg["running"])
+	for try := 1; msg["confirmed"] != strconv.Itoa(workers); try++ {
+		if try > 5 {
+			t.Fatalf("the %d live workers never all confirmed the pause: %v", workers, msg)
+		}
+		req, _ := http.NewRequest("POST", base+"/api/batches/"+batch+"/pause", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var rep queue.ControlReport
+		err = json.NewDecoder(resp.Body).Decode(&rep)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != http.StatusOK {
+			t.Fatalf("pause again: %d %v", resp.StatusCode, err)
+		}
+		returned, running = time.Now(), rep.Fence.Running
+		msg = map[string]string{"confirmed": strconv.Itoa(rep.Fence.Confirmed())}
+	}
+	return returned, running
 }
 
 // matchStatus waits until the page shows for batch what enqueue status

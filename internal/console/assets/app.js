@@ -162,7 +162,7 @@
     say(action + " " + batch + "…", false, { state: "pending", action: action, batch: batch });
     try {
       const r = await post("/api/batches/" + encodeURIComponent(batch) + "/" + action);
-      say(controlText(r), false, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0), missing: String(((r.fence && r.fence.missing) || []).length) });
+      say(controlText(r), false, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0), confirmed: String(((r.fence && r.fence.replies) || []).length) });
     } catch (e) {
       say(action + " " + batch + " failed: " + e.message, true, { state: "failed", action: action, batch: batch });
     } finally {
