@@ -35,10 +35,8 @@ type Config struct {
 	// within it (default 1s, as enqueue status).
 	Interval, RateWindow time.Duration
 	Log                  zerolog.Logger
-	// Now stands in for the clock; Source, if set, replaces the NATS
-	// reads of the snapshot (tests of the fan-out).
-	Now    func() time.Time
-	Source Source
+	// Now stands in for the clock.
+	Now func() time.Time
 }
 
 // Console serves the page, its event stream and its actions.
@@ -52,7 +50,7 @@ type Console struct {
 
 // New builds a console; it reads nothing until someone looks.
 func New(cfg Config) (*Console, error) {
-	if cfg.JS == nil && cfg.Source == nil {
+	if cfg.JS == nil {
 		return nil, errors.New("console: no JetStream handle")
 	}
 	if cfg.Interval <= 0 {
@@ -66,11 +64,7 @@ func New(cfg Config) (*Console, error) {
 	}
 	c := &Console{cfg: cfg, token: newTokenCheck(cfg.Token)}
 	c.src = &natsSource{js: cfg.JS, names: cfg.Names, secret: cfg.SecretHeaders, now: cfg.Now}
-	src := cfg.Source
-	if src == nil {
-		src = c.src
-	}
-	rd := &Reader{Source: src, RateWindow: cfg.RateWindow, Now: cfg.Now}
+	rd := &reader{src: c.src, rateWindow: cfg.RateWindow, now: cfg.Now}
 	c.hub = newHub(func(ctx context.Context) Snapshot {
 		s := rd.read(ctx)
 		s.Worker, s.Actions = cfg.Worker, c.token.enabled()

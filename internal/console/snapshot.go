@@ -132,22 +132,22 @@ func hostRows(ws []fleetrate.WorkerLimits, breakers []queue.BreakerEntry) ([]Hos
 	return rows, workers
 }
 
-// Reader reads what a snapshot shows from NATS.
-type Reader struct {
-	Source     Source
-	RateWindow time.Duration
-	Now        func() time.Time
+// reader reads what a snapshot shows.
+type reader struct {
+	src        source
+	rateWindow time.Duration
+	now        func() time.Time
 }
 
 // read gathers one snapshot. What cannot be read is a warning on it.
-func (r *Reader) read(ctx context.Context) Snapshot {
-	o, err := r.Source.Status(ctx, r.RateWindow)
+func (r *reader) read(ctx context.Context) Snapshot {
+	o, err := r.src.Status(ctx, r.rateWindow)
 	if err != nil {
 		o.Warnings = append(o.Warnings, fmt.Sprintf("status: %v", err))
 	}
-	ws, err := r.Source.Board(ctx)
+	ws, err := r.src.Board(ctx)
 	if err != nil {
 		o.Warnings = append(o.Warnings, err.Error())
 	}
-	return build(o, ws, r.Now())
+	return build(o, ws, r.now())
 }

@@ -14,8 +14,8 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// Source is what the page shows, read from where the state lives.
-type Source interface {
+// source is what the page shows, read from where the state lives.
+type source interface {
 	Status(ctx context.Context, rateWindow time.Duration) (queue.Overview, error)
 	Board(ctx context.Context) ([]fleetrate.WorkerLimits, error)
 }
