@@ -12,8 +12,8 @@ func (c *Worker) validateConsole() error {
 	if c.ConsoleToken != "" && len(c.ConsoleToken) < 16 {
 		errs = append(errs, fmt.Errorf("JETPOST_CONSOLE_TOKEN: %d bytes is too short to keep the console's actions from being guessed; use at least 16 (e.g. openssl rand -hex 32)", len(c.ConsoleToken)))
 	}
-	if c.ConsoleToken != "" && c.HTTPAddr == "" {
-		errs = append(errs, errors.New("JETPOST_CONSOLE_TOKEN is set but JETPOST_HTTP_ADDR is not: the console is served there"))
+	if c.HTTPAddr == "" && (c.ConsoleToken != "" || c.ConsoleNatsUser != "" || c.ConsoleNatsCredsFile != "") {
+		errs = append(errs, errors.New("JETPOST_CONSOLE_* is set but JETPOST_HTTP_ADDR is not: the console is served there"))
 	}
 	if c.ConsoleNatsUser != "" && c.ConsoleNatsCredsFile != "" {
 		errs = append(errs, errors.New("JETPOST_CONSOLE_NATS_USER and JETPOST_CONSOLE_NATS_CREDS_FILE: set one"))
