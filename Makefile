@@ -14,7 +14,7 @@ COMPOSE_GO ?= github.com/compose-spec/compose-go/v2/cmd@v2.16.2
 # Test binaries share a build cache; -race needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all build test vet lint fuzz demo run up compose-check bench bench-go clean help
+.PHONY: all build test test-browser vet lint fuzz demo run up compose-check bench bench-go clean help
 
 all: build
 
@@ -32,6 +32,11 @@ lint: vet ## gofmt check + go vet
 
 test: lint ## gofmt, go vet and every test with the race detector (what CI runs)
 	$(GO) test -race -count=1 -timeout 25m $(PKGS)
+
+test-browser: ## the console in headless chromium against real workers (needs Debian's chromium); screenshots in ./artifacts
+	@command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || { echo "make test-browser needs chromium on PATH (Debian: apt-get install chromium)" >&2; exit 1; }
+	$(GO) test -race -count=1 ./internal/console/
+	$(GO) test -race -count=1 -timeout 10m -run 'TestConsole' -v ./e2e/
 
 fuzz: ## run each fuzz target for a bounded number of executions (FUZZTIME=100000x)
 	./scripts/fuzz.sh $${FUZZTIME:-100000x}

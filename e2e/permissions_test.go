@@ -62,7 +62,7 @@ func roleEnv(role string) []string {
 // result, a results consumer can read results and nothing else. Every role
 // runs without one permission violation, and each forbidden step is one.
 func TestNATSPermissionsForFourRoles(t *testing.T) {
-	for _, role := range []string{"WORKER", "PRODUCER", "RESULTS", "ADMIN"} {
+	for _, role := range []string{"WORKER", "PRODUCER", "RESULTS", "ADMIN", "CONSOLE"} {
 		t.Setenv("JETPOST_"+role+"_PASSWORD", strings.ToLower(role)+"-pw")
 	}
 	opts, err := server.ProcessConfigFile("../examples/nats-permissions.conf")

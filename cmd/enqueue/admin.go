@@ -18,6 +18,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/config"
+	"github.com/jetpost/jetpost/internal/dlqview"
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/natsconn"
 	"github.com/jetpost/jetpost/internal/queue"
@@ -154,7 +155,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 	err = queue.DeadLetters(ctx, a.js, a.names, batch, func(dl queue.StoredDeadLetter) error {
 		n++
 		if a.asJSON {
-			b, err := json.Marshal(redactDeadLetter(dl, a.cfg.SecretHeaders()))
+			b, err := json.Marshal(dlqview.Redact(dl, a.cfg.SecretHeaders()))
 			if err != nil {
 				return err
 			}
@@ -162,11 +163,7 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 			return err
 		}
 		r := dl.Result
-		reason, status, attempts, msg := cmp.Or(dl.Reason, r.Reason), r.Status, r.Attempts, r.Error
-		if cb := r.Callback; dl.Reason == job.ReasonCallbackFailed && cb != nil {
-			// The job is fine; the line is about its callback.
-			status, attempts, msg = cb.Status, cb.Attempts, "callback: "+cb.Error
-		}
+		reason, status, attempts, msg := dlqview.Line(dlqview.Shown{Reason: cmp.Or(dl.Reason, r.Reason), Result: r})
 		fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%d\t%d\t%s\n", dl.Seq, oneLine(r.Batch), oneLine(r.ID), cmp.Or(oneLine(r.Source), "-"),
 			oneLine(string(reason)), status, attempts, clip(oneLine(msg), 80))
 		return nil
@@ -179,39 +176,6 @@ func runDLQ(ctx context.Context, args []string, stdout, stderr io.Writer) error 
 		fmt.Fprintf(stderr, "%d dead letters\n", n)
 	}
 	return nil
-}
-
-// shownDeadLetter is a dead letter as listed: the job decoded, its secret
-// header values replaced.
-type shownDeadLetter struct {
-	Seq    uint64          `json:"seq"`
-	Reason job.Reason      `json:"reason"`
-	Result job.Result      `json:"result"`
-	Job    json.RawMessage `json:"job"`
-}
-
-func redactDeadLetter(dl queue.StoredDeadLetter, secret []string) shownDeadLetter {
-	out := shownDeadLetter{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result, Job: dl.Job}
-	// Stored by a worker, possibly of an older version whose rule knew
-	// fewer secret parameter names.
-	out.Result.URL = job.RedactURL(out.Result.URL)
-	if dl.JobOmitted != "" {
-		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
-		return out
-	}
-	var j job.Job
-	if err := json.Unmarshal(dl.Job, &j); err == nil {
-		j.Headers = job.RedactHeaders(j.Headers, secret)
-		j.URL, j.Callback, j.Params = job.RedactURL(j.URL), job.RedactURL(j.Callback), job.RedactParams(j.Params)
-		if b, err := json.Marshal(&j); err == nil {
-			out.Job = b
-		}
-		return out
-	}
-	// Not a job at all (a poison message): its text may hold anything,
-	// including credentials, so it is not shown.
-	out.Job = json.RawMessage(`"(not a valid job; content withheld)"`)
-	return out
 }
 
 // runRedrive re-publishes a batch's dead letters: failed jobs as fresh
@@ -374,18 +338,7 @@ func printReplication(w io.Writer, rs []queue.StoreReplication, want int) error 
 // hostLimits reads every running worker's limits per host from the board
 // the workers post to; none when no worker has posted yet.
 func hostLimits(ctx context.Context, js jetstream.JetStream, prefix string) ([]fleetrate.WorkerLimits, error) {
-	board, err := fleetrate.OpenBoardReadOnly(ctx, js, prefix)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		return nil, nil
-	}
-	if err != nil {
-		return nil, fmt.Errorf("host limits: %w", err)
-	}
-	ws, err := board.List(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("host limits: %w", err)
-	}
-	return ws, nil
+	return fleetrate.ReadBoard(ctx, js, prefix)
 }
 
 // printHostLimits lists the limits by host, then worker: the concurrency

@@ -11,15 +11,11 @@ import (
 
 	"github.com/nats-io/nats.go/jetstream"
 
+	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/termsafe"
 	"github.com/jetpost/jetpost/pkg/job"
 )
-
-// boardFresh is how recent a worker's post on the limits board must be
-// for a fence to wait for its answer (workers post every 5s; one killed
-// lingers on the board until its entry expires).
-const boardFresh = 15 * time.Second
 
 var controlUsage = map[string]string{
 	"pause":  "BATCH [--json]   stop sending the batch's jobs across the fleet; requests in flight finish",
@@ -91,13 +87,7 @@ func freshWorkers(ctx context.Context, js jetstream.JetStream, prefix string, no
 	if err != nil {
 		return nil
 	}
-	var out []string
-	for _, w := range ws {
-		if now.Sub(w.At) < boardFresh {
-			out = append(out, w.Worker)
-		}
-	}
-	return out
+	return fleetrate.FreshWorkers(ws, now)
 }
 
 // runningOn lists which workers still run the batch's jobs.

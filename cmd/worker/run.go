@@ -83,7 +83,14 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		return &usageError{err}
 	}
 	defer stopTracing() // after the last delivery's spans end
-	svc, err := daemon.Build(ctx, cfg, nc, daemon.Options{Log: log, Tracer: tracer})
+	opts := daemon.Options{Log: log, Tracer: tracer}
+	if cc, ok := cfg.ConsoleConnection(); ok && cfg.HTTPAddr != "" {
+		if opts.ConsoleConn, err = natsconn.Connect(url, &cc, "jetpost-console "+id, true, log); err != nil {
+			return fmt.Errorf("console: %w", err)
+		}
+		defer opts.ConsoleConn.Close()
+	}
+	svc, err := daemon.Build(ctx, cfg, nc, opts)
 	if err != nil {
 		return err
 	}

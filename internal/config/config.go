@@ -53,7 +53,12 @@ type Worker struct {
 	EmbeddedListen string `split_words:"true" default:"127.0.0.1:4222" desc:"listen address of the embedded NATS server (only without JETPOST_NATS_URL)"`
 	DataDir        string `split_words:"true" default:"./data" desc:"JetStream store of the embedded NATS server"`
 	WorkerID       string `split_words:"true" desc:"name of this worker in results and logs (default HOSTNAME-PID)"`
-	HTTPAddr       string `split_words:"true" desc:"address for /healthz, /readyz and /metrics, e.g. :9090; empty disables"`
+	HTTPAddr       string `split_words:"true" desc:"address for /healthz, /readyz, /metrics and the console at /, e.g. :9090; empty disables"`
+
+	ConsoleToken         string `split_words:"true" desc:"secret (at least 16 bytes, e.g. openssl rand -hex 32) that enables the console's actions (pause, resume, cancel, re-drive), sent as Authorization: Bearer; empty: the console is read-only"`
+	ConsoleNatsUser      string `split_words:"true" desc:"NATS user the console reads and acts as (with JETPOST_CONSOLE_NATS_PASSWORD), e.g. the console user of examples/nats-permissions.conf; empty: the worker's own connection, whose rights must then cover what the console reads and does"`
+	ConsoleNatsPassword  string `split_words:"true" desc:"password of JETPOST_CONSOLE_NATS_USER"`
+	ConsoleNatsCredsFile string `split_words:"true" desc:"NATS credentials (.creds) file the console reads and acts with, instead of JETPOST_CONSOLE_NATS_USER"`
 
 	MaxInflight   int           `split_words:"true" default:"64" desc:"HTTP requests outstanding per worker process (the concurrency targets see)"`
 	Prefetch      int           `default:"0" desc:"messages fetched ahead of a free slot; 0 means a quarter of JETPOST_MAX_INFLIGHT (at least 4)"`
@@ -192,6 +197,7 @@ func (c *Worker) Validate() error {
 		_, _, err := net.SplitHostPort(c.HTTPAddr)
 		check(err == nil, "JETPOST_HTTP_ADDR=%q: want host:port or :port", c.HTTPAddr)
 	}
+	errs = append(errs, c.validateConsole())
 	check(c.MaxInflight >= 1 && c.MaxInflight <= 100000, "JETPOST_MAX_INFLIGHT=%d: must be 1 to 100000", c.MaxInflight)
 	check(c.Prefetch >= 0 && c.Prefetch <= 100000, "JETPOST_PREFETCH=%d: must be 0 (automatic) to 100000", c.Prefetch)
 	check(c.AckWait >= time.Second, "JETPOST_ACK_WAIT=%s: must be at least 1s", c.AckWait)

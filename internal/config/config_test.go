@@ -135,3 +135,38 @@ func markdownTable(spec any) (string, error) {
 	}
 	return b.String(), nil
 }
+
+// The console's settings: a short token, a token or console user without
+// the address the console is served at, and two console identities are
+// each refused with the variable named.
+func TestConsoleSettings(t *testing.T) {
+	for _, tc := range []struct {
+		env  map[string]string
+		want string
+	}{
+		{map[string]string{"JETPOST_HTTP_ADDR": ":9090", "JETPOST_CONSOLE_TOKEN": "short"}, "JETPOST_CONSOLE_TOKEN: 5 bytes"},
+		{map[string]string{"JETPOST_CONSOLE_TOKEN": "0123456789abcdef"}, "JETPOST_HTTP_ADDR is not"},
+		{map[string]string{"JETPOST_CONSOLE_NATS_USER": "console"}, "JETPOST_HTTP_ADDR is not"},
+		{map[string]string{"JETPOST_HTTP_ADDR": ":9090", "JETPOST_CONSOLE_NATS_PASSWORD": "pw"}, "needs JETPOST_CONSOLE_NATS_USER"},
+	} {
+		for k, v := range tc.env {
+			t.Setenv(k, v)
+		}
+		if _, err := LoadWorker(); err == nil || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%v: %v, want %q", tc.env, err, tc.want)
+		}
+		for k := range tc.env {
+			t.Setenv(k, "")
+		}
+	}
+	t.Setenv("JETPOST_HTTP_ADDR", ":9090")
+	t.Setenv("JETPOST_CONSOLE_TOKEN", "0123456789abcdef")
+	t.Setenv("JETPOST_CONSOLE_NATS_USER", "console")
+	c, err := LoadWorker()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cc, ok := c.ConsoleConnection(); !ok || cc.NatsUser != "console" || cc.NatsURL != c.NatsURL {
+		t.Errorf("console connection %+v, %v", cc, ok)
+	}
+}

@@ -145,7 +145,7 @@ func Names() []string {
 // benchmarks and scripts set no variable of their own (a test keeps this
 // list complete: a new one must be added here).
 func OtherVariables() []string {
-	return []string{"JETPOST_WORKER_PASSWORD", "JETPOST_PRODUCER_PASSWORD", "JETPOST_RESULTS_PASSWORD", "JETPOST_ADMIN_PASSWORD"}
+	return []string{"JETPOST_WORKER_PASSWORD", "JETPOST_PRODUCER_PASSWORD", "JETPOST_RESULTS_PASSWORD", "JETPOST_ADMIN_PASSWORD", "JETPOST_CONSOLE_PASSWORD"}
 }
 
 // Unknown is a JETPOST_* variable no command reads, and the known name

@@ -57,8 +57,9 @@
 // link. Without one, Handle pays a nil check.
 //
 // Service runs consumption, the background reporters (open breakers, host
-// limits) and the operations endpoint (/healthz, /readyz, /metrics) as one
-// errgroup: the first to fail stops the others. On
+// limits) and the operations endpoint (/healthz, /readyz, /metrics, and
+// the console at / when one is given) as one errgroup: the first to fail
+// stops the others. On
 // cancellation the consumer stops pulling, hands back what has not started,
 // and gives running requests the shutdown grace period.
 //

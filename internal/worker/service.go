@@ -31,6 +31,8 @@ type Service struct {
 	// consuming; e.g. the NATS connection state.
 	Ready   func() string
 	Metrics http.Handler
+	// Console, if set, is served at / (internal/console).
+	Console http.Handler
 	Log     zerolog.Logger
 	// Listening, if set, is told the operations endpoint's address.
 	Listening func(addr string)
@@ -71,6 +73,11 @@ func (s *Service) Run(ctx context.Context) error {
 			s.Listening(ln.Addr().String())
 		}
 		srv := &http.Server{Handler: s.mux(), ReadHeaderTimeout: 5 * time.Second}
+		// Shutdown does not end requests; the console's event streams end
+		// with their context.
+		base, endStreams := context.WithCancel(context.WithoutCancel(ctx))
+		srv.BaseContext = func(net.Listener) context.Context { return base }
+		srv.RegisterOnShutdown(endStreams)
 		g.Go(func() error {
 			if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 				return fmt.Errorf("operations endpoint: %w", err)
@@ -109,6 +116,9 @@ func (s *Service) mux() *http.ServeMux {
 	})
 	if s.Metrics != nil {
 		mux.Handle("GET /metrics", s.Metrics)
+	}
+	if s.Console != nil {
+		mux.Handle("/", s.Console)
 	}
 	return mux
 }

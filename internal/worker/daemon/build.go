@@ -50,6 +50,9 @@ type Options struct {
 	// Metrics, if set, is given the worker's metrics once they are all
 	// registered (the dashboards' test reads their names).
 	Metrics func(*metrics.Metrics)
+	// ConsoleConn, if set, is the console's own connection (a NATS user
+	// with the rights its actions need); otherwise it uses the worker's.
+	ConsoleConn *nats.Conn
 }
 
 // Build sets up the streams, the consumer and the buckets, retrying while
@@ -123,6 +126,10 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		snd.Close()
 		return nil
 	}
+	con, err := newConsole(cfg, nc, st.names, o)
+	if err != nil {
+		return nil, err
+	}
 	log.Info().Int("max_inflight", cfg.MaxInflight).Int("prefetch", cfg.EffectivePrefetch()).
 		Str("nats", nc.ConnectedUrlRedacted()).Str("prefix", cfg.SubjectPrefix).Msg("worker started")
 	return &worker.Service{
@@ -130,10 +137,11 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 		Worker:     w,
 		HTTPAddr:   cfg.HTTPAddr,
 		Metrics:    mx.Handler(),
+		Console:    con,
 		Background: append([]func(context.Context) error{breakers.Run, postLimits, closeSender}, st.auxRuns()...),
 		Log:        log,
 		Listening: func(addr string) {
-			log.Info().Str("addr", addr).Msg("serving /healthz, /readyz and /metrics")
+			log.Info().Str("addr", addr).Bool("console_actions", cfg.ConsoleToken != "").Msg("serving /healthz, /readyz and /metrics, and the console at /")
 		},
 		Ready: ready,
 	}, nil
@@ -143,6 +151,7 @@ func Build(ctx context.Context, cfg *config.Worker, nc *nats.Conn, o Options) (*
 // breaker states, fleet-wide rate buckets and posted host limits. Only the
 // consumer's are essential; the others are auxiliary (queue.AuxBucket).
 type stores struct {
+	names    queue.Names
 	consumer *queue.Consumer
 	breakers *queue.BreakerBoard
 	rates    *fleetrate.Store
@@ -171,7 +180,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 	if err != nil {
 		return nil, err
 	}
-	var st stores
+	st := stores{names: names}
 	err = retry.Do(ctx, retry.Policy{
 		PerTry: 2 * queue.DefaultCallTimeout,
 		Pause: func(n int) time.Duration {
