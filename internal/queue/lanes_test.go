@@ -71,12 +71,16 @@ func (r *laneRig) consumer(inflight, prefetch int) *Consumer {
 	return c
 }
 
-// run runs c with h until the jobs stream is empty, then stops it.
-func (r *laneRig) run(c *Consumer, h Handler) {
+// run runs c with h until every channel in after is closed and the jobs
+// stream is empty, then stops it.
+func (r *laneRig) run(c *Consumer, h Handler, after ...<-chan struct{}) {
 	r.t.Helper()
 	ctx, cancel := context.WithCancel(r.ctx)
 	done := make(chan error, 1)
 	go func() { done <- c.Run(ctx, h) }()
+	for _, ch := range after {
+		<-ch
+	}
 	waitEmpty(r.t, r.js)
 	cancel()
 	if err := <-done; err != nil {
@@ -322,6 +326,10 @@ func TestLaneCancelDrains(t *testing.T) {
 	c := r.consumer(1, 5)
 	calls := 0
 	consumer := r.n.BatchConsumer(r.n.JobSubject("x"))
+	// The consumer stays running until the deletion below is done: the
+	// drain can empty the stream first, and a stopped consumer answers no
+	// fence.
+	deleted := make(chan struct{})
 	r.run(c, func(_ context.Context, d *Delivery) Decision {
 		calls++
 		if calls > 1 {
@@ -336,6 +344,7 @@ func TestLaneCancelDrains(t *testing.T) {
 			t.Errorf("fence reply %+v, want this job running", reps[0])
 		}
 		go func() {
+			defer close(deleted)
 			// enqueue deletes the consumer once nothing runs: deferred
 			// jobs come back at once, through a consumer made again.
 			for r.fence("x", rev)[0].Running != 0 {
@@ -346,7 +355,7 @@ func TestLaneCancelDrains(t *testing.T) {
 			}
 		}()
 		return okResult(d)
-	})
+	}, deleted)
 	rs := r.results("x")
 	ok, cancelled := 0, map[string]int{}
 	for _, res := range rs {
