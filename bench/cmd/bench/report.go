@@ -55,6 +55,7 @@ func (b *bench) markdown(cmdline string, took time.Duration) string {
 	for _, n := range b.notes {
 		s.WriteString("\n" + n + "\n")
 	}
+	s.WriteString(b.goalsMarkdown())
 	return s.String()
 }
 

@@ -1,0 +1,78 @@
+package main
+
+import (
+	"fmt"
+	"strings"
+)
+
+// goal is one line of the closing table: a goal of issue 17, what jetpost
+// measured, the raw net/http client beside it where it has a counterpart,
+// and whether the goal is met.
+type goal struct {
+	item, what, jetpost, raw, target, verdict string
+}
+
+// goalsMarkdown is the compact table that ends the report.
+func (b *bench) goalsMarkdown() string {
+	if len(b.goals) == 0 {
+		return ""
+	}
+	var s strings.Builder
+	s.WriteString("\nIssue 17's goals, side by side with the raw net/http client (same run):\n\n")
+	s.WriteString("| goal | figure | jetpost | raw client | target | verdict |\n|---|---|---|---|---|---|\n")
+	for _, g := range b.goals {
+		raw := g.raw
+		if raw == "" {
+			raw = "—"
+		}
+		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s |\n", g.item, g.what, g.jetpost, raw, g.target, g.verdict)
+	}
+	return s.String()
+}
+
+// throughputGoals: point 1, from the median paired round.
+func (b *bench) throughputGoals(n int, ratio float64, rounds string, jp jpRun, raw rawResult, rawT float64) {
+	item := "1. CPU per job (throughput-bound, median of paired rounds)"
+	perJob := func(d float64) float64 { return d / float64(n) * 1e6 }
+	w, br, enq := perJob(jp.workerCPU.Seconds()), perJob(jp.natsCPU.Seconds()), perJob(jp.enq.cpu.Seconds())
+	rawUS := perJob(raw.cpu.Seconds())
+	b.goals = append(b.goals, goal{
+		item: item, what: "jobs/s ÷ raw client req/s",
+		jetpost: fmt.Sprintf("**%.3f** (%.0f jobs/s; rounds %s)", ratio, jp.rate(), rounds),
+		raw:     fmt.Sprintf("%.0f req/s", raw.rate()), target: "≥ 0.45",
+		verdict: verdict(ratio >= 0.45, fmt.Sprintf("%.0f %% of the goal", ratio/0.45*100)),
+	}, goal{
+		item: item, what: "worker CPU per job ÷ raw client CPU per request",
+		jetpost: fmt.Sprintf("**%.0f µs** (%.2f ×)", w, w/rawUS), raw: fmt.Sprintf("%.0f µs", rawUS), target: "≤ 100 µs",
+		verdict: verdict(w <= 100, fmt.Sprintf("%.0f µs over", w-100)),
+	}, goal{
+		item: item, what: "broker CPU per job",
+		jetpost: fmt.Sprintf("**%.0f µs** (%.2f × raw)", br, br/rawUS), raw: "none", target: "≤ 70 µs",
+		verdict: verdict(br <= 70, fmt.Sprintf("%.0f µs over", br-70)),
+	}, goal{
+		item: item, what: "enqueue CPU per job; target CPU per request",
+		jetpost: fmt.Sprintf("%.0f µs; target %.0f µs", enq, perJob(jp.targetCPU.Seconds())),
+		raw:     fmt.Sprintf("none; target %.0f µs", rawT/float64(n)*1e6), target: "tracked", verdict: "—",
+	})
+}
+
+// latencyGoal: point 2.
+func (b *bench) latencyGoal(n, inflight int, jpOfIdeal, rawOfIdeal float64) {
+	b.goals = append(b.goals, goal{
+		item: fmt.Sprintf("2. latency-bound (%s jobs, 50 ms, 1 worker × %d)", thousands(n), inflight),
+		what: "ideal N·L/P ÷ wall time", jetpost: fmt.Sprintf("**%.3f**", jpOfIdeal), raw: fmt.Sprintf("%.3f", rawOfIdeal),
+		target: "≥ 0.95", verdict: verdict(jpOfIdeal >= 0.95, fmt.Sprintf("%.3f", jpOfIdeal)),
+	})
+}
+
+// isolationGoals: point 2's proviso, the fragile host's protection holds.
+func (b *bench) isolationGoals(r503, rHang float64) {
+	item := "2. isolation holds (B's rate beside a broken A ÷ alone)"
+	b.goals = append(b.goals, goal{
+		item: item, what: "A answers 503", jetpost: fmt.Sprintf("**%.3f**", r503), target: "≥ 0.8",
+		verdict: verdict(r503 >= 0.8, fmt.Sprintf("%.3f", r503)),
+	}, goal{
+		item: item, what: "A accepts and never answers", jetpost: fmt.Sprintf("**%.3f**", rHang), target: "≥ 0.6",
+		verdict: verdict(rHang >= 0.6, fmt.Sprintf("%.3f", rHang)),
+	})
+}
