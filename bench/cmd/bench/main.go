@@ -160,10 +160,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stdout, report)
 
 	full := !*quick && len(chosen) == len(allScenarios) && *rounds >= 3
+	sec := benchSection
+	if len(chosen) == 1 && chosen[0] == "scale" {
+		// make bench-scale: a section of its own, for a million jobs.
+		full, sec = b.scaleSize() >= 1_000_000, scaleSection
+	}
 	doWrite := *write == "yes" || (*write == "auto" && full)
 	if doWrite {
 		path := filepath.Join(root, *md)
-		if err := updateFile(path, report); err != nil {
+		if err := updateFile(path, report, sec); err != nil {
 			return err
 		}
 		b.logf("wrote the table into %s", path)
