@@ -109,8 +109,10 @@ func (b *bench) adaptive(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
+	var hl []string
 	for _, c := range cases {
 		frac := c.jobsPerSec / capacityJobsPerSec
+		hl = append(hl, fmt.Sprintf("%s×%d %.2f / %.1f", c.retryAfter, c.workers, frac, c.pct429))
 		w := "1 worker"
 		if c.workers > 1 {
 			w = fmt.Sprintf("%d workers", c.workers)
@@ -123,6 +125,7 @@ func (b *bench) adaptive(ctx context.Context) error {
 			verdict: verdict(frac >= 0.9 && c.pct429 <= 2, fmt.Sprintf("%.2f, %.2f %%", frac, c.pct429)),
 		})
 	}
+	b.headline.cases = strings.Join(hl, "; ")
 	if !strings.Contains(string(help), "-retry-after") {
 		b.notes = append(b.notes, "This limitbench has no -retry-after: only its one case (one worker, 429s without Retry-After) was measured.")
 	}

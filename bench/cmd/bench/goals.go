@@ -3,6 +3,9 @@ package main
 import (
 	"fmt"
 	"strings"
+	"time"
+
+	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
 // goal is one line of the closing table: a goal of issue 17, what jetpost
@@ -10,6 +13,28 @@ import (
 // and whether the goal is met.
 type goal struct {
 	item, what, jetpost, raw, target, verdict string
+}
+
+// headline holds the figures of the before/after table's row, as the
+// scenarios measure them (empty: not run).
+type headline struct {
+	throughput, latency, cpu, cases, scale string
+}
+
+// beforeAfterHeader is the before/after table's header in BENCHMARKS.md.
+const beforeAfterHeader = "| commit | run (UTC), load avg before → after | throughput ÷ raw | CPU µs/job: worker / broker / enqueue (raw client) | latency: ideal ÷ wall (raw) | 429s: capacity fraction / % 429 | scale: last ÷ first tenth; worker RSS trend |\n|---|---|---|---|---|---|---|\n"
+
+// beforeAfterRow is this run's row of that table.
+func (b *bench) beforeAfterRow(loadAfter string) string {
+	dash := func(s string) string {
+		if s == "" {
+			return "—"
+		}
+		return s
+	}
+	h := b.headline
+	return fmt.Sprintf("| %s | %s, %s → %s | %s | %s | %s | %s | %s |\n", b.revision, time.Now().UTC().Format("2006-01-02 15:04"),
+		b.loadBefore, loadAfter, dash(h.throughput), dash(h.cpu), dash(h.latency), dash(h.cases), dash(h.scale))
 }
 
 // goalsMarkdown is the compact table that ends the report.
@@ -27,6 +52,7 @@ func (b *bench) goalsMarkdown() string {
 		}
 		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s | %s |\n", g.item, g.what, g.jetpost, raw, g.target, g.verdict)
 	}
+	s.WriteString("\nThis run's row for the before/after table:\n\n" + beforeAfterHeader + b.beforeAfterRow(benchkit.LoadAvg()))
 	return s.String()
 }
 
@@ -36,6 +62,8 @@ func (b *bench) throughputGoals(n int, ratio float64, rounds string, jp jpRun, r
 	perJob := func(d float64) float64 { return d / float64(n) * 1e6 }
 	w, br, enq := perJob(jp.workerCPU.Seconds()), perJob(jp.natsCPU.Seconds()), perJob(jp.enq.cpu.Seconds())
 	rawUS := perJob(raw.cpu.Seconds())
+	b.headline.throughput = fmt.Sprintf("%.3f (%s)", ratio, rounds)
+	b.headline.cpu = fmt.Sprintf("%.0f / %.0f / %.0f (%.0f)", w, br, enq, rawUS)
 	b.goals = append(b.goals, goal{
 		item: item, what: "jobs/s ÷ raw client req/s",
 		jetpost: fmt.Sprintf("**%.3f** (%.0f jobs/s; rounds %s)", ratio, jp.rate(), rounds),
@@ -58,6 +86,7 @@ func (b *bench) throughputGoals(n int, ratio float64, rounds string, jp jpRun, r
 
 // latencyGoal: point 2.
 func (b *bench) latencyGoal(n, inflight int, jpOfIdeal, rawOfIdeal float64) {
+	b.headline.latency = fmt.Sprintf("%.3f (%.3f)", jpOfIdeal, rawOfIdeal)
 	b.goals = append(b.goals, goal{
 		item: fmt.Sprintf("2. latency-bound (%s jobs, 50 ms, 1 worker × %d)", thousands(n), inflight),
 		what: "ideal N·L/P ÷ wall time", jetpost: fmt.Sprintf("**%.3f**", jpOfIdeal), raw: fmt.Sprintf("%.3f", rawOfIdeal),

@@ -74,6 +74,7 @@ type bench struct {
 	details []detail
 	notes   []string
 	goals   []goal // issue 17's, the closing table
+	headline
 }
 
 func main() {

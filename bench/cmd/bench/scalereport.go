@@ -99,6 +99,7 @@ func (b *bench) scaleRows(r *scaleRun) {
 		target: "reported", verdict: "—",
 	})
 	b.notes = append(b.notes, r.note(f))
+	b.headline.scale = fmt.Sprintf("%.3f; %+.2f MB per 100k jobs", f.steady, f.slope)
 }
 
 func tenth(t []float64, i int) float64 {
