@@ -45,6 +45,11 @@ type workerProc struct {
 }
 
 func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []string) ([]*workerProc, error) {
+	return b.startWorkersOf(ctx, filepath.Join(b.binDir, "worker"), natsURL, n, env)
+}
+
+// startWorkersOf starts n workers of the binary bin (this tree's, or -base's).
+func (b *bench) startWorkersOf(ctx context.Context, bin, natsURL string, n int, env []string) ([]*workerProc, error) {
 	var ws []*workerProc
 	for i := range n {
 		addr, err := benchkit.FreeAddr()
@@ -61,7 +66,7 @@ func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []s
 		)
 		e = append(e, env...)
 		e = append(e, b.workerEnv...)
-		p, err := startProc(fmt.Sprintf("worker %d", i+1), filepath.Join(b.binDir, "worker"), nil, e, nil)
+		p, err := startProc(fmt.Sprintf("worker %d", i+1), bin, nil, e, nil)
 		if err != nil {
 			return ws, err
 		}
@@ -145,6 +150,7 @@ type jpSpec struct {
 	deadline time.Duration // enqueue --wait is stopped after this (default 1 minute)
 	// background, if set, runs alongside: e.g. another batch for another host.
 	background func(natsURL string) (*proc, error)
+	workerBin  string // default: this tree's worker
 }
 
 // jpRun is what a jetpost run measured.
@@ -180,7 +186,11 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 		return run, err
 	}
 	defer br.stop()
-	ws, err := b.startWorkers(ctx, br.URL, s.workers, s.env)
+	bin := s.workerBin
+	if bin == "" {
+		bin = filepath.Join(b.binDir, "worker")
+	}
+	ws, err := b.startWorkersOf(ctx, bin, br.URL, s.workers, s.env)
 	defer stopWorkers(ws)
 	if err != nil {
 		return run, err

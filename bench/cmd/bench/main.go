@@ -25,7 +25,7 @@
 //
 //	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation,fairness,adaptive,scale]
 //	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
-//	                   [-scale-jobs N] [-scale-workers N] [-limitbench BIN]
+//	                   [-scale-jobs N] [-scale-workers N] [-limitbench BIN] [-base REV]
 //	go run ./bench/cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
 //
 // -profile runs the worker's own packages in this process instead of the
@@ -66,6 +66,7 @@ type bench struct {
 	scaleJobs, scaleWorkers int
 	scaleAlone              bool
 	limitbench              string // -limitbench: a limitbench built elsewhere
+	baseWorker, baseLabel   string // -base: a worker built from another commit
 
 	loadBefore string
 	revision   string
@@ -102,6 +103,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scaleJobs := fs.Int("scale-jobs", 0, "jobs of the scale scenario (default 1,000,000 when it runs alone, 100,000 beside other scenarios or with -quick)")
 	scaleWorkers := fs.Int("scale-workers", 1, "worker processes of the scale scenario")
 	limitbench := fs.String("limitbench", "", "run this limitbench binary for the adaptive scenario (say, one that knows -retry-after, against an older worker) instead of ./bench/cmd/limitbench")
+	base := fs.String("base", "", "also run each throughput round with a worker built from this commit (before/after in the same rounds)")
 	perfDir := fs.String("perf", "", "record each jetpost run's worker, enqueue and broker (this process: build it with go build for symbols) with perf(1) into this directory")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -140,6 +142,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if *profile != "" {
 		return b.profile(ctx, *profile, chosen)
+	}
+	if *base != "" {
+		b.logf("building the worker of %s", *base)
+		if b.baseWorker, b.baseLabel, err = buildBase(ctx, root, tmp, *base); err != nil {
+			return err
+		}
 	}
 
 	b.revision = gitRevision(root)

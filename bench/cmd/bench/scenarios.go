@@ -127,6 +127,7 @@ func (b *bench) throughput(ctx context.Context) error {
 		rawT  time.Duration
 		jp    jpRun
 		ratio float64
+		base  float64 // the -base worker's ratio in the same round
 	}
 	var pairs []pair
 	for i := range b.rounds {
@@ -150,6 +151,11 @@ func (b *bench) throughput(ctx context.Context) error {
 			return nil // further rounds would only repeat it
 		}
 		p := pair{raw: raw, rawT: rawT, jp: jp, ratio: jp.rate() / raw.rate()}
+		if b.baseWorker != "" {
+			if p.base, err = b.baseRound(ctx, i, n, inflight, tgt, raw); err != nil {
+				return err
+			}
+		}
 		b.logf("throughput round %d: jetpost %.0f jobs/s = %.3f of raw", i+1, jp.rate(), p.ratio)
 		pairs = append(pairs, p)
 		b.details = append(b.details, detail{
@@ -179,6 +185,13 @@ func (b *bench) throughput(ctx context.Context) error {
 	})
 	jp := med.jp
 	b.throughputGoals(n, med.ratio, all, jp, med.raw, med.rawT.Seconds())
+	if b.baseWorker != "" {
+		var bases []float64
+		for _, p := range pairs {
+			bases = append(bases, p.base)
+		}
+		b.baseGoal(bases)
+	}
 	b.rows = append(b.rows, row{
 		scenario: "CPU per job (median throughput round)",
 		figure:   "CPU time per job: worker / enqueue / broker / target; raw client per request",
