@@ -3,7 +3,9 @@ package main
 import (
 	"errors"
 	"fmt"
+	"io"
 	"io/fs"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -196,3 +198,28 @@ func (b bitmap) firstUnset(n int) int {
 }
 
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
+
+// workerCounter sums a counter (every label set) over the workers'
+// /metrics; a worker that does not answer counts nothing.
+func workerCounter(ws []*workerProc, name string) float64 {
+	var total float64
+	c := &http.Client{Timeout: 5 * time.Second}
+	for _, w := range ws {
+		resp, err := c.Get("http://" + w.addr + "/metrics")
+		if err != nil {
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		for _, l := range strings.Split(string(body), "\n") {
+			if !strings.HasPrefix(l, name+"{") && !strings.HasPrefix(l, name+" ") {
+				continue
+			}
+			if i := strings.LastIndexByte(l, ' '); i > 0 {
+				v, _ := strconv.ParseFloat(l[i+1:], 64)
+				total += v
+			}
+		}
+	}
+	return total
+}

@@ -50,6 +50,9 @@ type scaleRun struct {
 	readBack   readBack
 	streams    []storeUse
 	diskEnd    int64
+	// Jobs the workers' host limit refused (each a delayed NAK and a
+	// redelivery: broker work a job costs besides its own).
+	refused float64
 }
 
 // storeUse is one stream (or bucket) at the end of the run.
@@ -92,6 +95,7 @@ func (b *bench) scale(ctx context.Context) error {
 	if err := b.scaleProcess(ctx, br, ws, tgt, file, r); err != nil {
 		return err
 	}
+	r.refused = workerCounter(ws, "jetpost_host_refused_total")
 	stopWorkers(ws)
 	if r.res, err = readScaleResults(ctx, br.URL, scaleBatch, n); err != nil {
 		return fmt.Errorf("reading results back: %w", err)

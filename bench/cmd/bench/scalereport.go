@@ -74,7 +74,8 @@ func (b *bench) scaleRows(r *scaleRun) {
 	d := detail{name: "scale", n: n, shape: shape, wall: f.total, rate: rate,
 		workerCPU: r.cpu.workerCPU, enqCPU: r.enq.cpu, natsCPU: r.cpu.natsCPU, tgtCPU: r.cpu.targetCPU,
 		rss: int64(f.rssMax * 1e6), maxInFl: r.cpu.target.MaxInFlight, others: r.cpu.otherLoad,
-		note: fmt.Sprintf("enqueue published all after %s (peak RSS %s); broker RSS %.0f → %.0f MB", ms(r.enq.publish), mb(r.enqHWM), f.brokerFirst, f.brokerMx)}
+		note: fmt.Sprintf("enqueue published all after %s (peak RSS %s); broker RSS %.0f → %.0f MB; %.2f host-limit refusals (delayed NAKs) per job",
+			ms(r.enq.publish), mb(r.enqHWM), f.brokerFirst, f.brokerMx, r.refused/float64(n))}
 	b.details = append(b.details, d)
 
 	item := fmt.Sprintf("4. steady at scale (%s jobs, %s)", thousands(n), shape)
