@@ -86,6 +86,11 @@ func readScaleResults(ctx context.Context, url, batch string, n int) (scaleResul
 		return res, err
 	}
 	defer it.Stop()
+	// Next has no deadline: a read that stops making progress (or the
+	// benchmark being stopped) ends the iterator, and Next returns.
+	idle := time.AfterFunc(time.Minute, it.Stop)
+	defer idle.Stop()
+	defer context.AfterFunc(ctx, it.Stop)()
 	seen := newBitmap(n)
 	prefix := batch + "-"
 	var r resultID
@@ -95,6 +100,7 @@ func readScaleResults(ctx context.Context, url, batch string, n int) (scaleResul
 			return res, fmt.Errorf("after %d of %d results: %w", res.stored, total, err)
 		}
 		res.stored++
+		idle.Reset(time.Minute)
 		md, err := m.Metadata()
 		if err != nil {
 			return res, err
