@@ -4,6 +4,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"runtime/pprof"
 	"slices"
 	"time"
 
@@ -96,6 +100,9 @@ func (b *bench) scale(ctx context.Context) error {
 		return err
 	}
 	r.refused = workerCounter(ws, "jetpost_host_refused_total")
+	if err := b.brokerHeap(); err != nil {
+		return err
+	}
 	stopWorkers(ws)
 	if r.res, err = readScaleResults(ctx, br.URL, scaleBatch, n); err != nil {
 		return fmt.Errorf("reading results back: %w", err)
@@ -256,4 +263,27 @@ func (r *scaleRun) check() error {
 		return nil
 	}
 	return errors.New(res.problem(r.n) + fmt.Sprintf("; `enqueue results` wrote %d lines", r.readBack.lines))
+}
+
+// brokerHeap writes this process's heap profile (the embedded broker's
+// memory, at the end of the batch) into -heap's directory, if given.
+func (b *bench) brokerHeap() error {
+	if b.heapDir == "" {
+		return nil
+	}
+	if err := os.MkdirAll(b.heapDir, 0o755); err != nil {
+		return err
+	}
+	path := filepath.Join(b.heapDir, "broker-heap.pprof")
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	runtime.GC()
+	if err := pprof.WriteHeapProfile(f); err != nil {
+		f.Close()
+		return err
+	}
+	b.logf("  broker heap profile: %s (go tool pprof -top -sample_index=inuse_space %s)", path, path)
+	return f.Close()
 }
