@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
@@ -39,6 +40,10 @@ type scaleSample struct {
 	workerRSS int64  // the workers' VmRSS, summed
 	brokerRSS int64  // this process's VmRSS: the embedded broker
 	disk      int64  // the broker's store directory
+	// The batch's consumer: jobs delivered and not acked (running, or
+	// parked by a delayed NAK), and the stream sequence below which every
+	// job is acked.
+	ackPending, ackFloor uint64
 }
 
 // scaleRun is one run of the scenario.
@@ -57,6 +62,11 @@ type scaleRun struct {
 	// Jobs the workers' host limit refused (each a delayed NAK and a
 	// redelivery: broker work a job costs besides its own).
 	refused float64
+	// timedOut: -scale-deadline passed first; the figures are of the
+	// results stored by then. oldest is the first job still in the
+	// stream then, and when it was published.
+	timedOut bool
+	oldest   string
 }
 
 // storeUse is one stream (or bucket) at the end of the run.
@@ -110,8 +120,10 @@ func (b *bench) scale(ctx context.Context) error {
 	if r.streams, err = storeUses(ctx, br.URL); err != nil {
 		return err
 	}
-	if r.readBack, err = b.enqueueResults(ctx, br.URL, scaleBatch); err != nil {
-		return err
+	if !r.timedOut {
+		if r.readBack, err = b.enqueueResults(ctx, br.URL, scaleBatch); err != nil {
+			return err
+		}
 	}
 	r.diskEnd = diskUse(br.Dir())
 	b.scaleRows(r)
@@ -183,6 +195,15 @@ func (b *bench) scaleProcess(ctx context.Context, br *broker, ws []*workerProc, 
 			mark.since(&r.cpu, ws, tgt)
 			return nil
 		}
+		if b.scaleDeadline > 0 && s.at.Sub(r.start) > b.scaleDeadline && enqDone == nil {
+			// A run that does not finish in time is a figure too.
+			r.timedOut, r.done = true, s.at
+			r.cpu.enq.wall = r.done.Sub(r.start)
+			mark.since(&r.cpu, ws, tgt)
+			r.oldest = oldestJob(ctx, js)
+			b.logf("  -scale-deadline %s passed: %d of %d results; oldest job left %s", b.scaleDeadline, s.results, r.n, r.oldest)
+			return nil
+		}
 		if s.at.Sub(lastMove) > scaleStall {
 			return fmt.Errorf("no result stored for %s: %d of %d results, %d jobs left in the stream", scaleStall, s.results, r.n, s.jobs)
 		}
@@ -206,9 +227,30 @@ func sampleScale(ctx context.Context, js jetstream.JetStream, ws []*workerProc, 
 			s.workerRSS += rss
 		}
 	}
+	if c, err := js.Consumer(cctx, names.JobsStream(), names.BatchConsumer(names.JobSubject(scaleBatch))); err == nil {
+		s.ackPending, s.ackFloor = uint64(c.CachedInfo().NumAckPending), c.CachedInfo().AckFloor.Stream
+	}
 	s.brokerRSS, _ = procStatusBytes(0, "VmRSS")
 	s.disk = diskUse(dir)
 	return s
+}
+
+// oldestJob names the first job left in the jobs stream and when it was
+// published ("" if none).
+func oldestJob(ctx context.Context, js jetstream.JetStream) string {
+	st, err := js.Stream(ctx, names.JobsStream())
+	if err != nil || st.CachedInfo().State.Msgs == 0 {
+		return ""
+	}
+	m, err := st.GetMsg(ctx, st.CachedInfo().State.FirstSeq)
+	if err != nil {
+		return ""
+	}
+	var j struct {
+		ID string `json:"id"`
+	}
+	_ = json.Unmarshal(m.Data, &j)
+	return fmt.Sprintf("%s (stream seq %d, published %s before the deadline)", j.ID, m.Sequence, time.Since(m.Time).Round(time.Second))
 }
 
 // storeUses lists every stream (buckets are streams too) with its size.
@@ -259,6 +301,13 @@ func (b *bench) enqueueResults(ctx context.Context, natsURL, batch string) (read
 // check fails the run unless every job has exactly one result.
 func (r *scaleRun) check() error {
 	res := r.res
+	if r.timedOut {
+		// Unfinished is reported as such; a second result never is fine.
+		if res.duplicates > 0 || res.foreign > 0 {
+			return errors.New(res.problem(res.distinct))
+		}
+		return nil
+	}
 	if res.distinct == r.n && res.duplicates == 0 && res.foreign == 0 && r.readBack.lines == r.n {
 		return nil
 	}

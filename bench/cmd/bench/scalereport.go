@@ -17,6 +17,9 @@ type scaleFigures struct {
 	brokerFirst, brokerMx float64 // the broker's (this process's) RSS, MB
 	diskPeak              int64
 	total                 time.Duration
+	ackPendingPeak        uint64
+	floorStuck            time.Duration // since the ack floor last moved, at the end
+	floor                 uint64
 }
 
 // figures computes the scale run's figures from its samples and results.
@@ -29,8 +32,13 @@ func (r *scaleRun) figures() scaleFigures {
 		f.steady = f.tenths[9] / f.tenths[0]
 	}
 	var rss, x, y []float64
+	var floorSince time.Time
 	for _, s := range r.samples {
 		f.diskPeak = max(f.diskPeak, s.disk)
+		f.ackPendingPeak = max(f.ackPendingPeak, s.ackPending)
+		if s.ackFloor != f.floor || floorSince.IsZero() {
+			f.floor, floorSince = s.ackFloor, s.at
+		}
 		if s.results == 0 {
 			continue
 		}
@@ -54,6 +62,9 @@ func (r *scaleRun) figures() scaleFigures {
 	if slope, span, ok := linearFit(x, y); ok {
 		f.slope, f.rise = slope*100_000, slope*span
 	}
+	if !floorSince.IsZero() {
+		f.floorStuck = r.done.Sub(floorSince)
+	}
 	if len(r.res.times) > 0 {
 		f.total = time.Unix(0, r.res.times[len(r.res.times)-1]).Sub(r.start)
 	}
@@ -67,7 +78,7 @@ func (f scaleFigures) rssFlat() bool { return f.rise <= 0.1*f.rssMedian }
 func (b *bench) scaleRows(r *scaleRun) {
 	f := r.figures()
 	n := r.n
-	rate := float64(n) / f.total.Seconds()
+	rate := float64(len(r.res.times)) / f.total.Seconds()
 	b.logf("  %s results in %s (%.0f jobs/s); last tenth ÷ first %.3f; worker RSS %.1f / %.1f / %.1f MB, %+.2f MB per 100k; store peak %s, end %s; enqueue results %s",
 		thousands(n), ms(f.total), rate, f.steady, f.rssFirst, f.rssMedian, f.rssMax, f.slope, mb(f.diskPeak), mb(r.diskEnd), ms(r.readBack.wall))
 	shape := fmt.Sprintf("%d×%d, 0 ms", r.workers, scaleInflight)
@@ -81,10 +92,20 @@ func (b *bench) scaleRows(r *scaleRun) {
 	item := fmt.Sprintf("4. steady at scale (%s jobs, %s)", thousands(n), shape)
 	res := r.res
 	one := res.distinct == n && res.duplicates == 0 && res.foreign == 0
+	oneWhy := res.problem(n)
+	if r.timedOut {
+		item += fmt.Sprintf(", **stopped by -scale-deadline %s**", b.scaleDeadline)
+		oneWhy = fmt.Sprintf("did not finish: %s of %s results after %s, none twice", thousands(res.distinct), thousands(n), ms(r.done.Sub(r.start)))
+	}
+	window := r.workers * (2*scaleInflight + scaleInflight/4)
 	b.goals = append(b.goals, goal{
 		item: item, what: "exactly one result per job (results stream read message by message)",
 		jetpost: fmt.Sprintf("%s distinct, %d second, %d missing, %d foreign; %s ok", thousands(res.distinct), res.duplicates, n-res.distinct, res.foreign, thousands(res.ok)),
-		target:  "one each", verdict: verdict(one, res.problem(n)),
+		target:  "one each", verdict: verdict(one, oneWhy),
+	}, goal{
+		item: item, what: fmt.Sprintf("the batch's consumer: jobs delivered and not acked, peak (the workers hold at most %d; the rest are parked by delayed NAKs); time since its ack floor last moved, at the end", window),
+		jetpost: fmt.Sprintf("%s; %s (ack floor at stream seq %s)%s", thousands(int(f.ackPendingPeak)), ms(f.floorStuck), thousands(int(f.floor)), oldestNote(r.oldest)),
+		target:  fmt.Sprintf("≤ %d", window), verdict: verdict(f.ackPendingPeak <= uint64(window), fmt.Sprintf("%s parked", thousands(int(f.ackPendingPeak)-window))),
 	}, goal{
 		item: item, what: "rate of the last tenth of the results ÷ the first tenth",
 		jetpost: fmt.Sprintf("**%.3f** (%.0f vs %.0f jobs/s)", f.steady, tenth(f.tenths, 9), tenth(f.tenths, 0)),
@@ -95,8 +116,7 @@ func (b *bench) scaleRows(r *scaleRun) {
 		target:  "flat: rise ≤ 10 % of median", verdict: verdict(f.rssFlat(), fmt.Sprintf("rises %.1f MB", f.rise)),
 	}, goal{
 		item: item, what: "broker store on disk, peak / end; `enqueue results` of the whole batch; total (enqueue start → last result)",
-		jetpost: fmt.Sprintf("%s / %s; %s (%.0f results/s, peak RSS %s); %s", mb(f.diskPeak), mb(r.diskEnd), ms(r.readBack.wall),
-			float64(r.readBack.lines)/r.readBack.wall.Seconds(), mb(r.readBack.hwm), ms(f.total)),
+		jetpost: fmt.Sprintf("%s / %s; %s; %s", mb(f.diskPeak), mb(r.diskEnd), r.readBack.String(), ms(f.total)),
 		target: "reported", verdict: "—",
 	})
 	b.notes = append(b.notes, r.note(f))
@@ -127,4 +147,18 @@ func (r *scaleRun) note(f scaleFigures) string {
 	}
 	s.WriteString(".")
 	return s.String()
+}
+
+func oldestNote(s string) string {
+	if s == "" {
+		return ""
+	}
+	return "; oldest job left: " + s
+}
+
+func (rb readBack) String() string {
+	if rb.wall == 0 {
+		return "`enqueue results` not run (unfinished batch)"
+	}
+	return fmt.Sprintf("%s (%.0f results/s, peak RSS %s)", ms(rb.wall), float64(rb.lines)/rb.wall.Seconds(), mb(rb.hwm))
 }
