@@ -117,7 +117,7 @@ func (b *bench) scaleRows(r *scaleRun) {
 	}, goal{
 		item: item, what: "broker store on disk, peak / end; `enqueue results` of the whole batch; total (enqueue start → last result)",
 		jetpost: fmt.Sprintf("%s / %s; %s; %s", mb(f.diskPeak), mb(r.diskEnd), r.readBack.String(), ms(f.total)),
-		target: "reported", verdict: "—",
+		target:  "reported", verdict: "—",
 	})
 	b.notes = append(b.notes, r.note(f))
 	b.headline.scale = fmt.Sprintf("%.3f; %+.2f MB per 100k jobs", f.steady, f.slope)
