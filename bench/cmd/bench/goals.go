@@ -84,6 +84,17 @@ func (b *bench) throughputGoals(n int, ratio float64, rounds string, jp jpRun, r
 	})
 }
 
+// throughputUnfinished: point 1 when round i did not finish in time.
+func (b *bench) throughputUnfinished(i, n int, jp jpRun, raw rawResult) {
+	got := fmt.Sprintf("did not finish: %s of %s results in %s (round %d)", thousands(int(jp.results.stored)), thousands(n), ms(jp.enq.wall), i+1)
+	b.headline.throughput = got
+	b.goals = append(b.goals, goal{
+		item: "1. CPU per job (throughput-bound, median of paired rounds)", what: "jobs/s ÷ raw client req/s",
+		jetpost: "**" + got + "**", raw: fmt.Sprintf("%.0f req/s", raw.rate()), target: "≥ 0.45",
+		verdict: "**short**: did not finish",
+	})
+}
+
 // latencyGoal: point 2.
 func (b *bench) latencyGoal(n, inflight int, jpOfIdeal, rawOfIdeal float64) {
 	b.headline.latency = fmt.Sprintf("%.3f (%.3f)", jpOfIdeal, rawOfIdeal)

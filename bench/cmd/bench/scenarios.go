@@ -148,6 +148,7 @@ func (b *bench) throughput(ctx context.Context) error {
 		if jp.timedOut {
 			b.unfinished(fmt.Sprintf("throughput-bound: %s jobs, 0 ms, 1 worker × %d (round %d)", thousands(n), inflight, i+1),
 				"jobs/s ÷ raw client req/s", "≥ 0.45", fmt.Sprintf("1×%d, 0 ms", inflight), jp)
+			b.throughputUnfinished(i, n, jp, raw)
 			return nil // further rounds would only repeat it
 		}
 		p := pair{raw: raw, rawT: rawT, jp: jp, ratio: jp.rate() / raw.rate()}
