@@ -106,7 +106,7 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	scaleWorkers := fs.Int("scale-workers", 1, "worker processes of the scale scenario")
 	limitbench := fs.String("limitbench", "", "run this limitbench binary for the adaptive scenario (say, one that knows -retry-after, against an older worker) instead of ./bench/cmd/limitbench")
 	base := fs.String("base", "", "also run each throughput round with a worker built from this commit (before/after in the same rounds)")
-	scaleDeadline := fs.Duration("scale-deadline", 40*time.Minute, "stop the scale run after this long and report what it stored by then (0: no deadline)")
+	scaleDeadline := fs.Duration("scale-deadline", 0, "stop the scale run after this long and report what it stored by then (default 40m when scale runs alone, 8m beside other scenarios)")
 	heapDir := fs.String("heap", "", "write the embedded broker's heap profile at the end of the scale run into this directory")
 	perfDir := fs.String("perf", "", "record each jetpost run's worker, enqueue and broker (this process: build it with go build for symbols) with perf(1) into this directory")
 	if err := fs.Parse(args); err != nil {
@@ -136,6 +136,10 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 		quick: *quick, rounds: *rounds, hangTimeout: *hang, out: stderr, perfDir: *perfDir,
 		scaleJobs: *scaleJobs, scaleWorkers: max(1, *scaleWorkers), scaleAlone: len(chosen) == 1,
 		limitbench: *limitbench, heapDir: *heapDir, scaleDeadline: *scaleDeadline,
+	}
+	if b.scaleDeadline == 0 {
+		// make bench must end within its budget; make bench-scale may take long.
+		b.scaleDeadline = map[bool]time.Duration{true: 40 * time.Minute, false: 8 * time.Minute}[b.scaleAlone]
 	}
 	if b.workerEnv, err = parseWorkerEnv(*wenv); err != nil {
 		return err
