@@ -44,6 +44,7 @@ type scaleSample struct {
 	// parked by a delayed NAK), and the stream sequence below which every
 	// job is acked.
 	ackPending, ackFloor uint64
+	consumer             bool // the consumer was read (it is gone once drained)
 }
 
 // scaleRun is one run of the scenario.
@@ -228,7 +229,7 @@ func sampleScale(ctx context.Context, js jetstream.JetStream, ws []*workerProc, 
 		}
 	}
 	if c, err := js.Consumer(cctx, names.JobsStream(), names.BatchConsumer(names.JobSubject(scaleBatch))); err == nil {
-		s.ackPending, s.ackFloor = uint64(c.CachedInfo().NumAckPending), c.CachedInfo().AckFloor.Stream
+		s.ackPending, s.ackFloor, s.consumer = uint64(c.CachedInfo().NumAckPending), c.CachedInfo().AckFloor.Stream, true
 	}
 	s.brokerRSS, _ = procStatusBytes(0, "VmRSS")
 	s.disk = diskUse(dir)

@@ -18,8 +18,8 @@ type scaleFigures struct {
 	diskPeak              int64
 	total                 time.Duration
 	ackPendingPeak        uint64
-	floorStuck            time.Duration // since the ack floor last moved, at the end
-	floor                 uint64
+	floorStuck            time.Duration // the longest the ack floor stood still
+	floor                 uint64        // where it stood
 }
 
 // figures computes the scale run's figures from its samples and results.
@@ -32,12 +32,20 @@ func (r *scaleRun) figures() scaleFigures {
 		f.steady = f.tenths[9] / f.tenths[0]
 	}
 	var rss, x, y []float64
+	var floor uint64
 	var floorSince time.Time
 	for _, s := range r.samples {
 		f.diskPeak = max(f.diskPeak, s.disk)
 		f.ackPendingPeak = max(f.ackPendingPeak, s.ackPending)
-		if s.ackFloor != f.floor || floorSince.IsZero() {
-			f.floor, floorSince = s.ackFloor, s.at
+		if s.consumer {
+			if s.ackFloor != floor || floorSince.IsZero() {
+				floor, floorSince = s.ackFloor, s.at
+			}
+			// The longest the floor stood still: a job parked again and
+			// again while later ones finish.
+			if d := s.at.Sub(floorSince); d >= f.floorStuck {
+				f.floorStuck, f.floor = d, floor
+			}
 		}
 		if s.results == 0 {
 			continue
@@ -61,9 +69,6 @@ func (r *scaleRun) figures() scaleFigures {
 	}
 	if slope, span, ok := linearFit(x, y); ok {
 		f.slope, f.rise = slope*100_000, slope*span
-	}
-	if !floorSince.IsZero() {
-		f.floorStuck = r.done.Sub(floorSince)
 	}
 	if len(r.res.times) > 0 {
 		f.total = time.Unix(0, r.res.times[len(r.res.times)-1]).Sub(r.start)
@@ -103,7 +108,7 @@ func (b *bench) scaleRows(r *scaleRun) {
 		jetpost: fmt.Sprintf("%s distinct, %d second, %d missing, %d foreign; %s ok", thousands(res.distinct), res.duplicates, n-res.distinct, res.foreign, thousands(res.ok)),
 		target:  "one each", verdict: verdict(one, oneWhy),
 	}, goal{
-		item: item, what: fmt.Sprintf("the batch's consumer: jobs delivered and not acked, peak (the workers hold at most %d; the rest are parked by delayed NAKs); time since its ack floor last moved, at the end", window),
+		item: item, what: fmt.Sprintf("the batch's consumer: jobs delivered and not acked, peak (the workers hold at most %d; the rest are parked by delayed NAKs); the longest its ack floor stood still", window),
 		jetpost: fmt.Sprintf("%s; %s (ack floor at stream seq %s)%s", thousands(int(f.ackPendingPeak)), ms(f.floorStuck), thousands(int(f.floor)), oldestNote(r.oldest)),
 		target:  fmt.Sprintf("≤ %d", window), verdict: verdict(f.ackPendingPeak <= uint64(window), fmt.Sprintf("%s parked", thousands(int(f.ackPendingPeak)-window))),
 	}, goal{
