@@ -23,9 +23,11 @@ func (b *bench) markdown(cmdline string, took time.Duration) string {
 	var s strings.Builder
 	fmt.Fprintf(&s, "Run of %s (%s) on %s, %s; `%s` took %s. Load average before: %s, after: %s (see \"others' load\" per run below: CPU used meanwhile by processes that are not part of the run).\n\n",
 		time.Now().UTC().Format("2006-01-02 15:04 MST"), b.revision, machine(), hostNote(), cmdline, took.Round(time.Second), b.loadBefore, benchkit.LoadAvg())
-	s.WriteString("| scenario | figure | measured | goal | verdict |\n|---|---|---|---|---|\n")
-	for _, r := range b.rows {
-		fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.measured, r.goal, r.verdict)
+	if len(b.rows) > 0 {
+		s.WriteString("| scenario | figure | measured | goal | verdict |\n|---|---|---|---|---|\n")
+		for _, r := range b.rows {
+			fmt.Fprintf(&s, "| %s | %s | %s | %s | %s |\n", r.scenario, r.figure, r.measured, r.goal, r.verdict)
+		}
 	}
 	if len(b.details) > 0 {
 		s.WriteString("\nEvery run (CPU per job: worker from /proc between ready and the batch's end, enqueue from its rusage, broker = the benchmark process hosting the embedded NATS server, target = demotarget's /proc):\n\n")
