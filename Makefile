@@ -14,7 +14,7 @@ COMPOSE_GO ?= github.com/compose-spec/compose-go/v2/cmd@v2.16.2
 # Test binaries share a build cache; -race needs cgo.
 export CGO_ENABLED ?= 1
 
-.PHONY: all build test test-browser vet lint fuzz demo run up compose-check bench bench-go clean help
+.PHONY: all build test test-browser vet lint fuzz demo run up compose-check bench bench-scale bench-go clean help
 
 all: build
 
@@ -55,8 +55,11 @@ up: ## start the compose stack: 3 NATS nodes, 3 workers, demo target, example ba
 compose-check: ## validate docker-compose.yml (no Docker engine or plugin needed; nothing installed)
 	COMPOSE_GO=$(COMPOSE_GO) ./scripts/compose-config.sh
 
-bench: ## end to end vs a raw net/http client; table into BENCHMARKS.md (BENCHFLAGS=-quick, -scenario NAME)
+bench: ## end to end vs a raw net/http client, ending with issue 17's goals (scale run: 100,000 jobs); table into BENCHMARKS.md (BENCHFLAGS=-quick, -scenario NAME)
 	$(GO) run ./bench/cmd/bench $(BENCHFLAGS)
+
+bench-scale: ## one batch of 1,000,000 jobs end to end: one result each, steady rate, flat worker RSS, broker disk (BENCHFLAGS=-scale-jobs N)
+	$(GO) run ./bench/cmd/bench -scenario scale $(BENCHFLAGS)
 
 bench-go: ## Go micro-benchmarks of the hot path
 	$(GO) test -run='^$$' -bench=. -benchmem ./pkg/... ./internal/queue/...

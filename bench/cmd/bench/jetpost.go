@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -9,7 +10,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"syscall"
 	"time"
 
@@ -18,16 +18,24 @@ import (
 )
 
 // writeJobs writes n JSON Lines jobs for baseURL: POSTs with a small JSON
-// body, like the files jetpost was written for.
+// body, like the files jetpost was written for. It streams, so a million
+// jobs cost the benchmark a buffer, not the file's size in memory.
 func writeJobs(dir, name, idPrefix, baseURL string, n int) (string, error) {
 	path := filepath.Join(dir, name+".jsonl")
-	var b strings.Builder
-	b.Grow(n * (len(baseURL) + 80))
+	f, err := os.Create(path)
+	if err != nil {
+		return "", err
+	}
+	w := bufio.NewWriterSize(f, 256<<10)
 	for i := range n {
 		s := strconv.Itoa(i)
-		fmt.Fprintf(&b, `{"id":"%s-%06d","method":"POST","url":"%s/items/%s","json":{"n":%s}}`+"\n", idPrefix, i, baseURL, s, s)
+		fmt.Fprintf(w, `{"id":"%s-%06d","method":"POST","url":"%s/items/%s","json":{"n":%s}}`+"\n", idPrefix, i, baseURL, s, s)
 	}
-	return path, os.WriteFile(path, []byte(b.String()), 0o644)
+	if err := w.Flush(); err != nil {
+		f.Close()
+		return "", err
+	}
+	return path, f.Close()
 }
 
 // worker is one running worker process and its operations address.
@@ -37,6 +45,11 @@ type workerProc struct {
 }
 
 func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []string) ([]*workerProc, error) {
+	return b.startWorkersOf(ctx, filepath.Join(b.binDir, "worker"), natsURL, n, env)
+}
+
+// startWorkersOf starts n workers of the binary bin (this tree's, or -base's).
+func (b *bench) startWorkersOf(ctx context.Context, bin, natsURL string, n int, env []string) ([]*workerProc, error) {
 	var ws []*workerProc
 	for i := range n {
 		addr, err := benchkit.FreeAddr()
@@ -53,7 +66,7 @@ func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []s
 		)
 		e = append(e, env...)
 		e = append(e, b.workerEnv...)
-		p, err := startProc(fmt.Sprintf("worker %d", i+1), filepath.Join(b.binDir, "worker"), nil, e, nil)
+		p, err := startProc(fmt.Sprintf("worker %d", i+1), bin, nil, e, nil)
 		if err != nil {
 			return ws, err
 		}
@@ -137,6 +150,7 @@ type jpSpec struct {
 	deadline time.Duration // enqueue --wait is stopped after this (default 1 minute)
 	// background, if set, runs alongside: e.g. another batch for another host.
 	background func(natsURL string) (*proc, error)
+	workerBin  string // default: this tree's worker
 }
 
 // jpRun is what a jetpost run measured.
@@ -172,7 +186,11 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 		return run, err
 	}
 	defer br.stop()
-	ws, err := b.startWorkers(ctx, br.URL, s.workers, s.env)
+	bin := s.workerBin
+	if bin == "" {
+		bin = filepath.Join(b.binDir, "worker")
+	}
+	ws, err := b.startWorkersOf(ctx, bin, br.URL, s.workers, s.env)
 	defer stopWorkers(ws)
 	if err != nil {
 		return run, err

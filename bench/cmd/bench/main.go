@@ -6,10 +6,14 @@
 // temporary store) inside its own process, runs the demo target and the
 // workers as separate processes, and times `enqueue --wait` for
 // each scenario of issue 6, the isolation figures of issue 3 and the fair
-// share between batches of issue 15 (fairness.go). The raw
+// share between batches of issue 15 (fairness.go), the adaptive limit
+// against 429s of issue 17 (adaptive.go: bench/cmd/limitbench as a child)
+// and a large batch end to end (scale.go: 100,000 jobs beside the others,
+// 1,000,000 alone, as `make bench-scale` runs it). The raw
 // baseline is a plain net/http client in this process, same target, same
 // concurrency, no queue. The markdown table goes to standard output and,
-// between markers this program owns, into BENCHMARKS.md.
+// between markers this program owns, into BENCHMARKS.md. It ends with
+// issue 17's goals side by side with the raw client (goals.go).
 //
 // CPU accounting follows the processes: worker CPU is read from
 // /proc/PID/stat between the worker being ready and the batch's end; enqueue
@@ -19,8 +23,9 @@
 //
 // Usage:
 //
-//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation,fairness]
+//	go run ./bench/cmd/bench [-quick] [-scenario latency,throughput,horizontal,memory,isolation,fairness,adaptive,scale]
 //	                   [-rounds 3] [-write] [-md BENCHMARKS.md] [-worker-env K=V,...]
+//	                   [-scale-jobs N] [-scale-workers N] [-limitbench BIN] [-base REV]
 //	go run ./bench/cmd/bench -profile DIR [-scenario latency|throughput] [-quick]
 //
 // -profile runs the worker's own packages in this process instead of the
@@ -46,7 +51,7 @@ import (
 	"github.com/jetpost/jetpost/bench/internal/benchkit"
 )
 
-var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation", "fairness"}
+var allScenarios = []string{"latency", "throughput", "horizontal", "memory", "isolation", "fairness", "adaptive", "scale"}
 
 type bench struct {
 	root, binDir, tmp string
@@ -56,6 +61,14 @@ type bench struct {
 	hangTimeout       time.Duration
 	perfDir           string
 	out               io.Writer // progress
+	// The scale scenario: -scale-jobs (0: by scaleSize's rule), workers,
+	// and whether it runs alone (a million jobs) or beside the others.
+	scaleJobs, scaleWorkers int
+	scaleAlone              bool
+	limitbench              string // -limitbench: a limitbench built elsewhere
+	baseWorker, baseLabel   string // -base: a worker built from another commit
+	heapDir                 string // -heap: the broker's heap profile after the scale run
+	scaleDeadline           time.Duration
 
 	loadBefore string
 	revision   string
@@ -63,6 +76,8 @@ type bench struct {
 	rows    []row
 	details []detail
 	notes   []string
+	goals   []goal // issue 17's, the closing table
+	headline
 }
 
 func main() {
@@ -87,6 +102,12 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	hang := fs.Duration("hang-timeout", 2*time.Second, "JETPOST_REQUEST_TIMEOUT of the isolation scenario's worker")
 	profile := fs.String("profile", "", "run in-process with a CPU profile and per-job queue timings, writing into this directory")
 	revLabel := fs.String("rev", "", "describe the measured code in the header (default: from git)")
+	scaleJobs := fs.Int("scale-jobs", 0, "jobs of the scale scenario (default 1,000,000 when it runs alone, 100,000 beside other scenarios or with -quick)")
+	scaleWorkers := fs.Int("scale-workers", 1, "worker processes of the scale scenario")
+	limitbench := fs.String("limitbench", "", "run this limitbench binary for the adaptive scenario (say, one that knows -retry-after, against an older worker) instead of ./bench/cmd/limitbench")
+	base := fs.String("base", "", "also run each throughput round with a worker built from this commit (before/after in the same rounds)")
+	scaleDeadline := fs.Duration("scale-deadline", 0, "stop the scale run after this long and report what it stored by then (default 40m when scale runs alone, 8m beside other scenarios)")
+	heapDir := fs.String("heap", "", "write the embedded broker's heap profile at the end of the scale run into this directory")
 	perfDir := fs.String("perf", "", "record each jetpost run's worker, enqueue and broker (this process: build it with go build for symbols) with perf(1) into this directory")
 	if err := fs.Parse(args); err != nil {
 		if errors.Is(err, flag.ErrHelp) {
@@ -113,16 +134,28 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	b := &bench{
 		root: root, binDir: filepath.Join(tmp, "bin"), tmp: tmp,
 		quick: *quick, rounds: *rounds, hangTimeout: *hang, out: stderr, perfDir: *perfDir,
+		scaleJobs: *scaleJobs, scaleWorkers: max(1, *scaleWorkers), scaleAlone: len(chosen) == 1,
+		limitbench: *limitbench, heapDir: *heapDir, scaleDeadline: *scaleDeadline,
+	}
+	if b.scaleDeadline == 0 {
+		// make bench must end within its budget; make bench-scale may take long.
+		b.scaleDeadline = map[bool]time.Duration{true: 40 * time.Minute, false: 8 * time.Minute}[b.scaleAlone]
 	}
 	if b.workerEnv, err = parseWorkerEnv(*wenv); err != nil {
 		return err
 	}
-	b.logf("building worker, enqueue and demotarget")
-	if err := benchkit.Build(ctx, root, b.binDir, "./cmd/worker", "./cmd/enqueue", "./cmd/demotarget"); err != nil {
+	b.logf("building worker, enqueue, demotarget and limitbench")
+	if err := benchkit.Build(ctx, root, b.binDir, "./cmd/worker", "./cmd/enqueue", "./cmd/demotarget", "./bench/cmd/limitbench"); err != nil {
 		return err
 	}
 	if *profile != "" {
 		return b.profile(ctx, *profile, chosen)
+	}
+	if *base != "" {
+		b.logf("building the worker of %s", *base)
+		if b.baseWorker, b.baseLabel, err = buildBase(ctx, root, tmp, *base); err != nil {
+			return err
+		}
 	}
 
 	b.revision = gitRevision(root)
@@ -144,10 +177,15 @@ func run(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	fmt.Fprint(stdout, report)
 
 	full := !*quick && len(chosen) == len(allScenarios) && *rounds >= 3
+	sec := benchSection
+	if len(chosen) == 1 && chosen[0] == "scale" {
+		// make bench-scale: a section of its own, for a million jobs.
+		full, sec = b.scaleSize() >= 1_000_000, scaleSection
+	}
 	doWrite := *write == "yes" || (*write == "auto" && full)
 	if doWrite {
 		path := filepath.Join(root, *md)
-		if err := updateFile(path, report); err != nil {
+		if err := updateFile(path, report, sec); err != nil {
 			return err
 		}
 		b.logf("wrote the table into %s", path)
@@ -207,6 +245,10 @@ func (b *bench) runScenarios(ctx context.Context, chosen []string) error {
 			err = b.isolation(ctx)
 		case "fairness":
 			err = b.fairness(ctx)
+		case "adaptive":
+			err = b.adaptive(ctx)
+		case "scale":
+			err = b.scale(ctx)
 		}
 		if err != nil {
 			return fmt.Errorf("scenario %s: %w", s, err)

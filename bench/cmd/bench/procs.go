@@ -172,22 +172,7 @@ func procCPU(pid int) (time.Duration, error) {
 }
 
 // procHWM reads VmHWM (peak resident set) of a running process, in bytes.
-func procHWM(pid int) (int64, error) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return 0, err
-	}
-	for _, l := range strings.Split(string(b), "\n") {
-		if rest, ok := strings.CutPrefix(l, "VmHWM:"); ok {
-			f := strings.Fields(rest)
-			if len(f) >= 1 {
-				kb, err := strconv.ParseInt(f[0], 10, 64)
-				return kb * 1024, err
-			}
-		}
-	}
-	return 0, errors.New("VmHWM not found")
-}
+func procHWM(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
 
 // selfCPU is this process's CPU time so far; during a jetpost run the
 // benchmark process does little besides serving the embedded NATS server.

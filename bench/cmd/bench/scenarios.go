@@ -95,6 +95,7 @@ func (b *bench) latency(ctx context.Context) error {
 		return nil
 	}
 	x := r.enq.wall.Seconds() / ideal.Seconds()
+	b.latencyGoal(n, inflight, 1/x, ideal.Seconds()/raw.wall.Seconds())
 	steady := r.results.span.Seconds() / (time.Duration(n-inflight) * lat / inflight).Seconds()
 	note := fmt.Sprintf("enqueue ready to publish after %s, all published after %s; first→last result %.2fs (%.3f× its ideal); avg concurrency %.1f",
 		ms(r.enq.startup), ms(r.enq.publish), r.results.span.Seconds(), steady,
@@ -126,6 +127,7 @@ func (b *bench) throughput(ctx context.Context) error {
 		rawT  time.Duration
 		jp    jpRun
 		ratio float64
+		base  float64 // the -base worker's ratio in the same round
 	}
 	var pairs []pair
 	for i := range b.rounds {
@@ -146,9 +148,15 @@ func (b *bench) throughput(ctx context.Context) error {
 		if jp.timedOut {
 			b.unfinished(fmt.Sprintf("throughput-bound: %s jobs, 0 ms, 1 worker × %d (round %d)", thousands(n), inflight, i+1),
 				"jobs/s ÷ raw client req/s", "≥ 0.45", fmt.Sprintf("1×%d, 0 ms", inflight), jp)
+			b.throughputUnfinished(i, n, jp, raw)
 			return nil // further rounds would only repeat it
 		}
 		p := pair{raw: raw, rawT: rawT, jp: jp, ratio: jp.rate() / raw.rate()}
+		if b.baseWorker != "" {
+			if p.base, err = b.baseRound(ctx, i, n, inflight, tgt, raw); err != nil {
+				return err
+			}
+		}
 		b.logf("throughput round %d: jetpost %.0f jobs/s = %.3f of raw", i+1, jp.rate(), p.ratio)
 		pairs = append(pairs, p)
 		b.details = append(b.details, detail{
@@ -177,6 +185,14 @@ func (b *bench) throughput(ctx context.Context) error {
 		verdict:  verdict(med.ratio >= 0.45, fmt.Sprintf("%.0f %% of the bound", med.ratio/0.45*100)),
 	})
 	jp := med.jp
+	b.throughputGoals(n, med.ratio, all, jp, med.raw, med.rawT.Seconds())
+	if b.baseWorker != "" {
+		var bases []float64
+		for _, p := range pairs {
+			bases = append(bases, p.base)
+		}
+		b.baseGoal(bases)
+	}
 	b.rows = append(b.rows, row{
 		scenario: "CPU per job (median throughput round)",
 		figure:   "CPU time per job: worker / enqueue / broker / target; raw client per request",
@@ -345,6 +361,7 @@ func (b *bench) isolation(ctx context.Context) error {
 // A, against B alone.
 func (b *bench) isolationRows(n, inflight int, lat time.Duration, alone, with503, withHang jpRun) {
 	r503, rHang := with503.rate()/alone.rate(), withHang.rate()/alone.rate()
+	b.isolationGoals(r503, rHang)
 	hangFirst := withHang.results.first.Sub(withHang.enq.p.start)
 	aloneFirst := alone.results.first.Sub(alone.enq.p.start)
 	scen := fmt.Sprintf("isolation: %s jobs for B (%v) and %s for A, 1 worker × %d, `JETPOST_REQUEST_TIMEOUT=%v`, breaker defaults",

@@ -110,6 +110,9 @@ func StartBroker(parent string, maxPayload int32) (*Broker, error) {
 	return &Broker{NS: ns, URL: ns.ClientURL(), dir: dir}, nil
 }
 
+// Dir is the server's store directory: what its disk use is measured on.
+func (b *Broker) Dir() string { return b.dir }
+
 // Stop shuts the server down and removes its store.
 func (b *Broker) Stop() {
 	b.NS.Shutdown()
