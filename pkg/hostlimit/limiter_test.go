@@ -498,3 +498,34 @@ func TestSlowStartLinesUpForTheCeiling(t *testing.T) {
 		t.Fatalf("refusals %v then %v with limit %d: want them %v apart (the ceiling's pace)", first, second, lim, step)
 	}
 }
+
+// A fast host's requests wait for a slot rather than being parked: it
+// frees a slot many times within fastHostWait, and a parked job costs a
+// delayed NAK and a redelivery. A slow host keeps six waiters per slot.
+func TestAFastHostsRequestsWaitInsteadOfParking(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 2, Fixed: true, MaxWaiting: 1000, MaxWait: time.Second, Now: clock.now})
+	for _, tc := range []struct {
+		host      string
+		lat       time.Duration
+		may, wait int // waiters allowed; their wait in ms
+	}{
+		{"fast.example:443", time.Millisecond, 200, 100},
+		{"slow.example:443", time.Second, 12, 1000},
+	} {
+		r := sender.AdmitRequest{Host: tc.host}
+		warm(t, l, r, tc.lat)
+		l.mu.Lock()
+		h := l.host(r.Host, clock.now())
+		h.waiters = make([]chan struct{}, tc.may-1)
+		wait, ok := l.mayWait(h, clock.now())
+		h.waiters = append(h.waiters, nil)
+		_, okPast := l.mayWait(h, clock.now())
+		h.waiters = nil
+		l.mu.Unlock()
+		if !ok || wait != time.Duration(tc.wait)*time.Millisecond || okPast {
+			t.Errorf("%s: waiter %d may wait %v (%v), the next %v; want %d ms, then refused",
+				tc.host, tc.may, wait, ok, okPast, tc.wait)
+		}
+	}
+}
