@@ -62,18 +62,33 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing result failed; job will be redelivered")
 		return nil
 	}
-	err = c.ackDurable(ctx, d)
-	// The marker was published before the ack's round trip, so its answer
-	// is in by now: checking costs no wait and no goroutine.
+	if marker == nil {
+		return c.ackDurable(ctx, d)
+	}
 	if merr := c.awaitMarker(ctx, marker); merr != nil {
 		// Lost with a server that stopped, most often. Without it, the
 		// redelivery of a job whose ack was lost too, or the job enqueued
 		// again after the dedup window, would be sent again.
 		if merr = c.storeMarkerDurable(ctx, d, marker); merr != nil {
 			c.deliveryEvent(c.log.Warn(), d).Err(merr).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
+			// Nothing would settle a redelivery: the ack must be sure.
+			return c.ackDurable(ctx, d)
 		}
 	}
-	return err
+	return c.ackStored(d)
+}
+
+// ackStored acknowledges a job whose result and completion marker are both
+// stored, without waiting for the server's confirmation: should the ack be
+// lost (with a server that stopped, or a consumer leader), the redelivery
+// finds the marker naming this job message and is settled from the stored
+// result (process, checkEarly), never sent again. The confirmation would
+// cost a reply, a timer and a context per job.
+func (c *Consumer) ackStored(d *Delivery) error {
+	if err := d.msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		return err
+	}
+	return nil
 }
 
 // settleFinished acknowledges a redelivered job whose result is stored:
@@ -145,10 +160,9 @@ type pendingMarker struct {
 	ack     jetstream.PubAckFuture // nil if it could not be sent
 }
 
-// storeMarker publishes the job's completion marker asynchronously.
-// Waiting here would add a round trip to every job; a lost marker costs
-// only the protection of a re-run after the dedup window, unless the ack
-// is lost too (complete).
+// storeMarker publishes the job's completion marker asynchronously, so
+// that the dead letter and reply_to copy of a failure go out meanwhile;
+// complete waits for it before the ack, which it makes safe to lose.
 func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) *pendingMarker {
 	value, err := json.Marshal(DoneMarker{
 		ID: r.ID, FP: fp, Batch: r.Batch, Seq: resultSeq,
