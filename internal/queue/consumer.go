@@ -278,7 +278,7 @@ func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool,
 	if err != nil {
 		return false, fmt.Errorf("reading attempts: %w", err)
 	}
-	d.Attempts, d.TurnedAway = rec.Attempts, rec.TurnedAway
+	d.Attempts, d.TurnedAway, d.countsKnown = rec.Attempts, rec.TurnedAway, true
 	if call == nil {
 		return false, nil
 	}

@@ -106,3 +106,37 @@ func goroutineID() string {
 	}
 	return string(f[1])
 }
+
+// A job this worker deferred comes back to it with its delivery count one
+// higher: nobody else had it meanwhile, so its marker and attempts are not
+// looked up again (two requests per return of a parked job).
+func TestOwnDeferralIsNotLookedUpAgain(t *testing.T) {
+	b := setupConsumer(t)
+	gets := make(chan *nats.Msg, 64)
+	if _, err := b.js.Conn().ChanSubscribe("$JS.API.DIRECT.GET.>", gets); err != nil {
+		t.Fatal(err)
+	}
+	if err := b.js.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	b.publish(testJob("j1"))
+	script := []queue.Decision{
+		{Action: queue.NakAfter, Delay: 10 * time.Millisecond},                             // host limit
+		{Action: queue.NakAfterAttempt, Delay: 10 * time.Millisecond, Attempts: 1},         // retry
+		{Action: queue.NakAfter, Delay: 10 * time.Millisecond, Attempts: 1, TurnedAway: 1}, // breaker
+		{Action: queue.AckWithResult, Result: &job.Result{ID: "j1", Batch: "b", OK: true, Attempts: 1}},
+	}
+	got := b.run(script, nil)
+	if want := []seen{{0, 0, 1}, {0, 0, 2}, {1, 0, 3}, {1, 1, 4}}; !sameSeq(got, want) {
+		t.Errorf("handler saw %+v, want %+v", got, want)
+	}
+	if err := b.js.Conn().Flush(); err != nil {
+		t.Fatal(err)
+	}
+	// Stored before its lane's consumer existed, the job is looked up at
+	// its first delivery (one get of markers, one of attempts); never after.
+	if n := len(gets); n > 2 {
+		t.Errorf("%d direct gets for a job only this worker had, want the first delivery's 2", n)
+	}
+	b.mustBeSettled()
+}

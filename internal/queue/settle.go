@@ -25,13 +25,16 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		err = c.complete(ctx, d, dec.Result)
 	case NakAfterAttempt:
 		c.recordAttempts(ctx, d, dec)
+		d.remember(attemptsRecord{Attempts: dec.Attempts, TurnedAway: dec.TurnedAway})
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
 		}
+		d.remember(attemptsRecord{TurnedAway: dec.TurnedAway})
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
+		d.remember(attemptsRecord{})
 		// One short try: a shutdown does not wait on a broker that is
 		// gone (the job then comes back after its ack wait).
 		hctx, cancel := context.WithTimeout(ctx, ackTry)
