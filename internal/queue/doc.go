@@ -96,7 +96,8 @@
 //	NakAfterAttempt  record attempts in the attempts bucket,
 //	                 NakWithDelay(backoff)
 //	NakAfter         NakWithDelay without spending an attempt (a breaker's
-//	                 turn-away is recorded)
+//	                 turn-away is recorded); a park (host limits) is not
+//	                 confirmed: lost, it only delays the job
 //	HandBack         Nak: redeliver now, to another worker (shutdown)
 //
 // Results are published with a dedup id of batch/job identity (and run),
@@ -118,8 +119,8 @@
 // redeliveries and written only on retries and turn-aways, so the happy
 // path pays nothing for it.
 //
-// Losing a cluster node (rescue.go, settle.go): NAKs, and acks of jobs
-// without a stored marker, are confirmed with short tries that reach the
+// Losing a cluster node (rescue.go, settle.go): NAKs but parks, and acks
+// of jobs without a stored marker, are confirmed with short tries that reach the
 // consumer's next leader, and given up after a minute; a redelivery whose
 // completion marker names its job message (an ack lost with a server, or
 // never confirmed) is acked from the stored result, never sent again. A consumer leader that dies or steps down loses the deliveries it

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"runtime"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +19,9 @@ import (
 
 // A finished job's ack asks for no confirmation once its result and its
 // completion marker are stored: the marker settles a redelivery should the
-// ack be lost, so a reply per job would buy nothing.
+// ack be lost, so a reply per job would buy nothing. Nor does parking a
+// job its host's limits turned away: it sent nothing, and a lost park
+// only delays it.
 func TestCompletedJobAckAsksNoReply(t *testing.T) {
 	b := setupConsumer(t)
 	acks := make(chan *nats.Msg, 16)
@@ -30,19 +33,19 @@ func TestCompletedJobAckAsksNoReply(t *testing.T) {
 	}
 	b.publish(testJob("j1"))
 	r := &job.Result{ID: "j1", Batch: "b", OK: true, Status: 200, Attempts: 1}
-	b.run([]queue.Decision{{Action: queue.AckWithResult, Result: r}}, nil)
+	b.run([]queue.Decision{{Action: queue.NakAfter, Delay: 10 * time.Millisecond}, {Action: queue.AckWithResult, Result: r}}, nil)
 	if err := b.js.Conn().Flush(); err != nil {
 		t.Fatal(err)
 	}
 	var got []string
 	for len(acks) > 0 {
 		m := <-acks
-		if string(m.Data) == "+ACK" {
-			got = append(got, fmt.Sprintf("+ACK reply=%q", m.Reply))
+		if data := string(m.Data); data == "+ACK" || strings.HasPrefix(data, "-NAK") {
+			got = append(got, fmt.Sprintf("%s reply=%q", strings.Fields(data)[0], m.Reply))
 		}
 	}
-	if len(got) != 1 || got[0] != `+ACK reply=""` {
-		t.Errorf("acks sent %q, want one +ACK without a reply subject", got)
+	if want := []string{`-NAK reply=""`, `+ACK reply=""`}; !sameSeq(got, want) {
+		t.Errorf("acks sent %q, want %q: a park and an ack without a reply subject", got, want)
 	}
 	b.mustBeSettled()
 }

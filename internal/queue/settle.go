@@ -28,11 +28,13 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		d.remember(attemptsRecord{Attempts: dec.Attempts, TurnedAway: dec.TurnedAway})
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
+		d.remember(attemptsRecord{TurnedAway: dec.TurnedAway})
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
+			err = c.nakDurable(ctx, d, dec.Delay)
+		} else {
+			err = c.park(ctx, d, dec.Delay)
 		}
-		d.remember(attemptsRecord{TurnedAway: dec.TurnedAway})
-		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
 		d.remember(attemptsRecord{})
 		// One short try: a shutdown does not wait on a broker that is
@@ -307,10 +309,7 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 // rescue spares the job until it is due.
 func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Duration) error {
 	d.due = c.now().Add(delay)
-	body := []byte("-NAK")
-	if delay > 0 {
-		body = fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
-	}
+	body := nakBody(delay)
 	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.AckWait, ackRetryLimit))
 	defer cancel()
 	return retry.Do(ctx, retry.Policy{
@@ -324,6 +323,28 @@ func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Durat
 		_, err := c.js.Conn().RequestWithContext(ctx, d.msg.Reply(), body)
 		return err
 	})
+}
+
+// park returns a job that sent nothing and spent nothing (its host's
+// limits were full) to come back after delay, without waiting for the
+// server's confirmation: at 0 ms against one host about every job is
+// parked once. A park lost with a server only delays the job to its ack
+// wait, or to a rescue, which spares it until it is due; it cannot send
+// it twice. A NAK that cannot even be written is retried as nakDurable.
+func (c *Consumer) park(ctx context.Context, d *Delivery, delay time.Duration) error {
+	d.due = c.now().Add(delay)
+	if err := c.js.Conn().Publish(d.msg.Reply(), nakBody(delay)); err == nil {
+		return nil
+	}
+	return c.nakDurable(ctx, d, delay)
+}
+
+// nakBody is a NAK's payload, with its delay if any.
+func nakBody(delay time.Duration) []byte {
+	if delay > 0 {
+		return fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
+	}
+	return []byte("-NAK")
 }
 
 const (
