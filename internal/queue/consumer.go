@@ -209,6 +209,12 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	grace := time.AfterFunc(c.cfg.ShutdownTimeout, func() { cancelWork(ErrShutdownDeadline) })
 	c.handlers.Wait()
 	grace.Stop()
+	c.stopPlacers()
+	// Acks are not confirmed one by one (ackStored): one round trip puts
+	// the last of them through before the caller closes the connection.
+	if err := c.js.Conn().FlushTimeout(ackTry); err != nil {
+		c.log.Warn().Err(err).Msg("flushing the last acknowledgements failed; their jobs' markers settle the redeliveries")
+	}
 	return nil
 }
 
@@ -274,7 +280,7 @@ func (c *Consumer) redelivered(ctx context.Context, d *Delivery) (finished bool,
 	if err != nil {
 		return false, fmt.Errorf("reading attempts: %w", err)
 	}
-	d.Attempts, d.TurnedAway, d.PrevTrace = rec.Attempts, rec.TurnedAway, rec.Trace
+	d.Attempts, d.TurnedAway, d.PrevTrace, d.countsKnown = rec.Attempts, rec.TurnedAway, rec.Trace, true
 	if call == nil {
 		return false, nil
 	}

@@ -190,9 +190,12 @@ func (b *consumerBundle) unsettled() (uint64, error) {
 	return s.CachedInfo().State.Msgs, nil
 }
 
-// mustBeSettled fails the test unless every message is settled.
+// mustBeSettled fails the test unless every message is settled. Acks are
+// not confirmed (the server removes an acked job from its ack queue a
+// moment after reading the ack), so it waits for that moment.
 func (b *consumerBundle) mustBeSettled() {
 	b.t.Helper()
+	waitUntil(b.t, func() bool { n, err := b.unsettled(); return err == nil && n == 0 })
 	if n, err := b.unsettled(); err != nil || n != 0 {
 		b.t.Errorf("%d messages unsettled (%v), want none", n, err)
 	}

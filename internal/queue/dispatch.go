@@ -67,12 +67,15 @@ type sched struct {
 	wake     chan struct{}
 	// handlers counts every goroutine holding a delivery; pulls every
 	// pull under way.
-	handlers   sync.WaitGroup
-	pulls      sync.WaitGroup
-	work       context.Context // settling's context (ends after the grace)
-	creating   chan struct{}   // bounds the lane consumers created at once
-	lastForget time.Time
-	lastSweep  time.Time
+	handlers sync.WaitGroup
+	// placedq feeds the idlePlacers (placers.go).
+	placedq     chan placedJob
+	idlePlacers int
+	pulls       sync.WaitGroup
+	work        context.Context // settling's context (ends after the grace)
+	creating    chan struct{}   // bounds the lane consumers created at once
+	lastForget  time.Time
+	lastSweep   time.Time
 	// pullCtx ends the cold pulls when Run stops.
 	pullCtx   context.Context
 	stopPulls context.CancelFunc
@@ -84,6 +87,7 @@ func (c *Consumer) startSched(work context.Context) {
 	c.work = work
 	c.lanes = map[string]*lane{}
 	c.places = c.cfg.MaxInflight
+	c.placedq = make(chan placedJob, c.cfg.MaxInflight)
 	c.wake = make(chan struct{}, 1)
 	c.creating = make(chan struct{}, maxCreating)
 	c.pullCtx, c.stopPulls = context.WithCancel(context.Background())
@@ -139,8 +143,7 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 		l.running++
 		l.placed++
 		d.placed = true
-		c.handlers.Add(1)
-		go c.runPlaced(work, l, d, h)
+		c.placeLocked(work, l, d, h)
 	}
 }
 
@@ -161,7 +164,7 @@ func (c *Consumer) runPlaced(ctx context.Context, l *lane, d *Delivery, h Handle
 
 // settled ends a delivery's hold on the window and its lane.
 func (c *Consumer) settled(d *Delivery) {
-	c.holds.release(d.Seq, d.due)
+	c.holds.releaseKnown(d.Seq, d.due, d.last)
 	c.mu.Lock()
 	l := d.lane
 	l.out--

@@ -86,20 +86,25 @@
 // A handler's Decision maps to exactly one settlement (settle.go):
 //
 //	AckWithResult    store result, completion marker (+ dead letter if
-//	                 failed), then a confirmed Ack; result and dead letter
+//	                 failed), then an Ack the server does not confirm
+//	                 (the stored marker settles a redelivery should it be
+//	                 lost; confirmed if the marker could not be stored,
+//	                 and for callback messages); result and dead letter
 //	                 are cut to the server's maximum payload (the response
 //	                 body first), as a message refused for its size would
 //	                 never be stored
 //	NakAfterAttempt  record attempts in the attempts bucket,
 //	                 NakWithDelay(backoff)
 //	NakAfter         NakWithDelay without spending an attempt (a breaker's
-//	                 turn-away is recorded)
+//	                 turn-away is recorded); a park (host limits) is not
+//	                 confirmed: lost, it only delays the job
 //	HandBack         Nak: redeliver now, to another worker (shutdown)
 //
 // Results are published with a dedup id of batch/job identity (and run),
-// and the job is acked only after the result is stored, so a redelivery
-// after a lost ack cannot store a second result. The completion marker,
-// written without waiting after the result, lets enqueue (DoneIndex, a bulk
+// and the job is acked only after the result and its marker are stored, so
+// a redelivery after a lost ack cannot store a second result nor send the
+// request again. Placed jobs run on a pool of goroutines that outlive them
+// (placers.go). The completion marker, written right after the result, lets enqueue (DoneIndex, a bulk
 // lookup) send nothing twice when a file is enqueued again after the dedup
 // window, and return the earlier results. A job's identity, in every dedup
 // id and marker key, is its id and its request's fingerprint (Names.
@@ -114,11 +119,11 @@
 // redeliveries and written only on retries and turn-aways, so the happy
 // path pays nothing for it.
 //
-// Losing a cluster node (rescue.go, settle.go): acks are confirmed with
-// short tries that reach the consumer's next leader, and given up after a
-// minute; a redelivery whose completion marker names its job message (an
-// ack lost with a server) is acked from the stored result, never sent
-// again. A consumer leader that dies or steps down loses the deliveries it
+// Losing a cluster node (rescue.go, settle.go): NAKs but parks, and acks
+// of jobs without a stored marker, are confirmed with short tries that reach the
+// consumer's next leader, and given up after a minute; a redelivery whose
+// completion marker names its job message (an ack lost with a server, or
+// never confirmed) is acked from the stored result, never sent again. A consumer leader that dies or steps down loses the deliveries it
 // had agreed on with its followers but not sent; its successor would hold
 // them until their ack wait. On any sign of that (a pull the server never
 // ended, a failed pull, an unconfirmed ack) one worker at a time (a lock in

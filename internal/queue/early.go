@@ -25,7 +25,7 @@ import (
 
 // needsCheck reports whether d must be looked up before it runs.
 func (d *Delivery) needsCheck() bool {
-	return d.decodeErr == nil && (d.NumDelivered > 1 || d.early)
+	return d.decodeErr == nil && !d.checked && (d.NumDelivered > 1 || d.early)
 }
 
 // checkEarly looks up the markers and attempt counts of ds.
@@ -57,7 +57,7 @@ func (c *Consumer) checkEarly(ctx context.Context, ds []*Delivery) {
 	}
 	for _, d := range ds {
 		rec := counts[d.Seq]
-		d.Attempts, d.TurnedAway, d.PrevTrace, d.checked = rec.Attempts, rec.TurnedAway, rec.Trace, true
+		d.Attempts, d.TurnedAway, d.PrevTrace, d.checked, d.countsKnown = rec.Attempts, rec.TurnedAway, rec.Trace, true, true
 	}
 	for i, m := range markers {
 		if m.settled(keyed[i]) {

@@ -230,7 +230,13 @@ func (c *Consumer) accept(l *lane, msg jetstream.Msg) *Delivery {
 	if d.decodeErr == nil && d.Job.Kind != job.KindCallback { // a callback message is keyed by its job's result
 		d.fp = c.names.Fingerprint(d.Job)
 	}
-	c.holds.hold(d.Seq, l.name)
+	d.consumer = l.created
+	// A first delivery of a job stored after its consumer was created
+	// had no earlier one: its counts are zero.
+	d.countsKnown = d.Seq > 0 && d.NumDelivered == 1 && !d.early
+	if last, ok := c.holds.hold(d.Seq, l.name); ok {
+		d.recall(last)
+	}
 	d.keepalive = startKeepalive(msg, c.cfg.AckWait/3)
 	return d
 }

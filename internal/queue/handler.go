@@ -92,9 +92,15 @@ type Delivery struct {
 	// checked: looked up with its burst (checkEarly); finished: its
 	// completion marker names it.
 	checked, finished bool
-	fixed             BatchState        // DeliveryOf's
-	state             func() BatchState // DeliveryHalting's
-	halt              context.Context
+	// last is what settling it leaves this worker to remember; consumer
+	// is its lane consumer's creation time; countsKnown: Attempts and
+	// TurnedAway are the job's (known.go).
+	last        lastDelivery
+	consumer    time.Time
+	countsKnown bool
+	fixed       BatchState        // DeliveryOf's
+	state       func() BatchState // DeliveryHalting's
+	halt        context.Context
 	// placed: given a request place (it may have sent its request).
 	placed bool
 	// drain: fetched for a cancelled lane, outside the request window.

@@ -81,26 +81,36 @@ type holdings struct {
 type deferral struct {
 	due  time.Time
 	lane string
+	// last is what this worker knew of the job when it deferred it
+	// (known.go).
+	last lastDelivery
 }
 
 func newHoldings() *holdings {
 	return &holdings{held: map[uint64]string{}, deferred: map[uint64]deferral{}}
 }
 
-func (h *holdings) hold(seq uint64, lane string) {
+// hold starts a hold; it returns what this worker knew of the job when it
+// deferred it last, if it still remembers.
+func (h *holdings) hold(seq uint64, lane string) (lastDelivery, bool) {
 	h.mu.Lock()
+	defer h.mu.Unlock()
 	h.held[seq] = lane
+	d, ok := h.deferred[seq]
 	delete(h.deferred, seq)
-	h.mu.Unlock()
+	return d.last, ok && d.lane == lane
 }
 
 // release ends a hold; due, if not zero, is when a deferred job comes back.
-func (h *holdings) release(seq uint64, due time.Time) {
+func (h *holdings) release(seq uint64, due time.Time) { h.releaseKnown(seq, due, lastDelivery{}) }
+
+// releaseKnown is release, remembering what last says of a deferred job.
+func (h *holdings) releaseKnown(seq uint64, due time.Time, last lastDelivery) {
 	h.mu.Lock()
 	lane := h.held[seq]
 	delete(h.held, seq)
 	if !due.IsZero() {
-		h.deferred[seq] = deferral{due, lane}
+		h.deferred[seq] = deferral{due, lane, last}
 		if len(h.deferred) > h.sweepAt {
 			h.forgetDue(time.Now())
 			h.sweepAt = 2*len(h.deferred) + 1024

@@ -25,13 +25,18 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 		err = c.complete(ctx, d, dec.Result)
 	case NakAfterAttempt:
 		c.recordAttempts(ctx, d, dec)
+		d.remember(attemptsRecord{Attempts: dec.Attempts, TurnedAway: dec.TurnedAway})
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
+		d.remember(attemptsRecord{TurnedAway: dec.TurnedAway})
 		if dec.TurnedAway > d.TurnedAway {
 			c.recordAttempts(ctx, d, dec)
+			err = c.nakDurable(ctx, d, dec.Delay)
+		} else {
+			err = c.park(ctx, d, dec.Delay)
 		}
-		err = c.nakDurable(ctx, d, dec.Delay)
 	case HandBack:
+		d.remember(attemptsRecord{})
 		// One short try: a shutdown does not wait on a broker that is
 		// gone (the job then comes back after its ack wait).
 		hctx, cancel := context.WithTimeout(ctx, ackTry)
@@ -65,18 +70,33 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 		c.deliveryEvent(c.log.Error(), d).Err(err).Msg("storing result failed; job will be redelivered")
 		return nil
 	}
-	err = c.ackDurable(ctx, d)
-	// The marker was published before the ack's round trip, so its answer
-	// is in by now: checking costs no wait and no goroutine.
+	if marker == nil {
+		return c.ackDurable(ctx, d)
+	}
 	if merr := c.awaitMarker(ctx, marker); merr != nil {
 		// Lost with a server that stopped, most often. Without it, the
 		// redelivery of a job whose ack was lost too, or the job enqueued
 		// again after the dedup window, would be sent again.
 		if merr = c.storeMarkerDurable(ctx, d, marker); merr != nil {
 			c.deliveryEvent(c.log.Warn(), d).Err(merr).Msg("completion marker not stored; enqueueing this job again after the dedup window would send it again")
+			// Nothing would settle a redelivery: the ack must be sure.
+			return c.ackDurable(ctx, d)
 		}
 	}
-	return err
+	return c.ackStored(d)
+}
+
+// ackStored acknowledges a job whose result and completion marker are both
+// stored, without waiting for the server's confirmation: should the ack be
+// lost (with a server that stopped, or a consumer leader), the redelivery
+// finds the marker naming this job message and is settled from the stored
+// result (process, checkEarly), never sent again. The confirmation would
+// cost a reply, a timer and a context per job.
+func (c *Consumer) ackStored(d *Delivery) error {
+	if err := d.msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
+		return err
+	}
+	return nil
 }
 
 // settleFinished acknowledges a redelivered job whose result is stored:
@@ -148,10 +168,9 @@ type pendingMarker struct {
 	ack     jetstream.PubAckFuture // nil if it could not be sent
 }
 
-// storeMarker publishes the job's completion marker asynchronously.
-// Waiting here would add a round trip to every job; a lost marker costs
-// only the protection of a re-run after the dedup window, unless the ack
-// is lost too (complete).
+// storeMarker publishes the job's completion marker asynchronously, so
+// that the dead letter and reply_to copy of a failure go out meanwhile;
+// complete waits for it before the ack, which it makes safe to lose.
 func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, resultSeq uint64) *pendingMarker {
 	value, err := json.Marshal(DoneMarker{
 		ID: r.ID, FP: fp, Batch: r.Batch, Seq: resultSeq,
@@ -293,10 +312,7 @@ func (c *Consumer) ackDurable(ctx context.Context, d *Delivery) error {
 // rescue spares the job until it is due.
 func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Duration) error {
 	d.due = c.now().Add(delay)
-	body := []byte("-NAK")
-	if delay > 0 {
-		body = fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
-	}
+	body := nakBody(delay)
 	ctx, cancel := context.WithTimeout(ctx, min(c.cfg.AckWait, ackRetryLimit))
 	defer cancel()
 	return retry.Do(ctx, retry.Policy{
@@ -310,6 +326,28 @@ func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Durat
 		_, err := c.js.Conn().RequestWithContext(ctx, d.msg.Reply(), body)
 		return err
 	})
+}
+
+// park returns a job that sent nothing and spent nothing (its host's
+// limits were full) to come back after delay, without waiting for the
+// server's confirmation: at 0 ms against one host about every job is
+// parked once. A park lost with a server only delays the job to its ack
+// wait, or to a rescue, which spares it until it is due; it cannot send
+// it twice. A NAK that cannot even be written is retried as nakDurable.
+func (c *Consumer) park(ctx context.Context, d *Delivery, delay time.Duration) error {
+	d.due = c.now().Add(delay)
+	if err := c.js.Conn().Publish(d.msg.Reply(), nakBody(delay)); err == nil {
+		return nil
+	}
+	return c.nakDurable(ctx, d, delay)
+}
+
+// nakBody is a NAK's payload, with its delay if any.
+func nakBody(delay time.Duration) []byte {
+	if delay > 0 {
+		return fmt.Appendf(nil, "-NAK {\"delay\": %d}", delay.Nanoseconds())
+	}
+	return []byte("-NAK")
 }
 
 const (
