@@ -64,25 +64,32 @@ func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
 	wait := min(l.cfg.MaxWait, time.Duration(waits)*lat)
 	if waits > 1 {
 		// A fast host serves many more than six requests per slot within
-		// fastHostWait: as many may wait as it will have served by then.
-		// Parked instead, each would cost a delayed NAK and a redelivery,
-		// more than the request itself (0 ms target: 2.2 parkings per job
-		// and a batch slowing down as they piled up in the stream).
-		wait = min(l.cfg.MaxWait, max(wait, fastHostWait))
-		perHost = max(perHost, int(float64(h.limit())*float64(wait)/float64(lat)))
+		// fastHostWait: as many may wait as it would serve by then, each
+		// for up to MaxWait (its slots free only as fast as this process
+		// reads the answers, slower than Little's law says when the CPU
+		// is short). Parked instead, each would cost a delayed NAK and a
+		// redelivery, more than the request itself (0 ms target: 1.3-2.2
+		// parkings per job, and a batch slowing down as they piled up in
+		// the stream).
+		wait = l.cfg.MaxWait
+		perHost = max(perHost, int(float64(h.limit())*float64(fastHostWait)/float64(lat)))
 	}
 	if l.waiting >= l.cfg.MaxWaiting || len(h.waiters) >= perHost {
 		return 0, false
 	}
-	if h.stalled(now) > 2*lat {
-		return 0, false // the host is not answering: waiting would only hold the slot
+	if h.stalled(now) > max(2*lat, fastHostWait) {
+		// The host is not answering: waiting would only hold the slot. Not
+		// sooner: a fast host's answers stop for a few milliseconds
+		// whenever this process is descheduled.
+		return 0, false
 	}
 	return wait, true
 }
 
-// fastHostWait is the least a request may wait for a slot of a host whose
-// latency is known: a host answering in a millisecond frees a slot many
-// times within it, so waiting costs less than parking.
+// fastHostWait sizes a known host's waiting line by what it serves in this
+// time, and is the least stall that stops new requests from waiting: a host
+// answering in a millisecond frees a slot many times within it, and stops
+// answering for a few milliseconds whenever this process is descheduled.
 const fastHostWait = 100 * time.Millisecond
 
 // awaitSlot waits until release hands w a slot, up to maxWait. It returns

@@ -45,9 +45,9 @@
 // spent as they accrue instead of lapsing (BENCHMARKS.md measures what it
 // buys). A host holds at most six waiting requests per slot, each for up
 // to eight of its latencies, or, when it is fast, as many as it serves in
-// 100 ms, each for up to 100 ms (a parked job costs a delayed NAK and a
-// redelivery, more than a millisecond's request: at 0 ms, 1.3-1.4
-// parkings per job before, 0.2-0.9 after); half its limit, for a moment
+// 100 ms, each for up to MaxWait (a parked job costs a delayed NAK and a
+// redelivery, more than a millisecond's request: at 0 ms, 1.3-2.2
+// parkings per job before, 0.04-0.2 after); half its limit, for a moment
 // each, until about 20 good answers have told its latency; and a host
 // that stops answering none. Waiting costs other hosts nothing: the worker runs a
 // handler for each waiting job on top of its JETPOST_MAX_INFLIGHT, and the

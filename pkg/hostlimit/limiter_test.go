@@ -510,7 +510,7 @@ func TestAFastHostsRequestsWaitInsteadOfParking(t *testing.T) {
 		lat       time.Duration
 		may, wait int // waiters allowed; their wait in ms
 	}{
-		{"fast.example:443", time.Millisecond, 200, 100},
+		{"fast.example:443", time.Millisecond, 200, 1000},
 		{"slow.example:443", time.Second, 12, 1000},
 	} {
 		r := sender.AdmitRequest{Host: tc.host}

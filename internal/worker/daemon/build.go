@@ -260,7 +260,11 @@ func hostLimits(cfg *config.Worker, st *stores) (*hostlimit.Limiter, error) {
 		Rates:       rules,
 		Buckets:     st.rates,
 		Peers:       st.limits.Peers,
-		MaxWaiting:  cfg.HostWaiting(),
+		// Every handler the consumer runs may wait: a host whose limit is
+		// below JETPOST_MAX_INFLIGHT leaves that many more handlers than
+		// HostWaiting with a job and no slot, and each one refused would
+		// be parked (a delayed NAK and a redelivery) for nothing.
+		MaxWaiting: cfg.MaxInflight + cfg.HostWaiting(),
 	})
 }
 
