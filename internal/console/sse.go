@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,10 @@ import (
 // keepAlive is how often an idle event stream sends a comment, so proxies
 // and browsers do not take a quiet connection for a dead one.
 const keepAlive = 15 * time.Second
+
+// writeTimeout bounds each write of an event stream: a snapshot is a few
+// KB, so a viewer that takes this long is gone.
+const writeTimeout = 10 * time.Second
 
 // writeEvent frames one server-sent event. data must hold no newline
 // (JSON from encoding/json holds none); a line break would end the field.
@@ -31,6 +36,9 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx would hold events back
 	w.WriteHeader(http.StatusOK)
 	// The browser waits this long before reconnecting after a drop.
+	if err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		return
+	}
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil || rc.Flush() != nil {
 		return
 	}
@@ -39,13 +47,23 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(keepAlive)
 	defer ping.Stop()
 	for {
-		var err error
+		var msg []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case b := <-snaps:
-			err = writeEvent(w, "snapshot", b)
+			msg = b
 		case <-ping.C:
+		}
+		// A viewer that vanished without a FIN would block Write for as
+		// long as the kernel retries; the deadline ends the stream instead.
+		if err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+			return
+		}
+		var err error
+		if msg != nil {
+			err = writeEvent(w, "snapshot", msg)
+		} else {
 			_, err = fmt.Fprint(w, ": keep-alive\n\n")
 		}
 		if err != nil || rc.Flush() != nil {
