@@ -36,7 +36,7 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx would hold events back
 	w.WriteHeader(http.StatusOK)
 	// The browser waits this long before reconnecting after a drop.
-	if err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+	if !c.bound(rc) {
 		return
 	}
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil || rc.Flush() != nil {
@@ -55,9 +55,7 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 			msg = b
 		case <-ping.C:
 		}
-		// A viewer that vanished without a FIN would block Write for as
-		// long as the kernel retries; the deadline ends the stream instead.
-		if err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout)); err != nil && !errors.Is(err, http.ErrNotSupported) {
+		if !c.bound(rc) {
 			return
 		}
 		var err error
@@ -70,4 +68,12 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 	}
+}
+
+// bound sets the deadline of the next write: a viewer that vanished
+// without closing would block it for as long as the kernel retries, and
+// shutdown with it. A writer without deadlines (a recorder) goes unbounded.
+func (c *Console) bound(rc *http.ResponseController) bool {
+	err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	return err == nil || errors.Is(err, http.ErrNotSupported)
 }
