@@ -4,21 +4,30 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io"
 	"math"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/nats-io/nats.go"
+	"github.com/nats-io/nats.go/jetstream"
+	"github.com/rs/zerolog"
 
+	"github.com/jetpost/jetpost/internal/console"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/queue"
+	"github.com/jetpost/jetpost/internal/target"
+	"github.com/jetpost/jetpost/internal/workertest"
 )
 
 // chromium finds the browser the console test drives; "" if none.
@@ -116,7 +125,9 @@ func TestConsoleInABrowser(t *testing.T) {
 	ns := natstest.RunServer(t)
 	url := ns.ClientURL()
 	o := newObserver(t, url)
-	a, tURL := newArrivals(t, 250*time.Millisecond)
+	// The last 500 jobs are held at the target until the pause returned:
+	// the batch cannot finish before it, however slow the machine.
+	a, tURL, release := heldArrivals(t, 250*time.Millisecond, n-500)
 	p := &pool{t: t, env: chaosWorkerEnv(url, "JETPOST_HTTP_ADDR=127.0.0.1:0", "JETPOST_CONSOLE_TOKEN="+token)}
 	p.spawn().waitLineUntil("consuming jobs", deadline)
 	p.spawn().waitLineUntil("consuming jobs", deadline)
@@ -141,6 +152,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("%d action buttons before the token was given, want none", buttons)
 	}
 	paused, running := pauseFromPage(t, ctx, deadline, "http://"+addrs[0], batch, token, len(p.live))
+	release()
 	// Watching for three ack waits (2s) is an observation window: a
 	// correct fleet sends nothing in it, however slow the machine.
 	for end := time.Now().Add(3 * 2 * time.Second); time.Now().Before(end); time.Sleep(100 * time.Millisecond) {
@@ -157,7 +169,7 @@ func TestConsoleInABrowser(t *testing.T) {
 		t.Errorf("enqueue status says %s after the page's pause, want paused", st.State)
 	}
 	t.Logf("paused from the page with %d of %d results stored, %d requests arrived after (in flight then: %d)", st.Results, n, a.after(paused), running)
-	checkDeadLetterView(t, ctx, deadline)
+	checkDeadLetterView(t, ctx, deadline, "http://"+addrs[1])
 	png := evaluate(t, ctx, deadline, "screenshot", chromedp.FullScreenshot(100))
 	artifact(t, "console.png", png)
 }
@@ -234,10 +246,12 @@ func matchStatus(t *testing.T, ctx context.Context, deadline time.Time, natsURL,
 	if err := json.NewDecoder(resp.Body).Decode(&snap); err != nil {
 		t.Fatal(err)
 	}
-	for _, b := range snap.Batches {
-		if b.Batch == batch && (b.Open != st.Open || b.Results != st.Results || b.State != st.State) {
-			t.Errorf("the other worker's console shows %+v, enqueue status %+v", b, st)
-		}
+	i := slices.IndexFunc(snap.Batches, func(b queue.BatchStatus) bool { return b.Batch == batch })
+	if i < 0 {
+		t.Fatalf("the other worker's console shows no batch %s: %+v", batch, snap.Batches)
+	}
+	if b := snap.Batches[i]; b.Open != st.Open || b.Results != st.Results || b.State != st.State {
+		t.Errorf("the other worker's console shows %+v, enqueue status %+v", b, st)
 	}
 	return st
 }
@@ -306,9 +320,23 @@ func deadLetters(t *testing.T, natsURL string) {
 }
 
 // checkDeadLetterView opens batch dl's dead letters on the page: three,
-// with their reason, and no secret anywhere on the page.
-func checkDeadLetterView(t *testing.T, ctx context.Context, deadline time.Time) {
+// with their reason, and no secret anywhere on the page nor in what the
+// console's API sends (the page does not render the job's headers, so
+// only the API shows whether the header's secret left the worker).
+func checkDeadLetterView(t *testing.T, ctx context.Context, deadline time.Time, base string) {
 	t.Helper()
+	resp, err := http.Get(base + "/api/deadletters/dl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if err != nil || resp.StatusCode != http.StatusOK || strings.Count(string(api), `"seq"`) != 3 {
+		t.Fatalf("GET /api/deadletters/dl: %d %v: %s", resp.StatusCode, err, api)
+	}
+	if strings.Contains(string(api), "secret-") {
+		t.Errorf("a secret is in the dead letters the console sends: %s", api)
+	}
 	inBrowser(t, ctx, deadline, "opening the dead letters",
 		chromedp.Click(chromedp.CSS(`button[data-dlq="dl"]`)),
 		chromedp.WaitVisible(chromedp.CSS(`#dlq-table tbody tr[data-seq]`)))
@@ -322,5 +350,73 @@ func checkDeadLetterView(t *testing.T, ctx context.Context, deadline time.Time) 
 	}
 	if !strings.Contains(text, "permanent") {
 		t.Errorf("the dead letters' reason (permanent) is not on the page")
+	}
+}
+
+// heldArrivals is newArrivals whose target holds every request after the
+// first holdFrom until release is called (or the test ends).
+func heldArrivals(t *testing.T, latency time.Duration, holdFrom int) (*arrivals, string, func()) {
+	t.Helper()
+	a := &arrivals{}
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	a.tg = target.New(target.Options{Latency: latency, OnRequest: func(r *http.Request) {
+		a.mu.Lock()
+		a.at = append(a.at, time.Now())
+		held := len(a.at) > holdFrom
+		a.mu.Unlock()
+		if held {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
+		}
+	}})
+	srv := httptest.NewServer(a.tg)
+	t.Cleanup(srv.Close)
+	t.Cleanup(release) // runs first: the server's Close waits for held requests
+	return a, srv.URL, release
+}
+
+// The page renders a fleet with nothing in it: both tables say they are
+// empty, and what render does after them (the totals, the workers line)
+// is there too.
+func TestConsoleEmptyPage(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a browser")
+	}
+	path := chromium()
+	if path == "" {
+		t.Skip("no chromium on PATH: install Debian's chromium package (apt-get install chromium) and run make test-browser (go test ./e2e -run TestConsole)")
+	}
+	deadline := time.Now().Add(2 * time.Minute)
+	ns := natstest.RunServer(t)
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := queue.Setup(t.Context(), js, workertest.Names(), workertest.Streams()); err != nil {
+		t.Fatal(err)
+	}
+	c, err := console.New(console.Config{JS: js, Names: workertest.Names(), Worker: "w-empty", Log: zerolog.Nop()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(c)
+	t.Cleanup(func() { srv.Close(); c.Close() })
+	ctx := browser(t, path)
+	inBrowser(t, ctx, deadline, "rendering an empty fleet",
+		chromedp.Navigate(srv.URL+"/"),
+		chromedp.WaitVisible(chromedp.CSS(`#batches tbody tr.empty td`)),
+		chromedp.WaitVisible(chromedp.CSS(`#hosts tbody tr.empty td`)))
+	totals := evaluate(t, ctx, deadline, "reading the totals", chromedp.Evaluate[string](`document.querySelector("#totals").textContent + "|" + document.querySelector("#workers").textContent`))
+	if !strings.Contains(totals, "0 not yet delivered") || !strings.Contains(totals, "0 workers on the limits board") {
+		t.Errorf("the page stopped rendering after the empty tables: %q", totals)
 	}
 }

@@ -7,7 +7,6 @@ import (
 	"encoding/json"
 	"errors"
 	"net/http"
-	"net/url"
 	"strconv"
 	"strings"
 
@@ -39,26 +38,14 @@ func (t tokenCheck) allows(r *http.Request) bool {
 	return subtle.ConstantTimeCompare(sum[:], t.want[:]) == 1
 }
 
-// sameOrigin: a browser's request from another site says so in Origin.
-// The token header already needs a preflight that the console never
-// grants; this refuses such a request even before the token is looked at.
-func sameOrigin(r *http.Request) bool {
-	o := r.Header.Get("Origin")
-	if o == "" {
-		return true // not from a browser's cross-site request
-	}
-	u, err := url.Parse(o)
-	return err == nil && u.Host == r.Host
-}
-
-// authorize answers 403 when actions are off or the request comes from
-// another origin, 401 without the right token; it reports whether to go on.
+// authorize answers 403 when actions are off, 401 without the right
+// token; it reports whether to go on. No Origin check: a cross-site page
+// cannot send an Authorization header without a CORS preflight, which the
+// console never answers, and behind a reverse proxy Origin and Host differ.
 func (c *Console) authorize(w http.ResponseWriter, r *http.Request) bool {
 	switch {
 	case !c.token.enabled():
 		httpError(w, http.StatusForbidden, "actions are off: set JETPOST_CONSOLE_TOKEN on the worker to enable them")
-	case !sameOrigin(r):
-		httpError(w, http.StatusForbidden, "cross-origin request refused")
 	case !c.token.allows(r):
 		w.Header().Set("WWW-Authenticate", `Bearer realm="jetpost console"`)
 		httpError(w, http.StatusUnauthorized, "wrong or missing token (Authorization: Bearer)")
@@ -133,27 +120,29 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 		httpError(w, statusOf(err), err.Error())
 		return
 	}
-	type line struct {
-		dlqview.Shown
-		Status   int    `json:"last_status"`
-		Attempts int    `json:"last_attempts"`
-		Message  string `json:"message"`
-	}
 	out := struct {
-		Batch       string `json:"batch"`
-		DeadLetters []line `json:"dead_letters"`
-		More        bool   `json:"more"`
-	}{Batch: batch, DeadLetters: []line{}, More: more}
+		Batch       string           `json:"batch"`
+		DeadLetters []deadLetterLine `json:"dead_letters"`
+		More        bool             `json:"more"`
+	}{Batch: batch, DeadLetters: []deadLetterLine{}, More: more}
 	for _, dl := range dls {
-		_, status, attempts, msg := dlqview.Line(dl)
-		out.DeadLetters = append(out.DeadLetters, line{dl, status, attempts, msg})
+		out.DeadLetters = append(out.DeadLetters, lineOf(dl))
 	}
 	writeJSON(w, out)
 }
 
-// snapshot answers one snapshot, read for this request alone.
+// snapshot answers the hub's next snapshot: concurrent pollers share
+// one read, as the event stream's viewers do.
 func (c *Console) snapshot(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, c.hub.read(r.Context()))
+	snaps, stop := c.hub.subscribe()
+	defer stop()
+	select {
+	case <-r.Context().Done():
+	case b := <-snaps:
+		w.Header().Set("Content-Type", "application/json")
+		w.Header().Set("Cache-Control", "no-store")
+		_, _ = w.Write(b)
+	}
 }
 
 func writeJSON(w http.ResponseWriter, v any) {
@@ -167,4 +156,26 @@ func httpError(w http.ResponseWriter, code int, msg string) {
 	w.Header().Set("Cache-Control", "no-store")
 	w.WriteHeader(code)
 	_ = json.NewEncoder(w).Encode(map[string]string{"error": msg})
+}
+
+// deadLetterLine is what the page shows of a dead letter, and no more:
+// the listing needs no token, so neither the job (body, headers) nor the
+// target's response body is sent; the URL is redacted.
+type deadLetterLine struct {
+	Seq      uint64     `json:"seq"`
+	ID       string     `json:"id"`
+	Source   string     `json:"source,omitempty"`
+	Reason   job.Reason `json:"reason"`
+	Status   int        `json:"last_status"`
+	Attempts int        `json:"last_attempts"`
+	Message  string     `json:"message"`
+	Method   string     `json:"method,omitempty"`
+	URL      string     `json:"url,omitempty"`
+}
+
+func lineOf(dl dlqview.Shown) deadLetterLine {
+	reason, status, attempts, msg := dlqview.Line(dl)
+	r := dl.Result
+	return deadLetterLine{Seq: dl.Seq, ID: r.ID, Source: r.Source, Reason: reason, Status: status,
+		Attempts: attempts, Message: msg, Method: r.Method, URL: r.URL}
 }

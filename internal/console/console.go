@@ -46,6 +46,8 @@ type Console struct {
 	hub   *hub
 	token tokenCheck
 	mux   *http.ServeMux
+	// writeTimeout bounds each write of an event stream (tests shorten it).
+	writeTimeout time.Duration
 }
 
 // New builds a console; it reads nothing until someone looks.
@@ -62,7 +64,7 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Console{cfg: cfg, token: newTokenCheck(cfg.Token)}
+	c := &Console{cfg: cfg, token: newTokenCheck(cfg.Token), writeTimeout: writeTimeout}
 	c.src = &natsSource{js: cfg.JS, names: cfg.Names, secret: cfg.SecretHeaders, now: cfg.Now}
 	rd := &reader{src: c.src, rateWindow: cfg.RateWindow, now: cfg.Now}
 	c.hub = newHub(func(ctx context.Context) Snapshot {
@@ -99,5 +101,6 @@ func (c *Console) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	c.mux.ServeHTTP(w, r)
 }
 
-// Close waits until no snapshot is being read (after the viewers left).
+// Close waits until no snapshot is being read; call it after the viewers
+// left (the HTTP server's Shutdown ended their streams).
 func (c *Console) Close() { c.hub.idle() }

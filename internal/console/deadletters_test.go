@@ -41,8 +41,9 @@ func subjectCount(t *testing.T, js jetstream.JetStream, stream, subject string) 
 	return info.State.Subjects[subject]
 }
 
-// Dead letters listed by the console carry their reason and no secret (a
-// secret header, a configured one, a secret query parameter); a re-drive
+// Dead letters listed by the console carry what the page shows (id, URL,
+// reason, status) and no secret (a secret header, a configured one, a
+// secret query parameter) nor the job's or the response's body; a re-drive
 // from the console sends them again, and once the target answers, the
 // dead-letter stream is empty and every job has an ok result.
 func TestDeadLettersRedactedAndRedriven(t *testing.T) {
@@ -51,6 +52,7 @@ func TestDeadLettersRedactedAndRedriven(t *testing.T) {
 	tgt := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		if !healthy.Load() {
 			w.WriteHeader(http.StatusBadRequest)
+			_, _ = w.Write([]byte("response-body-secret"))
 		}
 	}))
 	defer tgt.Close()
@@ -61,6 +63,7 @@ func TestDeadLettersRedactedAndRedriven(t *testing.T) {
 	for i := range 3 {
 		r.publish(t, &job.Job{ID: "dl-" + string(rune('a'+i)), Batch: "d", Method: "GET", URL: tgt.URL + "/x?api_key=query-secret",
 			Headers:    map[string]string{"Authorization": "Bearer header-secret", "X-Api-Key": "configured-secret"},
+			JSON:       json.RawMessage(`{"card":"job-body-secret"}`),
 			EnqueuedAt: time.Now().UTC()})
 	}
 	waitUntil(t, "three dead letters", func() bool { return subjectCount(t, r.js, names.DLQStream(), names.DLQSubject("d")) == 3 })
@@ -69,8 +72,13 @@ func TestDeadLettersRedactedAndRedriven(t *testing.T) {
 	if code != http.StatusOK || strings.Contains(body, "secret") {
 		t.Fatalf("dead letters: %d %s", code, body)
 	}
+	if strings.Contains(body, `"job"`) || strings.Contains(body, `"body"`) {
+		t.Errorf("the listing carries a job or a response body: %s", body)
+	}
 	var list struct {
 		DeadLetters []struct {
+			ID         string     `json:"id"`
+			URL        string     `json:"url"`
 			Reason     job.Reason `json:"reason"`
 			LastStatus int        `json:"last_status"`
 			Message    string     `json:"message"`
@@ -84,7 +92,8 @@ func TestDeadLettersRedactedAndRedriven(t *testing.T) {
 		t.Errorf("limit 2 of 3: %d listed, more=%v", len(list.DeadLetters), list.More)
 	}
 	for _, dl := range list.DeadLetters {
-		if dl.Reason != job.ReasonPermanent || dl.LastStatus != http.StatusBadRequest || dl.Message == "" {
+		if dl.Reason != job.ReasonPermanent || dl.LastStatus != http.StatusBadRequest || dl.Message == "" ||
+			!strings.HasPrefix(dl.ID, "dl-") || !strings.HasPrefix(dl.URL, tgt.URL+"/x?api_key=") {
 			t.Errorf("dead letter %+v, want reason permanent, status 400 and the error", dl)
 		}
 	}

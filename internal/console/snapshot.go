@@ -87,8 +87,27 @@ func build(o queue.Overview, ws []fleetrate.WorkerLimits, now time.Time) Snapsho
 	if len(s.Batches) > maxBatches {
 		s.MoreBatches, s.Batches = len(s.Batches)-maxBatches, s.Batches[:maxBatches]
 	}
-	s.Hosts, s.Workers = hostRows(ws, o.Breakers)
+	ws, breakers := dropStale(ws, o.Breakers, now)
+	s.Hosts, s.Workers = hostRows(ws, breakers)
 	return s
+}
+
+// dropStale leaves out the workers that have not posted on the limits
+// board within fleetrate.BoardFresh (the rule a fence uses to stop
+// waiting for them), and their breakers: a dead worker's entry lingers
+// until it expires. Breakers of workers not on the board stay.
+func dropStale(ws []fleetrate.WorkerLimits, breakers []queue.BreakerEntry, now time.Time) ([]fleetrate.WorkerLimits, []queue.BreakerEntry) {
+	fresh := map[string]bool{}
+	for _, w := range fleetrate.FreshWorkers(ws, now) {
+		fresh[w] = true
+	}
+	stale := map[string]bool{}
+	ws = slices.DeleteFunc(slices.Clone(ws), func(w fleetrate.WorkerLimits) bool {
+		stale[w.Worker] = !fresh[w.Worker]
+		return stale[w.Worker]
+	})
+	breakers = slices.DeleteFunc(slices.Clone(breakers), func(b queue.BreakerEntry) bool { return stale[b.Worker] })
+	return ws, breakers
 }
 
 func boolOrder(x, y bool) int {

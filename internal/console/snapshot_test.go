@@ -67,3 +67,32 @@ func TestBuildSnapshot(t *testing.T) {
 		t.Errorf("%d batches, %d more, first %s", len(s.Batches), s.MoreBatches, s.Batches[0].Batch)
 	}
 }
+
+// A worker that has not posted within fleetrate.BoardFresh is gone: it
+// and its breakers leave the page at once (its board entry lingers until
+// it expires). A breaker of a worker not on the board still shows.
+func TestBuildSnapshotDropsStaleWorkers(t *testing.T) {
+	now := time.Date(2026, 1, 2, 3, 4, 5, 0, time.UTC)
+	ws := []fleetrate.WorkerLimits{
+		{Worker: "live", At: now.Add(-time.Second), Hosts: []hostlimit.HostState{{Host: "api.example", Limit: 4}}},
+		{Worker: "dead", At: now.Add(-fleetrate.BoardFresh), Hosts: []hostlimit.HostState{{Host: "api.example", Limit: 8}}},
+	}
+	o := queue.Overview{Breakers: []queue.BreakerEntry{
+		{Host: "api.example", Worker: "dead", State: job.BreakerOpen, Since: now},
+		{Host: "other.example", Worker: "unposted", State: job.BreakerOpen, Since: now},
+	}}
+	s := build(o, ws, now)
+	var rows []string
+	for _, h := range s.Hosts {
+		rows = append(rows, h.Host+"/"+h.Worker+"/"+h.Breaker)
+	}
+	if fmt.Sprint(rows) != "[api.example/live/closed other.example/unposted/open]" {
+		t.Errorf("host rows %v, want the live worker's and the unposted breaker", rows)
+	}
+	if len(s.Workers) != 1 || s.Workers[0].Worker != "live" {
+		t.Errorf("workers %+v, want live only", s.Workers)
+	}
+	if len(ws) != 2 || len(o.Breakers) != 2 {
+		t.Error("build changed its input")
+	}
+}

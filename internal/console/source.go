@@ -11,7 +11,6 @@ import (
 	"github.com/jetpost/jetpost/internal/dlqview"
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/queue"
-	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // source is what the page shows, read from where the state lives.
@@ -84,10 +83,6 @@ func (s *natsSource) redrive(ctx context.Context, batch string) (queue.RedriveRe
 	return queue.Redrive(ctx, s.js, s.names, batch)
 }
 
-// maxBody bounds each dead letter's response body in a listing: 200 of
-// them at the worker's 64 KB would make a page of megabytes.
-const maxBody = 1024
-
 // errEnough stops a listing at its limit.
 var errEnough = errors.New("enough")
 
@@ -99,11 +94,7 @@ func (s *natsSource) deadLetters(ctx context.Context, batch string, limit int) (
 			more = true
 			return errEnough
 		}
-		shown := dlqview.Redact(dl, s.secret)
-		if r := &shown.Result; len(r.Body) > maxBody {
-			r.Body, r.BodyTruncated = job.Cut(r.Body, maxBody), true
-		}
-		out = append(out, shown)
+		out = append(out, dlqview.Redact(dl, s.secret))
 		return nil
 	})
 	if errors.Is(err, errEnough) || errors.Is(err, jetstream.ErrStreamNotFound) {

@@ -2,6 +2,7 @@ package console
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -11,6 +12,10 @@ import (
 // keepAlive is how often an idle event stream sends a comment, so proxies
 // and browsers do not take a quiet connection for a dead one.
 const keepAlive = 15 * time.Second
+
+// writeTimeout bounds each write of an event stream: a snapshot is a few
+// KB, so a viewer that takes this long is gone.
+const writeTimeout = 10 * time.Second
 
 // writeEvent frames one server-sent event. data must hold no newline
 // (JSON from encoding/json holds none); a line break would end the field.
@@ -31,6 +36,9 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	h.Set("X-Accel-Buffering", "no") // nginx would hold events back
 	w.WriteHeader(http.StatusOK)
 	// The browser waits this long before reconnecting after a drop.
+	if !c.bound(rc) {
+		return
+	}
 	if _, err := fmt.Fprint(w, "retry: 2000\n\n"); err != nil || rc.Flush() != nil {
 		return
 	}
@@ -39,17 +47,33 @@ func (c *Console) events(w http.ResponseWriter, r *http.Request) {
 	ping := time.NewTicker(keepAlive)
 	defer ping.Stop()
 	for {
-		var err error
+		var msg []byte
 		select {
 		case <-r.Context().Done():
 			return
 		case b := <-snaps:
-			err = writeEvent(w, "snapshot", b)
+			msg = b
 		case <-ping.C:
+		}
+		if !c.bound(rc) {
+			return
+		}
+		var err error
+		if msg != nil {
+			err = writeEvent(w, "snapshot", msg)
+		} else {
 			_, err = fmt.Fprint(w, ": keep-alive\n\n")
 		}
 		if err != nil || rc.Flush() != nil {
 			return
 		}
 	}
+}
+
+// bound sets the deadline of the next write: a viewer that vanished
+// without closing would block it for as long as the kernel retries, and
+// shutdown with it. A writer without deadlines (a recorder) goes unbounded.
+func (c *Console) bound(rc *http.ResponseController) bool {
+	err := rc.SetWriteDeadline(time.Now().Add(c.writeTimeout))
+	return err == nil || errors.Is(err, http.ErrNotSupported)
 }

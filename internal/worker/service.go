@@ -31,7 +31,8 @@ type Service struct {
 	// consuming; e.g. the NATS connection state.
 	Ready   func() string
 	Metrics http.Handler
-	// Console, if set, is served at / (internal/console).
+	// Console, if set, is served at / (internal/console); its Close, if
+	// it has one, runs once the HTTP server has shut down.
 	Console http.Handler
 	Log     zerolog.Logger
 	// Listening, if set, is told the operations endpoint's address.
@@ -89,7 +90,15 @@ func (s *Service) Run(ctx context.Context) error {
 			<-consumeDone
 			sctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 			defer cancel()
-			return srv.Shutdown(sctx)
+			if err := srv.Shutdown(sctx); err != nil {
+				return err
+			}
+			// Every viewer has left: the console's reads end before the
+			// caller closes the NATS connection under them.
+			if c, ok := s.Console.(interface{ Close() }); ok {
+				c.Close()
+			}
+			return nil
 		})
 	}
 	return g.Wait()

@@ -103,6 +103,13 @@
     return tr;
   }
 
+  // emptyRow says a table has nothing (append returns nothing: no chains).
+  function emptyRow(text, cols) {
+    const tr = el("tr", null, { class: "empty" });
+    tr.append(el("td", text, { colspan: String(cols) }));
+    return tr;
+  }
+
   function render(s) {
     snap = s;
     document.body.dataset.actions = s.actions ? "on" : "off";
@@ -116,7 +123,7 @@
     document.body.dataset.updated = s.at;
     $("#batches tbody").replaceChildren(...(s.batches || []).map(batchRow));
     if (!s.batches || !s.batches.length) {
-      $("#batches tbody").append(el("tr", null)).append(el("td", "No batches stored.", { colspan: "13" }));
+      $("#batches tbody").append(emptyRow("No batches stored.", 13));
     }
     const more = $("#more-batches");
     more.hidden = !s.more_batches;
@@ -126,7 +133,7 @@
       (s.rate_window_ms ? "; results/s measured over " + (s.rate_window_ms / 1000).toFixed(1) + "s" : "") + ".";
     $("#hosts tbody").replaceChildren(...(s.hosts || []).map(hostRow));
     if (!s.hosts || !s.hosts.length) {
-      $("#hosts tbody").append(el("tr", null)).append(el("td", "No host limits posted yet.", { colspan: "10" }));
+      $("#hosts tbody").append(emptyRow("No host limits posted yet.", 10));
     }
     $("#workers").textContent = (s.workers || []).length + " workers on the limits board: " +
       (s.workers || []).map((w) => w.worker).join(", ");
@@ -181,8 +188,8 @@
       if (!resp.ok) throw new Error(d.error || resp.statusText);
       $("#dlq-table tbody").replaceChildren(...d.dead_letters.map((x) => {
         const tr = el("tr", null, { "data-seq": String(x.seq) });
-        const req = (x.result.method || "") + " " + (x.result.url || "");
-        tr.append(cell("seq", x.seq, x.seq, "n"), cell("id", x.result.id), cell("source", x.result.source || "-"),
+        const req = (x.method || "") + " " + (x.url || "");
+        tr.append(cell("seq", x.seq, x.seq, "n"), cell("id", x.id), cell("source", x.source || "-"),
           cell("reason", x.reason), cell("status", x.last_status, x.last_status, "n"),
           cell("attempts", x.last_attempts, x.last_attempts, "n"), cell("error", x.message || "-", undefined, "err"), cell("request", req));
         return tr;
