@@ -26,6 +26,7 @@ func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 // An expression found in a deployment file, and where.
 type expr struct {
 	where, promql string
+	record        string // the series a recording rule makes of it
 }
 
 // Every PromQL expression of the dashboard, the alert rules and the
@@ -72,7 +73,7 @@ func TestCheckRefusesUnknownMetricsAndBadPromQL(t *testing.T) {
 		t.Errorf("a panel naming jetpost_job_total: errors %v, want one naming it", errs)
 	}
 	for _, bad := range []string{`rate(jetpost_jobs_total)`, `sum(jetpost_breaker_state{host="a"}`, `jetpost_request_duration_seconds_total`} {
-		if errs := known.check(expr{"test", bad}); len(errs) == 0 {
+		if errs := known.check(expr{where: "test", promql: bad}); len(errs) == 0 {
 			t.Errorf("%s: no error, want one", bad)
 		}
 	}
@@ -137,6 +138,12 @@ func registered(t *testing.T) *metricSet {
 	}
 	for _, n := range synthetic {
 		set.types[n] = "gauge"
+	}
+	// The recording rules' series are there for the other expressions.
+	for _, e := range ruleExprs(t, readFile(t, "prometheus/alerts.yml")) {
+		if e.record != "" {
+			set.types[e.record] = "recorded"
+		}
 	}
 	return set
 }
