@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/leakcheck"
@@ -140,9 +141,15 @@ func registered(t *testing.T) *metricSet {
 		set.types[n] = "gauge"
 	}
 	// The recording rules' series are there for the other expressions.
-	for _, e := range ruleExprs(t, readFile(t, "prometheus/alerts.yml")) {
-		if e.record != "" {
-			set.types[e.record] = "recorded"
+	var rules ruleFile
+	if err := yaml.Unmarshal(readFile(t, "prometheus/alerts.yml"), &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Record != "" {
+				set.types[r.Record] = "recorded"
+			}
 		}
 	}
 	return set

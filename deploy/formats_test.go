@@ -203,6 +203,7 @@ func recordExpr(t *testing.T, record, alert, forDur, promql string, annotations 
 func checkWindows(t *testing.T, where, forDur, promql string) {
 	t.Helper()
 	if forDur == "" {
+		checkNoFor(t, where, promql)
 		return
 	}
 	held, err := model.ParseDuration(forDur)
@@ -219,6 +220,41 @@ func checkWindows(t *testing.T, where, forDur, promql string) {
 		}
 		return nil
 	})
+}
+
+// checkNoFor refuses an alert without for: unless it counts events over a
+// window (increase or rate of a counter): on anything else, a state that
+// just began (a gauge's series appears at its first change) fires at once.
+func checkNoFor(t *testing.T, where, promql string) {
+	t.Helper()
+	ast, err := parser.NewParser(parser.Options{}).ParseExpr(promql)
+	if err != nil {
+		return // the metric check reports it
+	}
+	counted := false
+	parser.Inspect(ast, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok {
+			if c.Func.Name == "increase" || c.Func.Name == "rate" {
+				counted = true
+			} else if hasMatrix(c) {
+				t.Errorf("%s: %s over a window without for:", where, c.Func.Name)
+			}
+		}
+		return nil
+	})
+	if !counted {
+		t.Errorf("%s: no for: and no count of events: fires as soon as the state begins", where)
+	}
+}
+
+// hasMatrix reports whether a call takes a range of samples.
+func hasMatrix(c *parser.Call) bool {
+	for _, a := range c.Args {
+		if _, ok := a.(*parser.MatrixSelector); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func checkDuration(t *testing.T, where, d string) {
