@@ -190,7 +190,7 @@ func ruleExprs(t *testing.T, b []byte) []expr {
 // form, nothing of an alert's.
 func recordExpr(t *testing.T, record, alert, forDur, promql string, annotations int) expr {
 	t.Helper()
-	if !strings.HasPrefix(record, "jetpost:") || !model.IsValidLegacyMetricName(record) || alert != "" || forDur != "" || annotations != 0 {
+	if !strings.HasPrefix(record, "jetpost:") || !model.LegacyValidation.IsValidMetricName(record) || alert != "" || forDur != "" || annotations != 0 {
 		t.Errorf("prometheus/alerts.yml record %q: want a jetpost: name and no alert fields", record)
 	}
 	return expr{where: "prometheus/alerts.yml record " + record, promql: promql, record: record}
