@@ -13,6 +13,7 @@ import (
 	"github.com/nats-io/nats.go"
 	"github.com/prometheus/prometheus/promql/parser"
 	"github.com/rs/zerolog"
+	"go.yaml.in/yaml/v3"
 
 	"github.com/jetpost/jetpost/internal/config"
 	"github.com/jetpost/jetpost/internal/leakcheck"
@@ -26,6 +27,7 @@ func TestMain(m *testing.M) { leakcheck.VerifyTestMain(m) }
 // An expression found in a deployment file, and where.
 type expr struct {
 	where, promql string
+	record        string // the series a recording rule makes of it
 }
 
 // Every PromQL expression of the dashboard, the alert rules and the
@@ -72,7 +74,7 @@ func TestCheckRefusesUnknownMetricsAndBadPromQL(t *testing.T) {
 		t.Errorf("a panel naming jetpost_job_total: errors %v, want one naming it", errs)
 	}
 	for _, bad := range []string{`rate(jetpost_jobs_total)`, `sum(jetpost_breaker_state{host="a"}`, `jetpost_request_duration_seconds_total`} {
-		if errs := known.check(expr{"test", bad}); len(errs) == 0 {
+		if errs := known.check(expr{where: "test", promql: bad}); len(errs) == 0 {
 			t.Errorf("%s: no error, want one", bad)
 		}
 	}
@@ -137,6 +139,18 @@ func registered(t *testing.T) *metricSet {
 	}
 	for _, n := range synthetic {
 		set.types[n] = "gauge"
+	}
+	// The recording rules' series are there for the other expressions.
+	var rules ruleFile
+	if err := yaml.Unmarshal(readFile(t, "prometheus/alerts.yml"), &rules); err != nil {
+		t.Fatal(err)
+	}
+	for _, g := range rules.Groups {
+		for _, r := range g.Rules {
+			if r.Record != "" {
+				set.types[r.Record] = "recorded"
+			}
+		}
 	}
 	return set
 }

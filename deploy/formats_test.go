@@ -9,8 +9,10 @@ import (
 	"strings"
 	"testing"
 	"text/template"
+	"time"
 
 	"github.com/prometheus/common/model"
+	"github.com/prometheus/prometheus/promql/parser"
 	"go.yaml.in/yaml/v3"
 )
 
@@ -76,7 +78,7 @@ func dashboardExprs(t *testing.T, b []byte) []expr {
 					t.Errorf("%s: query %q with refId %q: want an expression and a unique refId", where, q.Expr, q.RefID)
 				}
 				refs[q.RefID] = true
-				out = append(out, expr{where + " " + q.RefID, substitute(q.Expr)})
+				out = append(out, expr{where: where + " " + q.RefID, promql: substitute(q.Expr)})
 			}
 			walk(p.Panels)
 		}
@@ -96,7 +98,7 @@ func dashboardExprs(t *testing.T, b []byte) []expr {
 			t.Errorf("grafana/jetpost.json variable %s: %q, want label_values(SELECTOR, LABEL)", v.Name, q.Query)
 			continue
 		}
-		out = append(out, expr{"grafana/jetpost.json variable " + v.Name, substitute(m[1])})
+		out = append(out, expr{where: "grafana/jetpost.json variable " + v.Name, promql: substitute(m[1])})
 	}
 	return out
 }
@@ -151,8 +153,13 @@ func ruleExprs(t *testing.T, b []byte) []expr {
 		groups[g.Name] = true
 		checkDuration(t, "group "+g.Name+" interval", g.Interval)
 		for _, r := range g.Rules {
+			if r.Record != "" {
+				out = append(out, recordExpr(t, r.Record, r.Alert, r.For, r.Expr, len(r.Annotations)))
+				continue
+			}
 			where := "prometheus/alerts.yml alert " + r.Alert
-			if r.Alert == "" || r.Record != "" || alerts[r.Alert] || !model.LegacyValidation.IsValidLabelName(r.Alert) {
+			checkWindows(t, where, r.For, r.Expr)
+			if r.Alert == "" || alerts[r.Alert] || !model.LegacyValidation.IsValidLabelName(r.Alert) {
 				t.Errorf("%s (group %s): want an alert rule with a unique, valid name", where, g.Name)
 			}
 			alerts[r.Alert] = true
@@ -173,10 +180,81 @@ func ruleExprs(t *testing.T, b []byte) []expr {
 					t.Errorf("%s annotation %s: %v", where, k, err)
 				}
 			}
-			out = append(out, expr{where, r.Expr})
+			out = append(out, expr{where: where, promql: r.Expr})
 		}
 	}
 	return out
+}
+
+// recordExpr checks a recording rule: a valid name of the level:metric
+// form, nothing of an alert's.
+func recordExpr(t *testing.T, record, alert, forDur, promql string, annotations int) expr {
+	t.Helper()
+	if !strings.HasPrefix(record, "jetpost:") || !model.LegacyValidation.IsValidMetricName(record) || alert != "" || forDur != "" || annotations != 0 {
+		t.Errorf("prometheus/alerts.yml record %q: want a jetpost: name and no alert fields", record)
+	}
+	return expr{where: "prometheus/alerts.yml record " + record, promql: promql, record: record}
+}
+
+// checkWindows refuses an alert whose range window is as long as its for:
+// one event stays in such a window for exactly the for: duration, so
+// whether it fires depends on evaluation timing. (A longer window is a
+// different question, "none in 15 minutes", held for a while.)
+func checkWindows(t *testing.T, where, forDur, promql string) {
+	t.Helper()
+	if forDur == "" {
+		checkNoFor(t, where, promql)
+		return
+	}
+	held, err := model.ParseDuration(forDur)
+	if err != nil {
+		return // checkDuration reports it
+	}
+	ast, err := parser.NewParser(parser.Options{}).ParseExpr(promql)
+	if err != nil {
+		return // the metric check reports it
+	}
+	parser.Inspect(ast, func(n parser.Node, _ []parser.Node) error {
+		if ms, ok := n.(*parser.MatrixSelector); ok && ms.Range == time.Duration(held) {
+			t.Errorf("%s: window %v as long as its for: %s", where, ms.Range, forDur)
+		}
+		return nil
+	})
+}
+
+// checkNoFor refuses an alert without for: unless it counts events over a
+// window (increase or rate of a counter): on anything else, a state that
+// just began (a gauge's series appears at its first change) fires at once.
+func checkNoFor(t *testing.T, where, promql string) {
+	t.Helper()
+	ast, err := parser.NewParser(parser.Options{}).ParseExpr(promql)
+	if err != nil {
+		return // the metric check reports it
+	}
+	counted := false
+	parser.Inspect(ast, func(n parser.Node, _ []parser.Node) error {
+		if c, ok := n.(*parser.Call); ok {
+			if c.Func.Name == "increase" || c.Func.Name == "rate" {
+				counted = true
+			} else if hasMatrix(c) {
+				t.Errorf("%s: %s over a window without for:", where, c.Func.Name)
+			}
+		}
+		return nil
+	})
+	if !counted {
+		t.Errorf("%s: no for: and no count of events: fires as soon as the state begins", where)
+	}
+}
+
+// hasMatrix reports whether a call takes a range of samples.
+func hasMatrix(c *parser.Call) bool {
+	for _, a := range c.Args {
+		if _, ok := a.(*parser.MatrixSelector); ok {
+			return true
+		}
+	}
+	return false
 }
 
 func checkDuration(t *testing.T, where, d string) {
@@ -243,12 +321,12 @@ func scaledObjectExprs(t *testing.T, b []byte) []expr {
 			t.Errorf("keda/scaledobject.yaml: threshold %q, want a positive number", tr.Metadata["threshold"])
 		}
 		q := tr.Metadata["query"]
-		for _, must := range []string{"max(jetpost_ready_undelivered", "sum(jetpost_ready_held", "sum(jetpost_requests_in_flight"} {
+		for _, must := range []string{"sum(jetpost:ready_undelivered", "sum(jetpost_ready_held", "sum(jetpost_requests_in_flight"} {
 			if !strings.Contains(q, must) {
 				t.Errorf("keda/scaledobject.yaml: query lacks %s…)", must)
 			}
 		}
-		out = append(out, expr{"keda/scaledobject.yaml query", q})
+		out = append(out, expr{where: "keda/scaledobject.yaml query", promql: q})
 	}
 	if len(out) == 0 {
 		t.Error("keda/scaledobject.yaml: no trigger")

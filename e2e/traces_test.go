@@ -17,7 +17,7 @@ import (
 )
 
 // traceTarget answers every request, keeping the traceparent each path
-// received; the first request to /retry gets a 503.
+// received; the first request to /retry gets a 503, /gone a 404.
 type traceTarget struct {
 	mu      sync.Mutex
 	parents map[string][]string
@@ -30,6 +30,10 @@ func (tt *traceTarget) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	tt.mu.Unlock()
 	if r.URL.Path == "/retry" && first {
 		http.Error(w, "try again", http.StatusServiceUnavailable)
+		return
+	}
+	if r.URL.Path == "/gone" {
+		http.NotFound(w, r)
 		return
 	}
 	fmt.Fprintln(w, "ok")
@@ -57,7 +61,8 @@ func writeTraceJobs(t *testing.T, url string) string {
 	t.Helper()
 	lines := []string{
 		`{"id":"ok","url":"` + url + `/ok?api_key=SECRETQUERY","headers":{"Authorization":"Bearer SECRETHEADER"},"callback":"` + url + `/cb"}`,
-		`{"id":"retry","url":"` + url + `/retry"}`,
+		`{"id":"retry","url":"` + url + `/retry?api_key=SECRETRETRY","headers":{"Authorization":"Bearer SECRETRETRYHEADER"}}`,
+		`{"id":"gone","url":"` + strings.Replace(url, "http://", "http://user:SECRETPASS@", 1) + `/gone?token=SECRETGONE"}`,
 		`{"id":"own","url":"` + url + `/own","headers":{"traceparent":"00-` + ownTrace + `-` + ownSpan + `-01"}}`,
 	}
 	path := filepath.Join(t.TempDir(), "jobs.jsonl")
@@ -85,28 +90,29 @@ func TestTracesEndToEnd(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "results.jsonl")
 	env := append(otel, "TRACEPARENT=00-"+ciTrace+"-"+ciSpan+"-01")
 	code, stdout, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--batch", "traced", "--wait", "--out", out, writeTraceJobs(t, srv.URL))
-	if code != 0 {
+	if code != 1 { // the job sent to /gone fails
 		t.Fatalf("enqueue exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	if res := readResults(t, out); len(res) != 3 || res["retry"].Attempts != 2 || res["ok"].Callback == nil || !res["ok"].Callback.OK {
+	if res := readResults(t, out); len(res) != 4 || res["retry"].Attempts != 2 || res["ok"].Callback == nil || !res["ok"].Callback.OK ||
+		res["gone"].OK || res["gone"].Error == "" {
 		t.Fatalf("results %+v", res)
 	}
-	// The run, 4 deliveries that sent (a host's limits may defer others
-	// before their request), 5 requests (ok, its callback, retry twice,
-	// own) and the callback's span.
+	// The run, 5 deliveries that sent (a host's limits may defer others
+	// before their request), 6 requests (ok, its callback, retry twice,
+	// own, gone) and the callback's span.
 	spans := rcv.Wait(t, "every span", func(s []otlptest.Span) bool {
-		return len(otlptest.Named(s, "send ")) == 1 && len(filter(s, sent)) == 4 && len(filter(s, isClient)) == 5 &&
+		return len(otlptest.Named(s, "send ")) == 1 && len(filter(s, sent)) == 5 && len(filter(s, isClient)) == 6 &&
 			len(otlptest.Named(s, "callback")) == 1
 	})
 
 	run := only(t, spans, func(s otlptest.Span) bool { return s.Name == "send jetpost.jobs.{batch}" })
-	if run.TraceID != ciTrace || run.ParentID != ciSpan || run.Service != "jetpost-enqueue" || run.Attrs["jetpost.published"] != "3" {
-		t.Errorf("run span %+v: want a child of TRACEPARENT that published 3", run)
+	if run.TraceID != ciTrace || run.ParentID != ciSpan || run.Service != "jetpost-enqueue" || run.Attrs["jetpost.published"] != "4" {
+		t.Errorf("run span %+v: want a child of TRACEPARENT that published 4", run)
 	}
 	process := func(id string) []otlptest.Span {
 		return filter(spans, func(s otlptest.Span) bool { return sent(s) && s.Attrs["jetpost.job.id"] == id })
 	}
-	for _, id := range []string{"ok", "retry", "own"} {
+	for _, id := range []string{"ok", "retry", "own", "gone"} {
 		for _, d := range process(id) {
 			if !linksTo(d, run.TraceID, run.SpanID, "creation") {
 				t.Errorf("delivery of %s %+v: not linked to the run's span", id, d)
@@ -131,7 +137,7 @@ func TestTracesEndToEnd(t *testing.T) {
 	// Each request the target received carries a client span's context,
 	// whose parent is its job's delivery (or the callback's span).
 	for path, parents := range map[string][]otlptest.Span{"/ok": process("ok"), "/retry": retries, "/own": process("own"),
-		"/cb": filter(spans, func(s otlptest.Span) bool { return s.Name == "callback" })} {
+		"/gone": process("gone"), "/cb": filter(spans, func(s otlptest.Span) bool { return s.Name == "callback" })} {
 		got := tt.got(path)
 		if len(got) != len(parents) || len(got) == 0 {
 			t.Errorf("%s: %d requests, %d parent spans", path, len(got), len(parents))
@@ -147,10 +153,29 @@ func TestTracesEndToEnd(t *testing.T) {
 	if !isChildOfAny(cb, process("ok")) {
 		t.Errorf("callback span %+v is not a child of its job's delivery", cb)
 	}
+	if gone := only(t, spans, func(s otlptest.Span) bool { return sent(s) && s.Attrs["jetpost.job.id"] == "gone" }); !gone.Error || gone.StatusMessage == "" {
+		t.Errorf("failed delivery %+v: want an error status with a message", gone)
+	}
+	noSecrets(t, spans)
+}
+
+// noSecrets fails for a span whose attributes, status message or links
+// hold one of the jobs' secrets.
+func noSecrets(t *testing.T, spans []otlptest.Span) {
+	t.Helper()
+	check := func(s otlptest.Span, where, v string) {
+		if strings.Contains(v, "SECRET") {
+			t.Errorf("span %q %s=%q holds a secret", s.Name, where, v)
+		}
+	}
 	for _, s := range spans {
+		check(s, "status message", s.StatusMessage)
 		for k, v := range s.Attrs {
-			if strings.Contains(v, "SECRET") {
-				t.Errorf("span %q attribute %s=%q holds a secret", s.Name, k, v)
+			check(s, "attribute "+k, v)
+		}
+		for _, l := range s.Links {
+			for k, v := range l.Attrs {
+				check(s, "link attribute "+k, v)
 			}
 		}
 	}
@@ -168,10 +193,14 @@ func TestTracesOffSendsNoTraceparent(t *testing.T) {
 	out := filepath.Join(t.TempDir(), "results.jsonl")
 	env := append(noOTel, "TRACEPARENT=00-"+ciTrace+"-"+ciSpan+"-01")
 	code, stdout, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--batch", "untraced", "--wait", "--out", out, writeTraceJobs(t, srv.URL))
-	if code != 0 {
+	if code != 1 { // the job sent to /gone fails
 		t.Fatalf("enqueue exit %d\nstdout: %s\nstderr: %s", code, stdout, stderr)
 	}
-	for _, p := range []string{"/ok", "/retry", "/cb"} {
+	// Every request arrived (a retry's twice): none with a traceparent.
+	for p, n := range map[string]int{"/ok": 1, "/retry": 2, "/cb": 1, "/gone": 1} {
+		if got := tt.got(p); len(got) != n {
+			t.Errorf("%s received %d requests, want %d", p, len(got), n)
+		}
 		for _, tp := range tt.got(p) {
 			if tp != "" {
 				t.Errorf("%s received traceparent %q with tracing off", p, tp)

@@ -319,12 +319,12 @@ func (r *runner) run(ctx context.Context) (*Summary, error) {
 		Batch: o.Batch, Names: o.Names, Window: o.Window, Done: r.done, Legacy: r.legacy, ForceToken: r.forceToken,
 		Key: key, Progress: r.prog, Headers: headers,
 	})
+	if err == nil && len(rep.Failed) > 0 {
+		err = fmt.Errorf("%d jobs were not published", len(rep.Failed))
+	}
 	endTrace(rep, err)
 	r.reportPublish(rep)
-	if err != nil || len(rep.Failed) > 0 {
-		if err == nil {
-			err = fmt.Errorf("%d jobs were not published", len(rep.Failed))
-		}
+	if err != nil {
 		return nil, err
 	}
 	if o.OutPath != "-" { // there stdout is JSON Lines, each result naming its batch

@@ -122,8 +122,9 @@ func (m *Metrics) Observer() worker.Observer {
 			if !r.OK {
 				outcome = string(r.Reason)
 			}
-			// One dead letter either way: the job's, or its callback's.
-			if !r.OK || (r.Callback != nil && !r.Callback.OK) {
+			// One dead letter either way: the job's, or its callback's;
+			// none for a cancelled job (settle stores none: nothing to re-drive).
+			if r.Reason != job.ReasonCancelled && (!r.OK || (r.Callback != nil && !r.Callback.OK)) {
 				m.deadLetter.Inc()
 			}
 			m.jobs.WithLabelValues(outcome).Inc()

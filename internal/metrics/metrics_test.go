@@ -20,6 +20,7 @@ func TestLabelValuesAreStable(t *testing.T) {
 	obs.Deferred("h", queue.NakAfter)
 	obs.Finished(&job.Result{OK: true})
 	obs.Finished(&job.Result{Reason: job.ReasonBreakerOpen})
+	obs.Finished(&job.Result{Reason: job.ReasonCancelled}) // no dead letter: settle stores none
 	m.BreakerChanged("a.example.com:443", job.BreakerClosed, job.BreakerOpen)
 	m.BreakerChanged("b.example.com:443", job.BreakerOpen, job.BreakerHalfOpen)
 
@@ -42,6 +43,7 @@ func TestLabelValuesAreStable(t *testing.T) {
 		"jetpost_jobs_deferred_total kind=defer":       2,
 		"jetpost_jobs_total outcome=ok":                1,
 		"jetpost_jobs_total outcome=breaker_open":      1,
+		"jetpost_jobs_total outcome=cancelled":         1,
 		"jetpost_breaker_state host=a.example.com:443": 2,
 		"jetpost_breaker_state host=b.example.com:443": 1,
 		"jetpost_dead_letters_total":                   1,

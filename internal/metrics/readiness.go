@@ -18,19 +18,23 @@ type Readiness struct {
 }
 
 // readinessCollector exports the autoscaling signal. The undelivered
-// figures are the stream's, the same on every worker (aggregate them with
-// max); the held and in-flight ones are this worker's (aggregate with sum).
+// counts are the stream's, the same on every worker (aggregate them with
+// max); the held and in-flight ones and the decision windows are this
+// worker's (aggregate with sum). Each worker's refused share differs (and
+// one without decisions has none), so the fleet's ready backlog is taken
+// from the summed windows in PromQL (jetpost:ready_undelivered,
+// deploy/prometheus/alerts.yml), not from any one worker's estimate.
 type readinessCollector struct {
 	r      Readiness
 	labels *batchLabels
 
-	undelivered, held, sending *prometheus.Desc
-	batchPending, batchReady   *prometheus.Desc
-	batchRefused               *prometheus.Desc
+	held, sending              *prometheus.Desc
+	batchPending               *prometheus.Desc
+	batchDecided, batchRefused *prometheus.Desc
 }
 
 func (rc *readinessCollector) descs() []*prometheus.Desc {
-	return []*prometheus.Desc{rc.undelivered, rc.held, rc.sending, rc.batchPending, rc.batchReady, rc.batchRefused}
+	return []*prometheus.Desc{rc.held, rc.sending, rc.batchPending, rc.batchDecided, rc.batchRefused}
 }
 
 func (rc *readinessCollector) Describe(ch chan<- *prometheus.Desc) {
@@ -40,23 +44,22 @@ func (rc *readinessCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (rc *readinessCollector) Collect(ch chan<- prometheus.Metric) {
-	var undelivered, held float64
-	pending, ready := map[string]float64{}, map[string]float64{}
+	var held float64
+	pending, win := map[string]float64{}, map[string]queue.Window{}
 	for _, l := range rc.r.Lanes(context.Background()) {
-		undelivered += l.ReadyUndelivered()
 		held += l.ReadyHeld()
 		lbl := rc.labels.label(l.Batch)
 		pending[lbl] += float64(l.Undelivered)
-		ready[lbl] += l.ReadyUndelivered()
-		if lbl != OtherBatches {
-			ch <- prometheus.MustNewConstMetric(rc.batchRefused, prometheus.GaugeValue, l.RefusedShare, lbl)
-		}
+		w := win[lbl]
+		w.Refused += l.Window.Refused
+		w.Decided += l.Window.Decided
+		win[lbl] = w
 	}
 	for lbl, v := range pending {
 		ch <- prometheus.MustNewConstMetric(rc.batchPending, prometheus.GaugeValue, v, lbl)
-		ch <- prometheus.MustNewConstMetric(rc.batchReady, prometheus.GaugeValue, ready[lbl], lbl)
+		ch <- prometheus.MustNewConstMetric(rc.batchDecided, prometheus.GaugeValue, float64(win[lbl].Decided), lbl)
+		ch <- prometheus.MustNewConstMetric(rc.batchRefused, prometheus.GaugeValue, float64(win[lbl].Refused), lbl)
 	}
-	ch <- prometheus.MustNewConstMetric(rc.undelivered, prometheus.GaugeValue, undelivered)
 	ch <- prometheus.MustNewConstMetric(rc.held, prometheus.GaugeValue, held+float64(rc.r.Queued()))
 	ch <- prometheus.MustNewConstMetric(rc.sending, prometheus.GaugeValue, float64(rc.r.Sending()))
 }
@@ -67,18 +70,16 @@ func (rc *readinessCollector) Collect(ch chan<- prometheus.Metric) {
 func (m *Metrics) WatchReadiness(r Readiness) {
 	m.Register(&readinessCollector{
 		r: r, labels: m.batchLabels,
-		undelivered: prometheus.NewDesc("jetpost_ready_undelivered",
-			"Jobs of running batches not delivered to any worker yet, less the estimated share whose host refuses (breaker open, host or rate limit): the stream's figure, the same on every worker; aggregate with max, not sum.", nil, nil),
 		held: prometheus.NewDesc("jetpost_ready_held",
 			"Jobs in this worker's hands ready to send, waiting only for a request place (fetched and not started, less the share whose host refuses; admitted by their host and queued for a place), and those it deferred for want of its own room until due; aggregate with sum.", nil, nil),
 		sending: prometheus.NewDesc("jetpost_requests_in_flight",
 			"Requests this worker has in flight (taking one of its JETPOST_MAX_INFLIGHT places); aggregate with sum.", nil, nil),
 		batchPending: prometheus.NewDesc("jetpost_batch_undelivered",
 			"Jobs of the running batch its consumer has not delivered yet (num_pending; 0 when paused or cancelled): the stream's figure; aggregate with max.", []string{"batch"}, nil),
-		batchReady: prometheus.NewDesc("jetpost_batch_ready",
-			"The batch's undelivered jobs less the estimated share whose host refuses: the stream's figure; aggregate with max.", []string{"batch"}, nil),
-		batchRefused: prometheus.NewDesc("jetpost_batch_refused_ratio",
-			"Share of this worker's recent decisions on the batch's jobs that deferred them because their host refused (breaker open, host or rate limit).", []string{"batch"}, nil),
+		batchDecided: prometheus.NewDesc("jetpost_batch_decided",
+			"This worker's recent decisions on first deliveries of the batch's jobs (its last window of 20 or more); aggregate with sum.", []string{"batch"}, nil),
+		batchRefused: prometheus.NewDesc("jetpost_batch_refused",
+			"Of jetpost_batch_decided, the jobs deferred because their host refused (breaker open, host or rate limit); aggregate with sum: sum(refused)/sum(decided) is the fleet's refused share.", []string{"batch"}, nil),
 	})
 }
 

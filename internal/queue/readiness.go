@@ -38,6 +38,9 @@ const (
 	// readiness.decisions: refused ones count in the high half.
 	refusedOne = 1<<32 + 1
 	decidedOne = 1
+	// maxParked is how many parked due times a lane keeps before an append
+	// forgets those already due; past it, each append costs one pass.
+	maxParked = 1024
 )
 
 // readiness is what a lane knows of its jobs' readiness.
@@ -51,8 +54,8 @@ type readiness struct {
 	pending uint64    // undelivered, as the server last said
 	seenAt  time.Time // when it said so; zero: never
 	base    uint64    // decisions when the share's window began
-	share   float64   // refused share of the last full window
-	full    bool      // share is of a full window
+	win     Window    // the last full window, or the decisions so far
+	full    bool      // win is a full window
 
 	// parked holds the due times of the lane's jobs this worker deferred
 	// for want of its own room (Decision.OwnCapacity): ready, but waiting
@@ -61,19 +64,56 @@ type readiness struct {
 	parked []time.Time
 }
 
-// decided records a handler's decision on one of the lane's jobs.
+// Window is a count of decisions on a lane's jobs and of the refusals
+// among them. Windows of several workers add up: their sum gives the
+// fleet's refused share, where each worker's own share would differ.
+type Window struct {
+	Refused, Decided uint32
+}
+
+// Share is the refused share of the window; ok is false without decisions.
+func (w Window) Share() (share float64, ok bool) {
+	if w.Decided == 0 {
+		return 0, false
+	}
+	return min(float64(w.Refused)/float64(w.Decided), 1), true
+}
+
+// decided records a decision as decidedOn does for a first delivery.
+// consumer.go (owned by another change this round) still calls it; it
+// should call decidedOn with d.NumDelivered, and this should go.
 func (r *readiness) decided(dec Decision, now func() time.Time) {
-	switch {
-	case dec.Action == NakAfter && !dec.OwnCapacity:
+	r.decidedOn(dec, 1, now)
+}
+
+// decidedOn records a handler's decision on a delivery of one of the lane's
+// jobs. Only a job's first delivery counts towards the share: the share
+// estimates the undelivered jobs, and a refused job comes back to be
+// refused again, so its repeats would weigh its host once per delivery.
+func (r *readiness) decidedOn(dec Decision, numDelivered uint64, now func() time.Time) {
+	if dec.Action == NakAfter && dec.OwnCapacity {
+		r.park(now().Add(dec.Delay), now())
+	}
+	if numDelivered > 1 || dec.Action == HandBack {
+		return
+	}
+	if dec.Action == NakAfter && !dec.OwnCapacity {
 		r.decisions.Add(refusedOne)
-	case dec.Action == NakAfter:
-		r.decisions.Add(decidedOne)
-		r.mu.Lock()
-		r.parked = append(r.parked, now().Add(dec.Delay))
-		r.mu.Unlock()
-	case dec.Action != HandBack:
+	} else {
 		r.decisions.Add(decidedOne)
 	}
+}
+
+// park records a job deferred for want of room until due; at maxParked it
+// forgets those already due first, so the list stays bounded by the jobs
+// really parked (or maxParked).
+func (r *readiness) park(due, now time.Time) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if len(r.parked) >= maxParked {
+		r.parked = slices.DeleteFunc(r.parked, func(d time.Time) bool { return !d.After(now) })
+	}
+	r.parked = append(r.parked, due)
 }
 
 // parkedNow counts the jobs deferred for want of room that are not due
@@ -99,20 +139,18 @@ func (r *readiness) pulled(got int, pending uint64, at time.Time) {
 	r.saw(pending, at)
 }
 
-// refusedShare is the share of the lane's recent decisions that were
-// refusals: over the decisions since the last full window once
-// shareWindow of them came, over those so far until the first did.
-func (r *readiness) refusedShare() float64 {
+// window is the lane's recent decisions: those since the last full window
+// once shareWindow of them came, those so far until the first did.
+func (r *readiness) window() Window {
 	cur := r.decisions.Load()
-	total := uint32(cur) - uint32(r.base)
-	refused := uint32(cur>>32) - uint32(r.base>>32)
+	w := Window{Refused: uint32(cur>>32) - uint32(r.base>>32), Decided: uint32(cur) - uint32(r.base)}
 	switch {
-	case total >= shareWindow:
-		r.share, r.full, r.base = float64(refused)/float64(total), true, cur
-	case total > 0 && !r.full:
-		r.share = float64(refused) / float64(total)
+	case w.Decided >= shareWindow:
+		r.win, r.full, r.base = w, true, cur
+	case !r.full:
+		r.win = w
 	}
-	return min(r.share, 1)
+	return r.win
 }
 
 // LaneReadiness is one batch's readiness as this worker sees it.
@@ -130,22 +168,24 @@ type LaneReadiness struct {
 	// (its request places, a host limit at its ceiling) that are not due
 	// yet: ready jobs waiting in JetStream. 0 unless the batch is running.
 	Parked int
-	// RefusedShare is the share of this worker's recent decisions on the
-	// batch's jobs that deferred them because their host refused (breaker
-	// open, host or rate limit).
-	RefusedShare float64
+	// Window counts this worker's recent decisions on first deliveries of
+	// the batch's jobs and the refusals among them (deferred because their
+	// host refused: breaker open, host or rate limit). Sum it over workers
+	// for the fleet's share.
+	Window Window
 }
 
-// ReadyUndelivered estimates the undelivered jobs whose host would take
-// them now.
-func (r LaneReadiness) ReadyUndelivered() float64 {
-	return float64(r.Undelivered) * (1 - r.RefusedShare)
+// RefusedShare is the share of this worker's recent decisions that were
+// refusals, 0 without decisions.
+func (r LaneReadiness) RefusedShare() float64 {
+	share, _ := r.Window.Share()
+	return share
 }
 
 // ReadyHeld estimates the jobs this worker holds or parked whose host
 // would take them now.
 func (r LaneReadiness) ReadyHeld() float64 {
-	return float64(r.Fetched)*(1-r.RefusedShare) + float64(r.Parked)
+	return float64(r.Fetched)*(1-r.RefusedShare()) + float64(r.Parked)
 }
 
 // Readiness reads every lane's readiness. Lanes whose undelivered count is
@@ -158,7 +198,7 @@ func (c *Consumer) Readiness(ctx context.Context) []LaneReadiness {
 	defer c.mu.Unlock()
 	out := make([]LaneReadiness, 0, len(c.lanes))
 	for _, l := range c.lanes {
-		r := LaneReadiness{Batch: l.batch, State: l.ctl.State, RefusedShare: l.seen.refusedShare()}
+		r := LaneReadiness{Batch: l.batch, State: l.ctl.State, Window: l.seen.window()}
 		parked := l.seen.parkedNow(now)
 		if l.ctl.State == BatchRunning && l.cons != nil && !l.gone {
 			r.Undelivered, r.Fetched, r.Parked = l.seen.pending, len(l.ready), parked

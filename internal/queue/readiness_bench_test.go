@@ -12,7 +12,7 @@ func BenchmarkReadinessDecided(b *testing.B) {
 	now := time.Now
 	b.RunParallel(func(pb *testing.PB) {
 		for pb.Next() {
-			r.decided(Decision{Action: AckWithResult}, now)
+			r.decidedOn(Decision{Action: AckWithResult}, 1, now)
 		}
 	})
 }

@@ -80,8 +80,7 @@ func FromEnv(ctx context.Context, service, version string, getenv func(string) s
 		return nil, fmt.Errorf("tracing: resource: %w", err)
 	}
 	t := New(sdktrace.NewTracerProvider(sdktrace.WithBatcher(exp), sdktrace.WithResource(res)))
-	t.env = t.extract(getenv("TRACEPARENT"), getenv("TRACESTATE"))
-	return t, nil
+	return t.WithParent(getenv("TRACEPARENT"), getenv("TRACESTATE")), nil
 }
 
 // New wraps a provider (its sampler, processors and exporter decided by
@@ -91,8 +90,8 @@ func New(tp *sdktrace.TracerProvider) *Tracer {
 }
 
 // WithParent returns a copy of t whose enqueue runs start under the
-// traceparent and tracestate given, as FromEnv does with TRACEPARENT and
-// TRACESTATE; an invalid traceparent is ignored.
+// traceparent and tracestate given (FromEnv passes TRACEPARENT and
+// TRACESTATE); an invalid traceparent is ignored.
 func (t *Tracer) WithParent(traceparent, tracestate string) *Tracer {
 	c := *t
 	c.env = t.extract(traceparent, tracestate)
@@ -106,9 +105,6 @@ func (t *Tracer) Shutdown(ctx context.Context) error {
 	}
 	return nil
 }
-
-// ForceFlush exports what is buffered now.
-func (t *Tracer) ForceFlush(ctx context.Context) error { return t.tp.ForceFlush(ctx) }
 
 // Header names of the W3C Trace Context, on job messages and requests.
 const (

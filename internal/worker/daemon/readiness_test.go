@@ -119,10 +119,45 @@ func metricValue(t *testing.T, mx *metrics.Metrics, name, batch string) float64 
 	return sum
 }
 
-// ready is the autoscaling signal of one worker: undelivered ready jobs
-// plus those it holds ready.
+// batches lists the batch labels a metric has samples for.
+func batches(t *testing.T, mx *metrics.Metrics, name string) []string {
+	t.Helper()
+	families, err := mx.Registry().Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []string
+	for _, f := range families {
+		for _, m := range f.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if f.GetName() == name && l.GetName() == "batch" {
+					out = append(out, l.GetValue())
+				}
+			}
+		}
+	}
+	return out
+}
+
+// refusedShare is the batch's refused share as the recording rule takes
+// it: refused over decided (0 without decisions).
+func refusedShare(t *testing.T, mx *metrics.Metrics, batch string) float64 {
+	decided := metricValue(t, mx, "jetpost_batch_decided", batch)
+	if decided == 0 {
+		return 0
+	}
+	return metricValue(t, mx, "jetpost_batch_refused", batch) / decided
+}
+
+// ready is the autoscaling signal of one worker, as
+// deploy/prometheus/alerts.yml computes it: each batch's undelivered jobs
+// less its refused share, plus the jobs the worker holds ready.
 func ready(t *testing.T, mx *metrics.Metrics) float64 {
-	return metricValue(t, mx, "jetpost_ready_undelivered", "") + metricValue(t, mx, "jetpost_ready_held", "")
+	sum := metricValue(t, mx, "jetpost_ready_held", "")
+	for _, b := range batches(t, mx, "jetpost_batch_undelivered") {
+		sum += metricValue(t, mx, "jetpost_batch_undelivered", b) * (1 - refusedShare(t, mx, b))
+	}
+	return sum
 }
 
 func publishJobs(t *testing.T, nc *nats.Conn, batch, url string, n int) {
@@ -187,7 +222,7 @@ func TestReadinessShowsTheBacklogOfASaturatedWorker(t *testing.T) {
 	if got := metricValue(t, mx, "jetpost_requests_in_flight", ""); got != 2 {
 		t.Errorf("jetpost_requests_in_flight %v, want 2", got)
 	}
-	if got := metricValue(t, mx, "jetpost_batch_refused_ratio", "busy"); got != 0 {
+	if got := refusedShare(t, mx, "busy"); got != 0 {
 		t.Errorf("refused share %v: the host refused nothing, this worker had no room", got)
 	}
 	t.Logf("ready %v of %d jobs, 2 in flight", most, n)
@@ -223,7 +258,7 @@ func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
 			publishJobs(t, nc, "refused", tgt.URL, n)
 			waitFor(t, func() bool { return requests.Load() > 0 })
 			waitFor(t, func() bool {
-				return ready(t, mx) < 0.5 && metricValue(t, mx, "jetpost_batch_refused_ratio", "refused") > 0.9
+				return ready(t, mx) < 0.5 && refusedShare(t, mx, "refused") > 0.9
 			})
 			open := n - storedResults(t, nc, "refused")
 			pending, ackPending, _ := consumerCounts(t, nc, "refused")
