@@ -262,7 +262,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		}
 	}
 	dec := h(ctx, d)
-	d.lane.seen.decided(dec, c.now)
+	d.lane.seen.decidedOn(dec, d.NumDelivered, c.now)
 	release()
 	c.settle(ctx, d, dec)
 }

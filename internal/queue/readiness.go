@@ -79,13 +79,6 @@ func (w Window) Share() (share float64, ok bool) {
 	return min(float64(w.Refused)/float64(w.Decided), 1), true
 }
 
-// decided records a decision as decidedOn does for a first delivery.
-// consumer.go (owned by another change this round) still calls it; it
-// should call decidedOn with d.NumDelivered, and this should go.
-func (r *readiness) decided(dec Decision, now func() time.Time) {
-	r.decidedOn(dec, 1, now)
-}
-
 // decidedOn records a handler's decision on a delivery of one of the lane's
 // jobs. Only a job's first delivery counts towards the share: the share
 // estimates the undelivered jobs, and a refused job comes back to be
