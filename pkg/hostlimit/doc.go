@@ -33,8 +33,9 @@
 // worker's own limit drained at different speeds, the slowest last, at a
 // fraction of the host's capacity.
 //
-// The one exception is a bounded buffer (Config.MaxWaiting: as many jobs
-// as JETPOST_MAX_INFLIGHT in cmd/worker, at most 256). A request whose slot is due
+// The one exception is a bounded buffer (Config.MaxWaiting: in cmd/worker
+// every handler the consumer runs, JETPOST_MAX_INFLIGHT plus as many again
+// up to 256). A request whose slot is due
 // within a few of the host's latencies, or whose token is due within a
 // lease period, may wait for it in Admit, at most MaxWait. JetStream hands
 // parked jobs back in bursts: every delayed NAK pushes the consumer's
