@@ -19,8 +19,6 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
-	"github.com/nats-io/nats.go"
-	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
 	"github.com/jetpost/jetpost/internal/console"
@@ -392,15 +390,7 @@ func TestConsoleEmptyPage(t *testing.T) {
 	}
 	deadline := time.Now().Add(2 * time.Minute)
 	ns := natstest.RunServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, js := connect(t, ns.ClientURL())
 	if err := queue.Setup(t.Context(), js, workertest.Names(), workertest.Streams()); err != nil {
 		t.Fatal(err)
 	}

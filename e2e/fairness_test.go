@@ -112,10 +112,10 @@ func (r *run) finish(t *testing.T) time.Duration {
 // large one, and the large one loses no more than its fair share.
 //
 // Everything asserted is counted in the order the target saw requests (a
-// loaded machine stretches time, it does not reorder what one target saw),
-// or a ratio of two times taken on the same fleet: the small batch alone
-// and behind the large one. On FIFO dispatch every one of them fails by
-// far: the small batch's first request comes after the large batch's last.
+// loaded machine stretches time, it does not reorder what one target saw);
+// the times and rates, taken in different periods, are only logged. On
+// FIFO dispatch every assertion fails by far: the small batch's first
+// request comes after the large batch's last.
 func TestSmallBatchBehindLargeGetsItsShare(t *testing.T) {
 	f := startFleet(t)
 	const nSmall, nLarge = 200, 5000
@@ -153,11 +153,7 @@ func TestSmallBatchBehindLargeGetsItsShare(t *testing.T) {
 		t.Errorf("the small batch finished with only %d of the large batch's %d requests to go", after, nLarge)
 	}
 	ratio := tBehind.Seconds() / tAlone.Seconds()
-	if ratio > 8 {
-		t.Errorf("the small batch took %v behind the large one, %.1f × its %v alone; want at most 8 ×", tBehind, ratio, tAlone)
-	}
-	// The large batch's rate alone (after the small one) and beside it:
-	// logged, and bounded loosely, since it is wall-clock.
+	// The large batch's rate alone (after the small one) and beside it.
 	aloneRate := rateOf(seq, "large", sl+1, ll)
 	besideRate := rateOf(seq, "large", sf, sl)
 	totalBeside := float64(sl-sf+1) / seq[sl].at.Sub(seq[sf].at).Seconds()
@@ -165,9 +161,6 @@ func TestSmallBatchBehindLargeGetsItsShare(t *testing.T) {
 		"large %.0f req/s alone, %.0f beside (%.2f of its fair half), all batches %.0f req/s beside",
 		tAlone.Round(time.Millisecond), tBehind.Round(time.Millisecond), ratio, before, nLargeIn, nSmall,
 		aloneRate, besideRate, besideRate/(aloneRate/2), totalBeside)
-	if totalBeside < aloneRate/2 {
-		t.Errorf("with two batches the workers sent %.0f req/s, alone %.0f: places left idle", totalBeside, aloneRate)
-	}
 }
 
 // Issue 15: a high-priority batch overtakes a normal one enqueued before

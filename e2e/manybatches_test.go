@@ -57,7 +57,7 @@ func TestThousandConcurrentSmallBatches(t *testing.T) {
 	}
 	enqueueMany(t, ns.ClientURL(), srv.URL)
 
-	js := jsConn(t, ns.ClientURL())
+	_, js := connect(t, ns.ClientURL())
 	ctx := context.Background()
 	n := queue.NewNames("jetpost")
 	jobs, err := js.Stream(ctx, n.JobsStream())
@@ -142,20 +142,6 @@ func enqueueRun(natsURL, batch, file string) error {
 		Log:     zerolog.Nop(), Stdout: io.Discard, Stderr: io.Discard,
 	})
 	return err
-}
-
-func jsConn(t *testing.T, url string) jetstream.JetStream {
-	t.Helper()
-	nc, err := nats.Connect(url)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return js
 }
 
 // checkManyResults waits for every result, then reads them all: each

@@ -156,29 +156,7 @@ func TestTracesEndToEnd(t *testing.T) {
 	if gone := only(t, spans, func(s otlptest.Span) bool { return sent(s) && s.Attrs["jetpost.job.id"] == "gone" }); !gone.Error || gone.StatusMessage == "" {
 		t.Errorf("failed delivery %+v: want an error status with a message", gone)
 	}
-	noSecrets(t, spans)
-}
-
-// noSecrets fails for a span whose attributes, status message or links
-// hold one of the jobs' secrets.
-func noSecrets(t *testing.T, spans []otlptest.Span) {
-	t.Helper()
-	check := func(s otlptest.Span, where, v string) {
-		if strings.Contains(v, "SECRET") {
-			t.Errorf("span %q %s=%q holds a secret", s.Name, where, v)
-		}
-	}
-	for _, s := range spans {
-		check(s, "status message", s.StatusMessage)
-		for k, v := range s.Attrs {
-			check(s, "attribute "+k, v)
-		}
-		for _, l := range s.Links {
-			for k, v := range l.Attrs {
-				check(s, "link attribute "+k, v)
-			}
-		}
-	}
+	otlptest.NoSecrets(t, spans, "SECRET")
 }
 
 // Off (no OTEL_* variables): no traceparent is added, and a job's own

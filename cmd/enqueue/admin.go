@@ -237,7 +237,7 @@ func runStatus(ctx context.Context, args []string, stdout, stderr io.Writer) err
 	}
 	// The limits are informational: without them (a permission the
 	// credentials lack, a timeout) the batches and breakers still show.
-	limits, err := hostLimits(ctx, a.js, a.names.Prefix)
+	limits, err := fleetrate.ReadBoard(ctx, a.js, a.names.Prefix)
 	if err != nil {
 		fmt.Fprintf(stderr, "warning: %s\n", termsafe.Lines(err.Error()))
 	}
@@ -333,12 +333,6 @@ func printReplication(w io.Writer, rs []queue.StoreReplication, want int) error 
 		fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\t%s\t%s\n", r.Stream, r.Kind, reps, leader, followers, state)
 	}
 	return tw.Flush()
-}
-
-// hostLimits reads every running worker's limits per host from the board
-// the workers post to; none when no worker has posted yet.
-func hostLimits(ctx context.Context, js jetstream.JetStream, prefix string) ([]fleetrate.WorkerLimits, error) {
-	return fleetrate.ReadBoard(ctx, js, prefix)
 }
 
 // printHostLimits lists the limits by host, then worker: the concurrency

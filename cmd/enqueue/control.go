@@ -83,7 +83,7 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 // freshWorkers names the workers that posted on the limits board
 // recently: those a fence waits for. None if the board cannot be read.
 func freshWorkers(ctx context.Context, js jetstream.JetStream, prefix string, now time.Time) []string {
-	ws, err := hostLimits(ctx, js, prefix)
+	ws, err := fleetrate.ReadBoard(ctx, js, prefix)
 	if err != nil {
 		return nil
 	}

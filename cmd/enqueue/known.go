@@ -10,25 +10,15 @@ import (
 	"github.com/jetpost/jetpost/internal/queue"
 )
 
-// batchStored: see queue.BatchStored.
-func batchStored(ctx context.Context, js jetstream.JetStream, names queue.Names, batch string) (bool, error) {
-	return queue.BatchStored(ctx, js, names, batch)
-}
-
 // checkBatchKnown fails with exit status 4 when nothing is stored for
 // batch and it has no entry in the batches bucket, so that a typo in a
 // batch id is not taken for a batch with nothing to show.
 func checkBatchKnown(ctx context.Context, js jetstream.JetStream, names queue.Names, batch string, maxAge time.Duration) error {
-	known, err := batchStored(ctx, js, names, batch)
+	known, err := queue.BatchKnown(ctx, js, names, batch)
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
 	if known {
-		return nil
-	}
-	// Asked only now: credentials without the bucket still see the
-	// streams.
-	if _, ok, err := queue.BatchEntry(ctx, js, names, batch); err == nil && ok {
 		return nil
 	}
 	return unknownBatch(batch, maxAge)

@@ -57,7 +57,7 @@ func runResults(ctx context.Context, args []string, stdout, stderr io.Writer) er
 	// A batch with results is known from the results stream alone; for
 	// one without, an account that may read nothing else (examples/
 	// nats-permissions.conf) gets the note below instead of an answer.
-	known, knownErr := batchStored(ctx, js, names, batch)
+	known, knownErr := queue.BatchStored(ctx, js, names, batch)
 	if knownErr == nil && !known {
 		return unknownBatch(batch, cfg.ResultsMaxAge)
 	}

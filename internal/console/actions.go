@@ -131,8 +131,9 @@ func (c *Console) deadLetters(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, out)
 }
 
-// snapshot answers the hub's next snapshot: concurrent pollers share
-// one read, as the event stream's viewers do.
+// snapshot answers the hub's latest snapshot, or a fresh read when none
+// is being made: concurrent pollers share one read, as the event stream's
+// viewers do.
 func (c *Console) snapshot(w http.ResponseWriter, r *http.Request) {
 	snaps, stop := c.hub.subscribe()
 	defer stop()

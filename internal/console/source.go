@@ -42,14 +42,11 @@ var errUnknownBatch = errors.New("unknown batch: no jobs, results or dead letter
 // known reports whether batch has an entry or anything stored, as
 // enqueue checks, so that an action on a typo does not create a batch.
 func (s *natsSource) known(ctx context.Context, batch string) error {
-	if _, ok, err := queue.BatchEntry(ctx, s.js, s.names, batch); err == nil && ok {
-		return nil
-	}
-	stored, err := queue.BatchStored(ctx, s.js, s.names, batch)
+	known, err := queue.BatchKnown(ctx, s.js, s.names, batch)
 	if err != nil {
 		return err
 	}
-	if !stored {
+	if !known {
 		return errUnknownBatch
 	}
 	return nil

@@ -122,9 +122,7 @@ func (m *Metrics) Observer() worker.Observer {
 			if !r.OK {
 				outcome = string(r.Reason)
 			}
-			// One dead letter either way: the job's, or its callback's;
-			// none for a cancelled job (settle stores none: nothing to re-drive).
-			if r.Reason != job.ReasonCancelled && (!r.OK || (r.Callback != nil && !r.Callback.OK)) {
+			if queue.LeavesDeadLetter(r) {
 				m.deadLetter.Inc()
 			}
 			m.jobs.WithLabelValues(outcome).Inc()

@@ -29,6 +29,14 @@ type DeadLetter struct {
 	JobOmitted string `json:"job_omitted,omitempty"`
 }
 
+// LeavesDeadLetter reports whether a settled job with result r leaves a
+// dead letter: its own when it failed, its callback's when that finally
+// failed; none when it was cancelled (it failed on purpose: nothing to
+// re-drive).
+func LeavesDeadLetter(r *job.Result) bool {
+	return r.Reason != job.ReasonCancelled && (!r.OK || (r.Callback != nil && !r.Callback.OK))
+}
+
 // deadLetterOf returns the dead letter a settled job leaves and its
 // de-duplication id, or no id when it leaves none. A failed job's keeps the
 // job message as it was, for a re-drive of the job. A job that succeeded

@@ -164,7 +164,7 @@ func (c *Consumer) runPlaced(ctx context.Context, l *lane, d *Delivery, h Handle
 
 // settled ends a delivery's hold on the window and its lane.
 func (c *Consumer) settled(d *Delivery) {
-	c.holds.releaseKnown(d.Seq, d.due, d.last)
+	c.holds.release(d.Seq, d.due, d.last)
 	c.mu.Lock()
 	l := d.lane
 	l.out--

@@ -94,7 +94,7 @@ type Delivery struct {
 	checked, finished bool
 	// last is what settling it leaves this worker to remember; consumer
 	// is its lane consumer's creation time; countsKnown: Attempts and
-	// TurnedAway are the job's (known.go).
+	// TurnedAway are the job's (recall.go).
 	last        lastDelivery
 	consumer    time.Time
 	countsKnown bool

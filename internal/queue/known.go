@@ -36,3 +36,16 @@ func BatchStored(ctx context.Context, js jetstream.JetStream, names Names, batch
 	}
 	return false, nil
 }
+
+// BatchKnown reports whether anything is stored for batch or it has an
+// entry in the batches bucket, so that a typo in a batch id is not taken
+// for a batch with nothing to show. The entry is asked for last:
+// credentials without the bucket still see the streams.
+func BatchKnown(ctx context.Context, js jetstream.JetStream, names Names, batch string) (bool, error) {
+	stored, err := BatchStored(ctx, js, names, batch)
+	if err != nil || stored {
+		return stored, err
+	}
+	_, ok, err := BatchEntry(ctx, js, names, batch)
+	return err == nil && ok, nil
+}

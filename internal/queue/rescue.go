@@ -82,7 +82,7 @@ type deferral struct {
 	due  time.Time
 	lane string
 	// last is what this worker knew of the job when it deferred it
-	// (known.go).
+	// (recall.go).
 	last lastDelivery
 }
 
@@ -101,11 +101,9 @@ func (h *holdings) hold(seq uint64, lane string) (lastDelivery, bool) {
 	return d.last, ok && d.lane == lane
 }
 
-// release ends a hold; due, if not zero, is when a deferred job comes back.
-func (h *holdings) release(seq uint64, due time.Time) { h.releaseKnown(seq, due, lastDelivery{}) }
-
-// releaseKnown is release, remembering what last says of a deferred job.
-func (h *holdings) releaseKnown(seq uint64, due time.Time, last lastDelivery) {
+// release ends a hold; due, if not zero, is when a deferred job comes back,
+// and last what this worker knew of it then (recall.go).
+func (h *holdings) release(seq uint64, due time.Time, last lastDelivery) {
 	h.mu.Lock()
 	lane := h.held[seq]
 	delete(h.held, seq)

@@ -97,7 +97,7 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 	}
 	r.c.holds.hold(r.seqs["held"], "batch_b")
 	r.c.holds.hold(r.seqs["deferred"], "batch_b")
-	r.c.holds.release(r.seqs["deferred"], time.Now().Add(time.Hour))
+	r.c.holds.release(r.seqs["deferred"], time.Now().Add(time.Hour), lastDelivery{})
 	stop, err := r.c.answerCensus()
 	if err != nil {
 		t.Fatal(err)

@@ -139,8 +139,7 @@ func (c *Consumer) storeResult(ctx context.Context, d *Delivery, r *job.Result) 
 		return nil, fmt.Errorf("storing result: %w", err)
 	}
 	marker := c.storeMarker(d, r, fp, ack.Sequence) // a duplicate's ack carries the original's sequence
-	// A cancelled job failed on purpose: no dead letter to re-drive.
-	if r.Reason != job.ReasonCancelled {
+	if LeavesDeadLetter(r) {
 		if err := c.storeDeadLetter(ctx, d, r, fp); err != nil {
 			if !r.OK {
 				return nil, err
@@ -336,7 +335,7 @@ func (c *Consumer) nakDurable(ctx context.Context, d *Delivery, delay time.Durat
 // it twice. A NAK that cannot even be written is retried as nakDurable.
 func (c *Consumer) park(ctx context.Context, d *Delivery, delay time.Duration) error {
 	d.due = c.now().Add(delay)
-	if err := c.js.Conn().Publish(d.msg.Reply(), nakBody(delay)); err == nil {
+	if err := d.msg.NakWithDelay(delay); err == nil {
 		return nil
 	}
 	return c.nakDurable(ctx, d, delay)

@@ -140,7 +140,7 @@ func TestRunDeliveryAttemptChain(t *testing.T) {
 	if got, want := target.parents(), "00-"+jobTrace+"-"+client1.SpanID+"-01"; len(got) != 1 || got[0] != want {
 		t.Errorf("target got traceparent %v, want %s (the client span's)", got, want)
 	}
-	noSecrets(t, spans)
+	otlptest.NoSecrets(t, spans, "SECRET")
 	if client1.Attrs["http.response.status_code"] != "200" || !strings.Contains(client1.Attrs["url.full"], "x=1") {
 		t.Errorf("client span attributes %v", client1.Attrs)
 	}
@@ -236,26 +236,4 @@ func hasLink(s otlptest.Span, traceID, spanID, kind string) bool {
 		}
 	}
 	return false
-}
-
-// noSecrets fails for a span whose attributes, status message or links
-// hold one of the test's secrets.
-func noSecrets(t *testing.T, spans []otlptest.Span) {
-	t.Helper()
-	check := func(s otlptest.Span, where, v string) {
-		if strings.Contains(v, "SECRET") {
-			t.Errorf("span %q %s=%q holds a secret", s.Name, where, v)
-		}
-	}
-	for _, s := range spans {
-		check(s, "status message", s.StatusMessage)
-		for k, v := range s.Attrs {
-			check(s, "attribute "+k, v)
-		}
-		for _, l := range s.Links {
-			for k, v := range l.Attrs {
-				check(s, "link attribute "+k, v)
-			}
-		}
-	}
 }

@@ -71,14 +71,12 @@ func (b *spanBody) Close() error {
 	return err
 }
 
+// port is the request's server port, the default of its scheme if none
+// is named.
 func port(req *http.Request) int {
-	if p, err := strconv.Atoi(req.URL.Port()); err == nil {
-		return p
-	}
-	if req.URL.Scheme == "https" {
-		return 443
-	}
-	return 80
+	_, p, _ := net.SplitHostPort(job.HostKey(req.URL))
+	n, _ := strconv.Atoi(p)
+	return n
 }
 
 // errorKind names an error's kind for error.type.

@@ -62,17 +62,15 @@ func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
 		perHost, lat, waits = h.limit()/2, latencyGuess, 1
 	}
 	wait := min(l.cfg.MaxWait, time.Duration(waits)*lat)
-	if waits > 1 {
-		// A fast host serves many more than six requests per slot within
-		// fastHostWait: as many may wait as it would serve by then, each
-		// for up to MaxWait (its slots free only as fast as this process
-		// reads the answers, slower than Little's law says when the CPU
-		// is short). Parked instead, each would cost a delayed NAK and a
-		// redelivery, more than the request itself (0 ms target: 1.3-2.2
-		// parkings per job, and a batch slowing down as they piled up in
-		// the stream).
-		wait = l.cfg.MaxWait
-		perHost = max(perHost, int(float64(h.limit())*float64(fastHostWait)/float64(lat)))
+	// A fast host serves many more than six requests per slot within
+	// fastHostWait: as many may wait as it would serve by then, each for
+	// up to MaxWait (its slots free only as fast as this process reads the
+	// answers, slower than Little's law says when the CPU is short).
+	// Parked instead, each would cost a delayed NAK and a redelivery, more
+	// than the request itself (0 ms target: 1.3-2.2 parkings per job, and
+	// a batch slowing down as they piled up in the stream).
+	if fast := int(float64(h.limit()) * float64(fastHostWait) / float64(lat)); waits > 1 && fast > perHost {
+		perHost, wait = fast, l.cfg.MaxWait
 	}
 	if l.waiting >= l.cfg.MaxWaiting || len(h.waiters) >= perHost {
 		return 0, false

@@ -511,7 +511,7 @@ func TestAFastHostsRequestsWaitInsteadOfParking(t *testing.T) {
 		may, wait int // waiters allowed; their wait in ms
 	}{
 		{"fast.example:443", time.Millisecond, 200, 1000},
-		{"slow.example:443", time.Second, 12, 1000},
+		{"slow.example:443", 50 * time.Millisecond, 12, 400},
 	} {
 		r := sender.AdmitRequest{Host: tc.host}
 		warm(t, l, r, tc.lat)

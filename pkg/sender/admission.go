@@ -140,20 +140,27 @@ const defaultAdmitWait = time.Second
 // request may not start, false and the Postponed outcome to return instead.
 func (s *Sender) start(ctx context.Context, r request, host string) (*Permit, func(), Outcome, bool) {
 	if r.halt != nil {
+		// Checked first: an admission with room does not look at its
+		// context, so a halt that came before would go unnoticed.
 		if r.halt.Err() != nil {
-			return nil, nil, Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", ErrHalted)}, false
+			return nil, nil, haltedOutcome(), false
 		}
 		hctx, cancel := context.WithCancelCause(ctx)
 		defer cancel(nil)
 		unhook := context.AfterFunc(r.halt, func() { cancel(ErrHalted) })
 		defer unhook()
 		permit, free, o, ok := s.startWaiting(hctx, r, host)
-		if !ok && ctx.Err() == nil && context.Cause(hctx) == ErrHalted {
-			o = Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", ErrHalted)}
+		if !ok && ctx.Err() == nil && errors.Is(context.Cause(hctx), ErrHalted) {
+			o = haltedOutcome()
 		}
 		return permit, free, o, ok
 	}
 	return s.startWaiting(ctx, r, host)
+}
+
+// haltedOutcome is a request's outcome when its halt ended the wait.
+func haltedOutcome() Outcome {
+	return Outcome{Class: Postponed, Err: fmt.Errorf("not sent: %w", ErrHalted)}
 }
 
 // startWaiting is start without the halt: it waits while ctx lives.

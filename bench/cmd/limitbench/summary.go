@@ -6,7 +6,8 @@ import (
 )
 
 // summary is one capacity case as -json prints it: one JSON object per
-// line, for programs (make bench) rather than people.
+// line, for programs rather than people (make bench parses the Markdown
+// table, which older limitbench builds print too).
 type summary struct {
 	Scenario   string `json:"scenario"`    // adaptive, fixed or oracle
 	RetryAfter string `json:"retry_after"` // what the target's 429s carried: none, seconds or date

@@ -8,7 +8,7 @@ import (
 )
 
 // TestSummariesAreOneObjectPerCapacityCase: -json prints one line per
-// capacity case, none for rate rows, with the fields make bench reads.
+// capacity case, none for rate rows, with its fields.
 func TestSummariesAreOneObjectPerCapacityCase(t *testing.T) {
 	rows := []row{
 		{text: "| fleet rate |"},

@@ -190,3 +190,25 @@ func Dump(spans []Span) string {
 	}
 	return b.String()
 }
+
+// NoSecrets fails t for a span whose attributes, status message or link
+// attributes hold secret.
+func NoSecrets(t testing.TB, spans []Span, secret string) {
+	t.Helper()
+	check := func(s Span, where, v string) {
+		if strings.Contains(v, secret) {
+			t.Errorf("span %q %s=%q holds a secret", s.Name, where, v)
+		}
+	}
+	for _, s := range spans {
+		check(s, "status message", s.StatusMessage)
+		for k, v := range s.Attrs {
+			check(s, "attribute "+k, v)
+		}
+		for _, l := range s.Links {
+			for k, v := range l.Attrs {
+				check(s, "link attribute "+k, v)
+			}
+		}
+	}
+}
