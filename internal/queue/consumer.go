@@ -194,6 +194,12 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	defer stopFences()
 	c.life = ctx
 	defer c.rescues.Wait()
+	// After life is set: an election may start a rescue at once.
+	stopWatch, err := c.watchLeaders()
+	if err != nil {
+		return err
+	}
+	defer stopWatch()
 
 	c.startSched(work)
 	var finding sync.WaitGroup

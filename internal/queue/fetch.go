@@ -171,7 +171,9 @@ func (c *Consumer) pullDone(l *lane, kind pullKind, got int, pending uint64, err
 			// deleted it: nobody answers its pulls; it expired, or the
 			// server restarted without its store):
 			// create it again. Its successor delivers every job again,
-			// so there is nothing for a rescue to find.
+			// so there is nothing for a rescue to find; unless it is the
+			// same consumer, only out of reach while its leader changed
+			// (createLaneLocked then starts a rescue).
 			c.log.Debug().Err(err).Str("batch", l.batch).Msg("a batch's consumer is gone; creating it again")
 			l.failures = 0
 			l.cons = nil

@@ -56,6 +56,7 @@ type lane struct {
 
 	cons    jetstream.Consumer // nil while it is being created
 	created time.Time          // the consumer's creation (the server's clock)
+	leader  string             // the consumer's leader when last heard of (clustered)
 
 	ctl BatchControl // weight and state applied
 	// halt ends when the lane leaves running: a job of it still waiting
@@ -181,6 +182,14 @@ func (c *Consumer) discover(ctx context.Context) (uint64, error) {
 	return uint64(len(subjects)), nil
 }
 
+// found makes cons, created at created, the lane's consumer.
+func (l *lane) found(cons jetstream.Consumer, created time.Time) {
+	l.cons, l.created, l.cold = cons, created, false
+	if ci := cons.CachedInfo(); ci != nil && ci.Cluster != nil {
+		l.leader = ci.Cluster.Leader
+	}
+}
+
 func (c *Consumer) newLaneLocked(subject string) *lane {
 	c.nextID++
 	batch := c.names.batchOfJob(subject)
@@ -234,7 +243,15 @@ func (c *Consumer) createLaneLocked(ctx context.Context, l *lane) {
 			c.retryLocked(l, brokerPause(1))
 			c.dropIfDoneLocked(l)
 		} else {
-			l.cons, l.created, l.cold = cons, created, false
+			if !l.created.IsZero() && created.Equal(l.created) {
+				// The consumer a pull had found missing is the one it
+				// was: it was only out of reach (no responders, or not
+				// found on a new leader still catching up), most often
+				// while its leader changed. Acks, NAKs and deliveries
+				// may have gone with the old leader.
+				c.rescueSoon()
+			}
+			l.found(cons, created)
 			l.sawCreated(cons, c.now())
 			// Its jobs may have gone while it was made: then it is done
 			// now, and its consumer must not outlive it.

@@ -4,12 +4,15 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/nats-io/nats.go"
 	"github.com/nats-io/nats.go/jetstream"
 	"github.com/rs/zerolog"
 
+	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -22,16 +25,23 @@ type failoverRig struct {
 	js   jetstream.JetStream
 	c    *Consumer
 	raw  jetstream.Consumer
+	lane *lane
 	seqs map[string]uint64 // job id → stream sequence
 }
 
 func newFailoverRig(t *testing.T, ids ...string) *failoverRig {
 	t.Helper()
-	js := serverJS(t)
+	return newFailoverRigOn(t, serverJS(t), 1, ids...)
+}
+
+// newFailoverRigOn is a failover rig on js, its streams and buckets
+// replicated replicas ways.
+func newFailoverRigOn(t *testing.T, js jetstream.JetStream, replicas int, ids ...string) *failoverRig {
+	t.Helper()
 	var err error
 	r := &failoverRig{t: t, ctx: t.Context(), js: js, seqs: map[string]uint64{}}
 	n := NewNames("jetpost")
-	sc := StreamConfig{Replicas: 1, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
+	sc := StreamConfig{Replicas: replicas, DedupWindow: time.Minute, ResultsMaxAge: time.Hour, AttemptsTTL: time.Hour}
 	if err := Setup(r.ctx, js, n, sc); err != nil {
 		t.Fatal(err)
 	}
@@ -44,9 +54,12 @@ func newFailoverRig(t *testing.T, ids ...string) *failoverRig {
 	r.c.mu.Lock()
 	l := r.c.newLaneLocked(n.JobSubject("b"))
 	r.c.mu.Unlock()
-	if l.cons, l.created, err = r.c.laneConsumer(r.ctx, l); err != nil {
+	cons, created, err := r.c.laneConsumer(r.ctx, l)
+	if err != nil {
 		t.Fatal(err)
 	}
+	l.found(cons, created)
+	r.lane = l
 	if r.raw, err = js.Consumer(r.ctx, n.JobsStream(), n.BatchConsumer(n.JobSubject("b"))); err != nil {
 		t.Fatal(err)
 	}
@@ -113,6 +126,97 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 	got := r.fetch(3, 500*time.Millisecond)
 	if len(got) != 1 || got["orphan"] != 2 {
 		t.Fatalf("after the rescue got %v, want the orphan alone, delivered a second time", got)
+	}
+}
+
+// live starts what Run starts for the rescue: the census answers, and
+// rescues may run until the test ends.
+func (r *failoverRig) live() {
+	r.t.Helper()
+	r.c.life = r.ctx
+	r.t.Cleanup(r.c.rescues.Wait)
+	stop, err := r.c.answerCensus()
+	if err != nil {
+		r.t.Fatal(err)
+	}
+	r.t.Cleanup(stop)
+}
+
+// A job finished and its ack, sent without confirmation (ackStored), went
+// with the consumer's leader: here a raw delivery nobody acknowledges. The
+// new leader's election, announced by JetStream, starts a rescue on its
+// own: no pull of this worker's failed, and the ack wait is ten minutes.
+func TestANewConsumerLeaderStartsARescue(t *testing.T) {
+	if testing.Short() {
+		t.Skip("a 3-node cluster")
+	}
+	c := natstest.NewCluster(t, 3)
+	nc, err := nats.Connect(c.URL())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(nc.Close)
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := newFailoverRigOn(t, js, 3, "orphan")
+	if got := r.fetch(1, 10*time.Second); len(got) != 1 {
+		t.Fatalf("first delivery: %v", got)
+	}
+	r.live()
+	// A consumer's first election is its creation's, and lost nothing;
+	// the same leader elected again later came back from somewhere.
+	leader, created := r.lane.leader, r.lane.created
+	if leader == "" {
+		t.Fatal("the lane does not know its consumer's leader")
+	}
+	if r.c.reelected(r.lane.name, leader, created.Add(time.Second)) {
+		t.Fatal("a new consumer's first election counted as a leader change")
+	}
+	if !r.c.reelected(r.lane.name, leader, created.Add(leaderSettle)) {
+		t.Fatal("its leader elected again later did not count as a leader change")
+	}
+	stop, err := r.c.watchLeaders()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := nc.Flush(); err != nil { // the subscription is in place
+		t.Fatal(err)
+	}
+	resp, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN.JETPOST_JOBS."+r.lane.name, nil, 10*time.Second)
+	if err != nil || !strings.Contains(string(resp.Data), `"success":true`) {
+		t.Fatalf("stepping the consumer's leader down: %v %s", err, resp.Data)
+	}
+	// A liveness guard, not a timing: without a rescue it would be back
+	// in ten minutes. A pull under way as the leader steps down ends
+	// empty.
+	var got map[string]uint64
+	for deadline := time.Now().Add(time.Minute); len(got) == 0 && time.Now().Before(deadline); {
+		got = r.fetch(1, 5*time.Second)
+	}
+	if got["orphan"] != 2 {
+		t.Fatalf("after the election got %v, want the orphan delivered a second time", got)
+	}
+}
+
+// A pull found the lane's consumer gone (no responders, or not found on a
+// leader still catching up), and creating it found the very same consumer:
+// it was out of reach, not gone, and what its old leader lost is rescued.
+func TestAConsumerFoundAgainStartsARescue(t *testing.T) {
+	r := newFailoverRig(t, "orphan")
+	if got := r.fetch(1, 5*time.Second); len(got) != 1 {
+		t.Fatalf("first delivery: %v", got)
+	}
+	r.live()
+	r.c.mu.Lock()
+	r.lane.cons = nil // as pullDone does
+	r.c.createLaneLocked(r.ctx, r.lane)
+	r.c.mu.Unlock()
+	// A liveness guard, not a timing: the ack wait is ten minutes.
+	if got := r.fetch(1, time.Minute); got["orphan"] != 2 {
+		t.Fatalf("after the consumer was found again got %v, want the orphan delivered a second time", got)
 	}
 }
 
