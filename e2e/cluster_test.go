@@ -152,7 +152,7 @@ func (c *cluster) report(what string, r batchRun, base time.Duration) {
 	c.t.Logf("%d jobs, 3 workers, 3 nodes, R3, ACK_WAIT %s: %s after %d results; batch %.1fs (%.1fs after the loss) against %.1fs without a failure; %s",
 		clusterJobs, clusterAckWait, what, r.before, r.elapsed.Seconds(), r.recovered.Seconds(), base.Seconds(), lastLine(r.enq.output()))
 	c.t.Logf("worker warnings: %v; enqueue warnings: %v; failover: %v", warnings(r.workers.all...), warnings(r.enq),
-		said(r.workers.all, "NAKed the jobs no worker holds", "its stored result settles"))
+		said(r.workers.all, "has a new leader", "NAKed the jobs no worker holds", "its stored result settles"))
 	for _, l := range lines(r.workers.all, "census after") {
 		c.t.Log(l)
 	}
