@@ -81,6 +81,10 @@ type Consumer struct {
 	// Run waits for them before it returns.
 	life    context.Context
 	rescues sync.WaitGroup
+	// acks are the last acks sent without confirmation, and reacker sends
+	// them again on signs that they may have been lost (reack.go).
+	acks    *recentAcks
+	reacker reacker
 }
 
 // NewConsumer opens the attempts and batches buckets and deletes the
@@ -122,7 +126,7 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n), fenced: map[string]entryAt{}}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), acks: newRecentAcks(8 * cfg.MaxInflight), done: NewDoneIndex(js, n), fenced: map[string]entryAt{}}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {
 		return nil, err
@@ -194,8 +198,8 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	defer stopFences()
 	c.life = ctx
 	defer c.rescues.Wait()
-	// After life is set: an election may start a rescue at once.
-	stopWatch, err := c.watchLeaders()
+	// After life is set: an election may start sending acks again at once.
+	stopWatch, err := c.watchLeaders(ctx)
 	if err != nil {
 		return err
 	}

@@ -119,9 +119,9 @@
 // redeliveries and written only on retries and turn-aways, so the happy
 // path pays nothing for it.
 //
-// Losing a cluster node (rescue.go, settle.go): acks of jobs without a
-// stored marker, and NAKs that are not parks, are confirmed with short
-// tries that reach the consumer's next leader, and given up after a
+// Losing a cluster node (rescue.go, reack.go, settle.go): acks of jobs
+// without a stored marker, and NAKs that are not parks, are confirmed with
+// short tries that reach the consumer's next leader, and given up after a
 // minute. Acks of jobs whose result and marker are stored, and parks, are
 // not confirmed. A redelivery whose completion marker names its job
 // message (an ack lost with a server, or never confirmed) is acked from
@@ -129,15 +129,22 @@
 //
 // A consumer leader that dies or steps down loses the acks and NAKs sent
 // to it, and the deliveries it had agreed on with its followers but not
-// sent; its successor would hold those jobs until their ack wait. On any
-// sign of that (JetStream's advisory that a lane's consumer elected a new
-// leader, a pull the server never ended, a failed pull, a consumer a pull
-// could not reach found again, an ack or NAK whose confirmation did not
-// come) one worker at a time (a lock in the attempts bucket) reads the
-// state of every lane's consumer with jobs pending, waits a grace period,
-// asks every worker which jobs it holds or has deferred, by lane (a core
-// NATS request on <prefix>.fleet.held), and NAKs the other pending ones on
-// their lane's consumer, which come back at once.
+// sent; its successor would hold those jobs until their ack wait.
+//
+// Lost acks: each worker remembers its last unconfirmed acks and sends
+// them again when JetStream announces that a lane's consumer elected a new
+// leader, when its connection comes back, and on each sign below (safe on
+// every worker at once: the jobs are finished).
+//
+// Lost deliveries and NAKs: on a sign (a pull the server never ended, the
+// first pull that works after failures, a consumer a pull could not reach
+// found again, an ack or NAK whose confirmation did not come) one worker
+// at a time (a lock in the attempts bucket) reads the state of every
+// lane's consumer with jobs pending, waits a grace period, asks every
+// worker which jobs it holds or has deferred, by lane (a core NATS request
+// on <prefix>.fleet.held), and NAKs the other pending ones on their lane's
+// consumer, which come back at once. A leader's election alone does not
+// start it: a rescue NAKs what a worker it did not hear from holds.
 //
 // Files, one concept each: names.go, setup.go, ensure.go, aux.go,
 // payload.go, retry.go;

@@ -159,66 +159,6 @@ func (c *Consumer) answerCensus() (stop func(), err error) {
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
-// leaderElectedSubject is where JetStream announces that a replicated
-// consumer of the jobs stream has elected a leader (core NATS, clustered
-// servers only).
-func (n Names) leaderElectedSubject() string {
-	return "$JS.EVENT.ADVISORY.CONSUMER.LEADER_ELECTED." + n.JobsStream() + ".*"
-}
-
-// leaderSettle is how long after its creation a consumer's election of
-// the leader this worker already knows is taken for its first, which lost
-// nothing.
-const leaderSettle = 5 * time.Second
-
-// watchLeaders starts a rescue when the consumer of one of this worker's
-// lanes elects a new leader, until the returned stop is called. It is the
-// one sign that does not depend on this worker's own traffic: an ack or a
-// park is not confirmed (ackStored, park), and a long pull that went to
-// the old leader just ends empty, so without it a job whose ack was lost
-// would wait out its ack wait.
-func (c *Consumer) watchLeaders() (stop func(), err error) {
-	subject := c.names.leaderElectedSubject()
-	sub, err := c.js.Conn().Subscribe(subject, func(m *nats.Msg) {
-		var adv struct {
-			Consumer string    `json:"consumer"`
-			Leader   string    `json:"leader"`
-			Time     time.Time `json:"timestamp"`
-		}
-		if json.Unmarshal(m.Data, &adv) != nil {
-			return
-		}
-		if c.reelected(adv.Consumer, adv.Leader, adv.Time) {
-			c.log.Info().Str("consumer", adv.Consumer).Str("leader", adv.Leader).Msg("a batch's consumer has a new leader; rescuing what the old one may have lost")
-			c.rescueSoon()
-		}
-	})
-	if err != nil {
-		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
-	}
-	return func() { _ = sub.Unsubscribe() }, nil
-}
-
-// reelected reports whether the election of leader at (the server's
-// clock) by the consumer named name is of one of this worker's lanes, and
-// not the consumer's first: another leader than the one this worker knows,
-// or the same one again well after the consumer was made (it came back).
-// An election before this worker found the consumer is not its concern:
-// what was lost then is pending when it looks.
-func (c *Consumer) reelected(name, leader string, at time.Time) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	for _, l := range c.lanes {
-		if l.name != name || l.created.IsZero() {
-			continue
-		}
-		known := l.leader
-		l.leader = leader
-		return leader != known || at.Sub(l.created) >= leaderSettle
-	}
-	return false
-}
-
 // census collects every worker's busy sequences, by lane, for the
 // configured window.
 func (c *Consumer) census(ctx context.Context) (map[string]map[uint64]bool, int, error) {
@@ -268,6 +208,8 @@ func (c *Consumer) rescueSoon() {
 	if ctx == nil || ctx.Err() != nil {
 		return
 	}
+	// The same signs may mean acks were lost too (reack.go).
+	c.reackSoon()
 	c.rescueAgain.Store(true)
 	if !c.rescuing.CompareAndSwap(false, true) {
 		return

@@ -88,15 +88,17 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 
 // ackStored acknowledges a job whose result and completion marker are both
 // stored, without waiting for the server's confirmation: should the ack be
-// lost (with a server that stopped, or a consumer leader), the rescue that
-// the leader's election starts brings the job back at once (rescue.go),
-// and the redelivery finds the marker naming this job message and is
-// settled from the stored result (process, checkEarly), never sent again. The confirmation would
+// lost (with a server that stopped, or a consumer leader), it is sent
+// again on the signs of that (reack.go); failing those, the job comes back
+// after its ack wait, and the redelivery finds the marker naming this job
+// message and is settled from the stored result (process, checkEarly),
+// never sent again. The confirmation would
 // cost a reply, a timer and a context per job.
 func (c *Consumer) ackStored(d *Delivery) error {
 	if err := d.msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		return err
 	}
+	c.acks.add(d.msg.Reply())
 	return nil
 }
 
