@@ -81,9 +81,8 @@ type Consumer struct {
 	// Run waits for them before it returns.
 	life    context.Context
 	rescues sync.WaitGroup
-	// acks are the last acks sent without confirmation, and reacker sends
-	// them again on signs that they may have been lost (reack.go).
-	acks    *recentAcks
+	// reacker sends the last acks sent without confirmation again on
+	// signs that they may have been lost (reack.go).
 	reacker reacker
 }
 
@@ -126,7 +125,7 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), acks: newRecentAcks(8 * cfg.MaxInflight), done: NewDoneIndex(js, n), fenced: map[string]entryAt{}}
+	c := &Consumer{js: js, names: n, cfg: cfg, log: log, holds: newHoldings(), done: NewDoneIndex(js, n), fenced: map[string]entryAt{}}
 	kv, err := attemptsBucket(ctx, js, n, cfg.Streams)
 	if err != nil {
 		return nil, err

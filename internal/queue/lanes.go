@@ -57,6 +57,7 @@ type lane struct {
 	cons    jetstream.Consumer // nil while it is being created
 	created time.Time          // the consumer's creation (the server's clock)
 	leader  string             // the consumer's leader when last heard of (clustered)
+	acks    *recentAcks        // the last acks sent without confirmation (reack.go)
 
 	ctl BatchControl // weight and state applied
 	// halt ends when the lane leaves running: a job of it still waiting
@@ -193,7 +194,8 @@ func (l *lane) found(cons jetstream.Consumer, created time.Time) {
 func (c *Consumer) newLaneLocked(subject string) *lane {
 	c.nextID++
 	batch := c.names.batchOfJob(subject)
-	l := &lane{subject: subject, batch: batch, name: c.names.BatchConsumer(subject), id: c.nextID, at: -1, idle: true}
+	l := &lane{subject: subject, batch: batch, name: c.names.BatchConsumer(subject), id: c.nextID, at: -1, idle: true,
+		acks: newRecentAcks(4 * c.cfg.MaxInflight)}
 	l.ctl = c.control(batch)
 	l.setHalt()
 	c.lanes[subject] = l

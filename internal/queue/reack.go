@@ -16,55 +16,77 @@ import (
 // Acks sent again. The ack of a job whose result and completion marker are
 // stored is not confirmed (ackStored): one lost with a consumer leader
 // that died, or in a connection to a server that went, would leave its job
-// pending until the ack wait. So a worker remembers the last acks it sent
-// that way and sends them again when its consumers may have lost some:
-// when JetStream announces that a lane's consumer elected a new leader,
-// when its connection comes back, and on every other sign that starts a
-// rescue. Each sign sends them now and twice more over the next seconds,
-// since the sign may come before the new leader is there to take them.
+// pending until the ack wait. So each lane remembers the last acks this
+// worker sent that way, and the worker sends the recent ones again when
+// its consumers may have lost some: when JetStream announces that a lane's
+// consumer elected a new leader, when its connection comes back, and on
+// every other sign that starts a rescue. Each sign sends them at once and
+// again 3 and 10 s later, since it may come before the new leader is there
+// to take them. Acks sent while the worker shuts down are not sent again.
 //
 // Sending an ack again is safe where a NAK is not: the job is finished
 // (its result and marker are stored), and an ack for a message that is no
-// longer pending, or pending with another worker that will settle it from
-// its marker, changes nothing that matters. So this needs no census and no
-// lock, and may run on every worker at once.
+// longer pending, or pending with another worker that would settle it
+// from its marker, changes nothing that matters. So this needs no census
+// and no lock, and may run on every worker at once. It is sent only to the
+// consumer it first went to (the lane's, of the same creation) and only
+// for a minute: a jobs stream made again numbers its messages from 1, and
+// an old ack to a new consumer of the same name would remove another job.
 
 // reackAfter is when, after a sign, the remembered acks are sent again: at
 // once, and after a leader election that may take a few seconds.
 var reackAfter = [...]time.Duration{0, 3 * time.Second, 10 * time.Second}
 
-// minRecentAcks is the fewest acks remembered. Only acks sent shortly
-// before a leader was lost can be lost with it, and while a consumer has
-// no leader it delivers nothing, so a few times what a worker holds at
-// once is plenty.
-const minRecentAcks = 4096
+// recentAck is how long an ack is remembered: only acks sent shortly
+// before a leader was lost can be lost with it.
+const recentAck = time.Minute
 
-// recentAcks is a ring of the reply subjects of the last unconfirmed acks.
+// minRecentAcks is the fewest acks a lane remembers. While a consumer has
+// no leader it delivers nothing, so the acks it may lose are about those
+// of the jobs the worker held: a few times MaxInflight.
+const minRecentAcks = 1024
+
+// sentAck is one unconfirmed ack: its reply subject, when it was sent,
+// and the creation of the consumer it went to.
+type sentAck struct {
+	reply    string
+	at       time.Time
+	consumer time.Time
+}
+
+// recentAcks is a lane's ring of its last unconfirmed acks; it grows to
+// its size as acks come.
 type recentAcks struct {
-	mu    sync.Mutex
-	subjs []string
-	next  int
+	mu   sync.Mutex
+	size int
+	acks []sentAck
+	next int
 }
 
 func newRecentAcks(size int) *recentAcks {
-	return &recentAcks{subjs: make([]string, max(size, minRecentAcks))}
+	return &recentAcks{size: max(size, minRecentAcks)}
 }
 
-func (r *recentAcks) add(reply string) {
-	r.mu.Lock()
-	r.subjs[r.next] = reply
-	r.next = (r.next + 1) % len(r.subjs)
-	r.mu.Unlock()
-}
-
-// all returns the remembered reply subjects.
-func (r *recentAcks) all() []string {
+func (r *recentAcks) add(a sentAck) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	out := make([]string, 0, len(r.subjs))
-	for _, s := range r.subjs {
-		if s != "" {
-			out = append(out, s)
+	if len(r.acks) < r.size {
+		r.acks = append(r.acks, a)
+		return
+	}
+	r.acks[r.next] = a
+	r.next = (r.next + 1) % r.size
+}
+
+// since returns the reply subjects of the acks sent to the consumer
+// created at consumer, at or after from.
+func (r *recentAcks) since(consumer, from time.Time) []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []string
+	for _, a := range r.acks {
+		if a.consumer.Equal(consumer) && !a.at.Before(from) {
+			out = append(out, a.reply)
 		}
 	}
 	return out
@@ -77,9 +99,9 @@ type reacker struct {
 	again   atomic.Bool
 }
 
-// reackSoon sends the remembered acks again now and over the next seconds
-// (reackAfter), unless Run is not running. A sign that comes while they
-// are being sent starts the schedule again when it ends.
+// reackSoon sends the remembered acks again at once and over the next
+// seconds (reackAfter), unless Run is not running. A sign that comes while
+// they are being sent starts the schedule again when it ends.
 func (c *Consumer) reackSoon() {
 	ctx := c.life
 	if ctx == nil || ctx.Err() != nil {
@@ -95,11 +117,13 @@ func (c *Consumer) reackSoon() {
 		defer c.rescues.Done()
 		for {
 			for r.again.Swap(false) {
-				for _, d := range reackAfter {
-					if retry.Sleep(ctx, d) != nil {
+				var slept time.Duration
+				for _, at := range reackAfter {
+					if retry.Sleep(ctx, at-slept) != nil {
 						r.running.Store(false)
 						return
 					}
+					slept = at
 					c.reack()
 				}
 			}
@@ -112,18 +136,35 @@ func (c *Consumer) reackSoon() {
 	}()
 }
 
-// reack publishes every remembered ack again.
+// reack publishes the recent acks of every lane again, each to the
+// consumer it first went to.
 func (c *Consumer) reack() {
-	nc := c.js.Conn()
-	subjs := c.acks.all()
-	for _, s := range subjs {
-		if err := nc.Publish(s, ackBody); err != nil {
-			c.log.Debug().Err(err).Msg("sending acks again failed; the rescue or the ack wait settles their jobs")
-			return
+	type laneAcks struct {
+		acks    *recentAcks
+		created time.Time
+	}
+	c.mu.Lock()
+	lanes := make([]laneAcks, 0, len(c.lanes))
+	for _, l := range c.lanes {
+		if l.cons != nil {
+			lanes = append(lanes, laneAcks{l.acks, l.created})
 		}
 	}
-	if len(subjs) > 0 {
-		c.log.Debug().Int("acks", len(subjs)).Msg("sent the last unconfirmed acks again")
+	c.mu.Unlock()
+	nc := c.js.Conn()
+	from := c.now().Add(-recentAck)
+	n := 0
+	for _, l := range lanes {
+		for _, reply := range l.acks.since(l.created, from) {
+			if err := nc.Publish(reply, ackBody); err != nil {
+				c.log.Debug().Err(err).Msg("sending acks again failed; the rescue or the ack wait settles their jobs")
+				return
+			}
+			n++
+		}
+	}
+	if n > 0 {
+		c.log.Debug().Int("acks", n).Msg("sent the last unconfirmed acks again")
 	}
 }
 
@@ -149,39 +190,48 @@ const leaderSettle = 5 * time.Second
 func (c *Consumer) watchLeaders(ctx context.Context) (stop func(), err error) {
 	nc := c.js.Conn()
 	subject := c.names.leaderElectedSubject()
-	sub, err := nc.Subscribe(subject, func(m *nats.Msg) {
-		var adv struct {
-			Consumer string    `json:"consumer"`
-			Leader   string    `json:"leader"`
-			Time     time.Time `json:"timestamp"`
-		}
-		if json.Unmarshal(m.Data, &adv) != nil {
-			return
-		}
-		if c.reelected(adv.Consumer, adv.Leader, adv.Time) {
-			c.log.Info().Str("consumer", adv.Consumer).Str("leader", adv.Leader).Msg("a batch's consumer has a new leader; sending the last acks again")
-			c.reackSoon()
-		}
-	})
+	elected := make(chan *nats.Msg, 64)
+	sub, err := nc.ChanSubscribe(subject, elected)
 	if err != nil {
 		return nil, fmt.Errorf("subscribing to %s: %w", subject, err)
 	}
 	back := nc.StatusChanged(nats.CONNECTED)
+	done := make(chan struct{})
 	var wg sync.WaitGroup
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
-		for range back {
-			if ctx.Err() == nil {
+		for {
+			select {
+			case m := <-elected:
+				c.onElected(m)
+			case <-back:
 				c.reackSoon()
+			case <-done:
+				return
 			}
 		}
 	}()
 	return func() {
 		_ = sub.Unsubscribe()
 		nc.RemoveStatusListener(back)
+		close(done)
 		wg.Wait()
 	}, nil
+}
+
+// onElected sends the acks again on a lane consumer's new leader.
+func (c *Consumer) onElected(m *nats.Msg) {
+	var adv struct {
+		Consumer string    `json:"consumer"`
+		Leader   string    `json:"leader"`
+		Time     time.Time `json:"timestamp"`
+	}
+	if json.Unmarshal(m.Data, &adv) != nil || !c.reelected(adv.Consumer, adv.Leader, adv.Time) {
+		return
+	}
+	c.log.Info().Str("consumer", adv.Consumer).Str("leader", adv.Leader).Msg("a batch's consumer has a new leader; sending the last acks again")
+	c.reackSoon()
 }
 
 // reelected reports whether the election of leader at (the server's

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -160,6 +161,34 @@ func (r *failoverRig) fetchReply() string {
 	return ""
 }
 
+// lostAck remembers an ack as ackStored does, which nobody sent: the one
+// a lost leader took with it.
+func (r *failoverRig) lostAck(reply string) {
+	r.lane.acks.add(sentAck{reply: reply, at: time.Now(), consumer: r.lane.created})
+}
+
+// A lane's ring gives back the acks sent to its consumer of the same
+// creation within the age asked, the newest size of them.
+func TestRecentAcksAreTheLastToTheSameConsumer(t *testing.T) {
+	now := time.Now()
+	cons, other := now.Add(-time.Hour), now.Add(-time.Minute)
+	r := newRecentAcks(0)
+	for i := range minRecentAcks + 2 {
+		r.add(sentAck{reply: fmt.Sprint("a", i), at: now, consumer: cons})
+	}
+	r.add(sentAck{reply: "old", at: now.Add(-2 * recentAck), consumer: cons})
+	r.add(sentAck{reply: "another consumer's", at: now, consumer: other})
+	got := r.since(cons, now.Add(-recentAck))
+	if len(got) != minRecentAcks-2 {
+		t.Fatalf("got %d acks, want the %d newest of the consumer's recent ones", len(got), minRecentAcks-2)
+	}
+	for _, reply := range got {
+		if reply == "a0" || reply == "a1" || reply == "a2" || reply == "a3" || reply == "old" || reply == "another consumer's" {
+			t.Errorf("got %q", reply)
+		}
+	}
+}
+
 // A job finished and its ack, sent without confirmation (ackStored), went
 // with the consumer's leader: here a raw delivery whose ack the worker
 // remembers but nobody sent. The new leader's election, announced by
@@ -181,7 +210,7 @@ func TestANewConsumerLeaderGetsTheLastAcksAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newFailoverRigOn(t, js, 3, "finished")
-	r.c.acks.add(r.fetchReply())
+	r.lostAck(r.fetchReply())
 	r.live()
 	// A consumer's first election is its creation's, and lost nothing;
 	// the same leader elected again later came back from somewhere.
@@ -203,12 +232,16 @@ func TestANewConsumerLeaderGetsTheLastAcksAgain(t *testing.T) {
 	if err := nc.Flush(); err != nil { // the subscription is in place
 		t.Fatal(err)
 	}
-	resp, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN.JETPOST_JOBS."+r.lane.name, nil, 10*time.Second)
-	if err != nil {
-		t.Fatalf("stepping the consumer's leader down: %v", err)
-	}
-	if !strings.Contains(string(resp.Data), `"success":true`) {
-		t.Fatalf("stepping the consumer's leader down: %s", resp.Data)
+	// A step-down is refused while no follower is current: tried again.
+	for deadline := time.Now().Add(time.Minute); ; { // a liveness guard
+		resp, err := nc.Request("$JS.API.CONSUMER.LEADER.STEPDOWN.JETPOST_JOBS."+r.lane.name, nil, 10*time.Second)
+		if err == nil && strings.Contains(string(resp.Data), `"success":true`) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("stepping the consumer's leader down: %v %v", err, resp)
+		}
+		time.Sleep(100 * time.Millisecond) // polling a condition, bounded above
 	}
 	waitEmpty(t, js) // the ack wait is ten minutes
 }
@@ -229,7 +262,7 @@ func TestAReconnectSendsTheLastAcksAgain(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := newFailoverRigOn(t, js, 1, "finished")
-	r.c.acks.add(r.fetchReply())
+	r.lostAck(r.fetchReply())
 	r.live()
 	stop, err := r.c.watchLeaders(r.ctx)
 	if err != nil {

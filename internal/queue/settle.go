@@ -95,10 +95,14 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 // never sent again. The confirmation would
 // cost a reply, a timer and a context per job.
 func (c *Consumer) ackStored(d *Delivery) error {
+	// Remembered first: one that cannot even be written (the
+	// reconnect buffer full) is sent again when the connection is back.
+	if d.lane != nil {
+		d.lane.acks.add(sentAck{reply: d.msg.Reply(), at: c.now(), consumer: d.consumer})
+	}
 	if err := d.msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		return err
 	}
-	c.acks.add(d.msg.Reply())
 	return nil
 }
 
