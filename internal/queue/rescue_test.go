@@ -199,16 +199,8 @@ func TestANewConsumerLeaderGetsTheLastAcksAgain(t *testing.T) {
 	if testing.Short() {
 		t.Skip("a 3-node cluster")
 	}
-	c := natstest.NewCluster(t, 3)
-	nc, err := nats.Connect(c.URL())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJS(t, natstest.NewCluster(t, 3).URL())
+	nc := js.Conn()
 	r := newFailoverRigOn(t, js, 3, "finished")
 	r.lostAck(r.fetchReply())
 	r.live()
@@ -252,15 +244,7 @@ func TestAReconnectSendsTheLastAcksAgain(t *testing.T) {
 	store := t.TempDir()
 	ns := natstest.RunServerAt(t, -1, store)
 	port := natstest.Port(ns)
-	nc, err := nats.Connect(ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(nc.Close)
-	js, err := jetstream.New(nc)
-	if err != nil {
-		t.Fatal(err)
-	}
+	js := connectJS(t, ns.ClientURL(), nats.MaxReconnects(-1), nats.ReconnectWait(50*time.Millisecond))
 	r := newFailoverRigOn(t, js, 1, "finished")
 	r.lostAck(r.fetchReply())
 	r.live()

@@ -15,8 +15,13 @@ import (
 func serverJS(t *testing.T) jetstream.JetStream {
 	t.Helper()
 	leakcheck.AtEnd(t)
-	ns := natstest.RunServer(t)
-	nc, err := nats.Connect(ns.ClientURL())
+	return connectJS(t, natstest.RunServer(t).ClientURL())
+}
+
+// connectJS connects to url for the test's length.
+func connectJS(t *testing.T, url string, opts ...nats.Option) jetstream.JetStream {
+	t.Helper()
+	nc, err := nats.Connect(url, opts...)
 	if err != nil {
 		t.Fatal(err)
 	}
