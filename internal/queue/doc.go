@@ -153,7 +153,7 @@
 // fetch.go (pulls, keepalives), early.go (lookups of jobs that may have
 // run), fence.go (batch states), inbound.go (what a message on the jobs
 // subject may claim), republished.go, attempts.go, settle.go, rescue.go,
-// invalid.go, readiness.go (jobs ready to send now, for autoscaling),
+// reack.go (unconfirmed acks sent again), invalid.go, readiness.go (jobs ready to send now, for autoscaling),
 // failures.go (settling failures, for alerts); batches.go (weights and states); enqueue's
 // side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
 // reader.go (the one ordered stream reader), results.go, deadletter.go,
