@@ -53,6 +53,9 @@ func TestReadyBacklogRuleAggregates(t *testing.T) {
 		t.Errorf("jetpost:batch_ready selects %v, want exactly %v", got, want)
 	}
 	for name, op := range want {
+		if len(got[name]) == 0 {
+			t.Errorf("jetpost:batch_ready does not select %s", name)
+		}
 		for _, g := range got[name] {
 			if g != op {
 				t.Errorf("jetpost:batch_ready: %s under %s, want %s", name, g, op)

@@ -14,6 +14,7 @@ import (
 	"github.com/nats-io/nats-server/v2/server"
 
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 )
 
 // The console user of examples/nats-permissions.conf: a worker that runs
@@ -83,7 +84,16 @@ func TestConsoleNATSPermissions(t *testing.T) {
 		t.Errorf("dead letters: %v, %d listed, want 2", err, len(dls.DeadLetters))
 	}
 	for _, step := range []string{"pause", "resume", "redrive", "cancel"} {
-		call("POST", "/api/batches/cp/"+step)
+		answer := call("POST", "/api/batches/cp/"+step)
+		if step != "redrive" {
+			continue
+		}
+		// The re-drive must have published both jobs again and deleted
+		// their dead letters: the rights this role exists for.
+		var rep queue.RedriveReport
+		if err := json.Unmarshal([]byte(answer), &rep); err != nil || rep.Redriven != 2 {
+			t.Errorf("redrive answered %s (%v), want 2 jobs re-driven", answer, err)
+		}
 	}
 	var snap struct {
 		Batches  []struct{ Batch, State string }

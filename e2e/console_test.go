@@ -38,6 +38,20 @@ func chromium() string {
 	return ""
 }
 
+// needChromium returns the browser's path, or skips the test (in -short
+// mode, for what it needs, or without a browser, saying how to get one).
+func needChromium(t *testing.T, needs string) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip(needs)
+	}
+	path := chromium()
+	if path == "" {
+		t.Skip("no chromium on PATH: install Debian's chromium package (apt-get install chromium) and run make test-browser (go test ./e2e -run TestConsole)")
+	}
+	return path
+}
+
 // browser starts a headless chromium with a fresh profile at a laptop's
 // screen size; the test's end stops it.
 func browser(t *testing.T, path string) context.Context {
@@ -111,13 +125,7 @@ func artifact(t *testing.T, name string, data []byte) {
 // returned beyond the requests the workers reported running), dead letters
 // show with their secrets redacted, and a screenshot is kept.
 func TestConsoleInABrowser(t *testing.T) {
-	if testing.Short() {
-		t.Skip("worker processes and a browser")
-	}
-	path := chromium()
-	if path == "" {
-		t.Skip("no chromium on PATH: install Debian's chromium package (apt-get install chromium) and run make test-browser (go test ./e2e -run TestConsole)")
-	}
+	path := needChromium(t, "worker processes and a browser")
 	deadline := time.Now().Add(chaosBudget)
 	const n, batch, token = 3000, "cb", "e2e-console-token-0123456789"
 	ns := natstest.RunServer(t)
@@ -381,13 +389,7 @@ func heldArrivals(t *testing.T, latency time.Duration, holdFrom int) (*arrivals,
 // empty, and what render does after them (the totals, the workers line)
 // is there too.
 func TestConsoleEmptyPage(t *testing.T) {
-	if testing.Short() {
-		t.Skip("a browser")
-	}
-	path := chromium()
-	if path == "" {
-		t.Skip("no chromium on PATH: install Debian's chromium package (apt-get install chromium) and run make test-browser (go test ./e2e -run TestConsole)")
-	}
+	path := needChromium(t, "a browser")
 	deadline := time.Now().Add(2 * time.Minute)
 	ns := natstest.RunServer(t)
 	_, js := connect(t, ns.ClientURL())

@@ -65,6 +65,12 @@ func (c *Console) action(w http.ResponseWriter, r *http.Request) {
 		httpError(w, http.StatusBadRequest, "not a batch id")
 		return
 	}
+	switch action {
+	case "pause", "resume", "cancel", "redrive":
+	default:
+		httpError(w, http.StatusNotFound, "no such action: use pause, resume, cancel or redrive")
+		return
+	}
 	ctx := r.Context()
 	if err := c.src.known(ctx, batch); err != nil {
 		httpError(w, statusOf(err), err.Error())
@@ -72,14 +78,10 @@ func (c *Console) action(w http.ResponseWriter, r *http.Request) {
 	}
 	var rep any
 	var err error
-	switch action {
-	case "pause", "resume", "cancel":
-		rep, err = c.src.control(ctx, action, batch)
-	case "redrive":
+	if action == "redrive" {
 		rep, err = c.src.redrive(ctx, batch)
-	default:
-		httpError(w, http.StatusNotFound, "no such action: use pause, resume, cancel or redrive")
-		return
+	} else {
+		rep, err = c.src.control(ctx, action, batch)
 	}
 	if err != nil {
 		c.cfg.Log.Warn().Err(err).Str("batch", batch).Str("action", action).Msg("console action failed")

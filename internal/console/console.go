@@ -23,8 +23,6 @@ type Config struct {
 	// with the rights the actions need.
 	JS    jetstream.JetStream
 	Names queue.Names
-	// SecretHeaders are JETPOST_REDACT_HEADERS: redacted in dead letters.
-	SecretHeaders []string
 	// Token enables the actions (pause, resume, cancel, re-drive); empty
 	// leaves the console read-only.
 	Token string
@@ -65,7 +63,7 @@ func New(cfg Config) (*Console, error) {
 		cfg.Now = time.Now
 	}
 	c := &Console{cfg: cfg, token: newTokenCheck(cfg.Token), writeTimeout: writeTimeout}
-	c.src = &natsSource{js: cfg.JS, names: cfg.Names, secret: cfg.SecretHeaders, now: cfg.Now}
+	c.src = &natsSource{js: cfg.JS, names: cfg.Names, now: cfg.Now}
 	rd := &reader{src: c.src, rateWindow: cfg.RateWindow, now: cfg.Now}
 	c.hub = newHub(func(ctx context.Context) Snapshot {
 		s := rd.read(ctx)

@@ -33,7 +33,8 @@ type Snapshot struct {
 // Batch is a batch's status with what the page derives from it.
 type Batch struct {
 	queue.BatchStatus
-	// Total is the jobs the batch has had: results stored and jobs open.
+	// Total is results stored plus jobs open: a re-driven or re-run job
+	// counts once per result.
 	Total uint64 `json:"total"`
 	// ETASeconds is the open jobs over the rate; absent while nothing
 	// moves.

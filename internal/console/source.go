@@ -22,10 +22,9 @@ type source interface {
 // natsSource reads and changes the state in NATS with the library code
 // enqueue status, dlq, redrive, pause, resume and cancel use.
 type natsSource struct {
-	js     jetstream.JetStream
-	names  queue.Names
-	secret []string
-	now    func() time.Time
+	js    jetstream.JetStream
+	names queue.Names
+	now   func() time.Time
 }
 
 func (s *natsSource) Status(ctx context.Context, rateWindow time.Duration) (queue.Overview, error) {
@@ -83,7 +82,8 @@ func (s *natsSource) redrive(ctx context.Context, batch string) (queue.RedriveRe
 // errEnough stops a listing at its limit.
 var errEnough = errors.New("enough")
 
-// deadLetters lists at most limit of batch's dead letters, redacted;
+// deadLetters lists at most limit of batch's dead letters, without their
+// jobs, the result's URL redacted;
 // more says some were left out.
 func (s *natsSource) deadLetters(ctx context.Context, batch string, limit int) (out []dlqview.Shown, more bool, err error) {
 	err = queue.DeadLetters(ctx, s.js, s.names, batch, func(dl queue.StoredDeadLetter) error {
@@ -91,7 +91,7 @@ func (s *natsSource) deadLetters(ctx context.Context, batch string, limit int) (
 			more = true
 			return errEnough
 		}
-		out = append(out, dlqview.Redact(dl, s.secret))
+		out = append(out, dlqview.Summary(dl))
 		return nil
 	})
 	if errors.Is(err, errEnough) || errors.Is(err, jetstream.ErrStreamNotFound) {

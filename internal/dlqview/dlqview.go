@@ -20,13 +20,21 @@ type Shown struct {
 	Job    json.RawMessage `json:"job"`
 }
 
-// Redact is dl as it may be shown; secret names the configured extra
-// secret headers (JETPOST_REDACT_HEADERS).
-func Redact(dl queue.StoredDeadLetter, secret []string) Shown {
-	out := Shown{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result, Job: dl.Job}
+// Summary is dl as it may be shown, without its job: what a listing that
+// never shows the job (the console's) needs, without decoding it.
+func Summary(dl queue.StoredDeadLetter) Shown {
+	out := Shown{Seq: dl.Seq, Reason: cmp.Or(dl.Reason, dl.Result.Reason), Result: dl.Result}
 	// Stored by a worker, possibly of an older version whose rule knew
 	// fewer secret parameter names.
 	out.Result.URL = job.RedactURL(out.Result.URL)
+	return out
+}
+
+// Redact is dl as it may be shown, with its job; secret names the
+// configured extra secret headers (JETPOST_REDACT_HEADERS).
+func Redact(dl queue.StoredDeadLetter, secret []string) Shown {
+	out := Summary(dl)
+	out.Job = dl.Job
 	if dl.JobOmitted != "" {
 		out.Job, _ = json.Marshal("(not kept: " + dl.JobOmitted + ")")
 		return out

@@ -74,16 +74,15 @@ type Consumer struct {
 	consuming atomic.Bool
 	failed    failures
 	holds     *holdings
-	rescuing  atomic.Bool
-	// rescueAgain asks the rescue under way to run once more.
-	rescueAgain atomic.Bool
-	// life is Run's context, which rescues started from any path share;
-	// Run waits for them before it returns.
-	life    context.Context
-	rescues sync.WaitGroup
+	// rescuer runs the rescues (rescue.go), one at a time.
+	rescuer rerun
+	// life is Run's context, which background work started from any path
+	// shares (background.go); Run waits for it before it returns.
+	life       context.Context
+	background sync.WaitGroup
 	// reacker sends the last acks sent without confirmation again on
-	// signs that they may have been lost (reack.go).
-	reacker reacker
+	// signs that they may have been lost (reack.go), one round at a time.
+	reacker rerun
 }
 
 // NewConsumer opens the attempts and batches buckets and deletes the
@@ -196,7 +195,7 @@ func (c *Consumer) Run(ctx context.Context, h Handler) error {
 	}
 	defer stopFences()
 	c.life = ctx
-	defer c.rescues.Wait()
+	defer c.background.Wait()
 	// After life is set: an election may start sending acks again at once.
 	stopWatch, err := c.watchLeaders(ctx)
 	if err != nil {

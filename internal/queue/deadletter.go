@@ -47,8 +47,7 @@ func LeavesDeadLetter(r *job.Result) bool {
 // the job sends its new result to the callback. fp is the job's
 // fingerprint.
 func deadLetterOf(j *job.Job, fp job.Fingerprint, msg []byte, seq uint64, r *job.Result) (DeadLetter, string, error) {
-	callbackFailed := r.Callback != nil && !r.Callback.OK
-	if r.OK && !callbackFailed {
+	if !LeavesDeadLetter(r) {
 		return DeadLetter{}, "", nil // the common case: no id to build
 	}
 	dedup := ResultID(j, fp)
@@ -58,7 +57,7 @@ func deadLetterOf(j *job.Job, fp job.Fingerprint, msg []byte, seq uint64, r *job
 	switch {
 	case !r.OK && j.Kind != job.KindCallback:
 		return DeadLetter{Result: *r, Job: msg, StreamSeq: seq, Reason: r.Reason}, dedup, nil
-	case callbackFailed:
+	case r.Callback != nil && !r.Callback.OK:
 		b, err := job.Encode(j.CallbackMessage(nil))
 		if err != nil {
 			return DeadLetter{}, "", fmt.Errorf("encoding callback message: %w", err)

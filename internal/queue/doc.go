@@ -116,8 +116,9 @@
 //
 // Attempts are kept by stream sequence because JetStream's delivery count
 // also counts deferrals and hand-backs. The bucket is read only on
-// redeliveries and written only on retries and turn-aways, so the happy
-// path pays nothing for it.
+// redeliveries (not on those of a job this worker deferred itself, whose
+// counts it remembers: recall.go) and written only on retries and
+// turn-aways, so the happy path pays nothing for it.
 //
 // Losing a cluster node (rescue.go, reack.go, settle.go): acks of jobs
 // without a stored marker, and NAKs that are not parks, are confirmed with
@@ -150,12 +151,16 @@
 // payload.go, retry.go;
 // the worker side: handler.go (the contract), consumer.go (Run), lanes.go
 // (a consumer per batch, discovery), dispatch.go (fair places and pulls),
-// fetch.go (pulls, keepalives), early.go (lookups of jobs that may have
-// run), fence.go (batch states), inbound.go (what a message on the jobs
-// subject may claim), republished.go, attempts.go, settle.go, rescue.go,
-// reack.go (unconfirmed acks sent again), invalid.go, readiness.go (jobs ready to send now, for autoscaling),
-// failures.go (settling failures, for alerts); batches.go (weights and states); enqueue's
-// side: publish.go, bulk.go, done.go (markers, DoneIndex); readers:
-// reader.go (the one ordered stream reader), results.go, deadletter.go,
-// redrive.go, status.go, replication.go, breakers.go.
+// fetch.go (pulls, keepalives), placers.go (the goroutines that run placed
+// jobs), recall.go (what a worker knows of its own deferrals), early.go
+// (lookups of jobs that may have run), fence.go (batch states), inbound.go
+// (what a message on the jobs subject may claim), republished.go,
+// attempts.go, settle.go, rescue.go, reack.go (unconfirmed acks sent
+// again), background.go (rescues and re-sent acks, one at a time), invalid.go, readiness.go (jobs ready to send now, for
+// autoscaling), failures.go (settling failures, for alerts),
+// traceheaders.go (trace context in job messages), batches.go (weights and
+// states), known.go (whether a batch exists); enqueue's side: publish.go,
+// bulk.go, done.go (markers, DoneIndex); readers: reader.go (the one
+// ordered stream reader), results.go, deadletter.go, redrive.go,
+// status.go, replication.go, breakers.go.
 package queue

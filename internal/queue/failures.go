@@ -14,5 +14,7 @@ type failures struct {
 // is unavailable or refuses this worker.
 func (c *Consumer) ResultStoreFailures() uint64 { return c.failed.results.Load() }
 
-// SettleFailures counts acks and NAKs the server did not confirm.
+// SettleFailures counts settlings that failed: acks and NAKs the server did
+// not confirm, and unconfirmed ones (ackStored, park) that could not be
+// written.
 func (c *Consumer) SettleFailures() uint64 { return c.failed.settling.Load() }

@@ -131,6 +131,10 @@ func (c *Consumer) offer(l *lane, d *Delivery, kind pullKind) {
 		}
 	}
 	l.out++
+	// What the lane has undelivered is what this delivery says: counted
+	// as fetched now, it must not count as undelivered too until the
+	// pull ends (readiness).
+	l.seen.pending = d.pending
 	d.drain = l.ctl.State == BatchCancelled && !c.stopping
 	if d.drain {
 		c.drainOut++

@@ -89,8 +89,9 @@ type Delivery struct {
 	// pending is how many of the lane's jobs the server had not delivered
 	// yet when it sent this one.
 	pending uint64
-	// checked: looked up with its burst (checkEarly); finished: its
-	// completion marker names it.
+	// checked: looked up with its burst (checkEarly), or known from this
+	// worker's own deferral (recall); finished: its completion marker
+	// names it.
 	checked, finished bool
 	// last is what settling it leaves this worker to remember; consumer
 	// is its lane consumer's creation time; countsKnown: Attempts and

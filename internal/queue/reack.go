@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/nats-io/nats.go"
@@ -92,48 +91,20 @@ func (r *recentAcks) since(consumer, from time.Time) []string {
 	return out
 }
 
-// reacker sends the remembered acks again, once per sign, however many
-// come together.
-type reacker struct {
-	running atomic.Bool
-	again   atomic.Bool
-}
-
 // reackSoon sends the remembered acks again at once and over the next
 // seconds (reackAfter), unless Run is not running. A sign that comes while
 // they are being sent starts the schedule again when it ends.
 func (c *Consumer) reackSoon() {
-	ctx := c.life
-	if ctx == nil || ctx.Err() != nil {
-		return
-	}
-	r := &c.reacker
-	r.again.Store(true)
-	if !r.running.CompareAndSwap(false, true) {
-		return
-	}
-	c.rescues.Add(1)
-	go func() {
-		defer c.rescues.Done()
-		for {
-			for r.again.Swap(false) {
-				var slept time.Duration
-				for _, at := range reackAfter {
-					if retry.Sleep(ctx, at-slept) != nil {
-						r.running.Store(false)
-						return
-					}
-					slept = at
-					c.reack()
-				}
-			}
-			r.running.Store(false)
-			// A sign that came as this loop ended found it still running.
-			if !r.again.Load() || ctx.Err() != nil || !r.running.CompareAndSwap(false, true) {
+	c.inBackground(&c.reacker, func(ctx context.Context) {
+		var slept time.Duration
+		for _, at := range reackAfter {
+			if retry.Sleep(ctx, at-slept) != nil {
 				return
 			}
+			slept = at
+			c.reack()
 		}
-	}()
+	})
 }
 
 // reack publishes the recent acks of every lane again, each to the

@@ -200,37 +200,17 @@ func (c *Consumer) census(ctx context.Context) (map[string]map[uint64]bool, int,
 	}
 }
 
-// rescueSoon starts a rescue unless Run is not running. A call while one is
-// under way makes it run once more when done: the sign may be of a later
-// leader change than the one it is rescuing from.
+// rescueSoon starts a rescue unless Run is not running, and a second one
+// followUp later unless another sign came meanwhile.
 func (c *Consumer) rescueSoon() {
-	ctx := c.life
-	if ctx == nil || ctx.Err() != nil {
-		return
-	}
 	// The same signs may mean acks were lost too (reack.go).
 	c.reackSoon()
-	c.rescueAgain.Store(true)
-	if !c.rescuing.CompareAndSwap(false, true) {
-		return
-	}
-	c.rescues.Add(1)
-	go func() {
-		defer c.rescues.Done()
-		for {
-			for c.rescueAgain.Swap(false) && ctx.Err() == nil {
-				c.rescueRetrying(ctx)
-				if !c.rescueAgain.Load() && retry.Sleep(ctx, followUp) == nil {
-					c.rescueRetrying(ctx)
-				}
-			}
-			c.rescuing.Store(false)
-			// A sign that came as this loop ended found it still running.
-			if !c.rescueAgain.Load() || ctx.Err() != nil || !c.rescuing.CompareAndSwap(false, true) {
-				return
-			}
+	c.inBackground(&c.rescuer, func(ctx context.Context) {
+		c.rescueRetrying(ctx)
+		if !c.rescuer.pending() && retry.Sleep(ctx, followUp) == nil {
+			c.rescueRetrying(ctx)
 		}
-	}()
+	})
 }
 
 // rescueRetrying runs a rescue, trying again while the cluster is still

@@ -135,7 +135,7 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 func (r *failoverRig) live() {
 	r.t.Helper()
 	r.c.life = r.ctx
-	r.t.Cleanup(r.c.rescues.Wait)
+	r.t.Cleanup(r.c.background.Wait)
 	stop, err := r.c.answerCensus()
 	if err != nil {
 		r.t.Fatal(err)

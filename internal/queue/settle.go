@@ -97,9 +97,7 @@ func (c *Consumer) complete(ctx context.Context, d *Delivery, r *job.Result) err
 func (c *Consumer) ackStored(d *Delivery) error {
 	// Remembered first: one that cannot even be written (the
 	// reconnect buffer full) is sent again when the connection is back.
-	if d.lane != nil {
-		d.lane.acks.add(sentAck{reply: d.msg.Reply(), at: c.now(), consumer: d.consumer})
-	}
+	d.lane.acks.add(sentAck{reply: d.msg.Reply(), at: c.now(), consumer: d.consumer})
 	if err := d.msg.Ack(); err != nil && !errors.Is(err, jetstream.ErrMsgAlreadyAckd) {
 		return err
 	}
@@ -190,8 +188,8 @@ func (c *Consumer) storeMarker(d *Delivery, r *job.Result, fp job.Fingerprint, r
 	return m
 }
 
-// markerWait bounds how long settling waits for a marker's ack that did not
-// come with the job's own ack.
+// markerWait bounds how long settling waits for a marker's ack: the job is
+// acked only once its marker is stored.
 const markerWait = 5 * time.Second
 
 // awaitMarker returns why a completion marker was not stored, or nil.
@@ -204,7 +202,7 @@ func (c *Consumer) awaitMarker(ctx context.Context, m *pendingMarker) error {
 	}
 	select {
 	case <-m.ack.Ok():
-		return nil // the usual case, with no timer to arm
+		return nil // already in: no timer to arm
 	default:
 	}
 	t := time.NewTimer(markerWait)

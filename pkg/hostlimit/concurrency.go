@@ -61,18 +61,17 @@ func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
 		// wait little, and for few slots.
 		perHost, lat, waits = h.limit()/2, latencyGuess, 1
 	}
-	wait := min(l.cfg.MaxWait, time.Duration(waits)*lat)
+	wait, buffer := min(l.cfg.MaxWait, time.Duration(waits)*lat), l.cfg.MaxWaiting
 	// A fast host serves many more than six requests per slot within
 	// fastHostWait: as many may wait as it would serve by then, each for
 	// up to MaxWait (its slots free only as fast as this process reads the
-	// answers, slower than Little's law says when the CPU is short).
-	// Parked instead, each would cost a delayed NAK and a redelivery, more
-	// than the request itself (0 ms target: 1.3-2.2 parkings per job, and
-	// a batch slowing down as they piled up in the stream).
+	// answers, slower than Little's law says when the CPU is short), in a
+	// buffer FastWaiting larger. Parked instead, each would cost a delayed
+	// NAK and a redelivery, more than the request itself.
 	if fast := int(float64(h.limit()) * float64(fastHostWait) / float64(lat)); waits > 1 && fast > perHost {
-		perHost, wait = fast, l.cfg.MaxWait
+		perHost, wait, buffer = fast, l.cfg.MaxWait, buffer+l.cfg.FastWaiting
 	}
-	if l.waiting >= l.cfg.MaxWaiting || len(h.waiters) >= perHost {
+	if l.waiting >= buffer || len(h.waiters) >= perHost {
 		return 0, false
 	}
 	if h.stalled(now) > max(2*lat, fastHostWait) {

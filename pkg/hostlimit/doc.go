@@ -34,8 +34,8 @@
 // fraction of the host's capacity.
 //
 // The one exception is a bounded buffer (Config.MaxWaiting: in cmd/worker
-// every handler the consumer runs, JETPOST_MAX_INFLIGHT plus as many again
-// up to 256). A request whose slot is due
+// the handlers it runs beyond JETPOST_MAX_INFLIGHT, as many again up to
+// 256). A request whose slot is due
 // within a few of the host's latencies, or whose token is due within a
 // lease period, may wait for it in Admit, at most MaxWait. JetStream hands
 // parked jobs back in bursts: every delayed NAK pushes the consumer's
@@ -46,14 +46,15 @@
 // spent as they accrue instead of lapsing (BENCHMARKS.md measures what it
 // buys). A host holds at most six waiting requests per slot, each for up
 // to eight of its latencies, or, when it is fast, as many as it serves in
-// 100 ms, each for up to MaxWait (a parked job costs a delayed NAK and a
-// redelivery, more than a millisecond's request: at 0 ms, 1.3-2.2
-// parkings per job before, 0.04-0.2 after); half its limit, for a moment
-// each, until about 20 good answers have told its latency; and a host
-// that stops answering none. Waiting costs other hosts nothing: the worker runs a
-// handler for each waiting job on top of its JETPOST_MAX_INFLIGHT, and the
-// sender bounds the requests in flight (sender.Config.MaxRequests) after
-// admission, so a waiting job holds no request place.
+// 100 ms, each for up to MaxWait, in a buffer Config.FastWaiting larger
+// (a parked job costs a delayed NAK and a redelivery, more than a
+// millisecond's request); half its limit, for a moment each, until about
+// 20 good answers have told its latency; and a host that stops answering
+// none. Waiting costs other hosts nothing, but a fast host's extra
+// waiters for up to 100 ms: the worker runs a handler for each job of
+// the buffer on top of its JETPOST_MAX_INFLIGHT, and the sender bounds
+// the requests in flight (sender.Config.MaxRequests) after admission, so
+// a waiting job holds no request place.
 //
 // # Idle gaps cost nothing
 //

@@ -58,9 +58,14 @@ type Config struct {
 	// requests): the buffer bridges the pauses between JetStream's
 	// redeliveries (see the package documentation).
 	MaxWaiting int
+	// FastWaiting is how many more requests may wait, beyond MaxWaiting,
+	// for the slots of a fast host: one that serves them all within
+	// 100 ms. They take handlers other hosts' jobs could use, but only for
+	// that long (cmd/worker: JETPOST_MAX_INFLIGHT).
+	FastWaiting int
 	// MaxWait bounds one such wait; default 1s. A wait for a slot is also
 	// bounded by eight of the host's latencies (one guessed latency, 100 ms,
-	// until about 20 good answers have told it).
+	// until about 20 good answers have told it), unless the host is fast.
 	MaxWait time.Duration
 	// MaxDefer caps how long one refused job is told to wait; default 2m.
 	MaxDefer time.Duration
@@ -111,8 +116,8 @@ func New(cfg Config) (*Limiter, error) {
 		return nil, fmt.Errorf("hostlimit: backoff %v is not in [0.5, 1)", cfg.Backoff)
 	case cfg.LatencyTolerance != 0 && cfg.LatencyTolerance < 1:
 		return nil, fmt.Errorf("hostlimit: latency tolerance %v is below 1", cfg.LatencyTolerance)
-	case cfg.MaxWaiting < 0:
-		return nil, fmt.Errorf("hostlimit: max waiting %d is negative", cfg.MaxWaiting)
+	case cfg.MaxWaiting < 0 || cfg.FastWaiting < 0:
+		return nil, fmt.Errorf("hostlimit: max waiting %d or fast waiting %d is negative", cfg.MaxWaiting, cfg.FastWaiting)
 	case cfg.MaxDefer < 0, cfg.IdleAfter < 0, cfg.BucketTimeout < 0, cfg.MaxWait < 0:
 		return nil, errors.New("hostlimit: durations must not be negative")
 	}

@@ -529,3 +529,35 @@ func TestAFastHostsRequestsWaitInsteadOfParking(t *testing.T) {
 		}
 	}
 }
+
+// The buffer beyond MaxWaiting is a fast host's alone: with the shared
+// buffer full, a fast host's request may still wait (it is served within
+// 100 ms), a slow host's is refused, so the handlers the worker keeps for
+// requests in flight stay free for other hosts.
+func TestOnlyAFastHostWaitsBeyondTheBuffer(t *testing.T) {
+	clock := newClock()
+	l, _ := New(Config{MaxInflight: 2, Fixed: true, MaxWaiting: 4, FastWaiting: 10, MaxWait: time.Second, Now: clock.now})
+	for _, tc := range []struct {
+		host    string
+		lat     time.Duration
+		waiting int  // already waiting in the whole limiter
+		may     bool // another may wait
+	}{
+		{"fast.example:443", time.Millisecond, 4, true},
+		{"fast.example:443", time.Millisecond, 14, false},
+		{"slow.example:443", 50 * time.Millisecond, 3, true},
+		{"slow.example:443", 50 * time.Millisecond, 4, false},
+	} {
+		r := sender.AdmitRequest{Host: tc.host}
+		warm(t, l, r, tc.lat)
+		l.mu.Lock()
+		h := l.host(r.Host, clock.now())
+		l.waiting = tc.waiting
+		_, ok := l.mayWait(h, clock.now())
+		l.waiting = 0
+		l.mu.Unlock()
+		if ok != tc.may {
+			t.Errorf("%s with %d waiting: may wait %v, want %v", tc.host, tc.waiting, ok, tc.may)
+		}
+	}
+}

@@ -45,11 +45,15 @@ type workerProc struct {
 }
 
 func (b *bench) startWorkers(ctx context.Context, natsURL string, n int, env []string) ([]*workerProc, error) {
-	return b.startWorkersOf(ctx, filepath.Join(b.binDir, "worker"), natsURL, n, env)
+	return b.startWorkersOf(ctx, "", natsURL, n, env)
 }
 
-// startWorkersOf starts n workers of the binary bin (this tree's, or -base's).
+// startWorkersOf starts n workers of the binary bin: -base's, or this
+// tree's if empty.
 func (b *bench) startWorkersOf(ctx context.Context, bin, natsURL string, n int, env []string) ([]*workerProc, error) {
+	if bin == "" {
+		bin = filepath.Join(b.binDir, "worker")
+	}
 	var ws []*workerProc
 	for i := range n {
 		addr, err := benchkit.FreeAddr()
@@ -186,11 +190,7 @@ func (b *bench) runJetpost(ctx context.Context, s jpSpec) (jpRun, error) {
 		return run, err
 	}
 	defer br.stop()
-	bin := s.workerBin
-	if bin == "" {
-		bin = filepath.Join(b.binDir, "worker")
-	}
-	ws, err := b.startWorkersOf(ctx, bin, br.URL, s.workers, s.env)
+	ws, err := b.startWorkersOf(ctx, s.workerBin, br.URL, s.workers, s.env)
 	defer stopWorkers(ws)
 	if err != nil {
 		return run, err
@@ -299,7 +299,7 @@ func (m cpuMark) since(run *jpRun, ws []*workerProc, tgt *demoTarget) {
 	for i, w := range ws {
 		c, _ := procCPU(w.p.pid())
 		run.workerCPU += c - m.workers[i]
-		if h, err := procHWM(w.p.pid()); err == nil {
+		if h, err := procStatusBytes(w.p.pid(), "VmHWM"); err == nil {
 			run.workerHWM = max(run.workerHWM, h)
 		}
 	}

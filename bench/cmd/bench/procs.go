@@ -171,9 +171,6 @@ func procCPU(pid int) (time.Duration, error) {
 	return time.Duration(ut+st) * time.Second / clockTick, nil
 }
 
-// procHWM reads VmHWM (peak resident set) of a running process, in bytes.
-func procHWM(pid int) (int64, error) { return procStatusBytes(pid, "VmHWM") }
-
 // selfCPU is this process's CPU time so far; during a jetpost run the
 // benchmark process does little besides serving the embedded NATS server.
 func selfCPU() time.Duration {

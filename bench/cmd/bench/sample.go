@@ -187,16 +187,6 @@ func (b bitmap) count(n int) int {
 	return c
 }
 
-// firstUnset is the smallest index below n not marked (-1 if none).
-func (b bitmap) firstUnset(n int) int {
-	for i := range n {
-		if b[i/64]&(1<<(i%64)) == 0 {
-			return i
-		}
-	}
-	return -1
-}
-
 func mb(b int64) string { return fmt.Sprintf("%.1f MB", float64(b)/1e6) }
 
 // workerCounter sums a counter (every label set) over the workers'

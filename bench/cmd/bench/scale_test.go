@@ -61,9 +61,6 @@ func TestBitmapCountsDistinctAndSecond(t *testing.T) {
 	if c := b.count(130); c != 4 {
 		t.Errorf("count %d, want 4", c)
 	}
-	if u := b.firstUnset(130); u != 1 {
-		t.Errorf("first unset %d, want 1", u)
-	}
 }
 
 func TestScaleResultsProblem(t *testing.T) {

@@ -260,11 +260,12 @@ func hostLimits(cfg *config.Worker, st *stores) (*hostlimit.Limiter, error) {
 		Rates:       rules,
 		Buckets:     st.rates,
 		Peers:       st.limits.Peers,
-		// Every handler the consumer runs may wait: a host whose limit is
-		// below JETPOST_MAX_INFLIGHT leaves that many more handlers than
-		// HostWaiting with a job and no slot, and each one refused would
-		// be parked (a delayed NAK and a redelivery) for nothing.
-		MaxWaiting: cfg.MaxInflight + cfg.HostWaiting(),
+		// The handlers beyond JETPOST_MAX_INFLIGHT may wait for a slot
+		// or a token, so other hosts' jobs always find one; a fast host's
+		// waiters (served within 100 ms) may take the others too: parked
+		// instead, each would cost a delayed NAK and a redelivery.
+		MaxWaiting:  cfg.HostWaiting(),
+		FastWaiting: cfg.MaxInflight,
 	})
 }
 

@@ -26,7 +26,7 @@ func newConsole(cfg *config.Worker, nc *nats.Conn, names queue.Names, o Options)
 		return nil, fmt.Errorf("console: %w", err)
 	}
 	return console.New(console.Config{
-		JS: js, Names: names, SecretHeaders: cfg.SecretHeaders(), Token: cfg.ConsoleToken,
+		JS: js, Names: names, Token: cfg.ConsoleToken,
 		Worker: cfg.ID(), Log: o.Log,
 	})
 }
