@@ -9,8 +9,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/nats-io/nats.go/jetstream"
-
 	"github.com/jetpost/jetpost/internal/fleetrate"
 	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/termsafe"
@@ -50,13 +48,10 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return err
 	}
 	ctl, err := queue.NewControl(ctx, a.js, a.names)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		err = fmt.Errorf("%w: workers of a version with batch control create it (start one)", err)
-	}
 	if err != nil {
 		return &exitError{exitBroker, err}
 	}
-	ctl.Fence.Expect = freshWorkers(ctx, a.js, a.names.Prefix, time.Now())
+	ctl.Fence.Expect = fleetrate.ExpectedWorkers(ctx, a.js, a.names.Prefix, time.Now())
 	start := time.Now()
 	var rep *queue.ControlReport
 	switch action {
@@ -78,16 +73,6 @@ func runControl(ctx context.Context, action string, args []string, stdout, stder
 		return &exitError{exitBroker, fmt.Errorf("%s %s: %w", action, batch, err)}
 	}
 	return a.reportControl(ctx, rep, cf, start, stdout, stderr)
-}
-
-// freshWorkers names the workers that posted on the limits board
-// recently: those a fence waits for. None if the board cannot be read.
-func freshWorkers(ctx context.Context, js jetstream.JetStream, prefix string, now time.Time) []string {
-	ws, err := fleetrate.ReadBoard(ctx, js, prefix)
-	if err != nil {
-		return nil
-	}
-	return fleetrate.FreshWorkers(ws, now)
 }
 
 // runningOn lists which workers still run the batch's jobs.

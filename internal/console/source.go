@@ -55,15 +55,10 @@ func (s *natsSource) known(ctx context.Context, batch string) error {
 // the workers that posted on the limits board lately, as enqueue does.
 func (s *natsSource) control(ctx context.Context, action, batch string) (*queue.ControlReport, error) {
 	ctl, err := queue.NewControl(ctx, s.js, s.names)
-	if errors.Is(err, jetstream.ErrBucketNotFound) {
-		err = fmt.Errorf("%w: workers of a version with batch control create it", err)
-	}
 	if err != nil {
 		return nil, err
 	}
-	if ws, err := fleetrate.ReadBoard(ctx, s.js, s.names.Prefix); err == nil {
-		ctl.Fence.Expect = fleetrate.FreshWorkers(ws, s.now())
-	}
+	ctl.Fence.Expect = fleetrate.ExpectedWorkers(ctx, s.js, s.names.Prefix, s.now())
 	switch action {
 	case "pause":
 		return ctl.Pause(ctx, batch)

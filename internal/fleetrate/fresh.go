@@ -31,6 +31,16 @@ func ReadBoard(ctx context.Context, js jetstream.JetStream, prefix string) ([]Wo
 	return ws, nil
 }
 
+// ExpectedWorkers names the workers that posted on the limits board
+// recently: those a fence waits for. None if the board cannot be read.
+func ExpectedWorkers(ctx context.Context, js jetstream.JetStream, prefix string, now time.Time) []string {
+	ws, err := ReadBoard(ctx, js, prefix)
+	if err != nil {
+		return nil
+	}
+	return FreshWorkers(ws, now)
+}
+
 // FreshWorkers names the workers of ws that posted within BoardFresh of
 // now: those a fence waits for.
 func FreshWorkers(ws []WorkerLimits, now time.Time) []string {

@@ -77,9 +77,10 @@ func (c *Consumer) loadAttempts(ctx context.Context, seq uint64) (attemptsRecord
 // turn-away (NakAfter) spent.
 // Counts never go down, so a decision that leaves one out keeps the
 // delivery's.
-func (c *Consumer) recordAttempts(ctx context.Context, d *Delivery, dec Decision) {
+func (c *Consumer) recordAttempts(ctx context.Context, d *Delivery, dec Decision) attemptsRecord {
 	rec := attemptsRecord{Attempts: max(dec.Attempts, d.Attempts), TurnedAway: max(dec.TurnedAway, d.TurnedAway), Trace: cmp.Or(d.Trace, d.PrevTrace)}
 	if _, err := c.kv.Put(ctx, strconv.FormatUint(d.Seq, 10), rec.encode()); err != nil {
 		c.deliveryEvent(c.log.Warn(), d).Err(err).Msg("recording attempts failed")
 	}
+	return rec
 }

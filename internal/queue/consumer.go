@@ -254,7 +254,7 @@ func (c *Consumer) process(ctx context.Context, d *Delivery, h Handler, release 
 		c.settleFinished(ctx, d)
 		return
 	}
-	if !d.checked && (d.NumDelivered > 1 || d.early) {
+	if d.needsCheck() { // decodeErr is nil here
 		finished, err := c.redelivered(ctx, d)
 		if err != nil {
 			release()

@@ -161,6 +161,9 @@ type Control struct {
 // enqueue create it); control never creates stores.
 func NewControl(ctx context.Context, js jetstream.JetStream, n Names) (*Control, error) {
 	b, err := openBatchesReadOnly(ctx, js, n)
+	if errors.Is(err, jetstream.ErrBucketNotFound) {
+		err = fmt.Errorf("%w: workers of a version with batch control create it (start one)", err)
+	}
 	if err != nil {
 		return nil, err
 	}

@@ -68,14 +68,13 @@ type sched struct {
 	// handlers counts every goroutine holding a delivery; pulls every
 	// pull under way.
 	handlers sync.WaitGroup
-	// placedq feeds the idlePlacers (placers.go).
-	placedq     chan placedJob
-	idlePlacers int
-	pulls       sync.WaitGroup
-	work        context.Context // settling's context (ends after the grace)
-	creating    chan struct{}   // bounds the lane consumers created at once
-	lastForget  time.Time
-	lastSweep   time.Time
+	// placedq feeds the idle placers (placers.go).
+	placedq    chan *Delivery // unbuffered: only an idle placer takes one
+	pulls      sync.WaitGroup
+	work       context.Context // settling's context (ends after the grace)
+	creating   chan struct{}   // bounds the lane consumers created at once
+	lastForget time.Time
+	lastSweep  time.Time
 	// pullCtx ends the cold pulls when Run stops.
 	pullCtx   context.Context
 	stopPulls context.CancelFunc
@@ -87,7 +86,7 @@ func (c *Consumer) startSched(work context.Context) {
 	c.work = work
 	c.lanes = map[string]*lane{}
 	c.places = c.cfg.MaxInflight
-	c.placedq = make(chan placedJob, c.cfg.MaxInflight)
+	c.placedq = make(chan *Delivery)
 	c.wake = make(chan struct{}, 1)
 	c.creating = make(chan struct{}, maxCreating)
 	c.pullCtx, c.stopPulls = context.WithCancel(context.Background())
@@ -143,13 +142,14 @@ func (c *Consumer) dispatchLocked(work context.Context, h Handler) {
 		l.running++
 		l.placed++
 		d.placed = true
-		c.placeLocked(work, l, d, h)
+		c.placeLocked(work, d, h)
 	}
 }
 
 // runPlaced handles a delivery in a request place and settles it.
-func (c *Consumer) runPlaced(ctx context.Context, l *lane, d *Delivery, h Handler) {
+func (c *Consumer) runPlaced(ctx context.Context, d *Delivery, h Handler) {
 	defer c.handlers.Done()
+	l := d.lane
 	// The place bounds requests to targets; storing the result and the
 	// ack need only the broker, so they run outside it.
 	c.process(ctx, d, h, func() {

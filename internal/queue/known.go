@@ -19,18 +19,14 @@ func BatchStored(ctx context.Context, js jetstream.JetStream, names Names, batch
 		{names.JobsStream(), names.JobSubject(batch)},
 		{names.DLQStream(), names.DLQSubject(batch)},
 	} {
-		st, err := js.Stream(ctx, s.stream)
+		counts, err := subjectCounts(ctx, js, s.stream, s.subject)
 		if errors.Is(err, jetstream.ErrStreamNotFound) {
 			continue
 		}
 		if err != nil {
 			return false, fmt.Errorf("stream %s: %w", s.stream, err)
 		}
-		info, err := st.Info(ctx, jetstream.WithSubjectFilter(s.subject))
-		if err != nil {
-			return false, fmt.Errorf("stream %s: %w", s.stream, err)
-		}
-		if info.State.Subjects[s.subject] > 0 {
+		if counts[s.subject] > 0 {
 			return true, nil
 		}
 	}

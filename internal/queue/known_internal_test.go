@@ -39,9 +39,13 @@ func TestRecallTrustsOnlyTheNextDeliveryOfTheSameConsumer(t *testing.T) {
 	if d.last.delivered != 0 {
 		t.Errorf("remembered %+v of a delivery whose counts were not known", d.last)
 	}
-	d.countsKnown, d.Attempts = true, 2
-	d.remember(attemptsRecord{Attempts: 1, TurnedAway: 1})
-	if want := (lastDelivery{delivered: 2, consumer: t0, attempts: 2, turnedAway: 1}); d.last != want {
+	d.countsKnown, d.Attempts, d.PrevTrace = true, 2, "00-prev"
+	d.remember(d.counts()) // a park: nothing recorded
+	if want := (lastDelivery{delivered: 2, consumer: t0, attempts: 2, trace: "00-prev"}); d.last != want {
+		t.Errorf("remembered %+v, want %+v", d.last, want)
+	}
+	d.remember(attemptsRecord{Attempts: 2, TurnedAway: 1, Trace: "00-this"}) // as recordAttempts wrote it
+	if want := (lastDelivery{delivered: 2, consumer: t0, attempts: 2, turnedAway: 1, trace: "00-this"}); d.last != want {
 		t.Errorf("remembered %+v, want %+v", d.last, want)
 	}
 }

@@ -8,35 +8,21 @@ import "context"
 // pool grows to the most deliveries placed and not yet settled at once and
 // ends with Run.
 
-// placedJob is one delivery given a request place.
-type placedJob struct {
-	l *lane
-	d *Delivery
-}
-
-// placeLocked hands d to an idle placer, or starts one. c.handlers counts
-// it until it is settled.
-func (c *Consumer) placeLocked(work context.Context, l *lane, d *Delivery, h Handler) {
+// placeLocked hands d to an idle placer (one waiting on the unbuffered
+// queue), or starts one. c.handlers counts it until it is settled.
+func (c *Consumer) placeLocked(work context.Context, d *Delivery, h Handler) {
 	c.handlers.Add(1)
-	if c.idlePlacers > 0 {
-		c.idlePlacers--
-		c.placedq <- placedJob{l: l, d: d}
-		return
+	select {
+	case c.placedq <- d:
+	default:
+		go c.placer(work, h, d)
 	}
-	go c.placer(work, h, placedJob{l: l, d: d})
 }
 
 // placer runs placed deliveries until the queue closes.
-func (c *Consumer) placer(work context.Context, h Handler, pj placedJob) {
-	for {
-		c.runPlaced(work, pj.l, pj.d, h)
-		c.mu.Lock()
-		c.idlePlacers++
-		c.mu.Unlock()
-		var ok bool
-		if pj, ok = <-c.placedq; !ok {
-			return
-		}
+func (c *Consumer) placer(work context.Context, h Handler, d *Delivery) {
+	for ok := true; ok; d, ok = <-c.placedq {
+		c.runPlaced(work, d, h)
 	}
 }
 

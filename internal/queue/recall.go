@@ -1,7 +1,6 @@
 package queue
 
 import (
-	"cmp"
 	"time"
 )
 
@@ -31,20 +30,20 @@ type lastDelivery struct {
 	trace string
 }
 
-// remember notes what a deferral of d leaves: its counts after rec, if
-// this worker knew them.
+// remember notes what a deferral of d leaves, if this worker knew its
+// counts: rec, the attempts record as it now stands (what recordAttempts
+// wrote, or d.counts() when it wrote nothing).
 func (d *Delivery) remember(rec attemptsRecord) {
-	if d.lane == nil || !d.countsKnown {
+	if !d.countsKnown {
 		return
 	}
 	d.last = lastDelivery{delivered: d.NumDelivered, consumer: d.consumer,
-		attempts: max(rec.Attempts, d.Attempts), turnedAway: max(rec.TurnedAway, d.TurnedAway),
-		trace: d.PrevTrace}
-	if rec.Attempts > d.Attempts || rec.TurnedAway > d.TurnedAway {
-		// The deferral recorded an attempt or a try: the record now names
-		// this delivery (recordAttempts).
-		d.last.trace = cmp.Or(d.Trace, d.PrevTrace)
-	}
+		attempts: rec.Attempts, turnedAway: rec.TurnedAway, trace: rec.Trace}
+}
+
+// counts is the attempts record as this delivery found it.
+func (d *Delivery) counts() attemptsRecord {
+	return attemptsRecord{Attempts: d.Attempts, TurnedAway: d.TurnedAway, Trace: d.PrevTrace}
 }
 
 // recall takes the counts of d from what this worker remembers of its last

@@ -24,19 +24,18 @@ func (c *Consumer) settle(ctx context.Context, d *Delivery, dec Decision) {
 	case AckWithResult:
 		err = c.complete(ctx, d, dec.Result)
 	case NakAfterAttempt:
-		c.recordAttempts(ctx, d, dec)
-		d.remember(attemptsRecord{Attempts: dec.Attempts, TurnedAway: dec.TurnedAway})
+		d.remember(c.recordAttempts(ctx, d, dec))
 		err = c.nakDurable(ctx, d, dec.Delay)
 	case NakAfter:
-		d.remember(attemptsRecord{TurnedAway: dec.TurnedAway})
 		if dec.TurnedAway > d.TurnedAway {
-			c.recordAttempts(ctx, d, dec)
+			d.remember(c.recordAttempts(ctx, d, dec))
 			err = c.nakDurable(ctx, d, dec.Delay)
 		} else {
+			d.remember(d.counts())
 			err = c.park(ctx, d, dec.Delay)
 		}
 	case HandBack:
-		d.remember(attemptsRecord{})
+		d.remember(d.counts())
 		// One short try: a shutdown does not wait on a broker that is
 		// gone (the job then comes back after its ack wait).
 		hctx, cancel := context.WithTimeout(ctx, ackTry)

@@ -55,21 +55,25 @@ func (l *Limiter) acquireSlot(ctx context.Context, h *hostState, now time.Time) 
 // mayWait reports whether a request for h may wait here for a slot, and
 // for how long. l.mu is held.
 func (l *Limiter) mayWait(h *hostState, now time.Time) (time.Duration, bool) {
-	perHost, lat, waits := waitersPerSlot*h.limit(), h.conc.latency(0), waitLatencies
-	if lat == 0 {
+	perHost, buffer := waitersPerSlot*h.limit(), l.cfg.MaxWaiting
+	lat := h.conc.latency(0)
+	var wait time.Duration
+	switch fast := int(float64(h.limit()) * float64(fastHostWait) / float64(max(lat, 1))); {
+	case lat == 0:
 		// A host that has not answered yet may be one that never will:
 		// wait little, and for few slots.
-		perHost, lat, waits = h.limit()/2, latencyGuess, 1
-	}
-	wait, buffer := min(l.cfg.MaxWait, time.Duration(waits)*lat), l.cfg.MaxWaiting
-	// A fast host serves many more than six requests per slot within
-	// fastHostWait: as many may wait as it would serve by then, each for
-	// up to MaxWait (its slots free only as fast as this process reads the
-	// answers, slower than Little's law says when the CPU is short), in a
-	// buffer FastWaiting larger. Parked instead, each would cost a delayed
-	// NAK and a redelivery, more than the request itself.
-	if fast := int(float64(h.limit()) * float64(fastHostWait) / float64(lat)); waits > 1 && fast > perHost {
+		perHost, lat = h.limit()/2, latencyGuess
+		wait = min(l.cfg.MaxWait, lat)
+	case fast > perHost:
+		// A fast host serves many more than six requests per slot within
+		// fastHostWait: as many may wait as it would serve by then, each
+		// for up to MaxWait (its slots free only as fast as this process
+		// reads the answers, slower than Little's law says when the CPU
+		// is short), in a buffer FastWaiting larger. Parked instead, each
+		// would cost a delayed NAK and a redelivery, more than the request.
 		perHost, wait, buffer = fast, l.cfg.MaxWait, buffer+l.cfg.FastWaiting
+	default:
+		wait = min(l.cfg.MaxWait, waitLatencies*lat)
 	}
 	if l.waiting >= buffer || len(h.waiters) >= perHost {
 		return 0, false
@@ -187,8 +191,7 @@ func (l *Limiter) linePace(h *hostState, now time.Time) (lat time.Duration, limi
 	// again. A host that stops answering (for twice its latency and
 	// stallPace) slows the pace down; a shorter stall is as often this
 	// process starved of CPU, and the line's end, pushed out by it, stayed
-	// out after the stall (three workers on a loaded machine: jobs parked
-	// two minutes out, a 70 s tail at 10 jobs/s).
+	// out after the stall (BENCHMARKS.md, issue 17).
 	if stalled > max(2*lat, stallPace) {
 		lat = stalled
 	}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"strings"
 	"time"
+
+	"github.com/jetpost/jetpost/internal/config"
 )
 
 // scaleFigures are the scale run's figures, as the goals table and the
@@ -102,7 +104,9 @@ func (b *bench) scaleRows(r *scaleRun) {
 		item += fmt.Sprintf(", **stopped by -scale-deadline %s**", b.scaleDeadline)
 		oneWhy = fmt.Sprintf("did not finish: %s of %s results after %s, none twice", thousands(res.distinct), thousands(n), ms(r.done.Sub(r.start)))
 	}
-	window := r.workers * (2*scaleInflight + scaleInflight/4)
+	// What the workers may hold at once, by the worker's own rule (the
+	// scenario sets JETPOST_MAX_INFLIGHT alone).
+	window := r.workers * (&config.Worker{MaxInflight: scaleInflight}).Window()
 	b.goals = append(b.goals, goal{
 		item: item, what: "exactly one result per job (results stream read message by message)",
 		jetpost: fmt.Sprintf("%s distinct, %d second, %d missing, %d foreign; %s ok", thousands(res.distinct), res.duplicates, n-res.distinct, res.foreign, thousands(res.ok)),

@@ -158,9 +158,23 @@
   function controlText(r) {
     const workers = ((r.fence && r.fence.replies) || []).length + " workers confirmed";
     const running = r.fence && r.fence.running ? ", " + r.fence.running + " requests in flight finishing" : "";
-    if (r.action === "pause") return "batch " + r.batch + " paused: " + num(r.open) + " open jobs held; " + workers + running;
-    if (r.action === "resume") return "batch " + r.batch + " resumed (priority " + r.priority + "): " + num(r.open) + " open jobs to run; " + workers;
-    return "batch " + r.batch + " cancelled: nothing more of it is sent; " + num(r.open) + " jobs were open; " + workers;
+    let text;
+    if (r.action === "pause") text = "batch " + r.batch + " paused: " + num(r.open) + " open jobs held; " + workers + running;
+    else if (r.action === "resume") text = "batch " + r.batch + " resumed (priority " + r.priority + "): " + num(r.open) + " open jobs to run; " + workers;
+    else text = "batch " + r.batch + " cancelled: nothing more of it is sent; " + num(r.open) + " jobs were open; " + workers;
+    return text + controlWarnings(r).map(function (w) { return ". WARNING: " + w; }).join("");
+  }
+
+  // controlWarnings is what enqueue pause, resume and cancel warn about:
+  // workers that did not confirm the change, what failed on the way, a
+  // cancel that stopped waiting for running jobs.
+  function controlWarnings(r) {
+    const out = [];
+    const missing = (r.fence && r.fence.missing) || [];
+    if (missing.length) out.push("no confirmation from " + missing.join(", ") + " (they apply the change when they next read the batch's state)");
+    for (const w of r.warnings || []) out.push(w);
+    if (r.timed_out) out.push("stopped waiting for the batch's running jobs; they finish and store their results");
+    return out;
   }
 
   async function act(action, batch, btn) {
@@ -169,7 +183,7 @@
     say(action + " " + batch + "…", false, { state: "pending", action: action, batch: batch });
     try {
       const r = await post("/api/batches/" + encodeURIComponent(batch) + "/" + action);
-      say(controlText(r), false, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0), confirmed: String(((r.fence && r.fence.replies) || []).length) });
+      say(controlText(r), controlWarnings(r).length > 0, { state: "done", action: action, batch: batch, running: String((r.fence && r.fence.running) || 0), confirmed: String(((r.fence && r.fence.replies) || []).length) });
     } catch (e) {
       say(action + " " + batch + " failed: " + e.message, true, { state: "failed", action: action, batch: batch });
     } finally {
