@@ -12,6 +12,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/jetpost/jetpost/pkg/job"
 )
 
 // fakeAdmission records what Send asked and was told; refuse, when set,
@@ -140,19 +142,59 @@ func TestAdmittedRequestsReportBack(t *testing.T) {
 	}
 }
 
+// A breaker that opens while a request waits for admission turns it away
+// after it was admitted: its slot is released as not sent.
 func TestBreakerRefusalAfterAdmissionFreesTheSlot(t *testing.T) {
 	srv, _ := serve(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
-	adm := &fakeAdmission{}
+	ctx := safetyNet(t)
+	var s *Sender
+	adm := &fakeAdmission{refuse: func(r AdmitRequest) error {
+		if r.Batch == "waits" {
+			s.Send(ctx, newJob(srv.URL)) // opens the breaker meanwhile
+		}
+		return nil
+	}}
+	s = newSender(t, Config{AllowedNetworks: loopback(), Admission: adm,
+		Breaker: Breaker{Failures: 1, OpenTimeout: time.Minute}})
+	j := newJob(srv.URL)
+	j.Batch = "waits"
+	o := s.Send(ctx, j)
+	var open *BreakerOpenError
+	if o.Class != Postponed || o.Attempted || !errors.As(o.Err, &open) {
+		t.Fatalf("send %v (%v): want turned away by the breaker that opened", o.Class, o.Err)
+	}
+	if len(adm.feedback) != 2 || adm.feedback[1].Sent || adm.feedback[1].Overloaded() {
+		t.Fatalf("feedback %+v: the breaker's refusal must release the slot as not sent", adm.feedback)
+	}
+}
+
+// A request for a host whose breaker is open is turned away before it asks
+// for the host's capacity: it takes no admission slot and does not wait
+// for one, however full the host is.
+func TestOpenBreakerTurnsAwayBeforeAdmission(t *testing.T) {
+	srv, hits := serve(t, func(w http.ResponseWriter, _ *http.Request) { w.WriteHeader(http.StatusInternalServerError) })
+	var full atomic.Bool
+	adm := &fakeAdmission{refuse: func(r AdmitRequest) error {
+		if full.Load() {
+			return &NotAdmittedError{Host: r.Host, Reason: "concurrency limit 1 reached", Wait: time.Second, AtCeiling: true}
+		}
+		return nil
+	}}
 	s := newSender(t, Config{AllowedNetworks: loopback(), Admission: adm,
 		Breaker: Breaker{Failures: 1, OpenTimeout: time.Minute}})
 	ctx := safetyNet(t)
 	s.Send(ctx, newJob(srv.URL)) // opens the breaker
+	full.Store(true)
 	o := s.Send(ctx, newJob(srv.URL))
-	if o.Class != Postponed || o.Attempted {
-		t.Fatalf("second send %v: want deferred by the open breaker", o.Class)
+	var open *BreakerOpenError
+	if o.Class != Postponed || o.Attempted || !errors.As(o.Err, &open) || open.State != job.BreakerOpen {
+		t.Fatalf("send %v (%v): want turned away by the open breaker", o.Class, o.Err)
 	}
-	if len(adm.feedback) != 2 || adm.feedback[1].Sent || adm.feedback[1].Overloaded() {
-		t.Fatalf("feedback %+v: the breaker's refusal must release the slot as not sent", adm.feedback)
+	if OwnCapacity(o.Err) {
+		t.Fatal("a turn-away by the breaker reads as a want of the worker's own room")
+	}
+	if len(adm.asked) != 1 || hits.Load() != 1 {
+		t.Fatalf("admission asked %d times, target hit %d times; want 1 and 1 (the opener's)", len(adm.asked), hits.Load())
 	}
 }
 

@@ -68,6 +68,19 @@ func (b *breakers) get(host string) *hostBreaker {
 	return hb
 }
 
+// open returns host's breaker if it is open, nil if it is not or the host
+// has none yet. It creates nothing and counts as no use.
+func (b *breakers) open(host string) *hostBreaker {
+	v, ok := b.m.Load(host)
+	if !ok {
+		return nil
+	}
+	if hb := v.(*hostBreaker); hb.current(b.clock()) == gobreaker.StateOpen {
+		return hb
+	}
+	return nil
+}
+
 // maybeSweep drops breakers unused for breakerIdle (see breakers), at most
 // once per half of that. One that is dropped while a request it allowed is still
 // out only loses that request's count; the host's next request starts a

@@ -58,6 +58,10 @@
 // job costs no HTTP request and no attempt; its Err is a *BreakerOpenError
 // and its RetryAfter is when the breaker lets a probe through, the most it
 // should wait (a caller with a shorter retry schedule comes back sooner).
+// An open breaker is asked before the host limits (Admission) and the
+// request places: a job it will turn away neither waits for, nor holds,
+// room that jobs of healthy hosts could use. A half-open one is asked
+// after them, since the request it lets through is sent.
 // The probe is the next job's own request: its outcome is that job's.
 //
 // # Address guard

@@ -15,6 +15,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/sony/gobreaker/v2"
+
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
@@ -421,6 +423,15 @@ func (s *Sender) do(ctx context.Context, r request) Outcome {
 	// One key per endpoint for the breaker and the limits alike:
 	// https://api.example.com and https://api.example.com:443 are one host.
 	host := job.HostKey(req.URL)
+	// An open breaker turns the request away before it asks for its host's
+	// capacity or a place: one that waited there only to be turned away
+	// would hold room that jobs of healthy hosts could use, and its
+	// deferral would read as a want of this worker's room, not a refusal
+	// by its host (what readiness tells apart). A half-open breaker is
+	// asked after admission, where its probe is let through.
+	if hb := s.breakers.open(host); hb != nil {
+		return s.breakers.turnAway(host, hb, gobreaker.ErrOpenState, s.rnd)
+	}
 	permit, free, o, ok := s.start(ctx, r, host)
 	if !ok {
 		return o
