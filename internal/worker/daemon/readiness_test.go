@@ -94,70 +94,85 @@ func saturatedWorker(t *testing.T) (*metrics.Metrics, *nats.Conn, *holdingTarget
 	return mx, nc, tgt
 }
 
-// metricValue sums a metric's samples, those of one batch if batch is set.
-func metricValue(t *testing.T, mx *metrics.Metrics, name, batch string) float64 {
+// scrape is one reading of a worker's metrics, as one Prometheus scrape
+// takes it: each metric's samples summed per batch label ("" without
+// one). Figures that go together must come from one reading: a reading
+// may start a new window of decisions (queue's readiness), so the refused
+// count of one and the decided count of the next need not match.
+type scrape map[string]map[string]float64
+
+func scrapeOf(t *testing.T, mx *metrics.Metrics) scrape {
 	t.Helper()
 	families, err := mx.Registry().Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	sum := 0.0
+	s := scrape{}
 	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
+		byBatch := map[string]float64{}
 		for _, m := range f.GetMetric() {
-			match := batch == ""
+			batch := ""
 			for _, l := range m.GetLabel() {
-				match = match || (l.GetName() == "batch" && l.GetValue() == batch)
+				if l.GetName() == "batch" {
+					batch = l.GetValue()
+				}
 			}
-			if match {
-				sum += m.GetGauge().GetValue() + m.GetCounter().GetValue()
-			}
+			byBatch[batch] += m.GetGauge().GetValue() + m.GetCounter().GetValue()
 		}
+		s[f.GetName()] = byBatch
+	}
+	return s
+}
+
+// value sums a metric's samples, those of one batch if batch is set.
+func (s scrape) value(name, batch string) float64 {
+	if batch != "" {
+		return s[name][batch]
+	}
+	sum := 0.0
+	for _, v := range s[name] {
+		sum += v
 	}
 	return sum
 }
 
-// batches lists the batch labels a metric has samples for.
-func batches(t *testing.T, mx *metrics.Metrics, name string) []string {
-	t.Helper()
-	families, err := mx.Registry().Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	var out []string
-	for _, f := range families {
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if f.GetName() == name && l.GetName() == "batch" {
-					out = append(out, l.GetValue())
-				}
-			}
-		}
-	}
-	return out
-}
-
 // refusedShare is the batch's refused share as the recording rule takes
 // it: refused over decided (0 without decisions).
-func refusedShare(t *testing.T, mx *metrics.Metrics, batch string) float64 {
-	decided := metricValue(t, mx, "jetpost_batch_decided", batch)
+func (s scrape) refusedShare(batch string) float64 {
+	decided := s.value("jetpost_batch_decided", batch)
 	if decided == 0 {
 		return 0
 	}
-	return metricValue(t, mx, "jetpost_batch_refused", batch) / decided
+	return s.value("jetpost_batch_refused", batch) / decided
 }
 
 // ready is the autoscaling signal of one worker, as
 // deploy/prometheus/alerts.yml computes it: each batch's undelivered jobs
 // less its refused share, plus the jobs the worker holds ready.
-func ready(t *testing.T, mx *metrics.Metrics) float64 {
-	sum := metricValue(t, mx, "jetpost_ready_held", "")
-	for _, b := range batches(t, mx, "jetpost_batch_undelivered") {
-		sum += metricValue(t, mx, "jetpost_batch_undelivered", b) * (1 - refusedShare(t, mx, b))
+func (s scrape) ready() float64 {
+	sum := s.value("jetpost_ready_held", "")
+	for b, undelivered := range s["jetpost_batch_undelivered"] {
+		sum += undelivered * (1 - s.refusedShare(b))
 	}
 	return sum
+}
+
+// metricValue is value in a reading of its own.
+func metricValue(t *testing.T, mx *metrics.Metrics, name, batch string) float64 {
+	t.Helper()
+	return scrapeOf(t, mx).value(name, batch)
+}
+
+// refusedShare is scrape.refusedShare in a reading of its own.
+func refusedShare(t *testing.T, mx *metrics.Metrics, batch string) float64 {
+	t.Helper()
+	return scrapeOf(t, mx).refusedShare(batch)
+}
+
+// ready is scrape.ready in a reading of its own.
+func ready(t *testing.T, mx *metrics.Metrics) float64 {
+	t.Helper()
+	return scrapeOf(t, mx).ready()
 }
 
 func publishJobs(t *testing.T, nc *nats.Conn, batch, url string, n int) {
@@ -231,11 +246,32 @@ func TestReadinessShowsTheBacklogOfASaturatedWorker(t *testing.T) {
 // Jobs whose host refuses (its breaker open, its rate limit spent) wait in
 // JetStream or in the worker, and are not ready: more workers would not
 // send them sooner. A scaler reading the consumer sees every one of them.
+//
+// A first batch shuts the host (opens its breaker, spends its rate) before
+// the batch under test comes, so that every decision on the latter is a
+// refusal. Were the two one batch, how many of its jobs were sent or
+// deferred for the worker's own room before the breaker opened would
+// depend on the machine's load, and so would its refused share.
 func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
-	for name, env := range map[string]map[string]string{
-		"breaker open": {"JETPOST_BREAKER_FAILURES": "2", "JETPOST_BREAKER_OPEN_TIMEOUT": "1h",
-			"JETPOST_MAX_ATTEMPTS": "100", "JETPOST_BACKOFF_BASE": "10ms", "JETPOST_BACKOFF_MAX": "1s"},
-		"rate limit": {"JETPOST_RATE_LIMITS": "127.0.0.1=1/h"},
+	type shutting struct {
+		env map[string]string
+		// shut reports whether the host refuses now, as the worker says.
+		shut func(mx *metrics.Metrics, requests int64) bool
+	}
+	for name, c := range map[string]shutting{
+		"breaker open": {
+			env: map[string]string{"JETPOST_BREAKER_FAILURES": "2", "JETPOST_BREAKER_OPEN_TIMEOUT": "1h",
+				"JETPOST_MAX_ATTEMPTS": "100", "JETPOST_BACKOFF_BASE": "10ms", "JETPOST_BACKOFF_MAX": "1s"},
+			shut: func(mx *metrics.Metrics, _ int64) bool {
+				return metricValue(t, mx, "jetpost_breaker_state", "") == 2
+			},
+		},
+		"rate limit": {
+			env: map[string]string{"JETPOST_RATE_LIMITS": "127.0.0.1=1/h"},
+			shut: func(mx *metrics.Metrics, requests int64) bool {
+				return requests == 1 && metricValue(t, mx, "jetpost_batch_refused", "opener") > 0
+			},
+		},
 	} {
 		t.Run(name, func(t *testing.T) {
 			ns := natstest.RunServer(t)
@@ -247,22 +283,32 @@ func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
 				}
 			}))
 			defer tgt.Close()
-			env["JETPOST_MAX_INFLIGHT"] = "4"
-			mx := runBuilt(t, ns.ClientURL(), env)
+			c.env["JETPOST_MAX_INFLIGHT"] = "4"
+			mx := runBuilt(t, ns.ClientURL(), c.env)
 			nc, err := nats.Connect(ns.ClientURL())
 			if err != nil {
 				t.Fatal(err)
 			}
 			defer nc.Close()
+			publishJobs(t, nc, "opener", tgt.URL, 4)
+			waitFor(t, func() bool { return c.shut(mx, requests.Load()) })
+			sent := requests.Load()
 			const n = 60
 			publishJobs(t, nc, "refused", tgt.URL, n)
-			waitFor(t, func() bool { return requests.Load() > 0 })
+			var seen scrape
 			waitFor(t, func() bool {
-				return ready(t, mx) < 0.5 && refusedShare(t, mx, "refused") > 0.9
+				seen = scrapeOf(t, mx)
+				return seen.value("jetpost_batch_decided", "refused") > 0 && seen.ready() < 0.5
 			})
+			if share := seen.refusedShare("refused"); share != 1 {
+				t.Errorf("refused share %v, want 1: the host refused every job of the batch", share)
+			}
+			if got := requests.Load(); got != sent {
+				t.Errorf("the target got %d requests after it was shut, want none", got-sent)
+			}
 			open := n - storedResults(t, nc, "refused")
 			pending, ackPending, _ := consumerCounts(t, nc, "refused")
-			if open < n-1 || pending+ackPending < open {
+			if open != n || pending+ackPending < open {
 				t.Errorf("%d jobs open, consumer pending %d + ack pending %d: want the batch waiting", open, pending, ackPending)
 			}
 			t.Logf("ready %.2f while %d jobs are open (consumer: %d pending, %d ack pending)", ready(t, mx), open, pending, ackPending)
@@ -293,7 +339,8 @@ func TestReadinessOfAPausedBatchIsZero(t *testing.T) {
 		pending, _, ok := consumerCounts(t, nc, "held")
 		return ok && pending == n && metricValue(t, mx, "jetpost_batch_state", "held") == 1
 	})
-	if r, u := ready(t, mx), metricValue(t, mx, "jetpost_batch_undelivered", "held"); r != 0 || u != 0 {
+	s := scrapeOf(t, mx)
+	if r, u := s.ready(), s.value("jetpost_batch_undelivered", "held"); r != 0 || u != 0 {
 		t.Errorf("paused batch: ready %v, undelivered %v, want 0 (its consumer holds %d)", r, u, n)
 	}
 	if _, err := ctl.Resume(context.Background(), "held"); err != nil {
