@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
+	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -11,6 +13,7 @@ import (
 	"time"
 
 	"github.com/jetpost/jetpost/internal/natstest"
+	"github.com/jetpost/jetpost/internal/queue"
 	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/pkg/job"
 )
@@ -25,17 +28,40 @@ type arrivals struct {
 	at []time.Time
 }
 
+// newArrivals is an arrivals target that answers every request after
+// latency.
 func newArrivals(t *testing.T, latency time.Duration) (*arrivals, string) {
 	t.Helper()
+	a, url, _ := heldArrivals(t, latency, math.MaxInt)
+	return a, url
+}
+
+// heldArrivals is an arrivals target that holds every request after the
+// first holdFrom until release is called (or the test ends). Tests that
+// act on a batch mid-way hold its tail, so that the batch is still open
+// when they act, however slow the machine is to get there.
+func heldArrivals(t *testing.T, latency time.Duration, holdFrom int) (*arrivals, string, func()) {
+	t.Helper()
 	a := &arrivals{}
-	a.tg = target.New(target.Options{Latency: latency, OnRequest: func(*http.Request) {
+	gate := make(chan struct{})
+	var once sync.Once
+	release := func() { once.Do(func() { close(gate) }) }
+	a.tg = target.New(target.Options{Latency: latency, OnRequest: func(r *http.Request) {
 		a.mu.Lock()
 		a.at = append(a.at, time.Now())
+		held := len(a.at) > holdFrom
 		a.mu.Unlock()
+		if held {
+			select {
+			case <-gate:
+			case <-r.Context().Done():
+			}
+		}
 	}})
 	srv := httptest.NewServer(a.tg)
 	t.Cleanup(srv.Close)
-	return a, srv.URL
+	t.Cleanup(release) // runs first: the server's Close waits for held requests
+	return a, srv.URL, release
 }
 
 // after counts the requests that arrived after t.
@@ -84,6 +110,29 @@ func startControlled(t *testing.T, deadline time.Time, url, tURL string, a *arri
 	return p, enq, out
 }
 
+// releaseWhen calls release once batch's state reads state, or when ctx
+// ends. It runs on its own goroutine, so it reports nothing: a test that
+// waits for what release lets go fails on its own deadline.
+func releaseWhen(ctx context.Context, o *observer, batch string, state queue.BatchState, release func()) {
+	defer release()
+	ctl, err := queue.NewControl(ctx, o.js, queue.NewNames("jetpost"))
+	if err != nil {
+		return
+	}
+	tick := time.NewTicker(50 * time.Millisecond)
+	defer tick.Stop()
+	for {
+		if bc, _, err := ctl.Batches().Get(ctx, batch); err == nil && bc.State == state {
+			return
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-tick.C:
+		}
+	}
+}
+
 // settled waits until the target has no request in flight: the requests
 // running when a command returned have finished.
 func settled(t *testing.T, deadline time.Time, o *observer, a *arrivals, batch string) {
@@ -129,7 +178,7 @@ func TestPauseHoldsAndResumeCompletes(t *testing.T) {
 	ns := natstest.RunServer(t)
 	url := ns.ClientURL()
 	o := newObserver(t, url)
-	a, tURL := newArrivals(t, 30*time.Millisecond)
+	a, tURL, release := heldArrivals(t, 30*time.Millisecond, n-200)
 	p, enq, out := startControlled(t, deadline, url, tURL, a, o, n, 60, batch)
 
 	// Paused once every live worker confirmed: a worker slow to answer
@@ -157,6 +206,8 @@ func TestPauseHoldsAndResumeCompletes(t *testing.T) {
 			t.Fatalf("%d requests arrived after pause returned; the workers reported %d running", got, rep.Fence.Running)
 		}
 	}
+	// The held requests arrived before the pause; they finish now.
+	release()
 	settled(t, deadline, o, a, batch)
 	held := a.count()
 	stored := o.stored(batch)
@@ -188,9 +239,12 @@ func TestCancelEndsEveryOpenJobOnce(t *testing.T) {
 	ns := natstest.RunServer(t)
 	url := ns.ClientURL()
 	o := newObserver(t, url)
-	a, tURL := newArrivals(t, 30*time.Millisecond)
+	a, tURL, release := heldArrivals(t, 30*time.Millisecond, n-500)
 	_, enq, out := startControlled(t, deadline, url, tURL, a, o, n, 100, batch)
 
+	// cancel --wait waits for the requests in flight, the held ones too:
+	// they are let go once the batch reads cancelled.
+	go releaseWhen(t.Context(), o, batch, queue.BatchCancelled, release)
 	cancelled, stdout := controlCmd(t, url, "cancel", batch, "--wait")
 	if !strings.Contains(stdout, "batch cx cancelled:") || !strings.Contains(stdout, "no job open") {
 		t.Errorf("cancel said %q", stdout)

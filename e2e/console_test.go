@@ -14,7 +14,6 @@ import (
 	"slices"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -24,7 +23,6 @@ import (
 	"github.com/jetpost/jetpost/internal/console"
 	"github.com/jetpost/jetpost/internal/natstest"
 	"github.com/jetpost/jetpost/internal/queue"
-	"github.com/jetpost/jetpost/internal/target"
 	"github.com/jetpost/jetpost/internal/workertest"
 )
 
@@ -357,32 +355,6 @@ func checkDeadLetterView(t *testing.T, ctx context.Context, deadline time.Time, 
 	if !strings.Contains(text, "permanent") {
 		t.Errorf("the dead letters' reason (permanent) is not on the page")
 	}
-}
-
-// heldArrivals is newArrivals whose target holds every request after the
-// first holdFrom until release is called (or the test ends).
-func heldArrivals(t *testing.T, latency time.Duration, holdFrom int) (*arrivals, string, func()) {
-	t.Helper()
-	a := &arrivals{}
-	gate := make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
-	a.tg = target.New(target.Options{Latency: latency, OnRequest: func(r *http.Request) {
-		a.mu.Lock()
-		a.at = append(a.at, time.Now())
-		held := len(a.at) > holdFrom
-		a.mu.Unlock()
-		if held {
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-			}
-		}
-	}})
-	srv := httptest.NewServer(a.tg)
-	t.Cleanup(srv.Close)
-	t.Cleanup(release) // runs first: the server's Close waits for held requests
-	return a, srv.URL, release
 }
 
 // The page renders a fleet with nothing in it: both tables say they are
