@@ -42,26 +42,21 @@ func newArrivals(t *testing.T, latency time.Duration) (*arrivals, string) {
 // when they act, however slow the machine is to get there.
 func heldArrivals(t *testing.T, latency time.Duration, holdFrom int) (*arrivals, string, func()) {
 	t.Helper()
-	a := &arrivals{}
-	gate := make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
+	a, g := &arrivals{}, &gate{}
+	g.shut()
 	a.tg = target.New(target.Options{Latency: latency, OnRequest: func(r *http.Request) {
 		a.mu.Lock()
 		a.at = append(a.at, time.Now())
 		held := len(a.at) > holdFrom
 		a.mu.Unlock()
 		if held {
-			select {
-			case <-gate:
-			case <-r.Context().Done():
-			}
+			g.pass(r)
 		}
 	}})
 	srv := httptest.NewServer(a.tg)
 	t.Cleanup(srv.Close)
-	t.Cleanup(release) // runs first: the server's Close waits for held requests
-	return a, srv.URL, release
+	t.Cleanup(g.open) // runs first: the server's Close waits for held requests
+	return a, srv.URL, g.open
 }
 
 // after counts the requests that arrived after t.

@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"net/http/httptest"
 	"strings"
 	"sync"
@@ -38,15 +37,10 @@ const (
 // per-batch state on the broker behind them.
 func TestThousandConcurrentSmallBatches(t *testing.T) {
 	ns := natstest.RunServer(t)
-	gate := make(chan struct{})
-	var once sync.Once
-	release := func() { once.Do(func() { close(gate) }) }
-	tg := target.New(target.Options{Latency: 5 * time.Millisecond, OnRequest: func(r *http.Request) {
-		select {
-		case <-gate:
-		case <-r.Context().Done():
-		}
-	}})
+	held := &gate{}
+	held.shut()
+	release := held.open
+	tg := target.New(target.Options{Latency: 5 * time.Millisecond, OnRequest: held.pass})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	defer release() // before srv.Close, which waits for held requests

@@ -73,6 +73,60 @@ func (a *requestOrder) waitCount(t *testing.T, batch string, n int) {
 	}
 }
 
+// gate holds a test target's requests while it is shut; its zero value
+// is open.
+type gate struct {
+	mu sync.Mutex
+	ch chan struct{} // nil while open
+}
+
+// shut makes the requests that arrive from now on wait for open.
+func (g *gate) shut() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch == nil {
+		g.ch = make(chan struct{})
+	}
+}
+
+// open lets every held request go on, and those to come pass.
+func (g *gate) open() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.ch != nil {
+		close(g.ch)
+		g.ch = nil
+	}
+}
+
+// pass is a target.Options.OnRequest hook: it returns once the gate is
+// open or r is cancelled.
+func (g *gate) pass(r *http.Request) {
+	g.mu.Lock()
+	ch := g.ch
+	g.mu.Unlock()
+	if ch == nil {
+		return
+	}
+	select {
+	case <-ch:
+	case <-r.Context().Done():
+	}
+}
+
+// nth is the index in seq of batch's k-th request (from 1), -1 if it has
+// fewer.
+func nth(seq []arrival, batch string, k int) int {
+	for i, r := range seq {
+		if r.batch == batch {
+			if k--; k == 0 {
+				return i
+			}
+		}
+	}
+	return -1
+}
+
 // span is where batch's requests sit in seq: the index of its first and
 // last, and how many there were (-1, -1, 0 if none).
 func span(seq []arrival, batch string) (first, last, n int) {
