@@ -118,6 +118,10 @@ func NewConsumer(ctx context.Context, js jetstream.JetStream, n Names, cfg Consu
 	if cfg.Rescue.Census <= 0 {
 		cfg.Rescue.Census = time.Second
 	}
+	if cfg.Rescue.Max <= 0 {
+		cfg.Rescue.Max = 5 * time.Second
+	}
+	cfg.Rescue.Max = max(cfg.Rescue.Max, cfg.Rescue.Census)
 	if cfg.Discover <= 0 {
 		cfg.Discover = time.Second
 	}

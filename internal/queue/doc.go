@@ -143,9 +143,11 @@
 // at a time (a lock in the attempts bucket) reads the state of every
 // lane's consumer with jobs pending, waits a grace period, asks every
 // worker which jobs it holds or has deferred, by lane (a core NATS request
-// on <prefix>.fleet.held), and NAKs the other pending ones on their lane's
-// consumer, which come back at once. A leader's election alone does not
-// start it: a rescue NAKs what a worker it did not hear from holds.
+// on <prefix>.fleet.held; answers are collected for a second, and on, up
+// to 5 s, until every worker on the limits board answered), and NAKs the
+// other pending ones on their lane's consumer, which come back at once. A
+// leader's election alone does not start it: a rescue NAKs what a worker
+// it did not hear from holds.
 //
 // Files, one concept each: names.go, setup.go, ensure.go, aux.go,
 // payload.go, retry.go;

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -30,8 +31,18 @@ type RescueConfig struct {
 	// Grace is the pause between reading the consumer's state and the
 	// census, so that deliveries still on their way land first. Default 1s.
 	Grace time.Duration
-	// Census is how long replies to a census are collected. Default 1s.
+	// Census is how long replies to a census are collected at least.
+	// Default 1s.
 	Census time.Duration
+	// Expected, if set, names the workers known to be running (those on
+	// the limits board): the census goes on collecting until each has
+	// answered, up to Max. A worker slow to answer (loaded, reconnecting)
+	// would otherwise have the jobs it is sending NAKed, and sent again
+	// by another. One that never answers (killed, its post not stale
+	// yet) only delays the rescue.
+	Expected func(ctx context.Context) []string
+	// Max bounds a census waiting for expected workers. Default 5s.
+	Max time.Duration
 }
 
 const (
@@ -159,23 +170,42 @@ func (c *Consumer) answerCensus() (stop func(), err error) {
 	return func() { _ = sub.Unsubscribe() }, nil
 }
 
+// censusResult is what a census gathered: the busy sequences by lane
+// consumer, and who answered.
+type censusResult struct {
+	busy    map[string]map[uint64]bool
+	workers int
+	missing []string // expected workers that did not answer
+}
+
 // census collects every worker's busy sequences, by lane, for the
-// configured window.
-func (c *Consumer) census(ctx context.Context) (map[string]map[uint64]bool, int, error) {
+// configured window, and on until every expected worker answered (or the
+// configured Max).
+func (c *Consumer) census(ctx context.Context) (censusResult, error) {
+	res := censusResult{busy: map[string]map[uint64]bool{}}
+	waiting := map[string]bool{}
+	if c.cfg.Rescue.Expected != nil {
+		ectx, cancel := context.WithTimeout(ctx, 2*time.Second)
+		for _, w := range c.cfg.Rescue.Expected(ectx) {
+			waiting[w] = true
+		}
+		cancel()
+	}
 	nc := c.js.Conn()
 	inbox := nc.NewRespInbox()
 	replies := make(chan *nats.Msg, 256)
 	sub, err := nc.ChanSubscribe(inbox, replies)
 	if err != nil {
-		return nil, 0, err
+		return res, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
 	if err := nc.PublishRequest(c.names.censusSubject(), inbox, nil); err != nil {
-		return nil, 0, err
+		return res, err
 	}
-	busy, workers := map[string]map[uint64]bool{}, 0
-	window := time.NewTimer(c.cfg.Rescue.Census)
+	window, most := time.NewTimer(c.cfg.Rescue.Census), time.NewTimer(c.cfg.Rescue.Max)
 	defer window.Stop()
+	defer most.Stop()
+	windowOver := false
 	for {
 		select {
 		case m := <-replies:
@@ -183,19 +213,32 @@ func (c *Consumer) census(ctx context.Context) (map[string]map[uint64]bool, int,
 			if json.Unmarshal(m.Data, &r) != nil {
 				continue
 			}
-			workers++
+			res.workers++
+			delete(waiting, r.Worker)
 			for lane, seqs := range r.Busy {
-				if busy[lane] == nil {
-					busy[lane] = map[uint64]bool{}
+				if res.busy[lane] == nil {
+					res.busy[lane] = map[uint64]bool{}
 				}
 				for _, seq := range seqs {
-					busy[lane][seq] = true
+					res.busy[lane][seq] = true
 				}
 			}
+			if windowOver && len(waiting) == 0 {
+				return res, nil
+			}
 		case <-window.C:
-			return busy, workers, nil
+			windowOver = true
+			if len(waiting) == 0 {
+				return res, nil
+			}
+		case <-most.C:
+			for w := range waiting {
+				res.missing = append(res.missing, w)
+			}
+			slices.Sort(res.missing)
+			return res, nil
 		case <-ctx.Done():
-			return nil, 0, ctx.Err()
+			return res, ctx.Err()
 		}
 	}
 }
@@ -258,10 +301,11 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 	if err := retry.Sleep(ctx, c.cfg.Rescue.Grace); err != nil {
 		return 0, err
 	}
-	busy, workers, err := c.census(ctx)
+	cen, err := c.census(ctx)
 	if err != nil {
 		return 0, fmt.Errorf("census of held jobs: %w", err)
 	}
+	busy := cen.busy
 	total := 0
 	for name, info := range pending {
 		from, to := info.AckFloor.Stream+1, info.Delivered.Stream
@@ -274,7 +318,8 @@ func (c *Consumer) rescue(ctx context.Context) (int, error) {
 				spared++
 			}
 		}
-		c.log.Info().Str("consumer", name).Int("workers", workers).Int("pending", info.NumAckPending).Int("held_or_deferred", spared).
+		c.log.Info().Str("consumer", name).Int("workers", cen.workers).Strs("missing", cen.missing).
+			Int("pending", info.NumAckPending).Int("held_or_deferred", spared).
 			Uint64("from", from).Uint64("to", to).Msg("census after a consumer leader change")
 		if info.NumAckPending-spared <= 0 {
 			continue

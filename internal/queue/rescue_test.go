@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -126,6 +127,41 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 	// orphan and waits a moment for more cannot see them.
 	got := r.fetch(3, 500*time.Millisecond)
 	if len(got) != 1 || got["orphan"] != 2 {
+		t.Fatalf("after the rescue got %v, want the orphan alone, delivered a second time", got)
+	}
+}
+
+// A worker on the limits board that answers the census late (loaded,
+// reconnecting) keeps its jobs: the census waits for it beyond its window,
+// and for one that never answers (killed) only up to Max.
+func TestRescueWaitsForTheWorkersExpected(t *testing.T) {
+	r := newFailoverRig(t, "slow-holds", "orphan")
+	if got := r.fetch(2, 5*time.Second); len(got) != 2 {
+		t.Fatalf("first deliveries: %v", got)
+	}
+	r.c.cfg.Rescue = RescueConfig{Grace: 10 * time.Millisecond, Census: 50 * time.Millisecond, Max: 5 * time.Second,
+		Expected: func(context.Context) []string { return []string{"slow", "dead"} }}
+	// The slow worker answers well after the census window: a worker
+	// that is slow, not a synchronisation.
+	sub, err := r.js.Conn().Subscribe(r.c.names.censusSubject(), func(m *nats.Msg) {
+		time.Sleep(300 * time.Millisecond)
+		b, _ := json.Marshal(censusReply{Worker: "slow", Busy: map[string][]uint64{"batch_b": {r.seqs["slow-holds"]}}})
+		_ = m.Respond(b)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = sub.Unsubscribe() }()
+
+	cen, err := r.c.census(r.ctx)
+	if err != nil || cen.workers != 1 || !cen.busy["batch_b"][r.seqs["slow-holds"]] || !slices.Equal(cen.missing, []string{"dead"}) {
+		t.Fatalf("census %+v (%v): want the slow worker's answer, and dead missing", cen, err)
+	}
+	n, err := r.c.rescue(r.ctx)
+	if err != nil || n != 1 {
+		t.Fatalf("rescue NAKed %d (%v), want the orphan alone", n, err)
+	}
+	if got := r.fetch(2, 500*time.Millisecond); len(got) != 1 || got["orphan"] != 2 {
 		t.Fatalf("after the rescue got %v, want the orphan alone, delivered a second time", got)
 	}
 }

@@ -235,6 +235,10 @@ func newConsumer(ctx context.Context, js jetstream.JetStream, names queue.Names,
 		// pull open for a second took a tenth off a rate limit and an
 		// adaptive limit (BENCHMARKS.md).
 		PullWait: 200 * time.Millisecond,
+		// A rescue's census waits for every worker on the limits board.
+		Rescue: queue.RescueConfig{Expected: func(ctx context.Context) []string {
+			return fleetrate.ExpectedWorkers(ctx, js, names.Prefix, time.Now())
+		}},
 	}, log)
 }
 
