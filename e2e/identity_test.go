@@ -73,7 +73,10 @@ func TestJobIdentityAcrossBatches(t *testing.T) {
 		t.Errorf("enqueue results teamB: exit %d %s\n%s", code, stderr, stored)
 	}
 
-	// Each file again: nothing sent, its own result returned.
+	// Each file again: nothing sent, its own result returned. A job's
+	// completion marker is stored after its result, before its ack: once
+	// no job is left, both markers are there to be found.
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), "JETPOST_JOBS") == 0 })
 	for _, c := range []struct{ file, batch, body string }{{fileA, "teamA", "GET /a "}, {fileB, "teamB", "POST /b team B"}} {
 		out := filepath.Join(dir, c.batch+".again")
 		code, _, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--wait", "--out", out, c.file)
@@ -172,6 +175,8 @@ func TestIdentityKeyKeepsCredentialsApart(t *testing.T) {
 	}
 	wantResult(t, readResults(t, outB)["1"], "teamB", "orders of Bearer token-B")
 
+	// A's completion marker is stored after its result, before its ack.
+	waitUntil(t, func() bool { return streamMessages(t, ns.ClientURL(), "JETPOST_JOBS") == 0 })
 	outA := filepath.Join(dir, "a.again")
 	code, _, stderr := runEnqueue(t, env, "--nats", ns.ClientURL(), "--wait", "--out", outA, files["A"])
 	if code != 0 || !strings.Contains(stderr, "1 completed by an earlier run and not sent again") {

@@ -260,7 +260,7 @@ func checkBatchStateCleaned(t *testing.T, js jetstream.JetStream, jobs jetstream
 	})
 	// Workers drop a lane within a discovery of its last job; the bound
 	// only ends a broken test.
-	if !waitFor(t, "the batch consumers to go", time.Minute, func() (bool, string) {
+	if !waitFor(t, "the batch consumers to go", 3*time.Minute, func() (bool, string) {
 		left := batchConsumers(t, jobs)
 		return len(left) == 0, fmt.Sprintf("%d batch consumers", len(left))
 	}) {

@@ -39,6 +39,9 @@ func TestRunRerunSaysWhatItDidAndResultsAreLatest(t *testing.T) {
 	if r := runCmd(t, nil, "--nats", url, "--batch", "rr1", "--wait", "--quiet", file); r.code() != exitFailedJobs {
 		t.Fatalf("first run: exit %d (%v)\n%s", r.code(), r.err, r.stderr)
 	}
+	// --wait ends on the results; each job's completion marker is stored
+	// after its result, before its ack: once no job is left, all are.
+	waitUntil(t, func() bool { return streamMsgs(t, ns, testNames.JobsStream()) == 0 })
 	r := runCmd(t, nil, "--nats", url, "--batch", "rr2", file)
 	if r.code() != 0 || r.stdout != "rr2\n" {
 		t.Fatalf("re-run: exit %d (%v), stdout %q\n%s", r.code(), r.err, r.stdout, r.stderr)

@@ -51,6 +51,20 @@ func connect(t *testing.T, ns *server.Server, opts ...jetstream.JetStreamOpt) (*
 	return nc, js
 }
 
+// jobsLeft counts the jobs not acked yet. A job is acked after its
+// result and its completion marker are stored: at 0, a re-run finds every
+// marker.
+func jobsLeft(t *testing.T, ns *server.Server) uint64 {
+	t.Helper()
+	nc, js := connect(t, ns)
+	defer nc.Close()
+	s, err := js.Stream(context.Background(), names.JobsStream())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return s.CachedInfo().State.Msgs
+}
+
 // lines returns n JSON Lines jobs for url, ids job-00000…
 func lines(n int, url string) string {
 	var b strings.Builder

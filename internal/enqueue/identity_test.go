@@ -75,7 +75,7 @@ func TestSameIDOtherRequestIsAnotherJob(t *testing.T) {
 			outA.rep.Published, outB.rep.Published, outB.rep.Duplicates, outB.rep.CompletedEarlier)
 	}
 	checkResult(t, outB, "1", "teamB", "POST /b from B")
-	waitFor(t, func() bool { return tg.total() == 2 }) // A's job runs too
+	waitFor(t, func() bool { return tg.total() == 2 && jobsLeft(t, ns) == 0 }) // A's job runs too, and ends
 
 	// Within the dedup window: each file again sends nothing and gets its
 	// own stored result.

@@ -165,14 +165,16 @@ func TestThousandJobsTwoWorkersOneResultEach(t *testing.T) {
 // running jobs must both be kept alive, so nothing is redelivered and no
 // request is sent twice. The server's ack timer runs on its own clock, so
 // only a margin protects the verdict: keepalives go every third of the ack
-// wait, and a redelivery needs one to be late by two thirds (1.3 s here).
+// wait, and a redelivery needs one to be late by two thirds (2 s here).
 // Six jobs fill the worker's hands (2 running, 4 waiting up to 2 latencies).
 func TestSlowTargetCausesNoRedelivery(t *testing.T) {
 	ns := natstest.RunServer(t)
-	tg := target.New(target.Options{Latency: 2500 * time.Millisecond})
+	// Each request outlasts the ack wait; keepalives every third of it
+	// leave a stalled worker two seconds before the server redelivers.
+	tg := target.New(target.Options{Latency: 3500 * time.Millisecond})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
-	startWorkers(t, ns, pipelineOpts{MaxInflight: 2, Prefetch: 4, AckWait: 2 * time.Second})
+	startWorkers(t, ns, pipelineOpts{MaxInflight: 2, Prefetch: 4, AckWait: 3 * time.Second})
 
 	results := enqueueAndWait(t, ns, "slow", newJobs(6, srv.URL+"/slow"))
 

@@ -256,20 +256,20 @@ func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
 	type shutting struct {
 		env map[string]string
 		// shut reports whether the host refuses now, as the worker says.
-		shut func(mx *metrics.Metrics, requests int64) bool
+		shut func(s scrape, requests int64) bool
 	}
 	for name, c := range map[string]shutting{
 		"breaker open": {
 			env: map[string]string{"JETPOST_BREAKER_FAILURES": "2", "JETPOST_BREAKER_OPEN_TIMEOUT": "1h",
 				"JETPOST_MAX_ATTEMPTS": "100", "JETPOST_BACKOFF_BASE": "10ms", "JETPOST_BACKOFF_MAX": "1s"},
-			shut: func(mx *metrics.Metrics, _ int64) bool {
-				return metricValue(t, mx, "jetpost_breaker_state", "") == 2
+			shut: func(s scrape, _ int64) bool {
+				return s.value("jetpost_breaker_state", "") == 2
 			},
 		},
 		"rate limit": {
 			env: map[string]string{"JETPOST_RATE_LIMITS": "127.0.0.1=1/h"},
-			shut: func(mx *metrics.Metrics, requests int64) bool {
-				return requests == 1 && metricValue(t, mx, "jetpost_batch_refused", "opener") > 0
+			shut: func(s scrape, requests int64) bool {
+				return requests == 1 && s.value("jetpost_batch_refused", "opener") > 0
 			},
 		},
 	} {
@@ -291,7 +291,11 @@ func TestReadinessLeavesOutJobsTheirHostRefuses(t *testing.T) {
 			}
 			defer nc.Close()
 			publishJobs(t, nc, "opener", tgt.URL, 4)
-			waitFor(t, func() bool { return c.shut(mx, requests.Load()) })
+			// Shut, and no request left that it let through before.
+			waitFor(t, func() bool {
+				s := scrapeOf(t, mx)
+				return c.shut(s, requests.Load()) && s.value("jetpost_requests_in_flight", "") == 0
+			})
 			sent := requests.Load()
 			const n = 60
 			publishJobs(t, nc, "refused", tgt.URL, n)
