@@ -36,7 +36,8 @@ type RescueConfig struct {
 	Census time.Duration
 	// Expected, if set, names the workers known to be running (those on
 	// the limits board): the census goes on collecting until each has
-	// answered, up to Max. A worker slow to answer (loaded, reconnecting)
+	// answered, up to Max, asking again meanwhile. A worker slow to
+	// answer (loaded, or reconnecting, which missed the first request)
 	// would otherwise have the jobs it is sending NAKed, and sent again
 	// by another. One that never answers (killed, its post not stale
 	// yet) only delays the rescue.
@@ -178,9 +179,16 @@ type censusResult struct {
 	missing []string // expected workers that did not answer
 }
 
+// censusAgain is how often a census still waiting for expected workers
+// asks again: a core NATS request reaches only the workers connected when
+// it goes out, and one reconnecting after a node's loss missed it.
+const censusAgain = 300 * time.Millisecond
+
 // census collects every worker's busy sequences, by lane, for the
 // configured window, and on until every expected worker answered (or the
-// configured Max).
+// configured Max), asking again every censusAgain meanwhile. A worker
+// that answers twice counts once; its answers add up, which only spares
+// more.
 func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 	res := censusResult{busy: map[string]map[uint64]bool{}}
 	waiting := map[string]bool{}
@@ -199,12 +207,16 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 		return res, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	if err := nc.PublishRequest(c.names.censusSubject(), inbox, nil); err != nil {
+	ask := func() error { return nc.PublishRequest(c.names.censusSubject(), inbox, nil) }
+	if err := ask(); err != nil {
 		return res, err
 	}
 	window, most := time.NewTimer(c.cfg.Rescue.Census), time.NewTimer(c.cfg.Rescue.Max)
 	defer window.Stop()
 	defer most.Stop()
+	again := time.NewTicker(censusAgain)
+	defer again.Stop()
+	heard := map[string]bool{}
 	windowOver := false
 	for {
 		select {
@@ -213,7 +225,7 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 			if json.Unmarshal(m.Data, &r) != nil {
 				continue
 			}
-			res.workers++
+			heard[r.Worker] = true
 			delete(waiting, r.Worker)
 			for lane, seqs := range r.Busy {
 				if res.busy[lane] == nil {
@@ -224,11 +236,17 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 				}
 			}
 			if windowOver && len(waiting) == 0 {
+				res.workers = len(heard)
 				return res, nil
+			}
+		case <-again.C:
+			if len(waiting) > 0 {
+				_ = ask() // the next tick tries again
 			}
 		case <-window.C:
 			windowOver = true
 			if len(waiting) == 0 {
+				res.workers = len(heard)
 				return res, nil
 			}
 		case <-most.C:
@@ -236,6 +254,7 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 				res.missing = append(res.missing, w)
 			}
 			slices.Sort(res.missing)
+			res.workers = len(heard)
 			return res, nil
 		case <-ctx.Done():
 			return res, ctx.Err()

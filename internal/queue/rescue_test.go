@@ -131,31 +131,60 @@ func TestRescueNaksOnlyOrphans(t *testing.T) {
 	}
 }
 
-// A worker on the limits board that answers the census late (loaded,
-// reconnecting) keeps its jobs: the census waits for it beyond its window,
-// and for one that never answers (killed) only up to Max.
+// A worker on the limits board that missed the census request (it was
+// reconnecting) keeps its jobs: the census asks again until it answers,
+// and ends as soon as it did, well before its Max.
 func TestRescueWaitsForTheWorkersExpected(t *testing.T) {
-	r := newFailoverRig(t, "slow-holds", "orphan")
+	r := newFailoverRig(t, "late-holds", "orphan")
 	if got := r.fetch(2, 5*time.Second); len(got) != 2 {
 		t.Fatalf("first deliveries: %v", got)
 	}
-	r.c.cfg.Rescue = RescueConfig{Grace: 10 * time.Millisecond, Census: 50 * time.Millisecond, Max: 5 * time.Second,
-		Expected: func(context.Context) []string { return []string{"slow", "dead"} }}
-	// The slow worker answers well after the census window: a worker
-	// that is slow, not a synchronisation.
-	sub, err := r.js.Conn().Subscribe(r.c.names.censusSubject(), func(m *nats.Msg) {
-		time.Sleep(300 * time.Millisecond)
-		b, _ := json.Marshal(censusReply{Worker: "slow", Busy: map[string][]uint64{"batch_b": {r.seqs["slow-holds"]}}})
+	const most = time.Minute
+	r.c.cfg.Rescue = RescueConfig{Grace: 10 * time.Millisecond, Census: 50 * time.Millisecond, Max: most,
+		Expected: func(context.Context) []string { return []string{"late"} }}
+	nc := r.js.Conn()
+	// The late worker subscribes only once the first request went out.
+	asked := make(chan struct{}, 1)
+	spy, err := nc.Subscribe(r.c.names.censusSubject(), func(*nats.Msg) {
+		select {
+		case asked <- struct{}{}:
+		default:
+		}
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() { _ = spy.Unsubscribe() }()
+	if err := nc.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	type outcome struct {
+		cen  censusResult
+		err  error
+		took time.Duration
+	}
+	done := make(chan outcome, 1)
+	go func() {
+		began := time.Now()
+		cen, err := r.c.census(r.ctx)
+		done <- outcome{cen, err, time.Since(began)}
+	}()
+	<-asked
+	late, err := nc.Subscribe(r.c.names.censusSubject(), func(m *nats.Msg) {
+		b, _ := json.Marshal(censusReply{Worker: "late", Busy: map[string][]uint64{"batch_b": {r.seqs["late-holds"]}}})
 		_ = m.Respond(b)
 	})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer func() { _ = sub.Unsubscribe() }()
-
-	cen, err := r.c.census(r.ctx)
-	if err != nil || cen.workers != 1 || !cen.busy["batch_b"][r.seqs["slow-holds"]] || !slices.Equal(cen.missing, []string{"dead"}) {
-		t.Fatalf("census %+v (%v): want the slow worker's answer, and dead missing", cen, err)
+	defer func() { _ = late.Unsubscribe() }()
+	o := <-done
+	if o.err != nil || o.cen.workers != 1 || !o.cen.busy["batch_b"][r.seqs["late-holds"]] || len(o.cen.missing) != 0 {
+		t.Fatalf("census %+v (%v): want the late worker's answer, nobody missing", o.cen, o.err)
+	}
+	// Ended by the answer, not by Max: a bound no load reaches.
+	if o.took >= most/2 {
+		t.Fatalf("the census took %v with every expected worker heard", o.took)
 	}
 	n, err := r.c.rescue(r.ctx)
 	if err != nil || n != 1 {
@@ -163,6 +192,23 @@ func TestRescueWaitsForTheWorkersExpected(t *testing.T) {
 	}
 	if got := r.fetch(2, 500*time.Millisecond); len(got) != 1 || got["orphan"] != 2 {
 		t.Fatalf("after the rescue got %v, want the orphan alone, delivered a second time", got)
+	}
+}
+
+// An expected worker that never answers (killed, its post on the board
+// not stale yet) only delays the census to its Max, and is named missing.
+func TestCensusGivesUpOnAWorkerThatNeverAnswers(t *testing.T) {
+	r := newFailoverRig(t)
+	r.c.cfg.Rescue = RescueConfig{Census: 50 * time.Millisecond, Max: 300 * time.Millisecond,
+		Expected: func(context.Context) []string { return []string{"dead"} }}
+	stop, err := r.c.answerCensus()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	cen, err := r.c.census(r.ctx)
+	if err != nil || cen.workers != 1 || !slices.Equal(cen.missing, []string{"dead"}) {
+		t.Fatalf("census %+v (%v): want this worker's answer, dead missing", cen, err)
 	}
 }
 

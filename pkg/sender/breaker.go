@@ -69,13 +69,17 @@ func (b *breakers) get(host string) *hostBreaker {
 }
 
 // open returns host's breaker if it is open, nil if it is not or the host
-// has none yet. It creates nothing and counts as no use.
+// has none yet. It creates nothing; a turn-away counts as a use, so that
+// an open timeout longer than breakerIdle does not see its breaker swept
+// before its probe.
 func (b *breakers) open(host string) *hostBreaker {
 	v, ok := b.m.Load(host)
 	if !ok {
 		return nil
 	}
-	if hb := v.(*hostBreaker); hb.current(b.clock()) == gobreaker.StateOpen {
+	now := b.clock()
+	if hb := v.(*hostBreaker); hb.current(now) == gobreaker.StateOpen {
+		hb.lastUsed.Store(now.UnixNano())
 		return hb
 	}
 	return nil
