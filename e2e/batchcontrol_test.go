@@ -96,7 +96,8 @@ func controlCmd(t *testing.T, url string, args ...string) (time.Time, string) {
 // killAt requests (a replacement starts).
 func startControlled(t *testing.T, deadline time.Time, url, tURL string, a *arrivals, o *observer, n, killAt int, batch string) (*pool, *proc, string) {
 	t.Helper()
-	p := &pool{t: t, env: chaosWorkerEnv(url)}
+	// A request held at the target must not time out and be tried again.
+	p := &pool{t: t, env: chaosWorkerEnv(url, "JETPOST_REQUEST_TIMEOUT=5m")}
 	enq, out, _ := p.startBatch(2, deadline, n, tURL, batch, nil, "--nats", url)
 	o.until(deadline, batch, fmt.Sprintf("%d requests at the target", killAt), func() bool { return a.count() >= killAt })
 	killed := p.killOldest()
@@ -110,14 +111,10 @@ func startControlled(t *testing.T, deadline time.Time, url, tURL string, a *arri
 // waits for what release lets go fails on its own deadline.
 func releaseWhen(ctx context.Context, o *observer, batch string, state queue.BatchState, release func()) {
 	defer release()
-	ctl, err := queue.NewControl(ctx, o.js, queue.NewNames("jetpost"))
-	if err != nil {
-		return
-	}
 	tick := time.NewTicker(50 * time.Millisecond)
 	defer tick.Stop()
 	for {
-		if bc, _, err := ctl.Batches().Get(ctx, batch); err == nil && bc.State == state {
+		if bc, _, err := queue.BatchEntry(ctx, o.js, queue.NewNames("jetpost"), batch); err == nil && bc.State == state {
 			return
 		}
 		select {

@@ -12,7 +12,6 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -73,15 +72,10 @@ func TestMetricsAndReadiness(t *testing.T) {
 	port := natstest.Port(ns)
 	// Requests are held until the test has seen them in flight: a batch
 	// that ran by faster than the test could look would prove nothing.
-	release := make(chan struct{})
-	var once sync.Once
-	releaseAll := func() { once.Do(func() { close(release) }) }
-	tg := target.New(target.Options{OnRequest: func(r *http.Request) {
-		select {
-		case <-release:
-		case <-r.Context().Done():
-		}
-	}})
+	held := &gate{}
+	held.shut()
+	releaseAll := held.open
+	tg := target.New(target.Options{OnRequest: held.pass})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()
 	defer releaseAll() // before srv.Close, which waits for held requests

@@ -7,7 +7,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -40,17 +39,14 @@ func TestThousandJobsTwoWorkerProcesses(t *testing.T) {
 	// may send, so both workers hold jobs however the scheduler favours
 	// one; with a fixed limit either can reach its bound.
 	var arrived atomic.Int64
-	both := make(chan struct{})
-	var once sync.Once
-	releaseAll := func() { once.Do(func() { close(both) }) }
+	both := &gate{}
+	both.shut()
+	releaseAll := both.open
 	tg := target.New(target.Options{Latency: 5 * time.Millisecond, OnRequest: func(r *http.Request) {
 		if n := arrived.Add(1); n == inflight+1 {
 			releaseAll()
 		}
-		select {
-		case <-both:
-		case <-r.Context().Done():
-		}
+		both.pass(r)
 	}})
 	srv := httptest.NewServer(tg)
 	defer srv.Close()

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"path/filepath"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -24,18 +23,15 @@ func TestSigtermMidBatchLosesNothing(t *testing.T) {
 	var received atomic.Int64
 	// Requests after the 20th wait until w1 has been told to stop, so w1
 	// cannot finish the batch while the test is slow to send the signal.
-	halfway, signalled := make(chan struct{}), make(chan struct{})
-	var once sync.Once
-	signalSent := func() { once.Do(func() { close(signalled) }) }
+	halfway, signalled := make(chan struct{}), &gate{}
+	signalled.shut()
+	signalSent := signalled.open
 	tg := target.New(target.Options{Latency: 100 * time.Millisecond, OnRequest: func(r *http.Request) {
 		switch n := received.Add(1); {
 		case n == 20:
 			close(halfway)
 		case n > 20:
-			select {
-			case <-signalled:
-			case <-r.Context().Done():
-			}
+			signalled.pass(r)
 		}
 	}})
 	srv := httptest.NewServer(tg)

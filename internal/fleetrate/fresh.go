@@ -9,9 +9,9 @@ import (
 	"github.com/nats-io/nats.go/jetstream"
 )
 
-// BoardFresh is how recent a worker's post must be for a batch fence to
-// wait for its answer: workers post every 5s, and one killed lingers on
-// the board until its entry expires.
+// BoardFresh is how recent a worker's post must be for a batch fence, or
+// a rescue's census, to wait for its answer: workers post every 5s, and
+// one killed lingers on the board until its entry expires.
 const BoardFresh = 15 * time.Second
 
 // ReadBoard is every running worker's post on the limits board; none
@@ -32,7 +32,7 @@ func ReadBoard(ctx context.Context, js jetstream.JetStream, prefix string) ([]Wo
 }
 
 // ExpectedWorkers names the workers that posted on the limits board
-// recently: those a fence waits for. None if the board cannot be read.
+// recently: those a fence or a census waits for. None if the board cannot be read.
 func ExpectedWorkers(ctx context.Context, js jetstream.JetStream, prefix string, now time.Time) []string {
 	ws, err := ReadBoard(ctx, js, prefix)
 	if err != nil {
@@ -42,7 +42,7 @@ func ExpectedWorkers(ctx context.Context, js jetstream.JetStream, prefix string,
 }
 
 // FreshWorkers names the workers of ws that posted within BoardFresh of
-// now: those a fence waits for.
+// now: those a fence or a census waits for.
 func FreshWorkers(ws []WorkerLimits, now time.Time) []string {
 	var out []string
 	for _, w := range ws {
