@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"math"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -26,14 +25,6 @@ type arrivals struct {
 	tg *target.Target
 	mu sync.Mutex
 	at []time.Time
-}
-
-// newArrivals is an arrivals target that answers every request after
-// latency.
-func newArrivals(t *testing.T, latency time.Duration) (*arrivals, string) {
-	t.Helper()
-	a, url, _ := heldArrivals(t, latency, math.MaxInt)
-	return a, url
 }
 
 // heldArrivals is an arrivals target that holds every request after the
