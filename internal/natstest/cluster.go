@@ -110,20 +110,28 @@ func (c *TestCluster) Index(name string) int {
 	return -1
 }
 
-// WaitMetaLeader waits until a running node leads JetStream's meta group:
-// requests sent before go unanswered.
+// WaitMetaLeader waits until a running node leads JetStream's meta group
+// and sees every running node as an online JetStream peer: requests sent
+// before go unanswered, and a replicated stream created before a peer's
+// first stats reached the leader fails "no suitable peers for placement".
 func (c *TestCluster) WaitMetaLeader() {
 	c.t.Helper()
 	deadline := time.Now().Add(60 * time.Second)
 	for {
+		running := 0
 		for _, ns := range c.Servers {
-			if ns != nil && ns.JetStreamIsLeader() {
+			if ns != nil {
+				running++
+			}
+		}
+		for _, ns := range c.Servers {
+			if ns != nil && ns.JetStreamIsLeader() && len(ns.JetStreamClusterPeers()) >= running {
 				return
 			}
 		}
 		if time.Now().After(deadline) {
-			c.t.Fatal("no JetStream meta leader within 60s")
+			c.t.Fatal("no JetStream meta leader seeing every running node within 60s")
 		}
-		time.Sleep(20 * time.Millisecond)
+		time.Sleep(20 * time.Millisecond) // polling a condition, bounded above
 	}
 }
