@@ -1,6 +1,7 @@
-// Package dlqview shows dead letters to people: the job decoded with its
-// secrets redacted, the reason, and the failed result. enqueue dlq and the
-// console list dead letters through it, so both redact alike.
+// Package dlqview shows dead letters to people: the reason and the failed
+// result (Summary, what the console lists), and with Redact the job
+// decoded with its secrets redacted (enqueue dlq). Both go through it, so
+// what one shows the other shows alike.
 package dlqview
 
 import (
@@ -11,8 +12,9 @@ import (
 	"github.com/jetpost/jetpost/pkg/job"
 )
 
-// Shown is a dead letter as listed: the job decoded, its secret header
-// values, secret parameters and URL credentials replaced.
+// Shown is a dead letter as listed: with Redact, the job decoded, its
+// secret header values, secret parameters and URL credentials replaced;
+// with Summary, no job.
 type Shown struct {
 	Seq    uint64          `json:"seq"`
 	Reason job.Reason      `json:"reason"`

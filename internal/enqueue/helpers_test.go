@@ -56,8 +56,16 @@ func connect(t *testing.T, ns *server.Server, opts ...jetstream.JetStreamOpt) (*
 // marker.
 func jobsLeft(t *testing.T, ns *server.Server) uint64 {
 	t.Helper()
-	nc, js := connect(t, ns)
+	// No Setup (connect's): this is polled.
+	nc, err := nats.Connect(ns.ClientURL())
+	if err != nil {
+		t.Fatal(err)
+	}
 	defer nc.Close()
+	js, err := jetstream.New(nc)
+	if err != nil {
+		t.Fatal(err)
+	}
 	s, err := js.Stream(context.Background(), names.JobsStream())
 	if err != nil {
 		t.Fatal(err)

@@ -45,6 +45,7 @@ type Board struct {
 	kv         func() (jetstream.KeyValue, error)
 	maxPayload func() int64 // the server's, as announced on connect
 	peers      atomic.Int64 // workers on the board at the last look
+	last       atomic.Pointer[[]WorkerLimits]
 }
 
 // BoardConfig is the board bucket's shape; replicas follow the streams'.
@@ -151,7 +152,7 @@ func (b *Board) List(ctx context.Context) ([]WorkerLimits, error) {
 }
 
 // Run posts snapshot() every interval until ctx ends, then withdraws the
-// report. Each time it also counts the workers on the board (Peers). Failures are passed to onError (if set) and retried at the next
+// report. Each time it also lists the workers on the board (Peers, Fresh). Failures are passed to onError (if set) and retried at the next
 // interval: the board is informational, never a reason to stop a worker.
 func (b *Board) Run(ctx context.Context, worker string, snapshot func() []hostlimit.HostState, every time.Duration, onError func(error)) error {
 	for round := 0; ; round++ {
@@ -161,6 +162,7 @@ func (b *Board) Run(ctx context.Context, worker string, snapshot func() []hostli
 			var all []WorkerLimits
 			if all, err = b.List(pctx); err == nil {
 				b.peers.Store(int64(len(all)))
+				b.last.Store(&all)
 			}
 		}
 		cancel()
@@ -189,5 +191,16 @@ func (b *Board) Run(ctx context.Context, worker string, snapshot func() []hostli
 // Peers is how many workers (this one included) were on the board at the
 // last look: the processes that share the fleet's rate limits. At least 1.
 func (b *Board) Peers() int { return int(max(1, b.peers.Load())) }
+
+// Fresh names the workers that had posted within BoardFresh of now at
+// Run's last look (at most one interval old): those a rescue's census
+// waits for. It asks the server nothing, so it answers while the board's
+// bucket has no leader, as after a node's loss; nil before the first look.
+func (b *Board) Fresh(now time.Time) []string {
+	if all := b.last.Load(); all != nil {
+		return FreshWorkers(*all, now)
+	}
+	return nil
+}
 
 func boardKey(worker string) string { return "w." + hex.EncodeToString([]byte(worker)) }

@@ -32,7 +32,7 @@ func ReadBoard(ctx context.Context, js jetstream.JetStream, prefix string) ([]Wo
 }
 
 // ExpectedWorkers names the workers that posted on the limits board
-// recently: those a fence or a census waits for. None if the board cannot be read.
+// recently: those a fence waits for. None if the board cannot be read.
 func ExpectedWorkers(ctx context.Context, js jetstream.JetStream, prefix string, now time.Time) []string {
 	ws, err := ReadBoard(ctx, js, prefix)
 	if err != nil {

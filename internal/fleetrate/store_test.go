@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -283,6 +284,17 @@ func TestBoardShowsEachWorkersLimits(t *testing.T) {
 	}
 	if got[0].Worker != "w1" || got[1].Worker != "w2" || got[0].Hosts[0].Limit != 31 || got[0].Hosts[0].Rate != "100/s" {
 		t.Fatalf("board %+v", got)
+	}
+	// What Run listed last, without asking the server: the workers a
+	// rescue's census waits for, until their posts are stale.
+	for !slices.Equal(b.Fresh(time.Now()), []string{"w1", "w2"}) {
+		if time.Now().After(deadline) {
+			t.Fatalf("fresh workers %v, want w1 and w2", b.Fresh(time.Now()))
+		}
+		time.Sleep(10 * time.Millisecond) // polling a condition, bounded above
+	}
+	if stale := b.Fresh(time.Now().Add(fleetrate.BoardFresh + time.Second)); len(stale) != 0 {
+		t.Fatalf("fresh workers after BoardFresh: %v", stale)
 	}
 	cancel()
 	if err := <-done; err != nil {

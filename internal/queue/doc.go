@@ -158,11 +158,12 @@
 // (lookups of jobs that may have run), fence.go (batch states), inbound.go
 // (what a message on the jobs subject may claim), republished.go,
 // attempts.go, settle.go, rescue.go, reack.go (unconfirmed acks sent
-// again), background.go (rescues and re-sent acks, one at a time), invalid.go, readiness.go (jobs ready to send now, for
-// autoscaling), failures.go (settling failures, for alerts),
-// traceheaders.go (trace context in job messages), batches.go (weights and
-// states), known.go (whether a batch exists); enqueue's side: publish.go,
-// bulk.go, done.go (markers, DoneIndex); readers: reader.go (the one
-// ordered stream reader), results.go, deadletter.go, redrive.go,
-// status.go, replication.go, breakers.go.
+// again), background.go (rescues and re-sent acks, one at a time),
+// invalid.go, readiness.go (jobs ready to send now, for autoscaling),
+// failures.go (settling failures, for alerts), traceheaders.go (trace
+// context in job messages), batches.go (weights and states), known.go
+// (whether a batch exists); enqueue's side: publish.go, bulk.go, done.go
+// (markers, DoneIndex), control.go (pause, resume, cancel and their
+// fence); readers: reader.go (the one ordered stream reader), results.go,
+// deadletter.go, redrive.go, status.go, replication.go, breakers.go.
 package queue

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"slices"
 	"strconv"
 	"sync"
@@ -157,6 +158,9 @@ func (h *holdings) busy(now time.Time) map[string][]uint64 {
 // answerCensus replies to census requests until the returned stop is called.
 func (c *Consumer) answerCensus() (stop func(), err error) {
 	sub, err := c.js.Conn().Subscribe(c.names.censusSubject(), func(m *nats.Msg) {
+		if !askedInCensus(m.Data, c.cfg.Worker) {
+			return
+		}
 		b, err := json.Marshal(censusReply{Worker: c.cfg.Worker, Busy: c.holds.busy(c.now())})
 		if err == nil {
 			err = m.Respond(b)
@@ -184,11 +188,22 @@ type censusResult struct {
 // it goes out, and one reconnecting after a node's loss missed it.
 const censusAgain = 300 * time.Millisecond
 
+// askedInCensus reports whether a census request asks worker: one
+// without a body asks every worker, one asked again names those it still
+// waits for.
+func askedInCensus(body []byte, worker string) bool {
+	if len(body) == 0 {
+		return true
+	}
+	var awaited []string
+	return json.Unmarshal(body, &awaited) != nil || slices.Contains(awaited, worker)
+}
+
 // census collects every worker's busy sequences, by lane, for the
 // configured window, and on until every expected worker answered (or the
-// configured Max), asking again every censusAgain meanwhile. A worker
-// that answers twice counts once; its answers add up, which only spares
-// more.
+// configured Max), asking those again every censusAgain meanwhile. A
+// worker that answers twice counts once; its answers add up, which only
+// spares more.
 func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 	res := censusResult{busy: map[string]map[uint64]bool{}}
 	waiting := map[string]bool{}
@@ -207,8 +222,8 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 		return res, err
 	}
 	defer func() { _ = sub.Unsubscribe() }()
-	ask := func() error { return nc.PublishRequest(c.names.censusSubject(), inbox, nil) }
-	if err := ask(); err != nil {
+	ask := func(body []byte) error { return nc.PublishRequest(c.names.censusSubject(), inbox, body) }
+	if err := ask(nil); err != nil {
 		return res, err
 	}
 	window, most := time.NewTimer(c.cfg.Rescue.Census), time.NewTimer(c.cfg.Rescue.Max)
@@ -241,7 +256,9 @@ func (c *Consumer) census(ctx context.Context) (censusResult, error) {
 			}
 		case <-again.C:
 			if len(waiting) > 0 {
-				_ = ask() // the next tick tries again
+				// Only those still awaited answer again.
+				body, _ := json.Marshal(slices.Sorted(maps.Keys(waiting))) // strings: cannot fail
+				_ = ask(body)                                              // the next tick tries again
 			}
 		case <-window.C:
 			windowOver = true

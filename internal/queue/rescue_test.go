@@ -195,6 +195,19 @@ func TestRescueWaitsForTheWorkersExpected(t *testing.T) {
 	}
 }
 
+// A census asked again names the workers it still waits for: only they
+// answer; a first request, without a body, asks everyone.
+func TestACensusAskedAgainAsksOnlyTheAwaited(t *testing.T) {
+	for _, c := range []struct {
+		body string
+		want bool
+	}{{"", true}, {`["w2","w1"]`, true}, {`["w2"]`, false}, {"not json", true}} {
+		if got := askedInCensus([]byte(c.body), "w1"); got != c.want {
+			t.Errorf("request %q asks w1: %v, want %v", c.body, got, c.want)
+		}
+	}
+}
+
 // An expected worker that never answers (killed, its post on the board
 // not stale yet) only delays the census to its Max, and is named missing.
 func TestCensusGivesUpOnAWorkerThatNeverAnswers(t *testing.T) {

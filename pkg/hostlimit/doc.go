@@ -51,7 +51,8 @@
 // millisecond's request); half its limit, for a moment each, until about
 // 20 good answers have told its latency; and a host that stops answering
 // none. Waiting costs other hosts nothing, but a fast host's extra
-// waiters for up to 100 ms: the worker runs a handler for each job of
+// waiters for about 100 ms while it keeps its pace, up to MaxWait if it
+// stalls (a stalled host takes no new waiters): the worker runs a handler for each job of
 // the buffer on top of its JETPOST_MAX_INFLIGHT, and the sender bounds
 // the requests in flight (sender.Config.MaxRequests) after admission, so
 // a waiting job holds no request place.

@@ -60,8 +60,9 @@ type Config struct {
 	MaxWaiting int
 	// FastWaiting is how many more requests may wait, beyond MaxWaiting,
 	// for the slots of a fast host: one that serves them all within
-	// 100 ms. They take handlers other hosts' jobs could use, but only for
-	// that long (cmd/worker: JETPOST_MAX_INFLIGHT).
+	// 100 ms. They take handlers other hosts' jobs could use, for about
+	// that long while it keeps its pace, up to MaxWait if it stalls
+	// (cmd/worker: JETPOST_MAX_INFLIGHT).
 	FastWaiting int
 	// MaxWait bounds one such wait; default 1s. A wait for a slot is also
 	// bounded by eight of the host's latencies (one guessed latency, 100 ms,

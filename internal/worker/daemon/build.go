@@ -191,7 +191,11 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 		},
 	}, func(ctx context.Context) error {
 		var err error
-		st.consumer, err = newConsumer(ctx, js, names, cfg, streams, policy, o.Log)
+		// A rescue's census waits for every worker on the limits board,
+		// as the board last listed them (st.limits is set below, before
+		// any rescue).
+		expected := func(context.Context) []string { return st.limits.Fresh(time.Now()) }
+		st.consumer, err = newConsumer(ctx, js, names, cfg, streams, policy, expected, o.Log)
 		return err
 	})
 	if err != nil {
@@ -219,7 +223,7 @@ func openStores(ctx context.Context, js jetstream.JetStream, cfg *config.Worker,
 	return &st, nil
 }
 
-func newConsumer(ctx context.Context, js jetstream.JetStream, names queue.Names, cfg *config.Worker, streams queue.StreamConfig, policy job.Policy, log zerolog.Logger) (*queue.Consumer, error) {
+func newConsumer(ctx context.Context, js jetstream.JetStream, names queue.Names, cfg *config.Worker, streams queue.StreamConfig, policy job.Policy, expected func(context.Context) []string, log zerolog.Logger) (*queue.Consumer, error) {
 	return queue.NewConsumer(ctx, js, names, queue.ConsumerConfig{
 		// A handler for each request in flight and each job waiting for
 		// its host's capacity (HostWaiting).
@@ -235,10 +239,7 @@ func newConsumer(ctx context.Context, js jetstream.JetStream, names queue.Names,
 		// pull open for a second took a tenth off a rate limit and an
 		// adaptive limit (BENCHMARKS.md).
 		PullWait: 200 * time.Millisecond,
-		// A rescue's census waits for every worker on the limits board.
-		Rescue: queue.RescueConfig{Expected: func(ctx context.Context) []string {
-			return fleetrate.ExpectedWorkers(ctx, js, names.Prefix, time.Now())
-		}},
+		Rescue:   queue.RescueConfig{Expected: expected},
 	}, log)
 }
 
